@@ -1,0 +1,35 @@
+"""spiceserver: a SPICE server library for Python hypervisors and emulators (asyncio).
+
+Import :class:`SpiceServer` and :class:`ServerConfig`, register devices, and run it on your loop::
+
+    server = SpiceServer(ServerConfig(port=5900, password="s3cret"))
+    server.add_keyboard(my_keyboard)
+    await server.serve_forever()
+"""
+
+from __future__ import annotations
+
+from .config import ChannelSecurity, ServerConfig
+from .errors import ConfigError, GuestError, LinkError, NotSupportedError, ProtocolError, SpiceError
+from .interfaces import Keyboard, KeyEvent, Mouse, Tablet, spice_to_local_buttons
+from .reds import Session, SpiceServer
+
+__all__ = [
+    "SpiceServer",
+    "Session",
+    "ServerConfig",
+    "ChannelSecurity",
+    "Keyboard",
+    "Mouse",
+    "Tablet",
+    "KeyEvent",
+    "spice_to_local_buttons",
+    "SpiceError",
+    "ProtocolError",
+    "LinkError",
+    "GuestError",
+    "ConfigError",
+    "NotSupportedError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""Server configuration: one frozen object, option names after QEMU's ``-spice`` options.
+
+QEMU spells options with dashes (``tls-port``, ``x509-dir``, ``disable-ticketing``); here they are
+the same words with underscores. There are no environment variables: everything is configured here.
+Counterpart of the ``spice_server_set_*`` calls in spice ``server/spice-server.h`` / ``reds.cpp``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as _uuid
+from dataclasses import dataclass
+
+from .errors import ConfigError, NotSupportedError
+from .proto.enums import CHANNEL_NAMES
+
+__all__ = ["ServerConfig", "ChannelSecurity"]
+
+_CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
+
+
+class ChannelSecurity:
+    """What ``reds_security_check`` allows for a channel: plain TCP, TLS, or either."""
+
+    NONE = 1  # plaintext allowed (SPICE_CHANNEL_SECURITY_NONE)
+    SSL = 2  # TLS allowed (SPICE_CHANNEL_SECURITY_SSL)
+    ANY = NONE | SSL
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Everything a :class:`~spiceserver.SpiceServer` needs to know, fixed for its lifetime.
+
+    Attributes:
+        addr: address to listen on (QEMU ``addr``); default loopback only.
+        port: plain TCP port (QEMU ``port``); None for no plain listener, 0 for any free port.
+        tls_port: TLS port (QEMU ``tls-port``); needs ``x509_dir`` or the three x509 files.
+        unix_path: listen on this Unix socket path instead of / besides TCP (QEMU ``unix=on,addr=``).
+        x509_dir: directory with ca-cert.pem, server-cert.pem, server-key.pem (QEMU ``x509-dir``).
+        x509_key_file, x509_cert_file, x509_cacert_file: explicit paths, override ``x509_dir``.
+        x509_key_password: password of an encrypted key file.
+        tls_ciphers: OpenSSL cipher list (QEMU ``tls-ciphers``).
+        tls_channels: channel names that must use TLS, or ``("default",)`` for all (QEMU
+            ``tls-channel``); a plaintext link to one gets NEED_SECURED.
+        plaintext_channels: channel names that must not use TLS (QEMU ``plaintext-channel``);
+            a TLS link to one gets NEED_UNSECURED.
+        password: the ticket password (QEMU ``password``); None means none set yet.
+        password_lifetime: seconds the initial password stays valid, 0 = forever.
+        disable_ticketing: let anyone in (QEMU ``disable-ticketing``). Without it and without a
+            password nobody can connect until :meth:`SpiceServer.set_ticket` is called.
+        sasl: SASL authentication (QEMU ``sasl``) -- not implemented, rejected.
+        name: VM name sent to clients that ask (SPICE_MSG_MAIN_NAME).
+        uuid: VM UUID sent with the name.
+        agent_mouse: use the guest agent for client mouse mode when one is present (QEMU
+            ``agent-mouse``).
+        link_timeout: seconds a connection may take to complete the link handshake.
+        max_pending_links: connections allowed to be in the link phase at once; more are closed.
+        ping_interval: seconds between liveness pings on the main channel (0 = none).
+        net_test: measure latency and bandwidth with pings when a main channel connects.
+        max_message_size: largest message body accepted from a client.
+    """
+
+    addr: str = "127.0.0.1"
+    port: int | None = None
+    tls_port: int | None = None
+    unix_path: str | None = None
+    x509_dir: str | None = None
+    x509_key_file: str | None = None
+    x509_cert_file: str | None = None
+    x509_cacert_file: str | None = None
+    x509_key_password: str | None = None
+    tls_ciphers: str | None = None
+    tls_channels: tuple[str, ...] = ()
+    plaintext_channels: tuple[str, ...] = ()
+    password: str | None = None
+    password_lifetime: float = 0.0
+    disable_ticketing: bool = False
+    sasl: bool = False
+    name: str | None = None
+    uuid: _uuid.UUID | None = None
+    agent_mouse: bool = True
+    link_timeout: float = 30.0
+    max_pending_links: int = 256
+    ping_interval: float = 30.0
+    net_test: bool = True
+    max_message_size: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.sasl:
+            raise NotSupportedError("SASL authentication is not implemented (see README: missing features)")
+        if self.port is None and self.tls_port is None and self.unix_path is None:
+            raise ConfigError("nothing to listen on: set port, tls_port or unix_path")
+        for p in (self.port, self.tls_port):
+            if p is not None and not 0 <= p <= 65535:
+                raise ConfigError(f"port {p} out of range")
+        if self.tls_port is not None and self.x509_dir is None and not (self.x509_cert_file and self.x509_key_file):
+            raise ConfigError("tls_port needs x509_dir (or x509_cert_file and x509_key_file)")
+        for names, what in ((self.tls_channels, "tls_channels"), (self.plaintext_channels, "plaintext_channels")):
+            for n in names:
+                if n != "default" and n not in _CHANNEL_NAMES:
+                    raise ConfigError(f"{what}: unknown channel {n!r} (known: {', '.join(sorted(_CHANNEL_NAMES))}, default)")
+        if self.password is not None and len(self.password.encode()) > 60:
+            raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        if self.link_timeout <= 0 or self.max_pending_links < 1:
+            raise ConfigError("link_timeout and max_pending_links must be positive")
+
+    # --- derived -----------------------------------------------------------------------------
+
+    def tls_files(self) -> tuple[str, str, str | None]:
+        """(cert, key, ca) paths, QEMU's x509-dir layout unless given explicitly."""
+        d = self.x509_dir or ""
+        cert = self.x509_cert_file or os.path.join(d, "server-cert.pem")
+        key = self.x509_key_file or os.path.join(d, "server-key.pem")
+        ca = self.x509_cacert_file or (os.path.join(d, "ca-cert.pem") if d else None)
+        return cert, key, ca
+
+    def channel_security(self, channel_name: str) -> int:
+        """The allowed transports of a channel (a ChannelSecurity mask)."""
+        default = ChannelSecurity.SSL if "default" in self.tls_channels else ChannelSecurity.ANY
+        if "default" in self.plaintext_channels:
+            default = ChannelSecurity.NONE
+        if channel_name in self.tls_channels:
+            return ChannelSecurity.SSL
+        if channel_name in self.plaintext_channels:
+            return ChannelSecurity.NONE
+        return default

@@ -1,0 +1,547 @@
+"""The server core: listeners, the link handshake and ticket auth, sessions, channel registry.
+
+Counterpart of spice ``server/reds.cpp`` (listeners, ``reds_handle_*link*``, ``reds_handle_ticket``,
+sessions, mouse mode) and ``red-stream.cpp`` (plain / TLS / Unix transports). This is the only module
+that does socket I/O: everything below it is sans-IO (:mod:`spiceserver.proto`) or a channel object
+(:mod:`spiceserver.channels`) that this module drives.
+
+One asyncio task serves each connection: it reads the link with a deadline and a size limit (the
+sans-IO :class:`~spiceserver.proto.link.ServerLink` checks every field before anything is buffered),
+then feeds the channel's :class:`~spiceserver.proto.channel.ChannelConnection` and hands the messages
+to the channel client, awaiting device callbacks in order. A protocol error closes only that
+connection, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .channels.base import ChannelClient
+from .channels.inputs import InputsChannelClient
+from .channels.main import MainChannelClient
+from .config import ChannelSecurity, ServerConfig
+from .errors import ConfigError, LinkError, ProtocolError
+from .interfaces import Keyboard, Mouse, Tablet
+from .proto.channel import ChannelConnection
+from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, InputsCap, LinkErr, MainCap, MouseMode
+from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
+from .proto.messages.base import SERVER
+from .ticket import LinkKey, Ticket
+
+__all__ = ["SpiceServer", "Session"]
+
+log = logging.getLogger("spiceserver")
+
+ChannelFactory = Callable[..., ChannelClient]
+_READ_CHUNK = 65536
+
+
+class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every record with the connection's context: ``[#12 127.0.0.1:40000 inputs:0]``."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        ctx = f"#{extra.get('conn')} {extra.get('peer')}"
+        if extra.get("channel"):
+            ctx += f" {extra['channel']}"
+        return f"[{ctx}] {msg}", kwargs
+
+
+def _channel_label(channel_type: int, channel_id: int) -> str:
+    try:
+        name = CHANNEL_NAMES[ChannelType(channel_type)]
+    except ValueError:
+        name = f"type{channel_type}"
+    return f"{name}:{channel_id}"
+
+
+@dataclass(eq=False)
+class Session:
+    """One client: its main channel and every other channel it linked with the same id."""
+
+    id: int
+    main: MainChannelClient | None = None
+    channels: list[ChannelClient] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class _ChannelDef:
+    type: int
+    id: int
+    factory: ChannelFactory
+    caps: tuple[int, ...] = ()
+
+
+class SpiceServer:
+    """A SPICE server: register devices, then :meth:`start` (or :meth:`serve_forever`).
+
+    Args:
+        config: the frozen configuration.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.keyboard: Keyboard | None = None
+        self.mouse: Mouse | None = None
+        self.tablet: Tablet | None = None
+        self._ticket = Ticket()
+        if config.password is not None:
+            self._ticket.set(config.password, config.password_lifetime)
+        self._channels: dict[tuple[int, int], _ChannelDef] = {}
+        self._sessions: dict[int, Session] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._conn_ids = itertools.count(1)
+        self._pending_links = 0
+        self._mouse_mode = MouseMode.SERVER
+        self._start_time = time.monotonic()
+        self._ssl: ssl.SSLContext | None = None
+        self.stats = {"connections": 0, "links_ok": 0, "links_failed": 0, "protocol_errors": 0}
+        if config.tls_port is not None:
+            self._ssl = self._make_ssl_context()
+        self.register_channel(ChannelType.INPUTS, 0, InputsChannelClient, caps=(InputsCap.KEY_SCANCODE,))
+
+    # --- devices and channels ----------------------------------------------------------------------
+
+    def add_keyboard(self, keyboard: Keyboard) -> None:
+        self.keyboard = keyboard
+
+    def add_mouse(self, mouse: Mouse) -> None:
+        self.mouse = mouse
+
+    def add_tablet(self, tablet: Tablet) -> None:
+        self.tablet = tablet
+        self._update_mouse_mode()
+
+    def remove_tablet(self) -> None:
+        self.tablet = None
+        self._update_mouse_mode()
+
+    def register_channel(self, channel_type: int, channel_id: int, factory: ChannelFactory, *, caps: tuple[int, ...] = ()) -> None:
+        """Offer a channel to clients; connected sessions get a one-entry CHANNELS_LIST."""
+        key = (int(channel_type), channel_id)
+        if key in self._channels or channel_type == ChannelType.MAIN:
+            raise ConfigError(f"channel {key} already registered")
+        self._channels[key] = _ChannelDef(key[0], channel_id, factory, tuple(caps))
+        for s in self._sessions.values():
+            if s.main is not None and s.main.attached:
+                s.main.send_channels_list([key])
+                self._kick(s.main)
+
+    def channel_ids(self) -> list[tuple[int, int]]:
+        return list(self._channels)
+
+    def display_count(self) -> int:
+        return sum(1 for t, _ in self._channels if t == ChannelType.DISPLAY)
+
+    # --- tickets, leds, mouse mode -------------------------------------------------------------
+
+    def set_ticket(self, password: str | None, lifetime: float = 0.0) -> None:
+        """Set the password (``spice_server_set_ticket``); lifetime seconds, 0 = never expires."""
+        if password is not None and len(password.encode()) > 60:
+            raise ConfigError("password longer than 60 bytes")
+        self._ticket.set(password, lifetime)
+
+    def kbd_leds(self, leds: int) -> None:
+        """The guest changed its keyboard LEDs: tell every client (SPICE_MSG_INPUTS_KEY_MODIFIERS)."""
+        for s in self._sessions.values():
+            for cc in s.channels:
+                if isinstance(cc, InputsChannelClient):
+                    cc.send_leds(leds)
+                    self._kick(cc)
+
+    @property
+    def mouse_mode(self) -> int:
+        return int(self._mouse_mode)
+
+    @property
+    def client_mouse_allowed(self) -> bool:
+        # libspice reds_update_mouse_mode: agent mouse, or a tablet with a single display.
+        return self.tablet is not None and self.display_count() <= 1
+
+    @property
+    def supported_mouse_modes(self) -> int:
+        return int(MouseMode.SERVER | (MouseMode.CLIENT if self.client_mouse_allowed else 0))
+
+    def request_mouse_mode(self, mode: int) -> None:
+        if mode == MouseMode.CLIENT and not self.client_mouse_allowed:
+            log.info("client mouse mode requested but not available (no tablet)")
+            return
+        self._set_mouse_mode(MouseMode(mode))
+
+    def _set_mouse_mode(self, mode: MouseMode) -> None:
+        if mode == self._mouse_mode:
+            return
+        self._mouse_mode = mode
+        self._broadcast_mouse_mode()
+
+    def _update_mouse_mode(self) -> None:
+        if self._mouse_mode == MouseMode.CLIENT and not self.client_mouse_allowed:
+            self._set_mouse_mode(MouseMode.SERVER)
+        else:
+            self._broadcast_mouse_mode()
+
+    def _broadcast_mouse_mode(self) -> None:
+        for s in self._sessions.values():
+            if s.main is not None:
+                s.main.send_mouse_mode()
+                self._kick(s.main)
+
+    def mm_time(self) -> int:
+        """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
+        return int((time.monotonic() - self._start_time) * 1000) & 0xFFFFFFFF
+
+    @property
+    def num_clients(self) -> int:
+        return len(self._sessions)
+
+    # --- listening ------------------------------------------------------------------------------
+
+    def _make_ssl_context(self) -> ssl.SSLContext:
+        cert, key, _ca = self.config.tls_files()
+        for path in (cert, key):
+            if not os.path.exists(path):
+                raise ConfigError(f"TLS file {path} not found")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+        ctx.load_cert_chain(cert, key, password=self.config.x509_key_password)
+        if self.config.tls_ciphers:
+            ctx.set_ciphers(self.config.tls_ciphers)
+        return ctx
+
+    async def start(self) -> None:
+        """Open the listeners (plain, TLS, Unix) configured."""
+        cfg = self.config
+        if cfg.port is not None:
+            self._servers.append(
+                await asyncio.start_server(lambda r, w: self._accept(r, w, secure=False), cfg.addr, cfg.port)
+            )
+        if cfg.tls_port is not None:
+            self._servers.append(
+                await asyncio.start_server(
+                    lambda r, w: self._accept(r, w, secure=True),
+                    cfg.addr,
+                    cfg.tls_port,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=cfg.link_timeout,
+                )
+            )
+        if cfg.unix_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cfg.unix_path)
+            self._servers.append(
+                await asyncio.start_unix_server(lambda r, w: self._accept(r, w, secure=False, unix=True), cfg.unix_path)
+            )
+        for addr in self.addresses:
+            log.info("listening on %s", addr)
+
+    @property
+    def addresses(self) -> list[str]:
+        out = []
+        for srv in self._servers:
+            for sock in srv.sockets:
+                name = sock.getsockname()
+                out.append(name if isinstance(name, str) else f"{name[0]}:{name[1]}")
+        return out
+
+    def port_of(self, secure: bool = False) -> int:
+        """The bound TCP port (useful with port 0)."""
+        cfg = self.config
+        wanted = cfg.tls_port if secure else cfg.port
+        idx = 0 if (not secure or cfg.port is None) else 1
+        if wanted is None:
+            raise ConfigError("that listener is not configured")
+        return int(self._servers[idx].sockets[0].getsockname()[1])
+
+    async def serve_forever(self) -> None:
+        """Start if needed and serve until cancelled."""
+        if not self._servers:
+            await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop listening and disconnect every client."""
+        for srv in self._servers:
+            srv.close()
+        for s in list(self._sessions.values()):
+            self._close_session(s)
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> SpiceServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, secure: bool, unix: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer, secure, unix))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, unix: bool) -> None:
+        conn_id = next(self._conn_ids)
+        peer = writer.get_extra_info("peername")
+        peer_s = "unix" if unix else (f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer))
+        clog = _ConnLog(log, {"conn": conn_id, "peer": peer_s + ("/tls" if secure else "")})
+        self.stats["connections"] += 1
+        if self._pending_links >= self.config.max_pending_links:
+            clog.warning("too many connections in the link phase (%d); closing", self._pending_links)
+            writer.close()
+            return
+        self._pending_links += 1
+        try:
+            try:
+                linked = await asyncio.wait_for(self._link(reader, writer, secure, clog), self.config.link_timeout)
+            except TimeoutError:
+                clog.warning("link not completed within %.0f s; closing", self.config.link_timeout)
+                linked = None
+            except (ConnectionError, ssl.SSLError, OSError) as exc:
+                clog.info("connection lost during link: %s", exc)
+                linked = None
+        finally:
+            self._pending_links -= 1
+        if linked is None:
+            self.stats["links_failed"] += 1
+            await self._close_writer(writer)
+            return
+        self.stats["links_ok"] += 1
+        link_mess, leftover = linked
+        try:
+            await self._run_channel(reader, writer, link_mess, leftover, secure, unix, clog)
+        finally:
+            await self._close_writer(writer)
+
+    @staticmethod
+    async def _close_writer(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+    def _common_caps(self) -> tuple[int, ...]:
+        return caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER})
+
+    def _channel_caps(self, channel_type: int, channel_id: int) -> tuple[int, ...]:
+        if channel_type == ChannelType.MAIN:
+            # Migration is not offered, so neither migration cap is set.
+            return caps_to_words({MainCap.NAME_AND_UUID, MainCap.AGENT_CONNECTED_TOKENS})
+        d = self._channels.get((channel_type, channel_id))
+        return caps_to_words(set(d.caps)) if d else ()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: _ConnLog) -> tuple[LinkMess, bytes] | None:
+        """Run the handshake; returns the link message and leftover bytes, or None if refused."""
+        link = ServerLink()
+        key: LinkKey | None = None
+        while True:
+            data = await reader.read(4096)
+            if not data:
+                clog.info("peer closed the connection during the link (%d bytes buffered)", link.buffered)
+                return None
+            try:
+                link.receive_data(data)
+            except LinkError as exc:
+                clog.warning("link refused: %s", exc.reason)
+                writer.write(link.data_to_send())
+                await writer.drain()
+                return None
+            for ev in link.events():
+                if isinstance(ev, LinkRequest):
+                    mess = ev.mess
+                    clog.extra["channel"] = _channel_label(mess.channel_type, mess.channel_id)  # type: ignore[index]
+                    err = self._check_link_request(mess, secure, clog)
+                    if err is not None:
+                        link.reject(err)
+                        writer.write(link.data_to_send())
+                        await writer.drain()
+                        return None
+                    key = await asyncio.to_thread(LinkKey)
+                    link.accept(key.public_der, self._common_caps(), self._channel_caps(mess.channel_type, mess.channel_id))
+                elif isinstance(ev, TicketReceived):
+                    assert key is not None and link.request is not None
+                    code = self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog)
+                    link.finish(code)
+                    writer.write(link.data_to_send())
+                    await writer.drain()
+                    if code != LinkErr.OK:
+                        return None
+                    return link.request.mess, link.leftover()
+            out = link.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+
+    def _check_link_request(self, mess: LinkMess, secure: bool, clog: _ConnLog) -> int | None:
+        ctype = mess.channel_type
+        if (ctype != ChannelType.MAIN and (ctype, mess.channel_id) not in self._channels) or ctype not in ChannelType._value2member_map_:
+            clog.warning("channel %d:%d is not available", ctype, mess.channel_id)
+            return LinkErr.CHANNEL_NOT_AVAILABLE
+        name = CHANNEL_NAMES[ChannelType(ctype)]
+        allowed = self.config.channel_security(name)
+        if secure and not allowed & ChannelSecurity.SSL:
+            clog.warning("channel %s must not be encrypted", name)
+            return LinkErr.NEED_UNSECURED
+        if not secure and not allowed & ChannelSecurity.NONE:
+            clog.warning("channel %s must be encrypted", name)
+            return LinkErr.NEED_SECURED
+        return None
+
+    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: _ConnLog) -> int:
+        password = key.decrypt(ciphertext)
+        if password is None:
+            clog.warning("failed to decrypt the ticket")
+            return LinkErr.PERMISSION_DENIED
+        if not self.config.disable_ticketing:
+            reason = self._ticket.check(password)
+            if reason is not None:
+                clog.warning("authentication failed: %s", reason)
+                return LinkErr.PERMISSION_DENIED
+        if mess.channel_type != ChannelType.MAIN:
+            if mess.connection_id not in self._sessions:
+                clog.warning("unknown connection id %#x", mess.connection_id)
+                return LinkErr.BAD_CONNECTION_ID
+            if (mess.channel_type, mess.channel_id) not in self._channels:
+                return LinkErr.CHANNEL_NOT_AVAILABLE
+        return LinkErr.OK
+
+    # --- sessions and the data phase ------------------------------------------------------------
+
+    def _new_session(self) -> Session:
+        # A new main link replaces the current client (libspice reds_handle_main_link).
+        for s in list(self._sessions.values()):
+            log.info("new client: disconnecting session %#x", s.id)
+            self._close_session(s)
+        while True:
+            sid = secrets.randbits(32)
+            if sid and sid not in self._sessions:
+                break
+        session = Session(sid)
+        self._sessions[sid] = session
+        return session
+
+    def _close_session(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+        for close in list(session.closers):
+            close()
+
+    def _kick(self, cc: ChannelClient) -> None:
+        """Write whatever ``cc`` queued outside its own connection task."""
+        write = getattr(cc, "_transport_write", None)
+        if write is not None:
+            write()
+
+    async def _run_channel(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        mess: LinkMess,
+        leftover: bytes,
+        secure: bool,
+        unix: bool,
+        clog: _ConnLog,
+    ) -> None:
+        mini = has_cap(mess.common_caps, CommonCap.MINI_HEADER)
+        conn = ChannelConnection(mess.channel_type, SERVER, mini_header=mini, max_message_size=self.config.max_message_size)
+        cc: ChannelClient
+        if mess.channel_type == ChannelType.MAIN:
+            session = self._new_session()
+            cc = MainChannelClient(self, conn, mess, secure=secure, log=clog, session_id=session.id, unix=unix)
+            session.main = cc
+            clog.info("session %#x started (mini header: %s)", session.id, mini)
+        else:
+            found = self._sessions.get(mess.connection_id)
+            d = self._channels.get((mess.channel_type, mess.channel_id))
+            if found is None or d is None:
+                clog.info("session or channel went away during the link")
+                return
+            session = found
+            cc = d.factory(self, conn, mess, secure=secure, log=clog)
+            clog.info("channel linked to session %#x", session.id)
+            if mess.channel_type == ChannelType.INPUTS and not secure and self.config.tls_port is not None and session.main is not None:
+                session.main.notify("keyboard channel is insecure")
+                self._kick(session.main)
+        session.channels.append(cc)
+
+        def flush() -> None:
+            data = conn.data_to_send()
+            if data and not writer.is_closing():
+                writer.write(data)
+
+        def close() -> None:
+            cc.closed = True
+            if not writer.is_closing():
+                writer.close()
+
+        cc._transport_write = flush  # type: ignore[attr-defined]
+        session.closers.append(close)
+        loop = asyncio.get_running_loop()
+        try:
+            await cc.start(loop.time())
+            if leftover:
+                for ev in conn.receive_data(leftover, loop.time()):
+                    await cc.handle(ev, loop.time())
+            flush()
+            await writer.drain()
+            while not cc.closed:
+                deadline = cc.next_timer()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    data = await asyncio.wait_for(reader.read(_READ_CHUNK), timeout)
+                except TimeoutError:
+                    await cc.on_timer(loop.time())
+                    flush()
+                    await writer.drain()
+                    continue
+                if not data:
+                    clog.info("client closed the channel")
+                    break
+                now = loop.time()
+                for ev in conn.receive_data(data, now):
+                    try:
+                        await cc.handle(ev, now)
+                    except ProtocolError:
+                        raise
+                    except Exception:
+                        clog.exception("error handling %s; message dropped", type(ev).__name__)
+                flush()
+                await writer.drain()
+        except ProtocolError as exc:
+            self.stats["protocol_errors"] += 1
+            clog.warning("protocol error, closing the channel: %s", exc.reason)
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            clog.info("connection lost: %s", exc)
+        finally:
+            cc.closed = True
+            with contextlib.suppress(ValueError):
+                session.channels.remove(cc)
+            with contextlib.suppress(ValueError):
+                session.closers.remove(close)
+            try:
+                await cc.on_close()
+            except Exception:
+                clog.exception("error closing the channel")
+            if session.main is cc:
+                clog.info("main channel closed: ending session %#x", session.id)
+                self._close_session(session)

@@ -1,0 +1,195 @@
+"""A pure-Python asyncio SPICE client built only on :mod:`spiceserver.proto` (plus the ticket helper).
+
+It links any channel, authenticates, sends any message and receives every message, answering
+SET_ACK and PING itself through :class:`~spiceserver.proto.channel.ChannelConnection` in the client
+role. Used by the unit and integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from spiceserver.proto.channel import ChannelConnection
+from spiceserver.proto.enums import ChannelType, CommonCap, LinkErr
+from spiceserver.proto.link import (
+    ClientLink,
+    LinkMess,
+    LinkReply,
+    LinkReplyReceived,
+    LinkResult,
+    caps_to_words,
+    has_cap,
+)
+from spiceserver.proto.messages import main as mm
+from spiceserver.proto.messages.base import CLIENT, Message
+from spiceserver.ticket import encrypt_ticket
+
+M = TypeVar("M", bound=Message)
+
+DEFAULT_COMMON_CAPS = (CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER)
+
+
+class LinkFailed(Exception):
+    def __init__(self, code: int, stage: str) -> None:
+        super().__init__(f"link failed at {stage}: {LinkErr(code).name if code in LinkErr._value2member_map_ else code}")
+        self.code = code
+        self.stage = stage
+
+
+@dataclass
+class Endpoint:
+    host: str = "127.0.0.1"
+    port: int | None = None
+    ssl: ssl.SSLContext | None = None
+    unix: str | None = None
+
+
+@dataclass
+class ClientChannel:
+    """One linked channel."""
+
+    channel_type: int
+    channel_id: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    conn: ChannelConnection
+    reply: LinkReply
+    received: deque[Message] = field(default_factory=deque)
+
+    async def send(self, msg: Message) -> None:
+        self.conn.send(msg)
+        await self.flush()
+
+    async def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def recv(self, timeout: float = 5.0) -> Message:
+        """The next message from the server (SET_ACK / PING are answered automatically)."""
+        while not self.received:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise EOFError("server closed the channel")
+            for ev in self.conn.receive_data(data):
+                if isinstance(ev, Message):
+                    self.received.append(ev)
+            await self.flush()
+        return self.received.popleft()
+
+    async def expect(self, cls: type[M], timeout: float = 5.0, *, skip: tuple[type[Message], ...] = ()) -> M:
+        """Receive until a ``cls`` arrives, allowing only ``skip`` types (and pings) before it."""
+        from spiceserver.proto.messages.base import Ping
+
+        while True:
+            msg = await self.recv(timeout)
+            if isinstance(msg, cls):
+                return msg
+            if isinstance(msg, (Ping, *skip)):
+                continue
+            raise AssertionError(f"expected {cls.__name__}, got {msg!r}")
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True once the server closes the connection (messages before that are kept)."""
+        try:
+            while True:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not data:
+                    return True
+                for ev in self.conn.receive_data(data):
+                    if isinstance(ev, Message):
+                        self.received.append(ev)
+        except (ConnectionError, OSError):
+            return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+async def open_stream(ep: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if ep.unix is not None:
+        return await asyncio.open_unix_connection(ep.unix)
+    assert ep.port is not None
+    return await asyncio.open_connection(ep.host, ep.port, ssl=ep.ssl, server_hostname=ep.host if ep.ssl else None)
+
+
+async def link_channel(
+    ep: Endpoint,
+    channel_type: int,
+    channel_id: int = 0,
+    *,
+    connection_id: int = 0,
+    password: str = "",
+    common_caps: tuple[int, ...] = DEFAULT_COMMON_CAPS,
+    channel_caps: tuple[int, ...] = (),
+    timeout: float = 10.0,
+) -> ClientChannel:
+    """Link one channel; raises LinkFailed with the server's error code."""
+    reader, writer = await open_stream(ep)
+    link = ClientLink(LinkMess(connection_id, channel_type, channel_id, caps_to_words(set(common_caps)), caps_to_words(set(channel_caps))))
+    writer.write(link.data_to_send())
+    reply: LinkReply | None = None
+    try:
+        while True:
+            data = await asyncio.wait_for(reader.read(4096), timeout)
+            if not data:
+                raise LinkFailed(LinkErr.ERROR, "eof")
+            link.receive_data(data)
+            for ev in link.events():
+                if isinstance(ev, LinkReplyReceived):
+                    reply = ev.reply
+                    if reply.error != LinkErr.OK:
+                        raise LinkFailed(reply.error, "reply")
+                    link.send_ticket(
+                        encrypt_ticket(reply.pub_key, password),
+                        auth_selection=CommonCap.PROTOCOL_AUTH_SELECTION in common_caps,
+                    )
+                elif isinstance(ev, LinkResult):
+                    if ev.error != LinkErr.OK:
+                        raise LinkFailed(ev.error, "result")
+                    assert reply is not None
+                    mini = CommonCap.MINI_HEADER in common_caps and has_cap(reply.common_caps, CommonCap.MINI_HEADER)
+                    conn = ChannelConnection(channel_type, CLIENT, mini_header=mini)
+                    ch = ClientChannel(channel_type, channel_id, reader, writer, conn, reply)
+                    leftover = link.leftover()
+                    if leftover:
+                        ch.received.extend(e for e in conn.receive_data(leftover) if isinstance(e, Message))
+                    return ch
+            out = link.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+    except BaseException:
+        writer.close()
+        raise
+
+
+@dataclass
+class Session:
+    main: ClientChannel
+    init: mm.Init
+    ep: Endpoint
+    password: str
+
+    @property
+    def session_id(self) -> int:
+        return self.init.session_id
+
+    async def link(self, channel_type: int, channel_id: int = 0, **kw: object) -> ClientChannel:
+        return await link_channel(self.ep, channel_type, channel_id, connection_id=self.session_id, password=self.password, **kw)  # type: ignore[arg-type]
+
+
+async def connect(ep: Endpoint, *, password: str = "", main_caps: tuple[int, ...] = (1, 2)) -> Session:
+    """Link the main channel and read INIT."""
+    main = await link_channel(ep, ChannelType.MAIN, 0, password=password, channel_caps=main_caps)
+    init = await main.expect(mm.Init)
+    return Session(main, init, ep, password)
