@@ -10,7 +10,7 @@ import pytest
 from spiceserver.proto.enums import ChannelType, LinkErr
 from spiceserver.proto.messages import inputs as im
 from tests.conftest import start_server
-from tests.support.certs import make_x509_dir
+from tests.support.certs import make_test_ca
 from tests.support.client import Endpoint, LinkFailed, connect, link_channel
 
 
@@ -20,7 +20,7 @@ def client_ctx(x509: pathlib.Path) -> ssl.SSLContext:
 
 
 async def test_tls_link_with_password(tmp_path: pathlib.Path) -> None:
-    x509 = make_x509_dir(tmp_path / "x509")
+    x509 = make_test_ca(tmp_path / "x509").dir
     r = await start_server(port=None, tls_port=0, x509_dir=str(x509), password="pw")
     try:
         ep = Endpoint(port=r.server.port_of(secure=True), ssl=client_ctx(x509))
@@ -37,7 +37,7 @@ async def test_tls_link_with_password(tmp_path: pathlib.Path) -> None:
 
 
 async def test_secure_channel_policy(tmp_path: pathlib.Path) -> None:
-    x509 = make_x509_dir(tmp_path / "x509")
+    x509 = make_test_ca(tmp_path / "x509").dir
     r = await start_server(port=0, tls_port=0, x509_dir=str(x509), tls_channels=("inputs",), plaintext_channels=("main",))
     try:
         plain = Endpoint(port=r.server.port_of())
@@ -56,7 +56,7 @@ async def test_secure_channel_policy(tmp_path: pathlib.Path) -> None:
 
 
 async def test_all_channels_secure_by_default_option(tmp_path: pathlib.Path) -> None:
-    x509 = make_x509_dir(tmp_path / "x509")
+    x509 = make_test_ca(tmp_path / "x509").dir
     r = await start_server(port=0, tls_port=0, x509_dir=str(x509), tls_channels=("default",))
     try:
         with pytest.raises(LinkFailed) as e:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ProtocolError
 from .messages import base
 from .messages.base import CLIENT, SERVER, Direction, Message, parse_body
 from .wire import DEFAULT_MAX_MESSAGE, Framer, frame
@@ -149,14 +148,15 @@ class ChannelConnection:
         for raw in self._framer.feed(data):
             self.recv_serial += 1
             msg = parse_body(self.channel_type, self.peer, raw.type, raw.body)
-            ev = self._handle_builtin(msg, now)
-            if ev is not None:
-                events.append(ev)
             if self.role == CLIENT and self._client_ack_window:
+                # Counted before handling, as spice-gtk does: SET_ACK itself is not counted.
                 self._client_ack_count += 1
                 if self._client_ack_count >= self._client_ack_window:
                     self._client_ack_count = 0
                     self.send(base.Ack())
+            ev = self._handle_builtin(msg, now)
+            if ev is not None:
+                events.append(ev)
         return events
 
     def _handle_builtin(self, msg: Message, now: float) -> Event | None:
@@ -184,9 +184,3 @@ class ChannelConnection:
             self.send(base.Pong(id=msg.id, timestamp=msg.timestamp))
         return msg
 
-
-def check_peer_message(msg: object) -> Message:
-    """Narrow an event to a Message (helper for callers that ignore PongReceived)."""
-    if not isinstance(msg, Message):
-        raise ProtocolError("not a message")
-    return msg

@@ -143,6 +143,13 @@ class LinkReply:
         body += struct.pack(f"<{len(words)}I", *words)
         return LinkHeader(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(body)).encode() + body
 
+    @staticmethod
+    def encode_error(code: int) -> bytes:
+        """A refusal as libspice's ``reds_send_link_error`` writes it: the reply zeroed but for
+        ``error`` (so caps_offset is 0 too)."""
+        body = struct.pack("<I", code) + bytes(REPLY.size - 4)
+        return LinkHeader(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(body)).encode() + body
+
     @classmethod
     def parse(cls, data: bytes) -> LinkReply:
         if len(data) < REPLY.size:
@@ -296,7 +303,7 @@ class ServerLink(_LinkBase):
 
     def reject(self, code: int) -> None:
         """Refuse before the reply: a full header + LinkReply carrying ``code``, then close."""
-        self._out += LinkReply(int(code)).encode()
+        self._out += LinkReply.encode_error(int(code))
         self.failed = True
         self._parser = None
 

@@ -94,7 +94,10 @@ def frame(type_: int, body: bytes, *, mini: bool, serial: int = 0) -> bytes:
 
 
 def split_sub_list(body: bytes, offset: int) -> list[tuple[int, bytes]]:
-    """Parse a ``SpiceSubMessageList`` at ``offset``: {u16 count, u32 offsets[]} -> [(type, body)]."""
+    """Parse a ``SpiceSubMessageList`` at ``offset``: {u16 count, u32 offsets[]} -> [(type, body)].
+
+    Each offset counts from the start of ``body`` (spice-gtk ``spice_channel_recv_msg``).
+    """
     try:
         (n,) = struct.unpack_from("<H", body, offset)
         offsets = struct.unpack_from(f"<{n}I", body, offset + 2)
@@ -110,9 +113,13 @@ def split_sub_list(body: bytes, offset: int) -> list[tuple[int, bytes]]:
         raise ProtocolError("truncated sub-message list") from None
 
 
-def encode_sub_list(messages: list[tuple[int, bytes]]) -> bytes:
-    """Build a LIST body: the list header then each {type, size, body} it points at."""
-    head = 2 + 4 * len(messages)
+def encode_sub_list(messages: list[tuple[int, bytes]], base: int = 0) -> bytes:
+    """Build a sub-message list: the list header then each {type, size, body} it points at.
+
+    Offsets count from the start of the enclosing message body; ``base`` is where the list will
+    sit in it (0 for a SPICE_MSG_LIST body).
+    """
+    head = base + 2 + 4 * len(messages)
     offsets = []
     parts = []
     pos = head

@@ -1,0 +1,799 @@
+#!/usr/bin/python3
+"""Scriptable spice-gtk client (SpiceClientGLib via PyGObject) for interop tests.
+
+Run with the *system* interpreter that owns python3-gi::
+
+    /usr/bin/python3 tests/interop/gi_client.py --host 127.0.0.1 --port 5900 \
+        --expect-channels 3 --actions '[{"op":"key_press","scancode":30}]'
+
+It imports nothing from the project.  It drives a real ``SpiceSession`` (GLib only:
+no Gtk, no X display needed) and prints one JSON object per line on stdout for each
+thing it observes.  The last line is always ``{"event": "done", "reason": ..., ...}``.
+
+Events (all objects have an ``"event"`` key; ``t`` is seconds since start)
+---------------------------------------------------------------------------
+``start``            options summary, spice-gtk version
+``channel-new``      ``type``/``id``/``name`` of a channel spice-gtk created
+                     (main first, the rest from the server's CHANNELS_LIST)
+``channel-event``    ``name`` = OPENED, CLOSED, SWITCHING, ERROR_CONNECT, ERROR_TLS,
+                     ERROR_LINK, ERROR_AUTH, ERROR_IO; with ``type``/``id``/``channel``.
+                     OPENED adds ``common_caps``/``caps`` (the *server's* caps as
+                     spice-gtk stored them, list of set bit numbers), ``remote_port``
+                     and ``tls`` (true if the socket went to ``--tls-port``).
+                     Errors add ``error`` {domain, code, message} when spice-gtk has one.
+``channel-skipped``  a channel created but not connected (``--skip-channels``)
+``channel-destroy``  spice-gtk dropped the channel object
+``mouse-mode``       main channel ``mouse-mode`` property: ``mode`` 1 server / 2 client
+``agent``            main channel agent state: ``connected`` (bool), ``caps0``
+``session-name``     session ``name`` property (server's MAIN NAME message)
+``session-uuid``     session ``uuid`` (MAIN UUID message) as a canonical string
+``inputs-open``      the inputs channel is OPENED (actions may start)
+``inputs-modifiers`` inputs channel ``key-modifiers`` (INPUTS INIT / KEY_MODIFIERS)
+``display-primary-create``  ``id``, ``format``, ``width``, ``height``, ``stride``
+``display-primary-destroy`` ``id``
+``display-invalidate`` ``id``, ``x``, ``y``, ``w``, ``h`` (first ``--max-invalidates`` only;
+                     the total count is in ``done.invalidates``)
+``display-mark``     ``id``, ``mark``
+``display-monitors`` ``id``, ``monitors`` list of {id, surface_id, x, y, width, height}
+``cursor-set``/``cursor-move``/``cursor-hide``/``cursor-reset``
+``ready``            all wait conditions met (see below)
+``action``           one entry of ``--actions`` performed (``index``, ``op`` ...)
+``actions-done``     every action performed and the inputs channel flushed
+``screenshot``       ``--screenshot`` written (PPM) with ``width``/``height``
+``done``             ``reason``, ``exit_code``, ``open_channels``, ``invalidates``
+
+Exit codes / done reasons
+-------------------------
+0  ``ok``            everything done, disconnected by us
+10 ``error-auth``    ERROR_AUTH on any channel.  NB: spice-gtk maps *every* non-OK
+                     link result after the ticket (PERMISSION_DENIED, BAD_CONNECTION_ID,
+                     ...) to ERROR_AUTH "Authentication failed: wrong password?"
+11 ``error-link``    ERROR_LINK (bad reply, link error code in SpiceLinkReply except
+                     NEED_SECURED, which spice-gtk handles by retrying over TLS)
+12 ``error-connect`` ERROR_CONNECT (TCP connect failed, or no port to use)
+13 ``error-tls``     ERROR_TLS (handshake/verification failure, no CA loaded)
+14 ``error-io``      ERROR_IO (socket error after the link)
+15 ``closed``        the server closed a channel before we disconnected
+16 ``timeout``       ``--timeout`` elapsed before the run completed
+17 ``action-failed`` an action could not be performed (bad op, no channel)
+18 ``signal``        SIGINT/SIGTERM
+Channel errors on channels other than main are fatal too unless
+``--tolerate-channel-errors`` is given (then they are only reported).
+
+Run sequence
+------------
+1. ``spice_session_connect`` (main channel).  Every other channel spice-gtk creates
+   from CHANNELS_LIST is connected by this script (``spice_channel_connect``) unless
+   its type name is in ``--skip-channels``.  spice-gtk itself never connects
+   non-main channels: the application must (spicy-screenshot only connects display).
+2. *ready* when: main is OPENED, at least ``--expect-channels`` channels (main
+   included) are OPENED, the inputs channel is OPENED if there are actions,
+   ``--wait-display`` (display 0 has a primary surface and got an invalidate),
+   ``--wait-mouse-mode`` (main channel reached that mode).
+3. Actions run in order; then the inputs channel is flushed (``flush_async``),
+   ``actions-done`` is printed, we linger ``--linger-ms`` and call
+   ``spice_session_disconnect``; ``done`` follows once spice-gtk reports the session
+   disconnected (or after 2 s).
+
+spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
+-----------------------------------------------------------------------------
+* GI methods on ``SpiceClientGLib.InputsChannel`` (the non-deprecated 0.35+ API):
+  ``key_press(scancode)``, ``key_release(scancode)``, ``key_press_and_release(scancode)``,
+  ``motion(dx, dy, button_state)``, ``position(x, y, display, button_state)``,
+  ``button_press(button, button_state)``, ``button_release(button, button_state)``,
+  ``set_key_locks(locks)``; main: ``MainChannel.request_mouse_mode(mode)``.
+  (Module functions ``inputs_key_press`` etc. are the deprecated aliases.)
+  PyGObject quirk: ``Session.connect``/``Channel.connect`` are the *spice* connect
+  methods, so signals are hooked with ``GObject.Object.connect(obj, ...)``.
+* Scancodes are PC/XT set 1 "spice scancodes": ``spice_make_scancode`` masks with
+  0x37f, ORs 0x80 for release, and for codes >= 0x100 sends
+  ``bswap16(0xe000 | (code - 0x100))``.  So 0x100|c means "E0 prefix": the KEY_DOWN
+  ``code`` u32 is bytes ``E0 c 00 00`` (e.g. 0x148 Up -> 0x000048e0 down,
+  0x0000c8e0 up) and 0x200|c gives an E1 prefix.  Plain codes (< 0x100) go out as
+  ``c`` / ``c|0x80`` (e.g. 30 'A' -> KEY_DOWN 0x1e, KEY_UP 0x9e).
+  ``key_press_and_release`` sends one KEY_SCANCODE (104) message with the make+break
+  bytes if the server advertised INPUTS_CAP_KEY_SCANCODE, else KEY_DOWN + KEY_UP.
+* The library does NOT filter mouse calls by mouse mode (only the Gtk widget picks
+  motion vs position).  Both ``motion`` and ``position`` are always sent; it is the
+  *server* that honours MOTION only in server mode and POSITION only in client
+  mode.  Library-side drops: ``motion`` with dx == dy == 0 sends nothing;
+  when 8 (2 x SPICE_INPUT_MOTION_ACK_BUNCH) motion/position messages are unacked,
+  further motion deltas are accumulated (sent after the next MOUSE_MOTION_ACK) and
+  further ``position`` calls are silently dropped.  ``button_press``/``release``
+  first flush pending motion/position, then send MOUSE_PRESS/RELEASE with
+  ``buttons_state`` = given state with the button's own mask bit set (press) or
+  cleared (release) for left/middle/right (mask 1/2/4).
+* All inputs calls are no-ops unless the channel state is READY, and with the
+  session ``read-only`` property set.  When the inputs channel comes up, spice-gtk
+  sends KEY_MODIFIERS(locks, 0 by default) unprompted.
+* Main channel: spice-gtk asks for CLIENT mouse mode (MOUSE_MODE_REQUEST 2) whenever
+  the server says it is supported but not current (after INIT and after each
+  MOUSE_MODE message).
+"""
+
+import argparse
+import ctypes
+import importlib
+import json
+import os
+import signal
+import sys
+import time
+
+import gi
+
+gi.require_version("SpiceClientGLib", "2.0")
+# import_module rather than "from gi.repository import ..." so the version pin above
+# comes first without tripping import-order lints
+GLib = importlib.import_module("gi.repository.GLib")
+GObject = importlib.import_module("gi.repository.GObject")
+Spice = importlib.import_module("gi.repository.SpiceClientGLib")
+
+EXIT_CODES = {
+    "ok": 0,
+    "error-auth": 10,
+    "error-link": 11,
+    "error-connect": 12,
+    "error-tls": 13,
+    "error-io": 14,
+    "closed": 15,
+    "timeout": 16,
+    "action-failed": 17,
+    "signal": 18,
+}
+
+EVENT_NAMES = {
+    int(v): v.value_name.replace("SPICE_CHANNEL_", "", 1) for v in Spice.ChannelEvent.__enum_values__.values()
+}
+
+CHANNEL_MAIN = 1
+CHANNEL_DISPLAY = 2
+CHANNEL_INPUTS = 3
+CHANNEL_CURSOR = 4
+
+MOUSE_MODES = {"server": 1, "client": 2}
+
+VERIFY_FLAGS = {
+    "pubkey": Spice.SessionVerify.PUBKEY,
+    "hostname": Spice.SessionVerify.HOSTNAME,
+    "subject": Spice.SessionVerify.SUBJECT,
+}
+
+
+# PyGObject cannot marshal the display "monitors" property (a GArray of
+# SpiceDisplayMonitorConfig structs: "Stack overflow protection" criticals), so read
+# it with g_object_get through ctypes.
+_libs = {}
+
+
+def _lib(name):
+    if name not in _libs:
+        _libs[name] = ctypes.CDLL(name)
+    return _libs[name]
+
+
+class _GArray(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_uint)]
+
+
+class _MonitorConfig(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint) for n in ("id", "surface_id", "x", "y", "width", "height")]
+
+
+def gobject_pointer(obj):
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype = ctypes.c_void_p
+    get.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    return get(obj.__gpointer__, None)
+
+
+def read_monitors(channel):
+    gobj = _lib("libgobject-2.0.so.0")
+    glib = _lib("libglib-2.0.so.0")
+    out = ctypes.c_void_p()
+    gobj.g_object_get(ctypes.c_void_p(gobject_pointer(channel)), b"monitors", ctypes.byref(out), ctypes.c_void_p(None))
+    if not out.value:
+        return []
+    arr = _GArray.from_address(out.value)
+    mons = []
+    for i in range(arr.len):
+        m = _MonitorConfig.from_address(arr.data + i * ctypes.sizeof(_MonitorConfig))
+        mons.append({n: getattr(m, n) for n, _ in _MonitorConfig._fields_})
+    glib.g_array_unref(out)
+    return mons
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="plain TCP port")
+    p.add_argument("--tls-port", type=int, help="TLS port")
+    p.add_argument("--unix-path", help="connect to a Unix socket instead of TCP")
+    p.add_argument("--ca-file", help="CA certificate (PEM) to verify the server cert")
+    p.add_argument(
+        "--verify",
+        default="hostname",
+        help="comma list of pubkey,hostname,subject (session 'verify' flags), or 'none' "
+        "(no certificate check at all); default hostname (SAN DNS/IP must match --host)",
+    )
+    p.add_argument("--cert-subject", help="expected subject, e.g. 'CN=localhost' (adds subject)")
+    p.add_argument("--password")
+    p.add_argument(
+        "--secure-channels",
+        default="",
+        help="comma list of channel names that must use TLS (spice-gtk names: "
+        "main,display,inputs,cursor,playback,record,smartcard,usbredir,port,webdav; 'all')",
+    )
+    p.add_argument("--tls-only", action="store_true", help="same as --secure-channels all")
+    p.add_argument("--skip-channels", default="", help="comma list of channel names not to connect")
+    p.add_argument(
+        "--extra-channels",
+        default="",
+        help="comma list of NAME:ID channels to create and link although the server did not "
+        "list them (e.g. display:1), once CHANNELS_LIST arrived; tests CHANNEL_NOT_AVAILABLE",
+    )
+    p.add_argument("--enable-audio", action="store_true", help="let spice-gtk create playback/record")
+    p.add_argument("--read-only", action="store_true", help="session read-only (no inputs sent)")
+    p.add_argument("--timeout", type=float, default=10.0, help="overall deadline in seconds")
+    p.add_argument("--expect-channels", type=int, default=1, help="wait until N channels are OPENED")
+    p.add_argument("--wait-display", action="store_true", help="wait for display 0 primary + a draw")
+    p.add_argument("--wait-mouse-mode", choices=sorted(MOUSE_MODES), help="wait for this mouse mode")
+    p.add_argument("--actions", default="[]", help="JSON list of actions (see module doc)")
+    p.add_argument("--linger-ms", type=int, default=300, help="stay connected this long after actions")
+    p.add_argument("--tolerate-channel-errors", action="store_true")
+    p.add_argument("--max-invalidates", type=int, default=50)
+    p.add_argument("--screenshot", help="write display 0 primary surface as PPM before disconnecting")
+    p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
+    args = p.parse_args(argv)
+    try:
+        args.action_list = json.loads(args.actions)
+    except ValueError as exc:
+        p.error(f"--actions is not JSON: {exc}")
+    if not isinstance(args.action_list, list) or not all(isinstance(a, dict) for a in args.action_list):
+        p.error("--actions must be a JSON list of objects")
+    if args.port is None and args.tls_port is None and args.unix_path is None:
+        p.error("need --port, --tls-port or --unix-path")
+    return args
+
+
+def csv(value):
+    return [x.strip() for x in value.split(",") if x.strip()]
+
+
+def set_bits(test, limit=32):
+    return [i for i in range(limit) if test(i)]
+
+
+class Client:
+    def __init__(self, args):
+        self.args = args
+        self.t0 = time.monotonic()
+        self.loop = GLib.MainLoop()
+        self.session = Spice.Session()
+        self.channels = {}  # (type, id) -> channel
+        self.open = set()  # (type, id) currently OPENED
+        self.main = None
+        self.inputs = None
+        self.finished = False
+        self.done_payload = None
+        self.exit_code = 1
+        self.ready_fired = False
+        self.actions_started = False
+        self.primary = {}  # display id -> (format, width, height, stride, ptr)
+        self.invalidates = 0
+        self.drawn = set()
+        self.skip = set(csv(args.skip_channels))
+        self.deadline_id = 0
+        self.final_id = 0
+        self.extras_started = False
+
+    # ------------------------------------------------------------------ output
+    def emit(self, event, **fields):
+        obj = {"event": event, "t": round(time.monotonic() - self.t0, 4)}
+        obj.update(fields)
+        sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    @staticmethod
+    def ident(channel):
+        ctype = channel.props.channel_type
+        return {
+            "type": ctype,
+            "id": channel.props.channel_id,
+            "channel": Spice.Channel.type_to_string(ctype),
+        }
+
+    # ----------------------------------------------------------------- session
+    def configure(self):
+        a = self.args
+        s = self.session
+        s.props.host = a.host
+        if a.port is not None:
+            s.props.port = str(a.port)
+        if a.tls_port is not None:
+            s.props.tls_port = str(a.tls_port)
+        if a.unix_path:
+            s.props.unix_path = a.unix_path
+        if a.password is not None:
+            s.props.password = a.password
+        if a.ca_file:
+            s.props.ca_file = a.ca_file
+        verify = 0
+        for name in csv(a.verify):
+            if name == "none":
+                continue
+            if name not in VERIFY_FLAGS:
+                raise SystemExit(f"unknown --verify flag {name!r}")
+            verify |= VERIFY_FLAGS[name]
+        if a.cert_subject:
+            s.props.cert_subject = a.cert_subject  # also sets the SUBJECT flag
+            verify |= Spice.SessionVerify.SUBJECT
+        s.props.verify = Spice.SessionVerify(verify)
+        secure = ["all"] if a.tls_only else csv(a.secure_channels)
+        if secure:
+            s.props.secure_channels = secure
+        s.props.enable_audio = bool(a.enable_audio)
+        s.props.read_only = bool(a.read_only)
+        GObject.Object.connect(s, "channel-new", self.on_channel_new)
+        GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
+        GObject.Object.connect(s, "disconnected", self.on_session_disconnected)
+        GObject.Object.connect(s, "notify::name", self.on_session_name)
+
+    def run(self):
+        self.configure()
+        self.emit(
+            "start",
+            version=Spice.util_get_version_string(),
+            host=self.args.host,
+            port=self.args.port,
+            tls_port=self.args.tls_port,
+            actions=len(self.args.action_list),
+        )
+        self.deadline_id = GLib.timeout_add(int(self.args.timeout * 1000), self.on_deadline)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self.on_signal)
+        if not self.session.connect():
+            self.finish("error-connect", detail="spice_session_connect failed")
+        self.loop.run()
+        if self.done_payload is None:  # pragma: no cover - defensive
+            self.done_payload = {"reason": "internal", "exit_code": 1}
+        self.emit("done", **self.done_payload)
+        return self.done_payload["exit_code"]
+
+    # ---------------------------------------------------------------- channels
+    def on_channel_new(self, session, channel):
+        info = self.ident(channel)
+        key = (info["type"], info["id"])
+        self.channels[key] = channel
+        self.emit("channel-new", **info)
+        GObject.Object.connect(channel, "channel-event", self.on_channel_event)
+        ctype = info["type"]
+        if ctype == CHANNEL_MAIN:
+            self.main = channel
+            GObject.Object.connect(channel, "notify::mouse-mode", self.on_mouse_mode)
+            GObject.Object.connect(channel, "main-agent-update", self.on_agent_update)
+            # uuid is notified just before CHANNELS_LIST is processed
+            GObject.Object.connect(session, "notify::uuid", self.on_session_uuid)
+            return  # spice_session_connect() connects main itself
+        if ctype == CHANNEL_INPUTS:
+            self.inputs = channel
+            GObject.Object.connect(channel, "inputs-modifiers", self.on_inputs_modifiers)
+        elif ctype == CHANNEL_DISPLAY:
+            self.hook_display(channel)
+        elif ctype == CHANNEL_CURSOR:
+            self.hook_cursor(channel)
+        if info["channel"] in self.skip:
+            self.emit("channel-skipped", **info)
+            return
+        channel.connect()  # spice_channel_connect
+
+    def on_channel_destroy(self, session, channel):
+        info = self.ident(channel)
+        key = (info["type"], info["id"])
+        self.emit("channel-destroy", **info)
+        # drop our references so spice-gtk can finalize and emit "disconnected"
+        self.channels.pop(key, None)
+        self.open.discard(key)
+        if channel is self.main:
+            self.main = None
+        if channel is self.inputs:
+            self.inputs = None
+
+    def on_channel_event(self, channel, event):
+        info = self.ident(channel)
+        key = (info["type"], info["id"])
+        name = EVENT_NAMES.get(int(event), str(int(event)))
+        fields = dict(info)
+        fields["name"] = name
+        if name == "OPENED":
+            self.open.add(key)
+            fields["common_caps"] = set_bits(channel.test_common_capability)
+            fields["caps"] = set_bits(channel.test_capability)
+            fields.update(self.socket_info(channel))
+        elif name.startswith("ERROR_"):
+            err = channel.get_error()
+            if err is not None:
+                fields["error"] = {"domain": err.domain, "code": err.code, "message": err.message}
+            self.open.discard(key)
+        elif name == "CLOSED":
+            self.open.discard(key)
+        self.emit("channel-event", **fields)
+
+        if self.finished:
+            return
+        if name.startswith("ERROR_"):
+            reason = "error-" + name[len("ERROR_") :].lower()
+            if key[0] == CHANNEL_MAIN or name == "ERROR_AUTH" or not self.args.tolerate_channel_errors:
+                extra = {"channel": info["channel"], "channel_id": info["id"]}
+                if "error" in fields:
+                    extra["message"] = fields["error"]["message"]
+                self.finish(reason, **extra)
+            return
+        if name == "CLOSED":
+            if key[0] == CHANNEL_MAIN or not self.args.tolerate_channel_errors:
+                self.finish("closed", channel=info["channel"], channel_id=info["id"])
+            return
+        if name == "OPENED":
+            if key[0] == CHANNEL_INPUTS:
+                self.emit("inputs-open", id=info["id"])
+            self.check_ready()
+
+    def socket_info(self, channel):
+        out = {}
+        try:
+            sock = channel.props.socket
+            if sock is None:
+                return out
+            remote = sock.get_remote_address()
+            port = getattr(remote, "get_port", lambda: None)()
+            if port is not None:
+                out["remote_port"] = port
+                out["tls"] = self.args.tls_port is not None and port == self.args.tls_port
+            else:
+                out["tls"] = False
+        except Exception as exc:  # diagnostics only
+            out["socket_error"] = str(exc)
+        return out
+
+    # -------------------------------------------------------------- main/misc
+    def on_mouse_mode(self, channel, _pspec):
+        mode = channel.props.mouse_mode
+        self.emit("mouse-mode", mode=mode, name={1: "server", 2: "client"}.get(mode, "?"))
+        self.check_ready()
+
+    def on_agent_update(self, channel):
+        self.emit("agent", connected=bool(channel.props.agent_connected), caps0=channel.props.agent_caps_0)
+
+    def on_session_name(self, session, _pspec):
+        self.emit("session-name", name=session.props.name)
+
+    def on_session_uuid(self, session, _pspec):
+        # spice-gtk notifies "uuid" when MAIN_UUID arrives and again right before it
+        # handles CHANNELS_LIST: in both cases MAIN_INIT (session id) is already known.
+        if self.args.extra_channels and not self.extras_started:
+            self.extras_started = True
+            GLib.idle_add(self.create_extra_channels)
+        ptr = session.props.uuid
+        if not ptr:
+            return
+        raw = ctypes.string_at(ptr, 16)
+        if raw == bytes(16):
+            return  # server sent no UUID (spice-gtk notifies anyway)
+        h = raw.hex()
+        self.emit("session-uuid", uuid=f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+
+    def create_extra_channels(self):
+        for item in csv(self.args.extra_channels):
+            name, _, cid = item.partition(":")
+            ctype = Spice.Channel.string_to_type(name)
+            if ctype <= 0:
+                self.emit("extra-channel", channel=name, error="unknown channel name")
+                continue
+            channel = Spice.Channel.new(self.session, ctype, int(cid or 0))
+            if channel is None:
+                self.emit("extra-channel", channel=name, id=int(cid or 0), error="spice-gtk refused to create it")
+                continue
+            # spice-gtk's own creator (_channel_new) leaves the construction reference to
+            # the session, which unrefs it on destroy; PyGObject owns the one Channel.new
+            # returned, so hand the session a reference of its own.
+            _lib("libgobject-2.0.so.0").g_object_ref(ctypes.c_void_p(gobject_pointer(channel)))
+            # the constructor emitted session "channel-new": on_channel_new connects it
+            self.emit("extra-channel", **self.ident(channel))
+        return False
+
+    def on_inputs_modifiers(self, channel):
+        self.emit("inputs-modifiers", modifiers=channel.props.key_modifiers)
+
+    # ---------------------------------------------------------------- display
+    def hook_display(self, channel):
+        did = channel.props.channel_id
+
+        def primary_create(_ch, fmt, width, height, stride, _shmid, imgdata):
+            self.primary[did] = (fmt, width, height, stride, imgdata)
+            self.emit("display-primary-create", id=did, format=fmt, width=width, height=height, stride=stride)
+            self.check_ready()
+
+        def primary_destroy(_ch):
+            self.primary.pop(did, None)
+            self.emit("display-primary-destroy", id=did)
+
+        def invalidate(_ch, x, y, w, h):
+            self.invalidates += 1
+            if self.invalidates <= self.args.max_invalidates:
+                self.emit("display-invalidate", id=did, x=x, y=y, w=w, h=h)
+            if did not in self.drawn:
+                self.drawn.add(did)
+                self.check_ready()
+
+        def mark(_ch, value):
+            self.emit("display-mark", id=did, mark=value)
+
+        def monitors(ch, _pspec):
+            try:
+                mons = read_monitors(ch)
+            except Exception as exc:  # diagnostics only
+                self.emit("display-monitors", id=did, error=str(exc))
+                return
+            self.emit("display-monitors", id=did, monitors=mons)
+
+        GObject.Object.connect(channel, "display-primary-create", primary_create)
+        GObject.Object.connect(channel, "display-primary-destroy", primary_destroy)
+        GObject.Object.connect(channel, "display-invalidate", invalidate)
+        GObject.Object.connect(channel, "display-mark", mark)
+        GObject.Object.connect(channel, "notify::monitors", monitors)
+
+    def hook_cursor(self, channel):
+        def cursor_set(_ch, width, height, hot_x, hot_y, _rgba):
+            self.emit("cursor-set", width=width, height=height, hot_x=hot_x, hot_y=hot_y)
+
+        def cursor_move(_ch, x, y):
+            self.emit("cursor-move", x=x, y=y)
+
+        GObject.Object.connect(channel, "cursor-set", cursor_set)
+        GObject.Object.connect(channel, "cursor-move", cursor_move)
+        GObject.Object.connect(channel, "cursor-hide", lambda _ch: self.emit("cursor-hide"))
+        GObject.Object.connect(channel, "cursor-reset", lambda _ch: self.emit("cursor-reset"))
+
+    def write_screenshot(self, path):
+        prim = self.primary.get(0)
+        if prim is None:
+            self.emit("screenshot", path=path, error="no primary surface on display 0")
+            return
+        fmt, width, height, stride, ptr = prim
+        if not ptr or width <= 0 or height <= 0:
+            self.emit("screenshot", path=path, error="primary has no data")
+            return
+        raw = ctypes.string_at(ptr, stride * height)
+        rows = []
+        for y in range(height):
+            row = raw[y * stride : y * stride + width * 4]
+            # 32-bit formats are B, G, R, X/A in memory (little-endian xRGB)
+            px = bytearray(width * 3)
+            px[0::3] = row[2::4]
+            px[1::3] = row[1::4]
+            px[2::3] = row[0::4]
+            rows.append(bytes(px))
+        with open(path, "wb") as fh:
+            fh.write(b"P6\n%d %d\n255\n" % (width, height))
+            fh.write(b"".join(rows))
+        self.emit("screenshot", path=path, width=width, height=height, format=fmt)
+
+    # ------------------------------------------------------------- readiness
+    def check_ready(self):
+        if self.ready_fired or self.finished:
+            return
+        a = self.args
+        if (CHANNEL_MAIN, 0) not in self.open:
+            return
+        if len(self.open) < a.expect_channels:
+            return
+        if a.action_list and not self.inputs_open():
+            return
+        if a.wait_display and not (0 in self.primary and 0 in self.drawn):
+            return
+        if a.wait_mouse_mode and (self.main is None or self.main.props.mouse_mode != MOUSE_MODES[a.wait_mouse_mode]):
+            return
+        self.ready_fired = True
+        self.emit(
+            "ready",
+            open_channels=sorted([list(k) for k in self.open]),
+        )
+        GLib.idle_add(self.start_actions)
+
+    def inputs_open(self):
+        return any(k[0] == CHANNEL_INPUTS for k in self.open) and self.inputs is not None
+
+    # ---------------------------------------------------------------- actions
+    def start_actions(self):
+        self.actions_started = True
+        self.run_action(0)
+        return False
+
+    def run_action(self, index):
+        if self.finished:
+            return False
+        actions = self.args.action_list
+        if index >= len(actions):
+            self.flush_then_done()
+            return False
+        act = actions[index]
+        op = act.get("op")
+        try:
+            delay = self.perform(index, op, act)
+        except Exception as exc:  # report any failure as data
+            self.emit("action", index=index, op=op, error=str(exc))
+            self.finish("action-failed", index=index, op=op, message=str(exc))
+            return False
+        if delay is None:
+            return False  # the action reschedules itself (wait_mouse_mode)
+        if delay > 0:
+            GLib.timeout_add(delay, self.run_action, index + 1)
+        else:
+            GLib.idle_add(self.run_action, index + 1)
+        return False
+
+    def need_inputs(self):
+        if self.inputs is None or not self.inputs_open():
+            raise RuntimeError("inputs channel is not open")
+        return self.inputs
+
+    def perform(self, index, op, act):
+        """Perform one action; return the delay (ms) before the next one, or None."""
+        if op in ("key_press", "key_release", "key_press_and_release", "key"):
+            code = int(act["scancode"])
+            ch = self.need_inputs()
+            if op == "key_press":
+                ch.key_press(code)
+            elif op == "key_release":
+                ch.key_release(code)
+            else:
+                ch.key_press_and_release(code)
+            self.emit("action", index=index, op=op, scancode=code)
+            return 0
+        if op == "motion":
+            dx, dy, buttons = int(act.get("dx", 0)), int(act.get("dy", 0)), int(act.get("buttons", 0))
+            self.need_inputs().motion(dx, dy, buttons)
+            self.emit("action", index=index, op=op, dx=dx, dy=dy, buttons=buttons)
+            return 0
+        if op == "position":
+            x, y = int(act["x"]), int(act["y"])
+            display, buttons = int(act.get("display", 0)), int(act.get("buttons", 0))
+            self.need_inputs().position(x, y, display, buttons)
+            self.emit("action", index=index, op=op, x=x, y=y, display=display, buttons=buttons)
+            return 0
+        if op in ("button_press", "button_release"):
+            button, buttons = int(act["button"]), int(act.get("buttons", 0))
+            ch = self.need_inputs()
+            if op == "button_press":
+                ch.button_press(button, buttons)
+            else:
+                ch.button_release(button, buttons)
+            self.emit("action", index=index, op=op, button=button, buttons=buttons)
+            return 0
+        if op == "key_locks":
+            locks = int(act["locks"])
+            self.need_inputs().set_key_locks(locks)
+            self.emit("action", index=index, op=op, locks=locks)
+            return 0
+        if op == "mouse_mode":
+            mode = act["mode"]
+            mode = MOUSE_MODES.get(mode, mode) if isinstance(mode, str) else int(mode)
+            if self.main is None:
+                raise RuntimeError("no main channel")
+            self.main.request_mouse_mode(int(mode))
+            self.emit("action", index=index, op=op, mode=int(mode))
+            return 0
+        if op == "wait":
+            ms = int(act.get("ms", 0))
+            self.emit("action", index=index, op=op, ms=ms)
+            return max(ms, 0)
+        if op == "wait_mouse_mode":
+            mode = act["mode"]
+            mode = MOUSE_MODES.get(mode, mode) if isinstance(mode, str) else int(mode)
+            limit = time.monotonic() + int(act.get("timeout_ms", 2000)) / 1000.0
+
+            def poll():
+                if self.finished:
+                    return False
+                current = self.main.props.mouse_mode if self.main is not None else None
+                if current == mode:
+                    self.emit("action", index=index, op=op, mode=mode)
+                    GLib.idle_add(self.run_action, index + 1)
+                    return False
+                if time.monotonic() > limit:
+                    self.emit("action", index=index, op=op, mode=mode, error="timeout", current=current)
+                    self.finish("action-failed", index=index, op=op, message="mouse mode not reached")
+                    return False
+                return True
+
+            GLib.timeout_add(20, poll)
+            return None
+        raise ValueError(f"unknown op {op!r}")
+
+    def flush_then_done(self):
+        ch = self.inputs if self.inputs_open() else None
+        if ch is None:
+            self.after_actions()
+            return
+
+        def flushed(channel, result):
+            try:
+                channel.flush_finish(result)
+            except GLib.Error as exc:
+                self.emit("flush-error", message=exc.message)
+            self.after_actions()
+
+        ch.flush_async(None, flushed)
+
+    def after_actions(self):
+        if self.finished:
+            return
+        self.emit("actions-done", count=len(self.args.action_list))
+        GLib.timeout_add(max(self.args.linger_ms, 0), self.on_linger_done)
+
+    def on_linger_done(self):
+        if self.args.screenshot:
+            self.write_screenshot(self.args.screenshot)
+        self.finish("ok")
+        return False
+
+    # ------------------------------------------------------------ termination
+    def on_deadline(self):
+        self.deadline_id = 0
+        missing = []
+        if (CHANNEL_MAIN, 0) not in self.open:
+            missing.append("main")
+        if len(self.open) < self.args.expect_channels:
+            missing.append(f"channels {len(self.open)}/{self.args.expect_channels}")
+        if self.args.action_list and not self.inputs_open():
+            missing.append("inputs")
+        self.finish("timeout", missing=missing)
+        return False
+
+    def on_signal(self):
+        self.finish("signal")
+        return False
+
+    def finish(self, reason, **extra):
+        if self.finished:
+            return
+        self.finished = True
+        code = EXIT_CODES.get(reason, 1)
+        self.exit_code = code
+        self.done_payload = {
+            "reason": reason,
+            "exit_code": code,
+            "open_channels": sorted([list(k) for k in self.open]),
+            "invalidates": self.invalidates,
+        }
+        self.done_payload.update(extra)
+        if self.deadline_id:
+            GLib.source_remove(self.deadline_id)
+            self.deadline_id = 0
+        self.session.disconnect()  # spice_session_disconnect (idle)
+        self.final_id = GLib.timeout_add(2000, self.quit)
+
+    def on_session_disconnected(self, _session):
+        if self.finished:
+            # let queued channel events drain first
+            GLib.idle_add(self.quit)
+
+    def quit(self):
+        if self.loop.is_running():
+            self.loop.quit()
+        return False
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.debug:
+        Spice.util_set_debug(True)
+    client = Client(args)
+    code = client.run()
+    sys.stdout.flush()
+    # spice-gtk may keep coroutines/threads around; exit without running finalizers
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Helpers for the real-client (interop) test tier: run spice-gtk, make TLS material.
+
+The judge here is spice-gtk, driven through PyGObject by ``gi_client.py``.  PyGObject and
+the ``SpiceClientGLib-2.0`` typelib belong to the *system* interpreter (``/usr/bin/python3``),
+not to the interpreter running pytest, so the client always runs as a subprocess and talks
+back as JSON lines.  Nothing here imports ``gi``.
+
+* :func:`gi_client_available` / :func:`gi_client_skip_reason` / :func:`require_gi_client`
+* :class:`GiClient` (streaming: react to events while the client runs) and
+  :func:`run_gi_client` (run to completion) -- both asyncio, so a test can serve our
+  asyncio server on the same loop while the client runs.
+* :func:`tests.support.certs.make_test_ca` -- throwaway CA + server certificate for 127.0.0.1/localhost in
+  QEMU's x509 dir layout (``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``).
+* :func:`find_events` / :func:`first_event` / :func:`format_events`.
+
+pytest-asyncio is not required: write ``asyncio.run(scenario())`` in a plain test.
+Fixtures wrapping these live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+GI_CLIENT = Path(__file__).resolve().with_name("gi_client.py")
+_GI_PROBE = (
+    "import gi; gi.require_version('SpiceClientGLib', '2.0'); "
+    "from gi.repository import SpiceClientGLib; print(SpiceClientGLib.util_get_version_string())"
+)
+
+Event = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- availability
+
+
+@functools.cache
+def gi_client_skip_reason() -> str | None:
+    """Return why gi_client.py cannot run here, or None if it can (probed once)."""
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found (python3-gi lives in the system interpreter)"
+    try:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, "-c", _GI_PROBE],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=client_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {SYSTEM_PYTHON}: {exc}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return (
+            "spice-gtk GI bindings unavailable "
+            f"(need python3-gi + gir1.2-spiceclientglib-2.0 for {SYSTEM_PYTHON}): {last}"
+        )
+    return None
+
+
+def gi_client_available() -> bool:
+    """True if ``/usr/bin/python3`` can import SpiceClientGLib 2.0 (cached)."""
+    return gi_client_skip_reason() is None
+
+
+def require_gi_client() -> None:
+    """``pytest.skip`` with a clear reason when the GI client cannot run."""
+    reason = gi_client_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def client_env() -> dict[str, str]:
+    """Environment for the system interpreter: drop the pytest interpreter's Python settings."""
+    env = dict(os.environ)
+    for var in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONSAFEPATH"):
+        env.pop(var, None)
+    env.setdefault("G_MESSAGES_DEBUG", "")
+    return env
+
+
+# --------------------------------------------------------------------------- running it
+
+
+class GiClient:
+    """A running ``gi_client.py``; events are parsed as they arrive.
+
+    Usage::
+
+        client = await GiClient.start("--port", str(port), "--expect-channels", "4")
+        await client.wait_for("inputs-open", timeout=5)
+        ...                                  # poke the server while the client is linked
+        code = await client.wait(timeout=10)
+        assert client.events[-1]["event"] == "done"
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[Event] = []
+        self.stderr_lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._readers = [
+            asyncio.ensure_future(self._read_stdout()),
+            asyncio.ensure_future(self._read_stderr()),
+        ]
+
+    @classmethod
+    async def start(cls, *args: str, timeout: float | None = None) -> GiClient:
+        """Spawn the client.  If ``timeout`` is given and ``--timeout`` is not in ``args``,
+        the client is told to give up 1.5 s before it (so it reports ``timeout`` itself)."""
+        argv = [str(a) for a in args]
+        if timeout is not None and "--timeout" not in argv:
+            argv += ["--timeout", f"{max(timeout - 1.5, 1.0):.3f}"]
+        proc = await asyncio.create_subprocess_exec(
+            SYSTEM_PYTHON,
+            str(GI_CLIENT),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=client_env(),
+        )
+        return cls(proc)
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                event = {"event": "_raw", "line": line}
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.stderr_lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.stderr_lines)
+
+    @property
+    def done(self) -> Event | None:
+        """The final ``done`` event, if printed."""
+        return first_event(self.events, "done")
+
+    async def wait_for(
+        self,
+        event: str | Callable[[Event], bool],
+        timeout: float = 10.0,
+        **match: Any,
+    ) -> Event:
+        """Wait for the first event (seen or future) matching ``event`` and ``match``.
+
+        Raises:
+            TimeoutError: not seen in time.
+            EOFError: the client exited without printing it.
+        """
+
+        def pick() -> Event | None:
+            for ev in self.events:
+                if _matches(ev, event, match):
+                    return ev
+            return None
+
+        async def waiter() -> Event:
+            async with self._changed:
+                while True:
+                    found = pick()
+                    if found is not None:
+                        return found
+                    if self.events and self.events[-1].get("event") == "done":
+                        raise EOFError(f"gi_client finished without {event!r} {match}: {self.done}")
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(waiter(), timeout)
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        """Wait for exit (killing the client after ``timeout``); return its exit status."""
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.proc.wait()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+
+async def run_gi_client(*args: str, timeout: float = 20.0) -> tuple[int, list[Event], str]:
+    """Run ``gi_client.py`` with ``args`` to completion.
+
+    Returns ``(returncode, events, stderr)``; returncode is negative if the client had to be
+    killed after ``timeout`` seconds (it is told to stop by itself 1.5 s earlier unless
+    ``--timeout`` is among ``args``).
+    """
+    client = await GiClient.start(*args, timeout=timeout)
+    code = await client.wait(timeout=timeout)
+    return code, client.events, client.stderr
+
+
+def _matches(ev: Event, event: str | Callable[[Event], bool], match: dict[str, Any]) -> bool:
+    if callable(event):
+        if not event(ev):
+            return False
+    elif ev.get("event") != event:
+        return False
+    return all(ev.get(k) == v for k, v in match.items())
+
+
+def find_events(events: Sequence[Event], event: str, **match: Any) -> list[Event]:
+    """All events named ``event`` whose fields equal ``match``."""
+    return [ev for ev in events if _matches(ev, event, match)]
+
+
+def first_event(events: Sequence[Event], event: str, **match: Any) -> Event | None:
+    found = find_events(events, event, **match)
+    return found[0] if found else None
+
+
+def format_events(events: Sequence[Event], stderr: str = "") -> str:
+    """Readable dump for assertion messages."""
+    text = "\n".join(json.dumps(ev) for ev in events)
+    if stderr:
+        text += "\n--- stderr ---\n" + stderr[-4000:]
+    return text
