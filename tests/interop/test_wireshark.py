@@ -1,0 +1,71 @@
+"""A capture of a real spice-gtk session with our server decodes in Wireshark's SPICE dissector with
+no malformed message (tshark, loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import start_server
+from tests.interop.harness import format_events, run_gi_client
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+TSHARK = shutil.which("tshark")
+
+
+async def capture_session(pcap: Path, **server_kw: object) -> None:
+    r = await start_server(**server_kw)
+    port = r.server.port_of()
+    cap = await asyncio.create_subprocess_exec(
+        TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert cap.stderr is not None
+        while True:  # tshark says "Capturing on 'Loopback: lo'" once it is listening
+            line = await asyncio.wait_for(cap.stderr.readline(), 20)
+            if not line or b"Capturing on" in line:
+                break
+        actions = [
+            {"op": "key_press_and_release", "scancode": 0x1E},
+            {"op": "key_press", "scancode": 0x148},
+            {"op": "key_release", "scancode": 0x148},
+            {"op": "position", "x": 5, "y": 6, "display": 0, "buttons": 0},
+            {"op": "button_press", "button": 1, "buttons": 1},
+            {"op": "button_release", "button": 1, "buttons": 0},
+            {"op": "wait", "ms": 300},
+        ]
+        code, events, err = await run_gi_client(
+            "--port", str(port), "--expect-channels", "2", "--wait-mouse-mode", "client",
+            "--actions", json.dumps(actions), "--linger-ms", "300", timeout=30,
+        )
+        assert code == 0, format_events(events, err)
+        await asyncio.sleep(0.5)
+    finally:
+        cap.terminate()
+        await cap.wait()
+        await r.server.close()
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
+async def test_capture_has_no_malformed_spice_message(tmp_path: Path) -> None:
+    pcap = tmp_path / "session.pcap"
+    await capture_session(pcap, net_test=True)
+    fields = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-Y", "spice", "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert fields.count("\n") >= 10, fields
+    for needle in ("Client link message", "Server link message", "Client ticket", "Server INIT", "KEY_SCANCODE"):
+        assert needle in fields, (needle, fields[:3000])
+    malformed = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert malformed.strip() == "", malformed
