@@ -186,14 +186,14 @@ class MainChannelClient(ChannelClient):
                 self.log.info("net test: invalid round trips, bandwidth unknown")
 
     def notify(self, text: str, severity: int = NotifySeverity.WARN, visibility: int = NotifyVisibility.HIGH) -> None:
-        """SPICE_MSG_NOTIFY with ``text`` (a NUL is appended, as libspice does)."""
+        """SPICE_MSG_NOTIFY with ``text`` (followed by a NUL that the length does not count, as libspice)."""
         self.conn.send(
             Notify(
                 time_stamp=int(time.time() * 1000),
                 severity=severity,
                 visibility=visibility,
                 what=0,
-                message=text.encode() + b"\0",
+                message=text.encode(),
             )
         )
 

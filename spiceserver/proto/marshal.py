@@ -26,8 +26,9 @@ Rules of the SPICE wire that this module implements once:
 from __future__ import annotations
 
 import dataclasses
-import struct as _struct
+import inspect
 import logging
+import struct as _struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, TypeVar, dataclass_transform
@@ -74,7 +75,7 @@ class Reader:
     over the same buffer (:meth:`at`).
     """
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "end", "pos")
 
     def __init__(self, buf: bytes | bytearray | memoryview, pos: int = 0) -> None:
         self.buf = bytes(buf) if not isinstance(buf, bytes) else buf
@@ -113,7 +114,7 @@ class Reader:
 
 
 class _Root:
-    __slots__ = ("segments", "fixups", "pending")
+    __slots__ = ("fixups", "pending", "segments")
 
     def __init__(self) -> None:
         self.segments: list[Writer] = []
@@ -125,7 +126,7 @@ class _Root:
 class Writer:
     """Builds one message body; :meth:`pointer` opens an out-of-line segment."""
 
-    __slots__ = ("buf", "_root")
+    __slots__ = ("_root", "buf")
 
     def __init__(self, _root: _Root | None = None) -> None:
         self.buf = bytearray()
@@ -193,7 +194,7 @@ class WireType(Protocol):
 class Int:
     """A fixed-size little-endian integer."""
 
-    __slots__ = ("st", "min_size", "name")
+    __slots__ = ("min_size", "name", "st")
 
     def __init__(self, fmt: str, name: str) -> None:
         self.st = _struct.Struct("<" + fmt)
@@ -257,7 +258,7 @@ class Bytes:
 class Array:
     """A sequence of ``elem``: counted as in :class:`Bytes`, or to the end of the message."""
 
-    __slots__ = ("elem", "count")
+    __slots__ = ("count", "elem")
     min_size = 0
 
     def __init__(self, elem: WireType, count: CountSpec = None) -> None:
@@ -276,7 +277,7 @@ class Array:
         if n * max(elem.min_size, 1) > r.remaining:
             raise ProtocolError(f"array of {n} elements does not fit in {r.remaining} bytes")
         if isinstance(elem, Int):
-            st = _struct.Struct("<%d%s" % (n, elem.st.format[1:]))
+            st = _struct.Struct(f"<{n}{elem.st.format[1:]}")
             return r.unpack(st)
         return tuple(elem.read(r, ctx) for _ in range(n))
 
@@ -286,7 +287,7 @@ class Array:
             raise ValueError(f"expected {n} elements, got {len(value)}")
         elem = self.elem
         if isinstance(elem, Int):
-            w.pack(_struct.Struct("<%d%s" % (len(value), elem.st.format[1:])), *value)
+            w.pack(_struct.Struct(f"<{len(value)}{elem.st.format[1:]}"), *value)
             return
         for item in value:
             elem.write(w, item, ctx)
@@ -295,7 +296,7 @@ class Array:
 class Ptr:
     """A u32 offset from the message body start to a value of type ``target`` (0 = None)."""
 
-    __slots__ = ("target", "nonnull")
+    __slots__ = ("nonnull", "target")
     min_size = 4
 
     def __init__(self, target: WireType, *, nonnull: bool = False) -> None:
@@ -362,7 +363,7 @@ class Item:
 
 
 class _Hidden:
-    __slots__ = ("wtype", "count_of", "when")
+    __slots__ = ("count_of", "when", "wtype")
 
     def __init__(self, wtype: WireType, count_of: str, when: Cond | None) -> None:
         self.wtype = wtype
@@ -446,7 +447,7 @@ def struct(cls: type[T]) -> type[T]:
         elif isinstance(value, dataclasses.Field) and "wire" in value.metadata:
             wtype, when = value.metadata["wire"]
             items.append(Item(name, wtype, when))
-    annotations = cls.__dict__.get("__annotations__", {})
+    annotations = inspect.get_annotations(cls)
     for name in annotations:
         if name not in {i.name for i in items} and not _is_classvar(annotations[name]):
             raise TypeError(f"{cls.__name__}.{name} has no wire type")

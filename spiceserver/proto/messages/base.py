@@ -234,6 +234,8 @@ class Notify(Message):
     what: int = f(U32)
     _len = count(U32, "message")
     message: bytes = f(Bytes("_len"))
+    #: what follows ``message``: libspice appends a NUL that ``message_len`` does not count.
+    terminator: bytes = f(Bytes(), default=b"\0")
 
 
 @message(BASE, SERVER, 8)
