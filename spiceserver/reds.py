@@ -105,6 +105,7 @@ class SpiceServer:
         self._conn_ids = itertools.count(1)
         self._pending_links = 0
         self._mouse_mode = MouseMode.SERVER
+        self._agent_attached = False
         self._start_time = time.monotonic()
         self._ssl: ssl.SSLContext | None = None
         self.stats = {"connections": 0, "links_ok": 0, "links_failed": 0, "protocol_errors": 0}
@@ -168,7 +169,34 @@ class SpiceServer:
     @property
     def client_mouse_allowed(self) -> bool:
         # libspice reds_update_mouse_mode: agent mouse, or a tablet with a single display.
+        if self.config.agent_mouse and self._agent_attached:
+            return True
         return self.tablet is not None and self.display_count() <= 1
+
+    @property
+    def agent_attached(self) -> bool:
+        return self._agent_attached
+
+    def set_agent_attached(self, attached: bool) -> None:
+        """A guest agent (vdagent) appeared on or left its char device.
+
+        Connected clients get AGENT_CONNECTED_TOKENS (or AGENT_CONNECTED for clients without that
+        cap) / AGENT_DISCONNECTED, and the mouse modes are re-evaluated (agent mouse). The agent's
+        data path itself is the char-device layer's job.
+        """
+        if attached == self._agent_attached:
+            return
+        self._agent_attached = attached
+        for s in self._sessions.values():
+            if s.main is not None:
+                s.main.send_agent_state(attached)
+                self._kick(s.main)
+        self._update_mouse_mode()
+
+    def disconnect_clients(self) -> None:
+        """Close every client session (libspice ``reds_disconnect``)."""
+        for s in list(self._sessions.values()):
+            self._close_session(s)
 
     @property
     def supported_mouse_modes(self) -> int:

@@ -236,3 +236,30 @@ async def test_unix_socket(tmp_path: object) -> None:
         await inp.expect(im.InputsInit)
     finally:
         await r.server.close()
+
+
+async def test_agent_attach_detach_plumbing(running: Running) -> None:
+    running.server.remove_tablet()
+    s = await connect(running.ep)  # main caps 1, 2: NAME_AND_UUID, AGENT_CONNECTED_TOKENS
+    assert s.init.agent_connected == 0 and s.init.supported_mouse_modes == MouseMode.SERVER
+    old = await connect(running.ep, main_caps=(1,))  # a client without AGENT_CONNECTED_TOKENS
+    assert await s.main.closed()  # (it replaced the first client)
+    running.server.set_agent_attached(True)
+    assert await old.main.expect(mm.AgentConnected) == mm.AgentConnected()
+    mode = await old.main.expect(mm.MouseMode)  # agent mouse makes client mode available
+    assert mode.supported_modes == MouseMode.SERVER | MouseMode.CLIENT
+    s2 = await connect(running.ep)
+    assert s2.init.agent_connected == 1
+    running.server.set_agent_attached(False)
+    assert await s2.main.expect(mm.AgentDisconnected) == mm.AgentDisconnected(error_code=0)
+    assert (await s2.main.expect(mm.MouseMode)).supported_modes == MouseMode.SERVER
+    running.server.set_agent_attached(True)
+    assert await s2.main.expect(mm.AgentConnectedTokens) == mm.AgentConnectedTokens(num_tokens=10)
+
+
+async def test_disconnect_clients(running: Running) -> None:
+    s = await connect(running.ep)
+    inp = await s.link(ChannelType.INPUTS)
+    running.server.disconnect_clients()
+    assert await s.main.closed() and await inp.closed()
+    assert running.server.num_clients == 0

@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
-"""Capture SPICE wire fixtures from the real reference server (libspice-server via Xspice).
+"""Capture SPICE wire fixtures: real spice-gtk clients against libspice-server (Xspice) and ours.
 
-What it does, per session:
+Two kinds of session:
+
+* ``libspice_*``: the reference server, libspice-server driven by Xspice (steps below);
+* ``spiceserver_*``: this project's server, ``python3 -m spiceserver demo --port P
+  [--password PW]`` (main + inputs, a keyboard, a mouse and a tablet that print events),
+  driven by ``tests/interop/gi_client.py`` under ``/usr/bin/python3`` (spice-gtk via
+  PyGObject, no display) with a scripted list of inputs actions.  The demo's stdout (what
+  the host saw) is saved as ``demo_stdout.txt`` next to the streams.
+
+What it does, per libspice session:
 
 1. writes an Xorg config for Xspice (Device: NumHeads 1, SurfaceBufferSize 128,
    CommandBufferSize 128, FrameBufferSize 16, SpiceAddr 127.0.0.1) and starts
@@ -13,6 +22,8 @@ What it does, per session:
    - ``libspice_password_wrong``: same with a wrong client password (link fails);
    - ``libspice_inputs``: ``spicy`` inside its own ``Xvfb`` display, driven with
      ``xdotool`` (keys a, Shift+b, Right, Return; mouse moves, clicks, wheel);
+   (``spiceserver_*`` sessions start the demo instead of Xspice and run gi_client instead
+   of spicy/spicy-screenshot; the capture is the same);
 4. stops every process it started, by PID (SIGTERM/SIGINT, then SIGKILL);
 5. reassembles each TCP connection from the pcap with its own stdlib pcap/pcapng
    reader (cross-checked against ``tshark -z follow,tcp,raw,K``) and writes, in
@@ -29,11 +40,15 @@ Usage (as root or a user allowed to capture on lo)::
 
     python3 tools/capture_fixtures.py                       # all sessions
     python3 tools/capture_fixtures.py libspice_inputs       # just one
+    python3 tools/capture_fixtures.py spiceserver_inputs spiceserver_password
     python3 tools/capture_fixtures.py --keep-work           # keep /tmp work dirs
 
 Needs: Xspice (xserver-xspice), spicy + spicy-screenshot (spice-client-gtk),
-tshark, Xvfb, xdotool.  Only 127.0.0.1 is used; X displays :80-:89 and ports
-5980-5989.
+tshark, Xvfb, xdotool for the libspice sessions; tshark, ``/usr/bin/python3`` with
+python3-gi and gir1.2-spiceclientglib-2.0 for the spiceserver sessions (run this
+script with the interpreter that can ``import spiceserver``; it runs the demo with
+that interpreter from the repository root).  Only 127.0.0.1 is used; X displays
+:80-:89 and ports 5980-5984 (libspice) and 5990-5993 (spiceserver).
 """
 
 from __future__ import annotations
@@ -115,6 +130,135 @@ SESSIONS = {
     },
 }
 
+# spiceserver sessions: our demo server, driven by gi_client.py (spice-gtk through PyGObject).
+GI_PYTHON = "/usr/bin/python3"
+GI_CLIENT = "tests/interop/gi_client.py"  # relative to the repository root (the client's cwd)
+
+_KEYS = [
+    # KEY_DOWN / KEY_UP with a plain scancode ('a'), a held modifier (Shift+b) and an
+    # E0-prefixed key (0x148 = Up: E0 48 / E0 C8 on the wire).
+    {"op": "key_press", "scancode": 0x1E},
+    {"op": "key_release", "scancode": 0x1E},
+    {"op": "key_press", "scancode": 0x2A},
+    {"op": "key_press", "scancode": 0x30},
+    {"op": "key_release", "scancode": 0x30},
+    {"op": "key_release", "scancode": 0x2A},
+    {"op": "key_press", "scancode": 0x148},
+    {"op": "key_release", "scancode": 0x148},
+    # KEY_SCANCODE (the server has inputs cap KEY_SCANCODE): Return, then Right (E0 4D).
+    {"op": "key_press_and_release", "scancode": 0x1C},
+    {"op": "key_press_and_release", "scancode": 0x14D},
+]
+
+INPUTS_ACTIONS = [
+    *_KEYS,
+    {"op": "wait", "ms": 100},
+    # Client mouse mode: MOUSE_POSITION; 5 positions so MOUSE_MOTION_ACK (every 4) shows up.
+    *[{"op": "position", "x": 100 + 40 * i, "y": 100 + 30 * i, "display": 0, "buttons": 0} for i in range(5)],
+    {"op": "wait", "ms": 100},
+    {"op": "button_press", "button": 1, "buttons": 0},
+    {"op": "button_release", "button": 1, "buttons": 1},
+    {"op": "button_press", "button": 3, "buttons": 0},
+    {"op": "button_release", "button": 3, "buttons": 4},
+    # wheel up / down (buttons 4/5 add nothing to the mask)
+    {"op": "button_press", "button": 4, "buttons": 0},
+    {"op": "button_release", "button": 4, "buttons": 0},
+    {"op": "button_press", "button": 5, "buttons": 0},
+    {"op": "button_release", "button": 5, "buttons": 0},
+    # drag: left held while the pointer moves
+    {"op": "button_press", "button": 1, "buttons": 0},
+    {"op": "position", "x": 300, "y": 250, "display": 0, "buttons": 1},
+    {"op": "button_release", "button": 1, "buttons": 1},
+    # lock LEDs (client KEY_MODIFIERS): Caps Lock on, then off
+    {"op": "key_locks", "locks": 4},
+    {"op": "wait", "ms": 100},
+    {"op": "key_locks", "locks": 0},
+    {"op": "wait", "ms": 200},
+]
+
+PASSWORD_ACTIONS = [
+    {"op": "key_press", "scancode": 0x1E},
+    {"op": "key_release", "scancode": 0x1E},
+    {"op": "key_press_and_release", "scancode": 0x30},
+    {"op": "wait", "ms": 200},
+]
+
+SERVER_MOUSE_ACTIONS = [
+    # spice-gtk asked for client mode on its own (INIT says client is supported);
+    # ask for server mode back.  spice-gtk then keeps server mode (its requested mode).
+    {"op": "mouse_mode", "mode": "server"},
+    {"op": "wait_mouse_mode", "mode": "server", "timeout_ms": 3000},
+    # Server mouse mode: MOUSE_MOTION deltas; 5 so MOUSE_MOTION_ACK shows up.
+    {"op": "motion", "dx": 10, "dy": 5, "buttons": 0},
+    {"op": "motion", "dx": -3, "dy": 7, "buttons": 0},
+    {"op": "motion", "dx": 20, "dy": 0, "buttons": 0},
+    {"op": "motion", "dx": 0, "dy": -15, "buttons": 0},
+    {"op": "motion", "dx": 4, "dy": 4, "buttons": 0},
+    {"op": "wait", "ms": 100},
+    {"op": "button_press", "button": 1, "buttons": 0},
+    {"op": "motion", "dx": 6, "dy": 6, "buttons": 1},
+    {"op": "button_release", "button": 1, "buttons": 1},
+    {"op": "button_press", "button": 2, "buttons": 0},
+    {"op": "button_release", "button": 2, "buttons": 2},
+    {"op": "button_press", "button": 3, "buttons": 0},
+    {"op": "button_release", "button": 3, "buttons": 4},
+    {"op": "button_press", "button": 4, "buttons": 0},
+    {"op": "button_release", "button": 4, "buttons": 0},
+    {"op": "button_press", "button": 5, "buttons": 0},
+    {"op": "button_release", "button": 5, "buttons": 0},
+    {"op": "wait", "ms": 200},
+]
+
+SESSIONS.update(
+    {
+        "spiceserver_inputs": {
+            "server": "spiceserver",
+            "port": 5990,
+            "password": None,
+            "client": "gi",
+            "actions": INPUTS_ACTIONS,
+            "expect_rc": 0,
+            "description": "gi_client.py (spice-gtk 0.42 via PyGObject) against `python3 -m spiceserver demo` "
+            "(no password): main + inputs; waits for client mouse mode, then KEY_DOWN/UP (a, Shift+b, "
+            "E0 Up), KEY_SCANCODE (Return, E0 Right), 6 positions, left/right clicks, wheel up/down, "
+            "a left drag, Caps Lock LED on/off (KEY_MODIFIERS), then disconnects.",
+        },
+        "spiceserver_password": {
+            "server": "spiceserver",
+            "port": 5991,
+            "password": "fixture-pw",
+            "client": "gi",
+            "actions": PASSWORD_ACTIONS,
+            "expect_rc": 0,
+            "description": "gi_client.py --password fixture-pw against `python3 -m spiceserver demo --password "
+            "fixture-pw`: ticket exchange (RSA-OAEP blob) with the right password, then a couple of keys.",
+        },
+        "spiceserver_password_wrong": {
+            "server": "spiceserver",
+            "port": 5992,
+            "password": "fixture-pw",
+            "client_password": "wrong-pw",
+            "client": "gi",
+            "actions": [],
+            "expect_rc": 10,
+            "description": "gi_client.py --password wrong-pw against `python3 -m spiceserver demo --password "
+            "fixture-pw`: main link rejected with link result PERMISSION_DENIED (7); the client exits 10 "
+            "(ERROR_AUTH).",
+        },
+        "spiceserver_server_mouse": {
+            "server": "spiceserver",
+            "port": 5993,
+            "password": None,
+            "client": "gi",
+            "actions": SERVER_MOUSE_ACTIONS,
+            "expect_rc": 0,
+            "description": "gi_client.py against `python3 -m spiceserver demo`: after the automatic switch to "
+            "client mouse mode the client sends MOUSE_MODE_REQUEST(server), waits for MOUSE_MODE(server), "
+            "then sends MOUSE_MOTION deltas, left/middle/right clicks, a left drag and wheel up/down.",
+        },
+    }
+)
+
 XORG_CONF = """\
 Section "Device"
     Identifier "XSPICE"
@@ -173,12 +317,29 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen, int, bool]] = []
 
     def start(
-        self, name, argv, *, log_path: Path | None = None, stop_signal=signal.SIGTERM, env=None, children_first=False
+        self,
+        name,
+        argv,
+        *,
+        log_path: Path | None = None,
+        stderr_path: Path | None = None,
+        stop_signal=signal.SIGTERM,
+        env=None,
+        cwd=None,
+        children_first=False,
     ) -> subprocess.Popen:
-        """Start ``argv`` in its own session; stdout+stderr go to ``log_path`` (or nowhere)."""
+        """Start ``argv`` in its own session; stdout goes to ``log_path`` (or nowhere), and
+        stderr too unless ``stderr_path`` is given."""
         log(f"start {name}: {' '.join(argv)}")
-        with open(log_path or os.devnull, "w") as out:
-            p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log_path or os.devnull, "w") as out, open(stderr_path or os.devnull, "w") as err:
+            p = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=err if stderr_path else subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((name, p, stop_signal, children_first))
         return p
 
@@ -476,29 +637,59 @@ def tshark_follow(pcap: Path, index: int) -> tuple[int, bytes, bytes]:
 # --------------------------------------------------------------------------- tool versions
 
 
-def tool_versions() -> dict:
+def _run_text(argv, **kw) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, **kw)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def spiceserver_version() -> str | None:
+    """``python3 -c "import spiceserver; print(spiceserver.__version__)"`` from the repository root."""
+    r = _run_text([sys.executable, "-c", "import spiceserver; print(spiceserver.__version__)"], cwd=REPO)
+    return r.stdout.strip() if r is not None and r.returncode == 0 else None
+
+
+def tool_versions(kinds=("libspice",)) -> dict:
+    """Versions of the tools used by the selected kinds of session (``libspice``, ``spiceserver``)."""
     v = {}
-    pkgs = [
-        "xserver-xspice",
-        "libspice-server1",
-        "spice-client-gtk",
-        "libspice-client-glib-2.0-8",
-        "libspice-client-gtk-3.0-5",
-        "tshark",
-        "xvfb",
-        "xdotool",
-    ]
-    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n", *pkgs], capture_output=True, text=True)
-    for line in r.stdout.splitlines():
+    pkgs = ["libspice-client-glib-2.0-8", "tshark"]
+    if "libspice" in kinds:
+        pkgs += [
+            "xserver-xspice",
+            "libspice-server1",
+            "spice-client-gtk",
+            "libspice-client-gtk-3.0-5",
+            "xvfb",
+            "xdotool",
+        ]
+    if "spiceserver" in kinds:
+        pkgs += ["gir1.2-spiceclientglib-2.0", "python3-gi"]
+    r = _run_text(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n", *pkgs])
+    for line in (r.stdout if r else "").splitlines():
         name, _, ver = line.partition("\t")
         v[name] = ver
-    r = subprocess.run(["tshark", "--version"], capture_output=True, text=True)
-    v["tshark --version"] = r.stdout.splitlines()[0] if r.stdout else None
-    r = subprocess.run(["spicy-screenshot", "--version"], capture_output=True, text=True)
-    v["spicy-screenshot --version"] = (r.stdout or r.stderr).strip()
-    r = subprocess.run(["Xorg", "-version"], capture_output=True, text=True)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("X.Org X Server")]
-    v["Xorg -version"] = lines[0] if lines else None
+    r = _run_text(["tshark", "--version"])
+    v["tshark --version"] = r.stdout.splitlines()[0] if r and r.stdout else None
+    if "libspice" in kinds:
+        r = _run_text(["spicy-screenshot", "--version"])
+        v["spicy-screenshot --version"] = (r.stdout or r.stderr).strip() if r else None
+        r = _run_text(["Xorg", "-version"])
+        lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("X.Org X Server")] if r else []
+        v["Xorg -version"] = lines[0] if lines else None
+    if "spiceserver" in kinds:
+        v["spiceserver"] = spiceserver_version()
+        r = _run_text([GI_PYTHON, "--version"])
+        v[f"{GI_PYTHON} --version"] = (r.stdout or r.stderr).strip() if r else None
+        r = _run_text(
+            [
+                GI_PYTHON,
+                "-c",
+                "import gi; gi.require_version('SpiceClientGLib', '2.0'); "
+                "from gi.repository import SpiceClientGLib as S; print(S.util_get_version_string())",
+            ]
+        )
+        v["spice-gtk (SpiceClientGLib.util_get_version_string)"] = r.stdout.strip() if r and r.returncode == 0 else None
     v["python"] = sys.version.split()[0]
     return v
 
@@ -830,7 +1021,30 @@ def run_spicy_client(cfg, work: Path, procs: Processes) -> dict:
     }
 
 
+def start_tshark(port: int, work: Path, procs: Processes) -> tuple[subprocess.Popen, Path, list, Path]:
+    pcap = work / "capture.pcap"
+    ts_argv = ["tshark", "-i", "lo", "-f", f"tcp port {port}", "-F", "pcap", "-w", str(pcap)]
+    ts_err = work / "tshark.err"
+    tshark = procs.start("tshark", ts_argv, stop_signal=signal.SIGINT, log_path=ts_err)
+    wait_for(lambda: "Capturing on" in ts_err.read_text(errors="replace"), 30, "tshark")
+    time.sleep(1.0)
+    return tshark, pcap, ts_argv, ts_err
+
+
+def tshark_info(work: Path, ts_argv: list, ts_err: Path) -> dict:
+    return {
+        "tshark_argv": [a.replace(str(work), "$WORK") for a in ts_argv],
+        "tshark_stderr": [
+            ln.strip()
+            for ln in ts_err.read_text(errors="replace").splitlines()
+            if "dangerous" not in ln and ln.strip() not in ("", "tshark:")
+        ],
+    }
+
+
 def run_session(name: str, cfg: dict, work: Path, procs: Processes) -> tuple[Path, dict]:
+    if cfg.get("server") == "spiceserver":
+        return run_spiceserver_session(name, cfg, work, procs)
     port, disp = cfg["port"], cfg["display"]
     check_display_free(disp)
     if listening(port):
@@ -847,13 +1061,7 @@ def run_session(name: str, cfg: dict, work: Path, procs: Processes) -> tuple[Pat
     wait_for(lambda: listening(port), 30, f"Xspice to listen on {port}")
     time.sleep(1.0)
 
-    pcap = work / "capture.pcap"
-    ts_argv = ["tshark", "-i", "lo", "-f", f"tcp port {port}", "-F", "pcap", "-w", str(pcap)]
-    ts_err = work / "tshark.err"
-    tshark = procs.start("tshark", ts_argv, stop_signal=signal.SIGINT, log_path=ts_err)
-    wait_for(lambda: "Capturing on" in ts_err.read_text(errors="replace"), 30, "tshark")
-    time.sleep(1.0)
-
+    tshark, pcap, ts_argv, ts_err = start_tshark(port, work, procs)
     try:
         if cfg["client"] == "screenshot":
             info = run_screenshot_client(cfg, work, procs)
@@ -865,13 +1073,99 @@ def run_session(name: str, cfg: dict, work: Path, procs: Processes) -> tuple[Pat
         procs.stop(xspice)
     info = json.loads(json.dumps(info).replace(str(work), "$WORK"))
     info["xspice_argv"] = [a.replace(str(work), "$WORK") for a in xs_argv]
-    info["tshark_argv"] = [a.replace(str(work), "$WORK") for a in ts_argv]
-    info["tshark_stderr"] = [
-        ln.strip()
-        for ln in ts_err.read_text(errors="replace").splitlines()
-        if "dangerous" not in ln and ln.strip() not in ("", "tshark:")
-    ]
+    info.update(tshark_info(work, ts_argv, ts_err))
     return pcap, info
+
+
+def run_spiceserver_session(name: str, cfg: dict, work: Path, procs: Processes) -> tuple[Path, dict]:
+    """Our demo server (``python3 -m spiceserver demo``) driven by gi_client.py, captured with tshark."""
+    port = cfg["port"]
+    if listening(port):
+        raise RuntimeError(f"port {port} already in use")
+    demo_argv = [sys.executable, "-m", "spiceserver", "demo", "--port", str(port)]
+    if cfg["password"] is not None:
+        demo_argv += ["--password", cfg["password"]]
+    demo_out, demo_err = work / "demo_stdout.txt", work / "demo_stderr.txt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    # SIGINT: the demo catches KeyboardInterrupt and exits 0 after closing its listeners.
+    demo = procs.start(
+        "spiceserver demo",
+        demo_argv,
+        log_path=demo_out,
+        stderr_path=demo_err,
+        stop_signal=signal.SIGINT,
+        env=env,
+        cwd=REPO,
+    )
+    ready = f"spiceserver demo listening on {HOST}:{port}"
+    try:
+        wait_for(lambda: ready in demo_out.read_text(errors="replace") or demo.poll() is not None, 30, "the demo")
+        if demo.poll() is not None:
+            raise RuntimeError(f"demo exited with {demo.returncode}: {demo_err.read_text(errors='replace')}")
+        wait_for(lambda: listening(port), 10, f"the demo to listen on {port}")
+
+        tshark, pcap, ts_argv, ts_err = start_tshark(port, work, procs)
+        try:
+            info = run_gi_client(cfg, work, procs)
+            time.sleep(1.5)
+        finally:
+            procs.stop(tshark)
+    finally:
+        procs.stop(demo)
+    info["demo_argv"] = ["python3", *demo_argv[1:]]
+    info["demo_python"] = sys.executable
+    info["demo_rc"] = demo.returncode
+    info["demo_stdout"] = "demo_stdout.txt"
+    info["demo_stderr"] = demo_err.read_text(errors="replace").splitlines()
+    info = json.loads(json.dumps(info).replace(str(work), "$WORK"))
+    info.update(tshark_info(work, ts_argv, ts_err))
+    expect = cfg.get("expect_rc", 0)
+    if info["client_rc"] != expect:
+        raise RuntimeError(f"{name}: gi_client exited {info['client_rc']}, expected {expect}")
+    return pcap, info
+
+
+def run_gi_client(cfg, work: Path, procs: Processes) -> dict:
+    argv = [
+        GI_PYTHON,
+        GI_CLIENT,
+        "--port",
+        str(cfg["port"]),
+        "--expect-channels",
+        "2",
+        "--wait-mouse-mode",
+        "client",
+        "--actions",
+        json.dumps(cfg["actions"], separators=(",", ":")),
+        "--linger-ms",
+        "300",
+        "--timeout",
+        "20",
+    ]
+    pw = cfg.get("client_password", cfg["password"])
+    if pw is not None:
+        argv[2:2] = ["--password", pw]
+    out, err = work / "client.out", work / "client.err"
+    p = procs.start("gi_client", argv, log_path=out, stderr_path=err, cwd=REPO)
+    try:
+        rc = p.wait(40)
+    except subprocess.TimeoutExpired:
+        rc = None
+    procs.stop(p)
+    events = []
+    for line in out.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            events.append({"unparsed": line})
+    log(f"gi_client rc={rc} done={events[-1] if events else None}")
+    return {
+        "client_argv": argv,
+        "client_cwd": "$REPO",
+        "client_rc": rc,
+        "client_events": events,
+        "client_stderr": err.read_text(errors="replace").splitlines(),
+    }
 
 
 # --------------------------------------------------------------------------- extraction
@@ -915,6 +1209,7 @@ def extract(name: str, cfg: dict, pcap: Path, info: dict, out: Path, versions: d
         "description": cfg["description"],
         "capture_date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "server": "Xspice (xserver-xspice) = Xorg + spiceqxl_drv using libspice-server",
+        "server_version": versions.get("libspice-server1"),
         "server_port": port,
         "server_password": cfg["password"],
         "client_password": cfg.get("client_password", cfg["password"]),
@@ -924,6 +1219,9 @@ def extract(name: str, cfg: dict, pcap: Path, info: dict, out: Path, versions: d
         "notes": [],
         "connections": [],
     }
+    if cfg.get("server") == "spiceserver":
+        index["server"] = "spiceserver"
+        index["server_version"] = versions.get("spiceserver")
     msg_lines = []
     for n, c in enumerate(conns):
         c2s, gaps_c = c.stream("c2s")
@@ -1119,10 +1417,18 @@ def main() -> int:
     for s in args.sessions:
         if s not in SESSIONS:
             ap.error(f"unknown session {s} (have {', '.join(SESSIONS)})")
-    for tool in ("Xspice", "spicy", "spicy-screenshot", "tshark", "Xvfb", "xdotool"):
+    kinds = {SESSIONS[s].get("server", "libspice") for s in args.sessions}
+    needed = ["tshark"]
+    if "libspice" in kinds:
+        needed += ["Xspice", "spicy", "spicy-screenshot", "Xvfb", "xdotool"]
+    if "spiceserver" in kinds:
+        needed.append(GI_PYTHON)
+    for tool in needed:
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found")
-    versions = tool_versions()
+    versions = tool_versions(tuple(sorted(kinds)))
+    if "spiceserver" in kinds and versions.get("spiceserver") is None:
+        ap.error(f"{sys.executable} cannot import spiceserver from {REPO}")
     procs = Processes()
     rc = 0
     try:
@@ -1139,6 +1445,8 @@ def main() -> int:
                 shutil.rmtree(out)
             out.mkdir(parents=True)
             index = extract(name, cfg, pcap, info, out, versions, work if args.keep_work else None)
+            if (work / "demo_stdout.txt").exists():
+                shutil.copyfile(work / "demo_stdout.txt", out / "demo_stdout.txt")
             for c in index["connections"]:
                 c2s_t = [t["type"] for t in c["c2s_types"]]
                 s2c_t = [t["type"] for t in c["s2c_types"]]

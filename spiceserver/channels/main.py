@@ -2,8 +2,9 @@
 
 Counterpart of spice ``server/main-channel.cpp`` and ``main-channel-client.cpp`` (INIT, channels list,
 mouse mode, ``start_net_test`` / ``handle_pong``, name and uuid, notify) and the glue in ``reds.cpp``.
-The agent data path (AGENT_DATA, tokens) arrives with the char-device work; here the agent is never
-connected and AGENT_START / AGENT_DATA / AGENT_TOKEN from the client are accepted and ignored.
+The agent data path (AGENT_DATA, tokens) arrives with the char-device work; here the agent's presence
+is announced (AGENT_CONNECTED[_TOKENS] / AGENT_DISCONNECTED, INIT's agent_connected), AGENT_START and
+AGENT_TOKEN are accounted, and AGENT_DATA is dropped with a debug log.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class MainChannelClient(ChannelClient):
                 display_channels_hint=self.core.display_count(),
                 supported_mouse_modes=self.core.supported_mouse_modes,
                 current_mouse_mode=self.core.mouse_mode,
-                agent_connected=0,
+                agent_connected=int(self.core.agent_attached),
                 agent_tokens=AGENT_TOKENS,
                 multi_media_time=(self.core.mm_time() - MM_TIME_DELTA_MS) & 0xFFFFFFFF,
                 ram_hint=0,
@@ -158,6 +159,16 @@ class MainChannelClient(ChannelClient):
 
     def send_mouse_mode(self) -> None:
         self.conn.send(m.MouseMode(supported_modes=self.core.supported_mouse_modes, current_mode=self.core.mouse_mode))
+
+    def send_agent_state(self, attached: bool) -> None:
+        """Tell the client the agent came or went (libspice ``main_channel_push_agent_*``)."""
+        if not attached:
+            self.conn.send(m.AgentDisconnected(error_code=0))
+            self.agent_started = False  # the client must send AGENT_START again
+        elif self.has_channel_cap(MainCap.AGENT_CONNECTED_TOKENS):
+            self.conn.send(m.AgentConnectedTokens(num_tokens=AGENT_TOKENS))
+        else:
+            self.conn.send(m.AgentConnected())
 
     def _on_agent_start(self, msg: m.AgentStart, now: float) -> None:
         self.agent_started = True
