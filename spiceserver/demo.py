@@ -1,6 +1,9 @@
-"""``python -m spiceserver demo``: a server with a keyboard, a mouse and a tablet that print events.
+"""``python -m spiceserver demo``: a synthetic desktop, plus a keyboard, mouse and tablet that print events.
 
-Every input event the devices receive is printed on its own line, flushed at once, e.g.::
+The display shows :class:`~spiceserver.desktop.SyntheticDesktop` (animated, or ``--scene static`` for
+a deterministic still picture) with a hardware cursor; ``--screendump PATH`` makes the process write
+the server's picture there as PNG whenever it gets SIGUSR1. Every input event the devices receive is
+printed on its own line, flushed at once, e.g.::
 
     key down 0x1e (scancode 1e)
     mouse motion dx=3 dy=-1 dz=0 buttons=0x0
@@ -12,10 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from .config import ServerConfig
+from .desktop import ARROW_CURSOR, SyntheticDesktop
 from .errors import ConfigError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
 from .reds import SpiceServer
@@ -68,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-channel", action="append", default=[], metavar="NAME",
                    help="channel that must use TLS (main, inputs, ...; 'default' = all); repeatable")
     p.add_argument("--name", default="spiceserver demo", help="VM name shown by clients")
+    p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
+    p.add_argument("--scene", choices=["animated", "static"], default="animated",
+                   help="animated desktop (default) or a deterministic still one")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
+    p.add_argument("--screendump", default=None, metavar="PATH",
+                   help="on SIGUSR1, write the server's current picture to PATH as PNG")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     return p
 
@@ -86,15 +99,66 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def run(config: ServerConfig) -> None:
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"bad --size {text!r}, expected WxH") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise ConfigError(f"--size {text} out of range")
+    return w, h
+
+
+async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> None:
+    args = args or build_parser().parse_args([])
     server = SpiceServer(config)
     server.add_keyboard(PrintingKeyboard())
     server.add_mouse(PrintingMouse())
     server.add_tablet(PrintingTablet())
+    width, height = parse_size(args.size)
+    fb = server.add_framebuffer_display(width, height)
+    desktop = SyntheticDesktop(width, height)
+    fb.update(desktop.frame(0.0))
+    from .worker.cursor_client import CursorShape
+
+    cw, ch, cpx = ARROW_CURSOR
+    fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
+    loop = asyncio.get_running_loop()
+    if args.screendump:
+        path = args.screendump
+
+        def dump() -> None:
+            fb.screendump(path)
+            _out(f"screendump written to {path}")
+
+        loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, dump))
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
-    await server.serve_forever()
+    animate = None
+    if args.scene == "animated":
+        animate = loop.create_task(_animate(fb, desktop, args.fps))
+    try:
+        await server.serve_forever()
+    finally:
+        if animate is not None:
+            animate.cancel()
+
+
+async def _animate(fb: object, desktop: SyntheticDesktop, fps: float) -> None:
+    from .framebuffer import FramebufferDisplay
+
+    assert isinstance(fb, FramebufferDisplay)
+    start = time.monotonic()
+    period = 1.0 / max(fps, 0.1)
+    while True:
+        t = time.monotonic() - start
+        frame = await asyncio.to_thread(desktop.frame, t)
+        fb.update(frame)
+        x = int(desktop.width / 2 + desktop.width / 3 * math.cos(t))
+        y = int(desktop.height / 2 + desktop.height / 3 * math.sin(t * 1.3))
+        fb.move_cursor(x, y)
+        await asyncio.sleep(max(0.0, period - (time.monotonic() - start - t)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(config))
+        parse_size(args.size)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run(config, args))
     except KeyboardInterrupt:
         pass
     return 0

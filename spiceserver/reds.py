@@ -31,12 +31,23 @@ from .channels.inputs import InputsChannelClient
 from .channels.main import MainChannelClient
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
+from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, Mouse, Tablet
 from .proto.channel import ChannelConnection
-from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, InputsCap, LinkErr, MainCap, MouseMode
+from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, DisplayCap, InputsCap, LinkErr, MainCap, MouseMode
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
 from .proto.messages.base import SERVER
 from .ticket import LinkKey, Ticket
+from .worker.messages import (
+    ClientClose,
+    ClientConnected,
+    ClientData,
+    ClientDisconnected,
+    ClientOutput,
+    ClientWritten,
+    DisplayInfo,
+)
+from .worker.worker import DisplayWorker
 
 __all__ = ["SpiceServer", "Session"]
 
@@ -79,8 +90,24 @@ class Session:
 class _ChannelDef:
     type: int
     id: int
-    factory: ChannelFactory
+    factory: ChannelFactory | None
     caps: tuple[int, ...] = ()
+    worker: DisplayWorker | None = None  # display/cursor channels live on a worker thread
+
+
+@dataclass(eq=False)
+class _WorkerConn:
+    """reds' side of a channel client that lives on a worker: the transport and write accounting."""
+
+    writer: asyncio.StreamWriter
+    worker: DisplayWorker
+    pending: int = 0
+    draining: bool = False
+
+
+#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
+#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
+DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
 
 
 class SpiceServer:
@@ -93,6 +120,7 @@ class SpiceServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.keyboard: Keyboard | None = None
+        self.kbd_modifiers = 0
         self.mouse: Mouse | None = None
         self.tablet: Tablet | None = None
         self._ticket = Ticket()
@@ -111,12 +139,16 @@ class SpiceServer:
         self.stats = {"connections": 0, "links_ok": 0, "links_failed": 0, "protocol_errors": 0}
         if config.tls_port is not None:
             self._ssl = self._make_ssl_context()
+        self._workers: list[DisplayWorker] = []
+        self._worker_conns: dict[int, _WorkerConn] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.register_channel(ChannelType.INPUTS, 0, InputsChannelClient, caps=(InputsCap.KEY_SCANCODE,))
 
     # --- devices and channels ----------------------------------------------------------------------
 
     def add_keyboard(self, keyboard: Keyboard) -> None:
         self.keyboard = keyboard
+        self.kbd_modifiers = keyboard.get_leds()
 
     def add_mouse(self, mouse: Mouse) -> None:
         self.mouse = mouse
@@ -129,16 +161,91 @@ class SpiceServer:
         self.tablet = None
         self._update_mouse_mode()
 
-    def register_channel(self, channel_type: int, channel_id: int, factory: ChannelFactory, *, caps: tuple[int, ...] = ()) -> None:
+    def register_channel(
+        self,
+        channel_type: int,
+        channel_id: int,
+        factory: ChannelFactory | None,
+        *,
+        caps: tuple[int, ...] = (),
+        worker: DisplayWorker | None = None,
+    ) -> None:
         """Offer a channel to clients; connected sessions get a one-entry CHANNELS_LIST."""
         key = (int(channel_type), channel_id)
         if key in self._channels or channel_type == ChannelType.MAIN:
             raise ConfigError(f"channel {key} already registered")
-        self._channels[key] = _ChannelDef(key[0], channel_id, factory, tuple(caps))
+        self._channels[key] = _ChannelDef(key[0], channel_id, factory, tuple(caps), worker)
         for s in self._sessions.values():
             if s.main is not None and s.main.attached:
                 s.main.send_channels_list([key])
                 self._kick(s.main)
+
+    # --- displays ---------------------------------------------------------------------------------
+
+    def add_framebuffer_display(self, width: int, height: int) -> FramebufferDisplay:
+        """A display fed with host frames (no QXL guest driver needed); see :class:`FramebufferDisplay`."""
+        worker = self._add_worker()
+        fb = FramebufferDisplay(worker, width, height)
+        self._register_worker_channels(worker)
+        return fb
+
+    def _add_worker(self) -> DisplayWorker:
+        display_id = len(self._workers)
+        worker = DisplayWorker(f"display{display_id}", display_id)
+        ep = worker.dispatcher.loop_side
+        ep.register_handler(ClientOutput, self._on_worker_output)
+        ep.register_handler(ClientClose, self._on_worker_close)
+        ep.register_handler(DisplayInfo, self._on_display_info)
+        worker.client_mouse_mode = self._mouse_mode == MouseMode.CLIENT
+        worker.start()
+        self._workers.append(worker)
+        if self._loop is not None:
+            self._loop.add_reader(ep.sock, ep.drain)
+        return worker
+
+    def _register_worker_channels(self, worker: DisplayWorker) -> None:
+        self.register_channel(ChannelType.DISPLAY, worker.display_id, None, caps=DISPLAY_CAPS, worker=worker)
+        self.register_channel(ChannelType.CURSOR, worker.display_id, None, worker=worker)
+        self._update_mouse_mode()
+
+    def _on_worker_output(self, msg: ClientOutput) -> None:
+        wc = self._worker_conns.get(msg.cc_id)
+        if wc is None or wc.writer.is_closing():
+            return
+        wc.writer.write(msg.data)
+        wc.pending += len(msg.data)
+        if not wc.draining:
+            wc.draining = True
+            task = asyncio.get_running_loop().create_task(self._drain_worker_conn(msg.cc_id, wc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain_worker_conn(self, cc_id: int, wc: _WorkerConn) -> None:
+        """Report written bytes to the worker as the transport takes them (its flow control)."""
+        try:
+            while wc.pending and not wc.writer.is_closing():
+                n = wc.pending
+                await wc.writer.drain()
+                wc.pending -= n
+                wc.worker.dispatcher.loop_side.post(ClientWritten(cc_id, n))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            wc.draining = False
+
+    def _on_worker_close(self, msg: ClientClose) -> None:
+        wc = self._worker_conns.get(msg.cc_id)
+        if wc is not None:
+            self.stats["protocol_errors"] += 1
+            wc.writer.close()
+
+    def _on_display_info(self, msg: DisplayInfo) -> None:
+        if self.tablet is not None:
+            result = self.tablet.set_logical_size(msg.width, msg.height)
+            if asyncio.iscoroutine(result):
+                task = asyncio.get_running_loop().create_task(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def channel_ids(self) -> list[tuple[int, int]]:
         return list(self._channels)
@@ -156,6 +263,7 @@ class SpiceServer:
 
     def kbd_leds(self, leds: int) -> None:
         """The guest changed its keyboard LEDs: tell every client (SPICE_MSG_INPUTS_KEY_MODIFIERS)."""
+        self.kbd_modifiers = leds
         for s in self._sessions.values():
             for cc in s.channels:
                 if isinstance(cc, InputsChannelClient):
@@ -212,6 +320,9 @@ class SpiceServer:
         if mode == self._mouse_mode:
             return
         self._mouse_mode = mode
+        client = mode == MouseMode.CLIENT
+        for worker in self._workers:
+            worker.call(lambda w, c=client: setattr(w, "client_mouse_mode", c), wait=False)  # type: ignore[misc]
         self._broadcast_mouse_mode()
 
     def _update_mouse_mode(self) -> None:
@@ -251,6 +362,9 @@ class SpiceServer:
     async def start(self) -> None:
         """Open the listeners (plain, TLS, Unix) configured."""
         cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        for worker in self._workers:
+            self._loop.add_reader(worker.dispatcher.loop_side.sock, worker.dispatcher.loop_side.drain)
         if cfg.port is not None:
             self._servers.append(
                 await asyncio.start_server(lambda r, w: self._accept(r, w, secure=False), cfg.addr, cfg.port)
@@ -315,6 +429,11 @@ class SpiceServer:
             with contextlib.suppress(Exception):
                 await srv.wait_closed()
         self._servers.clear()
+        for worker in self._workers:
+            if self._loop is not None:
+                self._loop.remove_reader(worker.dispatcher.loop_side.sock)
+            await asyncio.to_thread(worker.stop)
+        self._workers.clear()
 
     async def __aenter__(self) -> SpiceServer:
         await self.start()
@@ -474,6 +593,48 @@ class SpiceServer:
         for close in list(session.closers):
             close()
 
+    async def _run_worker_channel(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        mess: LinkMess,
+        leftover: bytes,
+        mini: bool,
+        session: Session,
+        worker: DisplayWorker,
+        clog: _ConnLog,
+    ) -> None:
+        """A display/cursor channel: its protocol state lives on the worker; we move bytes."""
+        cc_id = next(self._conn_ids)
+        wc = _WorkerConn(writer, worker)
+        self._worker_conns[cc_id] = wc
+        post = worker.dispatcher.loop_side.post
+        label = f"{clog.extra.get('conn') if clog.extra else ''} {clog.extra.get('peer') if clog.extra else ''} {clog.extra.get('channel') if clog.extra else ''}"
+        post(ClientConnected(cc_id, mess.channel_type, mess.channel_id, mini, mess.common_caps, mess.channel_caps, session.id, label.strip()))
+
+        def close() -> None:
+            if not writer.is_closing():
+                writer.close()
+
+        session.closers.append(close)
+        clog.info("channel linked to session %#x (worker %s)", session.id, worker.name)
+        try:
+            if leftover:
+                post(ClientData(cc_id, leftover))
+            while not writer.is_closing():
+                data = await reader.read(_READ_CHUNK)
+                if not data:
+                    clog.info("client closed the channel")
+                    break
+                post(ClientData(cc_id, data))
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            clog.info("connection lost: %s", exc)
+        finally:
+            post(ClientDisconnected(cc_id))
+            self._worker_conns.pop(cc_id, None)
+            with contextlib.suppress(ValueError):
+                session.closers.remove(close)
+
     def _kick(self, cc: ChannelClient) -> None:
         """Write whatever ``cc`` queued outside its own connection task."""
         write = getattr(cc, "_transport_write", None)
@@ -505,9 +666,13 @@ class SpiceServer:
                 clog.info("session or channel went away during the link")
                 return
             session = found
+            if d.worker is not None:
+                await self._run_worker_channel(reader, writer, mess, leftover, mini, session, d.worker, clog)
+                return
+            assert d.factory is not None
             cc = d.factory(self, conn, mess, secure=secure, log=clog)
             clog.info("channel linked to session %#x", session.id)
-            if mess.channel_type == ChannelType.INPUTS and not secure and self.config.tls_port is not None and session.main is not None:
+            if mess.channel_type == ChannelType.INPUTS and not secure and session.main is not None:
                 session.main.notify("keyboard channel is insecure")
                 self._kick(session.main)
         session.channels.append(cc)

@@ -118,15 +118,24 @@ async def test_position_in_client_mode(running: Running) -> None:
 
 async def test_leds_both_ways(running: Running) -> None:
     running.devices.leds = KeyboardModifiers.NUM_LOCK
+    running.server.kbd_leds(KeyboardModifiers.NUM_LOCK)
     s = await connect(running.ep)
     inp = await s.link(ChannelType.INPUTS)
     assert (await inp.expect(im.InputsInit)).keyboard_modifiers == KeyboardModifiers.NUM_LOCK
     running.server.kbd_leds(KeyboardModifiers.CAPS_LOCK)
     assert (await inp.expect(im.KeyModifiers)).modifiers == KeyboardModifiers.CAPS_LOCK
-    # the client says caps lock is on and num lock off: the server toggles both guest locks
-    await inp.send(im.ClientKeyModifiers(modifiers=KeyboardModifiers.CAPS_LOCK))
+    # The client says num lock is on and caps lock off: the server toggles both guest locks,
+    # as libspice does (compared with its own lock state, not asked from the keyboard).
+    await inp.send(im.ClientKeyModifiers(modifiers=KeyboardModifiers.NUM_LOCK))
     ev = await running.devices.wait_for(lambda e: len([x for x in e if x[0] == "scancodes"]) >= 2)
     assert [x[1] for x in ev if x[0] == "scancodes"] == [b"\x45\xc5", b"\x3a\xba"]
+    assert running.server.kbd_modifiers == KeyboardModifiers.NUM_LOCK
+    # two seconds after a lock change the server states the locks back (libspice KEY_MODIFIERS_TTL)
+    assert (await inp.expect(im.KeyModifiers, timeout=4)).modifiers == KeyboardModifiers.NUM_LOCK
+    # a caps lock key press flips the tracked state too
+    await inp.send(im.KeyDown(code=0x3A))
+    await inp.send(im.KeyUp(code=0xBA))
+    assert (await inp.expect(im.KeyModifiers, timeout=4)).modifiers == KeyboardModifiers.NUM_LOCK | KeyboardModifiers.CAPS_LOCK
 
 
 async def test_password_accepted_and_refused() -> None:

@@ -173,7 +173,9 @@ INPUTS_ACTIONS = [
     {"op": "key_locks", "locks": 4},
     {"op": "wait", "ms": 100},
     {"op": "key_locks", "locks": 0},
-    {"op": "wait", "ms": 200},
+    # stay linked > 2 s: libspice answers a client KEY_MODIFIERS with its own KEY_MODIFIERS 2 s
+    # later (KEY_MODIFIERS_TTL) and pings every channel ~100 ms after the link; compare.
+    {"op": "wait", "ms": 2500},
 ]
 
 PASSWORD_ACTIONS = [
@@ -221,7 +223,7 @@ SESSIONS.update(
             "description": "gi_client.py (spice-gtk 0.42 via PyGObject) against `python3 -m spiceserver demo` "
             "(no password): main + inputs; waits for client mouse mode, then KEY_DOWN/UP (a, Shift+b, "
             "E0 Up), KEY_SCANCODE (Return, E0 Right), 6 positions, left/right clicks, wheel up/down, "
-            "a left drag, Caps Lock LED on/off (KEY_MODIFIERS), then disconnects.",
+            "a left drag, Caps Lock LED on/off (KEY_MODIFIERS), stays 2.5 s more, then disconnects.",
         },
         "spiceserver_password": {
             "server": "spiceserver",
@@ -1035,7 +1037,7 @@ def tshark_info(work: Path, ts_argv: list, ts_err: Path) -> dict:
     return {
         "tshark_argv": [a.replace(str(work), "$WORK") for a in ts_argv],
         "tshark_stderr": [
-            ln.strip()
+            ln.strip().replace(str(work), "$WORK")
             for ln in ts_err.read_text(errors="replace").splitlines()
             if "dangerous" not in ln and ln.strip() not in ("", "tshark:")
         ],

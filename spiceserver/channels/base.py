@@ -26,6 +26,7 @@ class ServerCore(Protocol):
 
     config: ServerConfig
     keyboard: Keyboard | None
+    kbd_modifiers: int  # the guest's lock state as the server tracks it (libspice ``modifiers``)
     mouse: Mouse | None
     tablet: Tablet | None
 

@@ -4,6 +4,11 @@ Counterpart of spice ``server/inputs-channel.cpp`` and ``inputs-channel-client.c
 pushed byte for byte, lock-key sync from the client's KEY_MODIFIERS, MOUSE_MOTION honoured in server
 mouse mode and MOUSE_POSITION in client mode, wheel as PRESS UP/DOWN, MOTION_ACK every
 ``MOTION_ACK_BUNCH`` motion/position messages, and every key still down released when the client goes.
+
+Lock state follows libspice: the server keeps the guest's lock modifiers (``core.kbd_modifiers``,
+set by the host through ``kbd_leds`` and flipped whenever a lock key goes down or a lock is injected),
+compares a client's KEY_MODIFIERS with it, and two seconds after any lock change sends the state back
+(KEY_MODIFIERS), so client and guest converge even if the guest never reports its LEDs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from ..proto.scancode import RELEASE, code_to_bytes, split_transitions
 from .base import ChannelClient, ServerCore, maybe_await
 
 __all__ = ["InputsChannelClient", "LOCK_SCANCODES"]
+
+KEY_MODIFIERS_TTL = 2.0  # libspice KEY_MODIFIERS_TTL
 
 LOCK_SCANCODES = {
     KeyboardModifiers.SCROLL_LOCK: 0x46,
@@ -45,6 +52,8 @@ class InputsChannelClient(ChannelClient):
         super().__init__(core, conn, link, secure=secure, log=log)
         self.motion_count = 0
         self.keys_down: set[bytes] = set()  # transitions (without release bit) still pressed
+        self.modifiers_pressed = 0
+        self._modifiers_deadline: float | None = None
 
     async def start(self, now: float) -> None:
         kbd = self.core.keyboard
@@ -52,10 +61,35 @@ class InputsChannelClient(ChannelClient):
 
     # --- keyboard --------------------------------------------------------------------------------
 
-    async def _push(self, data: bytes) -> None:
+    def _sync_locks(self, data: bytes, now: float) -> None:
+        """libspice ``sync_locks``: a lock key going down flips the lock state."""
+        for b in data:
+            flag = next((f for f, code in LOCK_SCANCODES.items() if code == b & ~RELEASE), 0)
+            if not flag:
+                continue
+            if b & RELEASE:
+                self.modifiers_pressed &= ~flag
+            elif not self.modifiers_pressed & flag:
+                self.core.kbd_modifiers ^= flag
+                self.modifiers_pressed |= flag
+                self._activate_modifiers_watch(now)
+
+    def _activate_modifiers_watch(self, now: float) -> None:
+        self._modifiers_deadline = now + KEY_MODIFIERS_TTL
+
+    def next_timer(self) -> float | None:
+        return self._modifiers_deadline
+
+    async def on_timer(self, now: float) -> None:
+        if self._modifiers_deadline is not None and now >= self._modifiers_deadline:
+            self._modifiers_deadline = None
+            self.send_leds(self.core.kbd_modifiers)
+
+    async def _push(self, data: bytes, now: float) -> None:
         kbd = self.core.keyboard
         if not data or kbd is None:
             return
+        self._sync_locks(data, now)
         for seq in split_transitions(data):
             press = seq[:-1] + bytes([seq[-1] & ~RELEASE & 0xFF])
             if seq[-1] & RELEASE:
@@ -65,20 +99,20 @@ class InputsChannelClient(ChannelClient):
         await maybe_await(kbd.on_scancodes(data))
 
     async def _on_key(self, msg: im.KeyDown | im.KeyUp, now: float) -> None:
-        await self._push(code_to_bytes(msg.code))
+        await self._push(code_to_bytes(msg.code), now)
 
     async def _on_scancode(self, msg: im.KeyScancode, now: float) -> None:
-        await self._push(msg.data)
+        await self._push(msg.data, now)
 
     async def _on_modifiers(self, msg: im.ClientKeyModifiers, now: float) -> None:
         kbd = self.core.keyboard
         if kbd is None:
             return
-        leds = kbd.get_leds()
         for flag, code in LOCK_SCANCODES.items():
-            pressed = bytes([code]) in self.keys_down
-            if not pressed and (msg.modifiers & flag) != (leds & flag):
+            if not self.modifiers_pressed & flag and (msg.modifiers & flag) != (self.core.kbd_modifiers & flag):
                 await maybe_await(kbd.on_scancodes(bytes([code, code | RELEASE])))
+                self.core.kbd_modifiers ^= flag
+        self._activate_modifiers_watch(now)
 
     def send_leds(self, leds: int) -> None:
         self.conn.send(im.KeyModifiers(modifiers=leds))

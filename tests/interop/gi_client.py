@@ -543,8 +543,15 @@ class Client:
         GObject.Object.connect(channel, "notify::monitors", monitors)
 
     def hook_cursor(self, channel):
-        def cursor_set(_ch, width, height, hot_x, hot_y, _rgba):
-            self.emit("cursor-set", width=width, height=height, hot_x=hot_x, hot_y=hot_y)
+        def cursor_set(_ch, width, height, hot_x, hot_y, rgba):
+            extra = {}
+            # the shape as spice-gtk decoded it: width*height*4 bytes, R,G,B,A per pixel
+            if rgba and 0 < width * height <= 128 * 128:
+                try:
+                    extra["rgba"] = ctypes.string_at(int(rgba), width * height * 4).hex()
+                except Exception as exc:  # diagnostics only
+                    extra["rgba_error"] = str(exc)
+            self.emit("cursor-set", width=width, height=height, hot_x=hot_x, hot_y=hot_y, **extra)
 
         def cursor_move(_ch, x, y):
             self.emit("cursor-move", x=x, y=y)

@@ -83,14 +83,14 @@ class ClientChannel:
         return self.received.popleft()
 
     async def expect(self, cls: type[M], timeout: float = 5.0, *, skip: tuple[type[Message], ...] = ()) -> M:
-        """Receive until a ``cls`` arrives, allowing only ``skip`` types (and pings) before it."""
-        from spiceserver.proto.messages.base import Ping
+        """Receive until a ``cls`` arrives, allowing only ``skip`` types (and pings, notifies) before it."""
+        from spiceserver.proto.messages.base import Notify, Ping
 
         while True:
             msg = await self.recv(timeout)
             if isinstance(msg, cls):
                 return msg
-            if isinstance(msg, (Ping, *skip)):
+            if isinstance(msg, (Ping, Notify, *skip)) and not issubclass(cls, Notify):
                 continue
             raise AssertionError(f"expected {cls.__name__}, got {msg!r}")
 

@@ -1,0 +1,119 @@
+"""One client's cursor channel, inside the worker: INIT with the current cursor, then SET/MOVE/HIDE/TRAIL.
+
+Counterpart of spice ``server/cursor-channel.cpp`` (``cursor_fill``, ``red_marshall_cursor_init``,
+``process_cmd``) and ``cursor-channel-client.cpp`` (the 256-entry cursor cache). A shape the client
+already holds goes as FROM_CACHE; a new one with CACHE_ME, evicting the oldest entry with INVAL_ONE.
+In client mouse mode MOVE is not sent (the client draws the cursor where its pointer is).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..proto.channel import ChannelConnection
+from ..proto.enums import ChannelType, CursorFlags
+from ..proto.messages import cursor as cm
+from ..proto.messages.base import SERVER, Message, Point16
+from .messages import ClientConnected
+
+if TYPE_CHECKING:
+    from .worker import DisplayWorker
+
+__all__ = ["CursorChannelClient", "CursorState", "CursorShape", "CURSOR_CACHE_SIZE"]
+
+CURSOR_CACHE_SIZE = 256
+ACK_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class CursorShape:
+    """A cursor image as the wire carries it: header (unique id, type, size, hot spot) + data."""
+
+    unique: int
+    type: int
+    width: int
+    height: int
+    hot_x: int
+    hot_y: int
+    data: bytes
+    cacheable: bool = True
+
+
+@dataclass
+class CursorState:
+    """The device's cursor (shared by every cursor client of a worker)."""
+
+    shape: CursorShape | None = None
+    x: int = 0
+    y: int = 0
+    visible: bool = False
+    trail_length: int = 0
+    trail_frequency: int = 0
+
+
+class CursorChannelClient:
+    def __init__(self, info: ClientConnected, worker: DisplayWorker) -> None:
+        self.info = info
+        self.worker = worker
+        self.conn = ChannelConnection(ChannelType.CURSOR, SERVER, mini_header=info.mini_header)
+        self.conn.set_ack_window(ACK_WINDOW)
+        self.cache: OrderedDict[int, None] = OrderedDict()
+        self.pipe: deque[Message] = deque()
+        self.inflight = 0
+        state = worker.cursor
+        self.pipe.append(
+            cm.CursorInit(
+                position=Point16(x=state.x, y=state.y),
+                trail_length=state.trail_length,
+                trail_frequency=state.trail_frequency,
+                visible=int(state.visible),
+                cursor=self._cursor(state.shape),
+            )
+        )
+
+    def _cursor(self, shape: CursorShape | None) -> cm.Cursor:
+        if shape is None:
+            return cm.Cursor(flags=CursorFlags.NONE, header=None, data=b"")
+        header = cm.CursorHeader(unique=shape.unique, type=shape.type, width=shape.width, height=shape.height, hot_spot_x=shape.hot_x, hot_spot_y=shape.hot_y)
+        if shape.cacheable and shape.unique in self.cache:
+            self.cache.move_to_end(shape.unique)
+            return cm.Cursor(flags=CursorFlags.FROM_CACHE, header=header, data=b"")
+        flags = 0
+        if shape.cacheable:
+            if len(self.cache) >= CURSOR_CACHE_SIZE:
+                old, _ = self.cache.popitem(last=False)
+                self.pipe.append(cm.CursorInvalOne(id=old))  # before the SET that needs the room
+            self.cache[shape.unique] = None
+            flags = CursorFlags.CACHE_ME
+        return cm.Cursor(flags=flags, header=header, data=shape.data)
+
+    def push_set(self, state: CursorState) -> None:
+        self.pipe.append(cm.CursorSet(position=Point16(x=state.x, y=state.y), visible=int(state.visible), cursor=self._cursor(state.shape)))
+
+    def push_move(self, state: CursorState) -> None:
+        self.pipe.append(cm.CursorMove(position=Point16(x=state.x, y=state.y)))
+
+    def push_hide(self) -> None:
+        self.pipe.append(cm.CursorHide())
+
+    def push_trail(self, state: CursorState) -> None:
+        self.pipe.append(cm.CursorTrail(length=state.trail_length, frequency=state.trail_frequency))
+
+    def push_reset(self) -> None:
+        self.cache.clear()
+        self.pipe.append(cm.CursorReset())
+
+    def on_data(self, data: bytes) -> None:
+        self.conn.receive_data(data)  # only ACK/ACK_SYNC/PONG/DISCONNECTING exist client-side
+
+    def produce(self) -> bytes:
+        while self.pipe and self.conn.can_send:
+            self.conn.send(self.pipe.popleft())
+        data = self.conn.data_to_send()
+        self.inflight += len(data)
+        return data
+
+    def written(self, nbytes: int) -> None:
+        self.inflight = max(0, self.inflight - nbytes)

@@ -1,0 +1,152 @@
+"""Drawables: a draw operation on a surface, with the regions it writes and reads.
+
+Counterpart of spice ``server/display-channel.cpp`` / ``red-parse-qxl.h`` (``RedDrawable``,
+``Drawable``) and the opacity rules of ``display-channel.cpp`` (``is_opaque_item``). The operation
+itself is the proto wire structure (``Fill``, ``Copy``, ...), as libspice keeps ``SpiceCopy`` etc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..proto.enums import ClipType, ImageType
+from ..proto.messages import display as d
+from ..proto.messages.base import Message, Point, Rect
+from ..region import Region
+
+__all__ = ["Drawable", "CopyBitsOp", "OP_MESSAGES", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
+
+ROP_PUT = 8  # SPICE_ROPD_OP_PUT
+
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyBitsOp:
+    """COPY_BITS: copy from ``src_pos`` (top-left of the source) to the drawable's box."""
+
+    src_pos: Point
+
+
+#: op structure -> the message that carries it
+OP_MESSAGES: dict[type, type[Message]] = {
+    d.Fill: d.DrawFill,
+    d.Opaque: d.DrawOpaque,
+    d.Copy: d.DrawCopy,
+    d.Blend: d.DrawBlend,
+    d.Blackness: d.DrawBlackness,
+    d.Whiteness: d.DrawWhiteness,
+    d.Invers: d.DrawInvers,
+    d.Rop3: d.DrawRop3,
+    d.Stroke: d.DrawStroke,
+    d.Text: d.DrawText,
+    d.Transparent: d.DrawTransparent,
+    d.AlphaBlend: d.DrawAlphaBlend,
+    d.Composite: d.DrawComposite,
+}
+
+
+def map_images(value: Any, fn: Callable[[d.Image], d.Image]) -> Any:
+    """A copy of ``value`` with every Image inside it (src, brush pattern, mask...) replaced by ``fn``."""
+    if isinstance(value, d.Image):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for fld in dataclasses.fields(value):
+            v = getattr(value, fld.name)
+            if v is None or isinstance(v, (int, bytes, str, tuple)):
+                continue
+            nv = map_images(v, fn)
+            if nv is not v:
+                changes[fld.name] = nv
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
+def images_of(value: Any) -> list[d.Image]:
+    out: list[d.Image] = []
+
+    def grab(img: d.Image) -> d.Image:
+        out.append(img)
+        return img
+
+    map_images(value, grab)
+    return out
+
+
+def region_of(base: d.DisplayBase) -> Region:
+    """The pixels a draw may touch: its box, intersected with its clip rectangles."""
+    b = base.box
+    region = Region.from_rect(b.left, b.top, b.right, b.bottom)
+    if base.clip.type == ClipType.RECTS and base.clip.rects is not None:
+        clip = Region([(r.left, r.top, r.right, r.bottom) for r in base.clip.rects.rects])
+        region = region & clip
+    return region
+
+
+def _no_mask(op: Any) -> bool:
+    mask = getattr(op, "mask", None)
+    return mask is None or mask.bitmap is None
+
+
+def is_opaque(op: Any) -> bool:
+    """Whether ``op`` overwrites every pixel of its region without reading the destination."""
+    if isinstance(op, d.Fill):
+        return op.rop_descriptor == ROP_PUT and op.brush.type != 0 and _no_mask(op)
+    if isinstance(op, (d.Copy, d.Opaque)):
+        return op.rop_descriptor == ROP_PUT and _no_mask(op) and op.src_bitmap is not None
+    if isinstance(op, (d.Blackness, d.Whiteness)):
+        return _no_mask(op)
+    return False
+
+
+@dataclass(eq=False)
+class Drawable:
+    """One draw on one surface, shared by every client's pipe (encoded per client when sent)."""
+
+    surface_id: int
+    base: d.DisplayBase
+    op: Any
+    region: Region
+    opaque: bool
+    reads: Region  # pixels of this surface the result depends on (dest or copy source)
+    surface_deps: frozenset[int]  # other surfaces read through SURFACE images
+    serial: int = dataclasses.field(default_factory=lambda: next(_serials))
+
+    def message(self, op: Any | None = None) -> Message:
+        """The wire message for this drawable, with ``op`` (images already encoded) if given."""
+        op = self.op if op is None else op
+        if isinstance(op, CopyBitsOp):
+            return d.CopyBits(base=self.base, src_pos=op.src_pos)
+        cls: Any = OP_MESSAGES[type(op)]
+        msg: Message = cls(base=self.base, data=op)
+        return msg
+
+    def __repr__(self) -> str:
+        return f"<Drawable #{self.serial} {type(self.op).__name__} surface {self.surface_id} {self.base.box}>"
+
+
+def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
+    region = region_of(base)
+    opaque = is_opaque(op)
+    deps = frozenset(
+        img.surface.surface_id for img in images_of(op) if img.descriptor.type == ImageType.SURFACE and img.surface
+    )
+    if isinstance(op, CopyBitsOp):
+        b = base.box
+        reads = region.translate(op.src_pos.x - b.left, op.src_pos.y - b.top)
+    elif opaque:
+        reads = Region()
+    else:
+        reads = region
+    if surface_id in deps:  # reads its own surface through an image: anything may matter
+        reads = reads | Region.from_rect(-(2**31), -(2**31), 2**31 - 1, 2**31 - 1)
+    return Drawable(surface_id, base, op, region, opaque, reads, deps - {surface_id})
+
+
+def full_rect(width: int, height: int) -> Rect:
+    return Rect(top=0, left=0, bottom=height, right=width)

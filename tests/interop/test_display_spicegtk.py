@@ -1,0 +1,143 @@
+"""spice-gtk shows exactly what the server drew: framebuffer path, pixel for pixel.
+
+The client (gi_client.py, SpiceClientGLib) writes its display-0 primary surface as PPM before it
+disconnects; the test compares it with the server's canvas and with the frame the host gave.
+spicy-screenshot (spice-client-gtk) is checked the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiceserver.desktop import SyntheticDesktop
+from spiceserver.worker.cursor_client import CursorShape
+from tests.conftest import start_server
+from tests.interop.harness import GiClient, first_event, format_events, run_gi_client
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+
+def read_ppm(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    parts = data.split(b"\n", 3)
+    assert parts[0] == b"P6", parts[0]
+    w, h = (int(v) for v in parts[1].split())
+    assert parts[2] == b"255"
+    rgb = np.frombuffer(parts[3][: w * h * 3], dtype=np.uint8).reshape(h, w, 3).astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def assert_same(shown: np.ndarray, want: np.ndarray) -> None:
+    assert shown.shape == want.shape, (shown.shape, want.shape)
+    bad = np.argwhere(shown != (want & 0xFFFFFF))
+    assert bad.size == 0, f"{len(bad)} pixels differ, first at (y, x) {tuple(bad[0])}: {shown[tuple(bad[0])]:#08x} != {want[tuple(bad[0])]:#08x}"
+
+
+async def test_static_desktop_pixel_for_pixel(tmp_path: Path) -> None:
+    r = await start_server()
+    desktop = SyntheticDesktop(640, 480)
+    fb = r.server.add_framebuffer_display(640, 480)
+    frame = desktop.frame(0.0)
+    fb.update(frame)
+    try:
+        shot = tmp_path / "client.ppm"
+        code, events, err = await run_gi_client(
+            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot), timeout=30
+        )
+        assert code == 0, format_events(events, err)
+        assert first_event(events, "screenshot") is not None, format_events(events, err)
+        assert_same(read_ppm(shot), fb.snapshot())
+        assert_same(read_ppm(shot), frame)
+    finally:
+        await r.server.close()
+
+
+async def test_updates_cache_hits_and_resize(tmp_path: Path) -> None:
+    r = await start_server()
+    desktop = SyntheticDesktop(640, 480)
+    fb = r.server.add_framebuffer_display(640, 480)
+    fb.update(desktop.frame(0.0))
+    try:
+        shot = tmp_path / "client.ppm"
+        client = await GiClient.start(
+            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "2500", "--screenshot", str(shot), timeout=40
+        )
+        await client.wait_for("ready", timeout=20)
+        # animation frames, then back to earlier content (pixmap cache hits), then the final frame
+        for t in (0.5, 1.0, 1.5, 0.5, 1.0, 2.0):
+            fb.update(desktop.frame(t))
+            await asyncio.sleep(0.1)
+        final = desktop.frame(2.0)
+        await asyncio.sleep(0.5)
+        stats = r.server._workers[0].call(lambda w: [dict(dcc.encoder.stats) for dcc in w.dccs.values()])
+        assert len(stats) == 1 and stats[0]["from_cache"] > 0 and stats[0]["lz4"] > 0, stats
+        code = await client.wait(timeout=40)
+        assert code == 0, format_events(client.events, client.stderr)
+        assert_same(read_ppm(shot), final)
+
+        # a resolution change: the client follows the new primary surface
+        fb.resize(800, 600)
+        big = SyntheticDesktop(800, 600).frame(0.0)
+        fb.update(big)
+        shot2 = tmp_path / "client2.ppm"
+        code, events, err = await run_gi_client(
+            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot2), timeout=30
+        )
+        assert code == 0, format_events(events, err)
+        assert_same(read_ppm(shot2), big)
+    finally:
+        await r.server.close()
+
+
+async def test_cursor_shape_and_position() -> None:
+    r = await start_server()
+    r.server.remove_tablet()  # server mouse mode, so the server's MOVE messages are shown
+    fb = r.server.add_framebuffer_display(320, 240)
+    fb.update(np.zeros((240, 320), dtype=np.uint32))
+    # a 4x3 ARGB cursor with distinct pixels
+    px = np.array([[0xFF102030 + i * 0x010101 for i in range(4 * r_, 4 * r_ + 4)] for r_ in range(3)], dtype=np.uint32)
+    fb.set_cursor(CursorShape(unique=42, type=0, width=4, height=3, hot_x=1, hot_y=2, data=px.tobytes()), 100, 50)
+    try:
+        client = await GiClient.start(
+            "--port", str(r.server.port_of()), "--expect-channels", "4", "--wait-display", "--linger-ms", "800", timeout=30
+        )
+        await client.wait_for("ready", timeout=20)
+        fb.move_cursor(120, 70)
+        code = await client.wait(timeout=30)
+        assert code == 0, format_events(client.events, client.stderr)
+        cset = first_event(client.events, "cursor-set")
+        assert cset is not None, format_events(client.events, client.stderr)
+        assert (cset["width"], cset["height"], cset["hot_x"], cset["hot_y"]) == (4, 3, 1, 2)
+        rgba = bytes.fromhex(cset["rgba"])
+        argb = px.reshape(-1)
+        want = b"".join(bytes([(v >> 16) & 255, (v >> 8) & 255, v & 255, v >> 24]) for v in argb.tolist())
+        assert rgba == want
+        moves = [(e["x"], e["y"]) for e in client.events if e.get("event") == "cursor-move"]
+        assert (120, 70) in moves, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+
+
+@pytest.mark.skipif(shutil.which("spicy-screenshot") is None, reason="spicy-screenshot not installed (Debian spice-client-gtk)")
+async def test_spicy_screenshot(tmp_path: Path) -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(640, 480)
+    frame = SyntheticDesktop(640, 480).frame(0.0)
+    fb.update(frame)
+    try:
+        out = tmp_path / "spicy.ppm"
+        proc = await asyncio.create_subprocess_exec(
+            "spicy-screenshot", "-h", "127.0.0.1", "-p", str(r.server.port_of()), "-o", str(out),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        so, se = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, (so, se)
+        assert_same(read_ppm(out), frame)
+    finally:
+        await r.server.close()
+

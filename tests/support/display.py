@@ -1,0 +1,89 @@
+"""A display-channel client for tests: links display (and cursor), renders what the server sends
+into its own canvases with spiceserver's canvas code, keeps the pixmap cache as a client does."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from spiceserver.canvas.draw import render_op
+from spiceserver.canvas.images import NullResolver
+from spiceserver.canvas.surface import Canvas
+from spiceserver.proto.enums import ChannelType, DisplayCap
+from spiceserver.proto.messages import display as d
+from spiceserver.proto.messages.base import Message
+from tests.support.client import ClientChannel, Session
+
+
+@dataclass
+class DisplayState(NullResolver):
+    """What a client knows: surfaces, caches, monitors, marks."""
+
+    surfaces: dict[int, Canvas] = field(default_factory=dict)
+    images: dict[int, Any] = field(default_factory=dict)
+    palettes: dict[int, Any] = field(default_factory=dict)
+    monitors: d.MonitorsConfig | None = None
+    marks: int = 0
+    messages: list[Message] = field(default_factory=list)
+
+    # ImageResolver protocol
+    def surface(self, surface_id: int) -> Canvas:
+        return self.surfaces[surface_id]
+
+    def cached_image(self, image_id: int) -> Any:
+        return self.images[image_id]
+
+    def cached_palette(self, palette_id: int) -> Any:
+        return self.palettes[palette_id]
+
+    def cache_image(self, image_id: int, pixmap: Any) -> None:
+        self.images[image_id] = pixmap
+
+    def cache_palette(self, palette: Any) -> None:
+        self.palettes[palette.unique] = palette
+
+    def apply(self, msg: Message) -> None:
+        self.messages.append(msg)
+        if isinstance(msg, d.SurfaceCreate):
+            self.surfaces[msg.surface_id] = Canvas(msg.width, msg.height, msg.format)
+        elif isinstance(msg, d.SurfaceDestroy):
+            self.surfaces.pop(msg.surface_id, None)
+        elif isinstance(msg, d.InvalList):
+            for r in msg.resources:
+                self.images.pop(r.id, None)
+        elif isinstance(msg, d.InvalAllPixmaps):
+            self.images.clear()
+        elif isinstance(msg, d.MonitorsConfig):
+            self.monitors = msg
+        elif isinstance(msg, d.DisplayMark):
+            self.marks += 1
+        elif isinstance(msg, d.CopyBits):
+            render_op(self.surfaces[msg.base.surface_id], msg.base, msg, self)
+        elif hasattr(msg, "base") and hasattr(msg, "data") and isinstance(msg.base, d.DisplayBase):
+            render_op(self.surfaces[msg.base.surface_id], msg.base, msg.data, self)
+
+
+DEFAULT_DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.LZ4_COMPRESSION)
+
+
+async def link_display(
+    session: Session,
+    channel_id: int = 0,
+    *,
+    caps: tuple[int, ...] = DEFAULT_DISPLAY_CAPS,
+    cache_size: int = 20 * 1024 * 1024,
+) -> tuple[ClientChannel, DisplayState]:
+    ch = await session.link(ChannelType.DISPLAY, channel_id, channel_caps=caps)
+    await ch.send(d.DisplayInit(pixmap_cache_id=1, pixmap_cache_size=cache_size, glz_dictionary_id=1, glz_dictionary_window_size=0))
+    return ch, DisplayState()
+
+
+async def pump_until(ch: ClientChannel, state: DisplayState, pred: Any, timeout: float = 10.0) -> None:
+    """Receive and apply messages until ``pred(state)`` holds."""
+
+    async def run() -> None:
+        while not pred(state):
+            state.apply(await ch.recv(timeout))
+
+    await asyncio.wait_for(run(), timeout)

@@ -1,0 +1,183 @@
+"""The display pipeline end to end with the test client: framebuffer frames -> worker -> drawables ->
+display channel -> client canvas, which must equal the server's canvas pixel for pixel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from spiceserver.proto.enums import ChannelType, CursorFlags, DisplayCap, ImageType, SurfaceFlags
+from spiceserver.proto.messages import base as bm
+from spiceserver.proto.messages import cursor as cm
+from spiceserver.proto.messages import display as d
+from spiceserver.worker.cursor_client import CursorShape
+from tests.conftest import start_server
+from tests.support.client import connect
+from tests.support.display import link_display, pump_until
+
+W, H = 320, 200
+
+
+def scene(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.uint32)
+    frame = ((xx * 255 // W) << 16) | ((yy * 255 // H) << 8) | (seed * 40 % 256)
+    for _ in range(5):
+        x, y = int(rng.integers(0, W - 40)), int(rng.integers(0, H - 40))
+        frame[y : y + 40, x : x + 40] = int(rng.integers(0, 1 << 24))
+    return frame
+
+
+def images_in(messages: list[bm.Message]) -> list[d.Image]:
+    from spiceserver.worker.drawable import images_of
+
+    out: list[d.Image] = []
+    for m in messages:
+        if hasattr(m, "data") and not isinstance(m.data, bytes):
+            out.extend(images_of(m.data))
+    return out
+
+
+async def test_new_client_gets_current_picture_then_updates() -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(scene(1))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        first = await ch.recv()
+        assert isinstance(first, bm.SetAck)  # nothing but SET_ACK before our INIT was handled
+        state.apply(first)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        kinds = [type(m).__name__ for m in state.messages]
+        assert kinds[:3] == ["SetAck", "InvalAllPalettes", "SurfaceCreate"]
+        assert kinds[-2:] == ["MonitorsConfig", "DisplayMark"]
+        create = state.messages[2]
+        assert isinstance(create, d.SurfaceCreate) and create.flags == SurfaceFlags.PRIMARY
+        assert (create.width, create.height) == (W, H)
+        assert state.monitors is not None and state.monitors.heads[0].width == W
+        assert np.array_equal(state.surfaces[0].pixels, fb.snapshot())
+        for seed in range(2, 6):
+            fb.update(scene(seed))
+            want = scene(seed)
+            await pump_until(ch, state, lambda st, w=want: np.array_equal(st.surfaces[0].pixels, w))
+        assert np.array_equal(fb.snapshot(), scene(5))
+    finally:
+        await r.server.close()
+
+
+async def test_repeated_content_comes_from_the_pixmap_cache() -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        for seed in (1, 2, 1, 2):
+            want = scene(seed)
+            fb.update(want)
+            await pump_until(ch, state, lambda st, w=want: 0 in st.surfaces and np.array_equal(st.surfaces[0].pixels, w))
+        types = [img.descriptor.type for img in images_in(state.messages)]
+        assert ImageType.FROM_CACHE in types
+        assert ImageType.LZ4 in types  # the client offered LZ4
+    finally:
+        await r.server.close()
+
+
+async def test_raw_bitmaps_without_lz4_cap() -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(scene(3))
+        s = await connect(r.ep)
+        ch, state = await link_display(s, caps=(DisplayCap.MONITORS_CONFIG,))
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        types = {img.descriptor.type for img in images_in(state.messages)}
+        assert types == {ImageType.BITMAP}
+        assert np.array_equal(state.surfaces[0].pixels, scene(3))
+    finally:
+        await r.server.close()
+
+
+async def test_resize_recreates_the_primary_surface() -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(scene(1))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        fb.resize(160, 100)
+        small = scene(4)[:100, :160].copy()
+        fb.update(small)
+        await pump_until(ch, state, lambda st: st.surfaces.get(0) is not None and st.surfaces[0].width == 160 and np.array_equal(st.surfaces[0].pixels, small))
+        assert any(isinstance(m, d.SurfaceDestroy) for m in state.messages)
+    finally:
+        await r.server.close()
+
+
+async def test_slow_client_is_collapsed_and_catches_up() -> None:
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(scene(0))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        # the client reads nothing (and acks nothing) while 300 frames of small changes arrive
+        frame = scene(0)
+        for i in range(300):
+            frame = frame.copy()
+            frame[(i * 7) % (H - 8) : (i * 7) % (H - 8) + 8, (i * 13) % (W - 8) : (i * 13) % (W - 8) + 8] = i * 99991
+            fb.update(frame)
+        await asyncio.sleep(0.5)
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels, frame), timeout=20)
+        worker = r.server._workers[0]
+        stats = worker.call(lambda w: [dcc.stats for dcc in w.dccs.values()])
+        assert stats[0]["pruned"] + stats[0]["collapsed"] > 0  # not every frame was sent
+    finally:
+        await r.server.close()
+
+
+async def test_cursor_channel_init_set_move() -> None:
+    r = await start_server()
+    r.server.remove_tablet()  # server mouse mode: MOVE is sent
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        shape = CursorShape(unique=7, type=0, width=2, height=2, hot_x=1, hot_y=1, data=bytes(range(16)))
+        fb.set_cursor(shape, 10, 20)
+        await asyncio.sleep(0.1)
+        s = await connect(r.ep)
+        cur = await s.link(ChannelType.CURSOR)
+        init = await cur.expect(cm.CursorInit, skip=(bm.SetAck,))
+        assert (init.position.x, init.position.y, init.visible) == (10, 20, 1)
+        assert init.cursor.flags == CursorFlags.CACHE_ME and init.cursor.header is not None
+        assert init.cursor.header.unique == 7 and init.cursor.data == shape.data
+        fb.move_cursor(30, 40)
+        move = await cur.expect(cm.CursorMove)
+        assert (move.position.x, move.position.y) == (30, 40)
+        fb.set_cursor(shape, 1, 2)
+        again = await cur.expect(cm.CursorSet)
+        assert again.cursor.flags == CursorFlags.FROM_CACHE and again.cursor.data == b""
+        fb.hide_cursor()
+        await cur.expect(cm.CursorHide)
+    finally:
+        await r.server.close()
+
+
+async def test_screendump_png(tmp_path: object) -> None:
+    import pathlib
+
+    from PIL import Image
+
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(scene(2))
+        await asyncio.sleep(0.1)
+        path = pathlib.Path(str(tmp_path)) / "dump.png"
+        fb.screendump(path)
+        img = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint32)
+        assert np.array_equal((img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2], scene(2))
+    finally:
+        await r.server.close()
