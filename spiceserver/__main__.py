@@ -1,22 +1,59 @@
-"""Command line: ``python -m spiceserver demo [options]`` (see ``--help``)."""
+"""Command line: ``python -m spiceserver demo [options]`` and ``python -m spiceserver replay FILE``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Sequence
 
 from .demo import main as demo_main
+
+USAGE = """usage: python -m spiceserver COMMAND [--help] [options]
+
+commands:
+  demo      serve a demo SPICE session on 127.0.0.1 (see `demo --help`)
+  replay    replay a recorded display session with no client and write its picture (see `replay --help`)"""
+
+
+def replay_main(argv: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from .errors import SpiceError
+    from .worker.record import replay
+    from .worker.worker import DisplayWorker
+
+    p = argparse.ArgumentParser(prog="python -m spiceserver replay", description="Replay a recording made with a worker's Recorder.")
+    p.add_argument("file", help="the recording")
+    p.add_argument("--screendump", metavar="PNG", help="write the primary surface at the end as PNG")
+    p.add_argument("--realtime", action="store_true", help="keep the recorded timing")
+    args = p.parse_args(argv)
+    worker = DisplayWorker("replay")
+    worker.start()
+    try:
+        n = worker.call(lambda w: replay(Path(args.file).read_bytes(), w, realtime=args.realtime), timeout=3600)
+        print(f"replayed {n} records")
+        if args.screendump:
+            worker.call(lambda w: w.surfaces[0].canvas.to_png(args.screendump))
+            print(f"wrote {args.screendump}")
+    except (SpiceError, OSError, KeyError) as exc:
+        print(f"error: {exc!r}", file=sys.stderr)
+        return 1
+    finally:
+        worker.stop()
+    return 0
 
 
 def main() -> int:
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m spiceserver demo [--help] [options]\n\n"
-              "commands:\n  demo    serve a demo SPICE session on 127.0.0.1 (see `demo --help`)")
+        print(USAGE)
         return 0 if argv else 2
-    if argv[0] != "demo":
-        print(f"unknown command {argv[0]!r}; try `python -m spiceserver demo --help`", file=sys.stderr)
-        return 2
-    return demo_main(argv[1:])
+    if argv[0] == "demo":
+        return demo_main(argv[1:])
+    if argv[0] == "replay":
+        return replay_main(argv[1:])
+    print(f"unknown command {argv[0]!r}; try `python -m spiceserver --help`", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

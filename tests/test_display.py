@@ -181,3 +181,54 @@ async def test_screendump_png(tmp_path: object) -> None:
         assert np.array_equal((img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2], scene(2))
     finally:
         await r.server.close()
+
+
+async def test_record_and_replay_without_a_client(tmp_path: object) -> None:
+    """A recorded session replays through a worker with no client to the same picture."""
+    import io
+    import pathlib
+
+    from spiceserver.worker.record import Recorder, read_records, replay
+    from spiceserver.worker.worker import DisplayWorker
+
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    buf = io.BytesIO()
+    worker = r.server._workers[0]
+    worker.call(lambda w: setattr(w, "recorder", Recorder(buf)))
+    try:
+        # the surface already exists: record it as the first event
+        worker.call(lambda w: w.recorder.display(d.SurfaceCreate(surface_id=0, width=W, height=H, format=32, flags=1)))
+        for seed in range(1, 4):
+            fb.update(scene(seed))
+        fb.set_cursor(CursorShape(unique=3, type=0, width=1, height=1, hot_x=0, hot_y=0, data=b"\xff\0\0\xff"), 5, 6)
+        fb.move_cursor(7, 8)
+        final = fb.snapshot()
+        worker.call(lambda w: w.recorder.flush())
+    finally:
+        await r.server.close()
+    data = buf.getvalue()
+    kinds = [type(m).__name__ for _, _, m in read_records(data)]
+    assert kinds[0] == "SurfaceCreate" and "DrawCopy" in kinds and kinds[-2:] == ["CursorSet", "CursorMove"]
+    path = pathlib.Path(str(tmp_path)) / "session.rec"
+    path.write_bytes(data)
+    fresh = DisplayWorker("replay")
+    fresh.start()
+    try:
+        n = fresh.call(lambda w: replay(path.read_bytes(), w))
+        assert n == len(kinds)
+        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
+        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y, w.cursor.shape.unique)) == (7, 8, 3)
+    finally:
+        fresh.stop()
+
+
+def test_damaged_recordings_raise_protocol_error() -> None:
+    import pytest
+
+    from spiceserver.errors import ProtocolError
+    from spiceserver.worker.record import MAGIC, read_records
+
+    for bad in (b"nope", MAGIC + b"\x01\x00", MAGIC + bytes([9]) + bytes(14), MAGIC + bytes([1]) + bytes(8) + b"\x2e\x01" + (99).to_bytes(4, "little")):
+        with pytest.raises(ProtocolError):
+            list(read_records(bad))

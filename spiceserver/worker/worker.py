@@ -25,9 +25,10 @@ from ..canvas.draw import render_op
 from ..canvas.images import NullResolver
 from ..canvas.surface import Canvas
 from ..errors import ProtocolError
-from ..proto.enums import ChannelType, SurfaceFmt
+from ..proto.enums import ChannelType, CursorFlags, SurfaceFmt
+from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
-from ..proto.messages.base import Message
+from ..proto.messages.base import Message, Point16
 from .cursor_client import CursorChannelClient, CursorShape, CursorState
 from .dispatcher import Dispatcher
 from .display_client import DisplayChannelClient
@@ -43,6 +44,7 @@ from .messages import (
     DisplayInfo,
     Stop,
 )
+from .record import Recorder
 from .surface import Surface
 
 __all__ = ["DisplayWorker", "CommandSource"]
@@ -102,6 +104,7 @@ class DisplayWorker:
         self.on_surface_change: list[Callable[[Surface], None]] = []
         self.stats = {"drawables": 0, "hidden": 0, "pruned": 0}
         self.resolver = _Resolver(self)
+        self.recorder: Recorder | None = None
         ep = self.ep
         ep.register_handler(ClientConnected, self._on_client_connected)
         ep.register_handler(ClientData, self._on_client_data)
@@ -217,6 +220,8 @@ class DisplayWorker:
             self.destroy_surface(surface_id)
         surface = Surface(surface_id, width, height, fmt, primary, **kw)
         self.surfaces[surface_id] = surface
+        if self.recorder is not None:
+            self.recorder.display(d.SurfaceCreate(surface_id=surface_id, width=width, height=height, format=fmt, flags=int(primary)))
         for dcc in self.dccs.values():
             dcc.push_surface_create(surface, with_picture=False)
         if primary:
@@ -230,6 +235,8 @@ class DisplayWorker:
         surface = self.surfaces.pop(surface_id, None)
         if surface is None:
             return
+        if self.recorder is not None:
+            self.recorder.display(d.SurfaceDestroy(surface_id=surface_id))
         surface.tree.clear()
         for dcc in self.dccs.values():
             dcc.push_surface_destroy(surface_id)
@@ -247,6 +254,8 @@ class DisplayWorker:
 
     def set_monitors(self, heads: d.MonitorsConfig) -> None:
         self.heads = heads
+        if self.recorder is not None:
+            self.recorder.display(heads)
         for dcc in self.dccs.values():
             dcc.push_monitors_config()
 
@@ -271,6 +280,8 @@ class DisplayWorker:
         if surface is None:
             raise ValueError(f"draw on missing surface {drawable.surface_id}")
         self.render(surface, drawable)
+        if self.recorder is not None:
+            self.recorder.display(drawable.message())
         hidden = surface.tree.add(drawable)
         self.stats["drawables"] += 1
         for dcc in self.dccs.values():
@@ -289,12 +300,24 @@ class DisplayWorker:
 
     # --- cursor --------------------------------------------------------------------------------
 
+    def _record_cursor(self, msg: Message) -> None:
+        if self.recorder is not None:
+            self.recorder.cursor(msg)
+
     def cursor_set(self, shape: CursorShape | None, x: int, y: int, visible: bool) -> None:
         self.cursor.shape, self.cursor.x, self.cursor.y, self.cursor.visible = shape, x, y, visible
+        if self.recorder is not None:
+            if shape is None:
+                cur = cm.Cursor(flags=CursorFlags.NONE)
+            else:
+                header = cm.CursorHeader(unique=shape.unique, type=shape.type, width=shape.width, height=shape.height, hot_spot_x=shape.hot_x, hot_spot_y=shape.hot_y)
+                cur = cm.Cursor(flags=0, header=header, data=shape.data)
+            self._record_cursor(cm.CursorSet(position=Point16(x=x, y=y), visible=int(visible), cursor=cur))
         for cc in self.cursor_clients.values():
             cc.push_set(self.cursor)
 
     def cursor_move(self, x: int, y: int) -> None:
+        self._record_cursor(cm.CursorMove(position=Point16(x=x, y=y)))
         self.cursor.x, self.cursor.y = x, y
         self.cursor.visible = True
         if not self.client_mouse_mode:
@@ -302,11 +325,13 @@ class DisplayWorker:
                 cc.push_move(self.cursor)
 
     def cursor_hide(self) -> None:
+        self._record_cursor(cm.CursorHide())
         self.cursor.visible = False
         for cc in self.cursor_clients.values():
             cc.push_hide()
 
     def cursor_trail(self, length: int, frequency: int) -> None:
+        self._record_cursor(cm.CursorTrail(length=length, frequency=frequency))
         self.cursor.trail_length, self.cursor.trail_frequency = length, frequency
         for cc in self.cursor_clients.values():
             cc.push_trail(self.cursor)
