@@ -37,6 +37,7 @@ from .proto.channel import ChannelConnection
 from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, DisplayCap, InputsCap, LinkErr, MainCap, MouseMode
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
 from .proto.messages.base import SERVER
+from .qxl import QXLDevice, QXLDeviceConfig
 from .ticket import LinkKey, Ticket
 from .worker.messages import (
     ClientClose,
@@ -47,6 +48,7 @@ from .worker.messages import (
     ClientWritten,
     DisplayInfo,
 )
+from .worker.qxl_source import QXLWorkerBackend
 from .worker.worker import DisplayWorker
 
 __all__ = ["SpiceServer", "Session"]
@@ -188,6 +190,64 @@ class SpiceServer:
         fb = FramebufferDisplay(worker, width, height)
         self._register_worker_channels(worker)
         return fb
+
+    def add_qxl_device(
+        self,
+        config: QXLDeviceConfig | None = None,
+        *,
+        irq: Callable[[bool], None] | None = None,
+        ram: Any = None,
+        vram: Any = None,
+        rom: Any = None,
+    ) -> QXLDevice:
+        """An emulated QXL device over host memory (allocated if not given); returns the device.
+
+        The host forwards the guest's I/O port writes with ``device.io_write(port, value)`` and
+        raises the guest interrupt when ``irq(level)`` is called. A worker thread pulls the rings.
+        """
+        worker = self._add_worker()
+        backend = QXLWorkerBackend(worker)
+        device = QXLDevice(backend, config, ram=ram, vram=vram, rom=rom, irq=irq)
+        backend.attach(device)
+        self._register_worker_channels(worker)
+        return device
+
+    def _worker(self, display_id: int) -> DisplayWorker:
+        try:
+            return self._workers[display_id]
+        except IndexError:
+            raise ConfigError(f"no display {display_id}") from None
+
+    def display_snapshot(self, display_id: int = 0) -> Any:
+        """A copy of the server's picture of a display's primary surface ((h, w) uint32 0x00RRGGBB)."""
+        return self._worker(display_id).call(lambda w: w.surfaces[0].canvas.pixels.copy())
+
+    def screendump(self, path: Any, display_id: int = 0) -> None:
+        """Write a display's current picture as PNG (QEMU ``screendump``)."""
+        self._worker(display_id).call(lambda w: w.surfaces[0].canvas.to_png(path))
+
+    def wait_idle(self, display_id: int = 0, timeout: float = 5.0) -> None:
+        """Return once the display's worker has handled every command queued so far."""
+
+        def drain(w: DisplayWorker) -> None:
+            if w.source is not None:
+                while w.source.process(w, 10_000):
+                    pass
+
+        self._worker(display_id).call(drain, timeout=timeout)
+
+    def display_stats(self, display_id: int = 0) -> dict[str, Any]:
+        """Live counters of a display: drawables, hidden, pruned, and per client what was sent how."""
+
+        def collect(w: DisplayWorker) -> dict[str, Any]:
+            return {
+                **w.stats,
+                "surfaces": sorted(w.surfaces),
+                "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in w.dccs.values()],
+            }
+
+        result: dict[str, Any] = self._worker(display_id).call(collect)
+        return result
 
     def _add_worker(self) -> DisplayWorker:
         display_id = len(self._workers)

@@ -163,16 +163,12 @@ class Region:
     @property
     def rects(self) -> tuple[RectTuple, ...]:
         """The canonical rectangles, band by band, left to right."""
-        return tuple(
-            (xs[i], y1, xs[i + 1], y2) for y1, y2, xs in self._bands for i in range(0, len(xs), 2)
-        )
+        return tuple((xs[i], y1, xs[i + 1], y2) for y1, y2, xs in self._bands for i in range(0, len(xs), 2))
 
     @property
     def bands(self) -> tuple[tuple[int, int, tuple[tuple[int, int], ...]], ...]:
         """``(y1, y2, ((x1, x2), ...))`` per band."""
-        return tuple(
-            (y1, y2, tuple((xs[i], xs[i + 1]) for i in range(0, len(xs), 2))) for y1, y2, xs in self._bands
-        )
+        return tuple((y1, y2, tuple((xs[i], xs[i + 1]) for i in range(0, len(xs), 2))) for y1, y2, xs in self._bands)
 
     def to_proto_rects(self) -> tuple[Rect, ...]:
         """The canonical rectangles as wire :class:`Rect` values (e.g. for a ``ClipRects``)."""
@@ -200,9 +196,7 @@ class Region:
 
     def area(self) -> int:
         """The number of pixels covered."""
-        return sum(
-            (y2 - y1) * sum(xs[i + 1] - xs[i] for i in range(0, len(xs), 2)) for y1, y2, xs in self._bands
-        )
+        return sum((y2 - y1) * sum(xs[i + 1] - xs[i] for i in range(0, len(xs), 2)) for y1, y2, xs in self._bands)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -239,9 +233,7 @@ class Region:
         """The region moved by ``(dx, dy)``."""
         if not dx and not dy:
             return self
-        return Region._from_bands(
-            tuple((y1 + dy, y2 + dy, tuple(x + dx for x in xs)) for y1, y2, xs in self._bands)
-        )
+        return Region._from_bands(tuple((y1 + dy, y2 + dy, tuple(x + dx for x in xs)) for y1, y2, xs in self._bands))
 
     def contains_point(self, x: int, y: int) -> bool:
         k = bisect_right(self._bands, y, key=lambda band: band[0]) - 1

@@ -261,8 +261,9 @@ def composite_into(
 
     The X byte of an xRGB destination: pixman copies it from an xRGB source unchanged when the
     operation reduces to a copy (SRC, or OVER without mask) and either the samples cover the area or
-    it is a SRC through a scale/translate transform (its SSE2 scaling paths), unless the source is a repeating 1x1 image (a
-    solid fill) or uses REFLECT (no fast path); otherwise the stored byte is the computed alpha.
+    it is a SRC through a scale/translate transform (its SSE2 scaling paths) -- not for a repeating
+    1x1 source (a solid fill), rotations, or REFLECT unless NEAREST samples cover the area. Otherwise
+    the stored byte is the computed alpha (an xRGB source counting as opaque).
     """
     if area.is_empty():
         return
@@ -271,16 +272,11 @@ def composite_into(
     flt, rep = Filter(filt), Repeat(repeat)
     copy_like = mask is None and mask_alpha is None and op in (Op.SRC, Op.OVER)
     solid = rep != Repeat.NONE and src.width == 1 and src.height == 1  # pixman makes it a solid fill
-    if copy_like and not solid and src.format == PixFmt.X8R8G8B8 and dfmt == PixFmt.X8R8G8B8:
-        scale_form = matrix is not None and matrix[0][1] == 0 and matrix[1][0] == 0
-        if matrix is None:
-            covered = rep == Repeat.NORMAL or _covers(src, xs, ys, matrix, flt)
-        else:
-            covered = rep != Repeat.NONE or _covers(src, xs, ys, matrix, flt)
-        if rep != Repeat.REFLECT and (matrix is None or scale_form) and (covered or (op == Op.SRC and scale_form)):
-            values = sample(src, xs, ys, matrix=matrix, filt=flt, repeat=rep, raw=True)
-            np.copyto(sub, values.astype(sub.dtype, copy=False), where=area.mask)
-            return
+    xrgb = src.format == PixFmt.X8R8G8B8 and dfmt == PixFmt.X8R8G8B8
+    if copy_like and not solid and xrgb and _raw_copy(src, xs, ys, matrix, flt, rep, op):
+        values = sample(src, xs, ys, matrix=matrix, filt=flt, repeat=rep, raw=True)
+        np.copyto(sub, values.astype(sub.dtype, copy=False), where=area.mask)
+        return
     s = sample(src, xs, ys, matrix=matrix, filt=flt, repeat=rep)
     d = to_8888(Pixmap(sub, dfmt), raw=True)
     s = np.broadcast_to(s, d.shape)
@@ -291,6 +287,26 @@ def composite_into(
         m = np.full(d.shape, (mask_alpha & 0xFF) << 24, np.uint32)
     out = combine(op, s, m, d)
     np.copyto(sub, from_8888(out, dfmt).astype(DTYPES[dfmt], copy=False), where=area.mask)
+
+
+def _raw_copy(
+    src: Pixmap,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    matrix: tuple[tuple[int, int, int], tuple[int, int, int]] | None,
+    flt: Filter,
+    rep: Repeat,
+    op: Op,
+) -> bool:
+    """Whether pixman 0.42 (x86-64) runs an xRGB-to-xRGB SRC/OVER as a raw copy (see composite_into)."""
+    if matrix is not None and (matrix[0][1] != 0 or matrix[1][0] != 0):
+        return False  # rotations and shears: general path
+    if rep == Repeat.REFLECT:
+        nearest = flt in (Filter.FAST, Filter.NEAREST) or matrix is None or _is_translation(matrix)
+        return nearest and _covers(src, xs, ys, matrix, flt)
+    if matrix is None:
+        return rep == Repeat.NORMAL or _covers(src, xs, ys, matrix, flt)
+    return rep != Repeat.NONE or op == Op.SRC or _covers(src, xs, ys, matrix, flt)
 
 
 def _is_translation(matrix: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:

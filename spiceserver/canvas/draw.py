@@ -129,13 +129,14 @@ def _src_operand(canvas: Canvas, image: d.Image | None, resolver: ImageResolver)
 def _blit(canvas: Canvas, area: Area, src: Pixmap, box: Rect, src_area: Rect, rop: Rop) -> None:
     """``blit_image(_rop)``: raw pixels from ``src`` at ``x - box.left + src_area.left``; pixels
     whose source is outside the image are left alone."""
-    sx = area.xs() - box.left + src_area.left
-    sy = area.ys() - box.top + src_area.top
-    valid = (sx >= 0) & (sx < src.width) & (sy >= 0) & (sy < src.height)
-    if src.width == 0 or src.height == 0:
+    ox, oy = src_area.left - box.left, src_area.top - box.top
+    # the source image covers canvas columns [-ox, width - ox) and rows [-oy, height - oy)
+    x1, x2 = max(area.left, -ox), min(area.right, src.width - ox)
+    y1, y2 = max(area.top, -oy), min(area.bottom, src.height - oy)
+    if x1 >= x2 or y1 >= y2:
         return
-    values = src.pixels[np.clip(sy, 0, src.height - 1), np.clip(sx, 0, src.width - 1)]
-    write(canvas, Area(area.left, area.top, area.mask & valid), values, rop)
+    sub = Area(x1, y1, area.mask[y1 - area.top : y2 - area.top, x1 - area.left : x2 - area.left])
+    write(canvas, sub, src.pixels[y1 + oy : y2 + oy, x1 + ox : x2 + ox], rop)
 
 
 def _scale(canvas: Canvas, area: Area, src: Pixmap, box: Rect, src_area: Rect, scale_mode: int, rop: Rop) -> None:
@@ -256,7 +257,9 @@ def _rop3(canvas: Canvas, base: d.DisplayBase, op: d.Rop3, resolver: ImageResolv
     result = apply_rop3(op.rop3, p, s, dst)
     if area.is_empty():
         return
-    write(canvas, area, result[area.top - box.top : area.bottom - box.top, area.left - box.left : area.right - box.left])
+    write(
+        canvas, area, result[area.top - box.top : area.bottom - box.top, area.left - box.left : area.right - box.left]
+    )
 
 
 def _transparent(canvas: Canvas, base: d.DisplayBase, op: d.Transparent, resolver: ImageResolver) -> None:
@@ -394,7 +397,9 @@ def _composite(canvas: Canvas, base: d.DisplayBase, op: d.Composite, resolver: I
             target=dst,
         )
     else:
-        s = sample(src, xs + op.src_origin.x, ys + op.src_origin.y, matrix=src_matrix, filt=src_filter, repeat=src_repeat)
+        s = sample(
+            src, xs + op.src_origin.x, ys + op.src_origin.y, matrix=src_matrix, filt=src_filter, repeat=src_repeat
+        )
         dv = to_8888(Pixmap(dst, canvas.pixfmt), raw=True)
         out = combine(pd_op, np.broadcast_to(s, dv.shape), mask_values, dv, component_alpha=component_alpha)
         dst = from_8888(out, canvas.pixfmt).astype(canvas.pixels.dtype, copy=False)
@@ -503,4 +508,3 @@ def render(canvas: Canvas, msg: Any, resolver: ImageResolver) -> None:
         render_op(canvas, base, getattr(msg, "data"), resolver)  # noqa: B009
     else:
         raise TypeError(f"not a draw message: {type(msg).__name__}")
-

@@ -252,9 +252,7 @@ def _surface(surface_id: int, resolver: ImageResolver) -> Canvas:
         raise ProtocolError(f"image names missing surface {surface_id}") from None
 
 
-def decode_image(
-    image: Image, canvas_fmt: PixFmt, resolver: ImageResolver, *, want_original: bool = False
-) -> Pixmap:
+def decode_image(image: Image, canvas_fmt: PixFmt, resolver: ImageResolver, *, want_original: bool = False) -> Pixmap:
     """``canvas_get_image``: decode, apply HIGH_BITS_SET, feed the cache, convert to target format.
 
     Args:
@@ -290,9 +288,14 @@ def touch_image(image: Image | None, canvas_fmt: PixFmt, resolver: ImageResolver
     pal = False
     if desc.type == ImageType.BITMAP and image.bitmap is not None:
         pal = image.bitmap.palette is not None and bool(image.bitmap.flags & BitmapFlags.PAL_CACHE_ME)
-    if desc.flags & (ImageFlags.CACHE_ME | ImageFlags.CACHE_REPLACE_ME) or pal or desc.type in (
-        ImageType.GLZ_RGB,
-        ImageType.ZLIB_GLZ_RGB,
+    if (
+        desc.flags & (ImageFlags.CACHE_ME | ImageFlags.CACHE_REPLACE_ME)
+        or pal
+        or desc.type
+        in (
+            ImageType.GLZ_RGB,
+            ImageType.ZLIB_GLZ_RGB,
+        )
     ):
         decode_image(image, canvas_fmt, resolver, want_original=True)
 

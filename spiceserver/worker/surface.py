@@ -7,33 +7,34 @@ Counterpart of spice ``server/display-channel.cpp`` (``display_channel_create_su
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..canvas.surface import Canvas
 from ..proto.enums import SurfaceFmt
 from .tree import DrawableTree
 
-__all__ = ["Surface", "GuestSurfaceMemory", "MAX_SURFACE_PIXELS"]
+__all__ = ["Surface", "MAX_SURFACE_PIXELS"]
 
 MAX_SURFACE_PIXELS = 8192 * 8192
 
 
-@dataclass(frozen=True)
-class GuestSurfaceMemory:
-    """Where the guest wants the surface's pixels written back on UPDATE_AREA."""
-
-    phys: int  # QXLPHYSICAL of line 0
-    stride: int  # bytes; negative = bottom-up
-    group_id: int = 0
-
-
 @dataclass(eq=False)
 class Surface:
+    """A surface and its canvas.
+
+    For QXL surfaces, ``guest_view`` is the guest memory that backs the surface (a live view, written
+    on UPDATE_AREA and when the surface goes away), ``guest_stride`` its stride in bytes (negative =
+    bottom-up), and ``create_cmd`` the guest command to release when the surface is destroyed.
+    """
+
     id: int
     width: int
     height: int
     format: int = SurfaceFmt.FMT_32_XRGB
     primary: bool = False
-    guest: GuestSurfaceMemory | None = None
+    guest_view: memoryview | None = None
+    guest_stride: int = 0
+    create_cmd: Any = None
     canvas: Canvas = field(init=False)
     tree: DrawableTree = field(default_factory=DrawableTree)
 

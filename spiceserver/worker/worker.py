@@ -215,15 +215,28 @@ class DisplayWorker:
 
     # --- surfaces ------------------------------------------------------------------------------
 
-    def create_surface(self, surface_id: int, width: int, height: int, fmt: int = SurfaceFmt.FMT_32_XRGB, *, primary: bool = False, **kw: Any) -> Surface:
+    def create_surface(
+        self,
+        surface_id: int,
+        width: int,
+        height: int,
+        fmt: int = SurfaceFmt.FMT_32_XRGB,
+        *,
+        primary: bool = False,
+        initial: Any = None,
+        **kw: Any,
+    ) -> Surface:
+        """Create a surface (``initial`` pixels, if given, are its first picture)."""
         if surface_id in self.surfaces:
             self.destroy_surface(surface_id)
         surface = Surface(surface_id, width, height, fmt, primary, **kw)
+        if initial is not None:
+            surface.canvas.pixels[:] = initial
         self.surfaces[surface_id] = surface
         if self.recorder is not None:
             self.recorder.display(d.SurfaceCreate(surface_id=surface_id, width=width, height=height, format=fmt, flags=int(primary)))
         for dcc in self.dccs.values():
-            dcc.push_surface_create(surface, with_picture=False)
+            dcc.push_surface_create(surface, with_picture=initial is not None)
         if primary:
             self.ep.post(DisplayInfo(width, height))
             self.set_default_monitors(width, height)
@@ -315,6 +328,11 @@ class DisplayWorker:
             self._record_cursor(cm.CursorSet(position=Point16(x=x, y=y), visible=int(visible), cursor=cur))
         for cc in self.cursor_clients.values():
             cc.push_set(self.cursor)
+
+    def cursor_reset(self) -> None:
+        self.cursor = CursorState()
+        for cc in self.cursor_clients.values():
+            cc.push_reset()
 
     def cursor_move(self, x: int, y: int) -> None:
         self._record_cursor(cm.CursorMove(position=Point16(x=x, y=y)))

@@ -1,0 +1,345 @@
+"""The QXL device as seen from the display worker: its rings feed drawables, its I/O calls reach us.
+
+Counterpart of spice ``server/red-worker.cpp`` (``red_process_display``, ``red_process_cursor``,
+``handle_dev_*``), ``red-qxl.cpp`` (device calls forwarded to the worker, sync or async with a
+cookie) and ``display-channel.cpp`` (``display_channel_process_draw``, ``validate_drawable_bbox``,
+``handle_self_bitmap``, surface create/destroy and ``UPDATE_AREA``).
+
+Commands are parsed (copied out of guest memory, then validated) by :mod:`spiceserver.qxl.parse`; a
+rejected command is logged, the guest gets the ERROR interrupt, and the worker goes on. Every command
+is released back to the guest as soon as it has been handled -- nothing keeps pointing into guest
+memory -- except an offscreen surface's CREATE command, which is held until the surface is destroyed
+because the guest driver reuses the surface memory once that command comes back (as libspice does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import GuestError
+from ..proto.enums import BitmapFlags, BitmapFmt, CursorFlags, ImageType, SurfaceFmt
+from ..proto.messages import display as d
+from ..proto.messages.base import Rect
+from ..qxl import (
+    CopyBits,
+    CursorCmdType,
+    PrimarySurface,
+    QXLCommandExt,
+    QXLDevice,
+    RedCursorCmd,
+    RedDrawable,
+    RedMessage,
+    RedSurfaceCmd,
+    RedUpdate,
+    ReleaseInfo,
+    SurfaceCmdType,
+)
+from .cursor_client import CursorShape
+from .drawable import CopyBitsOp, make_drawable
+from .surface import Surface
+from .worker import CommandSource
+
+if TYPE_CHECKING:
+    from .worker import DisplayWorker
+
+__all__ = ["QXLCommandSource", "QXLWorkerBackend"]
+
+log = logging.getLogger("spiceserver.qxl")
+
+_BPP = {SurfaceFmt.FMT_32_XRGB: 4, SurfaceFmt.FMT_32_ARGB: 4, SurfaceFmt.FMT_16_555: 2, SurfaceFmt.FMT_16_565: 2, SurfaceFmt.FMT_8_A: 1}
+
+
+def write_back(surface: Surface, area: Rect | None = None) -> None:
+    """Copy the canvas (or ``area`` of it) into the guest memory backing the surface."""
+    view = surface.guest_view
+    if view is None:
+        return
+    bpp = _BPP.get(SurfaceFmt(surface.format)) if surface.format in SurfaceFmt._value2member_map_ else None
+    if bpp is None:
+        return
+    top, left = (0, 0) if area is None else (max(0, area.top), max(0, area.left))
+    bottom = surface.height if area is None else min(surface.height, area.bottom)
+    right = surface.width if area is None else min(surface.width, area.right)
+    if right <= left or bottom <= top:
+        return
+    stride = surface.guest_stride
+    pixels = surface.canvas.pixels
+    for y in range(top, bottom):
+        row = y if stride > 0 else surface.height - 1 - y
+        off = row * abs(stride) + left * bpp
+        view[off : off + (right - left) * bpp] = pixels[y, left:right].tobytes()
+
+
+def guest_pixels(view: memoryview | None, stride: int, width: int, height: int, fmt: int) -> np.ndarray | None:
+    """The guest's current pixels of a new 32-bit surface (libspice shows guest memory at once)."""
+    if view is None or fmt not in (SurfaceFmt.FMT_32_XRGB, SurfaceFmt.FMT_32_ARGB):
+        return None
+    step = abs(stride)
+    if step < width * 4 or len(view) < step * height:
+        return None
+    rows = np.frombuffer(view, dtype=np.uint8, count=step * height).reshape(height, step)
+    px: np.ndarray = rows[:, : width * 4].copy().view("<u4")
+    return px[::-1] if stride < 0 else px
+
+
+class QXLCommandSource(CommandSource):
+    """Pulls the device's command and cursor rings for the worker loop."""
+
+    def __init__(self, device: QXLDevice) -> None:
+        self.device = device
+        self.guest_errors = 0
+        self.commands = 0
+        self._client_present = False
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def process(self, worker: DisplayWorker, budget: int) -> bool:
+        more = self._pull(worker, budget, cursor=False)
+        more_cursor = self._pull(worker, budget, cursor=True)
+        return more or more_cursor
+
+    def _pull(self, worker: DisplayWorker, budget: int, *, cursor: bool) -> bool:
+        dev = self.device
+        for _ in range(budget):
+            ext = dev.get_cursor_command() if cursor else dev.get_command()
+            if ext is None:
+                # Arm the notification; if commands slipped in meanwhile, keep going next round.
+                empty = dev.req_cursor_notification() if cursor else dev.req_cmd_notification()
+                return not empty
+            self.commands += 1
+            self._handle(worker, ext)
+        return True
+
+    def _handle(self, worker: DisplayWorker, ext: QXLCommandExt) -> None:
+        release: ReleaseInfo | None = ReleaseInfo.of(ext)
+        try:
+            cmd = self.device.parse_command(ext)
+            release = cmd.release_info
+            if isinstance(cmd, RedDrawable):
+                self._draw(worker, cmd)
+            elif isinstance(cmd, RedSurfaceCmd):
+                if self._surface_cmd(worker, cmd):
+                    release = None  # held until the surface is destroyed
+            elif isinstance(cmd, RedCursorCmd):
+                self._cursor(worker, cmd)
+            elif isinstance(cmd, RedUpdate):
+                surface = self._surface(worker, cmd.surface_id)
+                write_back(surface, cmd.area)
+            elif isinstance(cmd, RedMessage):
+                log.info("guest message: %s", cmd.text)
+        except GuestError as exc:
+            self.guest_errors += 1
+            self.device.guest_error(f"command type {ext.cmd.type} rejected: {exc}")
+        except Exception as exc:  # a bug of ours: never take the worker down for it
+            self.guest_errors += 1
+            log.exception("internal error handling QXL command type %d", ext.cmd.type)
+            self.device.guest_error(f"internal error: {type(exc).__name__}")
+        finally:
+            if release is not None:
+                self.device.release_resource(release)
+
+    # --- commands ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _surface(worker: DisplayWorker, surface_id: int) -> Surface:
+        surface = worker.surfaces.get(surface_id)
+        if surface is None:
+            raise GuestError(f"surface {surface_id} does not exist")
+        return surface
+
+    def _draw(self, worker: DisplayWorker, cmd: RedDrawable) -> None:
+        surface = self._surface(worker, cmd.surface_id)
+        b = cmd.bbox
+        if not (0 <= b.left <= b.right <= surface.width and 0 <= b.top <= b.bottom <= surface.height):
+            raise GuestError(f"bbox {b} outside surface {cmd.surface_id} ({surface.width}x{surface.height})")
+        for dep in cmd.surface_deps:
+            if dep != -1:
+                self._surface(worker, dep)
+        body = cmd.body
+        if body is None:
+            return
+        if cmd.self_bitmap and getattr(body, "src_bitmap", "absent") is None:
+            body = replace(body, src_bitmap=self._self_bitmap(surface, cmd.self_bitmap_area))  # type: ignore[arg-type]
+        op: Any = CopyBitsOp(body.src_pos) if isinstance(body, CopyBits) else body
+        worker.add_drawable(make_drawable(cmd.surface_id, cmd.display_base(), op))
+
+    @staticmethod
+    def _self_bitmap(surface: Surface, area: Rect) -> d.Image:
+        """libspice ``handle_self_bitmap``: the op's source is its destination area before the draw."""
+        top, left = max(0, area.top), max(0, area.left)
+        bottom, right = min(surface.height, area.bottom), min(surface.width, area.right)
+        if right <= left or bottom <= top:
+            raise GuestError(f"empty self_bitmap_area {area}")
+        px = surface.canvas.pixels[top:bottom, left:right]
+        h, w = px.shape
+        return d.Image(
+            descriptor=d.ImageDescriptor(id=0, type=ImageType.BITMAP, flags=0, width=w, height=h),
+            bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=w, y=h, stride=w * 4, palette=None, data=np.ascontiguousarray(px).tobytes()),
+        )
+
+    def _surface_cmd(self, worker: DisplayWorker, cmd: RedSurfaceCmd) -> bool:
+        """Returns True when the command is kept (an offscreen surface's CREATE)."""
+        if cmd.type == SurfaceCmdType.CREATE:
+            if cmd.surface_id == 0:
+                raise GuestError("surface 0 is the primary surface: create it with CREATE_PRIMARY")
+            if cmd.surface_id in worker.surfaces:
+                raise GuestError(f"surface {cmd.surface_id} already exists")
+            initial = guest_pixels(cmd.data, cmd.stride, cmd.width, cmd.height, cmd.format)
+            worker.create_surface(
+                cmd.surface_id, cmd.width, cmd.height, cmd.format, initial=initial,
+                guest_view=cmd.data, guest_stride=cmd.stride, create_cmd=cmd.release_info,
+            )
+            return True
+        surface = worker.surfaces.get(cmd.surface_id)
+        if surface is None:
+            raise GuestError(f"destroy of missing surface {cmd.surface_id}")
+        self.destroy(worker, cmd.surface_id)
+        return False
+
+    def destroy(self, worker: DisplayWorker, surface_id: int) -> None:
+        """Destroy a surface, writing its pixels back and releasing its CREATE command."""
+        surface = worker.surfaces.get(surface_id)
+        if surface is None:
+            return
+        write_back(surface)
+        worker.destroy_surface(surface_id)
+        if isinstance(surface.create_cmd, ReleaseInfo):
+            self.device.release_resource(surface.create_cmd)
+
+    def _cursor(self, worker: DisplayWorker, cmd: RedCursorCmd) -> None:
+        if cmd.type == CursorCmdType.SET:
+            shape = None
+            c = cmd.shape
+            if c is not None and c.header is not None and not c.flags & CursorFlags.NONE:
+                h = c.header
+                shape = CursorShape(h.unique, h.type, h.width, h.height, h.hot_spot_x, h.hot_spot_y, c.data)
+            worker.cursor_set(shape, cmd.position.x, cmd.position.y, bool(cmd.visible))
+        elif cmd.type == CursorCmdType.MOVE:
+            worker.cursor_move(cmd.position.x, cmd.position.y)
+        elif cmd.type == CursorCmdType.HIDE:
+            worker.cursor_hide()
+        elif cmd.type == CursorCmdType.TRAIL:
+            worker.cursor_trail(cmd.trail_length, cmd.trail_frequency)
+
+    def client_attached(self, worker: DisplayWorker) -> None:
+        if not self._client_present:
+            self._client_present = True
+            self.device.set_client_capabilities(True, bytes(58))
+
+
+class QXLWorkerBackend:
+    """What the device calls (on the host's vCPU thread); each call runs on the worker thread.
+
+    Synchronous calls (``cookie`` None) wait for the worker; asynchronous ones return at once and
+    complete with ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
+    """
+
+    def __init__(self, worker: DisplayWorker) -> None:
+        self.worker = worker
+        self.device: QXLDevice | None = None
+        self.source: QXLCommandSource | None = None
+
+    def attach(self, device: QXLDevice) -> QXLCommandSource:
+        self.device = device
+        self.source = QXLCommandSource(device)
+        self.worker.source = self.source
+        return self.source
+
+    def _run(self, fn: Any, cookie: int | None) -> None:
+        dev = self.device
+        assert dev is not None
+
+        def job(w: DisplayWorker) -> None:
+            try:
+                fn(w)
+            finally:
+                if cookie is not None:
+                    dev.async_complete(cookie)
+
+        self.worker.call(job, wait=cookie is None)
+
+    # QXLBackend
+
+    def wakeup(self) -> None:
+        self.worker.call(lambda w: None, wait=False)
+
+    def oom(self) -> None:
+        dev = self.device
+        assert dev is not None
+        self.worker.call(lambda w: dev.flush_resources())
+
+    def update_area(self, surface_id: int, area: Rect, clear_dirty_region: bool, cookie: int | None) -> None:
+        dev = self.device
+        assert dev is not None
+
+        def do(w: DisplayWorker) -> None:
+            assert self.source is not None
+            self.source.process(w, 10_000)  # libspice renders everything queued first
+            surface = w.surfaces.get(surface_id)
+            if surface is None:
+                dev.guest_error(f"UPDATE_AREA of missing surface {surface_id}")
+                return
+            write_back(surface, area)
+            dev.update_area_complete(surface_id, [area])
+
+        self._run(do, cookie)
+
+    def memslots_changed(self, cookie: int | None) -> None:
+        self._run(lambda w: None, cookie)
+
+    def create_primary(self, surface: PrimarySurface, cookie: int | None) -> None:
+        def do(w: DisplayWorker) -> None:
+            if 0 in w.surfaces:
+                self._destroy(w, 0)
+            initial = guest_pixels(surface.data, surface.stride, surface.width, surface.height, surface.format)
+            w.create_surface(
+                0, surface.width, surface.height, surface.format, primary=True, initial=initial,
+                guest_view=surface.data, guest_stride=surface.stride,
+            )
+
+        self._run(do, cookie)
+
+    def _destroy(self, w: DisplayWorker, surface_id: int) -> None:
+        if self.source is not None:
+            self.source.destroy(w, surface_id)
+        else:
+            w.destroy_surface(surface_id)
+
+    def destroy_primary(self, cookie: int | None) -> None:
+        def do(w: DisplayWorker) -> None:
+            self._destroy(w, 0)
+            w.cursor_reset()
+
+        self._run(do, cookie)
+
+    def destroy_surface(self, surface_id: int, cookie: int | None) -> None:
+        self._run(lambda w: self._destroy(w, surface_id), cookie)
+
+    def destroy_all_surfaces(self, cookie: int | None) -> None:
+        def do(w: DisplayWorker) -> None:
+            for sid in sorted(w.surfaces, reverse=True):
+                self._destroy(w, sid)
+
+        self._run(do, cookie)
+
+    def flush_surfaces(self, cookie: int) -> None:
+        def do(w: DisplayWorker) -> None:
+            for s in w.surfaces.values():
+                write_back(s)
+
+        self._run(do, cookie)
+
+    def monitors_config(self, config: d.MonitorsConfig, cookie: int) -> None:
+        self._run(lambda w: w.set_monitors(config), cookie)
+
+    def reset(self) -> None:
+        def do(w: DisplayWorker) -> None:
+            for sid in sorted(w.surfaces, reverse=True):
+                self._destroy(w, sid)
+            w.cursor_reset()
+
+        self._run(do, None)

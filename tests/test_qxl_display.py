@@ -1,0 +1,114 @@
+"""A guest driver writing real QXL commands into the emulated device; the worker turns them into the
+server's picture and a client's picture, which must agree pixel for pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ClipType, ImageType
+from spiceserver.proto.messages import display as d
+from spiceserver.proto.messages.base import Point, Rect
+from spiceserver.qxl import Interrupt
+from spiceserver.qxl.guest import GuestDriver
+from tests.conftest import start_server
+from tests.support.client import connect
+from tests.support.display import link_display, pump_until
+
+
+def solid(color: int) -> d.Brush:
+    return d.Brush(type=BrushType.SOLID, color=color)
+
+
+def bitmap(px: np.ndarray, image_id: int = 0, flags: int = 0) -> d.Image:
+    h, w = px.shape
+    return d.Image(
+        descriptor=d.ImageDescriptor(id=image_id, type=ImageType.BITMAP, flags=flags, width=w, height=h),
+        bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=w, y=h, stride=w * 4, palette=None, data=px.astype("<u4").tobytes()),
+    )
+
+
+def no_clip() -> d.Clip:
+    return d.Clip(type=ClipType.NONE)
+
+
+async def test_guest_draws_reach_server_and_client_canvas() -> None:
+    r = await start_server()
+    device = r.server.add_qxl_device()
+    guest = GuestDriver(device)
+    try:
+        guest.create_primary(320, 200)
+        # a fill, a bitmap copy (cacheable), a clipped fill, copy_bits, an offscreen surface drawn back
+        ops: list[tuple[object, Rect, d.Clip | None]] = [
+            (d.Fill(brush=solid(0x203040), rop_descriptor=8, mask=d.QMask()), Rect(top=0, left=0, bottom=200, right=320), None),
+        ]
+        photo = (np.arange(64 * 48, dtype=np.uint32) * 2654435761 % (1 << 24)).reshape(48, 64)
+        ops.append((d.Copy(src_bitmap=bitmap(photo, 0x1234, flags=1), src_area=Rect(top=0, left=0, bottom=48, right=64), rop_descriptor=8, scale_mode=1, mask=d.QMask()), Rect(top=10, left=10, bottom=58, right=74), None))
+        clip = d.Clip(type=ClipType.RECTS, rects=d.ClipRects(rects=(Rect(top=100, left=100, bottom=120, right=300), Rect(top=150, left=0, bottom=160, right=50))))
+        ops.append((d.Fill(brush=solid(0xFF8800), rop_descriptor=8, mask=d.QMask()), Rect(top=90, left=0, bottom=170, right=320), clip))
+        for body, box, cl in ops:
+            guest.submit(guest.drawable(body, bbox=box, clip=cl), 1)
+        from spiceserver.qxl.commands import CopyBits
+
+        guest.submit(guest.drawable(CopyBits(src_pos=Point(x=10, y=10)), bbox=Rect(top=120, left=200, bottom=168, right=264)), 1)
+        r.server.wait_idle()
+        server_px = r.server.display_snapshot()
+        want = np.full((200, 320), 0x203040, dtype=np.uint32)
+        want[10:58, 10:74] = photo
+        want[100:120, 100:300] = 0xFF8800
+        want[150:160, 0:50] = 0xFF8800
+        want[120:168, 200:264] = want[10:58, 10:74]
+        assert np.array_equal(server_px, want)
+        # a client linking now sees the same picture
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        assert np.array_equal(state.surfaces[0].pixels, want)
+        # live: a new draw arrives on the stream
+        guest.submit(guest.drawable(d.Fill(brush=solid(0x00FF00), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=0, left=0, bottom=5, right=5)), 1)
+        want[0:5, 0:5] = 0x00FF00
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels, want))
+        # every command came back to the guest
+        released = guest.collect_releases()
+        assert len(released) == 5  # three draws, the copy_bits and the live fill
+        assert not guest.interrupts() & Interrupt.ERROR
+    finally:
+        await r.server.close()
+
+
+async def test_update_area_writes_guest_memory() -> None:
+    from spiceserver.qxl import IOPort
+
+    r = await start_server()
+    device = r.server.add_qxl_device()
+    guest = GuestDriver(device)
+    try:
+        mem = guest.create_primary(64, 32)
+        guest.submit(guest.drawable(d.Fill(brush=solid(0xABCDEF), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=4, left=4, bottom=8, right=8)), 1)
+        guest.update_area(0, Rect(top=0, left=0, bottom=32, right=64))
+        raw = np.frombuffer(guest.read(mem, 64 * 32 * 4), dtype="<u4").reshape(32, 64)
+        assert (raw[4:8, 4:8] == 0xABCDEF).all() and raw[0, 0] == 0
+        assert IOPort.UPDATE_AREA == 2
+    finally:
+        await r.server.close()
+
+
+async def test_hostile_command_gets_error_interrupt_and_server_keeps_going() -> None:
+    r = await start_server()
+    irqs: list[bool] = []
+    device = r.server.add_qxl_device(irq=irqs.append)
+    guest = GuestDriver(device)
+    try:
+        guest.create_primary(64, 64)
+        guest.set_int_mask(0xFFFFFFFF)
+        # a draw whose bbox leaves the surface, and a draw on a surface that does not exist
+        guest.submit(guest.drawable(d.Fill(brush=solid(1), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=0, left=0, bottom=100, right=10)), 1)
+        guest.submit(guest.drawable(d.Fill(brush=solid(1), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=0, left=0, bottom=1, right=1), surface_id=5), 1)
+        # a pointer to nowhere as a command
+        guest.submit(0xDEAD_BEEF_0000, 1)
+        guest.submit(guest.drawable(d.Fill(brush=solid(0x777777), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=0, left=0, bottom=64, right=64)), 1)
+        r.server.wait_idle()
+        assert guest.interrupts() & Interrupt.ERROR
+        assert True in irqs
+        assert (r.server.display_snapshot() == 0x777777).all()  # the good command after them was drawn
+    finally:
+        await r.server.close()
