@@ -125,8 +125,8 @@ def apply_qmask(area: Area, qmask: QMask, box_left: int, box_top: int, resolver:
     pixels outside the mask image are dropped, inverted or not.
     """
     image = qmask.bitmap
-    if image is None or area.is_empty():
-        return area
+    if image is None:
+        return area  # decoded even for an empty region: a CACHE_ME mask still enters the cache
     invers = bool(qmask.flags & 1)
     if image.descriptor.type == ImageType.SURFACE:
         assert image.surface is not None
@@ -302,16 +302,20 @@ def _raw_copy(
     if matrix is not None and (matrix[0][1] != 0 or matrix[1][0] != 0):
         return False  # rotations and shears: general path
     if rep == Repeat.REFLECT:
-        nearest = flt in (Filter.FAST, Filter.NEAREST) or matrix is None or _is_translation(matrix)
+        nearest = flt in (Filter.FAST, Filter.NEAREST) or matrix is None or _bilinear_is_nearest(matrix)
         return nearest and _covers(src, xs, ys, matrix, flt)
     if matrix is None:
         return rep == Repeat.NORMAL or _covers(src, xs, ys, matrix, flt)
     return rep != Repeat.NONE or op == Op.SRC or _covers(src, xs, ys, matrix, flt)
 
 
-def _is_translation(matrix: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
+def _bilinear_is_nearest(matrix: tuple[tuple[int, int, int], tuple[int, int, int]]) -> bool:
+    """Whether BILINEAR sampling reduces to NEAREST: pixman's test (integer coefficients with an odd
+    ``t00 + t01`` and ``t10 + t11`` put every sample on a pixel centre)."""
     (m00, m01, m02), (m10, m11, m12) = matrix
-    return m00 == 1 << 16 and m11 == 1 << 16 and m01 == 0 and m10 == 0 and not (m02 & 0xFFFF) and not (m12 & 0xFFFF)
+    if any(v & 0xFFFF for v in (m00, m01, m02, m10, m11, m12)):
+        return False
+    return bool(((m00 + m01) >> 16) & 1) and bool(((m10 + m11) >> 16) & 1)
 
 
 def _covers(
@@ -325,7 +329,7 @@ def _covers(
     vx, vy = transform_points(matrix, xs, ys)
     vx, vy = np.broadcast_arrays(vx, vy)
     # pixman treats BILINEAR as NEAREST when the transform maps pixel centres onto pixel centres
-    if flt in (Filter.FAST, Filter.NEAREST) or matrix is None or _is_translation(matrix):
+    if flt in (Filter.FAST, Filter.NEAREST) or matrix is None or _bilinear_is_nearest(matrix):
         ix, iy = (vx - 1) >> 16, (vy - 1) >> 16
         lo_x, hi_x, lo_y, hi_y = ix, ix, iy, iy
     else:

@@ -381,8 +381,6 @@ def _composite(canvas: Canvas, base: d.DisplayBase, op: d.Composite, resolver: I
         mask_values = sample(
             mpm, xs + op.mask_origin.x, ys + op.mask_origin.y, matrix=m_matrix, filt=m_filter, repeat=m_repeat
         )
-        if component_alpha and mpm.format in (PixFmt.A8, PixFmt.A1):
-            component_alpha = False  # no colour channels: pixman uses the alpha channel alone
     if mask_values is None and not component_alpha:
         composite_into(
             canvas,
@@ -491,6 +489,10 @@ def render_op(canvas: Canvas, base: d.DisplayBase, op: DrawOp, resolver: ImageRe
     fn = _OPS.get(type(op))
     if fn is None:
         raise TypeError(f"not a draw operation: {type(op).__name__}")
+    if canvas.pixfmt == PixFmt.A1 and not isinstance(op, d.Composite):
+        if isinstance(op, d.CopyBits):
+            return  # spice_pixman_copy_rect copies width * (1 / 8) bytes per row: nothing
+        raise ProtocolError("spice-common cannot draw on a 1-bit surface (the client aborts)")
     fn(canvas, base, op, resolver)
 
 

@@ -15,7 +15,11 @@ system's ``libpixman-1`` in ``tests/canvas``:
   truncates ``sum >> 14``.
 * **repeat** -- NONE (outside is transparent black), NORMAL, PAD, REFLECT.
 * **combiners** -- the Porter-Duff operators of ``pixman-combine32.c``, unified and component
-  alpha, with ``MUL_UN8`` rounding and saturating adds.
+  alpha (an a8 mask with component alpha has zero colour channels, as in pixman), with ``MUL_UN8``
+  rounding and saturating adds; SATURATE, which pixman 0.42 runs through its float combiners, in
+  float32 with ``pixman_float_to_unorm`` rounding. Not reproduced: the PDF blend modes and the
+  disjoint/conjoint operators (NotSupportedError), and the float *bilinear* fetch pixman uses for
+  SATURATE's operands (8-bit bilinear here; may differ by one).
 
 The X byte of an x8r8g8b8 destination depends on which pixman fast path runs; callers choose
 "raw" fetches where pixman's x86-64 fast paths copy that byte unchanged (documented at each use).
@@ -24,6 +28,7 @@ The X byte of an x8r8g8b8 destination depends on which pixman fast path runs; ca
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -152,11 +157,21 @@ def convert(pm: Pixmap, fmt: PixFmt) -> Pixmap:
 # --- arithmetic ------------------------------------------------------------------------------
 
 
-def mul_un8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """pixman's ``MUL_UN8``: ``a * b / 255`` correctly rounded, on int32 arrays."""
+def mul_un8(a: np.ndarray, b: np.ndarray | np.unsignedinteger[Any]) -> np.ndarray:
+    """pixman's ``MUL_UN8``: ``a * b / 255`` correctly rounded (fits uint16 arithmetic)."""
     t: np.ndarray = a * b + 0x80
     out: np.ndarray = (t + (t >> 8)) >> 8
     return out
+
+
+def _split16(v: np.ndarray) -> np.ndarray:
+    """uint32 a8r8g8b8 (...) -> uint16 channels (..., 4), B, G, R, A."""
+    return np.ascontiguousarray(v, np.uint32).view(np.uint8).reshape(*v.shape, 4).astype(np.uint16)
+
+
+def _alpha(c: np.ndarray) -> np.ndarray:
+    """The alpha channel broadcast over the 4 channels (a full-shape view: fast to combine with)."""
+    return np.broadcast_to(c[..., 3:4], c.shape)
 
 
 def _split(v: np.ndarray) -> np.ndarray:
@@ -348,29 +363,30 @@ def combine(
         pd_op = Op(op)
     except ValueError:
         raise NotSupportedError(f"pixman operator {op:#x} is not implemented") from None
-    s = _split(src)
-    d = _split(dest)
-    if mask is None:
-        sa = np.broadcast_to(s[..., 3:4], s.shape)
-    elif component_alpha:
-        m = _split(mask)
-        sa = mul_un8(m, s[..., 3:4])
-        s = mul_un8(s, m)
-    else:
-        s = mul_un8(s, _split(mask)[..., 3:4])
-        sa = np.broadcast_to(s[..., 3:4], s.shape)
-    da = np.broadcast_to(d[..., 3:4], d.shape)
     if pd_op == Op.SATURATE:
         return _saturate(src, mask, dest, component_alpha)
+    s = _split16(src)
+    d = _split16(dest)
+    if mask is None:
+        sa = _alpha(s)
+    elif component_alpha:
+        m = _split16(mask)
+        sa = mul_un8(m, _alpha(s))
+        s = mul_un8(s, m)
+    else:
+        s = mul_un8(s, _alpha(_split16(mask)))
+        sa = _alpha(s)
+    da = _alpha(d)
+    full = np.uint16(255)
     fa, fb = _PD[pd_op]
-    factors = {_ZERO: None, _ONE: 255, _SA: sa, _ISA: 255 - sa, _DA: da, _IDA: 255 - da}
+    factors = {_ZERO: None, _ONE: full, _SA: sa, _ISA: full - sa, _DA: da, _IDA: full - da}
     a, b = factors[fa], factors[fb]
     total = np.zeros_like(d)
     if a is not None:
-        total = total + (s if isinstance(a, int) else mul_un8(s, a))
+        total = total + (s if a is full else mul_un8(s, a))
     if b is not None:
-        total = total + (d if isinstance(b, int) else mul_un8(d, b))
-    return _join(np.minimum(total, 255))
+        total = total + (d if b is full else mul_un8(d, b))
+    return _join(np.minimum(total, full))
 
 
 def _to_float(v: np.ndarray) -> np.ndarray:

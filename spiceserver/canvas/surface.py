@@ -131,8 +131,8 @@ class Canvas:
     def __init__(self, width: int, height: int, fmt: int = SurfaceFmt.FMT_32_XRGB) -> None:
         if width <= 0 or height <= 0 or width * height > MAX_CANVAS_PIXELS:
             raise ValueError(f"canvas size {width}x{height} out of range")
-        self.format = SurfaceFmt(fmt) if fmt in SurfaceFmt._value2member_map_ else fmt
         self.pixfmt = pixfmt_of_surface(fmt)
+        self.format = SurfaceFmt(fmt)
         self.width = width
         self.height = height
         self.pixels: np.ndarray = np.zeros((height, width), DTYPES[self.pixfmt])

@@ -774,3 +774,29 @@ def test_copy_put_through_random_clips(
         if 0 <= sx < 9 and 0 <= sy < 7:
             expected[y, x] = src[sy, sx]
     assert (c.pixels == expected).all()
+
+
+def test_masks_enter_the_cache_even_when_nothing_is_drawn() -> None:
+    from spiceserver.proto.enums import ImageFlags
+
+    r = Resolver()
+    m = mask_image(MASK)
+    m = d.Image(
+        descriptor=d.ImageDescriptor(id=7, type=m.descriptor.type, flags=ImageFlags.CACHE_ME, width=4, height=3),
+        bitmap=m.bitmap,
+    )
+    c = Canvas(4, 4)
+    render_op(c, base(10, 10, 12, 12), d.Blackness(mask=qmask(m)), r)
+    assert 7 in r.images and r.images[7].pixels.tolist() == MASK.tolist()
+    # and a later FROM_CACHE mask uses it
+    cached = d.Image(descriptor=d.ImageDescriptor(id=7, type=ImageType.FROM_CACHE, width=4, height=3))
+    render_op(c, base(0, 0, 4, 3), d.Whiteness(mask=qmask(cached)), r)
+    assert (c.pixels[:3] == np.where(MASK == 1, 0xFFFFFFFF, 0)).all()
+
+
+def test_one_bit_surfaces_only_take_composites() -> None:
+    c = Canvas(4, 4, SurfaceFmt.FMT_1_A)
+    with pytest.raises(ProtocolError):
+        render_op(c, base(0, 0, 4, 4), d.Fill(brush=solid(1), rop_descriptor=PUT), Resolver())
+    render(c, d.CopyBits(base=base(0, 0, 4, 4), src_pos=Point(x=1, y=0)), Resolver())  # a no-op, as in the client
+    assert c.pixels.sum() == 0

@@ -158,7 +158,7 @@ async def link_channel(
                         raise LinkFailed(ev.error, "result")
                     assert reply is not None
                     mini = CommonCap.MINI_HEADER in common_caps and has_cap(reply.common_caps, CommonCap.MINI_HEADER)
-                    conn = ChannelConnection(channel_type, CLIENT, mini_header=mini)
+                    conn = ChannelConnection(channel_type, CLIENT, mini_header=mini, max_message_size=256 << 20)
                     ch = ClientChannel(channel_type, channel_id, reader, writer, conn, reply)
                     leftover = link.leftover()
                     if leftover:
