@@ -17,15 +17,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spiceserver import ServerConfig, SpiceServer  # noqa: E402
-from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ImageType  # noqa: E402
-from spiceserver.proto.messages import display as d  # noqa: E402
-from spiceserver.proto.messages.base import Rect  # noqa: E402
-from spiceserver.qxl.guest import GuestDriver  # noqa: E402
-from spiceserver.worker.drawable import make_drawable  # noqa: E402
-from spiceserver.worker.worker import DisplayWorker  # noqa: E402
-from tests.support.client import Endpoint, connect  # noqa: E402
-from tests.support.display import link_display  # noqa: E402
+from spiceserver import ServerConfig, SpiceServer
+from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ImageType
+from spiceserver.proto.messages import display as d
+from spiceserver.proto.messages.base import Rect
+from spiceserver.qxl.guest import GuestDriver
+from spiceserver.worker.drawable import make_drawable
+from spiceserver.worker.worker import DisplayWorker
+from tests.support.client import Endpoint, connect
+from tests.support.display import link_display
 
 W, H = 1024, 768
 

@@ -122,7 +122,7 @@ class Region:
         rects: ``(left, top, right, bottom)`` rectangles, in any order, possibly overlapping.
     """
 
-    __slots__ = ("_bands", "_hash")
+    __slots__ = ("_bands", "_bbox", "_hash")
 
     def __init__(self, rects: Iterable[RectTuple] = ()) -> None:
         parts: list[tuple[_Band, ...]] = [
@@ -138,12 +138,14 @@ class Region:
             parts = merged
         self._bands: tuple[_Band, ...] = parts[0] if parts else ()
         self._hash: int | None = None
+        self._bbox: RectTuple | bool | None = False  # False = not computed yet
 
     @classmethod
     def _from_bands(cls, bands: tuple[_Band, ...]) -> Region:
         region = cls.__new__(cls)
         region._bands = bands
         region._hash = None
+        region._bbox = False
         return region
 
     @classmethod
@@ -187,12 +189,17 @@ class Region:
         return sum(len(xs) // 2 for _, _, xs in self._bands)
 
     def bbox(self) -> RectTuple | None:
-        """The extents ``(left, top, right, bottom)``, or None when empty."""
+        """The extents ``(left, top, right, bottom)``, or None when empty (computed once)."""
+        if self._bbox is not False:
+            return self._bbox  # type: ignore[return-value]
         if not self._bands:
+            self._bbox = None
             return None
         left = min(xs[0] for _, _, xs in self._bands)
         right = max(xs[-1] for _, _, xs in self._bands)
-        return (left, self._bands[0][0], right, self._bands[-1][1])
+        box = (left, self._bands[0][0], right, self._bands[-1][1])
+        self._bbox = box
+        return box
 
     def area(self) -> int:
         """The number of pixels covered."""

@@ -33,7 +33,8 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Final
 
@@ -51,6 +52,7 @@ from .proto.enums import (
     CursorType,
     ImageFlags,
     ImageType,
+    LineFlags,
     PathFlags,
     StringFlags,
 )
@@ -58,7 +60,7 @@ from .proto.messages import display as d
 from .proto.messages.base import Point, Point16, PointFix, Rect, Transform
 from .proto.messages.cursor import Cursor, CursorHeader
 from .qxl import layout as L
-from .qxl.commands import CopyBits, DrawBody
+from .qxl.commands import CopyBits, DrawBody, QXLCommand
 from .qxl.device import QXLDevice
 from .qxl.guest import GuestDriver
 from .qxl.layout import CmdType, Effect, Interrupt, IOPort
@@ -460,6 +462,8 @@ class SyntheticDriver(GuestDriver):
         self.submitted = 0
         self.released = 0
         self.errors_seen = 0
+        self._batching = 0
+        self.arena_switches = 0
 
     # --- memory ----------------------------------------------------------------------------------
 
@@ -516,6 +520,7 @@ class SyntheticDriver(GuestDriver):
                 if arena.outstanding == 0:
                     arena.rewind()
                     self.current = arena
+                    self.arena_switches += 1
                     return
             if time.monotonic() > deadline:
                 busy = [a.outstanding for a in self.arenas]
@@ -562,8 +567,27 @@ class SyntheticDriver(GuestDriver):
 
     # --- rings and releases ------------------------------------------------------------------------
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Queue commands without notifying the device, then notify once at the end (a driver
+        handing over a whole frame). A ring that fills up meanwhile is handed over at once."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self.device.io_write(IOPort.NOTIFY_CMD, 0)
+                self.device.io_write(IOPort.NOTIFY_CURSOR, 0)
+
     def submit(self, phys: int, type_: int) -> bool:
-        ok = super().submit(phys, type_)
+        """Push a command on its ring, notifying the device if the ring asks for it (not while
+        batching); False if the ring is full."""
+        if self._batching:
+            ring = self.cursor_ring if type_ == CmdType.CURSOR else self.cmd_ring
+            ok = ring.push(QXLCommand(data=phys, type=type_)) is not None
+        else:
+            ok = super().submit(phys, type_)
         if ok:
             arena = self._arena_of(phys)
             if arena is not None:
@@ -581,12 +605,17 @@ class SyntheticDriver(GuestDriver):
         """
         start = time.monotonic()
         kicked = start
+        port = IOPort.NOTIFY_CURSOR if type_ == CmdType.CURSOR else IOPort.NOTIFY_CMD
+        if self.submit(phys, type_):
+            return
+        if self._batching:
+            self.device.io_write(port, 0)  # hand the full ring over
         while not self.submit(phys, type_):
             now = time.monotonic()
             if now - start > self.timeout:
                 raise TimeoutError(f"the {'cursor' if type_ == CmdType.CURSOR else 'command'} ring stayed full")
             if self.kick_after is not None and now - kicked > self.kick_after:
-                self.device.io_write(IOPort.NOTIFY_CURSOR if type_ == CmdType.CURSOR else IOPort.NOTIFY_CMD, 0)
+                self.device.io_write(port, 0)
                 kicked = now
             self.collect()
             time.sleep(0.0005)
@@ -996,6 +1025,7 @@ class SyntheticGuest:
         clip: Sequence[Rect] | None = None,
         brush: d.Brush | None = None,
         segments: Sequence[d.PathSegment] | None = None,
+        attr: d.LineAttr | None = None,
     ) -> None:
         """DRAW_STROKE of a polyline through ``points`` (or of explicit path ``segments``)."""
         if segments is None:
@@ -1009,7 +1039,7 @@ class SyntheticGuest:
             return
         body = d.Stroke(
             path=d.Path(segments=tuple(segments)),
-            attr=d.LineAttr(flags=0),
+            attr=attr or d.LineAttr(flags=0),
             brush=brush or d.Brush(type=BrushType.SOLID, color=color),
             fore_mode=rop,
             back_mode=ROPD_PUT,
@@ -1563,6 +1593,22 @@ class SyntheticGuest:
         )
         self.stroke([], rgb(0, 0, 0), segments=two)
 
+    def scene_stroke_styled(self) -> None:
+        """DRAW_STROKE with dashed (STYLED) lines, with and without START_WITH_GAP."""
+        self._scene_bg(rgb(245, 245, 240))
+        dashes = [(4 << 4, 2 << 4), (8 << 4, 3 << 4, 2 << 4, 3 << 4), (1 << 4, 1 << 4)]
+        for i, style in enumerate(dashes):
+            for gap in (False, True):
+                flags = int(LineFlags.STYLED | (LineFlags.START_WITH_GAP if gap else 0))
+                y = 20 + (2 * i + int(gap)) * 30
+                self.stroke([(10, y), (300, y + 20)], rgb(0, 0, 0), attr=d.LineAttr(flags=flags, style=style))
+        self.stroke(
+            [(40, 200), (160, 120), (280, 200)],
+            rgb(200, 0, 0),
+            closed=True,
+            attr=d.LineAttr(flags=int(LineFlags.STYLED), style=(6 << 4, 4 << 4)),
+        )
+
     def scene_text(self) -> None:
         """DRAW_TEXT: A4 and A1 glyph strings, a background area, a pattern fore brush, clipping."""
         self._scene_bg(rgb(240, 240, 235))
@@ -1804,6 +1850,7 @@ SCENES: dict[str, Callable[[SyntheticGuest], None]] = {
     "blackness_whiteness_invers": SyntheticGuest.scene_blackness_whiteness_invers,
     "rop3": SyntheticGuest.scene_rop3,
     "stroke": SyntheticGuest.scene_stroke,
+    "stroke_styled": SyntheticGuest.scene_stroke_styled,
     "text": SyntheticGuest.scene_text,
     "transparent": SyntheticGuest.scene_transparent,
     "alpha_blend": SyntheticGuest.scene_alpha_blend,

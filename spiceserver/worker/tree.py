@@ -15,6 +15,8 @@ releases it at once.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..region import Region
 from .drawable import Drawable
 
@@ -29,6 +31,9 @@ class DrawableTree:
     def __init__(self) -> None:
         self.items: list[Drawable] = []
         self.visible: dict[Drawable, Region] = {}
+        # bounding boxes of the visible regions, row i for items[i]: (left, top, right, bottom),
+        # so a new draw tests overlap against every item in one vectorised comparison
+        self._boxes = np.zeros((0, 4), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -36,29 +41,47 @@ class DrawableTree:
     def add(self, drawable: Drawable) -> list[Drawable]:
         """Insert ``drawable`` on top; return the drawables it hides completely (now removed)."""
         hidden: list[Drawable] = []
-        if drawable.opaque and not drawable.region.is_empty():
-            keep: list[Drawable] = []
-            for item in self.items:
+        box = drawable.region.bbox()
+        if box is None:
+            return hidden
+        if drawable.opaque and self.items:
+            b = self._boxes
+            x0, y0, x1, y1 = box
+            hits = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
+            gone: list[int] = []
+            for i in hits.tolist():
+                item = self.items[i]
                 vis = self.visible[item]
-                if vis.intersects(drawable.region):
-                    vis = vis - drawable.region
-                    if vis.is_empty():
-                        hidden.append(item)
-                        del self.visible[item]
-                        continue
+                if not vis.intersects(drawable.region):
+                    continue
+                vis = vis - drawable.region
+                if vis.is_empty():
+                    hidden.append(item)
+                    del self.visible[item]
+                    gone.append(i)
+                else:
                     self.visible[item] = vis
-                keep.append(item)
-            self.items = keep
-        if not drawable.region.is_empty():
-            self.items.append(drawable)
-            self.visible[drawable] = drawable.region
+                    vbox = vis.bbox()
+                    assert vbox is not None
+                    self._boxes[i] = vbox
+            if gone:
+                keep = np.ones(len(self.items), dtype=bool)
+                keep[gone] = False
+                self.items = [it for it, k in zip(self.items, keep.tolist(), strict=True) if k]
+                self._boxes = self._boxes[keep]
+        self.items.append(drawable)
+        self.visible[drawable] = drawable.region
+        self._boxes = np.vstack([self._boxes, np.asarray(box, dtype=np.int64)[None, :]])
         if len(self.items) > MAX_TREE_ITEMS:
             # Forgetting old items only costs pruning opportunities: they are already rendered.
-            for item in self.items[: len(self.items) - MAX_TREE_ITEMS]:
+            drop = len(self.items) - MAX_TREE_ITEMS
+            for item in self.items[:drop]:
                 del self.visible[item]
-            self.items = self.items[len(self.items) - MAX_TREE_ITEMS :]
+            self.items = self.items[drop:]
+            self._boxes = self._boxes[drop:]
         return hidden
 
     def clear(self) -> None:
         self.items.clear()
         self.visible.clear()
+        self._boxes = np.zeros((0, 4), dtype=np.int64)
