@@ -112,3 +112,34 @@ async def test_hostile_command_gets_error_interrupt_and_server_keeps_going() -> 
         assert (r.server.display_snapshot() == 0x777777).all()  # the good command after them was drawn
     finally:
         await r.server.close()
+
+
+async def test_palette_bitmaps_use_the_palette_cache() -> None:
+    from spiceserver.proto.enums import BitmapFlags as BF
+    from spiceserver.worker.drawable import images_of
+
+    r = await start_server()
+    device = r.server.add_qxl_device()
+    guest = GuestDriver(device)
+    try:
+        guest.create_primary(64, 32)
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        ents = tuple((i * 0x010203) & 0xFFFFFF for i in range(16))
+        idx = (np.arange(16 * 8) % 16).astype(np.uint8).reshape(8, 16)
+        img = d.Image(
+            descriptor=d.ImageDescriptor(id=0, type=ImageType.BITMAP, flags=0, width=16, height=8),
+            bitmap=d.BitmapData(format=BitmapFmt.BIT8, flags=BF.TOP_DOWN, x=16, y=8, stride=16, palette=d.Palette(unique=77, ents=ents), data=idx.tobytes()),
+        )
+        want = np.zeros((32, 64), dtype=np.uint32)
+        for left in (0, 20, 40):
+            body = d.Copy(src_bitmap=img, src_area=Rect(top=0, left=0, bottom=8, right=16), rop_descriptor=8, scale_mode=1, mask=d.QMask())
+            guest.submit(guest.drawable(body, bbox=Rect(top=4, left=left, bottom=12, right=left + 16)), 1)
+            want[4:12, left : left + 16] = np.array(ents, dtype=np.uint32)[idx]
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want))
+        bitmaps = [i.bitmap for m in state.messages if isinstance(m, d.DrawCopy) for i in images_of(m.data) if i.bitmap is not None]
+        flags = [b.flags & (BF.PAL_CACHE_ME | BF.PAL_FROM_CACHE) for b in bitmaps if b.format == BitmapFmt.BIT8]
+        assert flags == [BF.PAL_CACHE_ME, BF.PAL_FROM_CACHE, BF.PAL_FROM_CACHE]
+    finally:
+        await r.server.close()

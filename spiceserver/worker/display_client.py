@@ -247,6 +247,9 @@ class DisplayChannelClient:
         out, evicted = self.encoder.encode(img)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))
+        for msg in self.encoder.pending:
+            self.conn.send(msg)
+        self.encoder.pending.clear()
         return out
 
     def _send_drawable(self, drawable: Drawable) -> None:

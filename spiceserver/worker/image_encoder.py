@@ -18,12 +18,13 @@ from ..codecs.lz4 import encode_lz4
 from ..proto.enums import BitmapFlags, BitmapFmt, ImageFlags, ImageType
 from ..proto.messages import display as d
 
-__all__ = ["PixmapCache", "ImageEncoder", "QXL_IMAGE_CACHE", "MIN_COMPRESS_BYTES"]
+__all__ = ["PixmapCache", "PaletteCache", "ImageEncoder", "QXL_IMAGE_CACHE", "MIN_COMPRESS_BYTES", "PALETTE_CACHE_SIZE"]
 
 QXL_IMAGE_CACHE = 1  # descriptor flag from the guest: the image may be cached by its id
 MIN_COMPRESS_BYTES = 54  # libspice: smaller images always go raw
 _LZ4_FORMATS = {BitmapFmt.BIT16, BitmapFmt.BIT24, BitmapFmt.BIT32, BitmapFmt.RGBA}
 _BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4}
+PALETTE_CACHE_SIZE = 128  # libspice CLIENT_PALETTE_CACHE_SIZE
 
 
 class PixmapCache:
@@ -62,13 +63,41 @@ class PixmapCache:
         self.used = 0
 
 
+class PaletteCache:
+    """The server's mirror of a client's palette cache (``cache-item.tmpl.cpp``): 128 entries, LRU."""
+
+    def __init__(self, size: int = PALETTE_CACHE_SIZE) -> None:
+        self.size = size
+        self.items: OrderedDict[int, None] = OrderedDict()
+
+    def lookup(self, unique: int) -> bool:
+        if unique in self.items:
+            self.items.move_to_end(unique)
+            return True
+        return False
+
+    def add(self, unique: int) -> int | None:
+        """Add ``unique``; returns the evicted id, if any."""
+        evicted = None
+        if len(self.items) >= self.size:
+            evicted, _ = self.items.popitem(last=False)
+        self.items[unique] = None
+        return evicted
+
+    def reset(self) -> None:
+        self.items.clear()
+
+
 class ImageEncoder:
     """Per-client image policy; ``encode`` returns the wire Image and the ids to invalidate first."""
 
     def __init__(self, *, lz4: bool, cache: PixmapCache | None) -> None:
         self.lz4 = lz4
         self.cache = cache
-        self.stats = {"bitmap": 0, "lz4": 0, "from_cache": 0, "surface": 0, "other": 0}
+        self.palettes = PaletteCache()
+        self.stats = {"bitmap": 0, "lz4": 0, "from_cache": 0, "surface": 0, "other": 0, "palette_from_cache": 0}
+        #: messages that must precede the image being encoded (INVAL_PALETTE for an evicted palette)
+        self.pending: list[d.InvalPalette] = []
 
     def encode(self, img: d.Image) -> tuple[d.Image, list[int]]:
         desc = img.descriptor
@@ -91,8 +120,22 @@ class ImageEncoder:
         self.stats["other"] += 1
         return replace(img, descriptor=replace(desc, flags=flags)), evicted
 
+    def _palette(self, bm: d.BitmapData) -> d.BitmapData:
+        """Send a palette once, then name it from the client's palette cache."""
+        pal = bm.palette
+        if pal is None or pal.unique == 0 or bm.flags & (BitmapFlags.PAL_FROM_CACHE | BitmapFlags.PAL_CACHE_ME):
+            return bm
+        if self.palettes.lookup(pal.unique):
+            self.stats["palette_from_cache"] += 1
+            return replace(bm, flags=bm.flags | BitmapFlags.PAL_FROM_CACHE, palette_id=pal.unique, palette=None)
+        evicted = self.palettes.add(pal.unique)
+        if evicted is not None:
+            self.pending.append(d.InvalPalette(id=evicted))
+        return replace(bm, flags=bm.flags | BitmapFlags.PAL_CACHE_ME)
+
     def _bitmap(self, img: d.Image, bm: d.BitmapData, flags: int) -> d.Image:
         desc = img.descriptor
+        bm = self._palette(bm)
         fmt = bm.format
         bpp = _BPP.get(BitmapFmt(fmt)) if fmt in BitmapFmt._value2member_map_ else None
         if (
