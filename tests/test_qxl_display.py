@@ -143,3 +143,26 @@ async def test_palette_bitmaps_use_the_palette_cache() -> None:
         assert flags == [BF.PAL_CACHE_ME, BF.PAL_FROM_CACHE, BF.PAL_FROM_CACHE]
     finally:
         await r.server.close()
+
+
+async def test_draw_the_canvas_refuses_is_rejected_not_sent() -> None:
+    """A text draw with no glyphs would crash spice-gtk: the guest gets an error, clients get nothing."""
+    from spiceserver.proto.enums import StringFlags
+
+    r = await start_server()
+    device = r.server.add_qxl_device()
+    guest = GuestDriver(device)
+    try:
+        guest.create_primary(64, 32)
+        text = d.Text(
+            str=d.String(flags=StringFlags.RASTER_A1, glyphs=()),
+            back_area=Rect(top=0, left=0, bottom=0, right=0),
+            fore_brush=solid(0xFFFFFF), back_brush=d.Brush(type=BrushType.NONE), fore_mode=8, back_mode=8,
+        )
+        guest.set_int_mask(0xFFFFFFFF)
+        guest.submit(guest.drawable(text, bbox=Rect(top=0, left=0, bottom=10, right=10)), 1)
+        r.server.wait_idle()
+        assert guest.interrupts() & Interrupt.ERROR
+        assert r.server.display_stats()["drawables"] == 0
+    finally:
+        await r.server.close()

@@ -120,11 +120,15 @@ def test_glyph_font_rasterizes_packed_bottom_up_glyphs() -> None:
             assert len(g.data) == (g.width * depth + 7) // 8 * g.height
             assert box.left <= g.render_pos.x + g.glyph_origin.x and g.render_pos.y + g.glyph_origin.y >= box.top
         assert box.top < 20 < box.bottom  # "g" descends below the baseline
-        # "A" is wider at its bottom row than at its top: stored bottom-up, the first row is the widest
-        a = font.glyph("A")
-        stride = (a.width * depth + 7) // 8
-        rows = [a.data[i * stride : (i + 1) * stride] for i in range(a.height)]
-        assert sum(bin(b).count("1") for b in rows[0]) > sum(bin(b).count("1") for b in rows[-1])
+        # "T" is a wide bar on a narrow stem: stored bottom-up, the last row is the widest
+        t = font.glyph("T")
+        stride = (t.width * depth + 7) // 8
+        rows = [t.data[i * stride : (i + 1) * stride] for i in range(t.height)]
+
+        def inked(row: bytes) -> int:
+            return sum(bin(b).count("1") for b in row) if depth == 1 else sum((b >> 4 > 7) + (b & 15 > 7) for b in row)
+
+        assert inked(rows[-1]) > 2 * inked(rows[0])
     assert GlyphFont().string("   ", 0, 0) is None
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import GuestError
+from ..errors import GuestError, NotSupportedError, ProtocolError
 from ..proto.enums import BitmapFlags, BitmapFmt, CursorFlags, ImageType, SurfaceFmt
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect
@@ -131,7 +131,9 @@ class QXLCommandSource(CommandSource):
                 write_back(surface, cmd.area)
             elif isinstance(cmd, RedMessage):
                 log.info("guest message: %s", cmd.text)
-        except GuestError as exc:
+        except (GuestError, ProtocolError, NotSupportedError) as exc:
+            # ProtocolError / NotSupportedError come from the canvas: the guest asked for a draw
+            # the client would refuse (or crash on) or one we cannot render; it is not sent.
             self.guest_errors += 1
             self.device.guest_error(f"command type {ext.cmd.type} rejected: {exc}")
         except Exception as exc:  # a bug of ours: never take the worker down for it
