@@ -14,6 +14,7 @@ import pytest
 
 from spiceserver.proto.enums import StringFlags
 from spiceserver.proto.messages import display as d
+from spiceserver.qxl import QXLDeviceConfig
 from spiceserver.synthetic_guest import SCENES, GlyphFont, SyntheticGuest, rgb, xywh
 from tests.conftest import Running, start_server
 
@@ -30,8 +31,10 @@ async def running() -> AsyncIterator[Running]:
         await r.server.close()
 
 
-def new_guest(r: Running, width: int = 320, height: int = 240, **kw: bool) -> SyntheticGuest:
-    guest = SyntheticGuest(r.server.add_qxl_device(), width, height, **kw)
+def new_guest(
+    r: Running, width: int = 320, height: int = 240, *, config: QXLDeviceConfig | None = None, bottom_up: bool = False
+) -> SyntheticGuest:
+    guest = SyntheticGuest(r.server.add_qxl_device(config), width, height, bottom_up=bottom_up)
     guest.setup()
     return guest
 
@@ -70,7 +73,9 @@ async def test_scenes_back_to_back_on_one_device(running: Running) -> None:
 
 
 async def test_desktop_animation_recycles_guest_memory(running: Running) -> None:
-    guest = new_guest(running, 640, 480)
+    # 2 MiB of RAM pages: not every wallpaper band stays resident, and the frame arenas wrap around
+    small = QXLDeviceConfig(ram_size=4 << 20, vgamem_size=2 << 20, vram_size=1 << 20)
+    guest = new_guest(running, 640, 480, config=small)
     guest.draw_static()
     for i in range(1, 80):
         guest.step(i * 0.13)

@@ -81,3 +81,28 @@ async def test_demo_help_explains_every_option() -> None:
     text = out.decode()
     for opt in ("--host", "--port", "--tls-port", "--x509-dir", "--password", "--disable-ticketing", "--unix"):
         assert opt in text
+
+
+async def test_demo_over_tls_with_password(tmp_path: object) -> None:
+    import pathlib
+
+    from tests.support.certs import make_test_ca
+
+    ca = make_test_ca(pathlib.Path(str(tmp_path)) / "x509")
+    tls_port = free_port()
+    proc, port = await start_demo("--tls-port", str(tls_port), "--x509-dir", str(ca.dir), "--password", "s3cret", "--tls-channel", "default")
+    try:
+        actions = [{"op": "key_press", "scancode": 0x10}, {"op": "key_release", "scancode": 0x10}, {"op": "wait", "ms": 300}]
+        code, events, err = await run_gi_client(
+            "--port", str(port), "--tls-port", str(tls_port), "--ca-file", str(ca.ca_cert), "--tls-only",
+            "--password", "s3cret", "--expect-channels", "2", "--actions", json.dumps(actions), timeout=30,
+        )
+        assert code == 0, format_events(events, err)
+        assert all(e.get("tls") for e in events if e.get("event") == "channel-event" and e.get("name") == "OPENED")
+        bad, events, err = await run_gi_client(
+            "--tls-port", str(tls_port), "--ca-file", str(ca.ca_cert), "--tls-only", "--password", "nope", timeout=20
+        )
+        assert bad == 10, format_events(events, err)
+    finally:
+        out = await stop(proc)
+    assert "key down 0x10 (scancode 10)" in out.splitlines()

@@ -160,3 +160,38 @@ async def test_need_secured_makes_spicegtk_retry_over_tls(test_ca: TestCA) -> No
         assert keys(r) == EXPECTED_KEYS[:2]
     finally:
         await r.server.close()
+
+
+async def test_spicegtk_links_after_a_thousand_garbage_connections() -> None:
+    import asyncio
+    import os
+
+    r = await start_server()
+
+    async def garbage(i: int) -> None:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.server.port_of())
+            writer.write(os.urandom(1 + i % 200) if i % 3 else b"REDQ\x02\0\0\0\x02\0\0\0\xff\xff\xff\xff")
+            await writer.drain()
+            writer.write_eof()
+            await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+        except (ConnectionError, OSError):
+            pass
+
+    sem = asyncio.Semaphore(50)
+
+    async def limited(i: int) -> None:
+        async with sem:
+            await garbage(i)
+
+    try:
+        await asyncio.gather(*(limited(i) for i in range(1000)))
+        assert r.server.stats["links_failed"] >= 1000
+        code, events, err = await run_gi_client(
+            "--port", str(r.server.port_of()), "--expect-channels", "2", "--actions", json.dumps(KEY_ACTIONS[:2]), timeout=30
+        )
+        assert code == 0, format_events(events, err)
+        await r.devices.wait_for(lambda ev: len([e for e in ev if e[0] == "key"]) >= 2)
+    finally:
+        await r.server.close()

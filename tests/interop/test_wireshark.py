@@ -21,6 +21,10 @@ TSHARK = shutil.which("tshark")
 
 async def capture_session(pcap: Path, **server_kw: object) -> None:
     r = await start_server(**server_kw)
+    from spiceserver.desktop import SyntheticDesktop
+
+    fb = r.server.add_framebuffer_display(320, 240)
+    fb.update(SyntheticDesktop(320, 240).frame(0.0))
     port = r.server.port_of()
     cap = await asyncio.create_subprocess_exec(
         TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
@@ -42,10 +46,11 @@ async def capture_session(pcap: Path, **server_kw: object) -> None:
             {"op": "wait", "ms": 300},
         ]
         code, events, err = await run_gi_client(
-            "--port", str(port), "--expect-channels", "2", "--wait-mouse-mode", "client",
-            "--actions", json.dumps(actions), "--linger-ms", "300", timeout=30,
+            "--port", str(port), "--expect-channels", "4", "--wait-display", "--wait-mouse-mode", "client",
+            "--actions", json.dumps(actions), "--linger-ms", "800", timeout=30,
         )
         assert code == 0, format_events(events, err)
+        fb.update(SyntheticDesktop(320, 240).frame(1.0))
         await asyncio.sleep(0.5)
     finally:
         cap.terminate()
@@ -62,7 +67,7 @@ async def test_capture_has_no_malformed_spice_message(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout
     assert fields.count("\n") >= 10, fields
-    for needle in ("Client link message", "Server link message", "Client ticket", "Server INIT", "KEY_SCANCODE"):
+    for needle in ("Client link message", "Server link message", "Client ticket", "Server INIT", "KEY_SCANCODE", "SURFACE_CREATE", "DRAW_COPY", "MARK"):
         assert needle in fields, (needle, fields[:3000])
     malformed = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
