@@ -114,6 +114,13 @@ async def test_bottom_up_primary(running: Running) -> None:
     check_clean(running, guest)
 
 
+def inked(row: bytes, depth: int) -> int:
+    """Pixels of a packed glyph row with at least half coverage."""
+    if depth == 1:
+        return sum(bin(b).count("1") for b in row)
+    return sum(int(b >> 4 > 7) + int(b & 15 > 7) for b in row)
+
+
 def test_glyph_font_rasterizes_packed_bottom_up_glyphs() -> None:
     for depth, flag in ((1, StringFlags.RASTER_A1), (4, StringFlags.RASTER_A4)):
         font = GlyphFont(13, depth)
@@ -130,10 +137,7 @@ def test_glyph_font_rasterizes_packed_bottom_up_glyphs() -> None:
         stride = (t.width * depth + 7) // 8
         rows = [t.data[i * stride : (i + 1) * stride] for i in range(t.height)]
 
-        def inked(row: bytes) -> int:
-            return sum(bin(b).count("1") for b in row) if depth == 1 else sum((b >> 4 > 7) + (b & 15 > 7) for b in row)
-
-        assert inked(rows[-1]) > 2 * inked(rows[0])
+        assert inked(rows[-1], depth) > 2 * inked(rows[0], depth)
     assert GlyphFont().string("   ", 0, 0) is None
 
 
