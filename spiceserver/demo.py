@@ -1,8 +1,12 @@
 """``python -m spiceserver demo``: a synthetic desktop, plus a keyboard, mouse and tablet that print events.
 
-The display shows :class:`~spiceserver.desktop.SyntheticDesktop` (animated, or ``--scene static`` for
-a deterministic still picture) with a hardware cursor; ``--screendump PATH`` makes the process write
-the server's picture there as PNG whenever it gets SIGUSR1. Every input event the devices receive is
+The display is an emulated QXL device driven by a fake guest driver
+(:class:`~spiceserver.synthetic_guest.SyntheticGuest`, on its own thread like a vCPU) that draws a
+desktop with real QXL commands -- windows, glyph text, a photo, COPY_BITS scrolling, an offscreen
+surface -- and moves a hardware cursor; ``--display framebuffer`` shows the numpy-painted
+:class:`~spiceserver.desktop.SyntheticDesktop` through the framebuffer path instead. ``--scene static``
+gives a deterministic still picture; ``--screendump PATH`` makes the process write the server's
+picture there as PNG whenever it gets SIGUSR1. Every input event the devices receive is
 printed on its own line, flushed at once, e.g.::
 
     key down 0x1e (scancode 1e)
@@ -14,18 +18,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .config import ServerConfig
 from .desktop import ARROW_CURSOR, SyntheticDesktop
 from .errors import ConfigError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
 from .reds import SpiceServer
+from .synthetic_guest import SyntheticGuest
+from .worker.cursor_client import CursorShape
 
 __all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet"]
 
@@ -76,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel that must use TLS (main, inputs, ...; 'default' = all); repeatable")
     p.add_argument("--name", default="spiceserver demo", help="VM name shown by clients")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
+    p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
+                   help="qxl: an emulated QXL device and a synthetic guest driver (default); "
+                   "framebuffer: host-painted numpy frames")
     p.add_argument("--scene", choices=["animated", "static"], default="animated",
                    help="animated desktop (default) or a deterministic still one")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
@@ -116,33 +128,55 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     server.add_mouse(PrintingMouse())
     server.add_tablet(PrintingTablet())
     width, height = parse_size(args.size)
-    fb = server.add_framebuffer_display(width, height)
-    desktop = SyntheticDesktop(width, height)
-    fb.update(desktop.frame(0.0))
-    from .worker.cursor_client import CursorShape
-
-    cw, ch, cpx = ARROW_CURSOR
-    fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
     loop = asyncio.get_running_loop()
     if args.screendump:
         path = args.screendump
 
         def dump() -> None:
-            fb.screendump(path)
+            server.screendump(path)
             _out(f"screendump written to {path}")
 
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, dump))
+    if args.display == "framebuffer":
+        fb = server.add_framebuffer_display(width, height)
+        desktop = SyntheticDesktop(width, height)
+        fb.update(desktop.frame(0.0))
+        cw, ch, cpx = ARROW_CURSOR
+        fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
+        animation: Any = _animate(fb, desktop, args.fps) if args.scene == "animated" else None
+    else:
+        guest = SyntheticGuest(server.add_qxl_device(), width, height)
+        guest.setup()
+        guest.draw_static()
+        stop = threading.Event()
+        animation = asyncio.to_thread(_run_guest, guest, args.fps, stop) if args.scene == "animated" else None
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
-    animate = None
-    if args.scene == "animated":
-        animate = loop.create_task(_animate(fb, desktop, args.fps))
+    task = loop.create_task(animation) if animation is not None else None
     try:
         await server.serve_forever()
     finally:
-        if animate is not None:
-            animate.cancel()
+        if args.display == "qxl":
+            stop.set()  # the guest stops first: its I/O writes need the device's worker
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event) -> None:
+    """The guest's vCPU thread: one animation step per frame until stopped."""
+    start = time.monotonic()
+    period = 1.0 / max(fps, 0.1)
+    while not stop.is_set():
+        now = time.monotonic()
+        try:
+            guest.step(now - start)
+        except Exception:
+            logging.getLogger("spiceserver.demo").exception("synthetic guest failed")
+            return
+        stop.wait(max(0.0, period - (time.monotonic() - now)))
 
 
 async def _animate(fb: object, desktop: SyntheticDesktop, fps: float) -> None:

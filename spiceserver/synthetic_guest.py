@@ -430,8 +430,8 @@ class SyntheticDriver(GuestDriver):
     """A :class:`~spiceserver.qxl.guest.GuestDriver` whose memory is recycled as commands are released.
 
     The RAM pages (memslot ``slots_start``) are split into a *resident* arena, for images drawn again
-    and again (written once; drawables point at the same ``QXLImage``, as the Windows driver's image
-    cache does), and :attr:`FRAME_ARENAS` arenas used in turn for commands. Everything one command
+    and again (written once; drawables point at the same ``QXLImage``, as drivers with an image
+    cache do), and :attr:`FRAME_ARENAS` arenas used in turn for commands. Everything one command
     needs is taken from one arena (:meth:`reserve` first), so an arena is free again when every
     command allocated in it has come back through the release ring. Off-screen surfaces take VRAM,
     rewound when no off-screen surface is left.
@@ -446,7 +446,7 @@ class SyntheticDriver(GuestDriver):
     FRAME_ARENAS = 6
     RESIDENT_SHARE = 0.4
 
-    def __init__(self, device: QXLDevice, *, timeout: float = 10.0, kick_after: float | None = 0.05) -> None:
+    def __init__(self, device: QXLDevice, *, timeout: float = 10.0, kick_after: float | None = None) -> None:
         super().__init__(device, setup=False)
         self.timeout = timeout
         self.kick_after = kick_after
@@ -747,7 +747,7 @@ class SyntheticGuest:
     Args:
         device: the QXL device (e.g. from ``SpiceServer.add_qxl_device()``).
         width, height: the primary surface's size.
-        bottom_up: create primaries with a negative stride (as QEMU's VGA-compatible modes do).
+        bottom_up: create primaries with a negative stride (bottom-up, as the qxl-1 ``SET_MODE`` path makes them).
     """
 
     def __init__(self, device: QXLDevice, width: int = 1024, height: int = 768, *, bottom_up: bool = False) -> None:
@@ -1593,21 +1593,22 @@ class SyntheticGuest:
         )
         self.stroke([], rgb(0, 0, 0), segments=two)
 
-    def scene_stroke_styled(self) -> None:
-        """DRAW_STROKE with dashed (STYLED) lines, with and without START_WITH_GAP."""
+    def scene_stroke_styled(self, *, dashed: bool = True) -> None:
+        """DRAW_STROKE with dashed (STYLED) lines, with and without START_WITH_GAP (``dashed`` False:
+        the same lines solid, as a reference)."""
         self._scene_bg(rgb(245, 245, 240))
+
+        def attr(style: tuple[int, ...], gap: bool = False) -> d.LineAttr:
+            if not dashed:
+                return d.LineAttr(flags=0)
+            return d.LineAttr(flags=int(LineFlags.STYLED | (LineFlags.START_WITH_GAP if gap else 0)), style=style)
+
         dashes = [(4 << 4, 2 << 4), (8 << 4, 3 << 4, 2 << 4, 3 << 4), (1 << 4, 1 << 4)]
         for i, style in enumerate(dashes):
             for gap in (False, True):
-                flags = int(LineFlags.STYLED | (LineFlags.START_WITH_GAP if gap else 0))
                 y = 20 + (2 * i + int(gap)) * 30
-                self.stroke([(10, y), (300, y + 20)], rgb(0, 0, 0), attr=d.LineAttr(flags=flags, style=style))
-        self.stroke(
-            [(40, 200), (160, 120), (280, 200)],
-            rgb(200, 0, 0),
-            closed=True,
-            attr=d.LineAttr(flags=int(LineFlags.STYLED), style=(6 << 4, 4 << 4)),
-        )
+                self.stroke([(10, y), (300, y + 20)], rgb(0, 0, 0), attr=attr(style, gap))
+        self.stroke([(40, 200), (160, 120), (280, 200)], rgb(200, 0, 0), closed=True, attr=attr((6 << 4, 4 << 4)))
 
     def scene_text(self) -> None:
         """DRAW_TEXT: A4 and A1 glyph strings, a background area, a pattern fore brush, clipping."""

@@ -153,12 +153,6 @@ async def test_monitors_config_goes_through_async_io(running: Running) -> None:
 # --- server behaviour a guest relies on ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: DisplayWorker._run blocks in ep.wait() after a batch that hit the budget "
-    "(QXLCommandSource.process returned True) although the ring still holds commands, and no "
-    "notification is armed, so a guest that only notifies when the ring asks (notify_on_prod) stalls",
-)
 async def test_guest_that_never_renotifies_is_not_stalled(running: Running) -> None:
     guest = new_guest(running)
     guest.driver.kick_after = None  # rely on the ring protocol alone, as the Linux driver does
@@ -168,12 +162,6 @@ async def test_guest_that_never_renotifies_is_not_stalled(running: Running) -> N
     check_clean(running, guest)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: QXLWorkerBackend.destroy_primary does not process the commands still in the "
-    "ring first (libspice destroy_primary_surface -> flush_all_qxl_commands); they then hit a missing "
-    "surface 0 and raise QXL_INTERRUPT_ERROR",
-)
 async def test_destroy_primary_processes_queued_commands_first(running: Running) -> None:
     guest = new_guest(running)
     with guest.driver.batch():  # commands on the ring, no notification yet

@@ -141,9 +141,7 @@ class DisplayChannelClient:
     def push_surface_destroy(self, surface_id: int) -> None:
         if not self.initialized or surface_id not in self.sent_surfaces:
             return
-        for e in self.pipe:
-            if not e.dead and e.drawable is not None and e.drawable.surface_id == surface_id:
-                self._kill(e)
+        # Draws still queued on the surface stay: a later queued draw may read it (SURFACE image).
         self.sent_surfaces.discard(surface_id)
         self._queue(Entry(msg=d.SurfaceDestroy(surface_id=surface_id)))
 

@@ -251,12 +251,17 @@ class QXLWorkerBackend:
         self.worker.source = self.source
         return self.source
 
-    def _run(self, fn: Any, cookie: int | None) -> None:
+    def _run(self, fn: Any, cookie: int | None, *, flush_commands: bool = False) -> None:
         dev = self.device
         assert dev is not None
 
         def job(w: DisplayWorker) -> None:
             try:
+                if flush_commands and self.source is not None:
+                    # libspice handles every command already on the ring before a destroy
+                    # (``flush_all_qxl_commands``): they were issued before the I/O.
+                    while self.source.process(w, 10_000):
+                        pass
                 fn(w)
             finally:
                 if cookie is not None:
@@ -316,24 +321,24 @@ class QXLWorkerBackend:
             self._destroy(w, 0)
             w.cursor_reset()
 
-        self._run(do, cookie)
+        self._run(do, cookie, flush_commands=True)
 
     def destroy_surface(self, surface_id: int, cookie: int | None) -> None:
-        self._run(lambda w: self._destroy(w, surface_id), cookie)
+        self._run(lambda w: self._destroy(w, surface_id), cookie, flush_commands=True)
 
     def destroy_all_surfaces(self, cookie: int | None) -> None:
         def do(w: DisplayWorker) -> None:
             for sid in sorted(w.surfaces, reverse=True):
                 self._destroy(w, sid)
 
-        self._run(do, cookie)
+        self._run(do, cookie, flush_commands=True)
 
     def flush_surfaces(self, cookie: int) -> None:
         def do(w: DisplayWorker) -> None:
             for s in w.surfaces.values():
                 write_back(s)
 
-        self._run(do, cookie)
+        self._run(do, cookie, flush_commands=True)
 
     def monitors_config(self, config: d.MonitorsConfig, cookie: int) -> None:
         self._run(lambda w: w.set_monitors(config), cookie)

@@ -154,8 +154,11 @@ class DisplayWorker:
         self._stopping = True
 
     def _run(self) -> None:
+        more = False
         while not self._stopping:
-            timeout = self.source.next_timeout() if self.source else None
+            # With commands still pending (a full batch was taken) do not sleep: the ring will not
+            # notify again, because its notification was not re-armed.
+            timeout = 0.0 if more else (self.source.next_timeout() if self.source else None)
             self.ep.wait(timeout)
             try:
                 self.ep.drain()
@@ -163,9 +166,8 @@ class DisplayWorker:
                 if self.source is not None:
                     more = self.source.process(self, self.BATCH)
                 self.flush_clients()
-                if more:
-                    continue
             except Exception:
+                more = False
                 log.exception("%s: worker loop error", self.name)
 
     # --- clients -------------------------------------------------------------------------------

@@ -106,3 +106,36 @@ async def test_demo_over_tls_with_password(tmp_path: object) -> None:
     finally:
         out = await stop(proc)
     assert "key down 0x10 (scancode 10)" in out.splitlines()
+
+
+@pytest.mark.parametrize("display", ["qxl", "framebuffer"])
+async def test_demo_static_scene_equals_screendump(tmp_path: object, display: str) -> None:
+    """`demo --scene static`: what spice-gtk shows equals the server's screendump, pixel for pixel."""
+    import os
+    import pathlib
+    import signal
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.interop.test_display_spicegtk import assert_same, read_ppm
+
+    tmp = pathlib.Path(str(tmp_path))
+    dump = tmp / "dump.png"
+    proc, port = await start_demo("--scene", "static", "--display", display, "--screendump", str(dump))
+    try:
+        shot = tmp / "client.ppm"
+        code, events, err = await run_gi_client(
+            "--port", str(port), "--wait-display", "--linger-ms", "800", "--screenshot", str(shot), timeout=40
+        )
+        assert code == 0, format_events(events, err)
+        assert proc.stdout is not None
+        os.kill(proc.pid, signal.SIGUSR1)
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"screendump written" in line, line
+    finally:
+        await stop(proc)
+    rgb = np.asarray(Image.open(dump).convert("RGB"), dtype=np.uint32)
+    server = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    assert server.shape == (768, 1024)
+    assert_same(read_ppm(shot), server)
