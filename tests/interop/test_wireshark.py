@@ -19,12 +19,25 @@ pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 TSHARK = shutil.which("tshark")
 
 
-async def capture_session(pcap: Path, **server_kw: object) -> None:
+async def capture_session(pcap: Path, display: str, **server_kw: object) -> None:
     r = await start_server(**server_kw)
     from spiceserver.desktop import SyntheticDesktop
+    from spiceserver.synthetic_guest import SyntheticGuest
 
-    fb = r.server.add_framebuffer_display(320, 240)
-    fb.update(SyntheticDesktop(320, 240).frame(0.0))
+    if display == "framebuffer":
+        fb = r.server.add_framebuffer_display(320, 240)
+        fb.update(SyntheticDesktop(320, 240).frame(0.0))
+        later = lambda: fb.update(SyntheticDesktop(320, 240).frame(1.0))  # noqa: E731
+    else:
+        guest = SyntheticGuest(r.server.add_qxl_device(), 640, 480)
+        guest.setup()
+        guest.draw_static()
+
+        def later() -> None:
+            guest.step(1.0)
+            for name in ("scene_blend", "scene_rop3", "scene_transparent", "scene_alpha_blend", "scene_composite", "scene_offscreen"):
+                getattr(guest, name)()
+
     port = r.server.port_of()
     cap = await asyncio.create_subprocess_exec(
         TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
@@ -50,7 +63,7 @@ async def capture_session(pcap: Path, **server_kw: object) -> None:
             "--actions", json.dumps(actions), "--linger-ms", "800", timeout=30,
         )
         assert code == 0, format_events(events, err)
-        fb.update(SyntheticDesktop(320, 240).frame(1.0))
+        await asyncio.to_thread(later)
         await asyncio.sleep(0.5)
     finally:
         cap.terminate()
@@ -59,9 +72,10 @@ async def capture_session(pcap: Path, **server_kw: object) -> None:
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
-async def test_capture_has_no_malformed_spice_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("display", ["framebuffer", "qxl"])
+async def test_capture_has_no_malformed_spice_message(tmp_path: Path, display: str) -> None:
     pcap = tmp_path / "session.pcap"
-    await capture_session(pcap, net_test=True)
+    await capture_session(pcap, display, net_test=True)
     fields = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-Y", "spice", "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"],
         capture_output=True, text=True, check=True,
