@@ -1,0 +1,127 @@
+"""Which image codec an image gets: libspice's choice, per client.
+
+Counterpart of spice ``server/dcc.cpp`` (``get_compression_for_bitmap``, ``dcc_compress_image``,
+``can_quic_compress``, ``can_lz_compress``) and the wan options of ``reds.cpp``. The rules:
+
+* fewer than 54 bytes of pixels, or compression off: raw;
+* QUIC: Quic if the bitmap is not a palette image and at least 3x3, else raw;
+* AUTO_GLZ / AUTO_LZ: Quic for photo-like images (high graduality) or when LZ cannot take the
+  bitmap (padded rows); otherwise GLZ / LZ;
+* GLZ: only inside a drawable, only for RGB formats, and only if the client announced a GLZ window
+  (spice-html5 announces 0): else LZ;
+* LZ4: only for RGB formats and clients with the LZ4 cap: else LZ;
+* LZ / LZ4 / GLZ need rows without padding: else raw.
+
+When the choice is Quic and lossy images are allowed (``jpeg-wan-compression`` always, or auto on a
+low-bandwidth client) the image goes as JPEG instead (JPEG_ALPHA with an RGBA image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..proto.enums import BitmapFmt, ImageCompression
+
+__all__ = ["Choice", "ClientCompression", "choose", "MIN_SIZE_TO_COMPRESS", "MIN_DIMENSION_TO_QUIC", "from_config_name"]
+
+MIN_SIZE_TO_COMPRESS = 54
+MIN_DIMENSION_TO_QUIC = 3
+
+_RGB = {BitmapFmt.BIT16, BitmapFmt.BIT24, BitmapFmt.BIT32, BitmapFmt.RGBA}
+_PLT = {BitmapFmt.BIT1_LE, BitmapFmt.BIT1_BE, BitmapFmt.BIT4_LE, BitmapFmt.BIT4_BE, BitmapFmt.BIT8}
+_BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4, BitmapFmt.BIT8_A: 1}
+_PLT_BITS = {BitmapFmt.BIT1_LE: 1, BitmapFmt.BIT1_BE: 1, BitmapFmt.BIT4_LE: 4, BitmapFmt.BIT4_BE: 4, BitmapFmt.BIT8: 8}
+
+
+class Choice:
+    """What :func:`choose` returns (a SpiceImageCompression value, OFF = raw)."""
+
+    OFF = ImageCompression.OFF
+    QUIC = ImageCompression.QUIC
+    GLZ = ImageCompression.GLZ
+    LZ = ImageCompression.LZ
+    LZ4 = ImageCompression.LZ4
+
+
+def from_config_name(name: str) -> ImageCompression:
+    """QEMU's ``image-compression`` spelling -> SpiceImageCompression."""
+    return ImageCompression[name.upper()]
+
+
+@dataclass(frozen=True)
+class ClientCompression:
+    """What one client's images may use."""
+
+    preferred: ImageCompression = ImageCompression.AUTO_GLZ
+    lz4_cap: bool = False
+    glz_window: int = 0  # pixels, from DISPLAY_INIT; 0 = no GLZ (spice-html5)
+    jpeg: bool = False  # lossy allowed for photo-like images
+    zlib_glz: bool = False
+
+    def effective(self) -> ImageCompression:
+        """libspice ``dcc_handle_init``: no GLZ window means LZ instead of GLZ."""
+        if self.glz_window <= 0:
+            if self.preferred == ImageCompression.AUTO_GLZ:
+                return ImageCompression.AUTO_LZ
+            if self.preferred == ImageCompression.GLZ:
+                return ImageCompression.LZ
+        return self.preferred
+
+
+def has_extra_stride(fmt: int, width: int, stride: int) -> bool:
+    if fmt in _BPP:
+        return width * _BPP[BitmapFmt(fmt)] < stride
+    if fmt in _PLT_BITS:
+        return (width * _PLT_BITS[BitmapFmt(fmt)] + 7) // 8 < stride
+    return False
+
+
+def choose(
+    fmt: int,
+    width: int,
+    height: int,
+    stride: int,
+    client: ClientCompression,
+    *,
+    in_drawable: bool = True,
+    high_graduality: bool | None = None,
+) -> ImageCompression:
+    """The codec for a bitmap; ``high_graduality`` is computed lazily by the caller when needed.
+
+    Args:
+        high_graduality: whether the image is photo-like (None: not computed; treated as no).
+    """
+    if height * stride < MIN_SIZE_TO_COMPRESS:
+        return ImageCompression.OFF
+    pref = client.effective()
+    if pref == ImageCompression.OFF:
+        return ImageCompression.OFF
+    can_quic = fmt not in _PLT and width >= MIN_DIMENSION_TO_QUIC and height >= MIN_DIMENSION_TO_QUIC
+    can_lz = not has_extra_stride(fmt, width, stride)
+    if pref == ImageCompression.QUIC:
+        return ImageCompression.QUIC if can_quic else ImageCompression.OFF
+    if pref in (ImageCompression.AUTO_GLZ, ImageCompression.AUTO_LZ):
+        if can_quic:
+            if fmt in _RGB and high_graduality:
+                return ImageCompression.QUIC
+            if not can_lz:
+                return ImageCompression.QUIC
+        pref = ImageCompression.LZ if pref == ImageCompression.AUTO_LZ else ImageCompression.GLZ
+    if pref == ImageCompression.GLZ and (not in_drawable or fmt not in _RGB or client.glz_window <= 0):
+        pref = ImageCompression.LZ
+    if pref == ImageCompression.LZ4 and (fmt not in _RGB or not client.lz4_cap):
+        pref = ImageCompression.LZ
+    if pref in (ImageCompression.LZ, ImageCompression.LZ4, ImageCompression.GLZ):
+        return pref if can_lz else ImageCompression.OFF
+    return ImageCompression.OFF
+
+
+def needs_graduality(fmt: int, width: int, height: int, stride: int, client: ClientCompression) -> bool:
+    """Whether :func:`choose` would look at the image's graduality (compute it only then)."""
+    return (
+        client.effective() in (ImageCompression.AUTO_GLZ, ImageCompression.AUTO_LZ)
+        and height * stride >= MIN_SIZE_TO_COMPRESS
+        and fmt in _RGB
+        and width >= MIN_DIMENSION_TO_QUIC
+        and height >= MIN_DIMENSION_TO_QUIC
+    )

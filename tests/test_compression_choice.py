@@ -1,0 +1,42 @@
+"""libspice's codec choice per image and client (dcc.cpp get_compression_for_bitmap), table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from spiceserver.proto.enums import BitmapFmt as F
+from spiceserver.proto.enums import ImageCompression as C
+from spiceserver.worker.compression import ClientCompression, choose
+
+GTK = dict(lz4_cap=True, glz_window=4 << 20)  # spice-gtk: LZ4 cap, a GLZ window
+HTML5 = dict(lz4_cap=False, glz_window=0)  # spice-html5: neither
+
+
+@pytest.mark.parametrize(
+    ("pref", "client", "fmt", "w", "h", "stride", "photo", "want"),
+    [
+        (C.AUTO_GLZ, GTK, F.BIT32, 64, 64, 256, False, C.GLZ),
+        (C.AUTO_GLZ, GTK, F.BIT32, 64, 64, 256, True, C.QUIC),
+        (C.AUTO_GLZ, HTML5, F.BIT32, 64, 64, 256, False, C.LZ),  # no GLZ window: LZ
+        (C.AUTO_LZ, GTK, F.BIT32, 64, 64, 256, False, C.LZ),
+        (C.AUTO_GLZ, GTK, F.BIT32, 64, 64, 260, False, C.QUIC),  # padded rows: LZ cannot, Quic can
+        (C.AUTO_GLZ, GTK, F.BIT8, 64, 64, 64, False, C.LZ),  # palette: no Quic, no GLZ
+        (C.QUIC, GTK, F.BIT8, 64, 64, 64, False, C.OFF),
+        (C.QUIC, GTK, F.BIT32, 2, 64, 8, False, C.OFF),  # under 3x3
+        (C.LZ4, GTK, F.BIT32, 64, 64, 256, False, C.LZ4),
+        (C.LZ4, HTML5, F.BIT32, 64, 64, 256, False, C.LZ),
+        (C.LZ4, GTK, F.BIT8, 64, 64, 64, False, C.LZ),
+        (C.GLZ, HTML5, F.BIT32, 64, 64, 256, False, C.LZ),
+        (C.LZ, GTK, F.BIT32, 64, 64, 300, False, C.OFF),
+        (C.OFF, GTK, F.BIT32, 64, 64, 256, True, C.OFF),
+        (C.AUTO_GLZ, GTK, F.BIT32, 3, 4, 12, False, C.OFF),  # 48 bytes < 54
+    ],
+)
+def test_choice(pref: C, client: dict[str, int], fmt: F, w: int, h: int, stride: int, photo: bool, want: C) -> None:
+    cc = ClientCompression(preferred=pref, **client)  # type: ignore[arg-type]
+    assert choose(fmt, w, h, stride, cc, high_graduality=photo) == want
+
+
+def test_glz_only_inside_drawables() -> None:
+    cc = ClientCompression(preferred=C.GLZ, **GTK)  # type: ignore[arg-type]
+    assert choose(F.BIT32, 64, 64, 256, cc, in_drawable=False) == C.LZ
