@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from .errors import ConfigError, NotSupportedError
 from .proto.enums import CHANNEL_NAMES
 
-__all__ = ["ServerConfig", "ChannelSecurity"]
+__all__ = ["ServerConfig", "ChannelSecurity", "IMAGE_COMPRESSIONS", "WAN_COMPRESSIONS"]
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
+
+#: QEMU ``image-compression`` values (libspice SpiceImageCompression)
+IMAGE_COMPRESSIONS = ("off", "auto_glz", "auto_lz", "quic", "glz", "lz", "lz4")
+#: QEMU ``jpeg-wan-compression`` / ``zlib-glz-wan-compression`` values
+WAN_COMPRESSIONS = ("auto", "never", "always")
 
 
 class ChannelSecurity:
@@ -58,6 +63,12 @@ class ServerConfig:
         ping_interval: seconds between liveness pings on the main channel (0 = none).
         net_test: measure latency and bandwidth with pings when a main channel connects.
         max_message_size: largest message body accepted from a client.
+        image_compression: how images go to clients (QEMU ``image-compression``): off (raw),
+            auto_glz / auto_lz (Quic for photo-like images, else GLZ / LZ), quic, glz, lz, lz4.
+            A client's PREFERRED_COMPRESSION message overrides it for that client.
+        jpeg_wan_compression: JPEG instead of Quic for photo-like images: auto (on low-bandwidth
+            clients, as measured by the main channel's network test), never, always.
+        zlib_glz_wan_compression: GLZ images also deflated (ZLIB_GLZ_RGB): auto, never, always.
     """
 
     addr: str = "127.0.0.1"
@@ -84,6 +95,9 @@ class ServerConfig:
     ping_interval: float = 30.0
     net_test: bool = True
     max_message_size: int = 1 << 20
+    image_compression: str = "auto_glz"
+    jpeg_wan_compression: str = "auto"
+    zlib_glz_wan_compression: str = "auto"
 
     def __post_init__(self) -> None:
         if self.sasl:
@@ -101,6 +115,11 @@ class ServerConfig:
                     raise ConfigError(f"{what}: unknown channel {n!r} (known: {', '.join(sorted(_CHANNEL_NAMES))}, default)")
         if self.password is not None and len(self.password.encode()) > 60:
             raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        if self.image_compression not in IMAGE_COMPRESSIONS:
+            raise ConfigError(f"image_compression {self.image_compression!r}: expected one of {', '.join(IMAGE_COMPRESSIONS)}")
+        for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
+            if getattr(self, name) not in WAN_COMPRESSIONS:
+                raise ConfigError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(WAN_COMPRESSIONS)}")
         if self.link_timeout <= 0 or self.max_pending_links < 1:
             raise ConfigError("link_timeout and max_pending_links must be positive")
 

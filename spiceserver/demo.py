@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ServerConfig
+from .config import IMAGE_COMPRESSIONS, WAN_COMPRESSIONS, ServerConfig
 from .desktop import ARROW_CURSOR, SyntheticDesktop
 from .errors import ConfigError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-channel", action="append", default=[], metavar="NAME",
                    help="channel that must use TLS (main, inputs, ...; 'default' = all); repeatable")
     p.add_argument("--name", default="spiceserver demo", help="VM name shown by clients")
+    p.add_argument("--image-compression", choices=IMAGE_COMPRESSIONS, default="auto_glz",
+                   help="image codec policy, as QEMU's image-compression (default auto_glz)")
+    p.add_argument("--jpeg-wan-compression", choices=WAN_COMPRESSIONS, default="auto",
+                   help="JPEG for photo-like images: auto (low-bandwidth clients), never, always")
+    p.add_argument("--zlib-glz-wan-compression", choices=WAN_COMPRESSIONS, default="auto",
+                   help="deflate GLZ images: auto (low-bandwidth clients), never, always")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
     p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
                    help="qxl: an emulated QXL device and a synthetic guest driver (default); "
@@ -108,6 +114,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         disable_ticketing=args.password is None,
         tls_channels=tuple(args.tls_channel),
         name=args.name,
+        image_compression=args.image_compression,
+        jpeg_wan_compression=args.jpeg_wan_compression,
+        zlib_glz_wan_compression=args.zlib_glz_wan_compression,
     )
 
 

@@ -39,6 +39,8 @@ from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_
 from .proto.messages.base import SERVER
 from .qxl import QXLDevice, QXLDeviceConfig
 from .ticket import LinkKey, Ticket
+from .worker.compression import from_config_name
+from .worker.display_client import ImageSettings
 from .worker.messages import (
     ClientClose,
     ClientConnected,
@@ -251,7 +253,9 @@ class SpiceServer:
 
     def _add_worker(self) -> DisplayWorker:
         display_id = len(self._workers)
-        worker = DisplayWorker(f"display{display_id}", display_id)
+        cfg = self.config
+        settings = ImageSettings(from_config_name(cfg.image_compression), cfg.jpeg_wan_compression, cfg.zlib_glz_wan_compression)
+        worker = DisplayWorker(f"display{display_id}", display_id, settings)
         ep = worker.dispatcher.loop_side
         ep.register_handler(ClientOutput, self._on_worker_output)
         ep.register_handler(ClientClose, self._on_worker_close)
@@ -670,7 +674,8 @@ class SpiceServer:
         self._worker_conns[cc_id] = wc
         post = worker.dispatcher.loop_side.post
         label = f"{clog.extra.get('conn') if clog.extra else ''} {clog.extra.get('peer') if clog.extra else ''} {clog.extra.get('channel') if clog.extra else ''}"
-        post(ClientConnected(cc_id, mess.channel_type, mess.channel_id, mini, mess.common_caps, mess.channel_caps, session.id, label.strip()))
+        low = session.main is not None and session.main.net_test.low_bandwidth
+        post(ClientConnected(cc_id, mess.channel_type, mess.channel_id, mini, mess.common_caps, mess.channel_caps, session.id, label.strip(), low))
 
         def close() -> None:
             if not writer.is_closing():

@@ -35,12 +35,21 @@ class LinkKey:
         self.public_der = der
 
     def decrypt(self, ciphertext: bytes) -> bytes | None:
-        """The plaintext up to its first NUL, or None when decryption fails."""
-        try:
-            plain = self._key.decrypt(ciphertext, OAEP)
-        except ValueError:
-            return None
-        return plain.split(b"\0", 1)[0]
+        """The plaintext up to its first NUL, or None when decryption fails.
+
+        spice-html5 0.3.0 (``ticket.js``) drops leading zero bytes of the ciphertext and pads with
+        zeros at the end instead (about 1 ticket in 150). libspice refuses those links; we retry
+        with the ciphertext shifted back by each count of trailing zeros -- OAEP's integrity check
+        rejects every wrong shift, so this accepts nothing a correct ticket would not.
+        """
+        for shift in range(len(ciphertext) - len(ciphertext.rstrip(b"\0")) + 1):
+            candidate = bytes(shift) + ciphertext[: len(ciphertext) - shift] if shift else ciphertext
+            try:
+                plain = self._key.decrypt(candidate, OAEP)
+            except ValueError:
+                continue
+            return plain.split(b"\0", 1)[0]
+        return None
 
 
 def encrypt_ticket(public_der: bytes, password: str) -> bytes:

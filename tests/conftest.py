@@ -72,6 +72,9 @@ async def start_server(**kw: Any) -> Running:
     kw.setdefault("port", 0)
     kw.setdefault("disable_ticketing", "password" not in kw)
     kw.setdefault("net_test", False)
+    from spiceserver.codecs import warmup
+
+    assert warmup.wait(300), "codec kernels failed to compile"  # deterministic codec choice in tests
     server = SpiceServer(ServerConfig(**kw))
     rec = Recorder()
     server.add_keyboard(rec)

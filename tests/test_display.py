@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from spiceserver.proto.enums import ChannelType, CursorFlags, DisplayCap, ImageType, SurfaceFlags
 from spiceserver.proto.messages import base as bm
@@ -79,22 +80,37 @@ async def test_repeated_content_comes_from_the_pixmap_cache() -> None:
             await pump_until(ch, state, lambda st, w=want: 0 in st.surfaces and np.array_equal(st.surfaces[0].pixels, w))
         types = [img.descriptor.type for img in images_in(state.messages)]
         assert ImageType.FROM_CACHE in types
-        assert ImageType.LZ4 in types  # the client offered LZ4
+        assert {ImageType.GLZ_RGB, ImageType.QUIC} & set(types)  # auto_glz, the default
     finally:
         await r.server.close()
 
 
-async def test_raw_bitmaps_without_lz4_cap() -> None:
-    r = await start_server()
+@pytest.mark.parametrize(
+    ("compression", "caps", "allowed"),
+    [
+        ("off", (DisplayCap.MONITORS_CONFIG, DisplayCap.LZ4_COMPRESSION), {ImageType.BITMAP}),
+        ("lz4", (DisplayCap.MONITORS_CONFIG, DisplayCap.LZ4_COMPRESSION), {ImageType.LZ4, ImageType.BITMAP}),
+        ("lz4", (DisplayCap.MONITORS_CONFIG,), {ImageType.LZ_RGB, ImageType.BITMAP}),  # no cap: LZ
+        ("lz", (DisplayCap.MONITORS_CONFIG,), {ImageType.LZ_RGB, ImageType.BITMAP}),
+        ("quic", (DisplayCap.MONITORS_CONFIG,), {ImageType.QUIC, ImageType.BITMAP}),
+        ("glz", (DisplayCap.MONITORS_CONFIG,), {ImageType.GLZ_RGB, ImageType.BITMAP}),
+        ("auto_lz", (DisplayCap.MONITORS_CONFIG,), {ImageType.LZ_RGB, ImageType.QUIC, ImageType.BITMAP}),
+    ],
+)
+async def test_image_compression_modes(compression: str, caps: tuple[int, ...], allowed: set[int]) -> None:
+    r = await start_server(image_compression=compression)
     fb = r.server.add_framebuffer_display(W, H)
     try:
         fb.update(scene(3))
         s = await connect(r.ep)
-        ch, state = await link_display(s, caps=(DisplayCap.MONITORS_CONFIG,))
+        ch, state = await link_display(s, caps=caps, glz_window=1 << 22)
         await pump_until(ch, state, lambda st: st.marks == 1)
         types = {img.descriptor.type for img in images_in(state.messages)}
-        assert types == {ImageType.BITMAP}
-        assert np.array_equal(state.surfaces[0].pixels, scene(3))
+        assert types <= allowed, types
+        assert types == {ImageType.BITMAP} if compression == "off" else types - {ImageType.BITMAP}, types
+        assert np.array_equal(state.surfaces[0].pixels & 0xFFFFFF, scene(3))
+        fb.update(scene(4))
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, scene(4)))
     finally:
         await r.server.close()
 
@@ -131,7 +147,8 @@ async def test_slow_client_is_collapsed_and_catches_up() -> None:
             frame[(i * 7) % (H - 8) : (i * 7) % (H - 8) + 8, (i * 13) % (W - 8) : (i * 13) % (W - 8) + 8] = i * 99991
             fb.update(frame)
         await asyncio.sleep(0.5)
-        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels, frame), timeout=20)
+        # (xRGB: the X byte is not part of the picture; Quic does not carry it)
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, frame & 0xFFFFFF), timeout=20)
         worker = r.server._workers[0]
         stats = worker.call(lambda w: [dcc.stats for dcc in w.dccs.values()])
         assert stats[0]["pruned"] + stats[0]["collapsed"] > 0  # not every frame was sent

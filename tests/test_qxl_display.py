@@ -138,8 +138,9 @@ async def test_palette_bitmaps_use_the_palette_cache() -> None:
             guest.submit(guest.drawable(body, bbox=Rect(top=4, left=left, bottom=12, right=left + 16)), 1)
             want[4:12, left : left + 16] = np.array(ents, dtype=np.uint32)[idx]
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want))
-        bitmaps = [i.bitmap for m in state.messages if isinstance(m, d.DrawCopy) for i in images_of(m.data) if i.bitmap is not None]
-        flags = [b.flags & (BF.PAL_CACHE_ME | BF.PAL_FROM_CACHE) for b in bitmaps if b.format == BitmapFmt.BIT8]
+        images = [i for m in state.messages if isinstance(m, d.DrawCopy) for i in images_of(m.data)]
+        # palette images go LZ_PLT-compressed by default, raw BITMAP otherwise: both name palettes
+        flags = [(i.lz_plt or i.bitmap).flags & (BF.PAL_CACHE_ME | BF.PAL_FROM_CACHE) for i in images if i.lz_plt is not None or (i.bitmap is not None and i.bitmap.format == BitmapFmt.BIT8)]  # type: ignore[union-attr]
         assert flags == [BF.PAL_CACHE_ME, BF.PAL_FROM_CACHE, BF.PAL_FROM_CACHE]
     finally:
         await r.server.close()

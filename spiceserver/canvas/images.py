@@ -30,7 +30,12 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from ..codecs.glz import GlzDecoderWindow, decode_glz
+from ..codecs.jpeg import decode_jpeg
+from ..codecs.lz import LzImageType, decode_lz
 from ..codecs.lz4 import decode_lz4
+from ..codecs.quic import QuicType, decode_quic
+from ..codecs.zlib_glz import decode_zlib_glz
 from ..errors import NotSupportedError, ProtocolError
 from ..proto.enums import BitmapFlags, BitmapFmt, ImageFlags, ImageType
 from ..proto.messages.display import BitmapData, Image, Palette
@@ -85,6 +90,10 @@ class ImageResolver(Protocol):
         """Called for palettes with PAL_CACHE_ME (keyed by ``palette.unique``)."""
         ...
 
+    def glz_window(self) -> GlzDecoderWindow:
+        """The client's GLZ decoder window (GLZ_RGB, ZLIB_GLZ_RGB images)."""
+        ...
+
 
 class NullResolver:
     """A resolver with no surfaces and no caches: every lookup is a ProtocolError. Subclass it."""
@@ -103,6 +112,9 @@ class NullResolver:
 
     def cache_palette(self, palette: Palette) -> None:
         pass
+
+    def glz_window(self) -> GlzDecoderWindow:
+        raise ProtocolError("GLZ image without a GLZ window")
 
 
 def target_format(canvas_fmt: PixFmt, has_alpha: bool) -> PixFmt:
@@ -241,8 +253,100 @@ def _original(image: Image, canvas_fmt: PixFmt, resolver: ImageResolver) -> Pixm
         assert image.surface is not None
         return _surface(image.surface.surface_id, resolver).pixmap()
     if t in _CODEC_NAMES:
-        raise NotSupportedError(f"codec {_CODEC_NAMES[ImageType(t)]} decoding not available yet")
+        return _codec(image, canvas_fmt, resolver)
     raise ProtocolError(f"unknown image type {t}")
+
+
+def _flip(pm: Pixmap, top_down: bool) -> Pixmap:
+    if not top_down:
+        pm.pixels = np.ascontiguousarray(pm.pixels[::-1])
+    return pm
+
+
+def _check_size(image: Image, width: int, height: int, what: str) -> None:
+    desc = image.descriptor
+    if (width, height) != (desc.width, desc.height):
+        raise ProtocolError(f"{what} image is {width}x{height}, its descriptor says {desc.width}x{desc.height}")
+
+
+def _lz_pixmap(t: int, px: np.ndarray) -> Pixmap:
+    """An LZ/GLZ decoder's output as the client's pixman image (canvas_get_lz / glz)."""
+    if t == LzImageType.RGBA:
+        return Pixmap(px.astype(np.uint32), PixFmt.A8R8G8B8)
+    if t in (LzImageType.RGB32, LzImageType.RGB24, LzImageType.RGB16):
+        return Pixmap(px.astype(np.uint32), PixFmt.X8R8G8B8)
+    if t == LzImageType.A8:
+        return Pixmap(px.astype(np.uint8), PixFmt.A8)
+    raise ProtocolError(f"LZ image type {t} cannot be drawn")
+
+
+def _codec(image: Image, canvas_fmt: PixFmt, resolver: ImageResolver) -> Pixmap:
+    """QUIC, LZ_RGB, LZ_PLT, GLZ_RGB, ZLIB_GLZ_RGB, JPEG, JPEG_ALPHA (spice-common canvas_get_*)."""
+    t = image.descriptor.type
+    if t == ImageType.QUIC:
+        assert image.quic is not None
+        qtype, w, h, px = decode_quic(image.quic.data, MAX_IMAGE_PIXELS)
+        _check_size(image, w, h, "QUIC")
+        if qtype == QuicType.RGBA:
+            return Pixmap(px.astype(np.uint32), PixFmt.A8R8G8B8)
+        if qtype in (QuicType.RGB32, QuicType.RGB24):
+            return Pixmap(px.astype(np.uint32), PixFmt.X8R8G8B8)
+        if qtype == QuicType.RGB16:
+            return Pixmap(px.astype(np.uint16), PixFmt.X1R5G5B5)
+        raise ProtocolError(f"QUIC image type {qtype} cannot be drawn")
+    if t == ImageType.LZ_RGB:
+        assert image.lz_rgb is not None
+        lt, w, h, top_down, px = decode_lz(image.lz_rgb.data, max_pixels=MAX_IMAGE_PIXELS)
+        _check_size(image, w, h, "LZ_RGB")
+        if lt not in (LzImageType.RGB32, LzImageType.RGB24, LzImageType.RGB16, LzImageType.RGBA):
+            raise ProtocolError(f"LZ_RGB image with LZ type {lt}")
+        return _flip(_lz_pixmap(lt, px), top_down)
+    if t == ImageType.LZ_PLT:
+        plt = image.lz_plt
+        assert plt is not None
+        if canvas_fmt not in (PixFmt.X8R8G8B8, PixFmt.A8R8G8B8):
+            raise ProtocolError(f"LZ_PLT images cannot be drawn on a {canvas_fmt.name} canvas")
+        if plt.flags & BitmapFlags.PAL_FROM_CACHE:
+            assert plt.palette_id is not None
+            palette = resolver.cached_palette(plt.palette_id)
+        else:
+            assert plt.palette is not None
+            palette = plt.palette
+            if plt.flags & BitmapFlags.PAL_CACHE_ME:
+                resolver.cache_palette(palette)
+        lt, w, h, top_down, px = decode_lz(plt.data, palette=np.asarray(palette.ents, np.uint32), max_pixels=MAX_IMAGE_PIXELS)
+        _check_size(image, w, h, "LZ_PLT")
+        if lt not in (LzImageType.PLT1_LE, LzImageType.PLT1_BE, LzImageType.PLT4_LE, LzImageType.PLT4_BE, LzImageType.PLT8):
+            raise ProtocolError(f"LZ_PLT image with LZ type {lt}")
+        return _flip(Pixmap(px.astype(np.uint32), PixFmt.X8R8G8B8), top_down)
+    if t in (ImageType.GLZ_RGB, ImageType.ZLIB_GLZ_RGB):
+        window = resolver.glz_window()
+        if t == ImageType.GLZ_RGB:
+            assert image.lz_rgb is not None
+            g = decode_glz(window, image.lz_rgb.data, max_pixels=MAX_IMAGE_PIXELS)
+        else:
+            assert image.zlib_glz is not None
+            g = decode_zlib_glz(window, image.zlib_glz.data, image.zlib_glz.glz_data_size)
+        _check_size(image, g.width, g.height, "GLZ")
+        return _flip(_lz_pixmap(g.lz_type, g.pixels), g.top_down)
+    if t == ImageType.JPEG:
+        assert image.jpeg is not None
+        desc = image.descriptor
+        return Pixmap(decode_jpeg(image.jpeg.data, desc.width, desc.height), PixFmt.X8R8G8B8)
+    if t == ImageType.JPEG_ALPHA:
+        ja = image.jpeg_alpha
+        assert ja is not None
+        desc = image.descriptor
+        if ja.jpeg_size > len(ja.data):
+            raise ProtocolError("JPEG_ALPHA jpeg_size past its data")
+        rgb = decode_jpeg(ja.data[: ja.jpeg_size], desc.width, desc.height)
+        lt, w, h, top_down, alpha = decode_lz(ja.data[ja.jpeg_size :], max_pixels=MAX_IMAGE_PIXELS)
+        if lt != LzImageType.XXXA or (w, h) != (desc.width, desc.height):
+            raise ProtocolError("JPEG_ALPHA alpha stream is not an XXXA image of the same size")
+        if not top_down:
+            alpha = alpha[::-1]
+        return Pixmap(rgb | (alpha.astype(np.uint32) << 24), PixFmt.A8R8G8B8)
+    raise NotSupportedError(f"codec {_CODEC_NAMES[ImageType(t)]} decoding not available")
 
 
 def _surface(surface_id: int, resolver: ImageResolver) -> Canvas:

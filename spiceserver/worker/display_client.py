@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..codecs.glz import LZ_MAX_WINDOW_SIZE, GlzDictionary
 from ..errors import ProtocolError
 from ..proto.channel import ChannelConnection
-from ..proto.enums import BitmapFlags, BitmapFmt, ChannelType, ClipType, DisplayCap, SurfaceFlags
+from ..proto.enums import BitmapFlags, BitmapFmt, ChannelType, ClipType, DisplayCap, ImageCompression, SurfaceFlags
 from ..proto.link import has_cap
 from ..proto.messages import display as d
 from ..proto.messages.base import SERVER, Message, Rect
-from .drawable import Drawable, map_images
+from .compression import ClientCompression
+from .drawable import ROP_PUT, Drawable, map_images
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
 
@@ -56,6 +58,15 @@ class Entry:
     dead: bool = False
 
 
+@dataclass(frozen=True)
+class ImageSettings:
+    """The server's image options (from ServerConfig), shared by a worker's display clients."""
+
+    image_compression: ImageCompression = ImageCompression.AUTO_GLZ
+    jpeg_wan: str = "auto"
+    zlib_glz_wan: str = "auto"
+
+
 @dataclass
 class DisplayInitInfo:
     pixmap_cache_id: int = 0
@@ -67,7 +78,7 @@ class DisplayInitInfo:
 class DisplayChannelClient:
     """The worker-side state of one display channel connection."""
 
-    def __init__(self, info: ClientConnected, surfaces: dict[int, Surface], monitors: Any) -> None:
+    def __init__(self, info: ClientConnected, surfaces: dict[int, Surface], monitors: Any, settings: Any = None) -> None:
         self.info = info
         self.cc_id = info.cc_id
         self.conn = ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header)
@@ -81,12 +92,24 @@ class DisplayChannelClient:
         self.by_drawable: dict[Drawable, Entry] = {}
         self.inflight = 0
         self.closed = False
-        self.encoder = ImageEncoder(lz4=self.has_cap(DisplayCap.LZ4_COMPRESSION), cache=None)
+        self.settings = settings or ImageSettings()
+        self.encoder = ImageEncoder(policy=self._policy(0), cache=None)
         self.sent_surfaces: set[int] = set()
         self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0}
 
     def has_cap(self, cap: int) -> bool:
         return has_cap(self.info.channel_caps, cap)
+
+    def _policy(self, glz_window: int, preferred: ImageCompression | None = None) -> ClientCompression:
+        st = self.settings
+        low = self.info.low_bandwidth
+        return ClientCompression(
+            preferred=preferred if preferred is not None else st.image_compression,
+            lz4_cap=self.has_cap(DisplayCap.LZ4_COMPRESSION),
+            glz_window=glz_window,
+            jpeg=st.jpeg_wan == "always" or (st.jpeg_wan == "auto" and low),
+            zlib_glz=st.zlib_glz_wan == "always" or (st.zlib_glz_wan == "auto" and low),
+        )
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -96,7 +119,7 @@ class DisplayChannelClient:
             if isinstance(ev, d.DisplayInit):
                 self._on_init(ev)
             elif isinstance(ev, d.PreferredCompression):
-                log.debug("client prefers image compression %d", ev.image_compression)
+                self._on_preferred_compression(ev)
             elif isinstance(ev, d.StreamReport | d.PreferredVideoCodecType | d.GlDrawDone):
                 pass
             elif not self.initialized and type(ev).__module__.endswith("display"):
@@ -109,11 +132,28 @@ class DisplayChannelClient:
         self.initialized = True
         self.init = DisplayInitInfo(msg.pixmap_cache_id, msg.pixmap_cache_size, msg.glz_dictionary_id, msg.glz_dictionary_window_size)
         self.encoder.cache = PixmapCache(min(msg.pixmap_cache_size, 1 << 31))
+        window = msg.glz_dictionary_window_size
+        if window > 0:
+            # a fresh dictionary per connection: a reconnecting client starts with an empty window
+            self.encoder.glz = GlzDictionary(min(window, LZ_MAX_WINDOW_SIZE))
+        self.encoder.policy = self._policy(window if self.encoder.glz is not None else 0, self.encoder.policy.preferred)
         self._queue(Entry(msg=d.InvalAllPalettes()))
         for surface in sorted(self.surfaces.values(), key=lambda s: (not s.primary, s.id)):
             self.push_surface_create(surface, with_picture=True)
         self.push_monitors_config()
         self._queue(Entry(msg=d.DisplayMark()))
+
+    def _on_preferred_compression(self, msg: d.PreferredCompression) -> None:
+        """SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION (libspice ``dcc_handle_preferred_compression``)."""
+        try:
+            pref = ImageCompression(msg.image_compression)
+        except ValueError:
+            pref = ImageCompression.INVALID
+        if pref == ImageCompression.INVALID:
+            log.warning("[%s] unknown preferred compression %d ignored", self.info.label, msg.image_compression)
+            return
+        glz = self.encoder.glz.window_size if self.encoder.glz is not None else 0
+        self.encoder.policy = self._policy(glz, pref)
 
     # --- queueing ------------------------------------------------------------------------------
 
@@ -241,8 +281,8 @@ class DisplayChannelClient:
         self.inflight += len(data)
         return data
 
-    def _encode(self, img: d.Image) -> d.Image:
-        out, evicted = self.encoder.encode(img)
+    def _encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
+        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))
         for msg in self.encoder.pending:
@@ -251,7 +291,13 @@ class DisplayChannelClient:
         return out
 
     def _send_drawable(self, drawable: Drawable) -> None:
-        op = map_images(drawable.op, self._encode)
+        op = drawable.op
+        if isinstance(op, (d.Copy, d.Opaque)) and op.src_bitmap is not None and op.rop_descriptor == ROP_PUT:
+            # the source of a plain copy may go lossy (JPEG) where allowed; masks and brushes never
+            src = self._encode(op.src_bitmap, lossy_ok=True)
+            op = replace(map_images(replace(op, src_bitmap=None), self._encode), src_bitmap=src)
+        else:
+            op = map_images(op, self._encode)
         self.conn.send(drawable.message(op))
         self.stats["drawables"] += 1
 

@@ -42,6 +42,7 @@ class ClientConnected:
     channel_caps: tuple[int, ...]
     session_id: int
     label: str  # for logs: "#12 127.0.0.1:40000 display:0"
+    low_bandwidth: bool = False  # the main channel's network test found < 10 Mbps
 
 
 @dataclass(frozen=True, slots=True)

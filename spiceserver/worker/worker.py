@@ -24,6 +24,7 @@ from typing import Any
 from ..canvas.draw import render_op
 from ..canvas.images import NullResolver
 from ..canvas.surface import Canvas
+from ..codecs import warmup
 from ..errors import ProtocolError
 from ..proto.enums import ChannelType, CursorFlags, SurfaceFmt
 from ..proto.messages import cursor as cm
@@ -31,7 +32,7 @@ from ..proto.messages import display as d
 from ..proto.messages.base import Message, Point16
 from .cursor_client import CursorChannelClient, CursorShape, CursorState
 from .dispatcher import Dispatcher
-from .display_client import DisplayChannelClient
+from .display_client import DisplayChannelClient, ImageSettings
 from .drawable import CopyBitsOp, Drawable
 from .messages import (
     Call,
@@ -87,13 +88,14 @@ class DisplayWorker:
 
     BATCH = 50  # commands per loop iteration (libspice MAX_PIPE_SIZE-style bound)
 
-    def __init__(self, name: str, display_id: int = 0) -> None:
+    def __init__(self, name: str, display_id: int = 0, image_settings: ImageSettings | None = None) -> None:
         self.name = name
         self.display_id = display_id
         self.dispatcher = Dispatcher(name)
         self.ep = self.dispatcher.worker_side
         self.surfaces: dict[int, Surface] = {}
         self.dccs: dict[int, DisplayChannelClient] = {}
+        self.image_settings = image_settings or ImageSettings()
         self.cursor_clients: dict[int, Any] = {}
         self.source: CommandSource | None = None
         self.heads: d.MonitorsConfig | None = None
@@ -116,6 +118,7 @@ class DisplayWorker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        warmup.start()  # compile the codec kernels in the background (LZ4/raw until then)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -174,7 +177,7 @@ class DisplayWorker:
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.image_settings)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:

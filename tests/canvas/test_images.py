@@ -179,10 +179,55 @@ def test_lz4_images(fmt: int, top_down: bool) -> None:
 
 
 @pytest.mark.parametrize("t", [ImageType.QUIC, ImageType.LZ_RGB, ImageType.GLZ_RGB, ImageType.JPEG])
-def test_codecs_not_available_yet(t: int) -> None:
-    img = d.Image(descriptor=d.ImageDescriptor(id=0, type=t, width=1, height=1), quic=d.BinaryData(data=b"x"))
-    with pytest.raises(NotSupportedError, match="not available yet"):
+def test_malformed_codec_payloads_raise_protocol_error(t: int) -> None:
+    img = d.Image(
+        descriptor=d.ImageDescriptor(id=0, type=t, width=1, height=1),
+        quic=d.BinaryData(data=b"x") if t == ImageType.QUIC else None,
+        lz_rgb=d.BinaryData(data=b"x") if t in (ImageType.LZ_RGB, ImageType.GLZ_RGB) else None,
+        jpeg=d.BinaryData(data=b"x") if t == ImageType.JPEG else None,
+    )
+    with pytest.raises(ProtocolError):
         decode_image(img, X, Resolver())
+
+
+def test_codec_images_decode_like_the_client() -> None:
+    """QUIC, LZ_RGB, LZ_PLT, GLZ_RGB and JPEG images give the pixels they were made from."""
+    from spiceserver.codecs.glz import GlzDecoderWindow, GlzDictionary, encode_glz
+    from spiceserver.codecs.jpeg import encode_jpeg
+    from spiceserver.codecs.lz import LzImageType, encode_lz
+    from spiceserver.codecs.quic import encode_quic
+
+    rng = np.random.default_rng(5)
+    px = (rng.integers(0, 1 << 24, (9, 13), dtype=np.uint32) & 0xF0F0F0).astype(np.uint32)
+    raw = px.astype("<u4").tobytes()
+
+    class R(Resolver):  # type: ignore[misc]
+        window = GlzDecoderWindow()
+
+        def glz_window(self) -> GlzDecoderWindow:
+            return self.window
+
+    def desc(t: int) -> d.ImageDescriptor:
+        return d.ImageDescriptor(id=0, type=t, width=13, height=9)
+
+    cases = [
+        d.Image(descriptor=desc(ImageType.QUIC), quic=d.BinaryData(data=encode_quic(px, "rgb32"))),
+        d.Image(descriptor=desc(ImageType.LZ_RGB), lz_rgb=d.BinaryData(data=encode_lz(raw, LzImageType.RGB32, width=13, height=9, stride=52))),
+        d.Image(descriptor=desc(ImageType.GLZ_RGB), lz_rgb=d.BinaryData(data=encode_glz(GlzDictionary(1 << 16), raw, LzImageType.RGB32, 13, 9, 52))),
+    ]
+    r = R()
+    for img in cases:
+        got = decode_image(img, X, r)
+        assert (got.pixels & 0xFFFFFF == px).all(), img.descriptor.type
+    idx = (np.arange(13 * 9) % 4).astype(np.uint8).reshape(9, 13)
+    ents = (0x112233, 0x445566, 0x778899, 0xAABBCC)
+    plt = d.Image(
+        descriptor=desc(ImageType.LZ_PLT),
+        lz_plt=d.LZPLTData(flags=BitmapFlags.TOP_DOWN, palette=d.Palette(unique=0, ents=ents), data=encode_lz(idx.tobytes(), LzImageType.PLT8, width=13, height=9, stride=13)),
+    )
+    assert (decode_image(plt, X, r).pixels & 0xFFFFFF == np.array(ents, np.uint32)[idx]).all()
+    jpeg = decode_image(d.Image(descriptor=desc(ImageType.JPEG), jpeg=d.BinaryData(data=encode_jpeg(px))), X, r)
+    assert jpeg.pixels.shape == (9, 13)
 
 
 def test_malformed_bitmaps() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from spiceserver.canvas.draw import render_op
 from spiceserver.canvas.images import NullResolver
 from spiceserver.canvas.surface import Canvas
+from spiceserver.codecs.glz import GlzDecoderWindow
 from spiceserver.proto.enums import ChannelType, DisplayCap
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Message
@@ -26,6 +27,7 @@ class DisplayState(NullResolver):
     monitors: d.MonitorsConfig | None = None
     marks: int = 0
     messages: list[Message] = field(default_factory=list)
+    glz: GlzDecoderWindow = field(default_factory=GlzDecoderWindow)
 
     # ImageResolver protocol
     def surface(self, surface_id: int) -> Canvas:
@@ -42,6 +44,9 @@ class DisplayState(NullResolver):
 
     def cache_palette(self, palette: Any) -> None:
         self.palettes[palette.unique] = palette
+
+    def glz_window(self) -> GlzDecoderWindow:
+        return self.glz
 
     def apply(self, msg: Message) -> None:
         self.messages.append(msg)
@@ -73,9 +78,10 @@ async def link_display(
     *,
     caps: tuple[int, ...] = DEFAULT_DISPLAY_CAPS,
     cache_size: int = 20 * 1024 * 1024,
+    glz_window: int = 1 << 22,
 ) -> tuple[ClientChannel, DisplayState]:
     ch = await session.link(ChannelType.DISPLAY, channel_id, channel_caps=caps)
-    await ch.send(d.DisplayInit(pixmap_cache_id=1, pixmap_cache_size=cache_size, glz_dictionary_id=1, glz_dictionary_window_size=0))
+    await ch.send(d.DisplayInit(pixmap_cache_id=1, pixmap_cache_size=cache_size, glz_dictionary_id=1, glz_dictionary_window_size=glz_window))
     return ch, DisplayState()
 
 
