@@ -307,7 +307,7 @@ class DisplayChannelClient:
             descriptor=d.ImageDescriptor(id=0, type=0, flags=0, width=w, height=h),
             bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=w, y=h, stride=w * 4, palette=None, data=pixels.tobytes()),
         )
-        image = self._encode(image)
+        image = self._encode(image, lossy_ok=True)  # a plain copy: may go lossy where allowed
         box = Rect(top=top, left=left, bottom=top + h, right=left + w)
         base = d.DisplayBase(surface_id=surface_id, box=box, clip=d.Clip(type=ClipType.NONE))
         op = d.Copy(

@@ -142,3 +142,65 @@ async def test_spicy_screenshot(tmp_path: Path) -> None:
     finally:
         await r.server.close()
 
+
+
+#: what each --image-compression value must put on the wire for spice-gtk (it has the LZ4 cap and a
+#: GLZ window); BITMAP may appear for images too small to compress.
+MODES = {
+    "off": {"bitmap"},
+    "auto_glz": {"glz", "quic"},
+    "auto_lz": {"lz", "quic"},
+    "quic": {"quic"},
+    "glz": {"glz"},
+    "lz": {"lz"},
+    "lz4": {"lz4"},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+async def test_each_image_compression_pixel_for_pixel(tmp_path: Path, mode: str) -> None:
+    """Desktop-like and photo-like content through each image-compression mode: spice-gtk shows the
+    server's canvas exactly (lossless modes), and the codecs used are the ones the mode asks for."""
+    r = await start_server(image_compression=mode, jpeg_wan_compression="never")
+    fb = r.server.add_framebuffer_display(640, 480)
+    desktop = SyntheticDesktop(640, 480)
+    fb.update(desktop.frame(0.0))
+    try:
+        shot = tmp_path / "client.ppm"
+        client = await GiClient.start(
+            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "1500", "--screenshot", str(shot), timeout=40
+        )
+        await client.wait_for("ready", timeout=20)
+        for t in (0.7, 1.4):  # animation frames: text, the photo window and a sliding window
+            fb.update(desktop.frame(t))
+        await asyncio.sleep(0.4)
+        stats = r.server.display_stats()["clients"][0]["images"]
+        code = await client.wait(timeout=40)
+        assert code == 0, format_events(client.events, client.stderr)
+        assert_same(read_ppm(shot), desktop.frame(1.4))
+        used = {k for k in ("bitmap", "quic", "lz", "glz", "lz4", "zlib_glz", "jpeg") if stats[k]}
+        assert used - {"bitmap"} <= MODES[mode] and (used & MODES[mode]), (mode, stats)
+    finally:
+        await r.server.close()
+
+
+async def test_jpeg_within_error_bound(tmp_path: Path) -> None:
+    """jpeg-wan-compression=always: photo-like images go as JPEG; spice-gtk's picture stays within
+    a mean error of 3 levels per channel (max 96) of the server's lossless canvas."""
+    r = await start_server(jpeg_wan_compression="always")
+    fb = r.server.add_framebuffer_display(512, 320)
+    photo = np.tile(SyntheticDesktop._photo(256, 160), (2, 2))
+    fb.update(photo)
+    try:
+        shot = tmp_path / "client.ppm"
+        code, events, err = await run_gi_client(
+            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot), timeout=30
+        )
+        assert code == 0, format_events(events, err)
+        shown = read_ppm(shot)
+        chans = lambda a: np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(int)  # noqa: E731
+        err_px = np.abs(chans(shown) - chans(photo & 0xFFFFFF))
+        assert err_px.mean() < 3 and err_px.max() <= 96, (err_px.mean(), err_px.max())
+        assert not np.array_equal(shown, photo & 0xFFFFFF)  # it really was lossy
+    finally:
+        await r.server.close()
