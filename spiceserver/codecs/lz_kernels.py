@@ -19,8 +19,8 @@ kind           compared value (the key)    literal bytes                min. mat
 
 The match finder is libspice's: a DJB2 hash of the next three pixels' bytes indexes a table of
 2**13 last positions (no chains); a run of four equal pixels is coded as a distance-1 match; a
-candidate is accepted after 1/2/3 equal pixels (RGB/RGB16/bytes), two more when it is farther than
-8191; a match is extended up to two pixels before the end; and the table is refreshed at the two
+candidate is accepted after 1/2/3 equal pixels (RGB/RGB16/bytes), plus one (RGB, RGB16) or two
+(bytes) when it is 8191 or more pixels back; a match is extended up to two pixels before the end; and the table is refreshed at the two
 positions before the end of each match. Only the pixels' keys matter, so identical input gives
 output byte-identical to lz.c's for an image handed over as one segment.
 """
@@ -311,8 +311,8 @@ def lz_compress_rgb(px: np.ndarray, n: int, out: np.ndarray, op: int) -> int:
 def _read_match(data: np.ndarray, pos: int, end: int, ctrl: int) -> tuple[int, int, int]:
     """Decode the length field and offset after control byte ``ctrl``.
 
-    Returns ``(pos, length - 1 + 1 - bias, offset)`` as lz.c computes them before the type's bias
-    (length = (ctrl >> 5) - 1 + continuation bytes; offset = 13 bits, or the far form, plus 1);
+    Returns ``(pos, length, distance)``: ``length`` = ``(ctrl >> 5) - 1`` + continuation bytes, to
+    which the caller adds the type's bias; ``distance`` = the 13-bit offset (or the far form) + 1.
     ``pos`` is negative when the data ends early.
     """
     length = (ctrl >> 5) - 1
