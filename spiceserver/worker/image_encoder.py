@@ -149,7 +149,7 @@ class ImageEncoder:
         self.cache = cache
         self.glz = glz
         self.palettes = PaletteCache()
-        self.stats: dict[str, int] = {k: 0 for k in ("bitmap", "lz4", "quic", "lz", "lz_plt", "glz", "zlib_glz", "jpeg", "from_cache", "surface", "other", "palette_from_cache")}
+        self.stats: dict[str, int] = {k: 0 for k in ("bitmap", "lz4", "quic", "lz", "lz_plt", "glz", "zlib_glz", "jpeg", "jpeg_alpha", "from_cache", "surface", "other", "palette_from_cache")}
         #: messages that must precede the image being encoded (INVAL_PALETTE for an evicted palette)
         self.pending: list[d.InvalPalette] = []
 
@@ -210,6 +210,14 @@ class ImageEncoder:
         top_down = bool(bm.flags & BitmapFlags.TOP_DOWN)
         if choice == ImageCompression.QUIC:
             px = bitmap_pixels(bm)
+            if px is not None and lossy_ok and policy.jpeg and fmt == BitmapFmt.RGBA:
+                # JPEG_ALPHA: the colour as JPEG, the alpha as an LZ XXXA stream, both top-down
+                jpeg = encode_jpeg(px)
+                alpha = encode_lz(px.astype("<u4").tobytes(), LzImageType.XXXA, width=w, height=h, stride=w * 4, top_down=True)
+                if len(jpeg) + len(alpha) < raw_size:
+                    self.stats["jpeg_alpha"] += 1
+                    ja = d.JPEGAlphaData(flags=1, jpeg_size=len(jpeg), data=jpeg + alpha)  # 1 = TOP_DOWN
+                    return d.Image(descriptor=replace(desc, type=ImageType.JPEG_ALPHA), jpeg_alpha=ja), True
             if px is not None and lossy_ok and policy.jpeg and fmt not in (BitmapFmt.RGBA, BitmapFmt.BIT16):
                 data = encode_jpeg(px)
                 if len(data) < raw_size:
