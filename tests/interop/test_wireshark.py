@@ -88,3 +88,55 @@ async def test_capture_has_no_malformed_spice_message(tmp_path: Path, display: s
         capture_output=True, text=True, check=True,
     ).stdout
     assert malformed.strip() == "", malformed
+
+
+#: the SPICE image types each --image-compression value may put on the wire (spice-gtk client);
+#: BITMAP (0) is allowed everywhere for images too small to compress.
+DEMO_TYPES = {
+    "off": {0},
+    "auto_glz": {0, 1, 102},
+    "auto_lz": {0, 1, 101},
+    "quic": {0, 1},
+    "glz": {0, 102},
+    "lz": {0, 101},
+    "lz4": {0, 109},
+}
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
+@pytest.mark.parametrize("mode", list(DEMO_TYPES))
+async def test_demo_capture_shows_the_image_types_of_each_mode(tmp_path: Path, mode: str) -> None:
+    """`python -m spiceserver demo --image-compression MODE`: the capture (decoded by Wireshark's
+    dissector, no malformed message) carries only the image types that mode asks for."""
+    from tests.interop.test_demo import start_demo, stop
+
+    proc, port = await start_demo("--scene", "static", "--image-compression", mode, "--jpeg-wan-compression", "never")
+    pcap = tmp_path / "demo.pcap"
+    cap = await asyncio.create_subprocess_exec(
+        TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert cap.stderr is not None
+        while True:
+            line = await asyncio.wait_for(cap.stderr.readline(), 20)
+            if not line or b"Capturing on" in line:
+                break
+        code, events, err = await run_gi_client("--port", str(port), "--wait-display", "--linger-ms", "800", timeout=40)
+        assert code == 0, format_events(events, err)
+        await asyncio.sleep(0.5)
+    finally:
+        cap.terminate()
+        await cap.wait()
+        await stop(proc)
+    out = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "spice.image_type", "-T", "fields", "-e", "spice.image_type"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    types = {int(v) for line in out.split() for v in line.split(",") if v}
+    assert types, "no image in the capture"
+    assert types <= DEMO_TYPES[mode] and types - {0} if mode != "off" else types == {0}, (mode, types)
+    malformed = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed"], capture_output=True, text=True, check=True
+    ).stdout
+    assert malformed.strip() == "", malformed
