@@ -22,8 +22,8 @@ import os
 import secrets
 import ssl
 import time
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .channels.base import ChannelClient
@@ -34,10 +34,11 @@ from .errors import ConfigError, LinkError, ProtocolError
 from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, Mouse, Tablet
 from .proto.channel import ChannelConnection
-from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, DisplayCap, InputsCap, LinkErr, MainCap, MouseMode
+from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, InputsCap, LinkErr, MainCap, MouseMode
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
 from .proto.messages.base import SERVER
 from .qxl import QXLDevice, QXLDeviceConfig
+from .sessions import DISPLAY_CAPS, ChannelDef, ChannelFactory, ConnLog, Session, channel_label
 from .ticket import LinkKey, Ticket
 from .worker.compression import from_config_name
 from .worker.display_client import ImageSettings
@@ -57,46 +58,7 @@ __all__ = ["SpiceServer", "Session"]
 
 log = logging.getLogger("spiceserver")
 
-ChannelFactory = Callable[..., ChannelClient]
 _READ_CHUNK = 65536
-
-
-class _ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Prefixes every record with the connection's context: ``[#12 127.0.0.1:40000 inputs:0]``."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = self.extra or {}
-        ctx = f"#{extra.get('conn')} {extra.get('peer')}"
-        if extra.get("channel"):
-            ctx += f" {extra['channel']}"
-        return f"[{ctx}] {msg}", kwargs
-
-
-def _channel_label(channel_type: int, channel_id: int) -> str:
-    try:
-        name = CHANNEL_NAMES[ChannelType(channel_type)]
-    except ValueError:
-        name = f"type{channel_type}"
-    return f"{name}:{channel_id}"
-
-
-@dataclass(eq=False)
-class Session:
-    """One client: its main channel and every other channel it linked with the same id."""
-
-    id: int
-    main: MainChannelClient | None = None
-    channels: list[ChannelClient] = field(default_factory=list)
-    closers: list[Callable[[], None]] = field(default_factory=list)
-
-
-@dataclass
-class _ChannelDef:
-    type: int
-    id: int
-    factory: ChannelFactory | None
-    caps: tuple[int, ...] = ()
-    worker: DisplayWorker | None = None  # display/cursor channels live on a worker thread
 
 
 @dataclass(eq=False)
@@ -108,10 +70,6 @@ class _WorkerConn:
     pending: int = 0
     draining: bool = False
 
-
-#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
-#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
-DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
 
 
 class SpiceServer:
@@ -130,7 +88,7 @@ class SpiceServer:
         self._ticket = Ticket()
         if config.password is not None:
             self._ticket.set(config.password, config.password_lifetime)
-        self._channels: dict[tuple[int, int], _ChannelDef] = {}
+        self._channels: dict[tuple[int, int], ChannelDef] = {}
         self._sessions: dict[int, Session] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,7 +136,7 @@ class SpiceServer:
         key = (int(channel_type), channel_id)
         if key in self._channels or channel_type == ChannelType.MAIN:
             raise ConfigError(f"channel {key} already registered")
-        self._channels[key] = _ChannelDef(key[0], channel_id, factory, tuple(caps), worker)
+        self._channels[key] = ChannelDef(key[0], channel_id, factory, tuple(caps), worker)
         for s in self._sessions.values():
             if s.main is not None and s.main.attached:
                 s.main.send_channels_list([key])
@@ -517,7 +475,7 @@ class SpiceServer:
         conn_id = next(self._conn_ids)
         peer = writer.get_extra_info("peername")
         peer_s = "unix" if unix else (f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer))
-        clog = _ConnLog(log, {"conn": conn_id, "peer": peer_s + ("/tls" if secure else "")})
+        clog = ConnLog(log, {"conn": conn_id, "peer": peer_s + ("/tls" if secure else "")})
         self.stats["connections"] += 1
         if self._pending_links >= self.config.max_pending_links:
             clog.warning("too many connections in the link phase (%d); closing", self._pending_links)
@@ -562,7 +520,7 @@ class SpiceServer:
         d = self._channels.get((channel_type, channel_id))
         return caps_to_words(set(d.caps)) if d else ()
 
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: _ConnLog) -> tuple[LinkMess, bytes] | None:
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog) -> tuple[LinkMess, bytes] | None:
         """Run the handshake; returns the link message and leftover bytes, or None if refused."""
         link = ServerLink()
         key: LinkKey | None = None
@@ -581,7 +539,7 @@ class SpiceServer:
             for ev in link.events():
                 if isinstance(ev, LinkRequest):
                     mess = ev.mess
-                    clog.extra["channel"] = _channel_label(mess.channel_type, mess.channel_id)  # type: ignore[index]
+                    clog.extra["channel"] = channel_label(mess.channel_type, mess.channel_id)  # type: ignore[index]
                     err = self._check_link_request(mess, secure, clog)
                     if err is not None:
                         link.reject(err)
@@ -604,7 +562,7 @@ class SpiceServer:
                 writer.write(out)
                 await writer.drain()
 
-    def _check_link_request(self, mess: LinkMess, secure: bool, clog: _ConnLog) -> int | None:
+    def _check_link_request(self, mess: LinkMess, secure: bool, clog: ConnLog) -> int | None:
         ctype = mess.channel_type
         if (ctype != ChannelType.MAIN and (ctype, mess.channel_id) not in self._channels) or ctype not in ChannelType._value2member_map_:
             clog.warning("channel %d:%d is not available", ctype, mess.channel_id)
@@ -619,7 +577,7 @@ class SpiceServer:
             return LinkErr.NEED_SECURED
         return None
 
-    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: _ConnLog) -> int:
+    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog) -> int:
         password = key.decrypt(ciphertext)
         if password is None:
             clog.warning("failed to decrypt the ticket")
@@ -666,7 +624,7 @@ class SpiceServer:
         mini: bool,
         session: Session,
         worker: DisplayWorker,
-        clog: _ConnLog,
+        clog: ConnLog,
     ) -> None:
         """A display/cursor channel: its protocol state lives on the worker; we move bytes."""
         cc_id = next(self._conn_ids)
@@ -714,7 +672,7 @@ class SpiceServer:
         leftover: bytes,
         secure: bool,
         unix: bool,
-        clog: _ConnLog,
+        clog: ConnLog,
     ) -> None:
         mini = has_cap(mess.common_caps, CommonCap.MINI_HEADER)
         conn = ChannelConnection(mess.channel_type, SERVER, mini_header=mini, max_message_size=self.config.max_message_size)

@@ -1,0 +1,64 @@
+"""Sessions, the channel registry's entries and per-connection logging context (no I/O here).
+
+Counterpart of spice ``server/red-client.cpp`` (a client and its channels) and the channel table of
+``reds.cpp``; :mod:`spiceserver.reds` drives them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .channels.base import ChannelClient
+from .channels.main import MainChannelClient
+from .proto.enums import CHANNEL_NAMES, ChannelType, DisplayCap
+from .worker.worker import DisplayWorker
+
+__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS"]
+
+ChannelFactory = Callable[..., ChannelClient]
+
+
+class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every record with the connection's context: ``[#12 127.0.0.1:40000 inputs:0]``."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        ctx = f"#{extra.get('conn')} {extra.get('peer')}"
+        if extra.get("channel"):
+            ctx += f" {extra['channel']}"
+        return f"[{ctx}] {msg}", kwargs
+
+
+def channel_label(channel_type: int, channel_id: int) -> str:
+    try:
+        name = CHANNEL_NAMES[ChannelType(channel_type)]
+    except ValueError:
+        name = f"type{channel_type}"
+    return f"{name}:{channel_id}"
+
+
+@dataclass(eq=False)
+class Session:
+    """One client: its main channel and every other channel it linked with the same id."""
+
+    id: int
+    main: MainChannelClient | None = None
+    channels: list[ChannelClient] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class ChannelDef:
+    type: int
+    id: int
+    factory: ChannelFactory | None
+    caps: tuple[int, ...] = ()
+    worker: DisplayWorker | None = None  # display/cursor channels live on a worker thread
+
+
+#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
+#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
+DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
