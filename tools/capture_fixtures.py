@@ -69,6 +69,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
+sys.path.insert(0, str(REPO))
+
+from tests.support.xspice import XORG_CONF  # noqa: E402  (the same config the interop tests use)
 
 _spec = importlib.util.spec_from_file_location("spice_fixture_split", FIXTURES / "split.py")
 split = importlib.util.module_from_spec(_spec)
@@ -261,48 +264,6 @@ SESSIONS.update(
     }
 )
 
-XORG_CONF = """\
-Section "Device"
-    Identifier "XSPICE"
-    Driver "spiceqxl"
-    Option "SpiceAddr" "127.0.0.1"
-    Option "NumHeads" "1"
-    Option "SurfaceBufferSize" "128"
-    Option "CommandBufferSize" "128"
-    Option "FrameBufferSize" "16"
-EndSection
-
-Section "InputDevice"
-    Identifier "XSPICE POINTER"
-    Driver     "xspice pointer"
-EndSection
-
-Section "InputDevice"
-    Identifier "XSPICE KEYBOARD"
-    Driver     "xspice keyboard"
-EndSection
-
-Section "Monitor"
-    Identifier    "Configured Monitor"
-EndSection
-
-Section "Screen"
-    Identifier     "XSPICE Screen"
-    Monitor        "Configured Monitor"
-    Device         "XSPICE"
-EndSection
-
-Section "ServerLayout"
-    Identifier "XSPICE Example"
-    Screen "XSPICE Screen"
-    InputDevice "XSPICE KEYBOARD"
-    InputDevice "XSPICE POINTER"
-EndSection
-
-Section "ServerFlags"
-    Option "AutoAddDevices" "False"
-EndSection
-"""
 
 
 def log(msg: str) -> None:

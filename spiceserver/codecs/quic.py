@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ProtocolError
 from . import quic_kernels as _k
+from .quic_tables import DEFMAXCLEN
 
 __all__ = [
     "QuicType",
@@ -102,7 +103,7 @@ def max_words(width: int, height: int, nch: int, groups: int) -> int:
     run, which costs at most one bit per pixel it covers plus 16, and pixels inside a run send no
     samples at all.
     """
-    bits = width * height * (nch * _k.DEFMAXCLEN + groups * 17)
+    bits = width * height * (nch * DEFMAXCLEN + groups * 17)
     return _HEADER_WORDS + bits // 32 + 4
 
 

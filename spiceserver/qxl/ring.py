@@ -25,6 +25,7 @@ what the device initialised, and more than ``num_items`` outstanding elements is
 from __future__ import annotations
 
 import struct
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -51,7 +52,7 @@ class RingHeader:
         return (self.prod - self.cons) & _M32
 
 
-class Ring(Generic[T]):
+class Ring(ABC, Generic[T]):
     """One ring at ``offset`` in ``buf`` (the RAM BAR) with ``capacity`` elements.
 
     Subclasses say how an element is encoded (:meth:`_decode`, :meth:`_encode`).
@@ -98,11 +99,13 @@ class Ring(Generic[T]):
     def _item_off(self, counter: int) -> int:
         return self.offset + L.RING_ITEMS_OFF + (counter & (self.capacity - 1)) * self.item_size
 
+    @abstractmethod
     def _decode(self, raw: bytes) -> T:
-        raise NotImplementedError
+        """One ring item's bytes -> the item (per ring type)."""
 
+    @abstractmethod
     def _encode(self, item: T) -> bytes:
-        raise NotImplementedError
+        """The item -> one ring item's bytes."""
 
     # --- consumer side -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from tests.interop.harness import (
     run_gi_client,
 )
 from tests.support.certs import TestCA
+from tests.support.xspice import XORG_CONF
 
 pytestmark = pytest.mark.interop
 
@@ -39,42 +40,6 @@ XORG = "/usr/lib/xorg/Xorg"
 SPICEQXL = "/usr/lib/xorg/modules/drivers/spiceqxl_drv.so"
 PASSWORD = "s3cret"
 
-XORG_CONF = """\
-Section "Device"
-    Identifier "XSPICE"
-    Driver "spiceqxl"
-    Option "SpiceAddr" "127.0.0.1"
-    Option "NumHeads" "1"
-    Option "SurfaceBufferSize" "128"
-    Option "CommandBufferSize" "128"
-    Option "FrameBufferSize" "16"
-EndSection
-Section "InputDevice"
-    Identifier "XSPICE POINTER"
-    Driver     "xspice pointer"
-EndSection
-Section "InputDevice"
-    Identifier "XSPICE KEYBOARD"
-    Driver     "xspice keyboard"
-EndSection
-Section "Monitor"
-    Identifier "Configured Monitor"
-EndSection
-Section "Screen"
-    Identifier "XSPICE Screen"
-    Monitor    "Configured Monitor"
-    Device     "XSPICE"
-EndSection
-Section "ServerLayout"
-    Identifier  "XSPICE Example"
-    Screen      "XSPICE Screen"
-    InputDevice "XSPICE KEYBOARD"
-    InputDevice "XSPICE POINTER"
-EndSection
-Section "ServerFlags"
-    Option "AutoAddDevices" "False"
-EndSection
-"""
 
 
 @dataclass(frozen=True)
