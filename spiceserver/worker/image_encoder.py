@@ -198,6 +198,7 @@ class ImageEncoder:
         fmt, w, h, stride = bm.format, bm.x, bm.y, bm.stride
         policy = self.policy
         photo: bool | None = None
+        px: np.ndarray | None = None  # the pixels as an array, converted once when a codec needs them
         if warmup.ready() and needs_graduality(fmt, w, h, stride, policy):
             px = bitmap_pixels(bm)
             photo = px is not None and graduality_level(px, rgb16=fmt == BitmapFmt.BIT16) == Graduality.HIGH
@@ -209,7 +210,8 @@ class ImageEncoder:
             choice = choose(fmt, w, h, stride, policy, high_graduality=photo)
         top_down = bool(bm.flags & BitmapFlags.TOP_DOWN)
         if choice == ImageCompression.QUIC:
-            px = bitmap_pixels(bm)
+            if px is None:
+                px = bitmap_pixels(bm)
             if px is not None and lossy_ok and policy.jpeg and fmt == BitmapFmt.RGBA:
                 # JPEG_ALPHA: the colour as JPEG, the alpha as an LZ XXXA stream, both top-down
                 jpeg = encode_jpeg(px)
