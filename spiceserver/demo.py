@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, WAN_COMPRESSIONS, ServerConfig
 from .desktop import ARROW_CURSOR, SyntheticDesktop
 from .errors import ConfigError
@@ -162,12 +163,20 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
+
+    async def announce_codecs() -> None:
+        # until the numba kernels are compiled, images go as LZ4 or raw (codecs/warmup.py)
+        if await asyncio.to_thread(warmup.wait, 600):
+            _out(f"codec kernels ready ({warmup.seconds() or 0.0:.1f} s)")
+
+    codecs_task = loop.create_task(announce_codecs())
     task = loop.create_task(animation) if animation is not None else None
     try:
         await server.serve_forever()
     finally:
         if args.display == "qxl":
             stop.set()  # the guest stops first: its I/O writes need the device's worker
+        codecs_task.cancel()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

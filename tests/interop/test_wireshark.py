@@ -110,10 +110,21 @@ async def test_demo_capture_shows_the_image_types_of_each_mode(tmp_path: Path, m
     dissector, no malformed message) carries only the image types that mode asks for."""
     from tests.interop.test_demo import start_demo, stop
 
-    proc, port = await start_demo("--scene", "static", "--image-compression", mode, "--jpeg-wan-compression", "never")
+    # a small framebuffer desktop keeps the raw-bitmap capture small (a 3 MB burst on loopback can
+    # overrun dumpcap on a loaded machine); the image choice does not depend on the display path
+    proc, port = await start_demo(
+        "--scene", "static", "--display", "framebuffer", "--size", "320x240",
+        "--image-compression", mode, "--jpeg-wan-compression", "never",
+    )
+    assert proc.stdout is not None
+    while True:  # the demo sends LZ4 / raw until its codec kernels are compiled: wait for them
+        line = await asyncio.wait_for(proc.stdout.readline(), 300)
+        assert line, "demo exited"
+        if b"codec kernels ready" in line:
+            break
     pcap = tmp_path / "demo.pcap"
     cap = await asyncio.create_subprocess_exec(
-        TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
+        TSHARK or "tshark", "-i", "lo", "-B", "64", "-f", f"tcp port {port}", "-w", str(pcap),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     try:
