@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
+from typing import overload as overload_type
 
-__all__ = ["njit", "pure", "HAVE_NUMBA"]
+import numpy as np
+
+__all__ = ["njit", "pure", "prefetch", "uindex", "widen", "HAVE_NUMBA"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,12 +29,46 @@ except ImportError:  # pragma: no cover
     _numba = None
     HAVE_NUMBA = False
 
+uindex: Callable[[Any], int]
+widen: Callable[[Any], int]
+if HAVE_NUMBA:
+    #: Kernels make array indices unsigned before use (``a[uindex(i)]``, only where ``i >= 0`` by
+    #: construction, never on an index read from input): numba then skips its negative-index
+    #: fix-up on every access, which costs more than the work in the per-pixel loops.
+    uindex = np.uint64  # type: ignore[assignment]
+    #: Array elements are widened with this before arithmetic: numba's ``int()`` keeps uint8
+    #: and uint32, and unsigned-signed mixes would turn into floats.
+    widen = np.int64  # type: ignore[assignment]
+else:  # pragma: no cover - interpreted kernels run faster on plain ints
+    uindex = widen = int
 
-def njit(fn: F) -> F:
-    """Compile ``fn`` with numba (nopython, cached, GIL released) if available, else return it."""
+
+@overload_type
+def njit(fn: F) -> F: ...
+@overload_type
+def njit(*, inline: bool = ...) -> Callable[[F], F]: ...
+
+
+def njit(fn: Any = None, *, inline: bool = False) -> Any:
+    """Compile ``fn`` with numba (nopython, cached, GIL released) if available, else return it.
+
+    ``@njit(inline=True)`` marks a small helper to be inlined into every kernel that calls it
+    (numba ``inline="always"``, done on numba's IR). Without it a helper is a real call, and one
+    that takes an array pays a reference-count increment and decrement per call: in a per-pixel
+    loop that costs more than the work itself.
+    """
+    if fn is None:
+        return lambda f: njit_impl(f, inline)
+    return njit_impl(fn, inline)
+
+
+def njit_impl(fn: F, inline: bool) -> F:
     if _numba is None:
         return fn
-    compiled: Any = _numba.njit(cache=True, nogil=True)(fn)
+    opts: dict[str, Any] = {"cache": True, "nogil": True}
+    if inline:
+        opts["inline"] = "always"
+    compiled: Any = _numba.njit(**opts)(fn)
     return compiled  # type: ignore[no-any-return]
 
 
@@ -39,3 +76,49 @@ def pure(kernel: F) -> F:
     """The plain Python function behind ``kernel`` (itself when numba is absent)."""
     py: F = getattr(kernel, "py_func", kernel)
     return py
+
+
+def prefetch(arr: Any, index: int) -> None:
+    """Ask the CPU to start loading ``arr[index]`` into cache; no effect on results.
+
+    Compiled kernels get a ``prefetcht0`` instruction (LLVM ``llvm.prefetch``): GLZ uses it to
+    overlap its random hash-table reads. In plain Python it does nothing. ``index`` must lie
+    inside ``arr`` (no wraparound is applied).
+    """
+
+
+if _numba is not None:  # pragma: no branch - depends on the environment
+    import importlib
+
+    _ir: Any = importlib.import_module("llvmlite.ir")
+    _cgutils: Any = importlib.import_module("numba.core.cgutils")
+    _extending: Any = importlib.import_module("numba.extending")
+
+    def _prefetch_typer(typingctx: Any, arr: Any, index: Any) -> Any:
+        sig = _numba.types.void(arr, index)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = _cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+            i8p = _ir.IntType(8).as_pointer()
+            i32 = _ir.IntType(32)
+            fnty = _ir.FunctionType(_ir.VoidType(), [i8p, i32, i32, i32])
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)  # llvmlite mangles the name
+            # read access, high temporal locality, data cache
+            builder.call(
+                fn, [builder.bitcast(ptr, i8p), _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)]
+            )
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    _prefetch_intrinsic: Any = _extending.intrinsic(_prefetch_typer)
+
+    def _prefetch_impl(arr: Any, index: Any) -> Any:
+        def impl(arr: Any, index: Any) -> None:  # pragma: no cover - compiled
+            _prefetch_intrinsic(arr, index)
+
+        return impl
+
+    _extending.overload(prefetch)(_prefetch_impl)

@@ -187,8 +187,11 @@ class GlzDictionary:
             pos += k
         self._ring = ring
 
-    def _pre_encode(self, npix: int, lz_type: int, px: np.ndarray) -> tuple[_WinImage, int, int]:
-        """Make room, enter the image; returns (image, win_head_dist, head position)."""
+    def _pre_encode(self, npix: int, lz_type: int) -> tuple[_WinImage, int, int]:
+        """Make room and enter the image; returns (image, win_head_dist, head position).
+
+        The image's ring slot is free afterwards; the first coding pass fills it.
+        """
         images = self._images
         k = 0
         if images:
@@ -219,11 +222,6 @@ class GlzDictionary:
         self.seg_n[seg] = npix
 
         head_pos = image.pos if new_head is None else new_head.pos
-        mask = self._ring.shape[0] - 1
-        first = image.pos & mask
-        tail = min(npix, self._ring.shape[0] - first)
-        self._ring[first : first + tail] = px[:tail]
-        self._ring[: npix - tail] = px[tail:]
         head_dist = 0 if new_head is None else image.id - new_head.id
         return image, head_dist, head_pos
 
@@ -271,7 +269,7 @@ def encode_glz(
     cap = GLZ_HEADER_SIZE + n * (lit + 1) + 64 + (n * 2 + 64 if t == LzImageType.RGBA else 0)
     out = scratch(cap)
     with dictionary.lock:
-        image, head_dist, head_pos = dictionary._pre_encode(n, t, px)
+        image, head_dist, head_pos = dictionary._pre_encode(n, t)
         hdr = _HDR.pack(
             LZ_MAGIC, LZ_VERSION, (t & 0x0F) | (0x10 if top_down else 0), width, height, hstride, image.id, head_dist
         )
@@ -280,16 +278,17 @@ def encode_glz(
         d = dictionary
         ring = d._ring
         mask = ring.shape[0] - 1
-        for kind in kinds:
+        for i, kind in enumerate(kinds):
+            fill = i == 0  # the first pass copies the image into the window ring
             if kind == K.KIND_RGB:
                 op = int(G.glz_compress_rgb(
                     px, n, image.seg, t, head_pos, ring, mask, d.htab,
-                    d.seg_alive, d.seg_type, d.seg_id, d.seg_pos, d.seg_n, out, op,
+                    d.seg_alive, d.seg_type, d.seg_id, d.seg_pos, d.seg_n, out, op, fill,
                 ))  # fmt: skip
             else:
                 op = int(G.glz_compress(
                     kind, px, n, image.seg, t, head_pos, ring, mask, d.htab,
-                    d.seg_alive, d.seg_type, d.seg_id, d.seg_pos, d.seg_n, out, op,
+                    d.seg_alive, d.seg_type, d.seg_id, d.seg_pos, d.seg_n, out, op, fill,
                 ))  # fmt: skip
     return out[:op].tobytes()
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import njit
-from .lz_kernels import ERR_BAD_REF, ERR_OVERRUN, ERR_TRUNCATED, _emit, _key
+from ._jit import njit, prefetch
+from .lz_kernels import ERR_BAD_REF, ERR_OVERRUN, ERR_TRUNCATED, _emit, _key, _u
 
 __all__ = [
     "GLZ_HASH_SIZE",
@@ -46,11 +46,16 @@ MAX_PIXEL_MEDIUM_DISTANCE = 131072
 MAX_PIXEL_LONG_DISTANCE = 33554432
 MAX_IMAGE_DIST = 16777215
 DJB2_START = 5381
+#: How many positions ahead of the coder the hash-table slots are prefetched while it emits
+#: literals (photo-like content): each lookup in the 8 MiB table is a cache miss otherwise.
+PREFETCH_AHEAD = 16
+_HQ_MASK = 31  # the ring of hashes computed ahead (> PREFETCH_AHEAD entries)
+_FILL_BLOCK = 4096  # pixels copied into the window ring at a time, behind the coder
 
 ERR_MISSING_IMAGE = -4
 
 
-@njit
+@njit(inline=True)
 def _ghash(px: np.ndarray, i: int, kind: int) -> int:
     """DJB2 over three pixels' bytes (same byte order as LZ), masked to 20 bits."""
     h = DJB2_START
@@ -71,17 +76,18 @@ def _ghash(px: np.ndarray, i: int, kind: int) -> int:
     return h & GLZ_HASH_MASK
 
 
-@njit
-def _rkey(ring: np.ndarray, ring_mask: int, pos: int, kind: int) -> int:
-    v = int(ring[pos & ring_mask])
-    if kind == 0:
-        return v & 0xFFFFFF
-    if kind == 1:
-        return v & 0x7FFF
-    return (v >> 24) & 0xFF
+@njit(inline=True)
+def _fill_ring(px: np.ndarray, a: int, b: int, ring: np.ndarray, ring_mask: int, pos0: int) -> None:
+    """Copy ``px[a:b]`` into the window ring at global positions ``pos0 + a ...``."""
+    while a < b:
+        r = (pos0 + a) & ring_mask
+        k = min(b - a, ring_mask + 1 - r)
+        for j in range(k):
+            ring[_u(r + j)] = px[_u(a + j)]
+        a += k
 
 
-@njit
+@njit(inline=True)
 def _ref_size(image_dist: int, pix_dist: int) -> int:
     """Bytes of a match code without its length continuation (``get_encode_ref_size``)."""
     if pix_dist < MAX_PIXEL_SHORT_DISTANCE:
@@ -105,7 +111,7 @@ def _ref_size(image_dist: int, pix_dist: int) -> int:
     return size
 
 
-@njit
+@njit(inline=True)
 def _encode_match(out: np.ndarray, op: int, image_dist: int, pix_dist: int, length: int) -> int:
     """Write one match code (``encode_match``); returns the new output position."""
     flag = 16 if pix_dist >= MAX_PIXEL_SHORT_DISTANCE else 0
@@ -188,14 +194,21 @@ def glz_compress(
     seg_n: np.ndarray,
     out: np.ndarray,
     op: int,
+    fill: bool,
 ) -> int:
-    """One GLZ pass over the current image ``px[:n]`` (already in the window as ``cur_seg``).
+    """One GLZ pass over the current image ``px[:n]`` (entered in the window as ``cur_seg``).
 
     Writes from ``out[op]`` and returns the end position; ``out`` must hold ``n * (bytes per
-    literal + 1) + 64`` bytes past ``op``. Updates ``htab``.
+    literal + 1) + 64`` bytes past ``op``. Updates ``htab``. With ``fill`` it also copies the
+    image into its slot of ``ring`` (block by block behind the coder, while the pixels are still
+    in cache); the pass reads only other images from the ring.
     """
     if n <= 0:
         return op
+    cur_base = seg_pos[cur_seg]
+    if fill and n < 4 * _FILL_BLOCK:  # small: copy it all now
+        _fill_ring(px, 0, n, ring, ring_mask, cur_base)
+        fill = False
     if n < 4:
         out[op] = n - 1
         op += 1
@@ -207,14 +220,18 @@ def glz_compress(
         min_ref = 2
         max_ref = 2
         len_adjust = 0
+        kmask = 0xFFFFFF
     elif kind == 1:
         min_ref = 2
         max_ref = 3
         len_adjust = 1
+        kmask = 0x7FFF
     else:
         min_ref = 4
         max_ref = 7
         len_adjust = 2
+        kmask = 0xFF000000
+    # pixels p, q are "the same" for this pass when (p ^ q) & kmask == 0
     cur_id = seg_id[cur_seg]
     cur_pos = seg_pos[cur_seg]
 
@@ -230,80 +247,85 @@ def glz_compress(
     copy = 2
     ip_bound = n - 2
     ip_limit = n - 6
+    # hashes of positions [hq_from, hq_to) computed ahead, at hq[pos & _HQ_MASK]
+    hq = np.empty(_HQ_MASK + 1, np.int64)
+    hq_from = 0
+    hq_to = 0
+    literals = True
 
+    filled = 0
     while ip < ip_limit:
+        if fill and ip - filled >= _FILL_BLOCK:
+            _fill_ring(px, filled, ip, ring, ring_mask, cur_base)
+            filled = ip
         anchor = ip
         length = 0
         pix_dist = 0
         image_dist = 0
-        k0 = _key(px, ip, kind)
-        if _key(px, ip - 1, kind) == k0 and _key(px, ip + 1, kind) == k0 and _key(px, ip + 2, kind) == k0:
+        k0 = int(px[_u(ip)]) & kmask
+        if (
+            (int(px[_u(ip - 1)]) & kmask) == k0
+            and (int(px[_u(ip + 1)]) & kmask) == k0
+            and (int(px[_u(ip + 2)]) & kmask) == k0
+        ):
             pix_dist = 1
             ip += 3
             length = 3
             while ip < ip_bound:
-                if _key(px, ip, kind) != k0:
+                if (int(px[_u(ip)]) & kmask) != k0:
                     ip += 1
                     break
                 ip += 1
                 length += 1
         else:
-            hval = _ghash(px, ip, kind)
-            s = int(htab[2 * hval])
-            rp = int(htab[2 * hval + 1])
+            if hq_from <= ip < hq_to:
+                hval = int(hq[_u(ip & _HQ_MASK)])
+            else:
+                hval = _ghash(px, ip, kind)
+                hq_to = ip + 1
+            hq_from = ip
+            if literals:  # likely more literals: hash ahead and start loading their slots
+                while hq_to < ip + PREFETCH_AHEAD and hq_to < ip_limit:
+                    h = _ghash(px, hq_to, kind)
+                    hq[_u(hq_to & _HQ_MASK)] = h
+                    prefetch(htab, 2 * h)
+                    hq_to += 1
+            s = int(htab[_u(2 * hval)])
+            rp = int(htab[_u(2 * hval + 1)])
             same = s == cur_seg
             if same or (
                 seg_alive[s] != 0 and seg_type[s] == cur_type and seg_pos[s] <= cur_pos and head_pos <= seg_pos[s]
             ):
-                # do_match
+                # do_match: compare (and extend) from pixel rp of segment s
                 rn = seg_n[s]
                 if rp <= rn - min_ref:
-                    ok = True
+                    lim = min(ip_bound - ip, rn - rp)  # >= min_ref: ip < ip_limit
+                    e = 0
                     if same:
-                        for j in range(min_ref):
-                            if _key(px, rp + j, kind) != _key(px, ip + j, kind):
-                                ok = False
-                                break
+                        while e < lim and ((int(px[_u(rp + e)]) ^ int(px[_u(ip + e)])) & kmask) == 0:
+                            e += 1
                     else:
-                        base = seg_pos[s]
-                        for j in range(min_ref):
-                            if _rkey(ring, ring_mask, base + rp + j, kind) != _key(px, ip + j, kind):
-                                ok = False
-                                break
-                    if ok:
+                        base = seg_pos[s] + rp
+                        while e < lim and ((int(ring[_u((base + e) & ring_mask)]) ^ int(px[_u(ip + e)])) & kmask) == 0:
+                            e += 1
+                    if e >= min_ref:
                         image_dist = cur_id - seg_id[s]
                         pix_dist = ip - rp if image_dist == 0 else rp
-                        if pix_dist <= 0 or pix_dist >= MAX_PIXEL_LONG_DISTANCE or image_dist > MAX_IMAGE_DIST:
-                            ok = False
-                    if ok:
-                        t_ip = ip + min_ref
-                        t_ref = rp + min_ref
-                        if same:
-                            while t_ip < ip_bound and t_ref < rn:
-                                if _key(px, t_ref, kind) != _key(px, t_ip, kind):
-                                    break
-                                t_ip += 1
-                                t_ref += 1
-                        else:
-                            base = seg_pos[s]
-                            while t_ip < ip_bound and t_ref < rn:
-                                if _rkey(ring, ring_mask, base + t_ref, kind) != _key(px, t_ip, kind):
-                                    break
-                                t_ip += 1
-                                t_ref += 1
-                        length = t_ip - ip
-                        if length <= max_ref:
-                            need = _ref_size(image_dist, pix_dist)
-                            if kind == 0:
-                                need //= 3
-                            elif kind == 1:
-                                need //= 2
-                            if length < need + 1:
-                                length = 0
-            htab[2 * hval] = cur_seg
-            htab[2 * hval + 1] = anchor
+                        if pix_dist > 0 and pix_dist < MAX_PIXEL_LONG_DISTANCE and image_dist <= MAX_IMAGE_DIST:
+                            length = e
+                            if length <= max_ref:
+                                need = _ref_size(image_dist, pix_dist)
+                                if kind == 0:
+                                    need //= 3
+                                elif kind == 1:
+                                    need //= 2
+                                if length < need + 1:
+                                    length = 0
+            htab[_u(2 * hval)] = cur_seg
+            htab[_u(2 * hval + 1)] = anchor
 
         if length == 0:
+            literals = True
             op = _emit(px, anchor, kind, out, op)
             ip = anchor + 1
             copy += 1
@@ -314,6 +336,7 @@ def glz_compress(
                 op += 1
             continue
 
+        literals = False
         if image_dist == 0:
             pix_dist -= 1
         if copy:
@@ -351,6 +374,8 @@ def glz_compress(
         out[last_copy] = copy - 1
     else:
         op -= 1
+    if fill:
+        _fill_ring(px, filled, n, ring, ring_mask, cur_base)
     return op
 
 
@@ -371,11 +396,12 @@ def glz_compress_rgb(
     seg_n: np.ndarray,
     out: np.ndarray,
     op: int,
+    fill: bool,
 ) -> int:
     """:func:`glz_compress` for ``KIND_RGB``: the constant kind lets the compiler specialise the loop."""
     return glz_compress(
         0, px, n, cur_seg, cur_type, head_pos, ring, ring_mask, htab,
-        seg_alive, seg_type, seg_id, seg_pos, seg_n, out, op,
+        seg_alive, seg_type, seg_id, seg_pos, seg_n, out, op, fill,
     )  # fmt: skip
 
 

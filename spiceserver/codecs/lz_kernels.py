@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import njit
+from ._jit import njit, uindex
 
 __all__ = [
     "KIND_RGB",
@@ -64,9 +64,12 @@ ERR_OVERRUN = -2
 ERR_BAD_REF = -3
 
 
-@njit
+_u = uindex  # encoders only: their indices are their own, never read from input
+
+
+@njit(inline=True)
 def _key(px: np.ndarray, i: int, kind: int) -> int:
-    v = int(px[i])
+    v = int(px[_u(i)])
     if kind == 0:
         return v & 0xFFFFFF
     if kind == 1:
@@ -76,7 +79,7 @@ def _key(px: np.ndarray, i: int, kind: int) -> int:
     return v & 0xFF
 
 
-@njit
+@njit(inline=True)
 def _hash(px: np.ndarray, i: int, kind: int) -> int:
     """DJB2 (xor variant) over the bytes of three pixels, masked to the table size.
 
@@ -101,23 +104,23 @@ def _hash(px: np.ndarray, i: int, kind: int) -> int:
     return h & HASH_MASK
 
 
-@njit
+@njit(inline=True)
 def _emit(px: np.ndarray, i: int, kind: int, out: np.ndarray, op: int) -> int:
     """Write pixel ``i`` as a literal; returns the new output position."""
-    v = int(px[i])
+    v = int(px[_u(i)])
     if kind == 0:
-        out[op] = v & 0xFF
-        out[op + 1] = (v >> 8) & 0xFF
-        out[op + 2] = (v >> 16) & 0xFF
+        out[_u(op)] = v & 0xFF
+        out[_u(op + 1)] = (v >> 8) & 0xFF
+        out[_u(op + 2)] = (v >> 16) & 0xFF
         return op + 3
     if kind == 1:
-        out[op] = (v >> 8) & 0xFF
-        out[op + 1] = v & 0xFF
+        out[_u(op)] = (v >> 8) & 0xFF
+        out[_u(op + 1)] = v & 0xFF
         return op + 2
     if kind == 2:
-        out[op] = (v >> 24) & 0xFF
+        out[_u(op)] = (v >> 24) & 0xFF
         return op + 1
-    out[op] = v & 0xFF
+    out[_u(op)] = v & 0xFF
     return op + 1
 
 
@@ -307,7 +310,7 @@ def lz_compress_rgb(px: np.ndarray, n: int, out: np.ndarray, op: int) -> int:
     return lz_compress(KIND_RGB, px, n, out, op)
 
 
-@njit
+@njit(inline=True)
 def _read_match(data: np.ndarray, pos: int, end: int, ctrl: int) -> tuple[int, int, int]:
     """Decode the length field and offset after control byte ``ctrl``.
 

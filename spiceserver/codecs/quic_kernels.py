@@ -36,12 +36,9 @@ keeping one function per direction keeps its control flow (segments, runs, wait 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-from ._jit import HAVE_NUMBA, njit
+from ._jit import njit, uindex, widen
 from .quic_tables import (
     _MASK32,
     DEFWMIMAX,
@@ -76,17 +73,8 @@ N_STATE = 8
 ERR_TRUNCATED = -1
 ERR_BAD_RUN = -2
 
-_U: Callable[[Any], int]
-_I: Callable[[Any], int]
-if HAVE_NUMBA:
-    #: Array indices are made unsigned before use: numba then skips the negative-index fix-up
-    #: on every access (all indices here are >= 0), which matters in the per-sample loops.
-    _U = np.uint64  # type: ignore[assignment]
-    #: Array elements are widened with this before arithmetic: numba's ``int()`` keeps uint8
-    #: and uint32, and unsigned-signed mixes would turn into floats.
-    _I = np.int64  # type: ignore[assignment]
-else:  # pragma: no cover - interpreted kernels run about 3x faster on plain ints
-    _U = _I = int
+_U = uindex  # see ._jit: unsigned indices skip numba's negative-index fix-up
+_I = widen
 
 # ----------------------------------------------------------------------------------------------
 # Shared helpers.
@@ -106,7 +94,7 @@ def _init_state(st: np.ndarray) -> None:
         st[g, S_MELCORDER] = 1 << MELC_J[0]
 
 
-@njit
+@njit(inline=True)
 def _update_model(counters: np.ndarray, base: int, glen: np.ndarray, curval: int, bpc: int, trigger: int) -> int:
     """``update_model`` on the bucket whose counters start at ``base``; returns its new best code.
 
@@ -129,7 +117,7 @@ def _update_model(counters: np.ndarray, base: int, glen: np.ndarray, curval: int
     return best
 
 
-@njit
+@njit(inline=True)
 def _update_group(
     corr: np.ndarray, cw: int, i: int, c0: int, c1: int, bucket_of: np.ndarray, nbuckets: int,
     bestcode: np.ndarray, counters: np.ndarray, glen: np.ndarray, bpc: int, trigger: int,
@@ -146,7 +134,7 @@ def _update_group(
 # words, most significant bit first -- the same stream as quic.c's ``encode``.
 
 
-@njit
+@njit(inline=True)
 def _put(out: np.ndarray, acc: int, nacc: int, pos: int, code: int, length: int) -> tuple[int, int, int]:
     """``encode``: append the ``length`` (1..31) low bits of ``code``."""
     acc = (acc << length) | code
@@ -446,7 +434,7 @@ def encode_image(
 # last word read, of which the low ``avail`` bits are not yet in ``word``.
 
 
-@njit
+@njit(inline=True)
 def _eat(data: np.ndarray, word: int, nxt: int, avail: int, now: int, length: int) -> tuple[int, int, int, int]:
     """``decode_eatbits``: drop ``length`` (1..31) bits from the window.
 
@@ -464,7 +452,7 @@ def _eat(data: np.ndarray, word: int, nxt: int, avail: int, now: int, length: in
     return word | (nxt >> avail), nxt, avail, now + 1
 
 
-@njit
+@njit(inline=True)
 def _golomb_decode(
     word: int, code: int, ngr: np.ndarray, cwlen: np.ndarray, prefixmask: np.ndarray, suffixlen: np.ndarray,
 ) -> tuple[int, int]:

@@ -248,6 +248,29 @@ def test_numba_and_pure_identical(monkeypatch: pytest.MonkeyPatch) -> None:
             np.testing.assert_array_equal(a, b)
 
 
+def test_large_images_fill_the_ring_and_are_referenced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images past the kernel's copy block (the window ring is filled behind the coder) and a
+    window small enough that the ring wraps: later images still refer to earlier ones correctly,
+    compiled and interpreted alike."""
+    desk = load_bgrx("desktop_1080")
+
+    def run() -> list[bytes]:
+        d, win, out = GlzDictionary(3 * 160 * 120 + 1), GlzDecoderWindow(), []
+        for i in range(6):
+            t = (T.RGB32, T.RGBA, T.RGB16)[i // 2]  # references need the same type
+            crop = np.ascontiguousarray(desk[200 + 3 * i : 320 + 3 * i, 300 : 300 + 160])
+            rows, width, stride = rows_for(t, crop)
+            s = encode_glz(d, rows, t, width, 120, stride)
+            np.testing.assert_array_equal(decode_glz(win, s).pixels, expected(rows, t, width))
+            out.append(s)
+        return out
+
+    compiled = run()
+    assert all(sum(1 for dist, _, _ in glz_codes(s) if dist) >= 5 for s in compiled[1::2])
+    purify(monkeypatch, lz_kernels, glz_kernels)
+    assert run() == compiled
+
+
 # -- hostile input ---------------------------------------------------------------------------
 
 
