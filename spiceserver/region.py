@@ -95,6 +95,48 @@ def _append_band(bands: list[_Band], y1: int, y2: int, xs: tuple[int, ...]) -> N
     bands.append((y1, y2, xs))
 
 
+def _spans_minus(xs: tuple[int, ...], left: int, right: int) -> tuple[int, ...]:
+    """Canonical intervals ``xs`` minus ``[left, right)``."""
+    out: list[int] = []
+    for i in range(0, len(xs), 2):
+        x1, x2 = xs[i], xs[i + 1]
+        if x2 <= left or x1 >= right:
+            out += (x1, x2)
+            continue
+        if x1 < left:
+            out += (x1, left)
+        if x2 > right:
+            out += (right, x2)
+    return tuple(out)
+
+
+def _minus_rect(a: tuple[_Band, ...], left: int, top: int, right: int, bottom: int) -> tuple[_Band, ...]:
+    """Bands ``a`` minus one rectangle: only the bands it crosses change (the common case of an
+    opaque draw covering part of what is visible), so no sweep over a merged y list."""
+    out: list[_Band] = []
+    for y1, y2, xs in a:
+        if y2 <= top or y1 >= bottom or xs[-1] <= left or xs[0] >= right:
+            _append_band(out, y1, y2, xs)
+            continue
+        _append_band(out, y1, top, xs)  # no-ops when empty
+        _append_band(out, max(y1, top), min(y2, bottom), _spans_minus(xs, left, right))
+        _append_band(out, bottom, y2, xs)
+    return tuple(out)
+
+
+def _spans_meet(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two canonical interval lists share a point."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i + 1] <= b[j]:
+            i += 2
+        elif b[j + 1] <= a[i]:
+            j += 2
+        else:
+            return True
+    return False
+
+
 def _combine(a: tuple[_Band, ...], b: tuple[_Band, ...], op: _Op) -> tuple[_Band, ...]:
     """Sweep both band lists over the union of their y boundaries."""
     ys = sorted({y for band in a for y in band[:2]} | {y for band in b for y in band[:2]})
@@ -222,6 +264,16 @@ class Region:
     def subtract(self, other: Region) -> Region:
         if not self._bands or not other._bands:
             return self
+        ob = other._bands
+        if len(ob) == 1 and len(ob[0][2]) == 2:  # one rectangle
+            top, bottom, (left, right) = ob[0]
+            box = self.bbox()
+            assert box is not None
+            if left <= box[0] and top <= box[1] and right >= box[2] and bottom >= box[3]:
+                return Region._from_bands(())
+            if right <= box[0] or bottom <= box[1] or left >= box[2] or top >= box[3]:
+                return self
+            return Region._from_bands(_minus_rect(self._bands, left, top, right, bottom))
         return Region._from_bands(_combine(self._bands, other._bands, _op_subtract))
 
     def xor(self, other: Region) -> Region:
@@ -269,7 +321,22 @@ class Region:
             return False
         if a[0] >= b[2] or b[0] >= a[2] or a[1] >= b[3] or b[1] >= a[3]:
             return False
-        return not self.intersect(other).is_empty()
+        # walk both band lists; stop at the first band pair whose spans meet
+        x, y = self._bands, other._bands
+        i = j = 0
+        while i < len(x) and j < len(y):
+            if x[i][1] <= y[j][0]:
+                i += 1
+            elif y[j][1] <= x[i][0]:
+                j += 1
+            else:
+                if _spans_meet(x[i][2], y[j][2]):
+                    return True
+                if x[i][1] <= y[j][1]:
+                    i += 1
+                else:
+                    j += 1
+        return False
 
     # --- identity --------------------------------------------------------------------------
 

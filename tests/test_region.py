@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spiceserver.proto.messages.base import Rect
-from spiceserver.region import Region
+from spiceserver.region import Region, _combine, _op_subtract
 
 N = 24  # reference canvas size; rectangles may poke outside it (the mask is offset)
 OFF = 4
@@ -88,6 +88,20 @@ def test_set_operations_match_masks(ra: list[tuple[int, int, int, int]], rb: lis
         assert a.contains_rect(box) == bool(ma[mask_of_rects([box])].all())
     for r in rb:
         assert a.contains_rect(r) == bool(ma[mask_of_rects([r])].all())
+
+
+@settings(max_examples=300)
+@given(rects, coord, coord, coord, coord)
+def test_subtract_one_rect_and_intersects(rs: list[tuple[int, int, int, int]], x0: int, y0: int, x1: int, y1: int) -> None:
+    """The one-rectangle fast paths (what the drawable tree does for each opaque draw)."""
+    a, r = Region(rs), (min(x0, x1), min(y0, y1), max(x0, x1) + 1, max(y0, y1) + 1)
+    b = Region([r])
+    ma, mb = mask_of_rects(rs), mask_of_rects([r])
+    result = a - b
+    check_canonical(result)
+    assert (mask_of(result) == (ma & ~mb)).all()
+    assert result._bands == _combine(a._bands, b._bands, _op_subtract)  # the general sweep agrees
+    assert a.intersects(b) == b.intersects(a) == bool((ma & mb).any())
 
 
 @given(rects, st.integers(-5, 5), st.integers(-5, 5))

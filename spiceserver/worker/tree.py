@@ -32,8 +32,9 @@ class DrawableTree:
         self.items: list[Drawable] = []
         self.visible: dict[Drawable, Region] = {}
         # bounding boxes of the visible regions, row i for items[i]: (left, top, right, bottom),
-        # so a new draw tests overlap against every item in one vectorised comparison
-        self._boxes = np.zeros((0, 4), dtype=np.int64)
+        # so a new draw tests overlap against every item in one vectorised comparison; rows past
+        # len(items) are spare capacity
+        self._boxes = np.zeros((64, 4), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -44,17 +45,15 @@ class DrawableTree:
         box = drawable.region.bbox()
         if box is None:
             return hidden
-        if drawable.opaque and self.items:
-            b = self._boxes
+        n = len(self.items)
+        if drawable.opaque and n:
+            b = self._boxes[:n]
             x0, y0, x1, y1 = box
             hits = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
             gone: list[int] = []
             for i in hits.tolist():
                 item = self.items[i]
-                vis = self.visible[item]
-                if not vis.intersects(drawable.region):
-                    continue
-                vis = vis - drawable.region
+                vis = self.visible[item].subtract(drawable.region)
                 if vis.is_empty():
                     hidden.append(item)
                     del self.visible[item]
@@ -63,25 +62,30 @@ class DrawableTree:
                     self.visible[item] = vis
                     vbox = vis.bbox()
                     assert vbox is not None
-                    self._boxes[i] = vbox
+                    b[i] = vbox
             if gone:
-                keep = np.ones(len(self.items), dtype=bool)
+                keep = np.ones(n, dtype=bool)
                 keep[gone] = False
-                self.items = [it for it, k in zip(self.items, keep.tolist(), strict=True) if k]
-                self._boxes = self._boxes[keep]
+                for i in reversed(gone):
+                    del self.items[i]
+                n = len(self.items)
+                self._boxes[:n] = b[keep]
+        if n == self._boxes.shape[0]:
+            grown = np.zeros((2 * n, 4), dtype=np.int64)
+            grown[:n] = self._boxes[:n]
+            self._boxes = grown
         self.items.append(drawable)
         self.visible[drawable] = drawable.region
-        self._boxes = np.vstack([self._boxes, np.asarray(box, dtype=np.int64)[None, :]])
+        self._boxes[n] = box
         if len(self.items) > MAX_TREE_ITEMS:
             # Forgetting old items only costs pruning opportunities: they are already rendered.
             drop = len(self.items) - MAX_TREE_ITEMS
             for item in self.items[:drop]:
                 del self.visible[item]
-            self.items = self.items[drop:]
-            self._boxes = self._boxes[drop:]
+            del self.items[:drop]
+            self._boxes[:MAX_TREE_ITEMS] = self._boxes[drop : drop + MAX_TREE_ITEMS].copy()
         return hidden
 
     def clear(self) -> None:
         self.items.clear()
         self.visible.clear()
-        self._boxes = np.zeros((0, 4), dtype=np.int64)
