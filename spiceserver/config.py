@@ -69,6 +69,15 @@ class ServerConfig:
         jpeg_wan_compression: JPEG instead of Quic for photo-like images: auto (on low-bandwidth
             clients, as measured by the main channel's network test), never, always.
         zlib_glz_wan_compression: GLZ images also deflated (ZLIB_GLZ_RGB): auto, never, always.
+        websocket: accept WebSocket connections on the same ports (``ws://`` on ``port`` and
+            ``unix_path``, ``wss://`` on ``tls_port``): browser clients such as spice-html5
+            connect directly, with no websockify. Not in QEMU; on by default.
+        websocket_origins: web origins (``"https://portal.example:443"``) whose pages may open
+            a WebSocket to the server besides pages it served itself; ``("*",)`` allows any.
+            Requests without an ``Origin`` header (non-browser clients) are always allowed.
+        web_root: a directory of web-client files served by plain HTTP GET on the same ports,
+            e.g. ``/usr/share/spice-html5`` (then ``http://host:port/`` opens its
+            ``spice_auto.html``, which connects back to the same port). None serves nothing.
     """
 
     addr: str = "127.0.0.1"
@@ -98,6 +107,9 @@ class ServerConfig:
     image_compression: str = "auto_glz"
     jpeg_wan_compression: str = "auto"
     zlib_glz_wan_compression: str = "auto"
+    websocket: bool = True
+    websocket_origins: tuple[str, ...] = ()
+    web_root: str | None = None
 
     def __post_init__(self) -> None:
         if self.sasl:
@@ -122,6 +134,14 @@ class ServerConfig:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(WAN_COMPRESSIONS)}")
         if self.link_timeout <= 0 or self.max_pending_links < 1:
             raise ConfigError("link_timeout and max_pending_links must be positive")
+        if self.web_root is not None:
+            if not self.websocket:
+                raise ConfigError("web_root needs websocket=True (the pages it serves connect over WebSocket)")
+            if not os.path.isdir(self.web_root):
+                raise ConfigError(f"web_root {self.web_root!r} is not a directory")
+        for origin in self.websocket_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ConfigError(f"websocket_origins: {origin!r} is not an http(s) origin or '*'")
 
     # --- derived -----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .channels.base import ChannelClient
 from .channels.inputs import InputsChannelClient
@@ -40,6 +40,7 @@ from .proto.messages.base import SERVER
 from .qxl import QXLDevice, QXLDeviceConfig
 from .sessions import DISPLAY_CAPS, ChannelDef, ChannelFactory, ConnLog, Session, channel_label
 from .ticket import LinkKey, Ticket
+from .web import HTTP_PREFIX, Closed, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
 from .worker.compression import from_config_name
 from .worker.display_client import ImageSettings
 from .worker.messages import (
@@ -61,11 +62,93 @@ log = logging.getLogger("spiceserver")
 _READ_CHUNK = 65536
 
 
+class _Reader(Protocol):
+    """What reds reads with: an ``asyncio.StreamReader`` or a :class:`_WebSocketStream`."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Writer(Protocol):
+    """What reds writes with: an ``asyncio.StreamWriter`` or a :class:`_WebSocketStream`."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    async def wait_closed(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+class _WebSocketStream:
+    """A connection that became a WebSocket: SPICE bytes in and out of binary messages.
+
+    Offers the reader and writer methods reds uses, so the link and the channels run over it
+    unchanged (the framing is :class:`~spiceserver.web.WebConnection`'s, sans-IO).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, web: WebConnection, clog: ConnLog) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._web = web
+        self._clog = clog
+        self._buf = bytearray()
+        self._eof = False
+
+    def feed(self, events: list[Any]) -> None:
+        for ev in events:
+            if isinstance(ev, Payload):
+                self._buf += ev.data
+            elif isinstance(ev, Closed):
+                self._clog.info("WebSocket: %s", ev.reason)
+                self._eof = True
+        self._flush()
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self._buf and not self._eof:
+            data = await self._reader.read(_READ_CHUNK)
+            self.feed(self._web.receive_data(data) if data else self._web.receive_eof())
+        if n < 0 or n >= len(self._buf):
+            out = bytes(self._buf)
+            self._buf.clear()
+        else:
+            out = bytes(self._buf[:n])
+            del self._buf[:n]
+        return out
+
+    def write(self, data: bytes) -> None:
+        self._web.send(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self._web.data_to_send()
+        if out and not self._writer.is_closing():
+            self._writer.write(out)
+        if self._web.close_transport:
+            self._writer.close()
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def close(self) -> None:
+        self._web.close()
+        self._flush()
+        self._writer.close()
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()
+
+    async def wait_closed(self) -> None:
+        await self._writer.wait_closed()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._writer.get_extra_info(name, default)
+
+
 @dataclass(eq=False)
 class _WorkerConn:
     """reds' side of a channel client that lives on a worker: the transport and write accounting."""
 
-    writer: asyncio.StreamWriter
+    writer: _Writer
     worker: DisplayWorker
     pending: int = 0
     draining: bool = False
@@ -98,7 +181,19 @@ class SpiceServer:
         self._agent_attached = False
         self._start_time = time.monotonic()
         self._ssl: ssl.SSLContext | None = None
-        self.stats = {"connections": 0, "links_ok": 0, "links_failed": 0, "protocol_errors": 0}
+        self.stats = {
+            "connections": 0,
+            "links_ok": 0,
+            "links_failed": 0,
+            "protocol_errors": 0,
+            "websocket_links": 0,
+            "http_requests": 0,
+        }
+        self._web_options = WebOptions(
+            files=StaticFiles(config.web_root) if config.web_root else None,
+            origins=config.websocket_origins,
+            max_message_size=config.max_message_size,
+        )
         if config.tls_port is not None:
             self._ssl = self._make_ssl_context()
         self._workers: list[DisplayWorker] = []
@@ -482,30 +577,76 @@ class SpiceServer:
             writer.close()
             return
         self._pending_links += 1
+        stream: tuple[_Reader, _Writer] = (reader, writer)
+        linked = None
         try:
             try:
-                linked = await asyncio.wait_for(self._link(reader, writer, secure, clog), self.config.link_timeout)
+                stream, linked = await asyncio.wait_for(self._handshake(reader, writer, secure, clog), self.config.link_timeout)
             except TimeoutError:
                 clog.warning("link not completed within %.0f s; closing", self.config.link_timeout)
-                linked = None
             except (ConnectionError, ssl.SSLError, OSError) as exc:
                 clog.info("connection lost during link: %s", exc)
-                linked = None
         finally:
             self._pending_links -= 1
         if linked is None:
             self.stats["links_failed"] += 1
-            await self._close_writer(writer)
+            await self._close_writer(stream[1])
             return
         self.stats["links_ok"] += 1
         link_mess, leftover = linked
         try:
-            await self._run_channel(reader, writer, link_mess, leftover, secure, unix, clog)
+            await self._run_channel(stream[0], stream[1], link_mess, leftover, secure, unix, clog)
         finally:
-            await self._close_writer(writer)
+            await self._close_writer(stream[1])
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog
+    ) -> tuple[tuple[_Reader, _Writer], tuple[LinkMess, bytes] | None]:
+        """The first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link."""
+        try:
+            prefix = await reader.readexactly(len(HTTP_PREFIX))
+        except asyncio.IncompleteReadError as exc:
+            clog.info("peer closed the connection during the link (%d bytes buffered)", len(exc.partial))
+            return (reader, writer), None
+        if prefix == HTTP_PREFIX and self.config.websocket:
+            ws = await self._web_handshake(reader, writer, prefix, clog)
+            if ws is None:
+                return (reader, writer), None
+            self.stats["websocket_links"] += 1
+            return (ws, ws), await self._link(ws, ws, secure, clog)
+        return (reader, writer), await self._link(reader, writer, secure, clog, prefix)
+
+    async def _web_handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, clog: ConnLog
+    ) -> _WebSocketStream | None:
+        """Answer an HTTP request: a WebSocket upgrade gives a stream to link over, a file is served."""
+        web = WebConnection(self._web_options)
+        while True:
+            # a plain GET may read a file of the web root: off the event loop
+            events = await asyncio.to_thread(web.receive_data, data)
+            out = web.data_to_send()
+            if out:
+                writer.write(out)
+                await writer.drain()
+            for i, ev in enumerate(events):
+                if isinstance(ev, Upgraded):
+                    clog.info("WebSocket upgrade (path %r, origin %r)", ev.path[:200], ev.origin)
+                    ws = _WebSocketStream(reader, writer, web, clog)
+                    ws.feed(events[i + 1 :])
+                    return ws
+                if isinstance(ev, Closed):
+                    self.stats["http_requests"] += 1
+                    clog.info("%s", ev.reason)
+                    return None
+            if web.close_transport:
+                return None
+            data = await reader.read(4096)
+            if not data:
+                clog.info("peer closed the connection during the HTTP request")
+                return None
 
     @staticmethod
-    async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    async def _close_writer(writer: _Writer) -> None:
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 2.0)
@@ -520,12 +661,15 @@ class SpiceServer:
         d = self._channels.get((channel_type, channel_id))
         return caps_to_words(set(d.caps)) if d else ()
 
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog) -> tuple[LinkMess, bytes] | None:
+    async def _link(
+        self, reader: _Reader, writer: _Writer, secure: bool, clog: ConnLog, prefix: bytes = b""
+    ) -> tuple[LinkMess, bytes] | None:
         """Run the handshake; returns the link message and leftover bytes, or None if refused."""
         link = ServerLink()
         key: LinkKey | None = None
         while True:
-            data = await reader.read(4096)
+            data = prefix or await reader.read(4096)
+            prefix = b""
             if not data:
                 clog.info("peer closed the connection during the link (%d bytes buffered)", link.buffered)
                 return None
@@ -617,8 +761,8 @@ class SpiceServer:
 
     async def _run_worker_channel(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: _Reader,
+        writer: _Writer,
         mess: LinkMess,
         leftover: bytes,
         mini: bool,
@@ -666,8 +810,8 @@ class SpiceServer:
 
     async def _run_channel(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        reader: _Reader,
+        writer: _Writer,
         mess: LinkMess,
         leftover: bytes,
         secure: bool,

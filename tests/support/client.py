@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from spiceserver.proto.channel import ChannelConnection
 from spiceserver.proto.enums import ChannelType, CommonCap, LinkErr
@@ -46,6 +46,82 @@ class Endpoint:
     port: int | None = None
     ssl: ssl.SSLContext | None = None
     unix: str | None = None
+    #: tunnel the channels through a WebSocket (the server's same-port WebSocket support)
+    websocket: bool = False
+    origin: str | None = None
+
+
+class WebSocketStream:
+    """Client side of a WebSocket tunnel with the StreamReader/StreamWriter calls this client uses
+    (websockets' sans-IO ClientProtocol over an asyncio stream)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proto: Any) -> None:
+        self.reader, self.writer, self.proto = reader, writer, proto
+        self.buf = bytearray()
+        self.eof = False
+
+    @classmethod
+    async def open(cls, ep: Endpoint, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> WebSocketStream:
+        from websockets.client import ClientProtocol
+        from websockets.http11 import Response
+        from websockets.uri import parse_uri
+
+        scheme = "wss" if ep.ssl else "ws"
+        proto = ClientProtocol(parse_uri(f"{scheme}://{ep.host}:{ep.port or 80}/"), subprotocols=["binary"], origin=ep.origin)  # type: ignore[list-item,arg-type]
+        proto.send_request(proto.connect())
+        stream = cls(reader, writer, proto)
+        stream._flush()
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                raise LinkFailed(LinkErr.ERROR, "websocket eof")
+            proto.receive_data(data)
+            for ev in proto.events_received():
+                if isinstance(ev, Response):
+                    if ev.status_code != 101:
+                        raise LinkFailed(LinkErr.ERROR, f"websocket {ev.status_code}")
+                    stream._take(proto.events_received())
+                    return stream
+
+    def _take(self, events: list[Any]) -> None:
+        from websockets.frames import Opcode
+
+        for ev in events:
+            if getattr(ev, "opcode", None) is Opcode.BINARY:
+                self.buf += ev.data
+            elif getattr(ev, "opcode", None) is Opcode.CLOSE:
+                self.eof = True
+
+    def _flush(self) -> None:
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.writer.write(chunk)
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self.buf and not self.eof:
+            data = await self.reader.read(65536)
+            if not data:
+                self.eof = True
+                break
+            self.proto.receive_data(data)
+            self._take(self.proto.events_received())
+            self._flush()
+        out = bytes(self.buf[:n] if n >= 0 else self.buf)
+        del self.buf[: len(out)]
+        return out
+
+    def write(self, data: bytes) -> None:
+        self.proto.send_binary(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def wait_closed(self) -> None:
+        await self.writer.wait_closed()
 
 
 @dataclass
@@ -117,9 +193,14 @@ class ClientChannel:
 
 async def open_stream(ep: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if ep.unix is not None:
-        return await asyncio.open_unix_connection(ep.unix)
-    assert ep.port is not None
-    return await asyncio.open_connection(ep.host, ep.port, ssl=ep.ssl, server_hostname=ep.host if ep.ssl else None)
+        reader, writer = await asyncio.open_unix_connection(ep.unix)
+    else:
+        assert ep.port is not None
+        reader, writer = await asyncio.open_connection(ep.host, ep.port, ssl=ep.ssl, server_hostname=ep.host if ep.ssl else None)
+    if ep.websocket:
+        ws = await WebSocketStream.open(ep, reader, writer)
+        return ws, ws  # type: ignore[return-value]
+    return reader, writer
 
 
 async def link_channel(
