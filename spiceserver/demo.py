@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -38,6 +39,9 @@ from .synthetic_guest import SyntheticGuest
 from .worker.cursor_client import CursorShape
 
 __all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet"]
+
+#: Debian's spice-html5 files (package ``spice-html5``)
+DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
 
 
 def _out(line: str) -> None:
@@ -91,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG for photo-like images: auto (low-bandwidth clients), never, always")
     p.add_argument("--zlib-glz-wan-compression", choices=WAN_COMPRESSIONS, default="auto",
                    help="deflate GLZ images: auto (low-bandwidth clients), never, always")
+    p.add_argument("--web-root", default=DEFAULT_WEB_ROOT if os.path.isdir(DEFAULT_WEB_ROOT) else None, metavar="DIR",
+                   help="serve this web client over HTTP on the same port(s) (default: Debian's spice-html5 "
+                        f"at {DEFAULT_WEB_ROOT} when installed; 'none' to serve nothing)")
+    p.add_argument("--no-websocket", action="store_true", help="refuse WebSocket (browser) connections")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
     p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
                    help="qxl: an emulated QXL device and a synthetic guest driver (default); "
@@ -118,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         image_compression=args.image_compression,
         jpeg_wan_compression=args.jpeg_wan_compression,
         zlib_glz_wan_compression=args.zlib_glz_wan_compression,
+        websocket=not args.no_websocket,
+        web_root=None if args.no_websocket or args.web_root in (None, "none") else args.web_root,
     )
 
 
@@ -163,6 +173,10 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
+    if server.config.web_root is not None:
+        for secure, scheme in ((False, "http"), (True, "https")):
+            with contextlib.suppress(Exception):
+                _out(f"web client: {scheme}://{args.host}:{server.port_of(secure=secure)}/ (spice-html5 from {server.config.web_root})")
 
     async def announce_codecs() -> None:
         # until the numba kernels are compiled, images go as LZ4 or raw (codecs/warmup.py)

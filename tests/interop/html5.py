@@ -2,8 +2,8 @@
 
 spice-html5 (Debian ``spice-html5``, 0.3.0) is a SPICE client in JavaScript. It speaks SPICE over
 WebSocket (subprotocol ``binary``), so between the browser and a plain-TCP SPICE port sits
-``websockify`` (Debian ``websockify``) -- optional: give :func:`html5_client` a ``websocket_port``
-once the server speaks WebSocket itself.
+``websockify`` (Debian ``websockify``), or nothing: spiceserver speaks WebSocket on its own ports
+(give :func:`html5_client` a ``websocket_port``) and can serve the page too (``own_page``).
 
 Headless Chromium (Debian ``chromium``) is driven with the Chrome DevTools Protocol over
 ``--remote-debugging-pipe`` (NUL-terminated JSON on fds 3/4): stdlib only, no chromedriver, no
@@ -677,6 +677,7 @@ async def html5_client(
     workdir: Path | None = None,
     timeout: float = 10.0,
     fix_ticket: bool = True,
+    own_page: bool = False,
 ) -> AsyncIterator[Html5Page]:
     """spice-html5 in headless Chromium connected to a SPICE server on 127.0.0.1.
 
@@ -684,9 +685,14 @@ async def html5_client(
     instead: a port that speaks WebSocket itself (no proxy). Yields the :class:`Html5Page` once the
     page has loaded (the SPICE link goes on in the background: use :meth:`Html5Page.wait_canvas`).
     ``fix_ticket``: serve ticket.js with its leading-zero bug fixed (see :data:`TICKET_JS_BUG`).
+    ``own_page``: load ``spice_auto.html`` from ``websocket_port`` itself (a server with a web root),
+    with no host or port in the URL -- the page connects back to where it came from, as a user's
+    browser would; ``fix_ticket`` does not apply (the server's files are served as they are).
     """
     if (spice_port is None) == (websocket_port is None):
         raise ValueError("give exactly one of spice_port (via websockify) and websocket_port")
+    if own_page and websocket_port is None:
+        raise ValueError("own_page needs websocket_port")
     require_html5(proxy=websocket_port is None)
     with contextlib.ExitStack() as stack:
         if workdir is None:
@@ -699,12 +705,17 @@ async def html5_client(
         overrides = {}
         if fix_ticket and (fixed := patched_ticket_js()) is not None:
             overrides["/ticket.js"] = fixed
-        http_port = stack.enter_context(static_http_server(overrides=overrides))
+        http_port = None if own_page else stack.enter_context(static_http_server(overrides=overrides))
         async with contextlib.AsyncExitStack() as astack:
             if websocket_port is None:
                 assert spice_port is not None
                 websocket_port = await astack.enter_async_context(websockify(spice_port, ws_log))
-            url = html5_url(http_port, websocket_port, password, path)
+            if http_port is None:
+                url = f"http://127.0.0.1:{websocket_port}/{HTML5_PAGE}"
+                if password is not None:
+                    url += f"?password={quote(password, safe='')}"
+            else:
+                url = html5_url(http_port, websocket_port, password, path)
             cdp = await Cdp.launch(profile, chrome_log)
             astack.push_async_callback(cdp.close)
             target = await cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)

@@ -7,8 +7,9 @@ LZ4 and we have no Quic/LZ yet) plus FROM_CACHE; the same tests must keep passin
 sends QUIC / LZ_RGB, and the ``image_compression`` parametrization runs them per codec as soon as
 ``ServerConfig`` accepts the value (until then: skipped, "codec not available yet").
 
-websockify bridges WebSocket -> TCP (the server has no WebSocket listener yet); see
-``tests/interop/html5.py`` and the README's html5 section. The browser gets a ticket.js with its
+Most tests put websockify between the browser and the SPICE port, as libspice deployments do; the
+``direct`` and ``page_and_session`` tests use the server's own WebSocket support and web root
+instead. See ``tests/interop/html5.py`` and the README's html5 section. The browser gets a ticket.js with its
 leading-zero RSA bug fixed (else ~1 link in 150 fails at random); ``test_short_ticket_from_html5``
 checks the server side of that bug deterministically, without a browser.
 """
@@ -28,7 +29,7 @@ from spiceserver.errors import NotSupportedError
 from spiceserver.ticket import LinkKey, encrypt_ticket
 from spiceserver.worker.cursor_client import CursorShape
 from tests.conftest import Running, start_server
-from tests.interop.html5 import Html5Page, describe_diff, html5_client
+from tests.interop.html5 import HTML5_DIR, Html5Page, describe_diff, html5_client
 
 pytestmark = [pytest.mark.interop]
 
@@ -92,6 +93,45 @@ async def test_static_desktop_pixel_for_pixel(image_compression: dict[str, Any])
             assert (info["w"], info["h"], info["id"]) == (W, H, "spice_surface_0"), info
             await assert_shows(page, r, frame)
             assert_clean(page)
+    finally:
+        await r.server.close()
+
+
+@pytest.mark.parametrize("compression", ["quic", "lz"])
+async def test_direct_websocket_pixel_for_pixel(compression: str) -> None:
+    """No websockify: the browser's WebSocket goes straight to the server's SPICE port. The page
+    comes from another origin (the harness's static server), which must be allowed."""
+    r = await start_server(image_compression=compression, websocket_origins=("*",))
+    fb = r.server.add_framebuffer_display(W, H)
+    frame = SyntheticDesktop(W, H).frame(2.0)
+    fb.update(frame)
+    try:
+        async with html5_client(websocket_port=r.server.port_of(), path="") as page:
+            await page.wait_canvas()
+            await assert_shows(page, r, frame)
+            assert_clean(page)
+            assert r.server.stats["websocket_links"] >= 3  # main, display, inputs (+ cursor)
+            frame2 = SyntheticDesktop(W, H).frame(5.0)
+            fb.update(frame2)
+            await assert_shows(page, r, frame2)
+    finally:
+        await r.server.close()
+
+
+async def test_page_and_session_from_the_server_port() -> None:
+    """What a user does: open http://host:port/ of the SPICE server itself. The server serves
+    Debian's spice-html5 from its web root, and the page connects back over WebSocket."""
+    password = "pw 1"
+    r = await start_server(password=password, web_root=str(HTML5_DIR))
+    fb = r.server.add_framebuffer_display(W, H)
+    frame = SyntheticDesktop(W, H).frame(3.0)
+    fb.update(frame)
+    try:
+        async with html5_client(websocket_port=r.server.port_of(), password=password, own_page=True) as page:
+            await page.wait_canvas()
+            await assert_shows(page, r, frame)
+            assert_clean(page)
+            assert r.server.stats["http_requests"] >= 5  # the page and its modules
     finally:
         await r.server.close()
 
