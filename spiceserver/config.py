@@ -78,6 +78,9 @@ class ServerConfig:
         web_root: a directory of web-client files served by plain HTTP GET on the same ports,
             e.g. ``/usr/share/spice-html5`` (then ``http://host:port/`` opens its
             ``spice_auto.html``, which connects back to the same port). None serves nothing.
+        metrics_path: serve live metrics in the Prometheus text format at this HTTP path on the
+            same ports (e.g. ``"/metrics"``); None (default) serves none. Anyone who can reach
+            the port can read them (counts only: no names, addresses or content).
     """
 
     addr: str = "127.0.0.1"
@@ -110,6 +113,7 @@ class ServerConfig:
     websocket: bool = True
     websocket_origins: tuple[str, ...] = ()
     web_root: str | None = None
+    metrics_path: str | None = None
 
     def __post_init__(self) -> None:
         if self.sasl:
@@ -139,6 +143,11 @@ class ServerConfig:
                 raise ConfigError("web_root needs websocket=True (the pages it serves connect over WebSocket)")
             if not os.path.isdir(self.web_root):
                 raise ConfigError(f"web_root {self.web_root!r} is not a directory")
+        if self.metrics_path is not None:
+            if not self.websocket:
+                raise ConfigError("metrics_path needs websocket=True (the HTTP side of the ports)")
+            if not self.metrics_path.startswith("/") or "?" in self.metrics_path or "#" in self.metrics_path:
+                raise ConfigError(f"metrics_path {self.metrics_path!r} must be a path starting with '/'")
         for origin in self.websocket_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(f"websocket_origins: {origin!r} is not an http(s) origin or '*'")

@@ -22,6 +22,7 @@ import os
 import secrets
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,10 +30,13 @@ from typing import Any, Protocol
 from .channels.base import ChannelClient
 from .channels.inputs import InputsChannelClient
 from .channels.main import MainChannelClient
+from .codecs import warmup
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, Mouse, Tablet
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import DisplayMetrics, Metrics
 from .proto.channel import ChannelConnection
 from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, InputsCap, LinkErr, MainCap, MouseMode
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
@@ -40,7 +44,7 @@ from .proto.messages.base import SERVER
 from .qxl import QXLDevice, QXLDeviceConfig
 from .sessions import DISPLAY_CAPS, ChannelDef, ChannelFactory, ConnLog, Session, channel_label
 from .ticket import LinkKey, Ticket
-from .web import HTTP_PREFIX, Closed, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
+from .web import HTTP_PREFIX, Closed, HttpGet, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
 from .worker.compression import from_config_name
 from .worker.display_client import ImageSettings
 from .worker.messages import (
@@ -150,6 +154,7 @@ class _WorkerConn:
 
     writer: _Writer
     worker: DisplayWorker
+    channel: str = ""
     pending: int = 0
     draining: bool = False
 
@@ -193,7 +198,10 @@ class SpiceServer:
             files=StaticFiles(config.web_root) if config.web_root else None,
             origins=config.websocket_origins,
             max_message_size=config.max_message_size,
+            dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
         )
+        self._bytes: Counter[tuple[str, str]] = Counter()  # (channel name, "in" | "out")
+        self._open_channels: Counter[str] = Counter()
         if config.tls_port is not None:
             self._ssl = self._make_ssl_context()
         self._workers: list[DisplayWorker] = []
@@ -304,6 +312,35 @@ class SpiceServer:
         result: dict[str, Any] = self._worker(display_id).call(collect)
         return result
 
+    async def metrics(self) -> Metrics:
+        """A snapshot of the live counters (see :mod:`spiceserver.metrics`); also served in the
+        Prometheus format at ``ServerConfig.metrics_path``."""
+
+        def collect(w: DisplayWorker) -> tuple[dict[str, int], int, int, dict[str, int]]:
+            return dict(w.stats), len(w.dccs), sum(c.live for c in w.dccs.values()), w.image_totals()
+
+        displays = []
+        for i, w in enumerate(self._workers):
+            try:
+                stats, clients, pipe, images = await asyncio.to_thread(w.call, collect)
+            except Exception:  # a stopped worker: skip it rather than fail the page
+                continue
+            displays.append(DisplayMetrics(i, stats["drawables"], stats["hidden"], stats["pruned"], clients, pipe, images))
+        return Metrics(
+            uptime_seconds=round(time.monotonic() - self._start_time, 3),
+            connections=self.stats["connections"],
+            links_ok=self.stats["links_ok"],
+            links_failed=self.stats["links_failed"],
+            protocol_errors=self.stats["protocol_errors"],
+            websocket_links=self.stats["websocket_links"],
+            http_requests=self.stats["http_requests"],
+            sessions=len(self._sessions),
+            codec_kernels_ready=warmup.ready(),
+            channels={k: v for k, v in self._open_channels.items() if v},
+            channel_bytes=dict(self._bytes),
+            displays=tuple(displays),
+        )
+
     def _add_worker(self) -> DisplayWorker:
         display_id = len(self._workers)
         cfg = self.config
@@ -331,6 +368,7 @@ class SpiceServer:
             return
         wc.writer.write(msg.data)
         wc.pending += len(msg.data)
+        self._bytes[wc.channel, "out"] += len(msg.data)
         if not wc.draining:
             wc.draining = True
             task = asyncio.get_running_loop().create_task(self._drain_worker_conn(msg.cc_id, wc))
@@ -634,6 +672,11 @@ class SpiceServer:
                     ws = _WebSocketStream(reader, writer, web, clog)
                     ws.feed(events[i + 1 :])
                     return ws
+                if isinstance(ev, HttpGet):
+                    body = (await self.metrics()).prometheus().encode()
+                    ev = web.respond(200, "OK", body, METRICS_CONTENT_TYPE)
+                    writer.write(web.data_to_send())
+                    await writer.drain()
                 if isinstance(ev, Closed):
                     self.stats["http_requests"] += 1
                     clog.info("%s", ev.reason)
@@ -772,8 +815,10 @@ class SpiceServer:
     ) -> None:
         """A display/cursor channel: its protocol state lives on the worker; we move bytes."""
         cc_id = next(self._conn_ids)
-        wc = _WorkerConn(writer, worker)
+        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
+        wc = _WorkerConn(writer, worker, name)
         self._worker_conns[cc_id] = wc
+        self._open_channels[name] += 1
         post = worker.dispatcher.loop_side.post
         label = f"{clog.extra.get('conn') if clog.extra else ''} {clog.extra.get('peer') if clog.extra else ''} {clog.extra.get('channel') if clog.extra else ''}"
         low = session.main is not None and session.main.net_test.low_bandwidth
@@ -787,18 +832,21 @@ class SpiceServer:
         clog.info("channel linked to session %#x (worker %s)", session.id, worker.name)
         try:
             if leftover:
+                self._bytes[name, "in"] += len(leftover)
                 post(ClientData(cc_id, leftover))
             while not writer.is_closing():
                 data = await reader.read(_READ_CHUNK)
                 if not data:
                     clog.info("client closed the channel")
                     break
+                self._bytes[name, "in"] += len(data)
                 post(ClientData(cc_id, data))
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             clog.info("connection lost: %s", exc)
         finally:
             post(ClientDisconnected(cc_id))
             self._worker_conns.pop(cc_id, None)
+            self._open_channels[name] -= 1
             with contextlib.suppress(ValueError):
                 session.closers.remove(close)
 
@@ -843,11 +891,14 @@ class SpiceServer:
                 session.main.notify("keyboard channel is insecure")
                 self._kick(session.main)
         session.channels.append(cc)
+        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
+        self._open_channels[name] += 1
 
         def flush() -> None:
             data = conn.data_to_send()
             if data and not writer.is_closing():
                 writer.write(data)
+                self._bytes[name, "out"] += len(data)
 
         def close() -> None:
             cc.closed = True
@@ -860,6 +911,7 @@ class SpiceServer:
         try:
             await cc.start(loop.time())
             if leftover:
+                self._bytes[name, "in"] += len(leftover)
                 for ev in conn.receive_data(leftover, loop.time()):
                     await cc.handle(ev, loop.time())
             flush()
@@ -877,6 +929,7 @@ class SpiceServer:
                 if not data:
                     clog.info("client closed the channel")
                     break
+                self._bytes[name, "in"] += len(data)
                 now = loop.time()
                 for ev in conn.receive_data(data, now):
                     try:
@@ -894,6 +947,7 @@ class SpiceServer:
             clog.info("connection lost: %s", exc)
         finally:
             cc.closed = True
+            self._open_channels[name] -= 1
             with contextlib.suppress(ValueError):
                 session.channels.remove(cc)
             with contextlib.suppress(ValueError):

@@ -37,7 +37,7 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-__all__ = ["HTTP_PREFIX", "WebConnection", "WebOptions", "StaticFiles", "Upgraded", "Payload", "Closed"]
+__all__ = ["HTTP_PREFIX", "WebConnection", "WebOptions", "StaticFiles", "Upgraded", "Payload", "HttpGet", "Closed"]
 
 #: The first bytes of an HTTP request on a SPICE port (a SPICE link starts with ``REDQ``).
 HTTP_PREFIX = b"GET "
@@ -62,13 +62,20 @@ class Payload:
 
 
 @dataclass(frozen=True)
+class HttpGet:
+    """A GET for one of :attr:`WebOptions.dynamic_paths`: answer with :meth:`WebConnection.respond`."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Closed:
     """The exchange is over (a file was served or refused, or the WebSocket closed)."""
 
     reason: str
 
 
-Event = Upgraded | Payload | Closed
+Event = Upgraded | Payload | HttpGet | Closed
 
 
 class StaticFiles:
@@ -118,6 +125,8 @@ class WebOptions:
     files: StaticFiles | None = None
     origins: tuple[str, ...] = ()
     max_message_size: int = 1 << 20
+    #: paths answered by the caller (an :class:`HttpGet` event), e.g. the metrics page
+    dynamic_paths: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -218,6 +227,8 @@ class WebConnection:
                 return Closed(f"WebSocket handshake refused ({response.status_code})")
             self.upgraded = True
             return Upgraded(request.path, origin)
+        if urllib.parse.urlsplit(request.path).path in self.options.dynamic_paths:
+            return HttpGet(request.path)
         files = self.options.files
         found = files.get(request.path) if files is not None else None
         if found is None:
@@ -226,6 +237,11 @@ class WebConnection:
         body, ctype = found
         self._respond(200, "OK", body, ctype)
         return Closed(f"HTTP GET {request.path[:200]!r}: 200")
+
+    def respond(self, status: int, reason: str, body: bytes, ctype: str) -> Closed:
+        """Answer an :class:`HttpGet` (the connection closes after it)."""
+        self._respond(status, reason, body, ctype)
+        return Closed(f"HTTP GET: {status}")
 
     def _respond(self, status: int, reason: str, body: bytes, ctype: str) -> None:
         headers = Headers(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,8 @@ class DisplayWorker:
         self._stopping = False
         self.on_surface_change: list[Callable[[Surface], None]] = []
         self.stats = {"drawables": 0, "hidden": 0, "pruned": 0}
+        #: images sent by display clients that have left (their encoder stats), for the metrics
+        self.retired_images: Counter[str] = Counter()
         self.resolver = _Resolver(self)
         self.recorder: Recorder | None = None
         ep = self.ep
@@ -203,13 +206,24 @@ class DisplayWorker:
             cc.written(msg.nbytes)
 
     def _on_client_disconnected(self, msg: ClientDisconnected) -> None:
-        self.dccs.pop(msg.cc_id, None)
-        self.cursor_clients.pop(msg.cc_id, None)
+        self._forget(msg.cc_id)
 
     def _drop(self, cc_id: int, reason: str) -> None:
-        self.dccs.pop(cc_id, None)
-        self.cursor_clients.pop(cc_id, None)
+        self._forget(cc_id)
         self.ep.post(ClientClose(cc_id, reason))
+
+    def _forget(self, cc_id: int) -> None:
+        dcc = self.dccs.pop(cc_id, None)
+        if dcc is not None:
+            self.retired_images.update(dcc.encoder.stats)
+        self.cursor_clients.pop(cc_id, None)
+
+    def image_totals(self) -> dict[str, int]:
+        """Images sent by every display client so far, by encoding (worker thread)."""
+        total = Counter(self.retired_images)
+        for dcc in self.dccs.values():
+            total.update(dcc.encoder.stats)
+        return {k: v for k, v in total.items() if v}
 
     def flush_clients(self) -> None:
         for table in (self.dccs, self.cursor_clients):

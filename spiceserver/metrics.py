@@ -1,0 +1,121 @@
+"""Live metrics of a running server: one snapshot object, and its Prometheus text form.
+
+libspice-server has no metrics beyond debug logs and a few ``spice_server_get_*`` calls; an
+operator running many VMs wants to see connections, link failures, protocol errors, traffic per
+channel and what the displays send, without attaching a debugger. :meth:`SpiceServer.metrics
+<spiceserver.SpiceServer.metrics>` returns a :class:`Metrics` snapshot; with
+``ServerConfig(metrics_path="/metrics")`` the same figures are served on the SPICE ports in the
+Prometheus text exposition format (version 0.0.4), which every metrics collector reads.
+
+No I/O here: the server gathers the numbers, this module only shapes and renders them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Metrics", "DisplayMetrics", "CONTENT_TYPE"]
+
+#: The Content-Type of the Prometheus text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class DisplayMetrics:
+    """One display (one worker thread) since the server started."""
+
+    display_id: int
+    drawables: int
+    hidden: int
+    pruned: int
+    clients: int
+    pipe_items: int
+    #: images sent, by how (glz, quic, lz, from_cache, ...), over all its clients past and present
+    images: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A snapshot of the server's counters and gauges."""
+
+    uptime_seconds: float
+    connections: int
+    links_ok: int
+    links_failed: int
+    protocol_errors: int
+    websocket_links: int
+    http_requests: int
+    sessions: int
+    codec_kernels_ready: bool
+    #: open channel connections by channel name
+    channels: dict[str, int] = field(default_factory=dict)
+    #: bytes by (channel name, "in" | "out") since start
+    channel_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
+    displays: tuple[DisplayMetrics, ...] = ()
+
+    def prometheus(self) -> str:
+        """The snapshot in the Prometheus text exposition format."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP spiceserver_{name} {help_text}")
+            out.append(f"# TYPE spiceserver_{name} {kind}")
+            for labels, value in samples:
+                out.append(f"spiceserver_{name}{labels} {_number(value)}")
+
+        family("uptime_seconds", "gauge", "Seconds since the server object was created.", [("", self.uptime_seconds)])
+        family("connections_total", "counter", "Connections accepted on every listener.", [("", self.connections)])
+        family(
+            "links_total",
+            "counter",
+            "Link handshakes by outcome.",
+            [('{result="ok"}', self.links_ok), ('{result="failed"}', self.links_failed)],
+        )
+        family("protocol_errors_total", "counter", "Channel connections closed for a protocol error.", [("", self.protocol_errors)])
+        family("websocket_links_total", "counter", "Connections that came in as WebSocket tunnels.", [("", self.websocket_links)])
+        family("http_requests_total", "counter", "Plain HTTP requests answered (files, metrics, refusals).", [("", self.http_requests)])
+        family("sessions", "gauge", "Connected clients (main channels).", [("", self.sessions)])
+        family("codec_kernels_ready", "gauge", "1 once the compiled image codecs are ready.", [("", int(self.codec_kernels_ready))])
+        family(
+            "channels",
+            "gauge",
+            "Open channel connections by channel.",
+            [(_labels(channel=k), v) for k, v in sorted(self.channels.items())],
+        )
+        family(
+            "channel_bytes_total",
+            "counter",
+            "Bytes received from and sent to clients, by channel.",
+            [(_labels(channel=c, direction=d), v) for (c, d), v in sorted(self.channel_bytes.items())],
+        )
+        for name, attr, kind, help_text in (
+            ("display_drawables_total", "drawables", "counter", "Drawables the display received."),
+            ("display_hidden_total", "hidden", "counter", "Drawables hidden completely by later opaque ones."),
+            ("display_pruned_total", "pruned", "counter", "Drawables dropped from client pipes before sending."),
+            ("display_clients", "clients", "gauge", "Display channel clients connected."),
+            ("display_pipe_items", "pipe_items", "gauge", "Items waiting in the display clients' pipes."),
+        ):
+            family(name, kind, help_text, [(_labels(display=str(d.display_id)), getattr(d, attr)) for d in self.displays])
+        family(
+            "display_images_total",
+            "counter",
+            "Images sent to display clients, by encoding.",
+            [
+                (_labels(display=str(d.display_id), encoding=k), v)
+                for d in self.displays
+                for k, v in sorted(d.images.items())
+            ],
+        )
+        return "\n".join(out) + "\n"
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in kv.items()) + "}"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
