@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve this web client over HTTP on the same port(s) (default: Debian's spice-html5 "
                         f"at {DEFAULT_WEB_ROOT} when installed; 'none' to serve nothing)")
     p.add_argument("--no-websocket", action="store_true", help="refuse WebSocket (browser) connections")
+    p.add_argument("--metrics-path", default="/metrics", metavar="PATH",
+                   help="serve live metrics (Prometheus text) at this HTTP path on the same port(s) "
+                        "(default /metrics; 'none' to serve none)")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
     p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
                    help="qxl: an emulated QXL device and a synthetic guest driver (default); "
@@ -128,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         zlib_glz_wan_compression=args.zlib_glz_wan_compression,
         websocket=not args.no_websocket,
         web_root=None if args.no_websocket or args.web_root in (None, "none") else args.web_root,
+        metrics_path=None if args.no_websocket or args.metrics_path == "none" else args.metrics_path,
     )
 
 
@@ -173,10 +177,13 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
-    if server.config.web_root is not None:
-        for secure, scheme in ((False, "http"), (True, "https")):
-            with contextlib.suppress(Exception):
-                _out(f"web client: {scheme}://{args.host}:{server.port_of(secure=secure)}/ (spice-html5 from {server.config.web_root})")
+    for secure, scheme in ((False, "http"), (True, "https")):
+        with contextlib.suppress(ConfigError):
+            port = server.port_of(secure=secure)
+            if server.config.web_root is not None:
+                _out(f"web client: {scheme}://{args.host}:{port}/ (spice-html5 from {server.config.web_root})")
+            if server.config.metrics_path is not None:
+                _out(f"metrics: {scheme}://{args.host}:{port}{server.config.metrics_path}")
 
     async def announce_codecs() -> None:
         # until the numba kernels are compiled, images go as LZ4 or raw (codecs/warmup.py)

@@ -616,7 +616,7 @@ class SpiceServer:
             return
         self._pending_links += 1
         stream: tuple[_Reader, _Writer] = (reader, writer)
-        linked = None
+        linked: tuple[LinkMess, bytes] | bool | None = None
         try:
             try:
                 stream, linked = await asyncio.wait_for(self._handshake(reader, writer, secure, clog), self.config.link_timeout)
@@ -626,8 +626,9 @@ class SpiceServer:
                 clog.info("connection lost during link: %s", exc)
         finally:
             self._pending_links -= 1
-        if linked is None:
-            self.stats["links_failed"] += 1
+        if not isinstance(linked, tuple):
+            if linked is None:  # (True: an HTTP request was answered, not a link)
+                self.stats["links_failed"] += 1
             await self._close_writer(stream[1])
             return
         self.stats["links_ok"] += 1
@@ -639,8 +640,12 @@ class SpiceServer:
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog
-    ) -> tuple[tuple[_Reader, _Writer], tuple[LinkMess, bytes] | None]:
-        """The first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link."""
+    ) -> tuple[tuple[_Reader, _Writer], tuple[LinkMess, bytes] | bool | None]:
+        """The first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link.
+
+        Returns the stream and the link (message, leftover), None when the link failed, or True
+        when the connection was a plain HTTP request that has been answered.
+        """
         try:
             prefix = await reader.readexactly(len(HTTP_PREFIX))
         except asyncio.IncompleteReadError as exc:
@@ -648,16 +653,17 @@ class SpiceServer:
             return (reader, writer), None
         if prefix == HTTP_PREFIX and self.config.websocket:
             ws = await self._web_handshake(reader, writer, prefix, clog)
-            if ws is None:
-                return (reader, writer), None
+            if not isinstance(ws, _WebSocketStream):
+                return (reader, writer), ws
             self.stats["websocket_links"] += 1
             return (ws, ws), await self._link(ws, ws, secure, clog)
         return (reader, writer), await self._link(reader, writer, secure, clog, prefix)
 
     async def _web_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, clog: ConnLog
-    ) -> _WebSocketStream | None:
-        """Answer an HTTP request: a WebSocket upgrade gives a stream to link over, a file is served."""
+    ) -> _WebSocketStream | bool | None:
+        """Answer an HTTP request: a WebSocket upgrade gives a stream to link over; a file or the
+        metrics page is served (True); None when the request never completed."""
         web = WebConnection(self._web_options)
         while True:
             # a plain GET may read a file of the web root: off the event loop
@@ -680,7 +686,7 @@ class SpiceServer:
                 if isinstance(ev, Closed):
                     self.stats["http_requests"] += 1
                     clog.info("%s", ev.reason)
-                    return None
+                    return True
             if web.close_transport:
                 return None
             data = await reader.read(4096)
