@@ -678,6 +678,7 @@ async def html5_client(
     timeout: float = 10.0,
     fix_ticket: bool = True,
     own_page: bool = False,
+    https: bool = False,
 ) -> AsyncIterator[Html5Page]:
     """spice-html5 in headless Chromium connected to a SPICE server on 127.0.0.1.
 
@@ -687,7 +688,9 @@ async def html5_client(
     ``fix_ticket``: serve ticket.js with its leading-zero bug fixed (see :data:`TICKET_JS_BUG`).
     ``own_page``: load ``spice_auto.html`` from ``websocket_port`` itself (a server with a web root),
     with no host or port in the URL -- the page connects back to where it came from, as a user's
-    browser would; ``fix_ticket`` does not apply (the server's files are served as they are).
+    browser would; ``fix_ticket`` does not apply (the server's files are served as they are). ``https`` (with
+    ``own_page``): ``websocket_port`` is a TLS port, the page is loaded over https and connects
+    with ``wss://``; Chromium is told to accept the test certificate.
     """
     if (spice_port is None) == (websocket_port is None):
         raise ValueError("give exactly one of spice_port (via websockify) and websocket_port")
@@ -711,12 +714,12 @@ async def html5_client(
                 assert spice_port is not None
                 websocket_port = await astack.enter_async_context(websockify(spice_port, ws_log))
             if http_port is None:
-                url = f"http://127.0.0.1:{websocket_port}/{HTML5_PAGE}"
+                url = f"{'https' if https else 'http'}://127.0.0.1:{websocket_port}/{HTML5_PAGE}"
                 if password is not None:
                     url += f"?password={quote(password, safe='')}"
             else:
                 url = html5_url(http_port, websocket_port, password, path)
-            cdp = await Cdp.launch(profile, chrome_log)
+            cdp = await Cdp.launch(profile, chrome_log, ("--ignore-certificate-errors",) if https else ())
             astack.push_async_callback(cdp.close)
             target = await cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)
             att = await cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from spiceserver.ticket import LinkKey, encrypt_ticket
 from spiceserver.worker.cursor_client import CursorShape
 from tests.conftest import Running, start_server
 from tests.interop.html5 import HTML5_DIR, Html5Page, describe_diff, html5_client
+from tests.support.certs import make_test_ca
 
 pytestmark = [pytest.mark.interop]
 
@@ -132,6 +134,23 @@ async def test_page_and_session_from_the_server_port() -> None:
             await assert_shows(page, r, frame)
             assert_clean(page)
             assert r.server.stats["http_requests"] >= 5  # the page and its modules
+    finally:
+        await r.server.close()
+
+
+async def test_https_page_and_wss_session_from_the_tls_port(tmp_path: Path) -> None:
+    """The same over TLS: https://host:tls-port/ serves the page, which connects with wss://."""
+    make_test_ca(tmp_path)
+    r = await start_server(port=None, tls_port=0, x509_dir=str(tmp_path), web_root=str(HTML5_DIR))
+    fb = r.server.add_framebuffer_display(W, H)
+    frame = SyntheticDesktop(W, H).frame(4.0)
+    fb.update(frame)
+    try:
+        async with html5_client(websocket_port=r.server.port_of(secure=True), own_page=True, https=True) as page:
+            await page.wait_canvas()
+            await assert_shows(page, r, frame)
+            assert_clean(page)
+            assert r.server.stats["websocket_links"] >= 3
     finally:
         await r.server.close()
 
