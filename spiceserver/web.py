@@ -34,6 +34,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState, NegotiationError
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -215,10 +216,25 @@ class WebConnection:
         return events
 
     def _on_request(self, request: Request) -> Event:
+        if self._ws.eof_sent:  # websockets already refused what followed the request
+            return Closed(f"bad HTTP request: {self._ws.handshake_exc or 'data after the request'}")
+        try:
+            return self._answer(request)
+        except Exception as exc:  # whatever the request held: a 400, never an exception out of here
+            if self._ws.state is State.CONNECTING and not self._ws.eof_sent:
+                self._respond(400, "Bad Request", b"bad request\n", "text/plain")
+            return Closed(f"bad HTTP request: {exc}")
+
+    def _answer(self, request: Request) -> Event:
         headers = request.headers
-        if "upgrade" in headers.get("Connection", "").lower() or "Upgrade" in headers:
-            origin = headers.get("Origin")
-            if not _origin_allowed(origin, headers.get("Host"), self.options.origins):
+        connection = ",".join(headers.get_all("Connection")).lower()
+        if "upgrade" in connection or "Upgrade" in headers:
+            origins, hosts = headers.get_all("Origin"), headers.get_all("Host")
+            if len(origins) > 1 or len(hosts) > 1:
+                self._respond(400, "Bad Request", b"repeated Origin or Host header\n", "text/plain")
+                return Closed("WebSocket request with repeated Origin or Host headers")
+            origin = origins[0] if origins else None
+            if not _origin_allowed(origin, hosts[0] if hosts else None, self.options.origins):
                 self._respond(403, "Forbidden", b"WebSocket origin not allowed\n", "text/plain")
                 return Closed(f"WebSocket from origin {origin!r} refused")
             response = self._ws.accept(request)

@@ -227,3 +227,28 @@ def test_random_bytes_never_raise(data: bytes, after_upgrade: bool) -> None:
     w.receive_eof()
     w.data_to_send()
     assert w.close_transport
+
+
+HEADER_NAMES = ["Host", "Connection", "Upgrade", "Origin", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
+                "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", "Content-Length", "X"]  # fmt: skip
+HEADER_VALUES = ["websocket", "Upgrade", "upgrade, keep-alive", "13", "8", "dGhlIHNhbXBsZSBub25jZQ==", "binary",
+                 "base64, binary", "http://h:1", "https://h", "null", "h:1", "", "permessage-deflate", "-1", "\x7f"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(HEADER_NAMES), st.sampled_from(HEADER_VALUES)), max_size=12),
+    st.sampled_from(["/", "/x?y", "http://h/", "/%00", "/../..", "*"]),
+    st.binary(max_size=40),
+)
+def test_http_requests_with_odd_headers_get_an_answer(headers: list[tuple[str, str]], path: str, tail: bytes) -> None:
+    """Well-formed HTTP with any mix of repeated, missing or contradictory headers: an event and
+    a response, never an exception (repeated Host / Origin / Connection once raised)."""
+    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    w = WebConnection(WebOptions(origins=("https://h",)))
+    events = w.receive_data(request.encode() + tail)
+    assert events and all(isinstance(e, Upgraded | Payload | Closed) for e in events)
+    out = w.data_to_send()
+    assert out.startswith(b"HTTP/1.1 ") or out == b""
+    if not isinstance(events[0], Upgraded):
+        assert w.close_transport
