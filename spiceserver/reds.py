@@ -624,6 +624,10 @@ class SpiceServer:
                 clog.warning("link not completed within %.0f s; closing", self.config.link_timeout)
             except (ConnectionError, ssl.SSLError, OSError) as exc:
                 clog.info("connection lost during link: %s", exc)
+            except ProtocolError as exc:
+                clog.warning("link refused: %s", exc.reason)
+            except Exception:  # a bug must cost this connection only
+                clog.exception("internal error during the link; closing the connection")
         finally:
             self._pending_links -= 1
         if not isinstance(linked, tuple):
