@@ -95,7 +95,7 @@ async def bench_qxl(n: int = 5000) -> float:
         await server.close()
 
 
-async def bench_latency(rounds: int = 15) -> tuple[list[float], list[float], Counter[str]]:
+async def bench_latency(rounds: int = 15, websocket: bool = False) -> tuple[list[float], list[float], Counter[str]]:
     """Full-screen 1024x768 bitmap DRAW_COPY: guest submit -> worker done, and -> client has it.
 
     Kernels are warmed first, so the images go out in the codec the default ``auto_glz`` picks
@@ -109,7 +109,7 @@ async def bench_latency(rounds: int = 15) -> tuple[list[float], list[float], Cou
     guest.create_primary(W, H)
     await server.start()
     try:
-        s = await connect(Endpoint(port=server.port_of()))
+        s = await connect(Endpoint(port=server.port_of(), websocket=websocket))
         ch, state = await link_display(s)
         while state.marks == 0:
             state.apply(await ch.recv())
@@ -148,6 +148,8 @@ def main() -> None:
     srv, cli, kinds = asyncio.run(bench_latency())
     print(f"full-screen 1024x768 DRAW_COPY, guest submit -> worker done: median {statistics.median(srv) * 1000:.1f} ms (min {min(srv) * 1000:.1f})")
     print(f"full-screen 1024x768 DRAW_COPY, guest submit -> test client decoded it (loopback; {dict(kinds)}): median {statistics.median(cli) * 1000:.1f} ms (min {min(cli) * 1000:.1f})")
+    srv, cli, kinds = asyncio.run(bench_latency(websocket=True))
+    print(f"same through a WebSocket on the same port: median {statistics.median(cli) * 1000:.1f} ms (min {min(cli) * 1000:.1f})")
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ class WebConnection:
                     events.append(Closed("text WebSocket message"))
                 elif ev.opcode is Opcode.CLOSE:
                     events.append(Closed("WebSocket closed by the peer"))
-                # PING: websockets queued the PONG; PONG and CONT need nothing from us
+                # PING: websockets queued the PONG; a PONG needs nothing from us
         if not any(isinstance(e, Closed) for e in events):
             if self._ws.handshake_exc is not None and not self.upgraded:
                 events.append(Closed(f"bad HTTP request: {self._ws.handshake_exc}"))
