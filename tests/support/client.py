@@ -67,7 +67,7 @@ class WebSocketStream:
         from websockets.uri import parse_uri
 
         scheme = "wss" if ep.ssl else "ws"
-        proto = ClientProtocol(parse_uri(f"{scheme}://{ep.host}:{ep.port or 80}/"), subprotocols=["binary"], origin=ep.origin)  # type: ignore[list-item,arg-type]
+        proto = ClientProtocol(parse_uri(f"{scheme}://{ep.host}:{ep.port or 80}/"), subprotocols=["binary"], origin=ep.origin, max_size=None)  # type: ignore[list-item,arg-type]
         proto.send_request(proto.connect())
         stream = cls(reader, writer, proto)
         stream._flush()
