@@ -50,6 +50,15 @@ async def test_channels_run_over_a_websocket(running: Running) -> None:
     assert running.server.stats["websocket_links"] == 2
 
 
+async def test_disconnect_clients_closes_websocket_sessions(running: Running) -> None:
+    s = await connect(ws_ep(running))
+    inp = await s.link(ChannelType.INPUTS)
+    running.server.disconnect_clients()
+    assert await s.main.closed() and await inp.closed()
+    assert running.server.num_clients == 0
+    assert (await connect(ws_ep(running))).session_id  # and the port still takes new ones
+
+
 async def test_display_over_a_websocket_matches_the_server_canvas() -> None:
     r = await start_server()
     try:
