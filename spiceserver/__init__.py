@@ -12,11 +12,17 @@ from __future__ import annotations
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, GuestError, LinkError, NotSupportedError, ProtocolError, SpiceError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet, spice_to_local_buttons
+from .metrics import Metrics
 from .reds import Session, SpiceServer
+from .sessions import ChannelEvent, ChannelInfo, ClientInfo
 
 __all__ = [
     "SpiceServer",
     "Session",
+    "ChannelEvent",
+    "ChannelInfo",
+    "ClientInfo",
+    "Metrics",
     "ServerConfig",
     "ChannelSecurity",
     "Keyboard",

@@ -42,7 +42,17 @@ from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, InputsCap, LinkE
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words, has_cap
 from .proto.messages.base import SERVER
 from .qxl import QXLDevice, QXLDeviceConfig
-from .sessions import DISPLAY_CAPS, ChannelDef, ChannelFactory, ConnLog, Session, channel_label
+from .sessions import (
+    DISPLAY_CAPS,
+    ChannelDef,
+    ChannelEvent,
+    ChannelFactory,
+    ChannelInfo,
+    ClientInfo,
+    ConnLog,
+    Session,
+    channel_label,
+)
 from .ticket import LinkKey, Ticket
 from .web import HTTP_PREFIX, Closed, HttpGet, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
 from .worker.compression import from_config_name
@@ -200,6 +210,7 @@ class SpiceServer:
             max_message_size=config.max_message_size,
             dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
         )
+        self._listeners: list[Callable[[ChannelEvent], object]] = []
         self._bytes: Counter[tuple[str, str]] = Counter()  # (channel name, "in" | "out")
         self._open_channels: Counter[str] = Counter()
         if config.tls_port is not None:
@@ -311,6 +322,39 @@ class SpiceServer:
 
         result: dict[str, Any] = self._worker(display_id).call(collect)
         return result
+
+    def add_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
+        """Call ``callback(event)`` on the event loop whenever a channel links or goes away.
+
+        A coroutine function works too (it is run as a task). Exceptions are logged, never
+        raised into the server.
+        """
+        self._listeners.append(callback)
+
+    def remove_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def clients(self) -> list[ClientInfo]:
+        """The connected clients and their channels, oldest first."""
+        return [ClientInfo(s.id, tuple(s.infos)) for s in self._sessions.values() if s.infos]
+
+    def _emit(self, kind: str, info: ChannelInfo) -> None:
+        event = ChannelEvent(kind, info)  # type: ignore[arg-type]
+        for callback in list(self._listeners):
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.get_running_loop().create_task(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._listener_done)
+            except Exception:
+                log.exception("channel listener %r failed", callback)
+
+    def _listener_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("channel listener failed", exc_info=task.exception())
 
     async def metrics(self) -> Metrics:
         """A snapshot of the live counters (see :mod:`spiceserver.metrics`); also served in the
@@ -638,7 +682,9 @@ class SpiceServer:
         self.stats["links_ok"] += 1
         link_mess, leftover = linked
         try:
-            await self._run_channel(stream[0], stream[1], link_mess, leftover, secure, unix, clog)
+            websocket = isinstance(stream[0], _WebSocketStream)
+            transport = ("wss" if secure else "ws") if websocket else ("unix" if unix else ("tls" if secure else "tcp"))
+            await self._run_channel(stream[0], stream[1], link_mess, leftover, secure, unix, clog, (transport, peer_s))
         finally:
             await self._close_writer(stream[1])
 
@@ -807,6 +853,18 @@ class SpiceServer:
         self._sessions[sid] = session
         return session
 
+    def _channel_info(self, session: Session, mess: LinkMess, where: tuple[str, str]) -> ChannelInfo:
+        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
+        info = ChannelInfo(session.id, name, mess.channel_id, where[0], where[1], time.time())
+        session.infos.append(info)
+        self._emit("connected", info)
+        return info
+
+    def _channel_gone(self, session: Session, info: ChannelInfo) -> None:
+        with contextlib.suppress(ValueError):
+            session.infos.remove(info)
+        self._emit("disconnected", info)
+
     def _close_session(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
         for close in list(session.closers):
@@ -875,6 +933,7 @@ class SpiceServer:
         secure: bool,
         unix: bool,
         clog: ConnLog,
+        where: tuple[str, str] = ("tcp", ""),
     ) -> None:
         mini = has_cap(mess.common_caps, CommonCap.MINI_HEADER)
         conn = ChannelConnection(mess.channel_type, SERVER, mini_header=mini, max_message_size=self.config.max_message_size)
@@ -892,7 +951,11 @@ class SpiceServer:
                 return
             session = found
             if d.worker is not None:
-                await self._run_worker_channel(reader, writer, mess, leftover, mini, session, d.worker, clog)
+                info = self._channel_info(session, mess, where)
+                try:
+                    await self._run_worker_channel(reader, writer, mess, leftover, mini, session, d.worker, clog)
+                finally:
+                    self._channel_gone(session, info)
                 return
             assert d.factory is not None
             cc = d.factory(self, conn, mess, secure=secure, log=clog)
@@ -903,6 +966,7 @@ class SpiceServer:
         session.channels.append(cc)
         name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
         self._open_channels[name] += 1
+        info = self._channel_info(session, mess, where)
 
         def flush() -> None:
             data = conn.data_to_send()
@@ -958,6 +1022,7 @@ class SpiceServer:
         finally:
             cc.closed = True
             self._open_channels[name] -= 1
+            self._channel_gone(session, info)
             with contextlib.suppress(ValueError):
                 session.channels.remove(cc)
             with contextlib.suppress(ValueError):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .channels.base import ChannelClient
 from .channels.main import MainChannelClient
 from .proto.enums import CHANNEL_NAMES, ChannelType, DisplayCap
 from .worker.worker import DisplayWorker
 
-__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS"]
+__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS", "ChannelInfo", "ChannelEvent", "ClientInfo"]
 
 ChannelFactory = Callable[..., ChannelClient]
 
@@ -40,6 +40,44 @@ def channel_label(channel_type: int, channel_id: int) -> str:
     return f"{name}:{channel_id}"
 
 
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One connected channel, as the embedding application sees it.
+
+    Attributes:
+        session_id: the client (its main channel's connection id; shared by all its channels).
+        channel: ``"main"``, ``"display"``, ``"inputs"``, ``"cursor"``, ...
+        channel_id: the channel's id (the display number for display and cursor).
+        transport: ``"tcp"``, ``"tls"``, ``"unix"``, ``"ws"`` or ``"wss"`` (WebSocket, plain or TLS).
+        peer: the client's address ``"host:port"`` (``"unix"`` on a Unix socket).
+        connected_at: when the link completed (``time.time()``).
+    """
+
+    session_id: int
+    channel: str
+    channel_id: int
+    transport: str
+    peer: str
+    connected_at: float
+
+
+@dataclass(frozen=True)
+class ChannelEvent:
+    """A channel linked (``"connected"``) or went away (``"disconnected"``); QEMU turns libspice's
+    equivalents (``channel_event``) into its SPICE_CONNECTED / SPICE_DISCONNECTED QMP events."""
+
+    kind: Literal["connected", "disconnected"]
+    info: ChannelInfo
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """One connected client and its channels (:meth:`SpiceServer.clients`)."""
+
+    session_id: int
+    channels: tuple[ChannelInfo, ...]
+
+
 @dataclass(eq=False)
 class Session:
     """One client: its main channel and every other channel it linked with the same id."""
@@ -48,6 +86,7 @@ class Session:
     main: MainChannelClient | None = None
     channels: list[ChannelClient] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    infos: list[ChannelInfo] = field(default_factory=list)
 
 
 @dataclass

@@ -52,6 +52,7 @@ async def test_snapshot_counts_sessions_channels_bytes_and_images() -> None:
         m = await r.server.metrics()
         assert m.sessions == 1
         assert m.channels == {"main": 1, "inputs": 1, "display": 1}
+        assert sorted(c.channel for c in r.server.clients()[0].channels) == ["display", "inputs", "main"]
         assert m.links_ok == 3 and m.links_failed == 1 and m.connections == 4
         assert m.channel_bytes["main", "out"] > 0  # INIT, channels list, ...
         assert m.channel_bytes["display", "in"] > 0 and m.channel_bytes["display", "out"] > 0
@@ -80,7 +81,7 @@ async def test_snapshot_counts_sessions_channels_bytes_and_images() -> None:
             if m.sessions == 0 and not m.channels:
                 break
             await asyncio.sleep(0.05)
-        assert m.sessions == 0 and m.channels == {}
+        assert m.sessions == 0 and m.channels == {} and r.server.clients() == []
         assert m.displays[0].clients == 0
         assert all(m.displays[0].images.get(k, 0) >= v for k, v in sent.items())
         assert (await http_get(r.server.port_of(), "/metrics?x=1"))[0] == "HTTP/1.1 200 OK"

@@ -11,7 +11,7 @@ from spiceserver.proto.messages import base as bm
 from spiceserver.proto.messages import inputs as im
 from spiceserver.proto.messages import main as mm
 from tests.conftest import Running, start_server
-from tests.support.client import LinkFailed, connect, link_channel
+from tests.support.client import Endpoint, LinkFailed, connect, link_channel
 
 
 async def test_main_init_and_channels_list(running: Running) -> None:
@@ -272,3 +272,51 @@ async def test_disconnect_clients(running: Running) -> None:
     running.server.disconnect_clients()
     assert await s.main.closed() and await inp.closed()
     assert running.server.num_clients == 0
+
+
+async def test_channel_events_and_clients_list() -> None:
+    """What a hypervisor hears (QEMU's SPICE_CONNECTED / SPICE_DISCONNECTED) and can list."""
+    from spiceserver import ChannelEvent
+
+    r = await start_server()
+    events: list[ChannelEvent] = []
+    seen_async: list[str] = []
+
+    async def async_listener(ev: ChannelEvent) -> None:
+        seen_async.append(f"{ev.kind} {ev.info.channel}")
+
+    def broken(ev: ChannelEvent) -> None:
+        raise RuntimeError("a listener bug must not hurt the server")
+
+    r.server.add_channel_listener(events.append)
+    r.server.add_channel_listener(async_listener)
+    r.server.add_channel_listener(broken)
+    try:
+        s = await connect(r.ep)
+        inp = await s.link(ChannelType.INPUTS)
+        await inp.expect(im.InputsInit)
+        (client,) = r.server.clients()
+        assert client.session_id == s.session_id
+        assert [(c.channel, c.channel_id, c.transport) for c in client.channels] == [("main", 0, "tcp"), ("inputs", 0, "tcp")]
+        assert all(c.peer.startswith("127.0.0.1:") and c.session_id == s.session_id for c in client.channels)
+        assert [(e.kind, e.info.channel) for e in events] == [("connected", "main"), ("connected", "inputs")]
+
+        await inp.close()
+        await s.main.close()
+        for _ in range(100):
+            if len(events) >= 4:
+                break
+            await asyncio.sleep(0.02)
+        assert [(e.kind, e.info.channel) for e in events[2:]] == [("disconnected", "inputs"), ("disconnected", "main")]
+        assert events[2].info == events[1].info  # the same channel, described the same way
+        assert r.server.clients() == []
+        assert seen_async[:2] == ["connected main", "connected inputs"]
+
+        ws = await connect(Endpoint(port=r.server.port_of(), websocket=True))
+        assert [(c.session_id, c.transport) for c in r.server.clients()[0].channels] == [(ws.session_id, "ws")]
+        r.server.remove_channel_listener(events.append)
+        await ws.main.close()
+        await asyncio.sleep(0.1)
+        assert len(events) == 5 and r.server.clients() == []
+    finally:
+        await r.server.close()
