@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
+    p.add_argument("--record", default=None, metavar="PATH",
+                   help="record the display to PATH (replay: python -m spiceserver replay PATH --screendump out.png)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     return p
 
@@ -174,6 +176,9 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         guest.draw_static()
         stop = threading.Event()
         animation = asyncio.to_thread(_run_guest, guest, args.fps, stop) if args.scene == "animated" else None
+    if args.record:
+        server.start_recording(args.record)
+        _out(f"recording the display to {args.record}")
     await server.start()
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from .channels.base import ChannelClient
@@ -67,6 +68,7 @@ from .worker.messages import (
     DisplayInfo,
 )
 from .worker.qxl_source import QXLWorkerBackend
+from .worker.record import Recorder
 from .worker.worker import DisplayWorker
 
 __all__ = ["SpiceServer", "Session"]
@@ -299,6 +301,28 @@ class SpiceServer:
     def screendump(self, path: Any, display_id: int = 0) -> None:
         """Write a display's current picture as PNG (QEMU ``screendump``)."""
         self._worker(display_id).call(lambda w: w.surfaces[0].canvas.to_png(path))
+
+    def start_recording(self, path: str | os.PathLike[str], display_id: int = 0) -> None:
+        """Record a display to ``path`` from now on (replacing any recording of it in progress).
+
+        The file starts with the display's present state (surfaces and their pictures, monitors,
+        cursor), then holds every draw and cursor command as it arrives, validated; replay it with
+        ``python -m spiceserver replay FILE --screendump out.png`` (see :mod:`spiceserver.worker.record`).
+
+        Raises:
+            OSError: the file cannot be created.
+        """
+        recorder = Recorder(Path(path))
+        try:
+            self._worker(display_id).call(lambda w: w.start_recording(recorder))
+        except BaseException:
+            recorder.close()
+            raise
+
+    def stop_recording(self, display_id: int = 0) -> int:
+        """Stop recording a display (the file is complete); returns the number of records, 0 if none."""
+        count: int = self._worker(display_id).call(lambda w: w.stop_recording())
+        return count
 
     def wait_idle(self, display_id: int = 0, timeout: float = 5.0) -> None:
         """Return once the display's worker has handled every command queued so far."""

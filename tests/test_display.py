@@ -249,3 +249,43 @@ def test_damaged_recordings_raise_protocol_error() -> None:
     for bad in (b"nope", MAGIC + b"\x01\x00", MAGIC + bytes([9]) + bytes(14), MAGIC + bytes([1]) + bytes(8) + b"\x2e\x01" + (99).to_bytes(4, "little")):
         with pytest.raises(ProtocolError):
             list(read_records(bad))
+
+
+async def test_recording_started_mid_session_replays_to_the_same_picture(tmp_path: object) -> None:
+    """start_recording / stop_recording: the file begins with the picture of the moment, so its
+    replay ends on the server's final picture; a recording in progress is closed by server.close()."""
+    import pathlib
+
+    from spiceserver.worker.record import read_records, replay
+    from spiceserver.worker.worker import DisplayWorker
+
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    path = pathlib.Path(str(tmp_path)) / "mid.rec"
+    try:
+        fb.update(scene(1))
+        fb.set_cursor(CursorShape(unique=9, type=0, width=1, height=1, hot_x=0, hot_y=0, data=b"\xff\0\0\xff"), 3, 4)
+        r.server.wait_idle()
+        r.server.start_recording(path)
+        fb.update(scene(2))
+        fb.move_cursor(10, 11)
+        r.server.wait_idle()
+        final = r.server.display_snapshot()
+        count = r.server.stop_recording()
+        assert count >= 4 and r.server.stop_recording() == 0
+        r.server.start_recording(tmp_path / "left-open.rec")  # type: ignore[operator]
+        fb.update(scene(3))
+    finally:
+        await r.server.close()
+    kinds = [type(m).__name__ for _, _, m in read_records(path.read_bytes())]
+    assert kinds[:2] == ["SurfaceCreate", "DrawCopy"] and kinds[-1] == "CursorMove" and len(kinds) == count
+    fresh = DisplayWorker("replay")
+    fresh.start()
+    try:
+        fresh.call(lambda w: replay(path.read_bytes(), w))
+        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
+        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y)) == (10, 11)
+    finally:
+        fresh.stop()
+    left_open = (tmp_path / "left-open.rec").read_bytes()  # type: ignore[operator]
+    assert [type(m).__name__ for _, _, m in read_records(left_open)][:2] == ["SurfaceCreate", "DrawCopy"]

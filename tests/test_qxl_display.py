@@ -4,8 +4,9 @@ server's picture and a client's picture, which must agree pixel for pixel."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ClipType, ImageType
+from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ClipType, ImageType, SurfaceFmt
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Point, Rect
 from spiceserver.qxl import Interrupt
@@ -165,5 +166,30 @@ async def test_draw_the_canvas_refuses_is_rejected_not_sent() -> None:
         r.server.wait_idle()
         assert guest.interrupts() & Interrupt.ERROR
         assert r.server.display_stats()["drawables"] == 0
+    finally:
+        await r.server.close()
+
+
+@pytest.mark.parametrize("fmt", [SurfaceFmt.FMT_16_565, SurfaceFmt.FMT_16_555, SurfaceFmt.FMT_32_ARGB])
+async def test_late_client_sees_a_non_xrgb_primary(fmt: int) -> None:
+    """A client that links after the guest drew gets the current picture in a form the canvas of
+    that format takes exactly (16-bit surfaces, ARGB with its alpha)."""
+    r = await start_server()
+    device = r.server.add_qxl_device()
+    guest = GuestDriver(device)
+    try:
+        bpp = 2 if fmt in (SurfaceFmt.FMT_16_565, SurfaceFmt.FMT_16_555) else 4
+        guest.create_primary(64, 40, stride=64 * bpp, format=fmt)
+        photo = ((np.arange(24 * 32, dtype=np.uint64) * 2654435761) % (1 << 32)).astype(np.uint32).reshape(24, 32)
+        body = d.Copy(src_bitmap=bitmap(photo & 0xFFFFFF), src_area=Rect(top=0, left=0, bottom=24, right=32), rop_descriptor=8, scale_mode=1, mask=d.QMask())
+        guest.submit(guest.drawable(d.Fill(brush=solid(0x12345678), rop_descriptor=8, mask=d.QMask()), bbox=Rect(top=0, left=0, bottom=40, right=64)), 1)
+        guest.submit(guest.drawable(body, bbox=Rect(top=5, left=7, bottom=29, right=39)), 1)
+        r.server.wait_idle()
+        server_px = r.server.display_snapshot()
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        assert state.surfaces[0].pixels.dtype == server_px.dtype
+        assert np.array_equal(state.surfaces[0].pixels, server_px)
     finally:
         await r.server.close()

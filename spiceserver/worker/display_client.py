@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..canvas.surface import PixFmt
 from ..codecs.glz import LZ_MAX_WINDOW_SIZE, GlzDictionary
 from ..errors import ProtocolError
 from ..proto.channel import ChannelConnection
-from ..proto.enums import BitmapFlags, BitmapFmt, ChannelType, ClipType, DisplayCap, ImageCompression, SurfaceFlags
+from ..proto.enums import ChannelType, ClipType, DisplayCap, ImageCompression, SurfaceFlags
 from ..proto.link import has_cap
 from ..proto.messages import display as d
 from ..proto.messages.base import SERVER, Message, Rect
@@ -35,6 +36,7 @@ from .compression import ClientCompression
 from .drawable import ROP_PUT, Drawable, map_images
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
+from .picture import picture_image
 
 if TYPE_CHECKING:
     from .surface import Surface
@@ -54,7 +56,7 @@ class Entry:
 
     msg: Message | None = None
     drawable: Drawable | None = None
-    picture: tuple[int, int, int, np.ndarray] | None = None  # surface, left, top, pixels
+    picture: tuple[int, int, int, np.ndarray, PixFmt] | None = None  # surface, left, top, pixels, their format
     dead: bool = False
 
 
@@ -176,7 +178,7 @@ class DisplayChannelClient:
         if right <= left or bottom <= top:
             return
         pixels = surface.canvas.pixels[top:bottom, left:right].copy()
-        self._queue(Entry(picture=(surface.id, left, top, pixels)))
+        self._queue(Entry(picture=(surface.id, left, top, pixels, surface.canvas.pixfmt)))
 
     def push_surface_destroy(self, surface_id: int) -> None:
         if not self.initialized or surface_id not in self.sent_surfaces:
@@ -301,13 +303,9 @@ class DisplayChannelClient:
         self.conn.send(drawable.message(op))
         self.stats["drawables"] += 1
 
-    def _send_picture(self, surface_id: int, left: int, top: int, pixels: np.ndarray) -> None:
+    def _send_picture(self, surface_id: int, left: int, top: int, pixels: np.ndarray, pixfmt: PixFmt) -> None:
         h, w = pixels.shape
-        image = d.Image(
-            descriptor=d.ImageDescriptor(id=0, type=0, flags=0, width=w, height=h),
-            bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=w, y=h, stride=w * 4, palette=None, data=pixels.tobytes()),
-        )
-        image = self._encode(image, lossy_ok=True)  # a plain copy: may go lossy where allowed
+        image = self._encode(picture_image(pixels, pixfmt), lossy_ok=True)  # a plain copy: may go lossy where allowed
         box = Rect(top=top, left=left, bottom=top + h, right=left + w)
         base = d.DisplayBase(surface_id=surface_id, box=box, clip=d.Clip(type=ClipType.NONE))
         op = d.Copy(

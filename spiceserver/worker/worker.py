@@ -30,7 +30,7 @@ from ..errors import ProtocolError
 from ..proto.enums import ChannelType, CursorFlags, SurfaceFmt
 from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
-from ..proto.messages.base import Message, Point16
+from ..proto.messages.base import Message, Point16, Rect
 from .cursor_client import CursorChannelClient, CursorShape, CursorState
 from .dispatcher import Dispatcher
 from .display_client import DisplayChannelClient, ImageSettings
@@ -46,6 +46,7 @@ from .messages import (
     DisplayInfo,
     Stop,
 )
+from .picture import picture_image
 from .record import Recorder
 from .surface import Surface
 
@@ -175,6 +176,10 @@ class DisplayWorker:
             except Exception:
                 more = False
                 log.exception("%s: worker loop error", self.name)
+        try:
+            self.stop_recording()  # a recording in progress ends complete
+        except OSError:
+            log.exception("%s: closing the recording", self.name)
 
     # --- clients -------------------------------------------------------------------------------
 
@@ -331,6 +336,31 @@ class DisplayWorker:
             render_op(surface.canvas, drawable.base, drawable.op, self.resolver)
 
     # --- cursor --------------------------------------------------------------------------------
+
+    def start_recording(self, recorder: Recorder) -> None:
+        """Record from now on, starting with the present state: each surface and its picture (as a
+        raw DRAW_COPY), the monitors layout and the cursor -- so a replay starts from this picture."""
+        self.stop_recording()
+        for surface in self.surfaces.values():
+            recorder.display(d.SurfaceCreate(surface_id=surface.id, width=surface.width, height=surface.height, format=surface.format, flags=int(surface.primary)))
+            image = picture_image(surface.canvas.pixels, surface.canvas.pixfmt)
+            box = Rect(top=0, left=0, bottom=surface.height, right=surface.width)
+            op = d.Copy(src_bitmap=image, src_area=box, rop_descriptor=8, scale_mode=1, mask=d.QMask())
+            recorder.display(d.DrawCopy(base=d.DisplayBase(surface_id=surface.id, box=box, clip=d.Clip()), data=op))
+        if self.heads is not None:
+            recorder.display(self.heads)
+        self.recorder = recorder
+        c = self.cursor
+        if c.shape is not None or c.visible:
+            self.cursor_set(c.shape, c.x, c.y, c.visible)  # records it (clients get the same state again)
+
+    def stop_recording(self) -> int:
+        """Stop recording (the file is flushed and closed); returns how many records it holds."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return 0
+        recorder.close()
+        return recorder.count
 
     def _record_cursor(self, msg: Message) -> None:
         if self.recorder is not None:
