@@ -88,5 +88,5 @@ def test_pipe_collapse_keeps_the_picture() -> None:
     c.collapse()
     live = [e for e in c.pipe if not e.dead]
     assert len(live) == 1 and isinstance(live[0], Entry) and live[0].picture is not None
-    sid, left, top, px = live[0].picture
+    sid, left, top, px, _fmt = live[0].picture
     assert (sid, left, top, px.shape) == (0, 0, 0, (1, 50)) and (px == 0x123456).all()
