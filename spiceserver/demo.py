@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
     p.add_argument("--record", default=None, metavar="PATH",
-                   help="record the display to PATH (replay: python -m spiceserver replay PATH --screendump out.png)")
+                   help="record the display to PATH, gzip-compressed if it ends in .gz "
+                        "(replay: python -m spiceserver replay PATH --screendump out.png)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     return p
 

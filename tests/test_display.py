@@ -289,3 +289,32 @@ async def test_recording_started_mid_session_replays_to_the_same_picture(tmp_pat
         fresh.stop()
     left_open = (tmp_path / "left-open.rec").read_bytes()  # type: ignore[operator]
     assert [type(m).__name__ for _, _, m in read_records(left_open)][:2] == ["SurfaceCreate", "DrawCopy"]
+
+
+async def test_gzip_recording_round_trip_and_damage(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``.gz`` path records compressed; replay reads it; damaged or oversized gzip is a ProtocolError."""
+    import gzip
+    import pathlib
+
+    from spiceserver.errors import ProtocolError
+    from spiceserver.worker import record
+    from spiceserver.worker.record import read_records
+
+    r = await start_server()
+    fb = r.server.add_framebuffer_display(W, H)
+    path = pathlib.Path(str(tmp_path)) / "session.rec.gz"
+    try:
+        r.server.start_recording(path)
+        fb.update(scene(5))
+        r.server.wait_idle()
+        n = r.server.stop_recording()
+    finally:
+        await r.server.close()
+    data = path.read_bytes()
+    assert data[:2] == b"\x1f\x8b" and len(list(read_records(data))) == n
+    assert len(data) < len(gzip.decompress(data)) / 3
+    with pytest.raises(ProtocolError):
+        list(read_records(data[: len(data) // 2] + b"\0" * 20))
+    monkeypatch.setattr(record, "MAX_RECORDING", 1000)
+    with pytest.raises(ProtocolError, match="larger than allowed"):
+        list(read_records(data))

@@ -7,15 +7,17 @@ creation and destruction, every draw as its wire message, cursor commands, monit
 recording is deterministic, compact, independent of guest memory layout, and safe to load (it is
 parsed by the same hostile-input-safe proto layer, never unpickled).
 
-File format: the 16-byte magic ``SPICESERVER-REC\\x01``, then records ``{u8 kind, u64 time_ns, u16
+File format (optionally gzip-compressed as a whole): the 16-byte magic ``SPICESERVER-REC\\x01``, then records ``{u8 kind, u64 time_ns, u16
 message type, u32 length, body}`` (little-endian); the body is a display- or cursor-channel message
 body exactly as on the wire.
 """
 
 from __future__ import annotations
 
+import gzip
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -38,14 +40,21 @@ _REC = struct.Struct("<BQHI")
 KIND_DISPLAY = 1
 KIND_CURSOR = 2
 MAX_RECORD = 256 << 20
+#: the largest recording loaded (decompressed), bytes
+MAX_RECORDING = 4 << 30
 
 
 class Recorder:
-    """Appends records to ``out`` (a path or a binary file)."""
+    """Appends records to ``out`` (a path or a binary file); a path ending in ``.gz`` is written
+    gzip-compressed (level 1: pictures and text compress well, and the worker thread pays for it)."""
 
     def __init__(self, out: str | Path | IO[bytes]) -> None:
         if isinstance(out, (str, Path)):
-            self._fh: IO[bytes] = open(out, "wb")  # noqa: SIM115 - closed by close()
+            self._fh: IO[bytes] | gzip.GzipFile
+            if str(out).endswith(".gz"):
+                self._fh = gzip.open(out, "wb", compresslevel=1)  # noqa: SIM115 - closed by close()
+            else:
+                self._fh = open(out, "wb")  # noqa: SIM115 - closed by close()
             self._own = True
         else:
             self._fh = out
@@ -73,8 +82,23 @@ class Recorder:
             self._fh.close()
 
 
+def _gunzip(data: bytes) -> bytes:
+    """Decompress a gzip recording, refusing more than MAX_RECORDING bytes (a bomb is an error)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_RECORDING + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"damaged gzip recording: {exc}") from None
+    if len(out) > MAX_RECORDING:
+        raise ProtocolError("recording larger than allowed once decompressed")
+    return out
+
+
 def read_records(data: bytes) -> Iterator[tuple[int, int, Message]]:
-    """Yield (kind, time_ns, message); raises ProtocolError on a damaged file."""
+    """Yield (kind, time_ns, message) from a recording (plain or gzip); raises ProtocolError on a
+    damaged file."""
+    if data[:2] == b"\x1f\x8b":
+        data = _gunzip(data)
     if not data.startswith(MAGIC):
         raise ProtocolError("not a spiceserver recording (bad magic)")
     pos = len(MAGIC)
