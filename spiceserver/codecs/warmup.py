@@ -37,20 +37,29 @@ def _run() -> None:
         px = (rng.integers(0, 1 << 24, (16, 16), dtype=np.uint32) & 0xF0F0F0) | 0x0F
         rgba = px | (rng.integers(0, 256, (16, 16), dtype=np.uint32) << 24)
         graduality_level(px)
-        for fmt, img in (("rgb32", px), ("rgba", rgba), ("rgb24", px)):
+        rgb16 = (px & 0x7FFF).astype(np.uint16)
+        for fmt, img in (("rgb32", px), ("rgba", rgba), ("rgb24", px), ("rgb16", rgb16)):
             decode_quic(encode_quic(img, fmt))
         raw = px.astype("<u4").tobytes()
+        raw16 = rgb16.astype("<u2").tobytes()
         for lz_type, data, stride in (
             (LzImageType.RGB32, raw, 64),
             (LzImageType.RGBA, rgba.astype("<u4").tobytes(), 64),
+            (LzImageType.RGB16, raw16, 32),
             (LzImageType.PLT8, bytes(range(256)), 16),
             (LzImageType.XXXA, rgba.astype("<u4").tobytes(), 64),
         ):
             decode_lz(encode_lz(data, lz_type, width=16, height=16, stride=stride), palette=np.arange(256, dtype=np.uint32))
+        # every GLZ kernel: the RGB one, and the generic one the RGB16 and alpha passes use
         dictionary = GlzDictionary(1 << 16)
         window = GlzDecoderWindow()
-        for _ in range(2):
-            decode_glz(window, encode_glz(dictionary, raw, LzImageType.RGB32, 16, 16, 64))
+        for lz_type, data, stride in (
+            (LzImageType.RGB32, raw, 64),
+            (LzImageType.RGB32, raw, 64),
+            (LzImageType.RGBA, rgba.astype("<u4").tobytes(), 64),
+            (LzImageType.RGB16, raw16, 32),
+        ):
+            decode_glz(window, encode_glz(dictionary, data, lz_type, 16, 16, stride))
     except Exception:  # never fatal: the encoder keeps using LZ4 / raw
         log.exception("codec warm-up failed; Quic/LZ/GLZ stay off")
         return
