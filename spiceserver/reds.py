@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -48,7 +49,7 @@ from .sessions import (
     ChannelDef,
     ChannelEvent,
     ChannelFactory,
-    ChannelInfo,
+    ChannelListeners,
     ClientInfo,
     ConnLog,
     Session,
@@ -212,7 +213,7 @@ class SpiceServer:
             max_message_size=config.max_message_size,
             dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
         )
-        self._listeners: list[Callable[[ChannelEvent], object]] = []
+        self._listeners = ChannelListeners(log)
         self._bytes: Counter[tuple[str, str]] = Counter()  # (channel name, "in" | "out")
         self._open_channels: Counter[str] = Counter()
         if config.tls_port is not None:
@@ -353,55 +354,28 @@ class SpiceServer:
         A coroutine function works too (it is run as a task). Exceptions are logged, never
         raised into the server.
         """
-        self._listeners.append(callback)
+        self._listeners.add(callback)
 
     def remove_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(callback)
+        self._listeners.remove(callback)
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients and their channels, oldest first."""
         return [ClientInfo(s.id, tuple(s.infos)) for s in self._sessions.values() if s.infos]
 
-    def _emit(self, kind: str, info: ChannelInfo) -> None:
-        event = ChannelEvent(kind, info)  # type: ignore[arg-type]
-        for callback in list(self._listeners):
-            try:
-                result = callback(event)
-                if asyncio.iscoroutine(result):
-                    task = asyncio.get_running_loop().create_task(result)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._listener_done)
-            except Exception:
-                log.exception("channel listener %r failed", callback)
-
-    def _listener_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("channel listener failed", exc_info=task.exception())
-
     async def metrics(self) -> Metrics:
         """A snapshot of the live counters (see :mod:`spiceserver.metrics`); also served in the
         Prometheus format at ``ServerConfig.metrics_path``."""
 
-        def collect(w: DisplayWorker) -> tuple[dict[str, int], int, int, dict[str, int]]:
-            return dict(w.stats), len(w.dccs), sum(c.live for c in w.dccs.values()), w.image_totals()
-
-        displays = []
-        for i, w in enumerate(self._workers):
+        displays: list[DisplayMetrics] = []
+        for i, worker in enumerate(self._workers):
             try:
-                stats, clients, pipe, images = await asyncio.to_thread(w.call, collect)
+                displays.append(await asyncio.to_thread(worker.call, functools.partial(DisplayWorker.metrics, display_id=i)))
             except Exception:  # a stopped worker: skip it rather than fail the page
                 continue
-            displays.append(DisplayMetrics(i, stats["drawables"], stats["hidden"], stats["pruned"], clients, pipe, images))
         return Metrics(
             uptime_seconds=round(time.monotonic() - self._start_time, 3),
-            connections=self.stats["connections"],
-            links_ok=self.stats["links_ok"],
-            links_failed=self.stats["links_failed"],
-            protocol_errors=self.stats["protocol_errors"],
-            websocket_links=self.stats["websocket_links"],
-            http_requests=self.stats["http_requests"],
+            **self.stats,
             sessions=len(self._sessions),
             codec_kernels_ready=warmup.ready(),
             channels={k: v for k, v in self._open_channels.items() if v},
@@ -877,18 +851,6 @@ class SpiceServer:
         self._sessions[sid] = session
         return session
 
-    def _channel_info(self, session: Session, mess: LinkMess, where: tuple[str, str]) -> ChannelInfo:
-        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
-        info = ChannelInfo(session.id, name, mess.channel_id, where[0], where[1], time.time())
-        session.infos.append(info)
-        self._emit("connected", info)
-        return info
-
-    def _channel_gone(self, session: Session, info: ChannelInfo) -> None:
-        with contextlib.suppress(ValueError):
-            session.infos.remove(info)
-        self._emit("disconnected", info)
-
     def _close_session(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
         for close in list(session.closers):
@@ -904,10 +866,10 @@ class SpiceServer:
         session: Session,
         worker: DisplayWorker,
         clog: ConnLog,
+        name: str,
     ) -> None:
         """A display/cursor channel: its protocol state lives on the worker; we move bytes."""
         cc_id = next(self._conn_ids)
-        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
         wc = _WorkerConn(writer, worker, name)
         self._worker_conns[cc_id] = wc
         self._open_channels[name] += 1
@@ -975,11 +937,11 @@ class SpiceServer:
                 return
             session = found
             if d.worker is not None:
-                info = self._channel_info(session, mess, where)
+                info = self._listeners.connected(session, mess.channel_type, mess.channel_id, *where)
                 try:
-                    await self._run_worker_channel(reader, writer, mess, leftover, mini, session, d.worker, clog)
+                    await self._run_worker_channel(reader, writer, mess, leftover, mini, session, d.worker, clog, info.channel)
                 finally:
-                    self._channel_gone(session, info)
+                    self._listeners.gone(session, info)
                 return
             assert d.factory is not None
             cc = d.factory(self, conn, mess, secure=secure, log=clog)
@@ -988,9 +950,9 @@ class SpiceServer:
                 session.main.notify("keyboard channel is insecure")
                 self._kick(session.main)
         session.channels.append(cc)
-        name = CHANNEL_NAMES.get(ChannelType(mess.channel_type), str(mess.channel_type))
+        info = self._listeners.connected(session, mess.channel_type, mess.channel_id, *where)
+        name = info.channel
         self._open_channels[name] += 1
-        info = self._channel_info(session, mess, where)
 
         def flush() -> None:
             data = conn.data_to_send()
@@ -1046,7 +1008,7 @@ class SpiceServer:
         finally:
             cc.closed = True
             self._open_channels[name] -= 1
-            self._channel_gone(session, info)
+            self._listeners.gone(session, info)
             with contextlib.suppress(ValueError):
                 session.channels.remove(cc)
             with contextlib.suppress(ValueError):

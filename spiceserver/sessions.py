@@ -6,7 +6,9 @@ Counterpart of spice ``server/red-client.cpp`` (a client and its channels) and t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +18,7 @@ from .channels.main import MainChannelClient
 from .proto.enums import CHANNEL_NAMES, ChannelType, DisplayCap
 from .worker.worker import DisplayWorker
 
-__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS", "ChannelInfo", "ChannelEvent", "ClientInfo"]
+__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS", "ChannelInfo", "ChannelEvent", "ClientInfo", "ChannelListeners"]
 
 ChannelFactory = Callable[..., ChannelClient]
 
@@ -101,3 +103,51 @@ class ChannelDef:
 #: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
 #: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
 DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
+
+
+class ChannelListeners:
+    """The application's channel listeners: builds each :class:`ChannelInfo`, keeps it on its
+    session while the channel lives, and tells every listener (a coroutine is run as a task; an
+    exception is logged, never raised into the server). Runs on the event loop."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._callbacks: list[Callable[[ChannelEvent], object]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._log = log
+
+    def add(self, callback: Callable[[ChannelEvent], object]) -> None:
+        self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[ChannelEvent], object]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def connected(self, session: Session, channel_type: int, channel_id: int, transport: str, peer: str) -> ChannelInfo:
+        """A channel of ``session`` linked: record it and tell the listeners."""
+        name = CHANNEL_NAMES.get(ChannelType(channel_type), str(channel_type))
+        info = ChannelInfo(session.id, name, channel_id, transport, peer, time.time())
+        session.infos.append(info)
+        self._emit(ChannelEvent("connected", info))
+        return info
+
+    def gone(self, session: Session, info: ChannelInfo) -> None:
+        """That channel went away."""
+        if info in session.infos:
+            session.infos.remove(info)
+        self._emit(ChannelEvent("disconnected", info))
+
+    def _emit(self, event: ChannelEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                result = callback(event)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.get_running_loop().create_task(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+            except Exception:
+                self._log.exception("channel listener %r failed", callback)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("channel listener failed", exc_info=task.exception())

@@ -13,15 +13,12 @@ from spiceserver.errors import ConfigError
 from spiceserver.metrics import DisplayMetrics, Metrics
 from spiceserver.proto.enums import ChannelType
 from tests.conftest import start_server
-from tests.support.client import LinkFailed, connect
+from tests.support.client import LinkFailed, connect, http_exchange
 from tests.support.display import link_display, pump_until
 
 
 async def http_get(port: int, path: str) -> tuple[str, dict[str, str], str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    data = (await asyncio.wait_for(reader.read(), 10)).decode()
-    writer.close()
+    data = (await http_exchange(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())).decode()
     head, _, body = data.partition("\r\n\r\n")
     status, *lines = head.split("\r\n")
     headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}

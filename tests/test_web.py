@@ -3,7 +3,6 @@ web root by plain GET, origin checks, and hostile HTTP / WebSocket input."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 
@@ -19,21 +18,12 @@ from spiceserver.proto.messages import inputs as im
 from spiceserver.web import Closed, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
 from tests.conftest import Running, start_server
 from tests.support.certs import make_test_ca
-from tests.support.client import Endpoint, LinkFailed, connect
+from tests.support.client import Endpoint, LinkFailed, connect, http_exchange
 from tests.support.display import link_display, pump_until
 
 
 def ws_ep(r: Running, **kw: object) -> Endpoint:
     return Endpoint(port=r.server.port_of(), websocket=True, **kw)  # type: ignore[arg-type]
-
-
-async def http_get(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    writer.write_eof()
-    data = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return data
 
 
 # -- through the server ----------------------------------------------------------------------
@@ -113,7 +103,7 @@ async def test_websocket_off_keeps_libspice_behaviour() -> None:
     try:
         with pytest.raises(LinkFailed):
             await connect(ws_ep(r))
-        data = await http_get(r.server.port_of(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await http_exchange(r.server.port_of(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert data[:4] == b"REDQ"  # a SPICE link reply: INVALID_MAGIC
         assert (await connect(Endpoint(port=r.server.port_of()))).session_id
     finally:
@@ -127,12 +117,12 @@ async def test_web_root_files_and_404(tmp_path: Path) -> None:
     r = await start_server(web_root=str(tmp_path))
     try:
         port = r.server.port_of()
-        page = await http_get(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        page = await http_exchange(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert page.startswith(b"HTTP/1.1 200 OK") and page.endswith(b"<html>auto</html>")
-        js = await http_get(port, b"GET /main.js?v=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        js = await http_exchange(port, b"GET /main.js?v=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert b"Content-Type: text/javascript" in js
         for path in (b"/../secret.txt", b"/%2e%2e/secret.txt", b"/nothere", b"/..%2fsecret.txt"):
-            assert (await http_get(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404"), path
+            assert (await http_exchange(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404"), path
         assert (await connect(Endpoint(port=port))).session_id  # plain SPICE still on the same port
         assert r.server.stats["http_requests"] == 6
     finally:
@@ -142,7 +132,7 @@ async def test_web_root_files_and_404(tmp_path: Path) -> None:
 async def test_garbage_http_closes_only_that_connection(running: Running) -> None:
     port = running.server.port_of()
     for junk in (b"GET \x00\x01\x02\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 20000 + b"\r\n\r\n", b"GET "):
-        await http_get(port, junk)
+        await http_exchange(port, junk)
     assert (await connect(ws_ep(running))).session_id
     assert (await connect(running.ep)).session_id
 

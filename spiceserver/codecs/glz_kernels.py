@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import njit, prefetch
-from .lz_kernels import ERR_BAD_REF, ERR_OVERRUN, ERR_TRUNCATED, _emit, _key, _u
+from .lz_kernels import ERR_BAD_REF, ERR_OVERRUN, ERR_TRUNCATED, _copy_pixels, _emit, _key, _read_literals, _u
 
 __all__ = [
     "GLZ_HASH_SIZE",
@@ -485,16 +485,7 @@ def glz_decompress(
                 ref = op - (pixel_ofs + 1)
                 if ref < 0:
                     return ERR_BAD_REF
-                if kind == 2:
-                    for _ in range(length):
-                        out[op] = (out[op] & 0x00FFFFFF) | (out[ref] & 0xFF000000)
-                        op += 1
-                        ref += 1
-                else:
-                    for _ in range(length):
-                        out[op] = out[ref]
-                        op += 1
-                        ref += 1
+                op = _copy_pixels(out, op, out, ref, length, kind)
             else:
                 want = image_id - image_dist
                 k = -1
@@ -506,50 +497,14 @@ def glz_decompress(
                     return ERR_MISSING_IMAGE
                 if pixel_ofs + length > win_n[k]:
                     return ERR_BAD_REF
-                ref = win_off[k] + pixel_ofs
-                if kind == 2:
-                    for _ in range(length):
-                        out[op] = (out[op] & 0x00FFFFFF) | (win[ref] & 0xFF000000)
-                        op += 1
-                        ref += 1
-                else:
-                    for _ in range(length):
-                        out[op] = win[ref]
-                        op += 1
-                        ref += 1
+                op = _copy_pixels(out, op, win, win_off[k] + pixel_ofs, length, kind)
         else:
             count = ctrl + 1
             if op + count > n:
                 return ERR_OVERRUN
-            if kind == 0:
-                if pos + 3 * count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    b = int(data[pos])
-                    g = int(data[pos + 1])
-                    r = int(data[pos + 2])
-                    out[op] = (r << 16) | (g << 8) | b
-                    pos += 3
-                    op += 1
-            elif kind == 1:
-                if pos + 2 * count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    hi = int(data[pos])
-                    lo = int(data[pos + 1])
-                    g = (((hi << 6) | (lo >> 2)) & 0xF8) & 0xFF
-                    g |= g >> 5
-                    r = (((hi << 1) & 0xF8) | ((hi >> 4) & 0x07)) & 0xFF
-                    b = ((lo << 3) | ((lo >> 2) & 0x07)) & 0xFF
-                    out[op] = (r << 16) | (g << 8) | b
-                    pos += 2
-                    op += 1
-            else:
-                if pos + count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    out[op] = (out[op] & 0x00FFFFFF) | (int(data[pos]) << 24)
-                    pos += 1
-                    op += 1
+            pos = _read_literals(data, pos, end, out, op, count, kind)
+            if pos < 0:
+                return pos
+            op += count
         if op >= n:
             return pos

@@ -342,6 +342,62 @@ def _read_match(data: np.ndarray, pos: int, end: int, ctrl: int) -> tuple[int, i
     return pos, length, ofs + 1
 
 
+@njit(inline=True)
+def _copy_pixels(out: np.ndarray, op: int, src: np.ndarray, ref: int, length: int, kind: int) -> int:
+    """A match: ``length`` pixels from ``src[ref:]`` to ``out[op:]`` one by one (they may overlap,
+    as runs do); the alpha pass copies only the alpha byte. Returns the new ``op``. Decoders only:
+    the caller has checked both ranges."""
+    if kind == 2:
+        for _ in range(length):
+            out[op] = (out[op] & 0x00FFFFFF) | (src[ref] & 0xFF000000)
+            op += 1
+            ref += 1
+    else:
+        for _ in range(length):
+            out[op] = src[ref]
+            op += 1
+            ref += 1
+    return op
+
+
+@njit(inline=True)
+def _read_literals(data: np.ndarray, pos: int, end: int, out: np.ndarray, op: int, count: int, kind: int) -> int:
+    """A literal run of ``count`` pixels into ``out[op:]`` (room checked by the caller): B,G,R bytes
+    (RGB), big-endian x555 expanded as the client does (RGB16) or alpha bytes (ALPHA). Returns the
+    position after it, or ERR_TRUNCATED when ``data`` ends first."""
+    if kind == 0:
+        if pos + 3 * count > end:
+            return ERR_TRUNCATED
+        for _ in range(count):
+            b = int(data[pos])
+            g = int(data[pos + 1])
+            r = int(data[pos + 2])
+            out[op] = (r << 16) | (g << 8) | b
+            pos += 3
+            op += 1
+    elif kind == 1:
+        if pos + 2 * count > end:
+            return ERR_TRUNCATED
+        for _ in range(count):
+            hi = int(data[pos])
+            lo = int(data[pos + 1])
+            g = (((hi << 6) | (lo >> 2)) & 0xF8) & 0xFF
+            g |= g >> 5
+            r = (((hi << 1) & 0xF8) | ((hi >> 4) & 0x07)) & 0xFF
+            b = ((lo << 3) | ((lo >> 2) & 0x07)) & 0xFF
+            out[op] = (r << 16) | (g << 8) | b
+            pos += 2
+            op += 1
+    else:
+        if pos + count > end:
+            return ERR_TRUNCATED
+        for _ in range(count):
+            out[op] = (out[op] & 0x00FFFFFF) | (int(data[pos]) << 24)
+            pos += 1
+            op += 1
+    return pos
+
+
 @njit
 def lz_decompress32(kind: int, data: np.ndarray, pos: int, out: np.ndarray, n: int) -> int:
     """Decode one LZ pass into ``out[:n]`` (``uint32`` 0xAARRGGBB) from ``data[pos:]``.
@@ -373,51 +429,15 @@ def lz_decompress32(kind: int, data: np.ndarray, pos: int, out: np.ndarray, n: i
             ref = op - ofs
             if ref < 0:
                 return ERR_BAD_REF
-            if kind == 2:
-                for _ in range(length):
-                    out[op] = (out[op] & 0x00FFFFFF) | (out[ref] & 0xFF000000)
-                    op += 1
-                    ref += 1
-            else:
-                for _ in range(length):
-                    out[op] = out[ref]
-                    op += 1
-                    ref += 1
+            op = _copy_pixels(out, op, out, ref, length, kind)
         else:
             count = ctrl + 1
             if op + count > n:
                 return ERR_OVERRUN
-            if kind == 0:
-                if pos + 3 * count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    b = int(data[pos])
-                    g = int(data[pos + 1])
-                    r = int(data[pos + 2])
-                    out[op] = (r << 16) | (g << 8) | b
-                    pos += 3
-                    op += 1
-            elif kind == 1:
-                if pos + 2 * count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    hi = int(data[pos])
-                    lo = int(data[pos + 1])
-                    g = (((hi << 6) | (lo >> 2)) & 0xF8) & 0xFF
-                    g |= g >> 5
-                    r = ((hi << 1) & 0xF8) | ((hi >> 4) & 0x07)
-                    r &= 0xFF
-                    b = ((lo << 3) | ((lo >> 2) & 0x07)) & 0xFF
-                    out[op] = (r << 16) | (g << 8) | b
-                    pos += 2
-                    op += 1
-            else:
-                if pos + count > end:
-                    return ERR_TRUNCATED
-                for _ in range(count):
-                    out[op] = (out[op] & 0x00FFFFFF) | (int(data[pos]) << 24)
-                    pos += 1
-                    op += 1
+            pos = _read_literals(data, pos, end, out, op, count, kind)
+            if pos < 0:
+                return pos
+            op += count
         if op >= n:
             return pos
 

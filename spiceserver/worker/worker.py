@@ -27,6 +27,7 @@ from ..canvas.images import NullResolver
 from ..canvas.surface import Canvas
 from ..codecs import warmup
 from ..errors import ProtocolError
+from ..metrics import DisplayMetrics
 from ..proto.enums import ChannelType, CursorFlags, SurfaceFmt
 from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
@@ -223,12 +224,16 @@ class DisplayWorker:
             self.retired_images.update(dcc.encoder.stats)
         self.cursor_clients.pop(cc_id, None)
 
-    def image_totals(self) -> dict[str, int]:
-        """Images sent by every display client so far, by encoding (worker thread)."""
-        total = Counter(self.retired_images)
+    def metrics(self, display_id: int) -> DisplayMetrics:
+        """This display's counters for :meth:`SpiceServer.metrics` (worker thread); images are
+        counted over every display client so far, gone ones included."""
+        images = Counter(self.retired_images)
         for dcc in self.dccs.values():
-            total.update(dcc.encoder.stats)
-        return {k: v for k, v in total.items() if v}
+            images.update(dcc.encoder.stats)
+        return DisplayMetrics(
+            display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
+            sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
+        )  # fmt: skip
 
     def flush_clients(self) -> None:
         for table in (self.dccs, self.cursor_clients):

@@ -274,3 +274,13 @@ async def connect(ep: Endpoint, *, password: str = "", main_caps: tuple[int, ...
     main = await link_channel(ep, ChannelType.MAIN, 0, password=password, channel_caps=main_caps)
     init = await main.expect(mm.Init)
     return Session(main, init, ep, password)
+
+
+async def http_exchange(port: int, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send one raw HTTP request (then EOF) and return everything the server answers."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)
+    writer.write_eof()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return data
