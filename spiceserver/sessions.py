@@ -1,26 +1,26 @@
 """Sessions, the channel registry's entries and per-connection logging context (no I/O here).
 
-Counterpart of spice ``server/red-client.cpp`` (a client and its channels) and the channel table of
-``reds.cpp``; :mod:`spiceserver.reds` drives them.
+Counterpart of spice ``server/red-client.cpp`` (a client and its channels) and the client list of
+``reds.cpp`` (``reds_handle_main_link`` replaces the previous client); the channels open and end
+sessions, :mod:`spiceserver.reds` checks connection ids against them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .channels.base import ChannelClient
-from .channels.main import MainChannelClient
-from .proto.enums import CHANNEL_NAMES, ChannelType, DisplayCap
-from .worker.worker import DisplayWorker
+from .proto.enums import CHANNEL_NAMES, ChannelType
 
-__all__ = ["ConnLog", "channel_label", "Session", "ChannelDef", "ChannelFactory", "DISPLAY_CAPS", "ChannelInfo", "ChannelEvent", "ClientInfo", "ChannelListeners"]
+if TYPE_CHECKING:
+    from .channels.main import MainChannelClient
 
-ChannelFactory = Callable[..., ChannelClient]
+__all__ = ["ConnLog", "channel_label", "Session", "SessionTable", "ChannelInfo", "ChannelEvent", "ClientInfo", "ChannelListeners"]
 
 
 class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -86,23 +86,62 @@ class Session:
 
     id: int
     main: MainChannelClient | None = None
-    channels: list[ChannelClient] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
     infos: list[ChannelInfo] = field(default_factory=list)
 
-
-@dataclass
-class ChannelDef:
-    type: int
-    id: int
-    factory: ChannelFactory | None
-    caps: tuple[int, ...] = ()
-    worker: DisplayWorker | None = None  # display/cursor channels live on a worker thread
+    @property
+    def low_bandwidth(self) -> bool:
+        """The main channel's network test found this client below 10 Mbps."""
+        return self.main is not None and self.main.net_test.low_bandwidth
 
 
-#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
-#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
-DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
+class SessionTable:
+    """The connected clients by session id (event loop only).
+
+    As libspice (``reds_handle_main_link``), a new main link replaces the current client: every
+    channel of the previous sessions is closed.
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._by_id: dict[int, Session] = {}
+        self._log = log
+
+    def open(self) -> Session:
+        """End the current sessions and start a new one with a fresh random non-zero id."""
+        for old in list(self._by_id.values()):
+            self._log.info("new client: disconnecting session %#x", old.id)
+            self.close(old)
+        while True:
+            sid = secrets.randbits(32)
+            if sid and sid not in self._by_id:
+                break
+        session = Session(sid)
+        self._by_id[sid] = session
+        return session
+
+    def get(self, session_id: int) -> Session | None:
+        """The live session with that id, if any."""
+        return self._by_id.get(session_id)
+
+    def close(self, session: Session) -> None:
+        """Forget ``session`` and close every channel it has."""
+        self._by_id.pop(session.id, None)
+        for close in list(session.closers):
+            close()
+
+    def close_all(self) -> None:
+        """Close every session (libspice ``reds_disconnect``)."""
+        for s in list(self._by_id.values()):
+            self.close(s)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._by_id
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
 
 class ChannelListeners:

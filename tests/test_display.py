@@ -149,8 +149,7 @@ async def test_slow_client_is_collapsed_and_catches_up() -> None:
         await asyncio.sleep(0.5)
         # (xRGB: the X byte is not part of the picture; Quic does not carry it)
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, frame & 0xFFFFFF), timeout=20)
-        worker = r.server._workers[0]
-        stats = worker.call(lambda w: [dcc.stats for dcc in w.dccs.values()])
+        stats = r.server.display_stats()["clients"]
         assert stats[0]["pruned"] + stats[0]["collapsed"] > 0  # not every frame was sent
     finally:
         await r.server.close()
@@ -202,33 +201,27 @@ async def test_screendump_png(tmp_path: object) -> None:
 
 async def test_record_and_replay_without_a_client(tmp_path: object) -> None:
     """A recorded session replays through a worker with no client to the same picture."""
-    import io
     import pathlib
 
-    from spiceserver.worker.record import Recorder, read_records, replay
+    from spiceserver.worker.record import read_records, replay
     from spiceserver.worker.worker import DisplayWorker
 
     r = await start_server()
     fb = r.server.add_framebuffer_display(W, H)
-    buf = io.BytesIO()
-    worker = r.server._workers[0]
-    worker.call(lambda w: setattr(w, "recorder", Recorder(buf)))
+    path = pathlib.Path(str(tmp_path)) / "session.rec"
+    r.server.start_recording(path)  # starts with the present state: the surface and its picture
     try:
-        # the surface already exists: record it as the first event
-        worker.call(lambda w: w.recorder.display(d.SurfaceCreate(surface_id=0, width=W, height=H, format=32, flags=1)))
         for seed in range(1, 4):
             fb.update(scene(seed))
         fb.set_cursor(CursorShape(unique=3, type=0, width=1, height=1, hot_x=0, hot_y=0, data=b"\xff\0\0\xff"), 5, 6)
         fb.move_cursor(7, 8)
         final = fb.snapshot()
-        worker.call(lambda w: w.recorder.flush())
+        r.server.stop_recording()
     finally:
         await r.server.close()
-    data = buf.getvalue()
+    data = path.read_bytes()
     kinds = [type(m).__name__ for _, _, m in read_records(data)]
     assert kinds[0] == "SurfaceCreate" and "DrawCopy" in kinds and kinds[-2:] == ["CursorSet", "CursorMove"]
-    path = pathlib.Path(str(tmp_path)) / "session.rec"
-    path.write_bytes(data)
     fresh = DisplayWorker("replay")
     fresh.start()
     try:

@@ -1,52 +1,50 @@
-"""What every channel client shares: the server-core view it needs and message dispatch.
+"""Channels as objects: a channel, its clients, and the server services they share.
 
-Counterpart of spice ``server/red-channel-client.cpp`` (``handle_message`` per channel, common
-messages) seen from above the transport.
+Counterpart of spice ``server/red-channel.cpp`` (a channel offered to clients: its type, id, caps
+and connected clients), ``red-channel-client.cpp`` (one client's connection to it: message
+dispatch, a bad message closes only this client) and the parts of ``reds.cpp`` every channel uses
+(the client list, the multimedia clock).
+
+The server links a connection (:mod:`spiceserver.reds`) and hands the result, a :class:`Link`, to
+the channel registered for the requested (type, id); from then on the channel serves it:
+
+* :class:`LoopChannel` serves clients on the event loop (main, inputs, and next playback, record,
+  the char-device channels): one task per client reads, feeds the sans-IO
+  :class:`~spiceserver.proto.channel.ChannelConnection`, and hands each message to the
+  :class:`ChannelClient`, awaiting device callbacks in order.
+* display and cursor channels hand their clients to a display worker thread
+  (:mod:`spiceserver.channels.worker_link`).
+
+A channel holds its shared state (the inputs channel: devices and lock keys; main: the mouse mode
+and the agent) and its clients; every channel client writes through a
+:class:`~spiceserver.transport.Transport`, whose ``post`` is safe from any thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from ..config import ServerConfig
-from ..interfaces import Keyboard, Mouse, Tablet
+from ..errors import ProtocolError
 from ..proto.channel import ChannelConnection, Event
-from ..proto.link import LinkMess, has_cap
+from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap
+from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
-from ..proto.messages.base import Message
+from ..proto.messages.base import SERVER, Message
+from ..sessions import ChannelListeners, ConnLog, Session, SessionTable
+from ..transport import READ_CHUNK, LoopGate, Reader, Transport, Writer
+from .registry import ChannelRegistry
 
-__all__ = ["ServerCore", "ChannelClient", "maybe_await"]
+__all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "ChannelClient", "maybe_await"]
 
-
-class ServerCore(Protocol):
-    """The part of the server that channel clients may use (implemented by reds)."""
-
-    config: ServerConfig
-    keyboard: Keyboard | None
-    kbd_modifiers: int  # the guest's lock state as the server tracks it (libspice ``modifiers``)
-    mouse: Mouse | None
-    tablet: Tablet | None
-
-    @property
-    def mouse_mode(self) -> int: ...
-
-    @property
-    def supported_mouse_modes(self) -> int: ...
-
-    def request_mouse_mode(self, mode: int) -> None: ...
-
-    @property
-    def agent_attached(self) -> bool: ...
-
-    def channel_ids(self) -> list[tuple[int, int]]: ...
-
-    def display_count(self) -> int: ...
-
-    def mm_time(self) -> int: ...
-
+log = logging.getLogger("spiceserver")
 
 async def maybe_await(result: Any) -> None:
     """Await ``result`` if a device callback returned an awaitable."""
@@ -54,32 +52,151 @@ async def maybe_await(result: Any) -> None:
         await result
 
 
-Handler = Callable[[Any, Message, float], Awaitable[None] | None]
+@dataclass(eq=False)
+class ServerContext:
+    """The server services every channel may use (not the server object: no channel sees it).
+
+    Attributes:
+        config: the server's configuration.
+        gate: runs functions on the event loop from any thread.
+        sessions: the connected clients.
+        listeners: the application's channel listeners.
+        registry: the offered channels.
+        stats: server counters (connections, links, protocol errors, ...), for the metrics.
+        traffic: bytes per (channel name, ``"in"`` | ``"out"``).
+        open_channels: connected channel clients per channel name.
+    """
+
+    config: ServerConfig
+    gate: LoopGate = field(default_factory=LoopGate)
+    sessions: SessionTable = field(default_factory=lambda: SessionTable(log))
+    listeners: ChannelListeners = field(default_factory=lambda: ChannelListeners(log))
+    registry: ChannelRegistry = field(default_factory=lambda: ChannelRegistry())
+    stats: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("connections", "links_ok", "links_failed", "protocol_errors", "websocket_links", "http_requests"), 0
+        )
+    )
+    traffic: Counter[tuple[str, str]] = field(default_factory=Counter)
+    open_channels: Counter[str] = field(default_factory=Counter)
+    start_time: float = field(default_factory=time.monotonic)
+
+    def mm_time(self) -> int:
+        """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
+        return int((time.monotonic() - self.start_time) * 1000) & 0xFFFFFFFF
+
+
+@dataclass(eq=False)
+class Link:
+    """A connection that completed the link for one channel, handed to that channel.
+
+    Attributes:
+        reader, writer: the stream (TCP, TLS, Unix or a WebSocket tunnel).
+        mess: the client's link message (channel, connection id, caps).
+        leftover: bytes the client sent after its ticket (the first messages).
+        secure: the connection is TLS.
+        unix: the connection came over a Unix socket (no network test).
+        log: logs with the connection's context.
+        kind: ``"tcp"``, ``"tls"``, ``"unix"``, ``"ws"`` or ``"wss"``.
+        peer: the client's address.
+    """
+
+    reader: Reader
+    writer: Writer
+    mess: LinkMess
+    leftover: bytes
+    secure: bool
+    unix: bool
+    log: ConnLog
+    kind: str = "tcp"
+    peer: str = ""
+
+    @property
+    def mini_header(self) -> bool:
+        """The client asked for the mini header."""
+        return has_cap(self.mess.common_caps, CommonCap.MINI_HEADER)
+
+
+class Channel:
+    """One channel offered to clients: its type, id, caps, shared state and clients.
+
+    Subclasses set ``TYPE`` and implement :meth:`serve`. Register one with
+    ``SpiceServer.register_channel`` (or let a ``SpiceServer.add_*`` call do it); the registry
+    announces it to connected clients.
+    """
+
+    TYPE: ClassVar[ChannelType]
+
+    def __init__(self, ctx: ServerContext, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
+        self.ctx = ctx
+        self.id = channel_id
+        self.caps = tuple(caps)
+
+    @property
+    def type(self) -> int:
+        """The channel type (SPICE_CHANNEL_*)."""
+        return int(self.TYPE)
+
+    @property
+    def name(self) -> str:
+        """``"main"``, ``"display"``, ``"inputs"``, ..."""
+        return CHANNEL_NAMES.get(self.TYPE, str(int(self.TYPE)))
+
+    def caps_words(self) -> tuple[int, ...]:
+        """The channel caps for the link reply."""
+        return caps_to_words(set(self.caps))
+
+    async def serve(self, link: Link) -> None:
+        """Serve one linked connection until it ends (the caller closes the stream)."""
+        raise NotImplementedError
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The server started on ``loop`` (channels with threads hook their wake-ups here)."""
+
+    async def close(self) -> None:
+        """The server is closing (clients were disconnected already)."""
+
+    def join(self, link: Link) -> Session | None:
+        """The session a link belongs to (None: it went away during the link)."""
+        return self.ctx.sessions.get(link.mess.connection_id)
 
 
 class ChannelClient:
-    """One client's connection to one channel, above the wire.
+    """One client's connection to one loop channel, above the wire.
 
-    Subclasses fill ``HANDLERS`` (message class -> method) -- a dispatch table, not an if-chain
-    (asyncssh ``_packet_handlers``). Messages without a handler are ignored after the base-channel
-    bookkeeping :class:`~spiceserver.proto.channel.ChannelConnection` already did.
+    Subclasses fill ``HANDLERS`` (message class -> method name) -- a dispatch table, not an
+    if-chain (asyncssh ``_packet_handlers``). Messages without a handler are ignored after the
+    base-channel bookkeeping :class:`~spiceserver.proto.channel.ChannelConnection` already did.
+    The transport is set before :meth:`start`; use :meth:`push` to send from outside the
+    client's own message handling (it writes at once).
     """
 
     HANDLERS: ClassVar[dict[type, str]] = {}
 
-    def __init__(self, core: ServerCore, conn: ChannelConnection, link: LinkMess, *, secure: bool, log: logging.LoggerAdapter[logging.Logger]) -> None:
-        self.core = core
+    def __init__(self, conn: ChannelConnection, link: Link, session: Session) -> None:
         self.conn = conn
-        self.link = link
-        self.secure = secure
-        self.log = log
+        self.mess = link.mess
+        self.secure = link.secure
+        self.log = link.log
+        self.session = session
+        self.transport: Transport | None = None
         self.closed = False
 
     def has_channel_cap(self, cap: int) -> bool:
-        return has_cap(self.link.channel_caps, cap)
+        """The client announced this channel cap."""
+        return has_cap(self.mess.channel_caps, cap)
 
     def has_common_cap(self, cap: int) -> bool:
-        return has_cap(self.link.common_caps, cap)
+        """The client announced this common cap."""
+        return has_cap(self.mess.common_caps, cap)
+
+    def push(self, msg: Message) -> None:
+        """Send ``msg`` now (event loop only)."""
+        if self.closed:
+            return
+        self.conn.send(msg)
+        if self.transport is not None:
+            self.transport.flush()
 
     async def start(self, now: float) -> None:
         """Queue what the channel sends right after the link."""
@@ -102,3 +219,113 @@ class ChannelClient:
 
     async def on_close(self) -> None:
         """The connection is gone: release whatever the channel holds."""
+
+
+class LoopChannel(Channel):
+    """A channel whose clients are served on the event loop.
+
+    Subclasses implement :meth:`create_client`; :meth:`serve` is the generic pump (websockets'
+    ``data_received`` over its sans-IO protocol): read with the client's next timer as the
+    deadline, feed the connection, hand each message to the client, write what it queued. A
+    :class:`~spiceserver.errors.ProtocolError` closes this client only, with the reason logged;
+    an exception from a device callback is logged and the message dropped.
+    """
+
+    def __init__(self, ctx: ServerContext, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
+        super().__init__(ctx, channel_id, caps)
+        self.clients: list[ChannelClient] = []
+
+    def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> ChannelClient:
+        """A new client of this channel."""
+        raise NotImplementedError
+
+    def client_gone(self, cc: ChannelClient) -> None:
+        """``cc``'s connection ended (after its ``on_close``)."""
+
+    def broadcast(self, fn: Callable[[Any], None]) -> None:
+        """From any thread: run ``fn(client)`` for every client on the event loop and write."""
+
+        def run() -> None:
+            for cc in list(self.clients):
+                if not cc.closed and cc.transport is not None:
+                    fn(cc)
+                    cc.transport.flush()
+
+        self.ctx.gate.run(run)
+
+    async def serve(self, link: Link) -> None:
+        """Serve one client until it goes (see the class docstring)."""
+        ctx = self.ctx
+        session = self.join(link)
+        if session is None:
+            link.log.info("session or channel went away during the link")
+            return
+        conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=ctx.config.max_message_size)
+        cc = self.create_client(conn, link, session)
+        info = ctx.listeners.connected(session, self.type, self.id, link.kind, link.peer)
+        name = info.channel
+
+        def count_out(n: int) -> None:
+            ctx.traffic[name, "out"] += n
+
+        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out)
+        cc.transport = transport
+        self.clients.append(cc)
+        ctx.open_channels[name] += 1
+        session.closers.append(transport.close)
+        clog = link.log
+        loop = asyncio.get_running_loop()
+        try:
+            await cc.start(loop.time())
+            await self._feed(cc, link.leftover, name)
+            transport.flush()
+            await transport.drain()
+            while not cc.closed and not transport.is_closing:
+                deadline = cc.next_timer()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                try:
+                    data = await asyncio.wait_for(link.reader.read(READ_CHUNK), timeout)
+                except TimeoutError:
+                    await cc.on_timer(loop.time())
+                    transport.flush()
+                    await transport.drain()
+                    continue
+                if not data:
+                    clog.info("client closed the channel")
+                    break
+                await self._feed(cc, data, name)
+                transport.flush()
+                await transport.drain()
+        except ProtocolError as exc:
+            ctx.stats["protocol_errors"] += 1
+            clog.warning("protocol error, closing the channel: %s", exc.reason)
+        except OSError as exc:  # ConnectionError, ssl.SSLError
+            clog.info("connection lost: %s", exc)
+        finally:
+            cc.closed = True
+            transport.closed = True
+            ctx.open_channels[name] -= 1
+            ctx.listeners.gone(session, info)
+            if cc in self.clients:
+                self.clients.remove(cc)
+            if transport.close in session.closers:
+                session.closers.remove(transport.close)
+            try:
+                await cc.on_close()
+            except Exception:
+                clog.exception("error closing the channel")
+            self.client_gone(cc)
+
+    async def _feed(self, cc: ChannelClient, data: bytes, name: str) -> None:
+        if not data:
+            return
+        self.ctx.traffic[name, "in"] += len(data)
+        now = asyncio.get_running_loop().time()
+        for ev in cc.conn.receive_data(data, now):
+            try:
+                await cc.handle(ev, now)
+            except ProtocolError:
+                raise
+            except Exception:
+                cc.log.exception("error handling %s; message dropped", type(ev).__name__)
+

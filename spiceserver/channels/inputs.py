@@ -5,25 +5,31 @@ pushed byte for byte, lock-key sync from the client's KEY_MODIFIERS, MOUSE_MOTIO
 mouse mode and MOUSE_POSITION in client mode, wheel as PRESS UP/DOWN, MOTION_ACK every
 ``MOTION_ACK_BUNCH`` motion/position messages, and every key still down released when the client goes.
 
-Lock state follows libspice: the server keeps the guest's lock modifiers (``core.kbd_modifiers``,
-set by the host through ``kbd_leds`` and flipped whenever a lock key goes down or a lock is injected),
+The channel object owns the devices (keyboard, mouse, tablet) and the lock state, shared by its
+clients. Lock state follows libspice: the server keeps the guest's lock modifiers
+(:attr:`InputsChannel.kbd_modifiers`, set by the host through ``kbd_leds`` and flipped whenever a lock key goes down or a lock is injected),
 compares a client's KEY_MODIFIERS with it, and two seconds after any lock change sends the state back
 (KEY_MODIFIERS), so client and guest converge even if the guest never reports its LEDs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+from ..interfaces import Keyboard, Mouse, Tablet
 from ..proto.channel import ChannelConnection
-from ..proto.enums import KeyboardModifiers, MouseButton, MouseMode
-from ..proto.link import LinkMess
+from ..proto.enums import ChannelType, InputsCap, KeyboardModifiers, MouseButton, MouseMode
 from ..proto.messages import inputs as im
 from ..proto.scancode import RELEASE, code_to_bytes, split_transitions
-from .base import ChannelClient, ServerCore, maybe_await
+from ..sessions import Session
+from .base import ChannelClient, Link, LoopChannel, ServerContext, maybe_await
 
-__all__ = ["InputsChannelClient", "LOCK_SCANCODES"]
+__all__ = ["InputsChannel", "InputsChannelClient", "LOCK_SCANCODES"]
+
+log = logging.getLogger("spiceserver")
 
 KEY_MODIFIERS_TTL = 2.0  # libspice KEY_MODIFIERS_TTL
 
@@ -32,6 +38,64 @@ LOCK_SCANCODES = {
     KeyboardModifiers.NUM_LOCK: 0x45,
     KeyboardModifiers.CAPS_LOCK: 0x3A,
 }
+
+
+class InputsChannel(LoopChannel):
+    """The inputs channel: the host's keyboard, mouse and tablet, and the guest's lock state."""
+
+    TYPE = ChannelType.INPUTS
+
+    def __init__(self, ctx: ServerContext) -> None:
+        super().__init__(ctx, 0, (InputsCap.KEY_SCANCODE,))
+        self.keyboard: Keyboard | None = None
+        self.mouse: Mouse | None = None
+        self.tablet: Tablet | None = None
+        #: the guest's lock state as the server tracks it (libspice ``modifiers``)
+        self.kbd_modifiers = 0
+        self.mouse_mode = MouseMode.SERVER
+        #: called when the tablet comes or goes (the main channel re-evaluates the mouse modes)
+        self.on_pointer_change: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> InputsChannelClient:
+        """A client's inputs channel; a plaintext one is reported to the client as insecure."""
+        link.log.info("channel linked to session %#x", session.id)
+        if not link.secure and session.main is not None:
+            session.main.notify("keyboard channel is insecure")
+        return InputsChannelClient(self, conn, link, session)
+
+    # --- devices (host side) -------------------------------------------------------------------
+
+    def set_keyboard(self, keyboard: Keyboard | None) -> None:
+        """The keyboard key events go to; its LEDs are the initial lock state."""
+        self.keyboard = keyboard
+        if keyboard is not None:
+            self.kbd_modifiers = keyboard.get_leds()
+
+    def set_tablet(self, tablet: Tablet | None) -> None:
+        """The absolute pointer (client mouse mode needs one)."""
+        self.tablet = tablet
+        for callback in self.on_pointer_change:
+            callback()
+
+    def set_leds(self, leds: int) -> None:
+        """The guest changed its keyboard LEDs: remember them and tell every client (event loop)."""
+        self.kbd_modifiers = leds
+        self.broadcast(lambda cc: cc.send_leds(leds))
+
+    def on_mouse_mode(self, mode: MouseMode) -> None:
+        """Follow the main channel's mouse mode (motion goes to the mouse or the tablet)."""
+        self.mouse_mode = mode
+
+    def set_logical_size(self, width: int, height: int) -> None:
+        """The primary surface is now ``width`` x ``height``: the tablet scales to it (event loop)."""
+        if self.tablet is None:
+            return
+        result = self.tablet.set_logical_size(width, height)
+        if asyncio.iscoroutine(result):
+            task = asyncio.get_running_loop().create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 class InputsChannelClient(ChannelClient):
@@ -48,15 +112,16 @@ class InputsChannelClient(ChannelClient):
         im.MouseRelease: "_on_release",
     }
 
-    def __init__(self, core: ServerCore, conn: ChannelConnection, link: LinkMess, *, secure: bool, log: logging.LoggerAdapter[logging.Logger]) -> None:
-        super().__init__(core, conn, link, secure=secure, log=log)
+    def __init__(self, inputs: InputsChannel, conn: ChannelConnection, link: Link, session: Session) -> None:
+        super().__init__(conn, link, session)
+        self.inputs = inputs
         self.motion_count = 0
         self.keys_down: set[bytes] = set()  # transitions (without release bit) still pressed
         self.modifiers_pressed = 0
         self._modifiers_deadline: float | None = None
 
     async def start(self, now: float) -> None:
-        kbd = self.core.keyboard
+        kbd = self.inputs.keyboard
         self.conn.send(im.InputsInit(keyboard_modifiers=kbd.get_leds() if kbd else 0))
 
     # --- keyboard --------------------------------------------------------------------------------
@@ -70,7 +135,7 @@ class InputsChannelClient(ChannelClient):
             if b & RELEASE:
                 self.modifiers_pressed &= ~flag
             elif not self.modifiers_pressed & flag:
-                self.core.kbd_modifiers ^= flag
+                self.inputs.kbd_modifiers ^= flag
                 self.modifiers_pressed |= flag
                 self._activate_modifiers_watch(now)
 
@@ -83,10 +148,10 @@ class InputsChannelClient(ChannelClient):
     async def on_timer(self, now: float) -> None:
         if self._modifiers_deadline is not None and now >= self._modifiers_deadline:
             self._modifiers_deadline = None
-            self.send_leds(self.core.kbd_modifiers)
+            self.send_leds(self.inputs.kbd_modifiers)
 
     async def _push(self, data: bytes, now: float) -> None:
-        kbd = self.core.keyboard
+        kbd = self.inputs.keyboard
         if not data or kbd is None:
             return
         self._sync_locks(data, now)
@@ -105,16 +170,17 @@ class InputsChannelClient(ChannelClient):
         await self._push(msg.data, now)
 
     async def _on_modifiers(self, msg: im.ClientKeyModifiers, now: float) -> None:
-        kbd = self.core.keyboard
+        kbd = self.inputs.keyboard
         if kbd is None:
             return
         for flag, code in LOCK_SCANCODES.items():
-            if not self.modifiers_pressed & flag and (msg.modifiers & flag) != (self.core.kbd_modifiers & flag):
+            if not self.modifiers_pressed & flag and (msg.modifiers & flag) != (self.inputs.kbd_modifiers & flag):
                 await maybe_await(kbd.on_scancodes(bytes([code, code | RELEASE])))
-                self.core.kbd_modifiers ^= flag
+                self.inputs.kbd_modifiers ^= flag
         self._activate_modifiers_watch(now)
 
     def send_leds(self, leds: int) -> None:
+        """SPICE_MSG_INPUTS_KEY_MODIFIERS with the guest's lock state."""
         self.conn.send(im.KeyModifiers(modifiers=leds))
 
     # --- pointer ---------------------------------------------------------------------------------
@@ -126,37 +192,37 @@ class InputsChannelClient(ChannelClient):
 
     async def _on_motion(self, msg: im.MouseMotion, now: float) -> None:
         self._count_motion()
-        mouse = self.core.mouse
-        if mouse is not None and self.core.mouse_mode == MouseMode.SERVER:
+        mouse = self.inputs.mouse
+        if mouse is not None and self.inputs.mouse_mode == MouseMode.SERVER:
             await maybe_await(mouse.on_motion(msg.dx, msg.dy, 0, msg.buttons_state))
 
     async def _on_position(self, msg: im.MousePosition, now: float) -> None:
         self._count_motion()
-        tablet = self.core.tablet
-        if tablet is not None and self.core.mouse_mode == MouseMode.CLIENT:
+        tablet = self.inputs.tablet
+        if tablet is not None and self.inputs.mouse_mode == MouseMode.CLIENT:
             await maybe_await(tablet.on_position(msg.x, msg.y, msg.buttons_state, msg.display_id))
 
     async def _on_press(self, msg: im.MousePress, now: float) -> None:
         dz = -1 if msg.button == MouseButton.UP else 1 if msg.button == MouseButton.DOWN else 0
-        if self.core.mouse_mode == MouseMode.CLIENT:
-            if self.core.tablet is not None:
+        if self.inputs.mouse_mode == MouseMode.CLIENT:
+            if self.inputs.tablet is not None:
                 if dz:
-                    await maybe_await(self.core.tablet.on_wheel(dz, msg.buttons_state))
+                    await maybe_await(self.inputs.tablet.on_wheel(dz, msg.buttons_state))
                 else:
-                    await maybe_await(self.core.tablet.on_buttons(msg.buttons_state))
-        elif self.core.mouse is not None:
-            await maybe_await(self.core.mouse.on_motion(0, 0, dz, msg.buttons_state))
+                    await maybe_await(self.inputs.tablet.on_buttons(msg.buttons_state))
+        elif self.inputs.mouse is not None:
+            await maybe_await(self.inputs.mouse.on_motion(0, 0, dz, msg.buttons_state))
 
     async def _on_release(self, msg: im.MouseRelease, now: float) -> None:
-        if self.core.mouse_mode == MouseMode.CLIENT:
-            if self.core.tablet is not None:
-                await maybe_await(self.core.tablet.on_buttons(msg.buttons_state))
-        elif self.core.mouse is not None:
-            await maybe_await(self.core.mouse.on_buttons(msg.buttons_state))
+        if self.inputs.mouse_mode == MouseMode.CLIENT:
+            if self.inputs.tablet is not None:
+                await maybe_await(self.inputs.tablet.on_buttons(msg.buttons_state))
+        elif self.inputs.mouse is not None:
+            await maybe_await(self.inputs.mouse.on_buttons(msg.buttons_state))
 
     async def on_close(self) -> None:
         """Release every key the client left pressed (libspice ``release_keys``)."""
-        kbd = self.core.keyboard
+        kbd = self.inputs.keyboard
         if kbd is None:
             return
         for press in sorted(self.keys_down):

@@ -1,7 +1,13 @@
-"""Main channel: session start, channel list, mouse mode, pings and the network test.
+"""Main channel: session start, channel list, mouse mode, agent state, pings and the network test.
 
 Counterpart of spice ``server/main-channel.cpp`` and ``main-channel-client.cpp`` (INIT, channels list,
-mouse mode, ``start_net_test`` / ``handle_pong``, name and uuid, notify) and the glue in ``reds.cpp``.
+mouse mode, ``start_net_test`` / ``handle_pong``, name and uuid, notify) and the glue in ``reds.cpp``
+(``reds_update_mouse_mode``, ``reds_set_client_mouse_allowed``, the agent's presence).
+
+The channel object owns the server-wide state a client session starts from: the mouse mode (server
+or client; client mode needs a tablet with a single display, or the guest agent) and whether a guest
+agent is attached. A main link opens a new session (replacing the current client, as libspice);
+when the main channel of a session closes, every channel of the session is closed.
 The agent data path (AGENT_DATA, tokens) arrives with the char-device work; here the agent's presence
 is announced (AGENT_CONNECTED[_TOKENS] / AGENT_DISCONNECTED, INIT's agent_connected), AGENT_START and
 AGENT_TOKEN are accounted, and AGENT_DATA is dropped with a debug log.
@@ -12,16 +18,19 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from ..proto.channel import ChannelConnection, PongReceived
-from ..proto.enums import MainCap, MouseMode, NotifySeverity, NotifyVisibility
-from ..proto.link import LinkMess
+from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, NotifyVisibility
 from ..proto.messages import main as m
 from ..proto.messages.base import Notify
-from .base import ChannelClient, ServerCore
+from ..sessions import Session
+from .base import Channel, ChannelClient, Link, LoopChannel, ServerContext
+from .inputs import InputsChannel
 
-__all__ = ["MainChannelClient", "NetTest", "AGENT_TOKENS", "NET_TEST_BYTES"]
+__all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "NET_TEST_BYTES"]
+
+log = logging.getLogger("spiceserver")
 
 AGENT_TOKENS = 10  # REDS_AGENT_WINDOW_SIZE
 NET_TEST_BYTES = 250 * 1024
@@ -87,6 +96,120 @@ class NetTest:
         return self.bitrate is not None and self.bitrate < LOW_BANDWIDTH_BPS
 
 
+@runtime_checkable
+class MouseModeFollower(Protocol):
+    """A channel that acts on the mouse mode (the inputs channel routes motion by it; a display's
+    cursor channel stops sending MOVE in client mode)."""
+
+    def on_mouse_mode(self, mode: MouseMode) -> None:
+        """The mouse mode is now ``mode`` (event loop)."""
+
+
+class MainChannel(LoopChannel):
+    """The main channel: sessions, mouse mode arbitration and the guest agent's presence.
+
+    Args:
+        ctx: the server's shared services.
+        inputs: the inputs channel (its tablet decides whether client mouse mode is possible).
+    """
+
+    TYPE = ChannelType.MAIN
+
+    def __init__(self, ctx: ServerContext, inputs: InputsChannel) -> None:
+        # Migration is not offered, so neither migration cap is set.
+        super().__init__(ctx, 0, (MainCap.NAME_AND_UUID, MainCap.AGENT_CONNECTED_TOKENS))
+        self.inputs = inputs
+        self._mode = MouseMode.SERVER
+        self._agent_attached = False
+        inputs.on_pointer_change.append(self.update_mouse_mode)
+        ctx.registry.subscribe(self._channel_added)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def join(self, link: Link) -> Session:
+        """A main link starts a new session (and ends the current one)."""
+        session = self.ctx.sessions.open()
+        link.log.info("session %#x started (mini header: %s)", session.id, link.mini_header)
+        return session
+
+    def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> MainChannelClient:
+        """The session's main channel client."""
+        cc = MainChannelClient(self, conn, link, session)
+        session.main = cc
+        return cc
+
+    def client_gone(self, cc: ChannelClient) -> None:
+        """The main channel closed: so does the whole session."""
+        if cc.session.main is cc:
+            cc.log.info("main channel closed: ending session %#x", cc.session.id)
+            self.ctx.sessions.close(cc.session)
+
+    def _channel_added(self, channel: Channel) -> None:
+        if isinstance(channel, MouseModeFollower):
+            channel.on_mouse_mode(self._mode)
+        key = (channel.type, channel.id)
+        if channel.type != ChannelType.MAIN:
+            self.broadcast(lambda cc: cc.send_channels_list([key]) if cc.attached else None)
+        self.update_mouse_mode()
+
+    # --- mouse mode ----------------------------------------------------------------------------
+
+    @property
+    def mouse_mode(self) -> MouseMode:
+        """The current mouse mode."""
+        return self._mode
+
+    @property
+    def client_mouse_allowed(self) -> bool:
+        """libspice ``reds_update_mouse_mode``: agent mouse, or a tablet with a single display."""
+        if self.ctx.config.agent_mouse and self._agent_attached:
+            return True
+        return self.inputs.tablet is not None and self.ctx.registry.count(ChannelType.DISPLAY) <= 1
+
+    @property
+    def supported_mouse_modes(self) -> int:
+        """The mouse modes a client may ask for (a MouseMode mask)."""
+        return int(MouseMode.SERVER | (MouseMode.CLIENT if self.client_mouse_allowed else 0))
+
+    def request_mouse_mode(self, mode: int) -> None:
+        """A client (or the host) asks for a mouse mode; refused quietly when not possible."""
+        if mode == MouseMode.CLIENT and not self.client_mouse_allowed:
+            log.info("client mouse mode requested but not available (no tablet)")
+            return
+        self._set_mouse_mode(MouseMode(mode))
+
+    def _set_mouse_mode(self, mode: MouseMode) -> None:
+        if mode == self._mode:
+            return
+        self._mode = mode
+        for channel in self.ctx.registry:
+            if isinstance(channel, MouseModeFollower):
+                channel.on_mouse_mode(mode)
+        self.broadcast(lambda cc: cc.send_mouse_mode())
+
+    def update_mouse_mode(self) -> None:
+        """Re-evaluate the modes after a device change, and tell the clients."""
+        if self._mode == MouseMode.CLIENT and not self.client_mouse_allowed:
+            self._set_mouse_mode(MouseMode.SERVER)
+        else:
+            self.broadcast(lambda cc: cc.send_mouse_mode())
+
+    # --- agent ---------------------------------------------------------------------------------
+
+    @property
+    def agent_attached(self) -> bool:
+        """A guest agent is present."""
+        return self._agent_attached
+
+    def set_agent_attached(self, attached: bool) -> None:
+        """The agent came or went (event loop): tell the clients, re-evaluate the mouse modes."""
+        if attached == self._agent_attached:
+            return
+        self._agent_attached = attached
+        self.broadcast(lambda cc: cc.send_agent_state(attached))
+        self.update_mouse_mode()
+
+
 class MainChannelClient(ChannelClient):
     """The main channel of one client session."""
 
@@ -100,20 +223,12 @@ class MainChannelClient(ChannelClient):
         PongReceived: "_on_pong",
     }
 
-    def __init__(
-        self,
-        core: ServerCore,
-        conn: ChannelConnection,
-        link: LinkMess,
-        *,
-        secure: bool,
-        log: logging.LoggerAdapter[logging.Logger],
-        session_id: int,
-        unix: bool = False,
-    ) -> None:
-        super().__init__(core, conn, link, secure=secure, log=log)
-        self.session_id = session_id
-        self.unix = unix
+    def __init__(self, main: MainChannel, conn: ChannelConnection, link: Link, session: Session) -> None:
+        super().__init__(conn, link, session)
+        self.main = main
+        self.config = main.ctx.config
+        self.session_id = session.id
+        self.unix = link.unix
         self.net_test = NetTest()
         self.attached = False
         self.agent_started = False
@@ -121,16 +236,17 @@ class MainChannelClient(ChannelClient):
         self._next_ping: float | None = None
 
     async def start(self, now: float) -> None:
-        cfg = self.core.config
+        cfg = self.config
+        main = self.main
         self.conn.send(
             m.Init(
                 session_id=self.session_id,
-                display_channels_hint=self.core.display_count(),
-                supported_mouse_modes=self.core.supported_mouse_modes,
-                current_mouse_mode=self.core.mouse_mode,
-                agent_connected=int(self.core.agent_attached),
+                display_channels_hint=main.ctx.registry.count(ChannelType.DISPLAY),
+                supported_mouse_modes=main.supported_mouse_modes,
+                current_mouse_mode=main.mouse_mode,
+                agent_connected=int(main.agent_attached),
                 agent_tokens=AGENT_TOKENS,
-                multi_media_time=(self.core.mm_time() - MM_TIME_DELTA_MS) & 0xFFFFFFFF,
+                multi_media_time=(main.ctx.mm_time() - MM_TIME_DELTA_MS) & 0xFFFFFFFF,
                 ram_hint=0,
             )
         )
@@ -146,19 +262,21 @@ class MainChannelClient(ChannelClient):
 
     def _on_attach_channels(self, msg: m.AttachChannels, now: float) -> None:
         self.attached = True
-        self.send_channels_list(self.core.channel_ids())
+        self.send_channels_list(self.main.ctx.registry.ids())
 
     def send_channels_list(self, channels: list[tuple[int, int]]) -> None:
+        """SPICE_MSG_MAIN_CHANNELS_LIST with ``channels`` (type, id)."""
         self.conn.send(m.ChannelsList(channels=tuple(m.ChannelId(type=t, id=i) for t, i in channels)))
 
     def _on_mouse_mode_request(self, msg: m.MouseModeRequest, now: float) -> None:
         if msg.mode not in (MouseMode.SERVER, MouseMode.CLIENT):
             self.log.warning("unsupported mouse mode %d requested", msg.mode)
             return
-        self.core.request_mouse_mode(msg.mode)
+        self.main.request_mouse_mode(msg.mode)
 
     def send_mouse_mode(self) -> None:
-        self.conn.send(m.MouseMode(supported_modes=self.core.supported_mouse_modes, current_mode=self.core.mouse_mode))
+        """SPICE_MSG_MAIN_MOUSE_MODE with the current modes."""
+        self.conn.send(m.MouseMode(supported_modes=self.main.supported_mouse_modes, current_mode=self.main.mouse_mode))
 
     def send_agent_state(self, attached: bool) -> None:
         """Tell the client the agent came or went (libspice ``main_channel_push_agent_*``)."""
@@ -198,7 +316,7 @@ class MainChannelClient(ChannelClient):
 
     def notify(self, text: str, severity: int = NotifySeverity.WARN, visibility: int = NotifyVisibility.HIGH) -> None:
         """SPICE_MSG_NOTIFY with ``text`` (followed by a NUL that the length does not count, as libspice)."""
-        self.conn.send(
+        self.push(
             Notify(
                 time_stamp=int(time.time() * 1000),
                 severity=severity,
@@ -214,4 +332,4 @@ class MainChannelClient(ChannelClient):
     async def on_timer(self, now: float) -> None:
         if self._next_ping is not None and now >= self._next_ping:
             self.conn.send_ping(now, 0)
-            self._next_ping = now + self.core.config.ping_interval
+            self._next_ping = now + self.config.ping_interval

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -408,6 +407,44 @@ class DisplayWorker:
         for cc in self.cursor_clients.values():
             cc.push_trail(self.cursor)
 
+    # --- loop-facing API (TEMPORARY shims over call; replaced by typed messages) ---------------
 
-    def now(self) -> float:
-        return time.monotonic()
+    def snapshot(self, surface_id: int = 0) -> Any:
+        return self.call(lambda w: w.surfaces[surface_id].canvas.pixels.copy())
+
+    def screendump(self, path: Any, surface_id: int = 0) -> None:
+        self.call(lambda w: w.surfaces[surface_id].canvas.to_png(path))
+
+    def begin_recording(self, recorder: Recorder) -> None:
+        self.call(lambda w: w.start_recording(recorder))
+
+    def end_recording(self) -> int:
+        n: int = self.call(lambda w: w.stop_recording())
+        return n
+
+    def set_client_mouse_mode(self, client: bool) -> None:
+        self.call(lambda w: setattr(w, "client_mouse_mode", client), wait=False)
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        def drain(w: DisplayWorker) -> None:
+            if w.source is not None:
+                while w.source.process(w, 10_000):
+                    pass
+
+        self.call(drain, timeout=timeout)
+
+    def display_stats(self) -> dict[str, Any]:
+        def collect(w: DisplayWorker) -> dict[str, Any]:
+            return {
+                **w.stats,
+                "surfaces": sorted(w.surfaces),
+                "monitors": w.heads,
+                "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in w.dccs.values()],
+            }
+
+        out: dict[str, Any] = self.call(collect)
+        return out
+
+    def collect_metrics(self, display_id: int) -> DisplayMetrics:
+        out: DisplayMetrics = self.call(lambda w: w.metrics(display_id))
+        return out

@@ -1,0 +1,181 @@
+"""Display channels: one per display device, served by the device's worker thread; the host's display API.
+
+Counterpart of spice ``server/display-channel.cpp`` as seen from ``reds.cpp`` and ``red-qxl.cpp``:
+a display device (an emulated QXL device, or a framebuffer the host paints) gets a worker thread
+and a display and a cursor channel with its id; the host reads the picture back (screendump),
+records the display, and waits for it to settle. The clients' protocol state lives on the worker
+(:mod:`spiceserver.worker`); :mod:`spiceserver.channels.worker_link` moves their bytes.
+
+Every method here may be called from any thread: the work is done by the worker, through typed
+messages, and a method that returns a result waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..framebuffer import FramebufferDisplay
+from ..metrics import DisplayMetrics
+from ..proto.enums import ChannelType, DisplayCap, MouseMode
+from ..qxl import QXLDevice, QXLDeviceConfig
+from ..worker import codec_kernels_ready
+from ..worker.compression import from_config_name
+from ..worker.display_client import ImageSettings
+from ..worker.qxl_source import QXLWorkerBackend
+from ..worker.record import Recorder
+from ..worker.worker import DisplayWorker
+from .base import ServerContext
+from .cursor import CursorChannel
+from .inputs import InputsChannel
+from .worker_link import WorkerBridge, WorkerChannel
+
+__all__ = ["DISPLAY_CAPS", "Display", "Displays", "DisplayChannel", "FramebufferDisplay", "QXLDevice", "QXLDeviceConfig"]
+
+#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
+#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
+DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
+
+
+class DisplayChannel(WorkerChannel):
+    """The display channel of one display device."""
+
+    TYPE = ChannelType.DISPLAY
+
+    def __init__(self, ctx: ServerContext, display: Display) -> None:
+        super().__init__(ctx, display.bridge, display.id, DISPLAY_CAPS)
+        self.display = display
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handle the worker's messages on the loop."""
+        self.bridge.start(loop)
+
+    async def close(self) -> None:
+        """Stop the worker."""
+        await self.bridge.close()
+
+    def on_mouse_mode(self, mode: MouseMode) -> None:
+        """In client mouse mode the cursor channel stops sending MOVE."""
+        self.display.worker.set_client_mouse_mode(mode == MouseMode.CLIENT)
+
+
+class Display:
+    """One display device: its worker thread, its display and cursor channels, and the host API.
+
+    Args:
+        ctx: the server's shared services.
+        worker: the device's worker (started here).
+    """
+
+    def __init__(self, ctx: ServerContext, worker: DisplayWorker) -> None:
+        self.ctx = ctx
+        self.id = worker.display_id
+        self.worker = worker
+        self.bridge = WorkerBridge(ctx, worker, self._primary_resized)
+        self.display_channel = DisplayChannel(ctx, self)
+        self.cursor_channel = CursorChannel(ctx, self.bridge, self.id)
+
+    def _primary_resized(self, width: int, height: int) -> None:
+        inputs = self.ctx.registry.get(ChannelType.INPUTS, 0)
+        if isinstance(inputs, InputsChannel):
+            inputs.set_logical_size(width, height)
+
+    def snapshot(self) -> np.ndarray:
+        """A copy of the server's picture of the primary surface ((h, w) uint32 0x00RRGGBB)."""
+        pixels: np.ndarray = self.worker.snapshot()
+        return pixels
+
+    def screendump(self, path: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the current picture as PNG (QEMU ``screendump``)."""
+        self.worker.screendump(path)
+
+    def start_recording(self, path: str | os.PathLike[str]) -> None:
+        """Record the display to ``path`` from now on (see ``SpiceServer.start_recording``)."""
+        recorder = Recorder(Path(path))
+        try:
+            self.worker.begin_recording(recorder)
+        except BaseException:
+            recorder.close()
+            raise
+
+    def stop_recording(self) -> int:
+        """Stop recording; returns the number of records, 0 if none."""
+        return self.worker.end_recording()
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Return once the worker has handled every command queued so far."""
+        self.worker.wait_idle(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Live counters: drawables, hidden, pruned, and per client what was sent how."""
+        return self.worker.display_stats()
+
+
+class Displays:
+    """The server's display devices, in display-id order."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self._displays: list[Display] = []
+
+    def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
+        cfg = self.ctx.config
+        settings = ImageSettings(from_config_name(cfg.image_compression), cfg.jpeg_wan_compression, cfg.zlib_glz_wan_compression)
+        worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings)
+        display = Display(self.ctx, worker)
+        worker.start()
+        device = attach(worker)
+        self._displays.append(display)
+        self.ctx.registry.add(display.display_channel)
+        self.ctx.registry.add(display.cursor_channel)
+        return device
+
+    def add_framebuffer(self, width: int, height: int) -> FramebufferDisplay:
+        """A display fed with host frames (see :class:`~spiceserver.framebuffer.FramebufferDisplay`)."""
+        fb: FramebufferDisplay = self._add(lambda worker: FramebufferDisplay(worker, width, height))
+        return fb
+
+    def add_qxl(
+        self,
+        config: QXLDeviceConfig | None,
+        irq: Callable[[bool], None] | None,
+        ram: Any,
+        vram: Any,
+        rom: Any,
+    ) -> QXLDevice:
+        """An emulated QXL device whose rings the worker pulls (see ``SpiceServer.add_qxl_device``)."""
+
+        def attach(worker: DisplayWorker) -> QXLDevice:
+            backend = QXLWorkerBackend(worker)
+            device = QXLDevice(backend, config, ram=ram, vram=vram, rom=rom, irq=irq)
+            backend.attach(device)
+            return device
+
+        device: QXLDevice = self._add(attach)
+        return device
+
+    def __getitem__(self, display_id: int) -> Display:
+        return self._displays[display_id]
+
+    def __len__(self) -> int:
+        return len(self._displays)
+
+    async def metrics(self) -> tuple[DisplayMetrics, ...]:
+        """Each running display's counters (a stopped worker is skipped)."""
+        out: list[DisplayMetrics] = []
+        for display in self._displays:
+            try:
+                out.append(await asyncio.to_thread(display.worker.collect_metrics, display.id))
+            except Exception:
+                continue
+        return tuple(out)
+
+    @staticmethod
+    def codec_kernels_ready() -> bool:
+        """The compiled image codecs are ready (until then images go LZ4 or raw)."""
+        return codec_kernels_ready()

@@ -1,0 +1,183 @@
+"""Channels whose clients live on a display worker thread: the loop side moves their bytes.
+
+Counterpart of the part of spice ``server/red-channel.cpp`` / ``red-qxl.cpp`` that hands a display
+or cursor channel client to the worker thread (``red_qxl_*_connect``), and of the write side of
+``red-channel-client.cpp`` for those clients.
+
+The worker owns the client's protocol state (its sans-IO connection, pipe and caches). The event
+loop keeps the socket, because an asyncio TLS transport cannot move to another thread: it posts
+what the client sends (``ClientData``), writes what the worker produces (``ClientOutput``), and
+after each write has drained tells the worker how many bytes left (``ClientWritten``), which is the
+worker's flow control together with the ack window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..sessions import Session
+from ..transport import READ_CHUNK, Transport
+from ..worker.messages import (
+    ClientClose,
+    ClientConnected,
+    ClientData,
+    ClientDisconnected,
+    ClientOutput,
+    ClientWritten,
+    DisplayInfo,
+)
+from ..worker.worker import DisplayWorker
+from .base import Channel, Link, ServerContext
+
+__all__ = ["WorkerBridge", "WorkerChannel"]
+
+
+@dataclass(eq=False)
+class _Client:
+    """The loop's side of one channel client on the worker: its transport and write accounting."""
+
+    transport: Transport
+    pending: int = 0
+    draining: bool = False
+
+
+class WorkerBridge:
+    """The event loop's end of one display worker: its clients' transports and the worker's messages.
+
+    Args:
+        ctx: the server's shared services.
+        worker: the display worker (started by the caller).
+        on_display_info: called on the loop when the primary surface changes size.
+    """
+
+    def __init__(self, ctx: ServerContext, worker: DisplayWorker, on_display_info: Callable[[int, int], None]) -> None:
+        self.ctx = ctx
+        self.worker = worker
+        self._on_display_info = on_display_info
+        self._clients: dict[int, _Client] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        ep = worker.dispatcher.loop_side
+        ep.register_handler(ClientOutput, self._on_output)
+        ep.register_handler(ClientClose, self._on_close)
+        ep.register_handler(DisplayInfo, self._on_info)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handle the worker's messages on ``loop`` (once)."""
+        if self._loop is None:
+            self._loop = loop
+            ep = self.worker.dispatcher.loop_side
+            loop.add_reader(ep.sock, ep.drain)
+
+    async def close(self) -> None:
+        """Stop the worker thread (the clients are gone already)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._loop is not None:
+            self._loop.remove_reader(self.worker.dispatcher.loop_side.sock)
+            self._loop = None
+        await asyncio.to_thread(self.worker.stop)
+
+    async def serve(self, channel: Channel, link: Link, session: Session) -> None:
+        """Hand one linked connection to the worker and move its bytes until it ends."""
+        ctx = self.ctx
+        info = ctx.listeners.connected(session, channel.type, channel.id, link.kind, link.peer)
+        name = info.channel
+        cc_id = next(self._ids)
+
+        def count_out(n: int) -> None:
+            ctx.traffic[name, "out"] += n
+
+        transport = Transport(link.writer, ctx.gate, None, count_out)
+        self._clients[cc_id] = _Client(transport)
+        ctx.open_channels[name] += 1
+        post = self.worker.dispatcher.loop_side.post
+        extra = link.log.extra or {}
+        label = f"{extra.get('conn', '')} {extra.get('peer', '')} {extra.get('channel', '')}".strip()
+        mess = link.mess
+        post(
+            ClientConnected(
+                cc_id, mess.channel_type, mess.channel_id, link.mini_header, mess.common_caps, mess.channel_caps,
+                session.id, label, session.low_bandwidth,
+            )
+        )  # fmt: skip
+        session.closers.append(transport.close)
+        link.log.info("channel linked to session %#x (worker %s)", session.id, self.worker.name)
+        try:
+            if link.leftover:
+                ctx.traffic[name, "in"] += len(link.leftover)
+                post(ClientData(cc_id, link.leftover))
+            while not transport.is_closing:
+                data = await link.reader.read(READ_CHUNK)
+                if not data:
+                    link.log.info("client closed the channel")
+                    break
+                ctx.traffic[name, "in"] += len(data)
+                post(ClientData(cc_id, data))
+        except OSError as exc:  # ConnectionError, ssl.SSLError
+            link.log.info("connection lost: %s", exc)
+        finally:
+            post(ClientDisconnected(cc_id))
+            self._clients.pop(cc_id, None)
+            ctx.open_channels[name] -= 1
+            ctx.listeners.gone(session, info)
+            if transport.close in session.closers:
+                session.closers.remove(transport.close)
+
+    # --- from the worker (event loop) ----------------------------------------------------------
+
+    def _on_output(self, msg: ClientOutput) -> None:
+        client = self._clients.get(msg.cc_id)
+        if client is None or client.transport.is_closing:
+            return
+        client.transport.write(msg.data)
+        client.pending += len(msg.data)
+        if not client.draining:
+            client.draining = True
+            task = asyncio.get_running_loop().create_task(self._drain(msg.cc_id, client))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, cc_id: int, client: _Client) -> None:
+        """Report written bytes to the worker as the transport takes them (its flow control)."""
+        try:
+            while client.pending and not client.transport.is_closing:
+                n = client.pending
+                await client.transport.drain()
+                client.pending -= n
+                self.worker.dispatcher.loop_side.post(ClientWritten(cc_id, n))
+        except OSError:
+            pass
+        finally:
+            client.draining = False
+
+    def _on_close(self, msg: ClientClose) -> None:
+        client = self._clients.get(msg.cc_id)
+        if client is not None:
+            self.ctx.stats["protocol_errors"] += 1
+            client.transport.close()
+
+    def _on_info(self, msg: DisplayInfo) -> None:
+        self._on_display_info(msg.width, msg.height)
+
+
+class WorkerChannel(Channel):
+    """A channel (display or cursor) whose clients are served by a display worker."""
+
+    def __init__(self, ctx: ServerContext, bridge: WorkerBridge, channel_id: int, caps: tuple[int, ...] = ()) -> None:
+        super().__init__(ctx, channel_id, caps)
+        self.bridge = bridge
+
+    async def serve(self, link: Link) -> None:
+        """Hand the connection to the worker (see :class:`WorkerBridge`)."""
+        session = self.join(link)
+        if session is None:
+            link.log.info("session or channel went away during the link")
+            return
+        await self.bridge.serve(self, link, session)

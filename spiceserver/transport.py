@@ -1,0 +1,221 @@
+"""Byte streams under the channels: plain/TLS/Unix sockets, WebSocket tunnels, and a channel client's handle.
+
+Counterpart of spice ``server/red-stream.cpp`` (one stream type over plain, TLS and WebSocket
+connections) and of the part of ``red-channel-client.cpp`` that writes a client's output. The
+sockets themselves are asyncio's; this module gives them one shape:
+
+* :class:`Reader` / :class:`Writer`: what the link and the channels read and write with (an
+  ``asyncio.StreamReader`` / ``StreamWriter``, or a :class:`WebSocketStream` that carries the same
+  SPICE bytes in WebSocket binary messages).
+* :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
+  loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
+  function on the loop and then writes whatever the channel client queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .sessions import ConnLog
+from .web import Closed, Payload, WebConnection
+
+__all__ = ["READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer"]
+
+READ_CHUNK = 65536
+
+
+class Reader(Protocol):
+    """What the server reads with: an ``asyncio.StreamReader`` or a :class:`WebSocketStream`."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class Writer(Protocol):
+    """What the server writes with: an ``asyncio.StreamWriter`` or a :class:`WebSocketStream`."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def close(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    async def wait_closed(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+async def close_writer(writer: Writer) -> None:
+    """Close ``writer`` and wait (briefly) until it is closed."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+
+class WebSocketStream:
+    """A connection that became a WebSocket: SPICE bytes in and out of binary messages.
+
+    Offers the :class:`Reader` and :class:`Writer` calls, so the link and the channels run over it
+    unchanged (the framing is :class:`~spiceserver.web.WebConnection`'s, sans-IO).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, web: WebConnection, clog: ConnLog) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._web = web
+        self._clog = clog
+        self._buf = bytearray()
+        self._eof = False
+
+    def feed(self, events: list[Any]) -> None:
+        """Take the events the WebSocket protocol produced (payloads, close)."""
+        for ev in events:
+            if isinstance(ev, Payload):
+                self._buf += ev.data
+            elif isinstance(ev, Closed):
+                self._clog.info("WebSocket: %s", ev.reason)
+                self._eof = True
+        self._flush()
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes of SPICE data (all buffered if ``n`` < 0); ``b""`` at the end."""
+        while not self._buf and not self._eof:
+            data = await self._reader.read(READ_CHUNK)
+            self.feed(self._web.receive_data(data) if data else self._web.receive_eof())
+        if n < 0 or n >= len(self._buf):
+            out = bytes(self._buf)
+            self._buf.clear()
+        else:
+            out = bytes(self._buf[:n])
+            del self._buf[:n]
+        return out
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` in one binary message."""
+        self._web.send(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self._web.data_to_send()
+        if out and not self._writer.is_closing():
+            self._writer.write(out)
+        if self._web.close_transport:
+            self._writer.close()
+
+    async def drain(self) -> None:
+        """Wait until the socket's write buffer is below its high-water mark."""
+        await self._writer.drain()
+
+    def close(self) -> None:
+        """Send a WebSocket close and close the socket."""
+        self._web.close()
+        self._flush()
+        self._writer.close()
+
+    def is_closing(self) -> bool:
+        """True once the socket is closing or closed."""
+        return self._writer.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is closed."""
+        await self._writer.wait_closed()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The socket's transport information (``peername``, ...)."""
+        return self._writer.get_extra_info(name, default)
+
+
+class LoopGate:
+    """Runs functions on the server's event loop from any thread.
+
+    Before the loop is known (nothing started yet, so no client can be affected) and on the
+    loop's own thread the function runs at once; from another thread it is scheduled with
+    ``call_soon_threadsafe`` and runs soon, in call order.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the server runs on (called by the server when it starts)."""
+        self.loop = loop
+        self._thread = threading.get_ident()
+
+    @property
+    def on_loop(self) -> bool:
+        """True when called on the loop's thread, or before the server started."""
+        return self.loop is None or threading.get_ident() == self._thread or self.loop.is_closed()
+
+    def run(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the loop (now if already there)."""
+        if self.on_loop:
+            fn()
+        else:
+            assert self.loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody to tell
+                self.loop.call_soon_threadsafe(fn)
+
+
+class Transport:
+    """One channel client's write side.
+
+    Args:
+        writer: the stream to write to.
+        gate: the server's loop gate (for :meth:`post`).
+        source: what the channel client queued (its connection's ``data_to_send``); None for
+            channel clients whose bytes come from elsewhere (a display worker).
+        on_output: told the size of every write (byte counters).
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        gate: LoopGate,
+        source: Callable[[], bytes] | None = None,
+        on_output: Callable[[int], None] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._gate = gate
+        self._source = source
+        self._on_output = on_output
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` now (event loop only); dropped once closing."""
+        if data and not self.closed and not self._writer.is_closing():
+            self._writer.write(data)
+            if self._on_output is not None:
+                self._on_output(len(data))
+
+    def flush(self) -> None:
+        """Write whatever the channel client queued (event loop only)."""
+        if self._source is not None:
+            self.write(self._source())
+
+    async def drain(self) -> None:
+        """Wait until the stream's buffer is below its high-water mark."""
+        await self._writer.drain()
+
+    @property
+    def is_closing(self) -> bool:
+        """True once :meth:`close` was called or the peer went away."""
+        return self.closed or self._writer.is_closing()
+
+    def close(self) -> None:
+        """Close the connection (event loop only); the channel's task then ends."""
+        self.closed = True
+        if not self._writer.is_closing():
+            self._writer.close()
+
+    def post(self, fn: Callable[[], None] | None = None) -> None:
+        """From any thread: run ``fn()`` on the event loop, then write what the client queued."""
+
+        def run() -> None:
+            if self.closed:
+                return
+            if fn is not None:
+                fn()
+            self.flush()
+
+        self._gate.run(run)
