@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, GuestError, LinkError, NotSupportedError, ProtocolError, SpiceError
+from .events import ChannelEvent, ChannelInfo, ClientInfo
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet, spice_to_local_buttons
 from .metrics import Metrics
 from .reds import Session, SpiceServer
-from .sessions import ChannelEvent, ChannelInfo, ClientInfo
 
 __all__ = [
     "SpiceServer",

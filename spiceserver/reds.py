@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
-import ssl
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -31,17 +31,17 @@ from .channels.base import Channel, Link, ServerContext
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
-from .config import ChannelSecurity, ServerConfig
+from .channels.session import Session
+from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
+from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .interfaces import Keyboard, Mouse, Tablet
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
+from .proto.enums import ChannelType, CommonCap, LinkErr
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
-from .sessions import ChannelEvent, ClientInfo, ConnLog, Session, channel_label
 from .ticket import LinkKey, Ticket
-from .transport import Reader, WebSocketStream, Writer, close_writer
-from .web import HTTP_PREFIX, Closed, HttpGet, StaticFiles, Upgraded, WebConnection, WebOptions
+from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
+from .web import HTTP_PREFIX, WebOptions
 
 __all__ = ["SpiceServer", "Session"]
 
@@ -68,13 +68,8 @@ class SpiceServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
         self._pending_links = 0
-        self._ssl = self._make_ssl_context() if config.tls_port is not None else None
-        self._web_options = WebOptions(
-            files=StaticFiles(config.web_root) if config.web_root else None,
-            origins=config.websocket_origins,
-            max_message_size=config.max_message_size,
-            dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
-        )
+        self._ssl = tls_context(config) if config.tls_port is not None else None
+        self._web_options = WebOptions.from_config(config)
         self._inputs = InputsChannel(ctx)
         self._main = MainChannel(ctx, self._inputs)
         self._displays = Displays(ctx)
@@ -99,21 +94,6 @@ class SpiceServer:
     def remove_tablet(self) -> None:
         """Drop the tablet; clients in client mouse mode are switched to server mode."""
         self._ctx.gate.run(lambda: self._inputs.set_tablet(None))
-
-    @property
-    def keyboard(self) -> Keyboard | None:
-        """The keyboard registered with :meth:`add_keyboard`."""
-        return self._inputs.keyboard
-
-    @property
-    def mouse(self) -> Mouse | None:
-        """The mouse registered with :meth:`add_mouse`."""
-        return self._inputs.mouse
-
-    @property
-    def tablet(self) -> Tablet | None:
-        """The tablet registered with :meth:`add_tablet`."""
-        return self._inputs.tablet
 
     @property
     def kbd_modifiers(self) -> int:
@@ -245,6 +225,9 @@ class SpiceServer:
             displays=await self._displays.metrics(),
         )
 
+    async def _metrics_page(self) -> str:
+        return (await self.metrics()).prometheus()
+
     # --- tickets, mouse mode, agent (any thread) ------------------------------------------------
 
     def set_ticket(self, password: str | None, lifetime: float = 0.0) -> None:
@@ -292,18 +275,6 @@ class SpiceServer:
 
     # --- listening ------------------------------------------------------------------------------
 
-    def _make_ssl_context(self) -> ssl.SSLContext:
-        cert, key, _ca = self.config.tls_files()
-        for path in (cert, key):
-            if not os.path.exists(path):
-                raise ConfigError(f"TLS file {path} not found")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-        ctx.load_cert_chain(cert, key, password=self.config.x509_key_password)
-        if self.config.tls_ciphers:
-            ctx.set_ciphers(self.config.tls_ciphers)
-        return ctx
-
     async def start(self) -> None:
         """Open the listeners (plain, TLS, Unix) configured."""
         cfg = self.config
@@ -312,25 +283,15 @@ class SpiceServer:
         for channel in self._ctx.registry:
             channel.start(loop)
         if cfg.port is not None:
-            self._servers.append(
-                await asyncio.start_server(lambda r, w: self._accept(r, w, secure=False), cfg.addr, cfg.port)
-            )
+            self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=False), cfg.addr, cfg.port))
         if cfg.tls_port is not None:
-            self._servers.append(
-                await asyncio.start_server(
-                    lambda r, w: self._accept(r, w, secure=True),
-                    cfg.addr,
-                    cfg.tls_port,
-                    ssl=self._ssl,
-                    ssl_handshake_timeout=cfg.link_timeout,
-                )
-            )
+            accept_tls = functools.partial(self._accept, secure=True)
+            tls = await asyncio.start_server(accept_tls, cfg.addr, cfg.tls_port, ssl=self._ssl, ssl_handshake_timeout=cfg.link_timeout)
+            self._servers.append(tls)
         if cfg.unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.unix_path)
-            self._servers.append(
-                await asyncio.start_unix_server(lambda r, w: self._accept(r, w, secure=False, unix=True), cfg.unix_path)
-            )
+            self._servers.append(await asyncio.start_unix_server(functools.partial(self._accept, secure=False, unix=True), cfg.unix_path))
         for addr in self.addresses:
             log.info("listening on %s", addr)
 
@@ -409,7 +370,7 @@ class SpiceServer:
                 stream, linked = await asyncio.wait_for(self._handshake(reader, writer, secure, clog), self.config.link_timeout)
             except TimeoutError:
                 clog.warning("link not completed within %.0f s; closing", self.config.link_timeout)
-            except (ConnectionError, ssl.SSLError, OSError) as exc:
+            except OSError as exc:  # ConnectionError, ssl.SSLError
                 clog.info("connection lost during link: %s", exc)
             except ProtocolError as exc:
                 clog.warning("link refused: %s", exc.reason)
@@ -449,47 +410,14 @@ class SpiceServer:
             clog.info("peer closed the connection during the link (%d bytes buffered)", len(exc.partial))
             return (reader, writer), None
         if prefix == HTTP_PREFIX and self.config.websocket:
-            ws = await self._web_handshake(reader, writer, prefix, clog)
+            ws = await http_exchange(reader, writer, prefix, self._web_options, self._metrics_page, clog)
             if not isinstance(ws, WebSocketStream):
+                if ws:
+                    self.stats["http_requests"] += 1
                 return (reader, writer), ws
             self.stats["websocket_links"] += 1
             return (ws, ws), await self._link(ws, ws, secure, clog)
         return (reader, writer), await self._link(reader, writer, secure, clog, prefix)
-
-    async def _web_handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes, clog: ConnLog
-    ) -> WebSocketStream | bool | None:
-        """Answer an HTTP request: a WebSocket upgrade gives a stream to link over; a file or the
-        metrics page is served (True); None when the request never completed."""
-        web = WebConnection(self._web_options)
-        while True:
-            # a plain GET may read a file of the web root: off the event loop
-            events = await asyncio.to_thread(web.receive_data, data)
-            out = web.data_to_send()
-            if out:
-                writer.write(out)
-                await writer.drain()
-            for i, ev in enumerate(events):
-                if isinstance(ev, Upgraded):
-                    clog.info("WebSocket upgrade (path %r, origin %r)", ev.path[:200], ev.origin)
-                    ws = WebSocketStream(reader, writer, web, clog)
-                    ws.feed(events[i + 1 :])
-                    return ws
-                if isinstance(ev, HttpGet):
-                    body = (await self.metrics()).prometheus().encode()
-                    ev = web.respond(200, "OK", body, METRICS_CONTENT_TYPE)
-                    writer.write(web.data_to_send())
-                    await writer.drain()
-                if isinstance(ev, Closed):
-                    self.stats["http_requests"] += 1
-                    clog.info("%s", ev.reason)
-                    return True
-            if web.close_transport:
-                return None
-            data = await reader.read(4096)
-            if not data:
-                clog.info("peer closed the connection during the HTTP request")
-                return None
 
     async def _link(
         self, reader: Reader, writer: Writer, secure: bool, clog: ConnLog, prefix: bytes = b""
@@ -539,30 +467,20 @@ class SpiceServer:
                 await writer.drain()
 
     def _check_link_request(self, mess: LinkMess, secure: bool, clog: ConnLog) -> int | None:
-        ctype = mess.channel_type
-        if self._ctx.registry.get(ctype, mess.channel_id) is None:
-            clog.warning("channel %d:%d is not available", ctype, mess.channel_id)
+        channel = self._ctx.registry.get(mess.channel_type, mess.channel_id)
+        if channel is None:
+            clog.warning("channel %d:%d is not available", mess.channel_type, mess.channel_id)
             return LinkErr.CHANNEL_NOT_AVAILABLE
-        name = CHANNEL_NAMES[ChannelType(ctype)]
-        allowed = self.config.channel_security(name)
-        if secure and not allowed & ChannelSecurity.SSL:
-            clog.warning("channel %s must not be encrypted", name)
-            return LinkErr.NEED_UNSECURED
-        if not secure and not allowed & ChannelSecurity.NONE:
-            clog.warning("channel %s must be encrypted", name)
-            return LinkErr.NEED_SECURED
-        return None
+        refusal = channel.security_refusal(secure)
+        if refusal is not None:
+            clog.warning("channel %s %s", channel.name, "must be encrypted" if refusal == LinkErr.NEED_SECURED else "must not be encrypted")
+        return refusal
 
     def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog) -> int:
-        password = key.decrypt(ciphertext)
-        if password is None:
-            clog.warning("failed to decrypt the ticket")
+        reason = self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing)
+        if reason is not None:
+            clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED
-        if not self.config.disable_ticketing:
-            reason = self._ticket.check(password)
-            if reason is not None:
-                clog.warning("authentication failed: %s", reason)
-                return LinkErr.PERMISSION_DENIED
         if mess.channel_type != ChannelType.MAIN:
             if mess.connection_id not in self._ctx.sessions:
                 clog.warning("unknown connection id %#x", mess.connection_id)

@@ -73,6 +73,17 @@ class Ticket:
         self.password = password
         self.expires = now + lifetime if lifetime > 0 else None
 
+    def authenticate(self, key: LinkKey, ciphertext: bytes, *, required: bool = True, now: float | None = None) -> str | None:
+        """Check a link's encrypted ticket; returns why it is refused, or None.
+
+        The ticket is decrypted even when no password is ``required`` (libspice refuses a client
+        that sends garbage then too).
+        """
+        password = key.decrypt(ciphertext)
+        if password is None:
+            return "failed to decrypt the ticket"
+        return self.check(password, now=now) if required else None
+
     def check(self, given: bytes, *, now: float | None = None) -> str | None:
         """None if ``given`` is accepted, else the reason it is not (for the log)."""
         if not self.password:

@@ -7,6 +7,9 @@ sockets themselves are asyncio's; this module gives them one shape:
 * :class:`Reader` / :class:`Writer`: what the link and the channels read and write with (an
   ``asyncio.StreamReader`` / ``StreamWriter``, or a :class:`WebSocketStream` that carries the same
   SPICE bytes in WebSocket binary messages).
+* :func:`http_exchange`: an HTTP request on a SPICE port, answered (a file of the web root, the
+  metrics page) or upgraded to a :class:`WebSocketStream`.
+* :func:`tls_context`: the TLS listener's context from the configuration.
 * :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
@@ -16,14 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .sessions import ConnLog
-from .web import Closed, Payload, WebConnection
+from .config import ServerConfig
+from .errors import ConfigError
+from .events import ConnLog
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
-__all__ = ["READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer"]
+__all__ = [
+    "READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "tls_context",
+]  # fmt: skip
 
 READ_CHUNK = 65536
 
@@ -123,6 +133,67 @@ class WebSocketStream:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The socket's transport information (``peername``, ...)."""
         return self._writer.get_extra_info(name, default)
+
+
+async def http_exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    data: bytes,
+    options: WebOptions,
+    metrics_page: Callable[[], Awaitable[str]],
+    clog: ConnLog,
+) -> WebSocketStream | bool | None:
+    """Serve an HTTP request whose first bytes are ``data``.
+
+    Returns a stream to link over for a WebSocket upgrade, True when a file or the metrics page
+    was served, None when the request never completed.
+    """
+    web = WebConnection(options)
+    while True:
+        # a plain GET may read a file of the web root: off the event loop
+        events = await asyncio.to_thread(web.receive_data, data)
+        out = web.data_to_send()
+        if out:
+            writer.write(out)
+            await writer.drain()
+        for i, ev in enumerate(events):
+            if isinstance(ev, Upgraded):
+                clog.info("WebSocket upgrade (path %r, origin %r)", ev.path[:200], ev.origin)
+                ws = WebSocketStream(reader, writer, web, clog)
+                ws.feed(events[i + 1 :])
+                return ws
+            if isinstance(ev, HttpGet):
+                body = (await metrics_page()).encode()
+                ev = web.respond(200, "OK", body, METRICS_CONTENT_TYPE)
+                writer.write(web.data_to_send())
+                await writer.drain()
+            if isinstance(ev, Closed):
+                clog.info("%s", ev.reason)
+                return True
+        if web.close_transport:
+            return None
+        data = await reader.read(4096)
+        if not data:
+            clog.info("peer closed the connection during the HTTP request")
+            return None
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext:
+    """The TLS server context: QEMU's x509 files, no compression, no renegotiation.
+
+    Raises:
+        ConfigError: the certificate or key file is missing.
+    """
+    cert, key, _ca = config.tls_files()
+    for path in (cert, key):
+        if not os.path.exists(path):
+            raise ConfigError(f"TLS file {path} not found")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    ctx.load_cert_chain(cert, key, password=config.x509_key_password)
+    if config.tls_ciphers:
+        ctx.set_ciphers(config.tls_ciphers)
+    return ctx
 
 
 class LoopGate:

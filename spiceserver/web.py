@@ -38,6 +38,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from .config import ServerConfig
+
 __all__ = ["HTTP_PREFIX", "WebConnection", "WebOptions", "StaticFiles", "Upgraded", "Payload", "HttpGet", "Closed"]
 
 #: The first bytes of an HTTP request on a SPICE port (a SPICE link starts with ``REDQ``).
@@ -128,6 +130,16 @@ class WebOptions:
     max_message_size: int = 1 << 20
     #: paths answered by the caller (an :class:`HttpGet` event), e.g. the metrics page
     dynamic_paths: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> WebOptions:
+        """The options a server configuration sets (web root, origins, message size, metrics page)."""
+        return cls(
+            files=StaticFiles(config.web_root) if config.web_root else None,
+            origins=config.websocket_origins,
+            max_message_size=config.max_message_size,
+            dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
+        )
 
 
 @dataclass

@@ -1,9 +1,16 @@
-"""Imports run one way (reds -> channels -> proto); proto is sans-IO. Checked on the AST."""
+"""Imports run one way, as docs/architecture.md draws them; proto is sans-IO. Checked on the AST.
+
+Every module of the package belongs to a unit (a subpackage, or a top-level module); each unit may
+import only the units listed for it in ``ALLOWED`` (type-checking-only imports included). A unit
+missing from the table fails the test, so a new package has to be placed in the layering first.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "spiceserver"
 IO_MODULES = {"asyncio", "socket", "ssl", "threading", "selectors"}
@@ -58,3 +65,61 @@ def test_channels_do_no_socket_io() -> None:
         for imp in imports_of(path):
             assert imp.split(".")[0] not in {"socket", "ssl", "selectors"}, f"{path.name} imports {imp}"
             assert not imp.startswith("spiceserver.reds"), f"{path.name} imports {imp}"
+
+
+#: unit -> the package units it may import (besides itself and the standard library)
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "proto": {"errors"},
+    "codecs": {"errors"},
+    "region": {"proto"},
+    "interfaces": {"proto"},
+    "config": {"errors", "proto"},
+    "ticket": {"proto"},
+    "metrics": set(),
+    "web": {"config", "errors", "proto"},
+    "events": {"proto"},
+    "canvas": {"codecs", "errors", "proto", "region"},
+    "qxl": {"errors", "proto"},
+    "worker": {"canvas", "codecs", "errors", "metrics", "proto", "qxl", "region"},
+    "framebuffer": {"errors", "proto", "worker"},
+    "transport": {"config", "errors", "events", "metrics", "web"},
+    # channels build the display devices the host drives (framebuffer, QXL device) on a worker
+    "channels": {"config", "errors", "events", "framebuffer", "interfaces", "metrics", "proto", "qxl", "transport", "worker"},
+    "reds": {"channels", "config", "errors", "events", "interfaces", "metrics", "proto", "ticket", "transport", "web"},
+    # the package face, the command line and the demo sit on top of everything
+    "__init__": {"config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker"},
+    "__main__": {"demo", "errors", "worker", "config"},
+    "demo": {"codecs", "config", "desktop", "errors", "framebuffer", "interfaces", "reds", "synthetic_guest", "worker"},
+    "desktop": {"proto"},
+    "synthetic_guest": {"desktop", "proto", "qxl"},
+}
+
+
+def unit_of(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+@pytest.mark.parametrize("unit", sorted(ALLOWED))
+def test_every_unit_imports_only_what_the_layering_allows(unit: str) -> None:
+    for path in sorted(PKG.rglob("*.py")):
+        if unit_of(path) != unit:
+            continue
+        for imp in imports_of(path):
+            parts = imp.split(".")
+            if parts[0] != "spiceserver" or len(parts) < 2 or parts[1] == unit:
+                continue
+            assert parts[1] in ALLOWED[unit], f"{path.relative_to(PKG)} imports {imp} ({unit} may import {sorted(ALLOWED[unit])})"
+
+
+def test_every_unit_is_placed_in_the_layering() -> None:
+    units = {unit_of(p) for p in PKG.rglob("*.py")}
+    assert units <= set(ALLOWED), f"not in ALLOWED: {sorted(units - set(ALLOWED))}"
+
+
+def test_reds_is_a_thin_face() -> None:
+    reds = PKG / "reds.py"
+    for imp in imports_of(reds):
+        assert not imp.startswith(("spiceserver.worker", "spiceserver.qxl", "spiceserver.codecs")), f"reds imports {imp}"
+    assert len(reds.read_text().splitlines()) < 500

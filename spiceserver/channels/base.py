@@ -31,16 +31,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..config import ServerConfig
+from ..config import ChannelSecurity, ServerConfig
 from ..errors import ProtocolError
+from ..events import ChannelListeners, ConnLog
 from ..proto.channel import ChannelConnection, Event
-from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap
+from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
 from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
 from ..proto.messages.base import SERVER, Message
-from ..sessions import ChannelListeners, ConnLog, Session, SessionTable
 from ..transport import READ_CHUNK, LoopGate, Reader, Transport, Writer
 from .registry import ChannelRegistry
+from .session import Session, SessionTable
 
 __all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "ChannelClient", "maybe_await"]
 
@@ -145,6 +146,16 @@ class Channel:
     def caps_words(self) -> tuple[int, ...]:
         """The channel caps for the link reply."""
         return caps_to_words(set(self.caps))
+
+    def security_refusal(self, secure: bool) -> int | None:
+        """The link error for a client on a TLS (``secure``) or plain connection, if the
+        configuration refuses that (libspice ``reds_security_check``), else None."""
+        allowed = self.ctx.config.channel_security(self.name)
+        if secure and not allowed & ChannelSecurity.SSL:
+            return LinkErr.NEED_UNSECURED
+        if not secure and not allowed & ChannelSecurity.NONE:
+            return LinkErr.NEED_SECURED
+        return None
 
     async def serve(self, link: Link) -> None:
         """Serve one linked connection until it ends (the caller closes the stream)."""
@@ -262,7 +273,7 @@ class LoopChannel(Channel):
             return
         conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=ctx.config.max_message_size)
         cc = self.create_client(conn, link, session)
-        info = ctx.listeners.connected(session, self.type, self.id, link.kind, link.peer)
+        info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer)
         name = info.channel
 
         def count_out(n: int) -> None:
@@ -305,7 +316,7 @@ class LoopChannel(Channel):
             cc.closed = True
             transport.closed = True
             ctx.open_channels[name] -= 1
-            ctx.listeners.gone(session, info)
+            ctx.listeners.gone(session.infos, info)
             if cc in self.clients:
                 self.clients.remove(cc)
             if transport.close in session.closers:

@@ -24,8 +24,8 @@ from ..proto.channel import ChannelConnection
 from ..proto.enums import ChannelType, InputsCap, KeyboardModifiers, MouseButton, MouseMode
 from ..proto.messages import inputs as im
 from ..proto.scancode import RELEASE, code_to_bytes, split_transitions
-from ..sessions import Session
 from .base import ChannelClient, Link, LoopChannel, ServerContext, maybe_await
+from .session import Session
 
 __all__ = ["InputsChannel", "InputsChannelClient", "LOCK_SCANCODES"]
 

@@ -24,9 +24,9 @@ from ..proto.channel import ChannelConnection, PongReceived
 from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, NotifyVisibility
 from ..proto.messages import main as m
 from ..proto.messages.base import Notify
-from ..sessions import Session
 from .base import Channel, ChannelClient, Link, LoopChannel, ServerContext
 from .inputs import InputsChannel
+from .session import Session
 
 __all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "NET_TEST_BYTES"]
 

@@ -18,7 +18,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..sessions import Session
 from ..transport import READ_CHUNK, Transport
 from ..worker.messages import (
     ClientClose,
@@ -31,6 +30,7 @@ from ..worker.messages import (
 )
 from ..worker.worker import DisplayWorker
 from .base import Channel, Link, ServerContext
+from .session import Session
 
 __all__ = ["WorkerBridge", "WorkerChannel"]
 
@@ -87,7 +87,7 @@ class WorkerBridge:
     async def serve(self, channel: Channel, link: Link, session: Session) -> None:
         """Hand one linked connection to the worker and move its bytes until it ends."""
         ctx = self.ctx
-        info = ctx.listeners.connected(session, channel.type, channel.id, link.kind, link.peer)
+        info = ctx.listeners.connected(session.infos, session.id, channel.type, channel.id, link.kind, link.peer)
         name = info.channel
         cc_id = next(self._ids)
 
@@ -126,7 +126,7 @@ class WorkerBridge:
             post(ClientDisconnected(cc_id))
             self._clients.pop(cc_id, None)
             ctx.open_channels[name] -= 1
-            ctx.listeners.gone(session, info)
+            ctx.listeners.gone(session.infos, info)
             if transport.close in session.closers:
                 session.closers.remove(transport.close)
 

@@ -31,12 +31,14 @@ import lz4.block  # type: ignore[import-untyped]
 import numpy as np
 
 from ..errors import ProtocolError
-from ..proto.enums import BitmapFmt
 
 __all__ = ["encode_lz4", "decode_lz4", "LZ4_FORMATS", "BLOCK_BYTES", "MAX_IMAGE_BYTES"]
 
 #: Bytes per pixel of the bitmap formats SPICE allows in an LZ4 stream.
-LZ4_FORMATS: dict[int, int] = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4}
+# SpiceBitmapFmt values (spice-protocol ``spice/enums.h``; codecs stay below proto, and a test checks
+# these against :class:`~spiceserver.proto.enums.BitmapFmt`)
+FMT_16BIT, FMT_24BIT, FMT_32BIT, FMT_RGBA = 6, 7, 8, 9
+LZ4_FORMATS: dict[int, int] = {FMT_16BIT: 2, FMT_24BIT: 3, FMT_32BIT: 4, FMT_RGBA: 4}
 
 #: Target input size of one block (whole rows; at least one row per block).
 BLOCK_BYTES = 256 * 1024

@@ -1,26 +1,22 @@
-"""Sessions, the channel registry's entries and per-connection logging context (no I/O here).
+"""Channel events for the embedding application, and the per-connection logging context (no I/O here).
 
-Counterpart of spice ``server/red-client.cpp`` (a client and its channels) and the client list of
-``reds.cpp`` (``reds_handle_main_link`` replaces the previous client); the channels open and end
-sessions, :mod:`spiceserver.reds` checks connection ids against them.
+Counterpart of libspice's ``channel_event`` callback (``reds.cpp``), which QEMU turns into its
+SPICE_CONNECTED / SPICE_DISCONNECTED / SPICE_INITIALIZED QMP events, and of the connection details
+libspice logs with each stream (``red-stream.cpp``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from .proto.enums import CHANNEL_NAMES, ChannelType
 
-if TYPE_CHECKING:
-    from .channels.main import MainChannelClient
-
-__all__ = ["ConnLog", "channel_label", "Session", "SessionTable", "ChannelInfo", "ChannelEvent", "ClientInfo", "ChannelListeners"]
+__all__ = ["ConnLog", "channel_label", "ChannelInfo", "ChannelEvent", "ClientInfo", "ChannelListeners"]
 
 
 class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -80,70 +76,6 @@ class ClientInfo:
     channels: tuple[ChannelInfo, ...]
 
 
-@dataclass(eq=False)
-class Session:
-    """One client: its main channel and every other channel it linked with the same id."""
-
-    id: int
-    main: MainChannelClient | None = None
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    infos: list[ChannelInfo] = field(default_factory=list)
-
-    @property
-    def low_bandwidth(self) -> bool:
-        """The main channel's network test found this client below 10 Mbps."""
-        return self.main is not None and self.main.net_test.low_bandwidth
-
-
-class SessionTable:
-    """The connected clients by session id (event loop only).
-
-    As libspice (``reds_handle_main_link``), a new main link replaces the current client: every
-    channel of the previous sessions is closed.
-    """
-
-    def __init__(self, log: logging.Logger) -> None:
-        self._by_id: dict[int, Session] = {}
-        self._log = log
-
-    def open(self) -> Session:
-        """End the current sessions and start a new one with a fresh random non-zero id."""
-        for old in list(self._by_id.values()):
-            self._log.info("new client: disconnecting session %#x", old.id)
-            self.close(old)
-        while True:
-            sid = secrets.randbits(32)
-            if sid and sid not in self._by_id:
-                break
-        session = Session(sid)
-        self._by_id[sid] = session
-        return session
-
-    def get(self, session_id: int) -> Session | None:
-        """The live session with that id, if any."""
-        return self._by_id.get(session_id)
-
-    def close(self, session: Session) -> None:
-        """Forget ``session`` and close every channel it has."""
-        self._by_id.pop(session.id, None)
-        for close in list(session.closers):
-            close()
-
-    def close_all(self) -> None:
-        """Close every session (libspice ``reds_disconnect``)."""
-        for s in list(self._by_id.values()):
-            self.close(s)
-
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._by_id
-
-    def __iter__(self) -> Iterator[Session]:
-        return iter(list(self._by_id.values()))
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-
 class ChannelListeners:
     """The application's channel listeners: builds each :class:`ChannelInfo`, keeps it on its
     session while the channel lives, and tells every listener (a coroutine is run as a task; an
@@ -161,18 +93,18 @@ class ChannelListeners:
         if callback in self._callbacks:
             self._callbacks.remove(callback)
 
-    def connected(self, session: Session, channel_type: int, channel_id: int, transport: str, peer: str) -> ChannelInfo:
-        """A channel of ``session`` linked: record it and tell the listeners."""
+    def connected(self, infos: list[ChannelInfo], session_id: int, channel_type: int, channel_id: int, transport: str, peer: str) -> ChannelInfo:
+        """A channel of a session linked: record it in the session's ``infos`` and tell the listeners."""
         name = CHANNEL_NAMES.get(ChannelType(channel_type), str(channel_type))
-        info = ChannelInfo(session.id, name, channel_id, transport, peer, time.time())
-        session.infos.append(info)
+        info = ChannelInfo(session_id, name, channel_id, transport, peer, time.time())
+        infos.append(info)
         self._emit(ChannelEvent("connected", info))
         return info
 
-    def gone(self, session: Session, info: ChannelInfo) -> None:
+    def gone(self, infos: list[ChannelInfo], info: ChannelInfo) -> None:
         """That channel went away."""
-        if info in session.infos:
-            session.infos.remove(info)
+        if info in infos:
+            infos.remove(info)
         self._emit(ChannelEvent("disconnected", info))
 
     def _emit(self, event: ChannelEvent) -> None:

@@ -1,0 +1,86 @@
+"""Sessions: one client's channels, and the table of connected clients.
+
+Counterpart of spice ``server/red-client.cpp`` (a client and its channel clients) and the client
+list of ``reds.cpp`` (``reds_handle_main_link`` replaces the previous client). The main channel opens
+a session; the other channels join it by the connection id their link presents, which
+:mod:`spiceserver.reds` checks against this table.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..events import ChannelInfo
+
+if TYPE_CHECKING:
+    from .main import MainChannelClient
+
+__all__ = ["Session", "SessionTable"]
+
+
+@dataclass(eq=False)
+class Session:
+    """One client: its main channel and every other channel it linked with the same id."""
+
+    id: int
+    main: MainChannelClient | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    infos: list[ChannelInfo] = field(default_factory=list)
+
+    @property
+    def low_bandwidth(self) -> bool:
+        """The main channel's network test found this client below 10 Mbps."""
+        return self.main is not None and self.main.net_test.low_bandwidth
+
+
+class SessionTable:
+    """The connected clients by session id (event loop only).
+
+    As libspice (``reds_handle_main_link``), a new main link replaces the current client: every
+    channel of the previous sessions is closed.
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._by_id: dict[int, Session] = {}
+        self._log = log
+
+    def open(self) -> Session:
+        """End the current sessions and start a new one with a fresh random non-zero id."""
+        for old in list(self._by_id.values()):
+            self._log.info("new client: disconnecting session %#x", old.id)
+            self.close(old)
+        while True:
+            sid = secrets.randbits(32)
+            if sid and sid not in self._by_id:
+                break
+        session = Session(sid)
+        self._by_id[sid] = session
+        return session
+
+    def get(self, session_id: int) -> Session | None:
+        """The live session with that id, if any."""
+        return self._by_id.get(session_id)
+
+    def close(self, session: Session) -> None:
+        """Forget ``session`` and close every channel it has."""
+        self._by_id.pop(session.id, None)
+        for close in list(session.closers):
+            close()
+
+    def close_all(self) -> None:
+        """Close every session (libspice ``reds_disconnect``)."""
+        for s in list(self._by_id.values()):
+            self.close(s)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._by_id
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
