@@ -9,16 +9,31 @@ Import :class:`SpiceServer` and :class:`ServerConfig`, register devices, and run
 
 from __future__ import annotations
 
+from .channels.base import Channel
+from .channels.session import Session
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, GuestError, LinkError, NotSupportedError, ProtocolError, SpiceError
 from .events import ChannelEvent, ChannelInfo, ClientInfo
+from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet, spice_to_local_buttons
-from .metrics import Metrics
-from .reds import Session, SpiceServer
+from .metrics import DisplayMetrics, Metrics
+from .proto.enums import KeyboardModifiers, MouseButtonMask, MouseMode
+from .qxl import QXLDevice, QXLDeviceConfig
+from .reds import SpiceServer
+from .worker.cursor_client import CursorShape
 
 __all__ = [
     "SpiceServer",
     "Session",
+    "Channel",
+    "FramebufferDisplay",
+    "CursorShape",
+    "QXLDevice",
+    "QXLDeviceConfig",
+    "DisplayMetrics",
+    "KeyboardModifiers",
+    "MouseButtonMask",
+    "MouseMode",
     "ChannelEvent",
     "ChannelInfo",
     "ClientInfo",

@@ -31,7 +31,6 @@ from .channels.base import Channel, Link, ServerContext
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
-from .channels.session import Session
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
@@ -43,7 +42,7 @@ from .ticket import LinkKey, Ticket
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
 from .web import HTTP_PREFIX, WebOptions
 
-__all__ = ["SpiceServer", "Session"]
+__all__ = ["SpiceServer"]
 
 log = logging.getLogger("spiceserver")
 

@@ -320,3 +320,36 @@ async def test_channel_events_and_clients_list() -> None:
         assert len(events) == 5 and r.server.clients() == []
     finally:
         await r.server.close()
+
+
+async def test_host_calls_from_another_thread(running: Running) -> None:
+    """A host's emulation thread may call the device methods: the work happens on the event loop
+    (no asyncio transport is touched off its loop) and the clients hear it in call order."""
+    import threading
+
+    loop_thread = threading.get_ident()
+    written_on: set[int] = set()
+    s = await connect(running.ep)
+    inp = await s.link(ChannelType.INPUTS)
+    await inp.expect(im.InputsInit)
+    for cc in running.server._inputs.clients:  # spy on the transport: which thread writes
+        assert cc.transport is not None
+        original = cc.transport.write
+
+        def spy(data: bytes, original: object = original) -> None:
+            written_on.add(threading.get_ident())
+            original(data)  # type: ignore[operator]
+
+        cc.transport.write = spy  # type: ignore[method-assign]
+
+    def host() -> None:
+        running.server.kbd_leds(KeyboardModifiers.CAPS_LOCK)
+        running.server.set_agent_attached(True)
+        running.server.kbd_leds(KeyboardModifiers.NUM_LOCK)
+
+    await asyncio.to_thread(host)
+    assert (await inp.expect(im.KeyModifiers)).modifiers == KeyboardModifiers.CAPS_LOCK
+    assert (await inp.expect(im.KeyModifiers)).modifiers == KeyboardModifiers.NUM_LOCK
+    assert await s.main.expect(mm.AgentConnectedTokens) == mm.AgentConnectedTokens(num_tokens=10)
+    assert written_on == {loop_thread}
+    assert running.server.kbd_modifiers == KeyboardModifiers.NUM_LOCK and running.server.agent_attached

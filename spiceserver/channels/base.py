@@ -72,7 +72,7 @@ class ServerContext:
     gate: LoopGate = field(default_factory=LoopGate)
     sessions: SessionTable = field(default_factory=lambda: SessionTable(log))
     listeners: ChannelListeners = field(default_factory=lambda: ChannelListeners(log))
-    registry: ChannelRegistry = field(default_factory=lambda: ChannelRegistry())
+    registry: ChannelRegistry = field(init=False)
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             ("connections", "links_ok", "links_failed", "protocol_errors", "websocket_links", "http_requests"), 0
@@ -81,6 +81,9 @@ class ServerContext:
     traffic: Counter[tuple[str, str]] = field(default_factory=Counter)
     open_channels: Counter[str] = field(default_factory=Counter)
     start_time: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.registry = ChannelRegistry(self.gate.run)
 
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""

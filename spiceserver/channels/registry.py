@@ -21,14 +21,19 @@ __all__ = ["ChannelRegistry"]
 
 
 class ChannelRegistry:
-    """(type, id) -> channel, in registration order (event loop, or before the server starts)."""
+    """(type, id) -> channel, in registration order.
 
-    def __init__(self) -> None:
+    Args:
+        run_on_loop: how subscribers are called: on the server's event loop (from any thread).
+    """
+
+    def __init__(self, run_on_loop: Callable[[Callable[[], None]], None] = lambda fn: fn()) -> None:
         self._channels: dict[tuple[int, int], Channel] = {}
         self._subscribers: list[Callable[[Channel], None]] = []
+        self._run_on_loop = run_on_loop
 
     def add(self, channel: Channel) -> None:
-        """Offer ``channel``.
+        """Offer ``channel`` (any thread); the subscribers hear of it on the event loop.
 
         Raises:
             ConfigError: a channel with that type and id is registered already.
@@ -37,8 +42,12 @@ class ChannelRegistry:
         if key in self._channels:
             raise ConfigError(f"channel {key} already registered")
         self._channels[key] = channel
-        for callback in list(self._subscribers):
-            callback(channel)
+
+        def announce() -> None:
+            for callback in list(self._subscribers):
+                callback(channel)
+
+        self._run_on_loop(announce)
 
     def subscribe(self, callback: Callable[[Channel], None]) -> None:
         """Call ``callback(channel)`` for every channel added from now on."""
