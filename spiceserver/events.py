@@ -23,6 +23,7 @@ class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefixes every record with the connection's context: ``[#12 127.0.0.1:40000 inputs:0]``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        """Prefix ``msg`` with the connection's context."""
         extra = self.extra or {}
         ctx = f"#{extra.get('conn')} {extra.get('peer')}"
         if extra.get("channel"):
@@ -31,6 +32,7 @@ class ConnLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def channel_label(channel_type: int, channel_id: int) -> str:
+    """``"display:0"``: a channel's name and id for logs."""
     try:
         name = CHANNEL_NAMES[ChannelType(channel_type)]
     except ValueError:
@@ -87,9 +89,11 @@ class ChannelListeners:
         self._log = log
 
     def add(self, callback: Callable[[ChannelEvent], object]) -> None:
+        """Call ``callback`` for every event from now on."""
         self._callbacks.append(callback)
 
     def remove(self, callback: Callable[[ChannelEvent], object]) -> None:
+        """Stop calling ``callback`` (no error if it was not added)."""
         if callback in self._callbacks:
             self._callbacks.remove(callback)
 

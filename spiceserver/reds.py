@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,8 @@ from .web import HTTP_PREFIX, WebOptions
 __all__ = ["SpiceServer"]
 
 log = logging.getLogger("spiceserver")
+
+ChannelT = TypeVar("ChannelT", bound=Channel)
 
 _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER})
 
@@ -103,13 +105,18 @@ class SpiceServer:
         """The guest changed its keyboard LEDs: tell every client (SPICE_MSG_INPUTS_KEY_MODIFIERS)."""
         self._ctx.gate.run(lambda: self._inputs.set_leds(leds))
 
-    def register_channel(self, channel: Channel) -> None:
-        """Offer a channel object to clients; connected sessions get a one-entry CHANNELS_LIST.
+    def register_channel(self, channel_class: Callable[..., ChannelT], *args: Any, **kwargs: Any) -> ChannelT:
+        """Build ``channel_class(context, *args, **kwargs)`` and offer it to clients (any thread).
+
+        A channel is a :class:`~spiceserver.channels.base.Channel` subclass (usually a
+        ``LoopChannel``); connected sessions get a one-entry CHANNELS_LIST. Returns the channel.
 
         Raises:
             ConfigError: that (type, id) is offered already.
         """
+        channel = channel_class(self._ctx, *args, **kwargs)
         self._ctx.registry.add(channel)
+        return channel
 
     def channel_ids(self) -> list[tuple[int, int]]:
         """Every channel offered but main, as (type, id)."""
@@ -296,6 +303,7 @@ class SpiceServer:
 
     @property
     def addresses(self) -> list[str]:
+        """The bound listener addresses (``"host:port"``, or a Unix socket path)."""
         out = []
         for srv in self._servers:
             for sock in srv.sockets:

@@ -121,6 +121,7 @@ class InputsChannelClient(ChannelClient):
         self._modifiers_deadline: float | None = None
 
     async def start(self, now: float) -> None:
+        """INPUTS_INIT with the keyboard's LEDs."""
         kbd = self.inputs.keyboard
         self.conn.send(im.InputsInit(keyboard_modifiers=kbd.get_leds() if kbd else 0))
 
@@ -143,9 +144,11 @@ class InputsChannelClient(ChannelClient):
         self._modifiers_deadline = now + KEY_MODIFIERS_TTL
 
     def next_timer(self) -> float | None:
+        """When the lock state is to be stated back to the client."""
         return self._modifiers_deadline
 
     async def on_timer(self, now: float) -> None:
+        """State the lock state back (KEY_MODIFIERS) once it has settled."""
         if self._modifiers_deadline is not None and now >= self._modifiers_deadline:
             self._modifiers_deadline = None
             self.send_leds(self.inputs.kbd_modifiers)

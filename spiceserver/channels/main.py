@@ -61,6 +61,7 @@ class NetTest:
         self.bitrate: float | None = None  # bits per second
 
     def start(self, conn: ChannelConnection, now: float) -> None:
+        """Send the three pings."""
         self.stage = NetStage.WARMUP
         self.first_id = conn.send_ping(now, 0)
         conn.send_ping(now, 0)
@@ -89,10 +90,12 @@ class NetTest:
 
     @property
     def complete(self) -> bool:
+        """Latency and bitrate are known."""
         return self.stage is NetStage.COMPLETE
 
     @property
     def low_bandwidth(self) -> bool:
+        """The measured bitrate is below 10 Mbps."""
         return self.bitrate is not None and self.bitrate < LOW_BANDWIDTH_BPS
 
 
@@ -236,6 +239,7 @@ class MainChannelClient(ChannelClient):
         self._next_ping: float | None = None
 
     async def start(self, now: float) -> None:
+        """INIT, NAME and UUID; the network test; the first ping."""
         cfg = self.config
         main = self.main
         self.conn.send(
@@ -327,9 +331,11 @@ class MainChannelClient(ChannelClient):
         )
 
     def next_timer(self) -> float | None:
+        """The next liveness ping."""
         return self._next_ping
 
     async def on_timer(self, now: float) -> None:
+        """Send the liveness ping when due."""
         if self._next_ping is not None and now >= self._next_ping:
             self.conn.send_ping(now, 0)
             self._next_ping = now + self.config.ping_interval

@@ -466,9 +466,11 @@ class QXLDevice:
         return self._request(self.cmd_ring)
 
     def get_cursor_command(self) -> QXLCommandExt | None:
+        """The next cursor command from the cursor ring, or None (QXLInterface ``get_cursor_command``)."""
         return self._pop(self.cursor_ring, Interrupt.CURSOR)
 
     def req_cursor_notification(self) -> bool:
+        """Ask for NOTIFY_CURSOR when the ring gets a command; True if it is empty now."""
         return self._request(self.cursor_ring)
 
     def parse_command(self, cmd: QXLCommandExt) -> RedCommand:
@@ -584,10 +586,12 @@ class QXLDevice:
         return True
 
     def set_mm_time(self, mm_time: int) -> None:
+        """The multimedia clock, as the device's ROM publishes it to the guest (ms)."""
         with self._lock:
             L.U32.pack_into(self.rom, L.ROM_MM_CLOCK_OFF, mm_time & 0xFFFFFFFF)
 
     def set_compression_level(self, level: int) -> None:
+        """The compression level the device's ROM publishes to the guest."""
         with self._lock:
             L.U32.pack_into(self.rom, L.ROM_COMPRESSION_LEVEL_OFF, level & 0xFFFFFFFF)
 
