@@ -2,7 +2,9 @@
 the kernel specializations that appeared meanwhile (run by ``test_no_late_compile.py`` in a fresh
 interpreter, so that no earlier test has added specializations of its own).
 
-Prints one JSON object: ``{"warmup": {kernel: n}, "new": {kernel: [signature, ...]}, "paths": n}``.
+Prints one JSON object: ``{"warmup": {kernel: n}, "new": {kernel: [signature, ...]}, "paths": n,
+"seen": [image kinds]}`` (``encoder:quic``... from the encoders' stats, ``wire:QUIC``... as the test
+client received them, so the test can check that every codec was really reached).
 
 The paths: :class:`ImageEncoder` on every bitmap format, both orientations, packed and padded rows,
 photo-like and flat pixels, in every compression mode; and through a running server with the test
@@ -31,6 +33,7 @@ from spiceserver.qxl import Interrupt
 from spiceserver.qxl.guest import GuestDriver
 from spiceserver.qxl.layout import CmdType
 from spiceserver.worker.compression import ClientCompression
+from spiceserver.worker.drawable import images_of
 from spiceserver.worker.image_encoder import ImageEncoder, PixmapCache
 from spiceserver.worker.picture import picture_image
 from tests.conftest import start_server
@@ -59,13 +62,26 @@ _rng = np.random.default_rng(7)
 _next_id = itertools.count(1)
 
 
-def bitmap(fmt: int, w: int, h: int, *, photo: bool, top_down: bool, pad: int = 0) -> d.Image:
+def _bytes(fmt: int, w: int, h: int, stride: int, content: str) -> bytes:
+    """Rows of a bitmap: ``photo`` (smooth ramps with a little noise: high graduality, so the auto
+    modes pick Quic or JPEG), ``noise`` (random bytes) or ``flat`` (long runs: LZ / GLZ)."""
+    if content == "noise":
+        return _rng.integers(0, 256, stride * h, dtype=np.uint8).tobytes()
+    if content == "flat":
+        return (np.arange(stride * h) // 97 % 7).astype(np.uint8).tobytes()
+    y, x = np.mgrid[0:h, 0:stride]
+    if fmt == BitmapFmt.BIT16:  # x1r5g5b5 ramps
+        p = (x // 2 + y) % 32
+        v = (p | (p << 5) | ((y % 32) << 10)).astype("<u2")
+        return np.ascontiguousarray(v.view(np.uint8)[:, :stride]).tobytes()
+    bpp = max(1, _BITS[BitmapFmt(fmt)] // 8)
+    ramp = (x // bpp) * 3 + y * 2 + (x % bpp) * 50 + _rng.integers(0, 3, (h, stride))
+    return (ramp % 256).astype(np.uint8).tobytes()
+
+
+def bitmap(fmt: int, w: int, h: int, *, content: str, top_down: bool, pad: int = 0) -> d.Image:
     """A bitmap image as a guest or a host makes one (bytes of ``stride * h``, palette where needed)."""
     stride = (w * _BITS[BitmapFmt(fmt)] + 7) // 8 + pad
-    if photo:
-        data = _rng.integers(0, 256, stride * h, dtype=np.uint8).tobytes()
-    else:
-        data = (np.arange(stride * h) // 97 % 7).astype(np.uint8).tobytes()
     pal = None
     if fmt in _PALETTED:
         n = {1: 2, 4: 16, 8: 256}[_BITS[BitmapFmt(fmt)]]
@@ -73,17 +89,25 @@ def bitmap(fmt: int, w: int, h: int, *, photo: bool, top_down: bool, pad: int = 
     return d.Image(
         descriptor=d.ImageDescriptor(id=next(_next_id), type=ImageType.BITMAP, flags=1, width=w, height=h),
         bitmap=d.BitmapData(
-            format=fmt, flags=BitmapFlags.TOP_DOWN if top_down else 0, x=w, y=h, stride=stride, palette=pal, data=data
+            format=fmt, flags=BitmapFlags.TOP_DOWN if top_down else 0, x=w, y=h, stride=stride, palette=pal,
+            data=_bytes(fmt, w, h, stride, content),
         ),
-    )
+    )  # fmt: skip
 
 
 def all_bitmaps(w: int, h: int, formats: tuple[int, ...] = tuple(_BITS)) -> list[d.Image]:
     return [
-        bitmap(fmt, w, h, photo=photo, top_down=td, pad=pad)
+        bitmap(fmt, w, h, content=content, top_down=td, pad=pad)
         for fmt in formats
-        for photo, td, pad in itertools.product((True, False), (True, False), (0, 4))
+        for content, td, pad in itertools.product(("photo", "noise", "flat"), (True, False), (0, 4))
     ]
+
+
+def photo_frame(w: int, h: int) -> np.ndarray:
+    """A photo-like (h, w) uint32 frame: smooth colour ramps with a little noise."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.uint32)
+    noise = _rng.integers(0, 3, (h, w), dtype=np.uint32)
+    return (((x + noise) % 256) << 16) | (((y * 2 + noise) % 256) << 8) | ((x + y) % 256)
 
 
 def _canvas(pixfmt: PixFmt, w: int, h: int, *, photo: bool) -> np.ndarray:
@@ -91,8 +115,20 @@ def _canvas(pixfmt: PixFmt, w: int, h: int, *, photo: bool) -> np.ndarray:
     dtype = {PixFmt.A1: np.uint8, PixFmt.A8: np.uint8, PixFmt.X1R5G5B5: np.uint16, PixFmt.R5G6B5: np.uint16}.get(pixfmt, np.uint32)
     top = 2 if pixfmt == PixFmt.A1 else np.iinfo(dtype).max
     if photo:
-        return _rng.integers(0, top, (h, w), dtype=dtype, endpoint=True)
+        y, x = np.mgrid[0:h, 0:w]
+        return ((x + y + _rng.integers(0, 2, (h, w))) % (top + 1)).astype(dtype)
     return (np.arange(h * w).reshape(h, w) // 97 % 2 * (top - 1)).astype(dtype)
+
+
+#: image types seen: ImageEncoder stats keys, and the wire image types the test client received
+SEEN: set[str] = set()
+
+
+def _note_images(state: DisplayState) -> None:
+    for m in state.messages:
+        data = getattr(m, "data", None)
+        if data is not None and not isinstance(data, bytes):
+            SEEN.update(f"wire:{ImageType(img.descriptor.type).name}" for img in images_of(data))
 
 
 def encoder_paths() -> int:
@@ -112,6 +148,7 @@ def encoder_paths() -> int:
             for pixfmt, photo in itertools.product(PixFmt, (True, False)):
                 enc.encode(picture_image(_canvas(pixfmt, 37, 23, photo=photo), pixfmt), lossy_ok=True)
                 n += 1
+            SEEN.update(f"encoder:{k}" for k, v in enc.stats.items() if v)
     return n
 
 
@@ -134,22 +171,24 @@ async def framebuffer_paths(mode: tuple[str, str, str]) -> int:
     r = await start_server(image_compression=compression, jpeg_wan_compression=jpeg, zlib_glz_wan_compression=zlib)
     try:
         fb = r.server.add_framebuffer_display(w, h)
-        fb.update(_rng.integers(0, 1 << 24, (h, w), dtype=np.uint32))
+        fb.update(photo_frame(w, h))
         session = await connect(r.ep)  # kept: its main channel holds the session open
         ch, state = await link_display(session)
         await pump_until(ch, state, lambda st: st.marks == 1, timeout=60.0)
-        fb.update(_rng.integers(0, 1 << 24, (h, w), dtype=np.uint32))  # photo, as uint32
+        fb.update(_rng.integers(0, 1 << 24, (h, w), dtype=np.uint32))  # noise, as uint32
+        fb.update(photo_frame(w, h))
         bgrx = np.zeros((h, w, 4), np.uint8)
         bgrx[:, :, :3] = (np.arange(w)[None, :, None] // 16 * 40) % 256  # flat bands, as (h, w, 4) bytes
         fb.update(bgrx)
         frame = bgrx.view("<u4")[:, :, 0].copy()
-        frame[10:50, 20:100] = _rng.integers(0, 1 << 24, (40, 80), dtype=np.uint32)
+        frame[10:50, 20:100] = photo_frame(80, 40)
         fb.update(frame, dirty=[(20, 10, 100, 50)])
         marker = 0x123456
         frame[0:8, 0:8] = marker
         fb.update(frame, dirty=[(0, 0, 8, 8)])
         await _until_marker(ch, state, 0, marker)
-        return 5
+        _note_images(state)
+        return 7
     finally:
         await r.server.close()
 
@@ -176,12 +215,12 @@ async def qxl_paths(mode: tuple[str, str, str], primary_fmt: int) -> int:
 
         # the picture a late client gets: the primary, and off-screen surfaces of every format
         # (one of them bottom-up), each with photo-like content
-        draw([bitmap(BitmapFmt.BIT32, 64, 48, photo=True, top_down=True)])
+        draw([bitmap(BitmapFmt.BIT32, 64, 48, content="photo", top_down=True)])
         for sid, fmt in enumerate(_SURFACE_FORMATS, start=1):
             row = 40 * (2 if fmt in (SurfaceFmt.FMT_16_555, SurfaceFmt.FMT_16_565) else 4)
             phys, _ = guest.surface_create(sid, 40, 30, format=fmt, stride=-row if sid == 1 else row)
             guest.submit(phys, CmdType.SURFACE)
-            draw([bitmap(BitmapFmt.BIT32, 32, 20, photo=True, top_down=False)], surface_id=sid)
+            draw([bitmap(BitmapFmt.BIT32, 32, 20, content="photo", top_down=False)], surface_id=sid)
         r.server.wait_idle()
         session = await connect(r.ep)  # kept: its main channel holds the session open
         ch, state = await link_display(session)
@@ -201,6 +240,7 @@ async def qxl_paths(mode: tuple[str, str, str], primary_fmt: int) -> int:
             r.server.wait_idle()
             want = int(r.server.display_snapshot()[0, 0])
             await pump_until(ch, state, lambda st: int(st.surfaces[0].pixels[0, 0]) == want and st.surfaces[0].pixels[0, 0] != 0, timeout=60.0)
+        _note_images(state)
         if guest.interrupts() & Interrupt.ERROR:
             raise AssertionError(f"the guest's commands were refused ({mode}, primary {primary_fmt})")
         return n
@@ -231,7 +271,7 @@ def main() -> int:
         for name, k in kernels.items()
         if len(k.signatures) != before[name]
     }
-    print(json.dumps({"warmup": before, "new": new, "paths": paths}))
+    print(json.dumps({"warmup": before, "new": new, "paths": paths, "seen": sorted(SEEN)}))
     return 0
 
 

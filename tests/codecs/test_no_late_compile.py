@@ -35,6 +35,10 @@ def test_every_encoder_path_uses_only_the_warmed_up_specializations() -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["paths"] > 1000
+    codecs = ("QUIC", "LZ_RGB", "LZ_PLT", "GLZ_RGB", "ZLIB_GLZ_RGB", "LZ4", "JPEG", "JPEG_ALPHA")
+    stats = ("quic", "lz", "lz_plt", "glz", "zlib_glz", "lz4", "jpeg", "jpeg_alpha")
+    want = {f"wire:{c}" for c in codecs} | {f"encoder:{c}" for c in stats}
+    assert want <= set(report["seen"]), f"paths not reached: {sorted(want - set(report['seen']))}"
     assert all(n >= 1 for name, n in report["warmup"].items() if not name.endswith("._init_state")), report["warmup"]
     assert report["new"] == {}, "kernels specialized after the warm-up:\n" + json.dumps(report["new"], indent=1)
 
