@@ -6,6 +6,13 @@ machine code is cached on disk and the GIL is released while it runs, so the asy
 responsive); without numba the decorator returns the function unchanged and the same code runs,
 slowly. ``pure(kernel)`` gives the plain Python version in both cases, so tests can check that both
 modes produce identical bytes.
+
+numba compiles one specialization per distinct tuple of argument types, and an array's type includes
+its dtype, dimensions, layout (C-contiguous or not), alignment and whether it is read-only (arrays
+over ``bytes`` are). The codec wrappers therefore pass every input array through
+:func:`kernel_input` (C-contiguous, aligned, read-only) and allocate every output array themselves,
+so each kernel has exactly the specializations that :mod:`.warmup` compiles and none is added while
+clients are served. :func:`kernels` lists the compiled kernels, for tests that check this.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from typing import overload as overload_type
 
 import numpy as np
 
-__all__ = ["njit", "pure", "prefetch", "uindex", "widen", "HAVE_NUMBA"]
+__all__ = ["njit", "pure", "prefetch", "kernel_input", "kernels", "uindex", "widen", "HAVE_NUMBA"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_kernels: dict[str, Any] = {}
 
 _numba: Any
 try:  # pragma: no cover - depends on the environment
@@ -69,7 +78,32 @@ def njit_impl(fn: F, inline: bool) -> F:
     if inline:
         opts["inline"] = "always"
     compiled: Any = _numba.njit(**opts)(fn)
+    if not inline:  # inlined helpers are compiled into their callers, never on their own
+        _kernels[f"{fn.__module__}.{fn.__qualname__}"] = compiled
     return compiled  # type: ignore[no-any-return]
+
+
+def kernels() -> dict[str, Any]:
+    """Every compiled kernel (numba dispatcher) by qualified name; empty without numba.
+
+    A dispatcher's ``signatures`` lists the specializations it holds (compiled, or loaded from
+    numba's on-disk cache).
+    """
+    return dict(_kernels)
+
+
+def kernel_input(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as the one array type the kernels are compiled for: C-contiguous, aligned, read-only.
+
+    A view when ``arr`` already is C-contiguous and aligned (the common case: no copy), else a copy.
+    Kernels never write their input arrays, and arrays over ``bytes`` are read-only anyway, so this
+    is the type every caller can give without copying.
+    """
+    out = np.require(arr, requirements=("C", "A"))
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
 
 
 def pure(kernel: F) -> F:

@@ -51,6 +51,7 @@ import numpy as np
 from ..errors import ProtocolError
 from . import glz_kernels as G
 from . import lz_kernels as K
+from ._jit import kernel_input
 from .lz import LZ_MAGIC, LZ_VERSION, LzImageType, bytes_per_pixel, input_pixels, scratch
 
 __all__ = [
@@ -390,7 +391,7 @@ def decode_glz(
         raise ProtocolError("GLZ image larger than allowed")
     if n > (len(data) - GLZ_HEADER_SIZE) * 256:
         raise ProtocolError("GLZ data too short for its image size")
-    buf = np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    buf = kernel_input(np.frombuffer(memoryview(data).cast("B"), np.uint8))
     ids = sorted(window.images)
     parts = [window.images[i] for i in ids]
     win = np.concatenate(parts) if parts else np.zeros(0, np.uint32)

@@ -14,7 +14,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ._jit import njit
+from ._jit import kernel_input, njit
 
 __all__ = ["Graduality", "graduality_level", "graduality_score"]
 
@@ -81,7 +81,7 @@ def graduality_score(pixels: np.ndarray, *, rgb16: bool = False) -> float:
         g = ((flat >> 8) & 0xFF).astype(np.int32)
         b = (flat & 0xFF).astype(np.int32)
         contrast = 60
-    total, samples = _score_kernel(r, g, b, w, h, contrast)
+    total, samples = _score_kernel(kernel_input(r), kernel_input(g), kernel_input(b), w, h, contrast)
     return float(total) / int(samples)
 
 

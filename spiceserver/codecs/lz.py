@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ProtocolError
 from . import lz_kernels as K
+from ._jit import kernel_input
 
 __all__ = [
     "LzImageType",
@@ -145,7 +146,8 @@ def input_pixels(
 ) -> tuple[np.ndarray, int]:
     """Validate sizes and turn raw rows into the ``uint32`` array the kernels read.
 
-    Returns ``(px, header_stride)``: for RGB types ``px`` holds ``width * height`` pixels (B,G,R[,X/A]
+    Returns ``(px, header_stride)``, ``px`` read-only and C-contiguous (:func:`._jit.kernel_input`):
+    for RGB types it holds ``width * height`` pixels (B,G,R[,X/A]
     as 0xAARRGGBB, RGB16 as its 16-bit value) and the header stride is ``width * bpp`` (padding is
     dropped, as the stream requires unpadded rows); for palette types ``px`` holds the
     ``stride * height`` packed bytes and the stride is kept.
@@ -153,6 +155,13 @@ def input_pixels(
     Raises:
         ValueError: bad type, size or stride, or too few bytes.
     """
+    px, hstride = _pixels(pixels, lz_type, width, height, stride)
+    return kernel_input(px), hstride  # the one array type the kernels are compiled for
+
+
+def _pixels(
+    pixels: bytes | bytearray | memoryview | np.ndarray, lz_type: int, width: int, height: int, stride: int
+) -> tuple[np.ndarray, int]:
     if width < 1 or height < 1 or width > 0x7FFFFFFF or height > 0x7FFFFFFF:
         raise ValueError(f"bad LZ image size {width}x{height}")
     buf = _flat_u8(pixels)
@@ -384,7 +393,7 @@ def decode_lz(
         raise ProtocolError("LZ image larger than allowed")
     if units > payload * 256:  # no code yields more than 256 pixels per byte
         raise ProtocolError("LZ data too short for its image size")
-    buf = np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    buf = kernel_input(np.frombuffer(memoryview(data).cast("B"), np.uint8))
     pos = LZ_HEADER_SIZE
     out: np.ndarray
     if t in (LzImageType.RGB32, LzImageType.RGB24, LzImageType.RGBA, LzImageType.RGB16):

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import ProtocolError
 from . import quic_kernels as _k
+from ._jit import kernel_input
 from .quic_tables import DEFMAXCLEN
 
 __all__ = [
@@ -83,7 +84,7 @@ _HEADER_WORDS = 5
 _RGB_CHANS = np.array([2, 1, 0], np.int64)
 _RGBA_CHANS = np.array([2, 1, 0, 3], np.int64)
 _GRAY_CHANS = np.array([0], np.int64)
-_NO_WORDS = np.zeros(1, np.uint32)
+_NO_WORDS = kernel_input(np.zeros(1, np.uint32))
 
 
 def _channels(qtype: int) -> tuple[np.ndarray, int, _k.Family]:
@@ -127,7 +128,7 @@ def _working_array(pixels: np.ndarray, fmt: str) -> np.ndarray:
     if pixels.dtype.kind != "u" or pixels.dtype.itemsize != 4 or pixels.ndim != 2:
         raise ValueError(f"{fmt} pixels must be a (height, width) uint32 B,G,R,X/A array")
     h, w = pixels.shape
-    return np.ascontiguousarray(pixels, dtype="<u4").view(np.uint8).reshape(h, w, 4)
+    return np.require(pixels, dtype="<u4", requirements=("C", "A")).view(np.uint8).reshape(h, w, 4)
 
 
 def encode_quic(pixels: np.ndarray, fmt: str) -> bytes:
@@ -157,8 +158,8 @@ def encode_quic(pixels: np.ndarray, fmt: str) -> bytes:
     groups = 2 if split < len(chans) else 1
     out = np.empty(max_words(width, height, len(chans), groups), np.uint32)
     out[:_HEADER_WORDS] = (QUIC_MAGIC, QUIC_VERSION, qtype, width, height)
-    flat = img.reshape(-1)
-    words = flat.view(np.uint32) if img.shape[2] == 4 and sys.byteorder == "little" else _NO_WORDS
+    flat = kernel_input(img.reshape(-1))
+    words = kernel_input(flat.view(np.uint32)) if img.shape[2] == 4 and sys.byteorder == "little" else _NO_WORDS
     n = _k.encode_image(
         flat, words, height, width, img.shape[2], chans, split, out, _HEADER_WORDS,
         fam.xlat_u2l, fam.gtab, fam.glen_flat, fam.bucket_of, fam.nbuckets, fam.bpc,
@@ -203,7 +204,7 @@ def decode_quic(data: bytes | bytearray | memoryview, max_pixels: int = MAX_PIXE
     min_bits = len(chans) * (width + (height - 1) * min(width, 3))
     if (nwords - _HEADER_WORDS) * 32 < min_bits:
         raise ProtocolError("Quic stream too short for its image size")
-    words = np.frombuffer(buf[: nwords * 4], dtype="<u4").astype(np.uint32, copy=False)
+    words = kernel_input(np.frombuffer(buf[: nwords * 4], dtype="<u4").astype(np.uint32, copy=False))
     bpp = 1 if qtype == QuicType.GRAY else (3 if qtype == QuicType.RGB16 else 4)
     img = np.zeros((height, width, bpp), np.uint8)
     err = _k.decode_image(

@@ -4,6 +4,10 @@ The first call of a numba kernel compiles it (about a second per kernel cold, a 
 numba's on-disk cache). :func:`start` runs every codec once on a tiny image in a daemon thread; until
 :func:`ready` is true the image encoder sends LZ4 or raw bitmaps instead of Quic / LZ / GLZ, so a
 server accepts and serves clients at once.
+
+Covering a kernel once is enough: the codec wrappers hand every kernel one array type per argument
+(:func:`~spiceserver.codecs._jit.kernel_input`), so the specializations compiled here are the only
+ones the server ever uses (``tests/codecs/test_no_late_compile.py`` checks every encoder path).
 """
 
 from __future__ import annotations

@@ -1,0 +1,35 @@
+"""spice-gtk gets a photo right after "codec kernels ready" and no codec kernel compiles for it.
+
+The server runs in a fresh interpreter (``late_compile_spicegtk.py``): the check is that no numba
+dispatcher gained a specialization after the warm-up while spice-gtk was served a desktop, a
+photo (Quic) and a photo region. A kernel compiled there would hold the display for seconds on a
+machine with an empty numba cache (docs/performance.md, "Cold start").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_photo_to_spicegtk_after_ready_compiles_no_kernel() -> None:
+    pytest.importorskip("numba")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.interop.late_compile_spicegtk"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["images"].get("quic", 0) >= 1, report["images"]  # the photo went as Quic
+    assert report["new"] == {}, "kernels specialized after the warm-up:\n" + json.dumps(report["new"], indent=1)
