@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import os
@@ -57,8 +56,7 @@ from .sessions import (
 )
 from .ticket import LinkKey, Ticket
 from .web import HTTP_PREFIX, Closed, HttpGet, Payload, StaticFiles, Upgraded, WebConnection, WebOptions
-from .worker.compression import from_config_name
-from .worker.display_client import ImageSettings
+from .worker.compression import DisplaySettings
 from .worker.messages import (
     ClientClose,
     ClientConnected,
@@ -297,11 +295,11 @@ class SpiceServer:
 
     def display_snapshot(self, display_id: int = 0) -> Any:
         """A copy of the server's picture of a display's primary surface ((h, w) uint32 0x00RRGGBB)."""
-        return self._worker(display_id).call(lambda w: w.surfaces[0].canvas.pixels.copy())
+        return self._worker(display_id).snapshot()
 
     def screendump(self, path: Any, display_id: int = 0) -> None:
         """Write a display's current picture as PNG (QEMU ``screendump``)."""
-        self._worker(display_id).call(lambda w: w.surfaces[0].canvas.to_png(path))
+        self._worker(display_id).screendump(path)
 
     def start_recording(self, path: str | os.PathLike[str], display_id: int = 0) -> None:
         """Record a display to ``path`` from now on (replacing any recording of it in progress).
@@ -315,38 +313,22 @@ class SpiceServer:
         """
         recorder = Recorder(Path(path))
         try:
-            self._worker(display_id).call(lambda w: w.start_recording(recorder))
+            self._worker(display_id).begin_recording(recorder)
         except BaseException:
             recorder.close()
             raise
 
     def stop_recording(self, display_id: int = 0) -> int:
         """Stop recording a display (the file is complete); returns the number of records, 0 if none."""
-        count: int = self._worker(display_id).call(lambda w: w.stop_recording())
-        return count
+        return self._worker(display_id).end_recording()
 
     def wait_idle(self, display_id: int = 0, timeout: float = 5.0) -> None:
         """Return once the display's worker has handled every command queued so far."""
-
-        def drain(w: DisplayWorker) -> None:
-            if w.source is not None:
-                while w.source.process(w, 10_000):
-                    pass
-
-        self._worker(display_id).call(drain, timeout=timeout)
+        self._worker(display_id).wait_idle(timeout)
 
     def display_stats(self, display_id: int = 0) -> dict[str, Any]:
         """Live counters of a display: drawables, hidden, pruned, and per client what was sent how."""
-
-        def collect(w: DisplayWorker) -> dict[str, Any]:
-            return {
-                **w.stats,
-                "surfaces": sorted(w.surfaces),
-                "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in w.dccs.values()],
-            }
-
-        result: dict[str, Any] = self._worker(display_id).call(collect)
-        return result
+        return self._worker(display_id).display_stats()
 
     def add_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
         """Call ``callback(event)`` on the event loop whenever a channel links or goes away.
@@ -370,7 +352,7 @@ class SpiceServer:
         displays: list[DisplayMetrics] = []
         for i, worker in enumerate(self._workers):
             try:
-                displays.append(await asyncio.to_thread(worker.call, functools.partial(DisplayWorker.metrics, display_id=i)))
+                displays.append(await asyncio.to_thread(worker.collect_metrics, i))
             except Exception:  # a stopped worker: skip it rather than fail the page
                 continue
         return Metrics(
@@ -385,14 +367,12 @@ class SpiceServer:
 
     def _add_worker(self) -> DisplayWorker:
         display_id = len(self._workers)
-        cfg = self.config
-        settings = ImageSettings(from_config_name(cfg.image_compression), cfg.jpeg_wan_compression, cfg.zlib_glz_wan_compression)
-        worker = DisplayWorker(f"display{display_id}", display_id, settings)
+        worker = DisplayWorker(f"display{display_id}", display_id, DisplaySettings.from_config(self.config))
         ep = worker.dispatcher.loop_side
         ep.register_handler(ClientOutput, self._on_worker_output)
         ep.register_handler(ClientClose, self._on_worker_close)
         ep.register_handler(DisplayInfo, self._on_display_info)
-        worker.client_mouse_mode = self._mouse_mode == MouseMode.CLIENT
+        worker.set_client_mouse_mode(self._mouse_mode == MouseMode.CLIENT)
         worker.start()
         self._workers.append(worker)
         if self._loop is not None:
@@ -519,7 +499,7 @@ class SpiceServer:
         self._mouse_mode = mode
         client = mode == MouseMode.CLIENT
         for worker in self._workers:
-            worker.call(lambda w, c=client: setattr(w, "client_mouse_mode", c), wait=False)  # type: ignore[misc]
+            worker.set_client_mouse_mode(client)
         self._broadcast_mouse_mode()
 
     def _update_mouse_mode(self) -> None:

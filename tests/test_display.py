@@ -150,7 +150,7 @@ async def test_slow_client_is_collapsed_and_catches_up() -> None:
         # (xRGB: the X byte is not part of the picture; Quic does not carry it)
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, frame & 0xFFFFFF), timeout=20)
         worker = r.server._workers[0]
-        stats = worker.call(lambda w: [dcc.stats for dcc in w.dccs.values()])
+        stats = worker.display_stats()["clients"]
         assert stats[0]["pruned"] + stats[0]["collapsed"] > 0  # not every frame was sent
     finally:
         await r.server.close()
@@ -212,16 +212,14 @@ async def test_record_and_replay_without_a_client(tmp_path: object) -> None:
     fb = r.server.add_framebuffer_display(W, H)
     buf = io.BytesIO()
     worker = r.server._workers[0]
-    worker.call(lambda w: setattr(w, "recorder", Recorder(buf)))
+    worker.begin_recording(Recorder(buf))  # the surface already exists: recorded first, with its picture
     try:
-        # the surface already exists: record it as the first event
-        worker.call(lambda w: w.recorder.display(d.SurfaceCreate(surface_id=0, width=W, height=H, format=32, flags=1)))
         for seed in range(1, 4):
             fb.update(scene(seed))
         fb.set_cursor(CursorShape(unique=3, type=0, width=1, height=1, hot_x=0, hot_y=0, data=b"\xff\0\0\xff"), 5, 6)
         fb.move_cursor(7, 8)
         final = fb.snapshot()
-        worker.call(lambda w: w.recorder.flush())
+        worker.end_recording()
     finally:
         await r.server.close()
     data = buf.getvalue()
@@ -232,10 +230,10 @@ async def test_record_and_replay_without_a_client(tmp_path: object) -> None:
     fresh = DisplayWorker("replay")
     fresh.start()
     try:
-        n = fresh.call(lambda w: replay(path.read_bytes(), w))
+        n = replay(path.read_bytes(), fresh)
         assert n == len(kinds)
-        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
-        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y, w.cursor.shape.unique)) == (7, 8, 3)
+        assert np.array_equal(fresh.snapshot(), final)
+        assert (fresh.cursor.x, fresh.cursor.y, fresh.cursor.shape and fresh.cursor.shape.unique) == (7, 8, 3)
     finally:
         fresh.stop()
 
@@ -282,9 +280,9 @@ async def test_recording_started_mid_session_replays_to_the_same_picture(tmp_pat
     fresh = DisplayWorker("replay")
     fresh.start()
     try:
-        fresh.call(lambda w: replay(path.read_bytes(), w))
-        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
-        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y)) == (10, 11)
+        replay(path.read_bytes(), fresh)
+        assert np.array_equal(fresh.snapshot(), final)
+        assert (fresh.cursor.x, fresh.cursor.y) == (10, 11)
     finally:
         fresh.stop()
     left_open = (tmp_path / "left-open.rec").read_bytes()  # type: ignore[operator]

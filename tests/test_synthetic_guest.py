@@ -144,7 +144,8 @@ def test_glyph_font_rasterizes_packed_bottom_up_glyphs() -> None:
 async def test_monitors_config_goes_through_async_io(running: Running) -> None:
     guest = new_guest(running, 640, 240)
     guest.scene_two_monitors()
-    heads = running.server._workers[0].call(lambda w: w.heads)
+    running.server.wait_idle()
+    heads = running.server._workers[0].heads
     assert isinstance(heads, d.MonitorsConfig)
     assert [(h.x, h.y, h.width, h.height) for h in heads.heads] == [(0, 0, 320, 240), (320, 0, 320, 240)]
     check_clean(running, guest)

@@ -74,7 +74,7 @@ async def test_updates_cache_hits_and_resize(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         final = desktop.frame(2.0)
         await asyncio.sleep(0.5)
-        stats = r.server._workers[0].call(lambda w: [dict(dcc.encoder.stats) for dcc in w.dccs.values()])
+        stats = [c["images"] for c in r.server.display_stats()["clients"]]
         assert len(stats) == 1 and stats[0]["from_cache"] > 0, stats
         assert stats[0]["glz"] + stats[0]["quic"] > 0, stats  # auto_glz, the default
         code = await client.wait(timeout=40)

@@ -57,9 +57,7 @@ def image_compression(request: pytest.FixtureRequest) -> dict[str, Any]:
 def encoder_stats(r: Running) -> list[dict[str, int]]:
     """What the server sent to each display client (image types), for failure messages only."""
     try:
-        stats: list[dict[str, int]] = r.server._workers[0].call(
-            lambda w: [dict(dcc.encoder.stats) for dcc in w.dccs.values()]
-        )
+        stats: list[dict[str, int]] = [c["images"] for c in r.server.display_stats()["clients"]]
     except Exception as exc:  # internal API; informative only
         return [{"unavailable": 0, str(exc): 0}]
     return stats
