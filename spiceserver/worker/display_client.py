@@ -9,13 +9,16 @@ SURFACE_CREATE followed by its current picture (one full-surface DRAW_COPY of th
 what libspice's tree walk amounts to for a new client), MONITORS_CONFIG if the client has the cap,
 and MARK. Afterwards every drawable of every surface is queued as it arrives.
 
-Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`): before
-DISPLAY_INIT a display message other than the ones listed is a protocol error.
+Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`). As in
+libspice's ``dcc_handle_message``, the five display messages a client may send are accepted in every
+state (a second DISPLAY_INIT is ignored); before DISPLAY_INIT any other display message is a
+protocol error.
 
 Slow clients: a pipe item (:mod:`spiceserver.worker.pipe_items`) is produced only while the ack
-window and the bytes in flight allow; an item still waiting when a later opaque draw hides it is dropped (unless something queued between
-them reads its pixels), and a pipe that grows past ``MAX_PIPE`` is collapsed into one picture of
-each affected surface -- the canvas already holds their combined result.
+window and the bytes in flight allow; an item still waiting when a later opaque draw hides it is
+dropped (unless something queued between them reads its pixels), and a pipe that grows past
+``MAX_PIPE`` is collapsed into one picture of each affected surface -- the canvas already holds
+their combined result.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ MAX_PIPE = 400  # live items before the pipe is collapsed into pictures
 
 
 class DisplayState(enum.Enum):
+    """Where a display client is (the key of its dispatch tables)."""
+
     WAIT_INIT = "wait_init"  # linked, SET_ACK sent; waiting for the client's DISPLAY_INIT
     READY = "ready"
 
