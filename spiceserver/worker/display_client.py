@@ -9,10 +9,9 @@ SURFACE_CREATE followed by its current picture (one full-surface DRAW_COPY of th
 what libspice's tree walk amounts to for a new client), MONITORS_CONFIG if the client has the cap,
 and MARK. Afterwards every drawable of every surface is queued as it arrives.
 
-Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`). As in
-libspice's ``dcc_handle_message``, the five display messages a client may send are accepted in every
-state (a second DISPLAY_INIT is ignored); before DISPLAY_INIT any other display message is a
-protocol error.
+Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`): the
+five display messages a client may send are accepted in both states (a second DISPLAY_INIT is
+ignored); before DISPLAY_INIT any other display message is a protocol error.
 
 Slow clients: a pipe item (:mod:`spiceserver.worker.pipe_items`) is produced only while the ack
 window and the bytes in flight allow; an item still waiting when a later opaque draw hides it is
