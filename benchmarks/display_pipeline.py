@@ -25,6 +25,8 @@ from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Rect
 from spiceserver.qxl.guest import GuestDriver
 from spiceserver.worker.drawable import make_drawable
+from spiceserver.worker.messages import ApplyOps
+from spiceserver.worker.ops import CreateSurface, Draw
 from spiceserver.worker.worker import DisplayWorker
 from tests.support.client import Endpoint, connect
 from tests.support.display import link_display
@@ -58,17 +60,14 @@ def bench_tree(n: int = 20000) -> float:
     worker = DisplayWorker("bench")
     worker.start()
     try:
-        worker.call(lambda w: w.create_surface(0, W, H, primary=True))
+        worker.request(ApplyOps((CreateSurface(0, W, H, primary=True),)))
         boxes = small_boxes(n)
         drawables = [make_drawable(0, d.DisplayBase(surface_id=0, box=b, clip=d.Clip()), fill(i * 2654435761 % (1 << 24), b)) for i, b in enumerate(boxes)]
 
-        def run(w: DisplayWorker) -> float:
-            t = time.perf_counter()
-            for dr in drawables:
-                w.add_drawable(dr)
-            return time.perf_counter() - t
-
-        return n / worker.call(run, timeout=600)
+        ops = tuple(Draw(dr) for dr in drawables)
+        t = time.perf_counter()
+        worker.request(ApplyOps(ops), timeout=600)  # applied in one go on the worker thread
+        return n / (time.perf_counter() - t)
     finally:
         worker.stop()
 

@@ -30,10 +30,10 @@ def replay_main(argv: Sequence[str]) -> int:
     worker = DisplayWorker("replay")
     worker.start()
     try:
-        n = worker.call(lambda w: replay(Path(args.file).read_bytes(), w, realtime=args.realtime), timeout=3600)
+        n = replay(Path(args.file).read_bytes(), worker, realtime=args.realtime)
         print(f"replayed {n} records")
         if args.screendump:
-            worker.call(lambda w: w.surfaces[0].canvas.to_png(args.screendump))
+            worker.screendump(args.screendump)
             print(f"wrote {args.screendump}")
     except (SpiceError, OSError, KeyError) as exc:
         print(f"error: {exc!r}", file=sys.stderr)

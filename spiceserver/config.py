@@ -10,18 +10,21 @@ from __future__ import annotations
 import os
 import uuid as _uuid
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .errors import ConfigError, NotSupportedError
 from .proto.enums import CHANNEL_NAMES
 
-__all__ = ["ServerConfig", "ChannelSecurity", "IMAGE_COMPRESSIONS", "WAN_COMPRESSIONS"]
+__all__ = ["ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS", "WAN_COMPRESSIONS"]
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
 
 #: QEMU ``image-compression`` values (libspice SpiceImageCompression)
-IMAGE_COMPRESSIONS = ("off", "auto_glz", "auto_lz", "quic", "glz", "lz", "lz4")
+ImageCompressionName = Literal["off", "auto_glz", "auto_lz", "quic", "glz", "lz", "lz4"]
 #: QEMU ``jpeg-wan-compression`` / ``zlib-glz-wan-compression`` values
-WAN_COMPRESSIONS = ("auto", "never", "always")
+WanCompressionName = Literal["auto", "never", "always"]
+IMAGE_COMPRESSIONS: tuple[ImageCompressionName, ...] = get_args(ImageCompressionName)
+WAN_COMPRESSIONS: tuple[WanCompressionName, ...] = get_args(WanCompressionName)
 
 
 class ChannelSecurity:
@@ -107,9 +110,9 @@ class ServerConfig:
     ping_interval: float = 30.0
     net_test: bool = True
     max_message_size: int = 1 << 20
-    image_compression: str = "auto_glz"
-    jpeg_wan_compression: str = "auto"
-    zlib_glz_wan_compression: str = "auto"
+    image_compression: ImageCompressionName = "auto_glz"
+    jpeg_wan_compression: WanCompressionName = "auto"
+    zlib_glz_wan_compression: WanCompressionName = "auto"
     websocket: bool = True
     websocket_origins: tuple[str, ...] = ()
     web_root: str | None = None

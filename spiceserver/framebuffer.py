@@ -8,15 +8,16 @@ DRAW_COPY of a bitmap on the primary surface, identified by a hash of its pixels
 client has seen before can come from its pixmap cache.
 
 Thread-safe: ``update`` may be called from the host's emulation thread; the work happens on the
-display worker thread.
+display worker thread. Frames reach it as typed messages, handled by this display's command source
+(:class:`FramebufferSource`, attached to the worker once), which turns their tiles into draws.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from pathlib import Path
-from typing import IO, TYPE_CHECKING
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,13 +26,15 @@ from .proto.messages import display as d
 from .proto.messages.base import Point, Rect
 from .worker.drawable import make_drawable
 from .worker.image_encoder import QXL_IMAGE_CACHE
-from .worker.messages import FramebufferFrame
+from .worker.messages import FramebufferFrame, FramebufferSurface
+from .worker.ops import Draw, HideCursor, MoveCursor, SetCursor
+from .worker.worker import CommandSource
 
 if TYPE_CHECKING:
     from .worker.cursor_client import CursorShape
     from .worker.worker import DisplayWorker
 
-__all__ = ["FramebufferDisplay", "TILE", "as_bgrx"]
+__all__ = ["FramebufferDisplay", "FramebufferSource", "TILE", "as_bgrx"]
 
 TILE = 64
 
@@ -78,8 +81,8 @@ class FramebufferDisplay:
         self.width = width
         self.height = height
         self._last: np.ndarray | None = None
-        worker.ep.register_handler(FramebufferFrame, self._apply)
-        worker.call(lambda w: w.create_surface(0, width, height, primary=True))
+        worker.attach_source(FramebufferSource(worker))
+        worker.request(FramebufferSurface(width, height))
 
     # --- host side (any thread) ------------------------------------------------------------------
 
@@ -100,39 +103,41 @@ class FramebufferDisplay:
         self._last = px.copy()
         if rects:
             tiles = [(x0, y0, np.ascontiguousarray(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
-            self.worker.dispatcher.loop_side.post(FramebufferFrame(tiles))
+            self.worker.post(FramebufferFrame(tiles))
         return len(rects)
 
     def resize(self, width: int, height: int) -> None:
         """Change the display size (a new primary surface; clients follow)."""
         self.width, self.height = width, height
         self._last = None
-
-        def do(w: DisplayWorker) -> None:
-            w.destroy_surface(0)
-            w.create_surface(0, width, height, primary=True)
-
-        self.worker.call(do)
+        self.worker.request(FramebufferSurface(width, height))
 
     def set_cursor(self, shape: CursorShape | None, x: int, y: int, visible: bool = True) -> None:
-        self.worker.call(lambda w: w.cursor_set(shape, x, y, visible), wait=False)
+        self.worker.post(SetCursor(shape, x, y, visible))
 
     def move_cursor(self, x: int, y: int) -> None:
-        self.worker.call(lambda w: w.cursor_move(x, y), wait=False)
+        self.worker.post(MoveCursor(x, y))
 
     def hide_cursor(self) -> None:
-        self.worker.call(lambda w: w.cursor_hide(), wait=False)
+        self.worker.post(HideCursor())
 
-    def screendump(self, path: str | Path | IO[bytes]) -> None:
+    def screendump(self, path: str | os.PathLike[str] | IO[bytes]) -> None:
         """Write the server's current picture as PNG (QEMU ``screendump``)."""
-        self.worker.call(lambda w: w.surfaces[0].canvas.to_png(path))
+        self.worker.screendump(path)
 
     def snapshot(self) -> np.ndarray:
         """A copy of the server's canvas of the primary surface."""
-        out: np.ndarray = self.worker.call(lambda w: w.surfaces[0].canvas.pixels.copy())
-        return out
+        return self.worker.snapshot()
 
-    # --- worker side -------------------------------------------------------------------------------
+
+class FramebufferSource(CommandSource):
+    """The framebuffer display's side on the worker thread: frames become draws of the primary."""
+
+    def __init__(self, worker: DisplayWorker) -> None:
+        self.worker = worker
+
+    def handlers(self) -> Mapping[type, Callable[[Any], object]]:
+        return {FramebufferFrame: self._apply}
 
     def _apply(self, msg: FramebufferFrame) -> None:
         w = self.worker
@@ -150,4 +155,4 @@ class FramebufferDisplay:
             )
             base = d.DisplayBase(surface_id=0, box=Rect(top=top, left=left, bottom=top + h, right=left + wd), clip=d.Clip(type=ClipType.NONE))
             op = d.Copy(src_bitmap=image, src_area=Rect(top=0, left=0, bottom=h, right=wd), rop_descriptor=8, scale_mode=1, mask=d.QMask(flags=0, pos=Point(x=0, y=0), bitmap=None))
-            w.add_drawable(make_drawable(0, base, op))
+            w.apply(Draw(make_drawable(0, base, op)))

@@ -40,3 +40,26 @@ def test_choice(pref: C, client: dict[str, int], fmt: F, w: int, h: int, stride:
 def test_glz_only_inside_drawables() -> None:
     cc = ClientCompression(preferred=C.GLZ, **GTK)  # type: ignore[arg-type]
     assert choose(F.BIT32, 64, 64, 256, cc, in_drawable=False) == C.LZ
+
+
+@pytest.mark.parametrize("low", [False, True])
+def test_settings_from_config_are_typed(low: bool) -> None:
+    """ServerConfig's option strings become enums once; a client's policy follows the wan rules."""
+    from spiceserver.config import ServerConfig
+    from spiceserver.worker.compression import DisplaySettings, WanPolicy
+
+    s = DisplaySettings.from_config(ServerConfig(port=0, image_compression="lz4", jpeg_wan_compression="always", zlib_glz_wan_compression="auto"))
+    assert s == DisplaySettings(C.LZ4, WanPolicy.ALWAYS, WanPolicy.AUTO)
+    policy = s.client_policy(lz4_cap=True, glz_window=0, low_bandwidth=low)
+    assert (policy.preferred, policy.jpeg, policy.zlib_glz) == (C.LZ4, True, low)
+    assert s.client_policy(lz4_cap=False, glz_window=0, low_bandwidth=low, preferred=C.QUIC).preferred == C.QUIC
+    assert DisplaySettings.from_config(ServerConfig(port=0)) == DisplaySettings()
+
+
+def test_wrong_option_strings_still_raise_config_error() -> None:
+    from spiceserver.config import ServerConfig
+    from spiceserver.errors import ConfigError
+
+    for kw in ({"image_compression": "zip"}, {"jpeg_wan_compression": "sometimes"}, {"zlib_glz_wan_compression": "AUTO"}):
+        with pytest.raises(ConfigError):
+            ServerConfig(port=0, **kw)  # type: ignore[arg-type]

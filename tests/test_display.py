@@ -225,10 +225,10 @@ async def test_record_and_replay_without_a_client(tmp_path: object) -> None:
     fresh = DisplayWorker("replay")
     fresh.start()
     try:
-        n = fresh.call(lambda w: replay(path.read_bytes(), w))
+        n = replay(path.read_bytes(), fresh)
         assert n == len(kinds)
-        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
-        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y, w.cursor.shape.unique)) == (7, 8, 3)
+        assert np.array_equal(fresh.snapshot(), final)
+        assert (fresh.cursor.x, fresh.cursor.y, fresh.cursor.shape and fresh.cursor.shape.unique) == (7, 8, 3)
     finally:
         fresh.stop()
 
@@ -275,9 +275,9 @@ async def test_recording_started_mid_session_replays_to_the_same_picture(tmp_pat
     fresh = DisplayWorker("replay")
     fresh.start()
     try:
-        fresh.call(lambda w: replay(path.read_bytes(), w))
-        assert np.array_equal(fresh.call(lambda w: w.surfaces[0].canvas.pixels.copy()), final)
-        assert fresh.call(lambda w: (w.cursor.x, w.cursor.y)) == (10, 11)
+        replay(path.read_bytes(), fresh)
+        assert np.array_equal(fresh.snapshot(), final)
+        assert (fresh.cursor.x, fresh.cursor.y) == (10, 11)
     finally:
         fresh.stop()
     left_open = (tmp_path / "left-open.rec").read_bytes()  # type: ignore[operator]

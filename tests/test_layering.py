@@ -81,7 +81,7 @@ ALLOWED: dict[str, set[str]] = {
     "events": {"proto"},
     "canvas": {"codecs", "errors", "proto", "region"},
     "qxl": {"errors", "proto"},
-    "worker": {"canvas", "codecs", "errors", "metrics", "proto", "qxl", "region"},
+    "worker": {"canvas", "codecs", "config", "errors", "metrics", "proto", "qxl", "region"},
     "framebuffer": {"errors", "proto", "worker"},
     "transport": {"config", "errors", "events", "metrics", "web"},
     # channels build the display devices the host drives (framebuffer, QXL device) on a worker

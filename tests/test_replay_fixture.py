@@ -38,9 +38,9 @@ def test_replay_reproduces_the_recorded_picture() -> None:
     worker = DisplayWorker("replay-test")
     worker.start()
     try:
-        assert worker.call(lambda w: replay(data, w)) == meta["records"]
-        assert digest(worker.call(lambda w: w.surfaces[0].canvas.pixels.copy())) == meta["picture_blake2b"]
-        hidden = worker.call(lambda w: w.stats["hidden"])
+        assert replay(data, worker) == meta["records"]
+        assert digest(worker.snapshot()) == meta["picture_blake2b"]
+        hidden = worker.display_stats()["hidden"]
         assert hidden > 0  # the static desktop paints over its own wallpaper pieces
     finally:
         worker.stop()

@@ -6,9 +6,10 @@ from __future__ import annotations
 from spiceserver.proto.enums import BrushType, ClipType
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Point, Rect
-from spiceserver.worker.display_client import DisplayChannelClient, Entry
+from spiceserver.worker.display_client import DisplayChannelClient, DisplayState
 from spiceserver.worker.drawable import CopyBitsOp, Drawable, make_drawable
 from spiceserver.worker.messages import ClientConnected
+from spiceserver.worker.pipe_items import DrawableItem, PictureItem
 from spiceserver.worker.surface import Surface
 from spiceserver.worker.tree import DrawableTree
 
@@ -60,7 +61,7 @@ def dcc() -> DisplayChannelClient:
     info = ClientConnected(1, 2, 0, True, (), (), 1, "test")
     surfaces = {0: Surface(0, 200, 100, primary=True)}
     c = DisplayChannelClient(info, surfaces, lambda: None)
-    c.initialized = True
+    c.state = DisplayState.READY
     c.sent_surfaces.add(0)
     return c
 
@@ -77,7 +78,7 @@ def test_pipe_prune_respects_readers_in_between() -> None:
     c.push_drawable(make_drawable(0, base, CopyBitsOp(Point(x=0, y=50))))  # reads b's area
     c.push_drawable(fill(0, 50, 10, 60))
     assert not c.prune(b)  # the copy_bits still needs b
-    assert b in [e.drawable for e in c.pipe if not e.dead]
+    assert b in [e.drawable for e in c.pipe if isinstance(e, DrawableItem) and not e.dead]
 
 
 def test_pipe_collapse_keeps_the_picture() -> None:
@@ -87,6 +88,6 @@ def test_pipe_collapse_keeps_the_picture() -> None:
         c.push_drawable(fill(i, 0, i + 1, 1))
     c.collapse()
     live = [e for e in c.pipe if not e.dead]
-    assert len(live) == 1 and isinstance(live[0], Entry) and live[0].picture is not None
-    sid, left, top, px, _fmt = live[0].picture
+    assert len(live) == 1 and isinstance(live[0], PictureItem)
+    sid, left, top, px = live[0].surface_id, live[0].left, live[0].top, live[0].pixels
     assert (sid, left, top, px.shape) == (0, 0, 0, (1, 50)) and (px == 0x123456).all()

@@ -31,7 +31,7 @@ async def main() -> None:
     device = server.add_qxl_device()
     buf = io.BytesIO()
     worker = server._workers[0]
-    worker.call(lambda w: setattr(w, "recorder", Recorder(buf)))
+    worker.begin_recording(Recorder(buf))  # no surface yet: the file starts empty
     guest = SyntheticGuest(device, W, H)
     guest.setup()
     guest.draw_static()
@@ -39,7 +39,7 @@ async def main() -> None:
         guest.step(t)
     server.wait_idle()
     picture = server.display_snapshot()
-    worker.call(lambda w: w.recorder.flush())
+    worker.end_recording()
     await server.close()
     data = buf.getvalue()
     records = list(read_records(data))

@@ -25,8 +25,7 @@ from ..metrics import DisplayMetrics
 from ..proto.enums import ChannelType, DisplayCap, MouseMode
 from ..qxl import QXLDevice, QXLDeviceConfig
 from ..worker import codec_kernels_ready
-from ..worker.compression import from_config_name
-from ..worker.display_client import ImageSettings
+from ..worker.compression import DisplaySettings
 from ..worker.qxl_source import QXLWorkerBackend
 from ..worker.record import Recorder
 from ..worker.worker import DisplayWorker
@@ -124,8 +123,7 @@ class Displays:
         self._displays: list[Display] = []
 
     def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
-        cfg = self.ctx.config
-        settings = ImageSettings(from_config_name(cfg.image_compression), cfg.jpeg_wan_compression, cfg.zlib_glz_wan_compression)
+        settings = DisplaySettings.from_config(self.ctx.config)
         worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings)
         display = Display(self.ctx, worker)
         worker.start()

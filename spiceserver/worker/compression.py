@@ -18,11 +18,16 @@ low-bandwidth client) the image goes as JPEG instead (JPEG_ALPHA with an RGBA im
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..proto.enums import BitmapFmt, ImageCompression
 
-__all__ = ["Choice", "ClientCompression", "choose", "MIN_SIZE_TO_COMPRESS", "MIN_DIMENSION_TO_QUIC", "from_config_name"]
+if TYPE_CHECKING:
+    from ..config import ServerConfig
+
+__all__ = ["ClientCompression", "DisplaySettings", "WanPolicy", "choose", "needs_graduality", "MIN_SIZE_TO_COMPRESS", "MIN_DIMENSION_TO_QUIC"]
 
 MIN_SIZE_TO_COMPRESS = 54
 MIN_DIMENSION_TO_QUIC = 3
@@ -33,19 +38,46 @@ _BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RG
 _PLT_BITS = {BitmapFmt.BIT1_LE: 1, BitmapFmt.BIT1_BE: 1, BitmapFmt.BIT4_LE: 4, BitmapFmt.BIT4_BE: 4, BitmapFmt.BIT8: 8}
 
 
-class Choice:
-    """What :func:`choose` returns (a SpiceImageCompression value, OFF = raw)."""
+class WanPolicy(enum.Enum):
+    """When a WAN-only image option applies (QEMU ``jpeg-wan-compression``, ``zlib-glz-wan-compression``)."""
 
-    OFF = ImageCompression.OFF
-    QUIC = ImageCompression.QUIC
-    GLZ = ImageCompression.GLZ
-    LZ = ImageCompression.LZ
-    LZ4 = ImageCompression.LZ4
+    AUTO = "auto"  # on clients the main channel's network test found slow
+    NEVER = "never"
+    ALWAYS = "always"
+
+    def applies(self, low_bandwidth: bool) -> bool:
+        return self is WanPolicy.ALWAYS or (self is WanPolicy.AUTO and low_bandwidth)
 
 
-def from_config_name(name: str) -> ImageCompression:
-    """QEMU's ``image-compression`` spelling -> SpiceImageCompression."""
-    return ImageCompression[name.upper()]
+@dataclass(frozen=True, slots=True)
+class DisplaySettings:
+    """The server's image options, typed, shared by a worker and its display clients.
+
+    Built once from the configuration with :meth:`from_config`; nothing below compares strings.
+    """
+
+    image_compression: ImageCompression = ImageCompression.AUTO_GLZ
+    jpeg_wan: WanPolicy = WanPolicy.AUTO
+    zlib_glz_wan: WanPolicy = WanPolicy.AUTO
+
+    @classmethod
+    def from_config(cls, cfg: ServerConfig) -> DisplaySettings:
+        """QEMU's option spellings (``image_compression="auto_glz"``...) -> the typed settings."""
+        return cls(
+            ImageCompression[cfg.image_compression.upper()],
+            WanPolicy(cfg.jpeg_wan_compression),
+            WanPolicy(cfg.zlib_glz_wan_compression),
+        )
+
+    def client_policy(self, *, lz4_cap: bool, glz_window: int, low_bandwidth: bool, preferred: ImageCompression | None = None) -> ClientCompression:
+        """What one client's images may use (``preferred``: its PREFERRED_COMPRESSION, if any)."""
+        return ClientCompression(
+            preferred=self.image_compression if preferred is None else preferred,
+            lz4_cap=lz4_cap,
+            glz_window=glz_window,
+            jpeg=self.jpeg_wan.applies(low_bandwidth),
+            zlib_glz=self.zlib_glz_wan.applies(low_bandwidth),
+        )
 
 
 @dataclass(frozen=True)

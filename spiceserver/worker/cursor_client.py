@@ -10,21 +10,17 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..proto.channel import ChannelConnection
+from ..proto.channel_client import ACK_WINDOW, ChannelClientBase
 from ..proto.enums import ChannelType, CursorFlags
 from ..proto.messages import cursor as cm
 from ..proto.messages.base import SERVER, Message, Point16
 from .messages import ClientConnected
 
-if TYPE_CHECKING:
-    from .worker import DisplayWorker
-
 __all__ = ["CursorChannelClient", "CursorState", "CursorShape", "CURSOR_CACHE_SIZE"]
 
 CURSOR_CACHE_SIZE = 256
-ACK_WINDOW = 20
 
 
 @dataclass(frozen=True)
@@ -53,16 +49,20 @@ class CursorState:
     trail_frequency: int = 0
 
 
-class CursorChannelClient:
-    def __init__(self, info: ClientConnected, worker: DisplayWorker) -> None:
+class CursorChannelClient(ChannelClientBase):
+    """The worker-side state of one cursor channel connection: its pipe of messages and cache.
+
+    The client sends nothing but common messages on this channel (ACK, ACK_SYNC, PONG...): the
+    one state's table is empty and ignores anything else. The bytes in flight are counted but do
+    not stop production (cursor messages are small).
+    """
+
+    def __init__(self, info: ClientConnected, state: CursorState) -> None:
+        super().__init__(ChannelConnection(ChannelType.CURSOR, SERVER, mini_header=info.mini_header), ack_window=ACK_WINDOW, high_water=None)
         self.info = info
-        self.worker = worker
-        self.conn = ChannelConnection(ChannelType.CURSOR, SERVER, mini_header=info.mini_header)
-        self.conn.set_ack_window(ACK_WINDOW)
+        self.cc_id = info.cc_id
         self.cache: OrderedDict[int, None] = OrderedDict()
         self.pipe: deque[Message] = deque()
-        self.inflight = 0
-        state = worker.cursor
         self.pipe.append(
             cm.CursorInit(
                 position=Point16(x=state.x, y=state.y),
@@ -106,14 +106,12 @@ class CursorChannelClient:
         self.pipe.append(cm.CursorReset())
 
     def on_data(self, data: bytes) -> None:
-        self.conn.receive_data(data)  # only ACK/ACK_SYNC/PONG/DISCONNECTING exist client-side
+        """Bytes from the client; raises ProtocolError if they are bad."""
+        for ev in self.conn.receive_data(data):
+            self.dispatch(ev)
 
     def produce(self) -> bytes:
-        while self.pipe and self.conn.can_send:
+        """Marshal queued messages while the ack window allows; returns the bytes for reds."""
+        while self.pipe and self.may_send():
             self.conn.send(self.pipe.popleft())
-        data = self.conn.data_to_send()
-        self.inflight += len(data)
-        return data
-
-    def written(self, nbytes: int) -> None:
-        self.inflight = max(0, self.inflight - nbytes)
+        return self.take_output()

@@ -6,8 +6,12 @@ and the socketpair only carries wake-up bytes, so a 8 MB frame is never copied; 
 lets the worker ``select()`` with a timeout and the asyncio loop ``add_reader()`` on its end.
 
 Each direction has a handler table (``register_handler(MessageType, fn)``) and an optional
-universal hook that sees every message (used to record sessions), as libspice's
-``register_universal_handler``.
+universal hook that sees every message, as libspice's ``register_universal_handler``.
+
+A message that needs an answer is a :class:`Request`: it carries a :class:`Reply` that the receiving
+side fills with what the handler returned (or raised); the sender may wait on it (libspice's
+``dispatcher_send_message`` with ``ack``). A request nobody waits for (an async QXL I/O: it completes
+with its cookie instead) is posted all the same.
 """
 
 from __future__ import annotations
@@ -18,11 +22,50 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Dispatcher", "Endpoint"]
+__all__ = ["Dispatcher", "Endpoint", "Reply", "Request"]
 
 log = logging.getLogger("spiceserver.worker")
+
+
+class Reply:
+    """The answer slot of a :class:`Request`: filled once by the handling side, waited on by the sender."""
+
+    __slots__ = ("_done", "error", "result")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, result: Any) -> None:
+        self.result = result
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None) -> Any:
+        """The handler's result; raises what it raised, or TimeoutError after ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"no answer within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Base of the messages that are answered: the handler's return value goes to ``reply``."""
+
+    reply: Reply = field(default_factory=Reply, kw_only=True, compare=False, repr=False)
 
 
 class Endpoint:
@@ -34,11 +77,12 @@ class Endpoint:
         self._wake_out = wake_out
         self.sock = sock_in  # readable when our inbox has something
         self.name = name
-        self._handlers: dict[type, Callable[[Any], None]] = {}
+        self._handlers: dict[type, Callable[[Any], object]] = {}
         self._universal: Callable[[Any], None] | None = None
         self._signalled = threading.Event()
 
-    def register_handler(self, msg_type: type, handler: Callable[[Any], None]) -> None:
+    def register_handler(self, msg_type: type, handler: Callable[[Any], object]) -> None:
+        """Handle ``msg_type`` messages with ``handler`` (its return value answers a Request)."""
         self._handlers[msg_type] = handler
 
     def register_universal_handler(self, handler: Callable[[Any], None] | None) -> None:
@@ -71,13 +115,28 @@ class Endpoint:
             except queue.Empty:
                 return n
             n += 1
-            if self._universal is not None:
-                self._universal(msg)
-            handler = self._handlers.get(type(msg))
-            if handler is None:
-                log.error("%s: no handler for %s", self.name, type(msg).__name__)
-                continue
+            self.handle(msg)
+
+    def handle(self, msg: Any) -> None:
+        """Handle one message now, on this thread (``drain`` does it for each queued message; a
+        caller already on the receiving thread may do it directly instead of posting)."""
+        if self._universal is not None:
+            self._universal(msg)
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            log.error("%s: no handler for %s", self.name, type(msg).__name__)
+            if isinstance(msg, Request):
+                msg.reply.fail(LookupError(f"{self.name}: no handler for {type(msg).__name__}"))
+            return
+        if not isinstance(msg, Request):
             handler(msg)
+            return
+        try:
+            result = handler(msg)
+        except BaseException as exc:  # the sender gets it when it waits
+            msg.reply.fail(exc)
+        else:
+            msg.reply.set(result)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until something is posted to us or ``timeout`` passes (worker side)."""

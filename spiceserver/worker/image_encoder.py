@@ -32,10 +32,9 @@ from ..proto.enums import BitmapFlags, BitmapFmt, ImageCompression, ImageFlags, 
 from ..proto.messages import display as d
 from .compression import ClientCompression, choose, needs_graduality
 
-__all__ = ["PixmapCache", "PaletteCache", "ImageEncoder", "QXL_IMAGE_CACHE", "MIN_COMPRESS_BYTES", "PALETTE_CACHE_SIZE"]
+__all__ = ["PixmapCache", "PaletteCache", "ImageEncoder", "QXL_IMAGE_CACHE", "PALETTE_CACHE_SIZE"]
 
 QXL_IMAGE_CACHE = 1  # descriptor flag from the guest: the image may be cached by its id
-MIN_COMPRESS_BYTES = 54  # libspice: smaller images always go raw
 _BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4}
 PALETTE_CACHE_SIZE = 128  # libspice CLIENT_PALETTE_CACHE_SIZE
 
@@ -152,10 +151,6 @@ class ImageEncoder:
         self.stats: dict[str, int] = {k: 0 for k in ("bitmap", "lz4", "quic", "lz", "lz_plt", "glz", "zlib_glz", "jpeg", "jpeg_alpha", "from_cache", "surface", "other", "palette_from_cache")}
         #: messages that must precede the image being encoded (INVAL_PALETTE for an evicted palette)
         self.pending: list[d.InvalPalette] = []
-
-    @property
-    def lz4(self) -> bool:
-        return self.policy.lz4_cap
 
     def encode(self, img: d.Image, *, lossy_ok: bool = False) -> tuple[d.Image, list[int]]:
         desc = img.descriptor

@@ -2,16 +2,27 @@
 
 Counterpart of spice ``server/red-worker.h`` (``RED_WORKER_MESSAGE_*``) and the channel-client
 messages ``red-channel.cpp`` sends to the worker thread. Bulk payloads (frames, output bytes) are
-passed by reference.
+passed by reference. Nothing that crosses is a closure: each message is data, handled by a
+registered handler on the receiving side (device-specific ones by the attached command source).
+The display operations themselves (draw, surfaces, cursor) are in :mod:`spiceserver.worker.ops`.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from typing import Any
+import os
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
+
+from ..proto.messages import display as d
+from ..proto.messages.base import Rect
+from .dispatcher import Request
+
+if TYPE_CHECKING:
+    from ..qxl import PrimarySurface
+    from .ops import DisplayObserver, DisplayOp
+    from .worker import CommandSource
 
 __all__ = [
     "ClientConnected",
@@ -21,10 +32,30 @@ __all__ = [
     "ClientOutput",
     "ClientClose",
     "DisplayInfo",
-    "FramebufferFrame",
-    "FramebufferResize",
-    "Call",
     "Stop",
+    "SetClientMouseMode",
+    "Snapshot",
+    "Screendump",
+    "BeginRecording",
+    "EndRecording",
+    "WaitIdle",
+    "CollectStats",
+    "CollectMetrics",
+    "AttachSource",
+    "ApplyOps",
+    "FramebufferSurface",
+    "FramebufferFrame",
+    "QXLWakeup",
+    "QXLOom",
+    "QXLUpdateArea",
+    "QXLMemslotsChanged",
+    "QXLCreatePrimary",
+    "QXLDestroyPrimary",
+    "QXLDestroySurface",
+    "QXLDestroyAllSurfaces",
+    "QXLFlushSurfaces",
+    "QXLMonitorsConfig",
+    "QXLReset",
 ]
 
 # --- reds -> worker ----------------------------------------------------------------------------
@@ -66,6 +97,90 @@ class ClientDisconnected:
     cc_id: int
 
 
+# --- host / reds -> worker: queries and controls (requests: the sender may wait for the reply) --
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """End the worker loop (a recording in progress is closed complete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetClientMouseMode:
+    """Client mouse mode on or off: in client mode the cursor's MOVE is not sent."""
+
+    client: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Request):
+    """Reply: a copy of the surface's canvas pixels (``KeyError`` if there is no such surface)."""
+
+    surface_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Screendump(Request):
+    """Write the surface's picture as PNG to ``path`` (a path or a binary file)."""
+
+    path: str | os.PathLike[str] | IO[bytes]
+    surface_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BeginRecording(Request):
+    """Record to ``recorder`` from now on, starting with the present state (ends any other)."""
+
+    recorder: DisplayObserver
+
+
+@dataclass(frozen=True, slots=True)
+class EndRecording(Request):
+    """Stop recording; reply: how many records the file holds (0 if none was in progress)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitIdle(Request):
+    """Reply once every command queued on the device so far was handled."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectStats(Request):
+    """Reply: the display's live counters (``SpiceServer.display_stats``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectMetrics(Request):
+    """Reply: the display's :class:`~spiceserver.metrics.DisplayMetrics`."""
+
+    display_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttachSource(Request):
+    """The device glue the worker pulls commands from and whose typed messages it handles."""
+
+    source: CommandSource
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOps(Request):
+    """Apply display operations in order (a replay); reply: how many."""
+
+    ops: tuple[DisplayOp, ...]
+
+
+# --- host -> worker: the framebuffer path --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FramebufferSurface(Request):
+    """The framebuffer display's primary surface, (re)created at this size (clients follow)."""
+
+    width: int
+    height: int
+
+
 @dataclass(frozen=True, slots=True)
 class FramebufferFrame:
     """Host framebuffer path: new pixels for some rectangles of the primary surface.
@@ -76,25 +191,69 @@ class FramebufferFrame:
     tiles: list[tuple[int, int, np.ndarray]]
 
 
-@dataclass(frozen=True, slots=True)
-class FramebufferResize:
-    width: int
-    height: int
-
-
-@dataclass(slots=True)
-class Call:
-    """Run ``fn(worker)`` on the worker thread; a caller may wait for ``done`` and read ``result``."""
-
-    fn: Any
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
+# --- the QXL device's I/O calls (red-qxl.cpp): ``cookie`` None = synchronous (the device waits for
+# the reply), else asynchronous (completed with ``async_complete(cookie)``) -------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Stop:
-    pass
+class QXLWakeup:
+    """The guest pushed commands (QXL_IO_NOTIFY_CMD / NOTIFY_CURSOR)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QXLOom(Request):
+    """The guest is out of memory: release everything the worker still holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class QXLUpdateArea(Request):
+    surface_id: int
+    area: Rect
+    clear_dirty_region: bool
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLMemslotsChanged(Request):
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLCreatePrimary(Request):
+    surface: PrimarySurface
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLDestroyPrimary(Request):
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLDestroySurface(Request):
+    surface_id: int
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLDestroyAllSurfaces(Request):
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLFlushSurfaces(Request):
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLMonitorsConfig(Request):
+    config: d.MonitorsConfig
+    cookie: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QXLReset(Request):
+    """QXL_IO_RESET: every surface and the cursor go."""
 
 
 # --- worker -> reds ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ because the guest driver reuses the surface memory once that command comes back 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +42,35 @@ from ..qxl import (
 )
 from .cursor_client import CursorShape
 from .drawable import CopyBitsOp, make_drawable
+from .messages import (
+    QXLCreatePrimary,
+    QXLDestroyAllSurfaces,
+    QXLDestroyPrimary,
+    QXLDestroySurface,
+    QXLFlushSurfaces,
+    QXLMemslotsChanged,
+    QXLMonitorsConfig,
+    QXLOom,
+    QXLReset,
+    QXLUpdateArea,
+    QXLWakeup,
+)
+from .ops import (
+    CreateSurface,
+    DestroySurface,
+    Draw,
+    HideCursor,
+    MoveCursor,
+    ResetCursor,
+    SetCursor,
+    SetCursorTrail,
+    SetMonitors,
+)
 from .surface import Surface
 from .worker import CommandSource
 
 if TYPE_CHECKING:
+    from .dispatcher import Request
     from .worker import DisplayWorker
 
 __all__ = ["QXLCommandSource", "QXLWorkerBackend"]
@@ -87,10 +114,12 @@ def guest_pixels(view: memoryview | None, stride: int, width: int, height: int, 
 
 
 class QXLCommandSource(CommandSource):
-    """Pulls the device's command and cursor rings for the worker loop."""
+    """Pulls the device's command and cursor rings for the worker loop, and handles the device's
+    I/O calls (the QXL* messages) on the worker thread."""
 
-    def __init__(self, device: QXLDevice) -> None:
+    def __init__(self, device: QXLDevice, worker: DisplayWorker) -> None:
         self.device = device
+        self.worker = worker
         self.guest_errors = 0
         self.commands = 0
         self._client_present = False
@@ -167,7 +196,7 @@ class QXLCommandSource(CommandSource):
         if cmd.self_bitmap and getattr(body, "src_bitmap", "absent") is None:
             body = replace(body, src_bitmap=self._self_bitmap(surface, cmd.self_bitmap_area))  # type: ignore[arg-type]
         op: Any = CopyBitsOp(body.src_pos) if isinstance(body, CopyBits) else body
-        worker.add_drawable(make_drawable(cmd.surface_id, cmd.display_base(), op))
+        worker.apply(Draw(make_drawable(cmd.surface_id, cmd.display_base(), op)))
 
     @staticmethod
     def _self_bitmap(surface: Surface, area: Rect) -> d.Image:
@@ -191,10 +220,10 @@ class QXLCommandSource(CommandSource):
             if cmd.surface_id in worker.surfaces:
                 raise GuestError(f"surface {cmd.surface_id} already exists")
             initial = guest_pixels(cmd.data, cmd.stride, cmd.width, cmd.height, cmd.format)
-            worker.create_surface(
+            worker.apply(CreateSurface(
                 cmd.surface_id, cmd.width, cmd.height, cmd.format, initial=initial,
                 guest_view=cmd.data, guest_stride=cmd.stride, create_cmd=cmd.release_info,
-            )
+            ))
             return True
         surface = worker.surfaces.get(cmd.surface_id)
         if surface is None:
@@ -208,7 +237,7 @@ class QXLCommandSource(CommandSource):
         if surface is None:
             return
         write_back(surface)
-        worker.destroy_surface(surface_id)
+        worker.apply(DestroySurface(surface_id))
         if isinstance(surface.create_cmd, ReleaseInfo):
             self.device.release_resource(surface.create_cmd)
 
@@ -219,25 +248,113 @@ class QXLCommandSource(CommandSource):
             if c is not None and c.header is not None and not c.flags & CursorFlags.NONE:
                 h = c.header
                 shape = CursorShape(h.unique, h.type, h.width, h.height, h.hot_spot_x, h.hot_spot_y, c.data)
-            worker.cursor_set(shape, cmd.position.x, cmd.position.y, bool(cmd.visible))
+            worker.apply(SetCursor(shape, cmd.position.x, cmd.position.y, bool(cmd.visible)))
         elif cmd.type == CursorCmdType.MOVE:
-            worker.cursor_move(cmd.position.x, cmd.position.y)
+            worker.apply(MoveCursor(cmd.position.x, cmd.position.y))
         elif cmd.type == CursorCmdType.HIDE:
-            worker.cursor_hide()
+            worker.apply(HideCursor())
         elif cmd.type == CursorCmdType.TRAIL:
-            worker.cursor_trail(cmd.trail_length, cmd.trail_frequency)
+            worker.apply(SetCursorTrail(cmd.trail_length, cmd.trail_frequency))
 
     def client_attached(self, worker: DisplayWorker) -> None:
         if not self._client_present:
             self._client_present = True
             self.device.set_client_capabilities(True, bytes(58))
 
+    # --- the device's I/O calls (worker thread) ----------------------------------------------------
+
+    def handlers(self) -> Mapping[type, Callable[[Any], object]]:
+        return {
+            QXLWakeup: self._on_wakeup,
+            QXLOom: self._on_oom,
+            QXLUpdateArea: self._on_update_area,
+            QXLMemslotsChanged: self._on_memslots_changed,
+            QXLCreatePrimary: self._on_create_primary,
+            QXLDestroyPrimary: self._on_destroy_primary,
+            QXLDestroySurface: self._on_destroy_surface,
+            QXLDestroyAllSurfaces: self._on_destroy_all_surfaces,
+            QXLFlushSurfaces: self._on_flush_surfaces,
+            QXLMonitorsConfig: self._on_monitors_config,
+            QXLReset: self._on_reset,
+        }
+
+    @contextmanager
+    def _io(self, cookie: int | None, *, flush_commands: bool = False) -> Iterator[None]:
+        """An I/O call: an async one completes with its cookie whatever happens."""
+        try:
+            if flush_commands:
+                # libspice handles every command already on the ring before a destroy
+                # (``flush_all_qxl_commands``): they were issued before the I/O.
+                while self.process(self.worker, 10_000):
+                    pass
+            yield
+        finally:
+            if cookie is not None:
+                self.device.async_complete(cookie)
+
+    def _on_wakeup(self, msg: QXLWakeup) -> None:
+        pass  # the loop pulls the rings after handling its messages
+
+    def _on_oom(self, msg: QXLOom) -> None:
+        self.device.flush_resources()
+
+    def _on_update_area(self, msg: QXLUpdateArea) -> None:
+        with self._io(msg.cookie):
+            self.process(self.worker, 10_000)  # libspice renders everything queued first
+            surface = self.worker.surfaces.get(msg.surface_id)
+            if surface is None:
+                self.device.guest_error(f"UPDATE_AREA of missing surface {msg.surface_id}")
+                return
+            write_back(surface, msg.area)
+            self.device.update_area_complete(msg.surface_id, [msg.area])
+
+    def _on_memslots_changed(self, msg: QXLMemslotsChanged) -> None:
+        with self._io(msg.cookie):
+            pass
+
+    def _on_create_primary(self, msg: QXLCreatePrimary) -> None:
+        with self._io(msg.cookie):
+            if 0 in self.worker.surfaces:
+                self.destroy(self.worker, 0)
+            p = msg.surface
+            initial = guest_pixels(p.data, p.stride, p.width, p.height, p.format)
+            self.worker.apply(CreateSurface(0, p.width, p.height, p.format, primary=True, initial=initial, guest_view=p.data, guest_stride=p.stride))
+
+    def _on_destroy_primary(self, msg: QXLDestroyPrimary) -> None:
+        with self._io(msg.cookie, flush_commands=True):
+            self.destroy(self.worker, 0)
+            self.worker.apply(ResetCursor())
+
+    def _on_destroy_surface(self, msg: QXLDestroySurface) -> None:
+        with self._io(msg.cookie, flush_commands=True):
+            self.destroy(self.worker, msg.surface_id)
+
+    def _on_destroy_all_surfaces(self, msg: QXLDestroyAllSurfaces) -> None:
+        with self._io(msg.cookie, flush_commands=True):
+            for sid in sorted(self.worker.surfaces, reverse=True):
+                self.destroy(self.worker, sid)
+
+    def _on_flush_surfaces(self, msg: QXLFlushSurfaces) -> None:
+        with self._io(msg.cookie, flush_commands=True):
+            for s in self.worker.surfaces.values():
+                write_back(s)
+
+    def _on_monitors_config(self, msg: QXLMonitorsConfig) -> None:
+        with self._io(msg.cookie):
+            self.worker.apply(SetMonitors(msg.config))
+
+    def _on_reset(self, msg: QXLReset) -> None:
+        with self._io(None):
+            for sid in sorted(self.worker.surfaces, reverse=True):
+                self.destroy(self.worker, sid)
+            self.worker.apply(ResetCursor())
+
 
 class QXLWorkerBackend:
-    """What the device calls (on the host's vCPU thread); each call runs on the worker thread.
+    """What the device calls (on the host's vCPU thread): each call is a typed message to the worker.
 
-    Synchronous calls (``cookie`` None) wait for the worker; asynchronous ones return at once and
-    complete with ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
+    Synchronous calls (``cookie`` None) wait for the worker's reply; asynchronous ones return at
+    once and complete with ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
     """
 
     def __init__(self, worker: DisplayWorker) -> None:
@@ -247,106 +364,48 @@ class QXLWorkerBackend:
 
     def attach(self, device: QXLDevice) -> QXLCommandSource:
         self.device = device
-        self.source = QXLCommandSource(device)
-        self.worker.source = self.source
+        self.source = QXLCommandSource(device, self.worker)
+        self.worker.attach_source(self.source)
         return self.source
 
-    def _run(self, fn: Any, cookie: int | None, *, flush_commands: bool = False) -> None:
-        dev = self.device
-        assert dev is not None
-
-        def job(w: DisplayWorker) -> None:
-            try:
-                if flush_commands and self.source is not None:
-                    # libspice handles every command already on the ring before a destroy
-                    # (``flush_all_qxl_commands``): they were issued before the I/O.
-                    while self.source.process(w, 10_000):
-                        pass
-                fn(w)
-            finally:
-                if cookie is not None:
-                    dev.async_complete(cookie)
-
-        self.worker.call(job, wait=cookie is None)
+    def _send(self, msg: Request, cookie: int | None) -> None:
+        assert self.device is not None
+        if cookie is None:
+            self.worker.request(msg)
+        else:
+            self.worker.post(msg)
 
     # QXLBackend
 
     def wakeup(self) -> None:
-        self.worker.call(lambda w: None, wait=False)
+        self.worker.post(QXLWakeup())
 
     def oom(self) -> None:
-        dev = self.device
-        assert dev is not None
-        self.worker.call(lambda w: dev.flush_resources())
+        self._send(QXLOom(), None)
 
     def update_area(self, surface_id: int, area: Rect, clear_dirty_region: bool, cookie: int | None) -> None:
-        dev = self.device
-        assert dev is not None
-
-        def do(w: DisplayWorker) -> None:
-            assert self.source is not None
-            self.source.process(w, 10_000)  # libspice renders everything queued first
-            surface = w.surfaces.get(surface_id)
-            if surface is None:
-                dev.guest_error(f"UPDATE_AREA of missing surface {surface_id}")
-                return
-            write_back(surface, area)
-            dev.update_area_complete(surface_id, [area])
-
-        self._run(do, cookie)
+        self._send(QXLUpdateArea(surface_id, area, clear_dirty_region, cookie), cookie)
 
     def memslots_changed(self, cookie: int | None) -> None:
-        self._run(lambda w: None, cookie)
+        self._send(QXLMemslotsChanged(cookie), cookie)
 
     def create_primary(self, surface: PrimarySurface, cookie: int | None) -> None:
-        def do(w: DisplayWorker) -> None:
-            if 0 in w.surfaces:
-                self._destroy(w, 0)
-            initial = guest_pixels(surface.data, surface.stride, surface.width, surface.height, surface.format)
-            w.create_surface(
-                0, surface.width, surface.height, surface.format, primary=True, initial=initial,
-                guest_view=surface.data, guest_stride=surface.stride,
-            )
-
-        self._run(do, cookie)
-
-    def _destroy(self, w: DisplayWorker, surface_id: int) -> None:
-        if self.source is not None:
-            self.source.destroy(w, surface_id)
-        else:
-            w.destroy_surface(surface_id)
+        self._send(QXLCreatePrimary(surface, cookie), cookie)
 
     def destroy_primary(self, cookie: int | None) -> None:
-        def do(w: DisplayWorker) -> None:
-            self._destroy(w, 0)
-            w.cursor_reset()
-
-        self._run(do, cookie, flush_commands=True)
+        self._send(QXLDestroyPrimary(cookie), cookie)
 
     def destroy_surface(self, surface_id: int, cookie: int | None) -> None:
-        self._run(lambda w: self._destroy(w, surface_id), cookie, flush_commands=True)
+        self._send(QXLDestroySurface(surface_id, cookie), cookie)
 
     def destroy_all_surfaces(self, cookie: int | None) -> None:
-        def do(w: DisplayWorker) -> None:
-            for sid in sorted(w.surfaces, reverse=True):
-                self._destroy(w, sid)
-
-        self._run(do, cookie, flush_commands=True)
+        self._send(QXLDestroyAllSurfaces(cookie), cookie)
 
     def flush_surfaces(self, cookie: int) -> None:
-        def do(w: DisplayWorker) -> None:
-            for s in w.surfaces.values():
-                write_back(s)
-
-        self._run(do, cookie, flush_commands=True)
+        self._send(QXLFlushSurfaces(cookie), cookie)
 
     def monitors_config(self, config: d.MonitorsConfig, cookie: int) -> None:
-        self._run(lambda w: w.set_monitors(config), cookie)
+        self._send(QXLMonitorsConfig(config, cookie), cookie)
 
     def reset(self) -> None:
-        def do(w: DisplayWorker) -> None:
-            for sid in sorted(w.surfaces, reverse=True):
-                self._destroy(w, sid)
-            w.cursor_reset()
-
-        self._run(do, None)
+        self._send(QXLReset(), None)

@@ -7,6 +7,14 @@ creation and destruction, every draw as its wire message, cursor commands, monit
 recording is deterministic, compact, independent of guest memory layout, and safe to load (it is
 parsed by the same hostile-input-safe proto layer, never unpickled).
 
+How it hooks in: the recorder is the worker's one :class:`~spiceserver.worker.ops.DisplayObserver`,
+told of every display operation (:mod:`spiceserver.worker.ops`) after the worker applied it. Not the
+dispatcher's universal hook: QXL ring commands never cross the dispatcher (the worker pulls them), a
+host frame becomes draws only on the worker, and a raw device message (guest memory addresses) is
+neither validated nor replayable -- the operations are both, and they are exactly what the file holds.
+A replay turns records back into the same operations and applies them through the worker's
+dispatcher (:class:`~spiceserver.worker.messages.ApplyOps`).
+
 File format (optionally gzip-compressed as a whole): the 16-byte magic ``SPICESERVER-REC\\x01``, then records ``{u8 kind, u64 time_ns, u16
 message type, u32 length, body}`` (little-endian); the body is a display- or cursor-channel message
 body exactly as on the wire.
@@ -23,17 +31,30 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ProtocolError
-from ..proto.enums import ChannelType
+from ..proto.enums import ChannelType, CursorFlags
 from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
-from ..proto.messages.base import SERVER, Message, parse_body
+from ..proto.messages.base import SERVER, Message, Point16, parse_body
 from .cursor_client import CursorShape
-from .drawable import CopyBitsOp, Drawable, make_drawable
+from .drawable import CopyBitsOp, make_drawable
+from .messages import ApplyOps
+from .ops import (
+    CreateSurface,
+    DestroySurface,
+    DisplayOp,
+    Draw,
+    HideCursor,
+    MoveCursor,
+    ResetCursor,
+    SetCursor,
+    SetCursorTrail,
+    SetMonitors,
+)
 
 if TYPE_CHECKING:
     from .worker import DisplayWorker
 
-__all__ = ["Recorder", "read_records", "replay", "MAGIC"]
+__all__ = ["Recorder", "read_records", "replay", "record_of", "op_of", "MAGIC"]
 
 MAGIC = b"SPICESERVER-REC\x01"
 _REC = struct.Struct("<BQHI")
@@ -72,6 +93,12 @@ class Recorder:
 
     def cursor(self, msg: Message) -> None:
         self._write(KIND_CURSOR, msg)
+
+    def observe(self, op: DisplayOp) -> None:
+        """Record a display operation the worker applied (a DisplayObserver)."""
+        rec = record_of(op)
+        if rec is not None:
+            self._write(*rec)
 
     def flush(self) -> None:
         self._fh.flush()
@@ -116,58 +143,103 @@ def read_records(data: bytes) -> Iterator[tuple[int, int, Message]]:
         pos += size
 
 
-def drawable_message(drawable: Drawable) -> Message:
-    return drawable.message()
-
-
-def _apply_display(worker: DisplayWorker, msg: Message) -> None:
-    if isinstance(msg, d.SurfaceCreate):
-        worker.create_surface(msg.surface_id, msg.width, msg.height, msg.format, primary=bool(msg.flags & 1))
-    elif isinstance(msg, d.SurfaceDestroy):
-        worker.destroy_surface(msg.surface_id)
-    elif isinstance(msg, d.MonitorsConfig):
-        worker.set_monitors(msg)
-    elif isinstance(msg, d.CopyBits):
-        worker.add_drawable(make_drawable(msg.base.surface_id, msg.base, CopyBitsOp(msg.src_pos)))
-    elif isinstance(msg.__class__, type) and hasattr(msg, "base") and hasattr(msg, "data"):
-        base: Any = msg.base
-        worker.add_drawable(make_drawable(base.surface_id, base, msg.data))
+def _cursor_message(op: SetCursor) -> cm.CursorSet:
+    shape = op.shape
+    if shape is None:
+        cur = cm.Cursor(flags=CursorFlags.NONE)
     else:
-        raise ProtocolError(f"{type(msg).__name__} cannot be replayed")
+        header = cm.CursorHeader(unique=shape.unique, type=shape.type, width=shape.width, height=shape.height, hot_spot_x=shape.hot_x, hot_spot_y=shape.hot_y)
+        cur = cm.Cursor(flags=0, header=header, data=shape.data)
+    return cm.CursorSet(position=Point16(x=op.x, y=op.y), visible=int(op.visible), cursor=cur)
 
 
-def _apply_cursor(worker: DisplayWorker, msg: Message) -> None:
-    if isinstance(msg, cm.CursorSet):
-        c = msg.cursor
-        shape = None
-        if c.header is not None:
-            h = c.header
-            shape = CursorShape(h.unique, h.type, h.width, h.height, h.hot_spot_x, h.hot_spot_y, c.data)
-        worker.cursor_set(shape, msg.position.x, msg.position.y, bool(msg.visible))
-    elif isinstance(msg, cm.CursorMove):
-        worker.cursor_move(msg.position.x, msg.position.y)
-    elif isinstance(msg, cm.CursorHide):
-        worker.cursor_hide()
-    elif isinstance(msg, cm.CursorTrail):
-        worker.cursor_trail(msg.length, msg.frequency)
+def record_of(op: DisplayOp) -> tuple[int, Message] | None:
+    """The record of a display operation: (kind, wire message); None for what is not recorded."""
+    if isinstance(op, CreateSurface):
+        return KIND_DISPLAY, d.SurfaceCreate(surface_id=op.surface_id, width=op.width, height=op.height, format=op.format, flags=int(op.primary))
+    if isinstance(op, DestroySurface):
+        return KIND_DISPLAY, d.SurfaceDestroy(surface_id=op.surface_id)
+    if isinstance(op, SetMonitors):
+        return KIND_DISPLAY, op.heads
+    if isinstance(op, Draw):
+        return KIND_DISPLAY, op.drawable.message()
+    if isinstance(op, SetCursor):
+        return KIND_CURSOR, _cursor_message(op)
+    if isinstance(op, MoveCursor):
+        return KIND_CURSOR, cm.CursorMove(position=Point16(x=op.x, y=op.y))
+    if isinstance(op, HideCursor):
+        return KIND_CURSOR, cm.CursorHide()
+    if isinstance(op, SetCursorTrail):
+        return KIND_CURSOR, cm.CursorTrail(length=op.length, frequency=op.frequency)
+    assert isinstance(op, ResetCursor)
+    return None
+
+
+def op_of(kind: int, msg: Message) -> DisplayOp:
+    """The display operation a record stands for; raises ProtocolError for one that has none."""
+    if kind == KIND_DISPLAY:
+        if isinstance(msg, d.SurfaceCreate):
+            return CreateSurface(msg.surface_id, msg.width, msg.height, msg.format, primary=bool(msg.flags & 1))
+        if isinstance(msg, d.SurfaceDestroy):
+            return DestroySurface(msg.surface_id)
+        if isinstance(msg, d.MonitorsConfig):
+            return SetMonitors(msg)
+        if isinstance(msg, d.CopyBits):
+            return Draw(make_drawable(msg.base.surface_id, msg.base, CopyBitsOp(msg.src_pos)))
+        if hasattr(msg, "base") and hasattr(msg, "data"):
+            base: Any = msg.base
+            return Draw(make_drawable(base.surface_id, base, msg.data))
     else:
-        raise ProtocolError(f"{type(msg).__name__} cannot be replayed")
+        if isinstance(msg, cm.CursorSet):
+            c = msg.cursor
+            shape = None
+            if c.header is not None:
+                h = c.header
+                shape = CursorShape(h.unique, h.type, h.width, h.height, h.hot_spot_x, h.hot_spot_y, c.data)
+            return SetCursor(shape, msg.position.x, msg.position.y, bool(msg.visible))
+        if isinstance(msg, cm.CursorMove):
+            return MoveCursor(msg.position.x, msg.position.y)
+        if isinstance(msg, cm.CursorHide):
+            return HideCursor()
+        if isinstance(msg, cm.CursorTrail):
+            return SetCursorTrail(msg.length, msg.frequency)
+    raise ProtocolError(f"{type(msg).__name__} cannot be replayed")
 
 
-def replay(data: bytes, worker: DisplayWorker, *, realtime: bool = False) -> int:
-    """Apply a recording to ``worker`` (run on the worker thread, e.g. via ``worker.call``)."""
+#: operations applied per request when replaying as fast as possible
+REPLAY_BATCH = 64
+
+
+def replay(data: bytes, worker: DisplayWorker, *, realtime: bool = False, timeout: float | None = 3600.0) -> int:
+    """Apply a recording to ``worker`` through its dispatcher (from any thread but the worker's; a
+    worker never started applies it on the caller's thread). Returns the number of records.
+
+    Raises:
+        ProtocolError: the file is damaged or holds a record that cannot be replayed.
+        ValueError: a draw on a surface the recording never created.
+    """
     n = 0
     first: int | None = None
     start = time.monotonic_ns()
-    for kind, t, msg in read_records(data):
-        if realtime:
-            first = t if first is None else first
-            delay = (t - first) - (time.monotonic_ns() - start)
-            if delay > 0:
-                time.sleep(delay / 1e9)
-        if kind == KIND_DISPLAY:
-            _apply_display(worker, msg)
-        else:
-            _apply_cursor(worker, msg)
-        n += 1
-    return n
+    batch: list[DisplayOp] = []
+
+    def flush() -> int:
+        done: int = worker.request(ApplyOps(tuple(batch)), timeout) if batch else 0
+        batch.clear()
+        return done
+
+    try:
+        for kind, t, msg in read_records(data):
+            if realtime:
+                first = t if first is None else first
+                delay = (t - first) - (time.monotonic_ns() - start)
+                if delay > 0:
+                    n += flush()
+                    time.sleep(delay / 1e9)
+            batch.append(op_of(kind, msg))
+            if len(batch) >= REPLAY_BATCH:
+                n += flush()
+    except ProtocolError:
+        flush()  # what came before the damage is shown, as it would have been
+        raise
+    return n + flush()

@@ -9,6 +9,12 @@ calls reach the worker). The loop::
     pull commands from the device rings in bounded batches (QXL devices)
     let each client produce what its flow control allows; hand the bytes to reds
 
+Everything that reaches the thread is a typed message (:mod:`spiceserver.worker.messages`) with a
+registered handler; the device glue (a :class:`CommandSource`: the QXL rings, a host framebuffer) is
+attached once and contributes the handlers of its own device's messages. Whatever the source, the
+display changes only through :meth:`DisplayWorker.apply` of a display operation
+(:mod:`spiceserver.worker.ops`), and that is where the one observer (a recording) is told.
+
 Every draw is rendered into its surface's canvas as it arrives, entered into the surface's tree
 (hiding what it covers), and queued on every client's pipe. Nothing here blocks on a client.
 """
@@ -16,10 +22,14 @@ Every draw is rendered into its surface's canvas as it arrives, entered into the
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
 
 from ..canvas.draw import render_op
 from ..canvas.images import NullResolver
@@ -27,27 +37,49 @@ from ..canvas.surface import Canvas
 from ..codecs import warmup
 from ..errors import ProtocolError
 from ..metrics import DisplayMetrics
-from ..proto.enums import ChannelType, CursorFlags, SurfaceFmt
-from ..proto.messages import cursor as cm
+from ..proto.enums import ChannelType
 from ..proto.messages import display as d
-from ..proto.messages.base import Message, Point16, Rect
-from .cursor_client import CursorChannelClient, CursorShape, CursorState
-from .dispatcher import Dispatcher
-from .display_client import DisplayChannelClient, ImageSettings
-from .drawable import CopyBitsOp, Drawable
+from ..proto.messages.base import Message, Rect
+from .compression import DisplaySettings
+from .cursor_client import CursorChannelClient, CursorState
+from .dispatcher import Dispatcher, Request
+from .display_client import DisplayChannelClient
+from .drawable import CopyBitsOp, Drawable, make_drawable
 from .messages import (
-    Call,
+    ApplyOps,
+    AttachSource,
+    BeginRecording,
     ClientClose,
     ClientConnected,
     ClientData,
     ClientDisconnected,
     ClientOutput,
     ClientWritten,
+    CollectMetrics,
+    CollectStats,
     DisplayInfo,
+    EndRecording,
+    FramebufferSurface,
+    Screendump,
+    SetClientMouseMode,
+    Snapshot,
     Stop,
+    WaitIdle,
+)
+from .ops import (
+    CreateSurface,
+    DestroySurface,
+    DisplayObserver,
+    DisplayOp,
+    Draw,
+    HideCursor,
+    MoveCursor,
+    ResetCursor,
+    SetCursor,
+    SetCursorTrail,
+    SetMonitors,
 )
 from .picture import picture_image
-from .record import Recorder
 from .surface import Surface
 
 __all__ = ["DisplayWorker", "CommandSource"]
@@ -56,7 +88,15 @@ log = logging.getLogger("spiceserver.worker")
 
 
 class CommandSource:
-    """Something the worker pulls drawing commands from (the QXL device glue implements it)."""
+    """The device glue a worker serves (QXL rings, a host framebuffer); it runs on the worker thread.
+
+    It changes the display only through ``worker.apply(op)``, and may handle its own device's typed
+    messages (:meth:`handlers`, registered on the worker's endpoint when it is attached).
+    """
+
+    def handlers(self) -> Mapping[type, Callable[[Any], object]]:
+        """This device's messages and their handlers (a :class:`Request`'s reply gets the result)."""
+        return {}
 
     def process(self, worker: DisplayWorker, budget: int) -> bool:
         """Handle up to ``budget`` commands; return True if more are pending right now."""
@@ -83,41 +123,71 @@ class _Resolver(NullResolver):
 class DisplayWorker:
     """One worker thread for one display device.
 
+    The methods under "loop-facing API" may be called from any thread but the worker's own; those
+    that return something block until the worker answered. A worker that was never started runs
+    them on the caller's thread (tools and tests drive it that way).
+
     Args:
         name: for the thread and logs.
         display_id: the display channel id this worker serves.
+        settings: the server's image options (:meth:`DisplaySettings.from_config`).
     """
 
     BATCH = 50  # commands per loop iteration (libspice MAX_PIPE_SIZE-style bound)
 
-    def __init__(self, name: str, display_id: int = 0, image_settings: ImageSettings | None = None) -> None:
+    def __init__(self, name: str, display_id: int = 0, settings: DisplaySettings | None = None) -> None:
         self.name = name
         self.display_id = display_id
         self.dispatcher = Dispatcher(name)
         self.ep = self.dispatcher.worker_side
         self.surfaces: dict[int, Surface] = {}
         self.dccs: dict[int, DisplayChannelClient] = {}
-        self.image_settings = image_settings or ImageSettings()
-        self.cursor_clients: dict[int, Any] = {}
+        self.settings = settings or DisplaySettings()
+        self.cursor_clients: dict[int, CursorChannelClient] = {}
         self.source: CommandSource | None = None
         self.heads: d.MonitorsConfig | None = None
         self.cursor = CursorState()
         self.client_mouse_mode = False  # reds tells us; MOVE is not sent in client mode
         self._thread = threading.Thread(target=self._run, name=f"spice-worker-{name}", daemon=True)
         self._stopping = False
-        self.on_surface_change: list[Callable[[Surface], None]] = []
         self.stats = {"drawables": 0, "hidden": 0, "pruned": 0}
         #: images sent by display clients that have left (their encoder stats), for the metrics
         self.retired_images: Counter[str] = Counter()
         self.resolver = _Resolver(self)
-        self.recorder: Recorder | None = None
-        ep = self.ep
-        ep.register_handler(ClientConnected, self._on_client_connected)
-        ep.register_handler(ClientData, self._on_client_data)
-        ep.register_handler(ClientWritten, self._on_client_written)
-        ep.register_handler(ClientDisconnected, self._on_client_disconnected)
-        ep.register_handler(Call, self._on_call)
-        ep.register_handler(Stop, self._on_stop)
+        #: told of every display operation applied (a recording); None: nobody watches
+        self.observer: DisplayObserver | None = None
+        self._ops: dict[type, Callable[[Any], bool | None]] = {
+            CreateSurface: self._create_surface,
+            DestroySurface: self._destroy_surface,
+            SetMonitors: self._set_monitors,
+            Draw: self._draw,
+            SetCursor: self._set_cursor,
+            MoveCursor: self._move_cursor,
+            HideCursor: self._hide_cursor,
+            SetCursorTrail: self._set_cursor_trail,
+            ResetCursor: self._reset_cursor,
+        }
+        handlers: dict[type, Callable[[Any], object]] = {
+            ClientConnected: self._on_client_connected,
+            ClientData: self._on_client_data,
+            ClientWritten: self._on_client_written,
+            ClientDisconnected: self._on_client_disconnected,
+            Stop: self._on_stop,
+            SetClientMouseMode: self._on_client_mouse_mode,
+            Snapshot: self._on_snapshot,
+            Screendump: self._on_screendump,
+            BeginRecording: self._on_begin_recording,
+            EndRecording: self._on_end_recording,
+            WaitIdle: self._on_wait_idle,
+            CollectStats: self._on_collect_stats,
+            CollectMetrics: self._on_collect_metrics,
+            AttachSource: self._on_attach_source,
+            ApplyOps: self._on_apply_ops,
+            FramebufferSurface: self._on_framebuffer_surface,
+            **dict.fromkeys(self._ops, self.apply),  # cursor calls of a host arrive as they are
+        }
+        for msg_type, handler in handlers.items():
+            self.ep.register_handler(msg_type, handler)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -135,27 +205,37 @@ class DisplayWorker:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def call(self, fn: Callable[[DisplayWorker], Any], *, wait: bool = True, timeout: float = 30.0) -> Any:
-        """Run ``fn(worker)`` on the worker thread (from any thread); return its result if ``wait``."""
-        if threading.current_thread() is self._thread:
-            return fn(self)
-        msg = Call(fn)
-        self.dispatcher.loop_side.post(msg)
-        if not wait:
-            return None
-        if not msg.done.wait(timeout):
-            raise TimeoutError(f"worker {self.name} did not answer within {timeout} s")
-        if msg.error is not None:
-            raise msg.error
-        return msg.result
+    def _direct(self) -> bool:
+        """Whether a message is handled on the calling thread: the worker's own (re-entrancy), or
+        any thread while the worker was never started."""
+        return self._thread.ident is None or threading.current_thread() is self._thread
 
-    def _on_call(self, msg: Call) -> None:
+    def post(self, msg: object) -> None:
+        """Send a message to the worker (any thread; never blocks)."""
+        if self._direct():
+            self.ep.handle(msg)
+        else:
+            self.dispatcher.loop_side.post(msg)
+
+    def request(self, msg: Request, timeout: float | None = 30.0) -> Any:
+        """Send a request and wait for its reply (any thread); raises what its handler raised.
+
+        Raises:
+            TimeoutError: no answer within ``timeout`` seconds.
+            RuntimeError: the worker thread has ended.
+        """
+        if self._direct():
+            self.ep.handle(msg)
+            return msg.reply.wait(0)
+        if not self._thread.is_alive():
+            raise RuntimeError(f"worker {self.name} is not running")
+        self.dispatcher.loop_side.post(msg)
         try:
-            msg.result = msg.fn(self)
-        except BaseException as exc:
-            msg.error = exc
-        finally:
-            msg.done.set()
+            return msg.reply.wait(timeout)
+        except TimeoutError:
+            if msg.reply.done:
+                raise
+            raise TimeoutError(f"worker {self.name} did not answer within {timeout} s") from None
 
     def _on_stop(self, msg: Stop) -> None:
         self._stopping = True
@@ -177,22 +257,141 @@ class DisplayWorker:
                 more = False
                 log.exception("%s: worker loop error", self.name)
         try:
-            self.stop_recording()  # a recording in progress ends complete
+            self._on_end_recording(EndRecording())  # a recording in progress ends complete
         except OSError:
             log.exception("%s: closing the recording", self.name)
+
+    # --- loop-facing API (any thread but the worker's) -------------------------------------------
+
+    def attach_source(self, source: CommandSource) -> None:
+        """Serve ``source``'s device: pull its commands, handle its messages."""
+        self.request(AttachSource(source))
+
+    def snapshot(self, surface_id: int = 0) -> np.ndarray:
+        """A copy of the surface's canvas pixels ((h, w) uint32)."""
+        out: np.ndarray = self.request(Snapshot(surface_id))
+        return out
+
+    def screendump(self, path: str | os.PathLike[str] | IO[bytes], surface_id: int = 0) -> None:
+        """Write the surface's current picture as PNG (QEMU ``screendump``)."""
+        self.request(Screendump(path, surface_id))
+
+    def begin_recording(self, recorder: DisplayObserver) -> None:
+        """Record from now on, starting with the present state (ending any recording in progress).
+
+        ``recorder`` is a :class:`~spiceserver.worker.record.Recorder` (or any observer of the
+        display operations)."""
+        self.request(BeginRecording(recorder))
+
+    def end_recording(self) -> int:
+        """Stop recording (the file is complete); returns how many records it holds, 0 if none."""
+        count: int = self.request(EndRecording())
+        return count
+
+    def set_client_mouse_mode(self, client: bool) -> None:
+        """Client mouse mode on or off (fire and forget)."""
+        self.post(SetClientMouseMode(client))
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Return once the worker has handled every command queued on the device so far."""
+        self.request(WaitIdle(), timeout)
+
+    def display_stats(self) -> dict[str, Any]:
+        """Live counters: drawables, hidden, pruned, surfaces, and per client what was sent how."""
+        out: dict[str, Any] = self.request(CollectStats())
+        return out
+
+    def collect_metrics(self, display_id: int) -> DisplayMetrics:
+        """This display's counters for ``SpiceServer.metrics``."""
+        out: DisplayMetrics = self.request(CollectMetrics(display_id))
+        return out
+
+    # --- requests (worker thread) ----------------------------------------------------------------
+
+    def _on_client_mouse_mode(self, msg: SetClientMouseMode) -> None:
+        self.client_mouse_mode = msg.client
+
+    def _on_snapshot(self, msg: Snapshot) -> np.ndarray:
+        return self.surfaces[msg.surface_id].canvas.pixels.copy()
+
+    def _on_screendump(self, msg: Screendump) -> None:
+        path = msg.path
+        self.surfaces[msg.surface_id].canvas.to_png(Path(path) if isinstance(path, os.PathLike) else path)
+
+    def _on_wait_idle(self, msg: WaitIdle) -> None:
+        if self.source is not None:
+            while self.source.process(self, 10_000):
+                pass
+
+    def _on_collect_stats(self, msg: CollectStats) -> dict[str, Any]:
+        return {
+            **self.stats,
+            "surfaces": sorted(self.surfaces),
+            "monitors": self.heads,
+            "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in self.dccs.values()],
+        }
+
+    def _on_collect_metrics(self, msg: CollectMetrics) -> DisplayMetrics:
+        """Images are counted over every display client so far, gone ones included."""
+        images = Counter(self.retired_images)
+        for dcc in self.dccs.values():
+            images.update(dcc.encoder.stats)
+        return DisplayMetrics(
+            msg.display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
+            sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
+        )  # fmt: skip
+
+    def _on_attach_source(self, msg: AttachSource) -> None:
+        self.source = msg.source
+        for msg_type, handler in msg.source.handlers().items():
+            self.ep.register_handler(msg_type, handler)
+
+    def _on_apply_ops(self, msg: ApplyOps) -> int:
+        for op in msg.ops:
+            self.apply(op)
+        return len(msg.ops)
+
+    def _on_framebuffer_surface(self, msg: FramebufferSurface) -> None:
+        self.apply(DestroySurface(0))
+        self.apply(CreateSurface(0, msg.width, msg.height, primary=True))
+
+    def _on_begin_recording(self, msg: BeginRecording) -> None:
+        """The recording starts with the present state: each surface and its picture (as a raw
+        DRAW_COPY), the monitors layout and the cursor -- so a replay starts from this picture."""
+        self._on_end_recording(EndRecording())
+        recorder = msg.recorder
+        for surface in self.surfaces.values():
+            recorder.observe(CreateSurface(surface.id, surface.width, surface.height, surface.format, surface.primary))
+            image = picture_image(surface.canvas.pixels, surface.canvas.pixfmt)
+            box = Rect(top=0, left=0, bottom=surface.height, right=surface.width)
+            op = d.Copy(src_bitmap=image, src_area=box, rop_descriptor=8, scale_mode=1, mask=d.QMask())
+            recorder.observe(Draw(make_drawable(surface.id, d.DisplayBase(surface_id=surface.id, box=box, clip=d.Clip()), op)))
+        if self.heads is not None:
+            recorder.observe(SetMonitors(self.heads))
+        self.observer = recorder
+        c = self.cursor
+        if c.shape is not None or c.visible:
+            self.apply(SetCursor(c.shape, c.x, c.y, c.visible))  # recorded (clients get the same state again)
+
+    def _on_end_recording(self, msg: EndRecording) -> int:
+        recorder, self.observer = self.observer, None
+        if recorder is None:
+            return 0
+        recorder.close()
+        return recorder.count
 
     # --- clients -------------------------------------------------------------------------------
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.image_settings)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:
-            self.cursor_clients[info.cc_id] = CursorChannelClient(info, self)
+            self.cursor_clients[info.cc_id] = CursorChannelClient(info, self.cursor)
         self.flush_clients()
 
-    def _client(self, cc_id: int) -> Any:
+    def _client(self, cc_id: int) -> DisplayChannelClient | CursorChannelClient | None:
         return self.dccs.get(cc_id) or self.cursor_clients.get(cc_id)
 
     def _on_client_data(self, msg: ClientData) -> None:
@@ -223,80 +422,54 @@ class DisplayWorker:
             self.retired_images.update(dcc.encoder.stats)
         self.cursor_clients.pop(cc_id, None)
 
-    def metrics(self, display_id: int) -> DisplayMetrics:
-        """This display's counters for :meth:`SpiceServer.metrics` (worker thread); images are
-        counted over every display client so far, gone ones included."""
-        images = Counter(self.retired_images)
-        for dcc in self.dccs.values():
-            images.update(dcc.encoder.stats)
-        return DisplayMetrics(
-            display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
-            sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
-        )  # fmt: skip
-
     def flush_clients(self) -> None:
-        for table in (self.dccs, self.cursor_clients):
-            for cc_id, cc in list(table.items()):
-                data = cc.produce()
-                if data:
-                    self.ep.post(ClientOutput(cc_id, data))
+        clients: list[DisplayChannelClient | CursorChannelClient] = [*self.dccs.values(), *self.cursor_clients.values()]
+        for cc in clients:
+            data = cc.produce()
+            if data:
+                self.ep.post(ClientOutput(cc.cc_id, data))
 
-    # --- surfaces ------------------------------------------------------------------------------
+    # --- the display sink (worker thread) --------------------------------------------------------
 
-    def create_surface(
-        self,
-        surface_id: int,
-        width: int,
-        height: int,
-        fmt: int = SurfaceFmt.FMT_32_XRGB,
-        *,
-        primary: bool = False,
-        initial: Any = None,
-        **kw: Any,
-    ) -> Surface:
-        """Create a surface (``initial`` pixels, if given, are its first picture)."""
-        if surface_id in self.surfaces:
-            self.destroy_surface(surface_id)
-        surface = Surface(surface_id, width, height, fmt, primary, **kw)
-        if initial is not None:
-            surface.canvas.pixels[:] = initial
-        self.surfaces[surface_id] = surface
-        if self.recorder is not None:
-            self.recorder.display(d.SurfaceCreate(surface_id=surface_id, width=width, height=height, format=fmt, flags=int(primary)))
+    def apply(self, op: DisplayOp) -> None:
+        """Apply one display operation (worker thread), then tell the observer if it took effect."""
+        if self._ops[type(op)](op) is not False and self.observer is not None:
+            self.observer.observe(op)
+
+    def _create_surface(self, op: CreateSurface) -> None:
+        if op.surface_id in self.surfaces:
+            self.apply(DestroySurface(op.surface_id))
+        surface = Surface(
+            op.surface_id, op.width, op.height, op.format, op.primary,
+            guest_view=op.guest_view, guest_stride=op.guest_stride, create_cmd=op.create_cmd,
+        )  # fmt: skip
+        if op.initial is not None:
+            surface.canvas.pixels[:] = op.initial
+        self.surfaces[op.surface_id] = surface
         for dcc in self.dccs.values():
-            dcc.push_surface_create(surface, with_picture=initial is not None)
-        if primary:
-            self.ep.post(DisplayInfo(width, height))
-            self.set_default_monitors(width, height)
-        for cb in self.on_surface_change:
-            cb(surface)
-        return surface
+            dcc.push_surface_create(surface, with_picture=op.initial is not None)
+        if op.primary:
+            self.ep.post(DisplayInfo(op.width, op.height))
+            self._set_default_monitors(op.width, op.height)
 
-    def destroy_surface(self, surface_id: int) -> None:
-        surface = self.surfaces.pop(surface_id, None)
+    def _destroy_surface(self, op: DestroySurface) -> bool:
+        surface = self.surfaces.pop(op.surface_id, None)
         if surface is None:
-            return
-        if self.recorder is not None:
-            self.recorder.display(d.SurfaceDestroy(surface_id=surface_id))
+            return False
         surface.tree.clear()
         for dcc in self.dccs.values():
-            dcc.push_surface_destroy(surface_id)
+            dcc.push_surface_destroy(op.surface_id)
+        return True
 
-    def destroy_all_surfaces(self) -> None:
-        for sid in sorted(self.surfaces, reverse=True):
-            self.destroy_surface(sid)
-
-    def set_default_monitors(self, width: int, height: int) -> None:
+    def _set_default_monitors(self, width: int, height: int) -> None:
         self.heads = d.MonitorsConfig(
             max_allowed=1, heads=(d.Head(monitor_id=0, surface_id=0, width=width, height=height, x=0, y=0, flags=0),)
         )
         for dcc in self.dccs.values():
             dcc.push_monitors_config()
 
-    def set_monitors(self, heads: d.MonitorsConfig) -> None:
-        self.heads = heads
-        if self.recorder is not None:
-            self.recorder.display(heads)
+    def _set_monitors(self, op: SetMonitors) -> None:
+        self.heads = op.heads
         for dcc in self.dccs.values():
             dcc.push_monitors_config()
 
@@ -307,22 +480,19 @@ class DisplayWorker:
         for dcc in self.dccs.values():
             dcc.push_message(msg)
 
-    # --- drawing -------------------------------------------------------------------------------
-
     def resolver_surface(self, surface_id: int) -> Canvas:
         surface = self.surfaces.get(surface_id)
         if surface is None:
             raise KeyError(surface_id)
         return surface.canvas
 
-    def add_drawable(self, drawable: Drawable) -> None:
+    def _draw(self, op: Draw) -> None:
         """Render, enter into the tree (pruning hidden draws from pipes) and queue for clients."""
+        drawable = op.drawable
         surface = self.surfaces.get(drawable.surface_id)
         if surface is None:
             raise ValueError(f"draw on missing surface {drawable.surface_id}")
         self.render(surface, drawable)
-        if self.recorder is not None:
-            self.recorder.display(drawable.message())
         hidden = surface.tree.add(drawable)
         self.stats["drawables"] += 1
         for dcc in self.dccs.values():
@@ -339,112 +509,29 @@ class DisplayWorker:
         else:
             render_op(surface.canvas, drawable.base, drawable.op, self.resolver)
 
-    # --- cursor --------------------------------------------------------------------------------
-
-    def start_recording(self, recorder: Recorder) -> None:
-        """Record from now on, starting with the present state: each surface and its picture (as a
-        raw DRAW_COPY), the monitors layout and the cursor -- so a replay starts from this picture."""
-        self.stop_recording()
-        for surface in self.surfaces.values():
-            recorder.display(d.SurfaceCreate(surface_id=surface.id, width=surface.width, height=surface.height, format=surface.format, flags=int(surface.primary)))
-            image = picture_image(surface.canvas.pixels, surface.canvas.pixfmt)
-            box = Rect(top=0, left=0, bottom=surface.height, right=surface.width)
-            op = d.Copy(src_bitmap=image, src_area=box, rop_descriptor=8, scale_mode=1, mask=d.QMask())
-            recorder.display(d.DrawCopy(base=d.DisplayBase(surface_id=surface.id, box=box, clip=d.Clip()), data=op))
-        if self.heads is not None:
-            recorder.display(self.heads)
-        self.recorder = recorder
-        c = self.cursor
-        if c.shape is not None or c.visible:
-            self.cursor_set(c.shape, c.x, c.y, c.visible)  # records it (clients get the same state again)
-
-    def stop_recording(self) -> int:
-        """Stop recording (the file is flushed and closed); returns how many records it holds."""
-        recorder, self.recorder = self.recorder, None
-        if recorder is None:
-            return 0
-        recorder.close()
-        return recorder.count
-
-    def _record_cursor(self, msg: Message) -> None:
-        if self.recorder is not None:
-            self.recorder.cursor(msg)
-
-    def cursor_set(self, shape: CursorShape | None, x: int, y: int, visible: bool) -> None:
-        self.cursor.shape, self.cursor.x, self.cursor.y, self.cursor.visible = shape, x, y, visible
-        if self.recorder is not None:
-            if shape is None:
-                cur = cm.Cursor(flags=CursorFlags.NONE)
-            else:
-                header = cm.CursorHeader(unique=shape.unique, type=shape.type, width=shape.width, height=shape.height, hot_spot_x=shape.hot_x, hot_spot_y=shape.hot_y)
-                cur = cm.Cursor(flags=0, header=header, data=shape.data)
-            self._record_cursor(cm.CursorSet(position=Point16(x=x, y=y), visible=int(visible), cursor=cur))
+    def _set_cursor(self, op: SetCursor) -> None:
+        self.cursor.shape, self.cursor.x, self.cursor.y, self.cursor.visible = op.shape, op.x, op.y, op.visible
         for cc in self.cursor_clients.values():
             cc.push_set(self.cursor)
 
-    def cursor_reset(self) -> None:
+    def _reset_cursor(self, op: ResetCursor) -> None:
         self.cursor = CursorState()
         for cc in self.cursor_clients.values():
             cc.push_reset()
 
-    def cursor_move(self, x: int, y: int) -> None:
-        self._record_cursor(cm.CursorMove(position=Point16(x=x, y=y)))
-        self.cursor.x, self.cursor.y = x, y
+    def _move_cursor(self, op: MoveCursor) -> None:
+        self.cursor.x, self.cursor.y = op.x, op.y
         self.cursor.visible = True
         if not self.client_mouse_mode:
             for cc in self.cursor_clients.values():
                 cc.push_move(self.cursor)
 
-    def cursor_hide(self) -> None:
-        self._record_cursor(cm.CursorHide())
+    def _hide_cursor(self, op: HideCursor) -> None:
         self.cursor.visible = False
         for cc in self.cursor_clients.values():
             cc.push_hide()
 
-    def cursor_trail(self, length: int, frequency: int) -> None:
-        self._record_cursor(cm.CursorTrail(length=length, frequency=frequency))
-        self.cursor.trail_length, self.cursor.trail_frequency = length, frequency
+    def _set_cursor_trail(self, op: SetCursorTrail) -> None:
+        self.cursor.trail_length, self.cursor.trail_frequency = op.length, op.frequency
         for cc in self.cursor_clients.values():
             cc.push_trail(self.cursor)
-
-    # --- loop-facing API (TEMPORARY shims over call; replaced by typed messages) ---------------
-
-    def snapshot(self, surface_id: int = 0) -> Any:
-        return self.call(lambda w: w.surfaces[surface_id].canvas.pixels.copy())
-
-    def screendump(self, path: Any, surface_id: int = 0) -> None:
-        self.call(lambda w: w.surfaces[surface_id].canvas.to_png(path))
-
-    def begin_recording(self, recorder: Recorder) -> None:
-        self.call(lambda w: w.start_recording(recorder))
-
-    def end_recording(self) -> int:
-        n: int = self.call(lambda w: w.stop_recording())
-        return n
-
-    def set_client_mouse_mode(self, client: bool) -> None:
-        self.call(lambda w: setattr(w, "client_mouse_mode", client), wait=False)
-
-    def wait_idle(self, timeout: float = 5.0) -> None:
-        def drain(w: DisplayWorker) -> None:
-            if w.source is not None:
-                while w.source.process(w, 10_000):
-                    pass
-
-        self.call(drain, timeout=timeout)
-
-    def display_stats(self) -> dict[str, Any]:
-        def collect(w: DisplayWorker) -> dict[str, Any]:
-            return {
-                **w.stats,
-                "surfaces": sorted(w.surfaces),
-                "monitors": w.heads,
-                "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in w.dccs.values()],
-            }
-
-        out: dict[str, Any] = self.call(collect)
-        return out
-
-    def collect_metrics(self, display_id: int) -> DisplayMetrics:
-        out: DisplayMetrics = self.call(lambda w: w.metrics(display_id))
-        return out
