@@ -2,17 +2,17 @@
 
 The module below is what a new channel looks like (docs/architecture.md, "Adding a channel"): a
 ``LoopChannel`` with its shared state and host-facing method, a ``ChannelClient`` with a dispatch
-table. ``server.register_channel(EchoPort, ...)`` is the one line; the test client links to it.
+table of bound handlers. ``server.register_channel(EchoPort, ...)`` is the one line; the test client links to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
 
 from spiceserver.channels.base import ChannelClient, Link, LoopChannel, ServerContext
 from spiceserver.channels.session import Session
 from spiceserver.proto.channel import ChannelConnection
+from spiceserver.proto.channel_client import StateTable
 from spiceserver.proto.enums import ChannelType
 from spiceserver.proto.messages import main as mm
 from spiceserver.proto.messages import port as pm
@@ -42,11 +42,10 @@ class EchoPort(LoopChannel):
 
 
 class EchoPortClient(ChannelClient):
-    HANDLERS: ClassVar[dict[type, str]] = {vm.ClientSpicevmcData: "_on_data"}
-
     def __init__(self, port: EchoPort, conn: ChannelConnection, link: Link, session: Session) -> None:
         super().__init__(conn, link, session)
         self.port = port
+        self.tables = {None: StateTable({vm.ClientSpicevmcData: self._on_data})}
 
     async def start(self, now: float) -> None:
         self.conn.send(pm.PortInit(name=self.port.port_name + b"\0", opened=1))

@@ -35,6 +35,7 @@ from ..config import ChannelSecurity, ServerConfig
 from ..errors import ProtocolError
 from ..events import ChannelListeners, ConnLog
 from ..proto.channel import ChannelConnection, Event
+from ..proto.channel_client import ChannelClientBase
 from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
 from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
@@ -175,20 +176,20 @@ class Channel:
         return self.ctx.sessions.get(link.mess.connection_id)
 
 
-class ChannelClient:
+class ChannelClient(ChannelClientBase):
     """One client's connection to one loop channel, above the wire.
 
-    Subclasses fill ``HANDLERS`` (message class -> method name) -- a dispatch table, not an
-    if-chain (asyncssh ``_packet_handlers``). Messages without a handler are ignored after the
-    base-channel bookkeeping :class:`~spiceserver.proto.channel.ChannelConnection` already did.
-    The transport is set before :meth:`start`; use :meth:`push` to send from outside the
-    client's own message handling (it writes at once).
+    Dispatch is :class:`~spiceserver.proto.channel_client.ChannelClientBase`'s, shared with the
+    worker-side display and cursor clients: a subclass sets ``self.tables`` (state -> message class
+    -> bound handler; one state, ``None``, unless the channel has phases). Messages without a
+    handler are ignored after the base-channel bookkeeping the connection already did. Handlers
+    may be coroutines: :meth:`handle` awaits them, in order. The transport is set before
+    :meth:`start`; use :meth:`push` to send from outside the client's own message handling (it
+    writes at once).
     """
 
-    HANDLERS: ClassVar[dict[type, str]] = {}
-
     def __init__(self, conn: ChannelConnection, link: Link, session: Session) -> None:
-        self.conn = conn
+        super().__init__(conn, ack_window=None, high_water=None)
         self.mess = link.mess
         self.secure = link.secure
         self.log = link.log
@@ -216,13 +217,13 @@ class ChannelClient:
         """Queue what the channel sends right after the link."""
 
     async def handle(self, event: Event, now: float) -> None:
-        """Act on one message or event from the client."""
-        name = self.HANDLERS.get(type(event))
-        if name is None:
-            if isinstance(event, basemsg.ClientDisconnecting):
-                self.log.info("client is disconnecting (reason %d)", event.reason)
-            return
-        await maybe_await(getattr(self, name)(event, now))
+        """Act on one message or event from the client (its handler gets ``(event, now)``)."""
+        await maybe_await(self.dispatch(event, now))
+
+    def unhandled(self, event: Event) -> None:
+        """A message without a handler: only a client's DISCONNECTING is worth a log line."""
+        if isinstance(event, basemsg.ClientDisconnecting):
+            self.log.info("client is disconnecting (reason %d)", event.reason)
 
     def next_timer(self) -> float | None:
         """When :meth:`on_timer` wants to run next (monotonic seconds), or None."""

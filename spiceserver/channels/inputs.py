@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from ..interfaces import Keyboard, Mouse, Tablet
 from ..proto.channel import ChannelConnection
+from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, InputsCap, KeyboardModifiers, MouseButton, MouseMode
 from ..proto.messages import inputs as im
 from ..proto.scancode import RELEASE, code_to_bytes, split_transitions
@@ -101,20 +102,23 @@ class InputsChannel(LoopChannel):
 class InputsChannelClient(ChannelClient):
     """One client's inputs channel."""
 
-    HANDLERS: ClassVar[dict[type, str]] = {
-        im.KeyDown: "_on_key",
-        im.KeyUp: "_on_key",
-        im.KeyScancode: "_on_scancode",
-        im.ClientKeyModifiers: "_on_modifiers",
-        im.MouseMotion: "_on_motion",
-        im.MousePosition: "_on_position",
-        im.MousePress: "_on_press",
-        im.MouseRelease: "_on_release",
-    }
-
     def __init__(self, inputs: InputsChannel, conn: ChannelConnection, link: Link, session: Session) -> None:
         super().__init__(conn, link, session)
         self.inputs = inputs
+        self.tables = {
+            None: StateTable(
+                {
+                    im.KeyDown: self._on_key,
+                    im.KeyUp: self._on_key,
+                    im.KeyScancode: self._on_scancode,
+                    im.ClientKeyModifiers: self._on_modifiers,
+                    im.MouseMotion: self._on_motion,
+                    im.MousePosition: self._on_position,
+                    im.MousePress: self._on_press,
+                    im.MouseRelease: self._on_release,
+                }
+            )
+        }
         self.motion_count = 0
         self.keys_down: set[bytes] = set()  # transitions (without release bit) still pressed
         self.modifiers_pressed = 0

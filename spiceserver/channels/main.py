@@ -18,9 +18,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..proto.channel import ChannelConnection, PongReceived
+from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, NotifyVisibility
 from ..proto.messages import main as m
 from ..proto.messages.base import Notify
@@ -216,20 +217,23 @@ class MainChannel(LoopChannel):
 class MainChannelClient(ChannelClient):
     """The main channel of one client session."""
 
-    HANDLERS: ClassVar[dict[type, str]] = {
-        m.AttachChannels: "_on_attach_channels",
-        m.MouseModeRequest: "_on_mouse_mode_request",
-        m.AgentStart: "_on_agent_start",
-        m.ClientAgentData: "_on_agent_data",
-        m.ClientAgentToken: "_on_agent_token",
-        m.ClientInfo: "_on_client_info",
-        PongReceived: "_on_pong",
-    }
-
     def __init__(self, main: MainChannel, conn: ChannelConnection, link: Link, session: Session) -> None:
         super().__init__(conn, link, session)
         self.main = main
         self.config = main.ctx.config
+        self.tables = {
+            None: StateTable(
+                {
+                    m.AttachChannels: self._on_attach_channels,
+                    m.MouseModeRequest: self._on_mouse_mode_request,
+                    m.AgentStart: self._on_agent_start,
+                    m.ClientAgentData: self._on_agent_data,
+                    m.ClientAgentToken: self._on_agent_token,
+                    m.ClientInfo: self._on_client_info,
+                    PongReceived: self._on_pong,
+                }
+            )
+        }
         self.session_id = session.id
         self.unix = link.unix
         self.net_test = NetTest()
