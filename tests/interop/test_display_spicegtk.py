@@ -167,7 +167,8 @@ async def test_jpeg_within_error_bound(tmp_path: Path) -> None:
     fb = r.server.add_framebuffer_display(512, 320)
     photo = np.tile(SyntheticDesktop._photo(256, 160), (2, 2))
     fb.update(photo)
-    chans = lambda a: np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(int)  # noqa: E731
+    def chans(a: np.ndarray) -> np.ndarray:
+        return np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(int)
 
     def error(shown: np.ndarray) -> np.ndarray:
         return np.abs(chans(shown) - chans(photo & 0xFFFFFF)) if shown.shape == photo.shape else np.full(1, 255)
