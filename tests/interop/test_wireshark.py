@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import start_server
 from tests.interop.capture import TSHARK, LoopbackCapture, loopback_capture
-from tests.interop.harness import format_events, run_gi_client
+from tests.interop.harness import controlled_client, format_events, run_gi_client, same_picture
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -48,12 +48,18 @@ async def capture_session(pcap: Path, display: str, **server_kw: object) -> Loop
                 {"op": "button_release", "button": 1, "buttons": 0},
                 {"op": "wait", "ms": 300},
             ]
-            code, events, err = await run_gi_client(
+            async with controlled_client(
                 "--port", str(port), "--expect-channels", "4", "--wait-display", "--wait-mouse-mode", "client",
-                "--actions", json.dumps(actions), "--linger-ms", "800", timeout=30,
-            )
-            assert code == 0, format_events(events, err)
-            await asyncio.to_thread(later)
+                "--actions", json.dumps(actions), timeout=60,
+            ) as client:  # fmt: skip
+                await client.expect("actions-done")
+                # more drawing while the client watches: the dissector sees those messages too
+                await asyncio.to_thread(later)
+                await asyncio.to_thread(r.server.wait_idle)
+                want = r.server.display_snapshot()
+                shown = await client.wait_picture(same_picture(want))
+                assert shown is not None and same_picture(want)(shown), format_events(client.events, client.stderr)
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await r.server.close()
     return cap
