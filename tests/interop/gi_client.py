@@ -39,7 +39,8 @@ Events (all objects have an ``"event"`` key; ``t`` is seconds since start)
 ``ready``            all wait conditions met (see below)
 ``action``           one entry of ``--actions`` performed (``index``, ``op`` ...)
 ``actions-done``     every action performed and the inputs channel flushed
-``screenshot``       ``--screenshot`` written (PPM) with ``width``/``height``
+``screenshot``       ``--screenshot`` (or a ``screenshot PATH`` command) written (PPM) with
+                     ``path``/``width``/``height``, or ``error`` when there is no picture yet
 ``done``             ``reason``, ``exit_code``, ``open_channels``, ``invalidates``
 
 Exit codes / done reasons
@@ -74,6 +75,11 @@ Run sequence
    ``actions-done`` is printed, we linger ``--linger-ms`` and call
    ``spice_session_disconnect``; ``done`` follows once spice-gtk reports the session
    disconnected (or after 2 s).
+4. With ``--control`` the client reads commands on stdin, one a line, and does not
+   linger on a timer: it stays connected until ``finish`` (or stdin closes), so a test
+   ends the session when what it waits for has happened, not after a guessed delay:
+   ``screenshot PATH`` writes display 0's primary surface now (a ``screenshot`` event
+   follows); ``finish`` writes ``--screenshot`` if given and disconnects (reason ``ok``).
 
 spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
 -----------------------------------------------------------------------------
@@ -243,6 +249,12 @@ def parse_args(argv):
     p.add_argument("--tolerate-channel-errors", action="store_true")
     p.add_argument("--max-invalidates", type=int, default=50)
     p.add_argument("--screenshot", help="write display 0 primary surface as PPM before disconnecting")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="read commands on stdin ('screenshot PATH', 'finish'); stay connected until 'finish' "
+        "instead of lingering --linger-ms",
+    )
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
     args = p.parse_args(argv)
     try:
@@ -286,6 +298,7 @@ class Client:
         self.deadline_id = 0
         self.final_id = 0
         self.extras_started = False
+        self.control_buf = b""
 
     # ------------------------------------------------------------------ output
     def emit(self, event, **fields):
@@ -352,6 +365,8 @@ class Client:
         self.deadline_id = GLib.timeout_add(int(self.args.timeout * 1000), self.on_deadline)
         for signum in (signal.SIGINT, signal.SIGTERM):
             GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self.on_signal)
+        if self.args.control:
+            GLib.unix_fd_add_full(GLib.PRIORITY_DEFAULT, 0, GLib.IOCondition.IN | GLib.IOCondition.HUP, self.on_control)
         if not self.session.connect():
             self.finish("error-connect", detail="spice_session_connect failed")
         self.loop.run()
@@ -736,7 +751,34 @@ class Client:
         if self.finished:
             return
         self.emit("actions-done", count=len(self.args.action_list))
-        GLib.timeout_add(max(self.args.linger_ms, 0), self.on_linger_done)
+        if not self.args.control:  # with --control, "finish" ends the session
+            GLib.timeout_add(max(self.args.linger_ms, 0), self.on_linger_done)
+
+    # ---------------------------------------------------------------- control
+    def on_control(self, fd, condition):
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        self.control_buf += data
+        while b"\n" in self.control_buf:
+            line, self.control_buf = self.control_buf.split(b"\n", 1)
+            self.control(line.decode("utf-8", "replace").strip())
+        if not data:  # stdin closed: as "finish"
+            self.control("finish")
+            return False
+        return True
+
+    def control(self, line):
+        cmd, _, arg = line.partition(" ")
+        if not cmd or self.finished:
+            return
+        if cmd == "screenshot" and arg:
+            self.write_screenshot(arg)
+        elif cmd == "finish":
+            self.on_linger_done()
+        else:
+            self.emit("control-error", line=line, error="unknown command")
 
     def on_linger_done(self):
         if self.args.screenshot:

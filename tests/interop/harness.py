@@ -12,6 +12,12 @@ back as JSON lines.  Nothing here imports ``gi``.
 * :func:`tests.support.certs.make_test_ca` -- throwaway CA + server certificate for 127.0.0.1/localhost in
   QEMU's x509 dir layout (``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``).
 * :func:`find_events` / :func:`first_event` / :func:`format_events`.
+* :func:`read_ppm` -- a client screenshot as (h, w) uint32 0x00RRGGBB.
+
+A test that needs the client to have *shown* something starts it with ``--control`` and waits for
+the thing itself -- :meth:`GiClient.wait_picture` (screenshots until a predicate holds), an event
+(:meth:`GiClient.wait_for`) -- then ends the session with :meth:`GiClient.finish`; a ``--linger-ms``
+guess of how long the server's output takes to arrive is a race on a loaded machine.
 
 pytest-asyncio is not required: write ``asyncio.run(scenario())`` in a plain test.
 Fixtures wrapping these live in ``conftest.py``.
@@ -24,11 +30,15 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -103,6 +113,9 @@ class GiClient:
         ...                                  # poke the server while the client is linked
         code = await client.wait(timeout=10)
         assert client.events[-1]["event"] == "done"
+
+    With ``--control`` among the arguments the client stays linked until :meth:`finish` and takes
+    screenshots on demand (:meth:`screenshot`, :meth:`wait_picture`).
     """
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
@@ -110,6 +123,8 @@ class GiClient:
         self.events: list[Event] = []
         self.stderr_lines: list[str] = []
         self._changed = asyncio.Condition()
+        self._shots: Path | None = None
+        self._shot_count = 0
         self._readers = [
             asyncio.ensure_future(self._read_stdout()),
             asyncio.ensure_future(self._read_stderr()),
@@ -126,7 +141,7 @@ class GiClient:
             SYSTEM_PYTHON,
             str(GI_CLIENT),
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if "--control" in argv else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=client_env(),
@@ -202,13 +217,83 @@ class GiClient:
             self.kill()
             await self.proc.wait()
         await asyncio.gather(*self._readers, return_exceptions=True)
+        if self._shots is not None:
+            shutil.rmtree(self._shots, ignore_errors=True)
         assert self.proc.returncode is not None
         return self.proc.returncode
+
+    # ------------------------------------------------------------- --control
+
+    async def command(self, line: str) -> None:
+        """Send one ``--control`` command line (``screenshot PATH``, ``finish``)."""
+        if self.proc.stdin is None:
+            raise RuntimeError("gi_client was not started with --control")
+        if self.proc.returncode is None and not self.proc.stdin.is_closing():
+            self.proc.stdin.write(line.encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await self.proc.stdin.drain()
+
+    async def finish(self, timeout: float = 20.0) -> int:
+        """End a ``--control`` session (``--screenshot`` is written first); return the exit status."""
+        await self.command("finish")
+        return await self.wait(timeout)
+
+    async def screenshot(self, timeout: float = 10.0) -> np.ndarray | None:
+        """Display 0's primary surface now, as (h, w) uint32 0x00RRGGBB; None while there is none."""
+        if self._shots is None:
+            self._shots = Path(tempfile.mkdtemp(prefix="gi-client-shots-"))
+        self._shot_count += 1
+        path = str(self._shots / f"shot-{self._shot_count}.ppm")
+        await self.command(f"screenshot {path}")
+        ev = await self.wait_for("screenshot", timeout=timeout, path=path)
+        if "error" in ev:
+            return None
+        shown = read_ppm(Path(path))
+        os.unlink(path)
+        return shown
+
+    async def wait_picture(
+        self, done: Callable[[np.ndarray], bool], timeout: float = 20.0, interval: float = 0.05
+    ) -> np.ndarray | None:
+        """Take screenshots until ``done(picture)`` holds; return the last picture (the caller asserts
+        on it: the deadline only bounds a picture that never comes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = await self.screenshot()
+            if shown is not None and done(shown):
+                return shown
+            if time.monotonic() > deadline or self.proc.returncode is not None:
+                return shown
+            await asyncio.sleep(interval)
+
+    async def expect(self, event: str | Callable[[Event], bool], timeout: float = 20.0, **match: Any) -> Event:
+        """:meth:`wait_for`, failing as an assertion with the client's events and stderr."""
+        try:
+            return await self.wait_for(event, timeout, **match)
+        except (TimeoutError, EOFError) as exc:
+            raise AssertionError(f"gi_client: no {event!r} {match} ({exc!r})\n{format_events(self.events, self.stderr)}") from None
 
     def kill(self) -> None:
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def controlled_client(*args: str, timeout: float = 30.0, ready_timeout: float = 20.0) -> AsyncIterator[GiClient]:
+    """``gi_client.py --control`` with ``args``: yields the client once it is ``ready``, ends the
+    session with :meth:`GiClient.finish` when the body is done (kills it if the body fails).
+    ``timeout`` bounds the whole client run; after the block ``client.proc.returncode`` is its exit
+    status (0: ok) and ``client.done`` its final event."""
+    client = await GiClient.start(*args, "--control", timeout=timeout)
+    try:
+        await client.expect("ready", timeout=ready_timeout)
+        yield client
+    except BaseException:
+        client.kill()
+        await client.wait(timeout=10)
+        raise
+    await client.finish(timeout=timeout)
 
 
 async def run_gi_client(*args: str, timeout: float = 20.0) -> tuple[int, list[Event], str]:
@@ -240,6 +325,24 @@ def find_events(events: Sequence[Event], event: str, **match: Any) -> list[Event
 def first_event(events: Sequence[Event], event: str, **match: Any) -> Event | None:
     found = find_events(events, event, **match)
     return found[0] if found else None
+
+
+def read_ppm(path: Path) -> np.ndarray:
+    """A binary PPM (P6, 8 bits) as written by gi_client.py, as (h, w) uint32 0x00RRGGBB."""
+    data = path.read_bytes()
+    parts = data.split(b"\n", 3)
+    assert parts[0] == b"P6", parts[0]
+    w, h = (int(v) for v in parts[1].split())
+    assert parts[2] == b"255"
+    rgb = np.frombuffer(parts[3][: w * h * 3], dtype=np.uint8).reshape(h, w, 3).astype(np.uint32)
+    out: np.ndarray = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return out
+
+
+def same_picture(want: np.ndarray) -> Callable[[np.ndarray], bool]:
+    """A :meth:`GiClient.wait_picture` predicate: the picture equals ``want`` (masked to 0xFFFFFF)."""
+    target = want & 0xFFFFFF
+    return lambda shown: shown.shape == target.shape and bool(np.array_equal(shown, target))
 
 
 def format_events(events: Sequence[Event], stderr: str = "") -> str:

@@ -93,6 +93,10 @@ _CANVAS_INFO_JS = """(() => {
 })()"""
 
 
+#: how long Chromium may take to answer its first DevTools command, and websockify to listen (a
+#: first start builds caches; four other test runs share the CPU): only a hung process hits it
+START_DEADLINE = 60.0
+
 # Chromium log lines that say nothing about the test (no D-Bus in a container)
 _NOISE = re.compile(r"dbus/|Failed to connect to the bus|UPower")
 
@@ -316,7 +320,7 @@ async def websockify(target_port: int, log_path: Path) -> AsyncIterator[int]:
             )
         try:
             try:
-                await _wait_port(port, proc, 10.0)
+                await _wait_port(port, proc, START_DEADLINE)
             except Html5Error:
                 if proc.returncode is not None and attempt < 2:
                     continue  # lost the race for the port
@@ -721,7 +725,8 @@ async def html5_client(
                 url = html5_url(http_port, websocket_port, password, path)
             cdp = await Cdp.launch(profile, chrome_log, ("--ignore-certificate-errors",) if https else ())
             astack.push_async_callback(cdp.close)
-            target = await cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)
+            # the first reply: Chromium is up (it reads the pipe once started)
+            target = await cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=max(timeout, START_DEADLINE))
             att = await cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
             page = Html5Page(cdp, att["sessionId"], url)
             page.side_logs = [chrome_log, ws_log]

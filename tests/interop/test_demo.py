@@ -4,13 +4,15 @@ clicks, and every event shows up in the demo's output, one line each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from tests.interop.harness import format_events, run_gi_client
+from tests.interop.harness import controlled_client, format_events, run_gi_client, same_picture
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -21,16 +23,80 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_demo(*args: str) -> tuple[asyncio.subprocess.Process, int]:
-    port = free_port()
+#: how long the demo may take to listen, or to print what a test waits for (a cold machine, imports
+#: and kernel compiles competing for the CPU): generous, only a hung demo hits it
+DEMO_DEADLINE = 120.0
+
+
+async def _launch(args: list[str]) -> tuple[asyncio.subprocess.Process, bytes, bytes]:
+    """Start the demo; return it with its first stdout line, or b"" and its stderr so far when it
+    failed to bind a port (it prints the error but does not exit: it is killed here)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spiceserver", "demo", "--port", str(port), *args,
+        sys.executable, "-m", "spiceserver", "demo", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 20)
-    assert b"listening on 127.0.0.1:" in line, line
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    err = bytearray()
+
+    async def bind_error() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            err.extend(raw)
+            if b"address already in use" in raw:
+                return
+
+    first = asyncio.ensure_future(proc.stdout.readline())
+    watch = asyncio.ensure_future(bind_error())
+    await asyncio.wait({first, watch}, timeout=DEMO_DEADLINE, return_when=asyncio.FIRST_COMPLETED)
+    watch.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watch
+    if first.done() and first.result():
+        return proc, first.result(), bytes(err)
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()
+    return proc, b"", bytes(err)
+
+
+async def start_demo_ports(*args: str, tls: bool = False) -> tuple[asyncio.subprocess.Process, int, int | None]:
+    """``python -m spiceserver demo`` on a free port (and a free TLS port with ``tls``), once it is
+    listening; ports found taken by then (another process got them first) are chosen again."""
+    for _attempt in range(3):
+        port = free_port()
+        tls_port = free_port() if tls else None
+        argv = ["--port", str(port), *(["--tls-port", str(tls_port)] if tls_port else []), *args]
+        proc, line, err = await _launch(argv)
+        if b"listening on 127.0.0.1:" in line:
+            return proc, port, tls_port
+        if b"address already in use" not in err:
+            break
+    raise AssertionError(f"the demo did not start: {line!r}\n{err.decode(errors='replace')[-3000:]}")
+
+
+async def start_demo(*args: str) -> tuple[asyncio.subprocess.Process, int]:
+    proc, port, _ = await start_demo_ports(*args)
     return proc, port
+
+
+async def read_until(proc: asyncio.subprocess.Process, lines: list[str], want: Callable[[list[str]], bool]) -> None:
+    """Read the demo's output lines into ``lines`` until ``want(lines)`` holds."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    async def loop() -> None:
+        while not want(lines):
+            raw = await stdout.readline()
+            assert raw, f"the demo exited; it printed {lines}"
+            lines.append(raw.decode().rstrip("\n"))
+
+    try:
+        await asyncio.wait_for(loop(), DEMO_DEADLINE)
+    except TimeoutError:
+        raise AssertionError(f"the demo printed only {lines}") from None
 
 
 async def stop(proc: asyncio.subprocess.Process) -> str:
@@ -42,6 +108,7 @@ async def stop(proc: asyncio.subprocess.Process) -> str:
 @pytest.mark.parametrize("password", [None, "hunter2"])
 async def test_demo_prints_client_input(password: str | None) -> None:
     proc, port = await start_demo(*(["--password", password] if password else []))
+    lines: list[str] = []
     try:
         actions = [
             {"op": "key_press", "scancode": 0x1E},
@@ -61,9 +128,10 @@ async def test_demo_prints_client_input(password: str | None) -> None:
         if password:
             bad, events, err = await run_gi_client("--port", str(port), "--password", "wrong", timeout=20)
             assert bad == 10, format_events(events, err)
+        # the client sent them all; wait until the demo has printed them (the last one is the release)
+        await read_until(proc, lines, lambda seen: "tablet buttons=0x0" in seen)
     finally:
-        out = await stop(proc)
-    lines = out.splitlines()
+        lines += (await stop(proc)).splitlines()
     assert "key down 0x1e (scancode 1e)" in lines
     assert "key up 0x1e (scancode 9e)" in lines
     assert "key down 0xe048 (scancode e0 48)" in lines
@@ -89,8 +157,11 @@ async def test_demo_over_tls_with_password(tmp_path: object) -> None:
     from tests.support.certs import make_test_ca
 
     ca = make_test_ca(pathlib.Path(str(tmp_path)) / "x509")
-    tls_port = free_port()
-    proc, port = await start_demo("--tls-port", str(tls_port), "--x509-dir", str(ca.dir), "--password", "s3cret", "--tls-channel", "default")
+    proc, port, tls_port = await start_demo_ports(
+        "--x509-dir", str(ca.dir), "--password", "s3cret", "--tls-channel", "default", tls=True
+    )
+    assert tls_port is not None
+    lines: list[str] = []
     try:
         actions = [{"op": "key_press", "scancode": 0x10}, {"op": "key_release", "scancode": 0x10}, {"op": "wait", "ms": 300}]
         code, events, err = await run_gi_client(
@@ -103,9 +174,10 @@ async def test_demo_over_tls_with_password(tmp_path: object) -> None:
             "--tls-port", str(tls_port), "--ca-file", str(ca.ca_cert), "--tls-only", "--password", "nope", timeout=20
         )
         assert bad == 10, format_events(events, err)
+        await read_until(proc, lines, lambda seen: "key up 0x10 (scancode 90)" in seen)
     finally:
-        out = await stop(proc)
-    assert "key down 0x10 (scancode 10)" in out.splitlines()
+        lines += (await stop(proc)).splitlines()
+    assert "key down 0x10 (scancode 10)" in lines
 
 
 @pytest.mark.parametrize("display", ["qxl", "framebuffer"])
@@ -118,27 +190,22 @@ async def test_demo_static_scene_equals_screendump(tmp_path: object, display: st
     import numpy as np
     from PIL import Image
 
-    from tests.interop.test_display_spicegtk import assert_same, read_ppm
+    from tests.interop.test_display_spicegtk import assert_same
 
     tmp = pathlib.Path(str(tmp_path))
     dump = tmp / "dump.png"
     proc, port = await start_demo("--scene", "static", "--display", display, "--screendump", str(dump))
     try:
-        shot = tmp / "client.ppm"
-        code, events, err = await run_gi_client(
-            "--port", str(port), "--wait-display", "--linger-ms", "800", "--screenshot", str(shot), timeout=40
-        )
-        assert code == 0, format_events(events, err)
-        assert proc.stdout is not None
-        os.kill(proc.pid, signal.SIGUSR1)
-        while True:  # other status lines (e.g. "codec kernels ready") may come first
-            line = await asyncio.wait_for(proc.stdout.readline(), 20)
-            assert line, "demo exited"
-            if b"screendump written" in line:
-                break
+        async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+            os.kill(proc.pid, signal.SIGUSR1)  # the scene is static: the dump is what the client must show
+            # other status lines (e.g. "codec kernels ready") may come first
+            await read_until(proc, [], lambda seen: bool(seen) and "screendump written" in seen[-1])
+            rgb = np.asarray(Image.open(dump).convert("RGB"), dtype=np.uint32)
+            server = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+            shown = await client.wait_picture(same_picture(server))
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await stop(proc)
-    rgb = np.asarray(Image.open(dump).convert("RGB"), dtype=np.uint32)
-    server = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     assert server.shape == (768, 1024)
-    assert_same(read_ppm(shot), server)
+    assert shown is not None
+    assert_same(shown, server)

@@ -1,8 +1,9 @@
 """spice-gtk shows exactly what the server drew: framebuffer path, pixel for pixel.
 
-The client (gi_client.py, SpiceClientGLib) writes its display-0 primary surface as PPM before it
-disconnects; the test compares it with the server's canvas and with the frame the host gave.
-spicy-screenshot (spice-client-gtk) is checked the same way.
+The client (gi_client.py, SpiceClientGLib) writes its display-0 primary surface as PPM when asked;
+the test asks until the picture is the one it waits for (or a deadline passes) and compares it with
+the server's canvas and with the frame the host gave. spicy-screenshot (spice-client-gtk) is checked
+the same way.
 """
 
 from __future__ import annotations
@@ -17,19 +18,11 @@ import pytest
 from spiceserver.desktop import SyntheticDesktop
 from spiceserver.worker.cursor_client import CursorShape
 from tests.conftest import start_server
-from tests.interop.harness import GiClient, first_event, format_events, run_gi_client
+from tests.interop.harness import controlled_client, format_events, read_ppm, same_picture
+
+__all__ = ["assert_same", "read_ppm"]  # shared with test_qxl_spicegtk and test_demo
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
-
-
-def read_ppm(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    parts = data.split(b"\n", 3)
-    assert parts[0] == b"P6", parts[0]
-    w, h = (int(v) for v in parts[1].split())
-    assert parts[2] == b"255"
-    rgb = np.frombuffer(parts[3][: w * h * 3], dtype=np.uint8).reshape(h, w, 3).astype(np.uint32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
 def assert_same(shown: np.ndarray, want: np.ndarray) -> None:
@@ -45,14 +38,12 @@ async def test_static_desktop_pixel_for_pixel(tmp_path: Path) -> None:
     frame = desktop.frame(0.0)
     fb.update(frame)
     try:
-        shot = tmp_path / "client.ppm"
-        code, events, err = await run_gi_client(
-            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot), timeout=30
-        )
-        assert code == 0, format_events(events, err)
-        assert first_event(events, "screenshot") is not None, format_events(events, err)
-        assert_same(read_ppm(shot), fb.snapshot())
-        assert_same(read_ppm(shot), frame)
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display") as client:
+            shown = await client.wait_picture(same_picture(frame))
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert shown is not None, format_events(client.events, client.stderr)
+        assert_same(shown, fb.snapshot())
+        assert_same(shown, frame)
     finally:
         await r.server.close()
 
@@ -63,34 +54,29 @@ async def test_updates_cache_hits_and_resize(tmp_path: Path) -> None:
     fb = r.server.add_framebuffer_display(640, 480)
     fb.update(desktop.frame(0.0))
     try:
-        shot = tmp_path / "client.ppm"
-        client = await GiClient.start(
-            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "2500", "--screenshot", str(shot), timeout=40
-        )
-        await client.wait_for("ready", timeout=20)
-        # animation frames, then back to earlier content (pixmap cache hits), then the final frame
-        for t in (0.5, 1.0, 1.5, 0.5, 1.0, 2.0):
-            fb.update(desktop.frame(t))
-            await asyncio.sleep(0.1)
-        final = desktop.frame(2.0)
-        await asyncio.sleep(0.5)
-        stats = [c["images"] for c in r.server.display_stats()["clients"]]
-        assert len(stats) == 1 and stats[0]["from_cache"] > 0, stats
-        assert stats[0]["glz"] + stats[0]["quic"] > 0, stats  # auto_glz, the default
-        code = await client.wait(timeout=40)
-        assert code == 0, format_events(client.events, client.stderr)
-        assert_same(read_ppm(shot), final)
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
+            # animation frames, then back to earlier content (pixmap cache hits), then the final frame;
+            # each one shown by the client before the next (so none is merged into the next)
+            for t in (0.5, 1.0, 1.5, 0.5, 1.0, 2.0):
+                frame = desktop.frame(t)
+                fb.update(frame)
+                shown = await client.wait_picture(same_picture(frame))
+                assert shown is not None, format_events(client.events, client.stderr)
+                assert_same(shown, frame)
+            stats = [c["images"] for c in r.server.display_stats()["clients"]]
+            assert len(stats) == 1 and stats[0]["from_cache"] > 0, stats
+            assert stats[0]["glz"] + stats[0]["quic"] > 0, stats  # auto_glz, the default
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
         # a resolution change: the client follows the new primary surface
         fb.resize(800, 600)
         big = SyntheticDesktop(800, 600).frame(0.0)
         fb.update(big)
-        shot2 = tmp_path / "client2.ppm"
-        code, events, err = await run_gi_client(
-            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot2), timeout=30
-        )
-        assert code == 0, format_events(events, err)
-        assert_same(read_ppm(shot2), big)
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display") as client:
+            shown = await client.wait_picture(same_picture(big))
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert shown is not None
+        assert_same(shown, big)
     finally:
         await r.server.close()
 
@@ -104,22 +90,16 @@ async def test_cursor_shape_and_position() -> None:
     px = np.array([[0xFF102030 + i * 0x010101 for i in range(4 * r_, 4 * r_ + 4)] for r_ in range(3)], dtype=np.uint32)
     fb.set_cursor(CursorShape(unique=42, type=0, width=4, height=3, hot_x=1, hot_y=2, data=px.tobytes()), 100, 50)
     try:
-        client = await GiClient.start(
-            "--port", str(r.server.port_of()), "--expect-channels", "4", "--wait-display", "--linger-ms", "800", timeout=30
-        )
-        await client.wait_for("ready", timeout=20)
-        fb.move_cursor(120, 70)
-        code = await client.wait(timeout=30)
-        assert code == 0, format_events(client.events, client.stderr)
-        cset = first_event(client.events, "cursor-set")
-        assert cset is not None, format_events(client.events, client.stderr)
+        async with controlled_client("--port", str(r.server.port_of()), "--expect-channels", "4", "--wait-display") as client:
+            cset = await client.expect("cursor-set")
+            fb.move_cursor(120, 70)
+            await client.expect("cursor-move", x=120, y=70)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
         assert (cset["width"], cset["height"], cset["hot_x"], cset["hot_y"]) == (4, 3, 1, 2)
         rgba = bytes.fromhex(cset["rgba"])
         argb = px.reshape(-1)
         want = b"".join(bytes([(v >> 16) & 255, (v >> 8) & 255, v & 255, v >> 24]) for v in argb.tolist())
         assert rgba == want
-        moves = [(e["x"], e["y"]) for e in client.events if e.get("event") == "cursor-move"]
-        assert (120, 70) in moves, format_events(client.events, client.stderr)
     finally:
         await r.server.close()
 
@@ -166,18 +146,14 @@ async def test_each_image_compression_pixel_for_pixel(tmp_path: Path, mode: str)
     desktop = SyntheticDesktop(640, 480)
     fb.update(desktop.frame(0.0))
     try:
-        shot = tmp_path / "client.ppm"
-        client = await GiClient.start(
-            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "1500", "--screenshot", str(shot), timeout=40
-        )
-        await client.wait_for("ready", timeout=20)
-        for t in (0.7, 1.4):  # animation frames: text, the photo window and a sliding window
-            fb.update(desktop.frame(t))
-        await asyncio.sleep(0.4)
-        stats = r.server.display_stats()["clients"][0]["images"]
-        code = await client.wait(timeout=40)
-        assert code == 0, format_events(client.events, client.stderr)
-        assert_same(read_ppm(shot), desktop.frame(1.4))
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=40) as client:
+            for t in (0.7, 1.4):  # animation frames: text, the photo window and a sliding window
+                fb.update(desktop.frame(t))
+            shown = await client.wait_picture(same_picture(desktop.frame(1.4)))
+            stats = r.server.display_stats()["clients"][0]["images"]  # all sent: the client shows it
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert shown is not None, format_events(client.events, client.stderr)
+        assert_same(shown, desktop.frame(1.4))
         used = {k for k in ("bitmap", "quic", "lz", "glz", "lz4", "zlib_glz", "jpeg") if stats[k]}
         assert used - {"bitmap"} <= MODES[mode] and (used & MODES[mode]), (mode, stats)
     finally:
@@ -191,15 +167,19 @@ async def test_jpeg_within_error_bound(tmp_path: Path) -> None:
     fb = r.server.add_framebuffer_display(512, 320)
     photo = np.tile(SyntheticDesktop._photo(256, 160), (2, 2))
     fb.update(photo)
+    def chans(a: np.ndarray) -> np.ndarray:
+        return np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(int)
+
+    def error(shown: np.ndarray) -> np.ndarray:
+        return np.abs(chans(shown) - chans(photo & 0xFFFFFF)) if shown.shape == photo.shape else np.full(1, 255)
+
     try:
-        shot = tmp_path / "client.ppm"
-        code, events, err = await run_gi_client(
-            "--port", str(r.server.port_of()), "--wait-display", "--linger-ms", "500", "--screenshot", str(shot), timeout=30
-        )
-        assert code == 0, format_events(events, err)
-        shown = read_ppm(shot)
-        chans = lambda a: np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(int)  # noqa: E731
-        err_px = np.abs(chans(shown) - chans(photo & 0xFFFFFF))
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display") as client:
+            # the whole photo shown: within the bound (a part not drawn yet is far outside it)
+            shown = await client.wait_picture(lambda p: bool(error(p).mean() < 3 and error(p).max() <= 96))
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert shown is not None, format_events(client.events, client.stderr)
+        err_px = error(shown)
         assert err_px.mean() < 3 and err_px.max() <= 96, (err_px.mean(), err_px.max())
         assert not np.array_equal(shown, photo & 0xFFFFFF)  # it really was lossy
     finally:

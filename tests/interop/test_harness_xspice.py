@@ -79,11 +79,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+class XspiceExited(RuntimeError):
+    """Xspice stopped before listening (e.g. another X server took the display or a port first)."""
+
+
+#: how long Xspice may take to listen (a cold start loads Xorg's modules): only a hung one hits it
+XSPICE_DEADLINE = 60.0
+
+
 def _wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Xspice exited early ({proc.returncode}):\n{_tail(log)}")
+            raise XspiceExited(f"Xspice exited early ({proc.returncode}):\n{_tail(log)}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -135,24 +143,36 @@ def xspice(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterato
     conf = work / "xorg.conf"
     conf.write_text(XORG_CONF)
     log = work / "xorg.log"
-    port, tls_port, display = _free_port(), _free_port(), _free_display()
-    argv = [
-        XSPICE,
-        "--config", str(conf),
-        "--port", str(port),
-        "--tls-port", str(tls_port),
-        "--x509-dir", str(test_ca.dir),
-        "--password", PASSWORD,
-        "-logfile", str(log),
-        f":{display}",
-    ]  # fmt: skip
-    out = open(work / "xspice.out", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    for attempt in range(3):  # display and ports are free when chosen, not necessarily when Xspice binds
+        port, tls_port, display = _free_port(), _free_port(), _free_display()
+        argv = [
+            XSPICE,
+            "--config", str(conf),
+            "--port", str(port),
+            "--tls-port", str(tls_port),
+            "--x509-dir", str(test_ca.dir),
+            "--password", PASSWORD,
+            "-logfile", str(log),
+            f":{display}",
+        ]  # fmt: skip
+        out = open(work / "xspice.out", "wb")  # noqa: SIM115 - closed in finally
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            _wait_port(proc, port, XSPICE_DEADLINE, log)
+            _wait_port(proc, tls_port, XSPICE_DEADLINE, log)
+            break
+        except XspiceExited:
+            _stop_xspice(proc, display)
+            out.close()
+            if attempt == 2:
+                raise
+        except BaseException:
+            _stop_xspice(proc, display)
+            out.close()
+            raise
     try:
-        _wait_port(proc, port, 10.0, log)
-        _wait_port(proc, tls_port, 5.0, log)
         yield XspiceServer(port=port, tls_port=tls_port, password=PASSWORD, ca=test_ca, log=log)
     finally:
         _stop_xspice(proc, display)

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import start_server
-from tests.interop.harness import format_events, run_gi_client
+from tests.interop.capture import TSHARK, LoopbackCapture, loopback_capture
+from tests.interop.harness import controlled_client, format_events, run_gi_client, same_picture
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
-TSHARK = shutil.which("tshark")
 
-
-async def capture_session(pcap: Path, display: str, **server_kw: object) -> None:
+async def capture_session(pcap: Path, display: str, **server_kw: object) -> LoopbackCapture:
     r = await start_server(**server_kw)
     from spiceserver.desktop import SyntheticDesktop
     from spiceserver.synthetic_guest import SyntheticGuest
@@ -39,55 +37,51 @@ async def capture_session(pcap: Path, display: str, **server_kw: object) -> None
                 getattr(guest, name)()
 
     port = r.server.port_of()
-    cap = await asyncio.create_subprocess_exec(
-        TSHARK or "tshark", "-i", "lo", "-f", f"tcp port {port}", "-w", str(pcap),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        assert cap.stderr is not None
-        while True:  # tshark says "Capturing on 'Loopback: lo'" once it is listening
-            line = await asyncio.wait_for(cap.stderr.readline(), 20)
-            if not line or b"Capturing on" in line:
-                break
-        actions = [
-            {"op": "key_press_and_release", "scancode": 0x1E},
-            {"op": "key_press", "scancode": 0x148},
-            {"op": "key_release", "scancode": 0x148},
-            {"op": "position", "x": 5, "y": 6, "display": 0, "buttons": 0},
-            {"op": "button_press", "button": 1, "buttons": 1},
-            {"op": "button_release", "button": 1, "buttons": 0},
-            {"op": "wait", "ms": 300},
-        ]
-        code, events, err = await run_gi_client(
-            "--port", str(port), "--expect-channels", "4", "--wait-display", "--wait-mouse-mode", "client",
-            "--actions", json.dumps(actions), "--linger-ms", "800", timeout=30,
-        )
-        assert code == 0, format_events(events, err)
-        await asyncio.to_thread(later)
-        await asyncio.sleep(0.5)
+        async with loopback_capture(pcap, port) as cap:
+            actions = [
+                {"op": "key_press_and_release", "scancode": 0x1E},
+                {"op": "key_press", "scancode": 0x148},
+                {"op": "key_release", "scancode": 0x148},
+                {"op": "position", "x": 5, "y": 6, "display": 0, "buttons": 0},
+                {"op": "button_press", "button": 1, "buttons": 1},
+                {"op": "button_release", "button": 1, "buttons": 0},
+                {"op": "wait", "ms": 300},
+            ]
+            async with controlled_client(
+                "--port", str(port), "--expect-channels", "4", "--wait-display", "--wait-mouse-mode", "client",
+                "--actions", json.dumps(actions), timeout=60,
+            ) as client:  # fmt: skip
+                await client.expect("actions-done")
+                # more drawing while the client watches: the dissector sees those messages too
+                await asyncio.to_thread(later)
+                await asyncio.to_thread(r.server.wait_idle)
+                want = r.server.display_snapshot()
+                shown = await client.wait_picture(same_picture(want))
+                assert shown is not None and same_picture(want)(shown), format_events(client.events, client.stderr)
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
-        cap.terminate()
-        await cap.wait()
         await r.server.close()
+    return cap
 
 
 @pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
 @pytest.mark.parametrize("display", ["framebuffer", "qxl"])
 async def test_capture_has_no_malformed_spice_message(tmp_path: Path, display: str) -> None:
     pcap = tmp_path / "session.pcap"
-    await capture_session(pcap, display, net_test=True)
+    cap = await capture_session(pcap, display, net_test=True)
     fields = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-Y", "spice", "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info"],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert fields.count("\n") >= 10, fields
+    assert fields.count("\n") >= 10, (cap.report(), fields)
     for needle in ("Client link message", "Server link message", "Client ticket", "Server INIT", "KEY_SCANCODE", "SURFACE_CREATE", "DRAW_COPY", "MARK"):
-        assert needle in fields, (needle, fields[:3000])
+        assert needle in fields, (needle, cap.report(), fields[:3000])
     malformed = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-Y", "_ws.malformed || _ws.expert.severity >= error"],
         capture_output=True, text=True, check=True,
     ).stdout
-    assert malformed.strip() == "", malformed
+    assert malformed.strip() == "", (cap.report(), malformed)
 
 
 #: the SPICE image types each --image-compression value may put on the wire (spice-gtk client);
@@ -123,31 +117,20 @@ async def test_demo_capture_shows_the_image_types_of_each_mode(tmp_path: Path, m
         if b"codec kernels ready" in line:
             break
     pcap = tmp_path / "demo.pcap"
-    cap = await asyncio.create_subprocess_exec(
-        TSHARK or "tshark", "-i", "lo", "-B", "64", "-f", f"tcp port {port}", "-w", str(pcap),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        assert cap.stderr is not None
-        while True:
-            line = await asyncio.wait_for(cap.stderr.readline(), 20)
-            if not line or b"Capturing on" in line:
-                break
-        code, events, err = await run_gi_client("--port", str(port), "--wait-display", "--linger-ms", "800", timeout=40)
-        assert code == 0, format_events(events, err)
-        await asyncio.sleep(0.5)
+        async with loopback_capture(pcap, port) as cap:
+            code, events, err = await run_gi_client("--port", str(port), "--wait-display", "--linger-ms", "800", timeout=40)
+            assert code == 0, format_events(events, err)
     finally:
-        cap.terminate()
-        await cap.wait()
         await stop(proc)
     out = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "spice.image_type", "-T", "fields", "-e", "spice.image_type"],
         capture_output=True, text=True, check=True,
     ).stdout
     types = {int(v) for line in out.split() for v in line.split(",") if v}
-    assert types, "no image in the capture"
-    assert types <= DEMO_TYPES[mode] and types - {0} if mode != "off" else types == {0}, (mode, types)
+    assert types, f"no image in the capture: {cap.report()}"
+    assert types <= DEMO_TYPES[mode] and types - {0} if mode != "off" else types == {0}, (mode, types, cap.report())
     malformed = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed"], capture_output=True, text=True, check=True
     ).stdout
-    assert malformed.strip() == "", malformed
+    assert malformed.strip() == "", (cap.report(), malformed)
