@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import io
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from spiceserver import ServerConfig, SpiceServer  # noqa: E402
 from spiceserver.synthetic_guest import SyntheticGuest  # noqa: E402
-from spiceserver.worker.record import Recorder, read_records  # noqa: E402
+from spiceserver.worker.record import read_records  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "replay"
 W, H = 640, 480
@@ -29,9 +29,8 @@ W, H = 640, 480
 async def main() -> None:
     server = SpiceServer(ServerConfig(port=0, disable_ticketing=True))
     device = server.add_qxl_device()
-    buf = io.BytesIO()
-    worker = server._workers[0]
-    worker.begin_recording(Recorder(buf))  # no surface yet: the file starts empty
+    tmp = Path(tempfile.mkdtemp()) / "session.rec"
+    server.start_recording(tmp)  # no surface yet: the file starts empty
     guest = SyntheticGuest(device, W, H)
     guest.setup()
     guest.draw_static()
@@ -39,9 +38,9 @@ async def main() -> None:
         guest.step(t)
     server.wait_idle()
     picture = server.display_snapshot()
-    worker.end_recording()
+    server.stop_recording()
     await server.close()
-    data = buf.getvalue()
+    data = tmp.read_bytes()
     records = list(read_records(data))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "static_desktop.rec.gz").write_bytes(gzip.compress(data, 9, mtime=0))
