@@ -170,17 +170,21 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         fb.update(desktop.frame(0.0))
         cw, ch, cpx = ARROW_CURSOR
         fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
-        animation: Any = _animate(fb, desktop, args.fps) if args.scene == "animated" else None
+        animation: Any = (lambda: _animate(fb, desktop, args.fps)) if args.scene == "animated" else None
     else:
         guest = SyntheticGuest(server.add_qxl_device(), width, height)
         guest.setup()
         guest.draw_static()
         stop = threading.Event()
-        animation = asyncio.to_thread(_run_guest, guest, args.fps, stop) if args.scene == "animated" else None
+        animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop)) if args.scene == "animated" else None
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
-    await server.start()
+    try:
+        await server.start()
+    except OSError:
+        await server.close()  # stops the display workers; the caller reports the error
+        raise
     for addr in server.addresses:
         _out(f"spiceserver demo listening on {addr}")
     for secure, scheme in ((False, "http"), (True, "https")):
@@ -197,7 +201,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             _out(f"codec kernels ready ({warmup.seconds() or 0.0:.1f} s)")
 
     codecs_task = loop.create_task(announce_codecs())
-    task = loop.create_task(animation) if animation is not None else None
+    task = loop.create_task(animation()) if animation is not None else None
     try:
         await server.serve_forever()
     finally:
@@ -258,4 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run(config, args))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # e.g. the port is taken
+        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -282,7 +282,7 @@ class SpiceServer:
     # --- listening ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the listeners (plain, TLS, Unix) configured."""
+        """Open the configured listeners (plain, TLS, Unix); on OSError ``close()`` releases the rest."""
         cfg = self.config
         loop = asyncio.get_running_loop()
         self._ctx.gate.bind(loop)
