@@ -4,21 +4,22 @@ Counterpart of QEMU ``ui/spice-display.c`` (``qemu_spice_create_update``: dirty 
 framebuffer become QXL drawables for spice-server). Here the host calls :meth:`FramebufferDisplay.update`
 with a frame and, optionally, the rectangles it knows changed; otherwise the library finds the dirty
 tiles itself by comparing with the previous frame (numpy, 64x64 tiles). Each dirty area becomes a
-DRAW_COPY of a bitmap on the primary surface, identified by a hash of its pixels so that content a
-client has seen before can come from its pixmap cache.
+DRAW_COPY of a bitmap on the primary surface, identified by a 64-bit hash of its pixels (xxh3) so that
+content a client has seen before can come from its pixmap cache.
 
 Thread-safe: ``update`` may be called from the host's emulation thread; the work happens on the
-display worker thread.
+display worker thread. By default ``update`` copies what it keeps; with ``copy=False`` the host
+promises never to write into that frame again and nothing is copied on the host's side.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
+import xxhash
 
 from .proto.enums import BitmapFlags, BitmapFmt, ClipType, ImageType
 from .proto.messages import display as d
@@ -31,43 +32,80 @@ if TYPE_CHECKING:
     from .worker.cursor_client import CursorShape
     from .worker.worker import DisplayWorker
 
-__all__ = ["FramebufferDisplay", "TILE", "as_bgrx"]
+__all__ = ["FramebufferDisplay", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "tile_id", "tile_runs"]
 
 TILE = 64
 
 
+Rect4 = tuple[int, int, int, int]
+
+
 def as_bgrx(frame: np.ndarray) -> np.ndarray:
-    """Accept (h, w) uint32 0x00RRGGBB or (h, w, 4) uint8 B,G,R,X; return (h, w) uint32."""
+    """Accept (h, w) uint32 0x00RRGGBB or (h, w, 4) uint8 B,G,R,X; return (h, w) uint32.
+
+    A view of ``frame`` whenever its pixels are laid out as 4 bytes each (rows may have any stride);
+    a copy only for other layouts of the uint8 form.
+    """
     if frame.dtype == np.uint32 and frame.ndim == 2:
         return frame
     if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 4:
-        return np.ascontiguousarray(frame).view("<u4")[:, :, 0]
+        if frame.strides[2] != 1 or frame.strides[1] != 4:
+            frame = np.ascontiguousarray(frame)
+        return frame.view("<u4")[:, :, 0]
     raise ValueError(f"frame must be (h, w) uint32 or (h, w, 4) uint8, not {frame.dtype} {frame.shape}")
 
 
-def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int]]:
+def changed_tiles(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> np.ndarray:
+    """(tiles high, tiles wide) bool: which ``tile`` x ``tile`` tiles differ between two same-shape frames.
+
+    One vectorised pass: pixels compared two at a time as 64-bit words where the layout allows
+    (even width and tile, pixels 4 bytes apart), then OR-reduced over each band of ``tile`` rows
+    (contiguous) and over each tile's columns.
+    """
+    h, w = new.shape
+    th, tw = -(-h // tile), -(-w // tile)
+    a, b, per = old, new, tile
+    if tile % 2 == 0 and w % 2 == 0 and old.strides[1] == 4 and new.strides[1] == 4:
+        a, b, per = old.view(np.uint64), new.view(np.uint64), tile // 2
+    diff = a != b
+    bands = np.zeros((th, tw * per), dtype=bool)
+    full = h // tile
+    if full:
+        np.logical_or.reduce(diff[: full * tile].reshape(full, tile, -1), axis=1, out=bands[:full, : diff.shape[1]])
+    if h % tile:
+        np.logical_or.reduce(diff[full * tile :], axis=0, out=bands[full, : diff.shape[1]])
+    return np.asarray(bands.reshape(th, tw, per).any(axis=2))
+
+
+def tile_runs(changed: np.ndarray, width: int, height: int, tile: int = TILE) -> list[Rect4]:
+    """Rectangles (l, t, r, b) covering the ``True`` tiles; the tiles of a row are merged into runs."""
+    rects: list[Rect4] = []
+    for ty in np.flatnonzero(changed.any(axis=1)).tolist():
+        edges = np.flatnonzero(np.diff(changed[ty].astype(np.int8), prepend=0, append=0)).tolist()
+        top, bottom = ty * tile, min((ty + 1) * tile, height)
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            rects.append((start * tile, top, min(stop * tile, width), bottom))
+    return rects
+
+
+def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[Rect4]:
     """Rectangles (l, t, r, b) covering every changed tile; tiles of a row are merged into runs."""
     h, w = new.shape
     if old is None or old.shape != new.shape:
         return [(0, 0, w, h)]
-    th, tw = -(-h // tile), -(-w // tile)
-    diff = old != new
-    pad = np.zeros((th * tile, tw * tile), dtype=bool)
-    pad[:h, :w] = diff
-    changed: np.ndarray = np.asarray(pad.reshape(th, tile, tw, tile).any(axis=(1, 3)))
-    rects = []
-    for ty in range(th):
-        row = changed[ty]
-        tx = 0
-        while tx < tw:
-            if row[tx]:
-                start = tx
-                while tx < tw and row[tx]:
-                    tx += 1
-                rects.append((start * tile, ty * tile, min(tx * tile, w), min((ty + 1) * tile, h)))
-            else:
-                tx += 1
-    return rects
+    if old.ctypes.data == new.ctypes.data and old.strides == new.strides:
+        return []  # the same memory: nothing can differ
+    return tile_runs(changed_tiles(old, new, tile), w, h, tile)
+
+
+def tile_id(data: bytes | memoryview, width: int) -> int:
+    """The 64-bit image id of a tile's pixels: xxh3 of its bytes, seeded with its width.
+
+    Same pixels, same id (so content seen before is a pixmap-cache hit); the width in the seed keeps
+    two tiles of equal bytes but different shapes apart. ``data`` is the tile's bytes, row after row
+    (``memoryview(array)`` of a C-contiguous array hashes it in place, without a copy).
+    """
+    return xxhash.xxh3_64_intdigest(data, seed=width)
 
 
 class FramebufferDisplay:
@@ -83,8 +121,17 @@ class FramebufferDisplay:
 
     # --- host side (any thread) ------------------------------------------------------------------
 
-    def update(self, frame: np.ndarray, dirty: Iterable[tuple[int, int, int, int]] | None = None) -> int:
-        """Show ``frame``; ``dirty`` rectangles are (left, top, right, bottom). Returns areas sent."""
+    def update(self, frame: np.ndarray, dirty: Iterable[Rect4] | None = None, *, copy: bool = True) -> int:
+        """Show ``frame``; ``dirty`` rectangles are (left, top, right, bottom). Returns areas sent.
+
+        Without ``dirty`` the library diffs against the previous frame, 64x64 tiles at a time; with
+        it, nothing is diffed and only those areas are sent (they must cover every change).
+
+        ``copy=False`` is the host's promise never to write into ``frame`` (or the array it views)
+        again: the server then keeps references instead of copies (the areas it has still to draw,
+        and the frame as the base of the next diff). The default ``copy=True`` lets the host paint
+        into the same buffer again as soon as ``update`` returns.
+        """
         px = as_bgrx(frame)
         if px.shape != (self.height, self.width):
             raise ValueError(f"frame is {px.shape[1]}x{px.shape[0]}, display is {self.width}x{self.height}")
@@ -97,11 +144,26 @@ class FramebufferDisplay:
                 right, bottom = min(self.width, right), min(self.height, bottom)
                 if right > left and bottom > top:
                     rects.append((left, top, right, bottom))
-        self._last = px.copy()
+        self._keep(px, rects, copy)
         if rects:
-            tiles = [(x0, y0, np.ascontiguousarray(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
+            # with copy: C-contiguous copies the worker owns; without: views of the host's frame
+            tiles = [(x0, y0, px[y0:y1, x0:x1].copy() if copy else px[y0:y1, x0:x1]) for x0, y0, x1, y1 in rects]
             self.worker.dispatcher.loop_side.post(FramebufferFrame(tiles))
         return len(rects)
+
+    #: whether ``_last`` is the display's own array (``update(copy=True)`` may write into it)
+    _owns_last = False
+
+    def _keep(self, px: np.ndarray, rects: list[Rect4], copy: bool) -> None:
+        """Keep ``px`` as the base of the next diff: the areas sent copied into the kept frame."""
+        last = self._last
+        if not copy:
+            self._last, self._owns_last = px, False
+        elif last is None or not self._owns_last or last.shape != px.shape:
+            self._last, self._owns_last = px.copy(), True
+        else:
+            for x0, y0, x1, y1 in rects:
+                last[y0:y1, x0:x1] = px[y0:y1, x0:x1]
 
     def resize(self, width: int, height: int) -> None:
         """Change the display size (a new primary surface; clients follow)."""
@@ -143,7 +205,7 @@ class FramebufferDisplay:
             if left + wd > w.surfaces[0].width or top + h > w.surfaces[0].height:
                 continue  # a frame from before a resize
             data = pixels.tobytes()
-            image_id = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+            image_id = tile_id(data, wd)
             image = d.Image(
                 descriptor=d.ImageDescriptor(id=image_id, type=ImageType.BITMAP, flags=QXL_IMAGE_CACHE, width=wd, height=h),
                 bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=wd, y=h, stride=wd * 4, palette=None, data=data),
