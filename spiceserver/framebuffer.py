@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .worker.cursor_client import CursorShape
     from .worker.worker import DisplayWorker
 
-__all__ = ["FramebufferDisplay", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "tile_id", "tile_runs"]
+__all__ = ["FramebufferDisplay", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "owned_copy", "tile_bytes", "tile_id", "tile_runs"]
 
 TILE = 64
 
@@ -78,14 +78,34 @@ def changed_tiles(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> np.ndar
 
 
 def tile_runs(changed: np.ndarray, width: int, height: int, tile: int = TILE) -> list[Rect4]:
-    """Rectangles (l, t, r, b) covering the ``True`` tiles; the tiles of a row are merged into runs."""
-    rects: list[Rect4] = []
-    for ty in np.flatnonzero(changed.any(axis=1)).tolist():
-        edges = np.flatnonzero(np.diff(changed[ty].astype(np.int8), prepend=0, append=0)).tolist()
-        top, bottom = ty * tile, min((ty + 1) * tile, height)
-        for start, stop in zip(edges[::2], edges[1::2], strict=True):
-            rects.append((start * tile, top, min(stop * tile, width), bottom))
-    return rects
+    """Disjoint rectangles (l, t, r, b) covering exactly the ``True`` tiles.
+
+    The tiles of a row are merged into runs, and a run continues the rectangle above it when that
+    one spans the same columns, so a changed block of tiles is one rectangle (one drawable).
+    """
+    th, tw = changed.shape
+    edges = np.zeros((th, tw + 1), dtype=np.int8)
+    edges[:, :tw] = changed
+    edges[:, 1:] -= changed  # +1 where a run starts, -1 just after it ends
+    ys, xs = np.nonzero(edges)
+    done: list[Rect4] = []
+    open_: dict[tuple[int, int], Rect4] = {}  # (start, stop) columns -> rectangle reaching the row above
+    grown: dict[tuple[int, int], Rect4] = {}
+    row = -1
+    for i in range(0, len(ys), 2):  # starts and stops alternate along each row
+        ty, start, stop = int(ys[i]), int(xs[i]), int(xs[i + 1])
+        if ty != row:
+            if ty != row + 1:
+                done.extend(grown.values())
+                grown = {}
+            done.extend(open_.values())
+            open_, grown, row = grown, {}, ty
+        above = open_.pop((start, stop), None)
+        top = above[1] if above else ty * tile
+        grown[(start, stop)] = (start * tile, top, min(stop * tile, width), min((ty + 1) * tile, height))
+    done.extend(open_.values())
+    done.extend(grown.values())
+    return sorted(done, key=lambda r: (r[1], r[0]))
 
 
 def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[Rect4]:
@@ -106,6 +126,19 @@ def tile_id(data: bytes | memoryview, width: int) -> int:
     (``memoryview(array)`` of a C-contiguous array hashes it in place, without a copy).
     """
     return xxhash.xxh3_64_intdigest(data, seed=width)
+
+
+def owned_copy(area: np.ndarray) -> np.ndarray:
+    """A copy of ``area`` as a read-only C-contiguous array over a ``bytes`` object (see :func:`tile_bytes`)."""
+    return np.ndarray(area.shape, np.uint32, buffer=area.tobytes())
+
+
+def tile_bytes(pixels: np.ndarray) -> bytes:
+    """The tile's pixels as bytes, row after row: the bytes under an :func:`owned_copy` as they are."""
+    base: object = pixels.base  # numpy types it as an array; an array over a buffer keeps the buffer
+    if type(base) is bytes and pixels.flags.c_contiguous and pixels.nbytes == len(base):
+        return base
+    return pixels.tobytes()
 
 
 class FramebufferDisplay:
@@ -144,26 +177,34 @@ class FramebufferDisplay:
                 right, bottom = min(self.width, right), min(self.height, bottom)
                 if right > left and bottom > top:
                     rects.append((left, top, right, bottom))
-        self._keep(px, rects, copy)
-        if rects:
-            # with copy: C-contiguous copies the worker owns; without: views of the host's frame
-            tiles = [(x0, y0, px[y0:y1, x0:x1].copy() if copy else px[y0:y1, x0:x1]) for x0, y0, x1, y1 in rects]
+        if copy:  # one copy each, as the bytes the worker's bitmap needs (C-contiguous, read-only)
+            tiles = [(x0, y0, owned_copy(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
+        else:  # views of the host's frame
+            tiles = [(x0, y0, px[y0:y1, x0:x1]) for x0, y0, x1, y1 in rects]
+        self._keep(px, tiles, copy)
+        if tiles:
             self.worker.dispatcher.loop_side.post(FramebufferFrame(tiles))
-        return len(rects)
+        return len(tiles)
 
     #: whether ``_last`` is the display's own array (``update(copy=True)`` may write into it)
     _owns_last = False
 
-    def _keep(self, px: np.ndarray, rects: list[Rect4], copy: bool) -> None:
-        """Keep ``px`` as the base of the next diff: the areas sent copied into the kept frame."""
+    def _keep(self, px: np.ndarray, tiles: list[tuple[int, int, np.ndarray]], copy: bool) -> None:
+        """Keep what the display now shows as the base of the next diff, copying as little as possible."""
         last = self._last
         if not copy:
-            self._last, self._owns_last = px, False
-        elif last is None or not self._owns_last or last.shape != px.shape:
+            self._last, self._owns_last = px, False  # the host's promise covers it
+        elif len(tiles) == 1 and tiles[0][2].shape == px.shape:
+            self._last, self._owns_last = tiles[0][2], False  # the whole frame: share the worker's copy
+        elif last is None or last.shape != px.shape:
             self._last, self._owns_last = px.copy(), True
         else:
-            for x0, y0, x1, y1 in rects:
-                last[y0:y1, x0:x1] = px[y0:y1, x0:x1]
+            if not self._owns_last:
+                last = last.copy()
+                self._last, self._owns_last = last, True
+            for x0, y0, pixels in tiles:
+                h, w = pixels.shape
+                last[y0 : y0 + h, x0 : x0 + w] = pixels
 
     def resize(self, width: int, height: int) -> None:
         """Change the display size (a new primary surface; clients follow)."""
@@ -204,7 +245,7 @@ class FramebufferDisplay:
             h, wd = pixels.shape
             if left + wd > w.surfaces[0].width or top + h > w.surfaces[0].height:
                 continue  # a frame from before a resize
-            data = pixels.tobytes()
+            data = tile_bytes(pixels)
             image_id = tile_id(data, wd)
             image = d.Image(
                 descriptor=d.ImageDescriptor(id=image_id, type=ImageType.BITMAP, flags=QXL_IMAGE_CACHE, width=wd, height=h),

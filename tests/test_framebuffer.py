@@ -13,31 +13,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spiceserver import ServerConfig, SpiceServer
-from spiceserver.framebuffer import TILE, FramebufferDisplay, as_bgrx, dirty_tiles, tile_id
+from spiceserver.framebuffer import TILE, FramebufferDisplay, as_bgrx, dirty_tiles, owned_copy, tile_bytes, tile_id
 from spiceserver.worker.messages import FramebufferFrame
 
 
-def naive_dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int]]:
-    """The reference: a whole-frame ``!=``, padded to whole tiles, any() per tile, runs per tile row."""
+def naive_changed_tiles(old: np.ndarray, new: np.ndarray, tile: int) -> np.ndarray:
+    """The reference: a whole-frame ``!=``, padded to whole tiles, any() per tile."""
     h, w = new.shape
-    if old is None or old.shape != new.shape:
-        return [(0, 0, w, h)]
     th, tw = -(-h // tile), -(-w // tile)
     pad = np.zeros((th * tile, tw * tile), dtype=bool)
     pad[:h, :w] = old != new
-    changed = np.asarray(pad.reshape(th, tile, tw, tile).any(axis=(1, 3)))
-    rects = []
-    for ty in range(th):
-        tx = 0
-        while tx < tw:
-            if changed[ty, tx]:
-                start = tx
-                while tx < tw and changed[ty, tx]:
-                    tx += 1
-                rects.append((start * tile, ty * tile, min(tx * tile, w), min((ty + 1) * tile, h)))
-            else:
-                tx += 1
-    return rects
+    return np.asarray(pad.reshape(th, tile, tw, tile).any(axis=(1, 3)))
+
+
+def tiles_covered(rects: list[tuple[int, int, int, int]], h: int, w: int, tile: int) -> np.ndarray:
+    """How many of ``rects`` cover each tile; each rect must be whole tiles (clipped at the frame's edge)."""
+    th, tw = -(-h // tile), -(-w // tile)
+    count = np.zeros((th, tw), np.int32)
+    for left, top, right, bottom in rects:
+        assert left % tile == 0 and top % tile == 0 and 0 <= left < right <= w and 0 <= top < bottom <= h
+        assert right % tile == 0 or right == w
+        assert bottom % tile == 0 or bottom == h
+        count[top // tile : -(-bottom // tile), left // tile : -(-right // tile)] += 1
+    return count
 
 
 @st.composite
@@ -79,7 +77,12 @@ def test_tile_diff_matches_the_naive_full_frame_diff(case: tuple[np.ndarray, np.
     old, new, tile, layout = case
     a, b = lay_out(old, layout), lay_out(new, layout)
     assert np.array_equal(a, old) and np.array_equal(b, new)
-    assert dirty_tiles(a, b, tile) == naive_dirty_tiles(old, new, tile)
+    rects = dirty_tiles(a, b, tile)
+    want = naive_changed_tiles(old, new, tile)
+    count = tiles_covered(rects, new.shape[0], new.shape[1], tile)
+    assert np.array_equal(count, want.astype(np.int32))  # exactly the changed tiles, each once
+    runs = sum(int(np.count_nonzero(np.diff(r.astype(np.int8), prepend=0) == 1)) for r in want)
+    assert len(rects) <= runs  # never more pieces than one per run of a tile row
     assert dirty_tiles(a, a, tile) == []
     assert dirty_tiles(None, b, tile) == [(0, 0, new.shape[1], new.shape[0])]
 
@@ -89,9 +92,11 @@ def test_tile_diff_of_a_1080p_region() -> None:
     old = rng.integers(0, 1 << 24, size=(1080, 1920), dtype=np.uint32)
     new = old.copy()
     new[360:720, 640:1280] += 1
-    rects = dirty_tiles(old, new)
-    assert rects == naive_dirty_tiles(old, new)
-    assert rects[0] == (640, 320, 1280, 384) and rects[-1] == (640, 704, 1280, 768) and len(rects) == 7
+    assert dirty_tiles(old, new) == [(640, 320, 1280, 768)]  # 10 x 7 tiles, one rectangle
+    new[0, 0] += 1
+    new[1079, 1919] += 1
+    new[1079, 64] += 1  # the last tile row is 56 pixels high
+    assert dirty_tiles(old, new) == [(0, 0, 64, 64), (640, 320, 1280, 768), (64, 1024, 128, 1080), (1856, 1024, 1920, 1080)]
 
 
 def test_tile_ids_are_64_bit_stable_and_follow_the_pixels() -> None:
@@ -159,19 +164,32 @@ def held_worker(fb: FramebufferDisplay) -> Iterator[threading.Event]:
 
 async def test_copy_true_lets_the_host_paint_into_its_buffer_at_once(fb: FramebufferDisplay, posted: list[FramebufferFrame], held_worker: threading.Event) -> None:
     buf = scene(1)
+    first = buf.copy()
+    assert fb.update(buf) == 1  # the first frame: the whole frame, one contiguous area
+    buf[20:60, 10:50] = 0xABCDEF
     want = buf.copy()
-    assert fb.update(buf) == 1  # the first frame: the whole frame, full-width (a contiguous slice)
     assert fb.update(buf, dirty=[(10, 20, 50, 60)]) == 1
     for msg in posted:
         for _, _, pixels in msg.tiles:
             assert not np.shares_memory(pixels, buf) and pixels.flags.c_contiguous and pixels.dtype == np.uint32
+    assert np.array_equal(posted[0].tiles[0][2], first)  # the kept frame shares it but never writes into it
     buf[:] = 0  # the host paints the next frame before the worker has read this one
     held_worker.set()
     wait_idle(fb)
     assert np.array_equal(fb.snapshot(), want)
-    assert fb.update(buf) == 4  # the diff is against what was shown: every tile, one run per tile row
+    assert fb.update(buf) == 1  # the diff is against what was shown: every tile, one rectangle
     wait_idle(fb)
     assert np.array_equal(fb.snapshot(), buf)
+
+
+def test_tile_bytes_of_an_owned_copy_are_not_copied_again() -> None:
+    px = scene(3)
+    for area in (px, px[10:70, 5:100], px[:, :64]):
+        tile = owned_copy(area)
+        assert np.array_equal(tile, area) and tile.flags.c_contiguous and not tile.flags.writeable
+        assert tile_bytes(tile) is tile.base and tile_bytes(tile) == area.tobytes()  # type: ignore[comparison-overlap]
+        assert tile_bytes(area) == area.tobytes()  # a view (copy=False): its bytes, row after row
+    assert tile_bytes(owned_copy(px)[:, :10]) == px[:, :10].tobytes()  # a view of a copy: not its base
 
 
 async def test_copy_false_keeps_references_and_copies_nothing(fb: FramebufferDisplay, posted: list[FramebufferFrame]) -> None:
