@@ -3,8 +3,9 @@ worker then spends on the frame (tile ids + drawables + rendering into the serve
 seconds a 25 fps host uses per 10 s of frames.
 
 Run: ``python benchmarks/framebuffer.py`` (no client), ``--client`` (the pure-Python test client linked
-and draining the display channel; its parsing then shares the process), ``--seconds N`` for the length
-of the paced 25 fps runs (default 10). docs/performance.md records the figures.
+and draining the display channel; its parsing then shares the process, and as the frames repeat
+-- 3 full frames, 16 region clips -- most reach it from its pixmap cache), ``--seconds N`` for the
+length of the paced 25 fps runs (default 10). docs/performance.md records the figures.
 
 Cases, on a real :class:`~spiceserver.SpiceServer` with one 1920x1080 framebuffer display:
 
