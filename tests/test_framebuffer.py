@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spiceserver import ServerConfig, SpiceServer
-from spiceserver.framebuffer import TILE, FramebufferDisplay, as_bgrx, dirty_tiles, owned_copy, tile_bytes, tile_id
+from spiceserver.framebuffer import (
+    TILE,
+    FramebufferDisplay,
+    as_bgrx,
+    dirty_tiles,
+    owned_copy,
+    tile_bytes,
+    tile_id,
+    tile_runs,
+)
 from spiceserver.worker.messages import FramebufferFrame
 
 
@@ -85,6 +94,18 @@ def test_tile_diff_matches_the_naive_full_frame_diff(case: tuple[np.ndarray, np.
     assert len(rects) <= runs  # never more pieces than one per run of a tile row
     assert dirty_tiles(a, a, tile) == []
     assert dirty_tiles(None, b, tile) == [(0, 0, new.shape[1], new.shape[0])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**32 - 1), st.floats(0.0, 1.0), st.sampled_from([4, 64]))
+def test_tile_runs_cover_each_changed_tile_once(th: int, tw: int, seed: int, density: float, tile: int) -> None:
+    changed = np.random.default_rng(seed).random((th, tw)) < density
+    h, w = th * tile - tile // 2, tw * tile - 1  # partial last row and column of tiles
+    rects = tile_runs(changed, w, h, tile)
+    assert np.array_equal(tiles_covered(rects, h, w, tile), changed.astype(np.int32))
+    assert rects == sorted(rects, key=lambda r: (r[1], r[0]))
+    if changed.all():
+        assert rects == [(0, 0, w, h)]
 
 
 def test_tile_diff_of_a_1080p_region() -> None:
