@@ -4,22 +4,24 @@ Counterpart of QEMU ``ui/spice-display.c`` (``qemu_spice_create_update``: dirty 
 framebuffer become QXL drawables for spice-server). Here the host calls :meth:`FramebufferDisplay.update`
 with a frame and, optionally, the rectangles it knows changed; otherwise the library finds the dirty
 tiles itself by comparing with the previous frame (numpy, 64x64 tiles). Each dirty area becomes a
-DRAW_COPY of a bitmap on the primary surface, identified by a hash of its pixels so that content a
-client has seen before can come from its pixmap cache.
+DRAW_COPY of a bitmap on the primary surface, identified by a 64-bit hash of its pixels (xxh3) so that
+content a client has seen before can come from its pixmap cache.
 
 Thread-safe: ``update`` may be called from the host's emulation thread; the work happens on the
 display worker thread. Frames reach it as typed messages, handled by this display's command source
 (:class:`FramebufferSource`, attached to the worker once), which turns their tiles into draws.
+By default ``update`` copies what it keeps; with ``copy=False`` the host
+promises never to write into that frame again and nothing is copied on the host's side.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import xxhash
 
 from .proto.enums import BitmapFlags, BitmapFmt, ClipType, ImageType
 from .proto.messages import display as d
@@ -34,43 +36,113 @@ if TYPE_CHECKING:
     from .worker.cursor_client import CursorShape
     from .worker.worker import DisplayWorker
 
-__all__ = ["FramebufferDisplay", "FramebufferSource", "TILE", "as_bgrx"]
+__all__ = ["FramebufferDisplay", "FramebufferSource", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "owned_copy", "tile_bytes", "tile_id", "tile_runs"]
 
 TILE = 64
 
 
+Rect4 = tuple[int, int, int, int]
+
+
 def as_bgrx(frame: np.ndarray) -> np.ndarray:
-    """Accept (h, w) uint32 0x00RRGGBB or (h, w, 4) uint8 B,G,R,X; return (h, w) uint32."""
+    """Accept (h, w) uint32 0x00RRGGBB or (h, w, 4) uint8 B,G,R,X; return (h, w) uint32.
+
+    A view of ``frame`` whenever its pixels are laid out as 4 bytes each (rows may have any stride);
+    a copy only for other layouts of the uint8 form.
+    """
     if frame.dtype == np.uint32 and frame.ndim == 2:
         return frame
     if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 4:
-        return np.ascontiguousarray(frame).view("<u4")[:, :, 0]
+        if frame.strides[2] != 1 or frame.strides[1] != 4:
+            frame = np.ascontiguousarray(frame)
+        return frame.view("<u4")[:, :, 0]
     raise ValueError(f"frame must be (h, w) uint32 or (h, w, 4) uint8, not {frame.dtype} {frame.shape}")
 
 
-def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[tuple[int, int, int, int]]:
+def changed_tiles(old: np.ndarray, new: np.ndarray, tile: int = TILE) -> np.ndarray:
+    """(tiles high, tiles wide) bool: which ``tile`` x ``tile`` tiles differ between two same-shape frames.
+
+    One vectorised pass: pixels compared two at a time as 64-bit words where the layout allows
+    (even width and tile, pixels 4 bytes apart), then OR-reduced over each band of ``tile`` rows
+    (contiguous) and over each tile's columns.
+    """
+    h, w = new.shape
+    th, tw = -(-h // tile), -(-w // tile)
+    a, b, per = old, new, tile
+    if tile % 2 == 0 and w % 2 == 0 and old.strides[1] == 4 and new.strides[1] == 4:
+        a, b, per = old.view(np.uint64), new.view(np.uint64), tile // 2
+    diff = a != b
+    bands = np.zeros((th, tw * per), dtype=bool)
+    full = h // tile
+    if full:
+        np.logical_or.reduce(diff[: full * tile].reshape(full, tile, -1), axis=1, out=bands[:full, : diff.shape[1]])
+    if h % tile:
+        np.logical_or.reduce(diff[full * tile :], axis=0, out=bands[full, : diff.shape[1]])
+    return np.asarray(bands.reshape(th, tw, per).any(axis=2))
+
+
+def tile_runs(changed: np.ndarray, width: int, height: int, tile: int = TILE) -> list[Rect4]:
+    """Disjoint rectangles (l, t, r, b) covering exactly the ``True`` tiles.
+
+    The tiles of a row are merged into runs, and a run continues the rectangle above it when that
+    one spans the same columns, so a changed block of tiles is one rectangle (one drawable).
+    """
+    th, tw = changed.shape
+    edges = np.zeros((th, tw + 1), dtype=np.int8)
+    edges[:, :tw] = changed
+    edges[:, 1:] -= changed  # +1 where a run starts, -1 just after it ends
+    ys, xs = np.nonzero(edges)
+    done: list[Rect4] = []
+    open_: dict[tuple[int, int], Rect4] = {}  # (start, stop) columns -> rectangle reaching the row above
+    grown: dict[tuple[int, int], Rect4] = {}
+    row = -1
+    for i in range(0, len(ys), 2):  # starts and stops alternate along each row
+        ty, start, stop = int(ys[i]), int(xs[i]), int(xs[i + 1])
+        if ty != row:
+            if ty != row + 1:
+                done.extend(grown.values())
+                grown = {}
+            done.extend(open_.values())
+            open_, grown, row = grown, {}, ty
+        above = open_.pop((start, stop), None)
+        top = above[1] if above else ty * tile
+        grown[(start, stop)] = (start * tile, top, min(stop * tile, width), min((ty + 1) * tile, height))
+    done.extend(open_.values())
+    done.extend(grown.values())
+    return sorted(done, key=lambda r: (r[1], r[0]))
+
+
+def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> list[Rect4]:
     """Rectangles (l, t, r, b) covering every changed tile; tiles of a row are merged into runs."""
     h, w = new.shape
     if old is None or old.shape != new.shape:
         return [(0, 0, w, h)]
-    th, tw = -(-h // tile), -(-w // tile)
-    diff = old != new
-    pad = np.zeros((th * tile, tw * tile), dtype=bool)
-    pad[:h, :w] = diff
-    changed: np.ndarray = np.asarray(pad.reshape(th, tile, tw, tile).any(axis=(1, 3)))
-    rects = []
-    for ty in range(th):
-        row = changed[ty]
-        tx = 0
-        while tx < tw:
-            if row[tx]:
-                start = tx
-                while tx < tw and row[tx]:
-                    tx += 1
-                rects.append((start * tile, ty * tile, min(tx * tile, w), min((ty + 1) * tile, h)))
-            else:
-                tx += 1
-    return rects
+    if old.ctypes.data == new.ctypes.data and old.strides == new.strides:
+        return []  # the same memory: nothing can differ
+    return tile_runs(changed_tiles(old, new, tile), w, h, tile)
+
+
+def tile_id(data: bytes | memoryview, width: int) -> int:
+    """The 64-bit image id of a tile's pixels: xxh3 of its bytes, seeded with its width.
+
+    Same pixels, same id (so content seen before is a pixmap-cache hit); the width in the seed keeps
+    two tiles of equal bytes but different shapes apart. ``data`` is the tile's bytes, row after row
+    (``memoryview(array)`` of a C-contiguous array hashes it in place, without a copy).
+    """
+    return xxhash.xxh3_64_intdigest(data, seed=width)
+
+
+def owned_copy(area: np.ndarray) -> np.ndarray:
+    """A copy of ``area`` as a read-only C-contiguous array over a ``bytes`` object (see :func:`tile_bytes`)."""
+    return np.ndarray(area.shape, np.uint32, buffer=area.tobytes())
+
+
+def tile_bytes(pixels: np.ndarray) -> bytes:
+    """The tile's pixels as bytes, row after row: the bytes under an :func:`owned_copy` as they are."""
+    base: object = pixels.base  # numpy types it as an array; an array over a buffer keeps the buffer
+    if type(base) is bytes and pixels.flags.c_contiguous and pixels.nbytes == len(base):
+        return base
+    return pixels.tobytes()
 
 
 class FramebufferDisplay:
@@ -86,8 +158,17 @@ class FramebufferDisplay:
 
     # --- host side (any thread) ------------------------------------------------------------------
 
-    def update(self, frame: np.ndarray, dirty: Iterable[tuple[int, int, int, int]] | None = None) -> int:
-        """Show ``frame``; ``dirty`` rectangles are (left, top, right, bottom). Returns areas sent."""
+    def update(self, frame: np.ndarray, dirty: Iterable[Rect4] | None = None, *, copy: bool = True) -> int:
+        """Show ``frame``; ``dirty`` rectangles are (left, top, right, bottom). Returns areas sent.
+
+        Without ``dirty`` the library diffs against the previous frame, 64x64 tiles at a time; with
+        it, nothing is diffed and only those areas are sent (they must cover every change).
+
+        ``copy=False`` is the host's promise never to write into ``frame`` (or the array it views)
+        again: the server then keeps references instead of copies (the areas it has still to draw,
+        and the frame as the base of the next diff). The default ``copy=True`` lets the host paint
+        into the same buffer again as soon as ``update`` returns.
+        """
         px = as_bgrx(frame)
         if px.shape != (self.height, self.width):
             raise ValueError(f"frame is {px.shape[1]}x{px.shape[0]}, display is {self.width}x{self.height}")
@@ -100,11 +181,34 @@ class FramebufferDisplay:
                 right, bottom = min(self.width, right), min(self.height, bottom)
                 if right > left and bottom > top:
                     rects.append((left, top, right, bottom))
-        self._last = px.copy()
-        if rects:
-            tiles = [(x0, y0, np.ascontiguousarray(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
+        if copy:  # one copy each, as the bytes the worker's bitmap needs (C-contiguous, read-only)
+            tiles = [(x0, y0, owned_copy(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
+        else:  # views of the host's frame
+            tiles = [(x0, y0, px[y0:y1, x0:x1]) for x0, y0, x1, y1 in rects]
+        self._keep(px, tiles, copy)
+        if tiles:
             self.worker.post(FramebufferFrame(tiles))
-        return len(rects)
+        return len(tiles)
+
+    #: whether ``_last`` is the display's own array (``update(copy=True)`` may write into it)
+    _owns_last = False
+
+    def _keep(self, px: np.ndarray, tiles: list[tuple[int, int, np.ndarray]], copy: bool) -> None:
+        """Keep what the display now shows as the base of the next diff, copying as little as possible."""
+        last = self._last
+        if not copy:
+            self._last, self._owns_last = px, False  # the host's promise covers it
+        elif len(tiles) == 1 and tiles[0][2].shape == px.shape:
+            self._last, self._owns_last = tiles[0][2], False  # the whole frame: share the worker's copy
+        elif last is None or last.shape != px.shape:
+            self._last, self._owns_last = px.copy(), True
+        else:
+            if not self._owns_last:
+                last = last.copy()
+                self._last, self._owns_last = last, True
+            for x0, y0, pixels in tiles:
+                h, w = pixels.shape
+                last[y0 : y0 + h, x0 : x0 + w] = pixels
 
     def resize(self, width: int, height: int) -> None:
         """Change the display size (a new primary surface; clients follow)."""
@@ -147,8 +251,8 @@ class FramebufferSource(CommandSource):
             h, wd = pixels.shape
             if left + wd > w.surfaces[0].width or top + h > w.surfaces[0].height:
                 continue  # a frame from before a resize
-            data = pixels.tobytes()
-            image_id = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+            data = tile_bytes(pixels)
+            image_id = tile_id(data, wd)
             image = d.Image(
                 descriptor=d.ImageDescriptor(id=image_id, type=ImageType.BITMAP, flags=QXL_IMAGE_CACHE, width=wd, height=h),
                 bitmap=d.BitmapData(format=BitmapFmt.BIT32, flags=BitmapFlags.TOP_DOWN, x=wd, y=h, stride=wd * 4, palette=None, data=data),

@@ -185,7 +185,9 @@ class FramebufferSurface(Request):
 class FramebufferFrame:
     """Host framebuffer path: new pixels for some rectangles of the primary surface.
 
-    ``tiles`` are (left, top, pixels) with pixels an (h, w) uint32 BGRX array the worker may keep.
+    ``tiles`` are (left, top, pixels) with pixels an (h, w) uint32 BGRX array the worker may keep and
+    nobody writes to: a copy, or with ``update(copy=False)`` a view of the host's frame (then not
+    necessarily contiguous; the worker reads it once, into the bitmap's bytes).
     """
 
     tiles: list[tuple[int, int, np.ndarray]]
