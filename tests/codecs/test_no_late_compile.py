@@ -9,10 +9,6 @@ already have compiled specializations of their own, which would hide a missing o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,20 +16,12 @@ import pytest
 from spiceserver.codecs import _jit
 from spiceserver.codecs.lz import LzImageType, encode_lz
 from spiceserver.codecs.quic import encode_quic
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.subprocess_report import run_module_report
 
 
 def test_every_encoder_path_uses_only_the_warmed_up_specializations() -> None:
     pytest.importorskip("numba")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.codecs.late_compile_paths"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_module_report("tests.codecs.late_compile_paths")
     assert report["paths"] > 1000
     codecs = ("QUIC", "LZ_RGB", "LZ_PLT", "GLZ_RGB", "ZLIB_GLZ_RGB", "LZ4", "JPEG", "JPEG_ALPHA")
     stats = ("quic", "lz", "lz_plt", "glz", "zlib_glz", "lz4", "jpeg", "jpeg_alpha")

@@ -9,27 +9,15 @@ machine with an empty numba cache (docs/performance.md, "Cold start").
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.subprocess_report import run_module_report
+
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_photo_to_spicegtk_after_ready_compiles_no_kernel() -> None:
     pytest.importorskip("numba")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.interop.late_compile_spicegtk"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_module_report("tests.interop.late_compile_spicegtk")
     assert report["images"].get("quic", 0) >= 1, report["images"]  # the photo went as Quic
     assert report["new"] == {}, "kernels specialized after the warm-up:\n" + json.dumps(report["new"], indent=1)
