@@ -218,6 +218,10 @@ class BitmapFmt(IntEnum):
     BIT8_A = 10
 
 
+#: bytes per pixel of the byte-aligned bitmap formats (spice-common ``spice_bitmap_fmt_bpp`` / 8)
+BITMAP_FMT_BYTES: dict[int, int] = {BitmapFmt.BIT8_A: 1, BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4}
+
+
 class BitmapFlags(IntFlag):
     PAL_CACHE_ME = 1
     PAL_FROM_CACHE = 2
@@ -232,6 +236,15 @@ class SurfaceFmt(IntEnum):
     FMT_16_565 = 80
     FMT_32_XRGB = 32
     FMT_32_ARGB = 96
+
+
+def surface_fmt_bits(fmt: int) -> int:
+    """Bits per pixel of a known SPICE_SURFACE_FMT_* (its low six bits, spice-protocol
+    ``SPICE_SURFACE_FMT_DEPTH``), 0 for an unknown value (libspice ``surface_format_to_bpp``)."""
+    return fmt & 0x3F if fmt in _SURFACE_FMTS else 0
+
+
+_SURFACE_FMTS = frozenset(int(f) for f in SurfaceFmt if f != SurfaceFmt.INVALID)
 
 
 class SurfaceFlags(IntFlag):

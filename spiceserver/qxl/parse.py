@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import GuestError
+from ..proto.enums import surface_fmt_bits
 from ..proto.messages import display as d
 from ..proto.messages.base import Point16, Rect
 from ..proto.messages.cursor import Cursor, CursorHeader
@@ -52,12 +53,11 @@ __all__ = [
 
 _INT32_MIN = -(1 << 31)
 _ZERO_RECT = Rect(top=0, left=0, bottom=0, right=0)
-_SURFACE_BPP = {1: 1, 8: 8, 16: 16, 80: 16, 32: 32, 96: 32}
 
 
 def surface_format_bpp(fmt: int) -> int:
     """Bits per pixel of a ``SPICE_SURFACE_FMT_*``, 0 if unknown (libspice ``surface_format_to_bpp``)."""
-    return _SURFACE_BPP.get(fmt, 0)
+    return surface_fmt_bits(fmt)
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..proto.enums import BitmapFmt, ImageCompression
+from ..proto.enums import BITMAP_FMT_BYTES, BitmapFmt, ImageCompression
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -34,7 +34,6 @@ MIN_DIMENSION_TO_QUIC = 3
 
 _RGB = {BitmapFmt.BIT16, BitmapFmt.BIT24, BitmapFmt.BIT32, BitmapFmt.RGBA}
 _PLT = {BitmapFmt.BIT1_LE, BitmapFmt.BIT1_BE, BitmapFmt.BIT4_LE, BitmapFmt.BIT4_BE, BitmapFmt.BIT8}
-_BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4, BitmapFmt.BIT8_A: 1}
 _PLT_BITS = {BitmapFmt.BIT1_LE: 1, BitmapFmt.BIT1_BE: 1, BitmapFmt.BIT4_LE: 4, BitmapFmt.BIT4_BE: 4, BitmapFmt.BIT8: 8}
 
 
@@ -101,8 +100,8 @@ class ClientCompression:
 
 
 def has_extra_stride(fmt: int, width: int, stride: int) -> bool:
-    if fmt in _BPP:
-        return width * _BPP[BitmapFmt(fmt)] < stride
+    if fmt in BITMAP_FMT_BYTES:
+        return width * BITMAP_FMT_BYTES[fmt] < stride
     if fmt in _PLT_BITS:
         return (width * _PLT_BITS[BitmapFmt(fmt)] + 7) // 8 < stride
     return False

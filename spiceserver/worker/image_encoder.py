@@ -25,17 +25,16 @@ from ..codecs.glz import GlzDictionary, encode_glz
 from ..codecs.graduality import Graduality, graduality_level
 from ..codecs.jpeg import encode_jpeg
 from ..codecs.lz import LzImageType, encode_lz
-from ..codecs.lz4 import encode_lz4
+from ..codecs.lz4 import LZ4_FORMATS, encode_lz4
 from ..codecs.quic import encode_quic
 from ..codecs.zlib_glz import encode_zlib_glz
-from ..proto.enums import BitmapFlags, BitmapFmt, ImageCompression, ImageFlags, ImageType
+from ..proto.enums import BITMAP_FMT_BYTES, BitmapFlags, BitmapFmt, ImageCompression, ImageFlags, ImageType
 from ..proto.messages import display as d
 from .compression import ClientCompression, choose, needs_graduality
 
 __all__ = ["PixmapCache", "PaletteCache", "ImageEncoder", "QXL_IMAGE_CACHE", "PALETTE_CACHE_SIZE"]
 
 QXL_IMAGE_CACHE = 1  # descriptor flag from the guest: the image may be cached by its id
-_BPP = {BitmapFmt.BIT16: 2, BitmapFmt.BIT24: 3, BitmapFmt.BIT32: 4, BitmapFmt.RGBA: 4}
 PALETTE_CACHE_SIZE = 128  # libspice CLIENT_PALETTE_CACHE_SIZE
 
 #: bitmap format -> LZ image type
@@ -238,7 +237,7 @@ class ImageEncoder:
             return d.Image(descriptor=replace(desc, type=ImageType.GLZ_RGB), lz_rgb=d.BinaryData(data=glz)), False
         if choice == ImageCompression.GLZ:
             choice = ImageCompression.LZ
-        if choice == ImageCompression.LZ4 and fmt in _BPP and bm.palette is None:
+        if choice == ImageCompression.LZ4 and fmt in LZ4_FORMATS and bm.palette is None:
             data = encode_lz4(bm.data, w, h, fmt, stride, top_down=top_down)
             if len(data) < raw_size:
                 self.stats["lz4"] += 1
@@ -246,7 +245,7 @@ class ImageEncoder:
         elif choice == ImageCompression.LZ and fmt in LZ_TYPES:
             data = encode_lz(bm.data, LZ_TYPES[BitmapFmt(fmt)], width=w, height=h, stride=stride, top_down=top_down)
             if len(data) < raw_size:
-                if fmt in _BPP or fmt == BitmapFmt.BIT8_A:
+                if fmt in BITMAP_FMT_BYTES:
                     self.stats["lz"] += 1
                     return d.Image(descriptor=replace(desc, type=ImageType.LZ_RGB), lz_rgb=d.BinaryData(data=data)), False
                 if bm.palette is not None or bm.flags & BitmapFlags.PAL_FROM_CACHE:

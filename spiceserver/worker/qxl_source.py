@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import GuestError, NotSupportedError, ProtocolError
-from ..proto.enums import BitmapFlags, BitmapFmt, CursorFlags, ImageType, SurfaceFmt
+from ..proto.enums import BitmapFlags, BitmapFmt, CursorFlags, ImageType, SurfaceFmt, surface_fmt_bits
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect
 from ..qxl import (
@@ -77,7 +77,6 @@ __all__ = ["QXLCommandSource", "QXLWorkerBackend"]
 
 log = logging.getLogger("spiceserver.qxl")
 
-_BPP = {SurfaceFmt.FMT_32_XRGB: 4, SurfaceFmt.FMT_32_ARGB: 4, SurfaceFmt.FMT_16_555: 2, SurfaceFmt.FMT_16_565: 2, SurfaceFmt.FMT_8_A: 1}
 
 
 def write_back(surface: Surface, area: Rect | None = None) -> None:
@@ -85,8 +84,8 @@ def write_back(surface: Surface, area: Rect | None = None) -> None:
     view = surface.guest_view
     if view is None:
         return
-    bpp = _BPP.get(SurfaceFmt(surface.format)) if surface.format in SurfaceFmt._value2member_map_ else None
-    if bpp is None:
+    bpp = surface_fmt_bits(surface.format) // 8
+    if not bpp:  # A1: no byte-aligned write-back
         return
     top, left = (0, 0) if area is None else (max(0, area.top), max(0, area.left))
     bottom = surface.height if area is None else min(surface.height, area.bottom)
