@@ -6,8 +6,9 @@ from __future__ import annotations
 from spiceserver.proto.enums import BrushType, ClipType
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Point, Rect
+from spiceserver.qxl.commands import CopyBits
 from spiceserver.worker.display_client import DisplayChannelClient, DisplayState
-from spiceserver.worker.drawable import CopyBitsOp, Drawable, make_drawable
+from spiceserver.worker.drawable import Drawable, make_drawable
 from spiceserver.worker.messages import ClientConnected
 from spiceserver.worker.pipe_items import DrawableItem, PictureItem
 from spiceserver.worker.surface import Surface
@@ -52,7 +53,7 @@ def test_non_opaque_and_clipped_draws() -> None:
 
 def test_copy_bits_reads_its_source() -> None:
     base = d.DisplayBase(surface_id=0, box=Rect(top=0, left=100, bottom=10, right=110), clip=d.Clip())
-    cb = make_drawable(0, base, CopyBitsOp(Point(x=0, y=50)))
+    cb = make_drawable(0, base, CopyBits(Point(x=0, y=50)))
     assert not cb.opaque
     assert cb.reads.rects == ((0, 50, 10, 60),)
 
@@ -75,7 +76,7 @@ def test_pipe_prune_respects_readers_in_between() -> None:
     b = fill(0, 50, 10, 60)
     c.push_drawable(b)
     base = d.DisplayBase(surface_id=0, box=Rect(top=0, left=100, bottom=10, right=110), clip=d.Clip())
-    c.push_drawable(make_drawable(0, base, CopyBitsOp(Point(x=0, y=50))))  # reads b's area
+    c.push_drawable(make_drawable(0, base, CopyBits(Point(x=0, y=50))))  # reads b's area
     c.push_drawable(fill(0, 50, 10, 60))
     assert not c.prune(b)  # the copy_bits still needs b
     assert b in [e.drawable for e in c.pipe if isinstance(e, DrawableItem) and not e.dead]

@@ -59,22 +59,7 @@ from .text import draw_text
 
 __all__ = ["render", "render_op", "DrawOp"]
 
-DrawOp = (
-    d.Fill
-    | d.Opaque
-    | d.Copy
-    | d.Blend
-    | d.Blackness
-    | d.Whiteness
-    | d.Invers
-    | d.Rop3
-    | d.Stroke
-    | d.Text
-    | d.Transparent
-    | d.AlphaBlend
-    | d.Composite
-    | d.CopyBits
-)
+DrawOp = d.DrawOpStruct | d.CopyBits
 
 SCALE_INTERPOLATE = 0
 SCALE_NEAREST = 1

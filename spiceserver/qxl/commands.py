@@ -84,40 +84,11 @@ class CopyBits:
     src_pos: Point
 
 
-DrawBody = (
-    d.Fill
-    | d.Opaque
-    | d.Copy
-    | d.Blend
-    | d.Blackness
-    | d.Whiteness
-    | d.Invers
-    | d.Rop3
-    | d.Stroke
-    | d.Text
-    | d.Transparent
-    | d.AlphaBlend
-    | d.Composite
-    | CopyBits
-    | None  # QXL_DRAW_NOP
-)
+#: a QXL draw command's body: an op structure, COPY_BITS, or nothing (QXL_DRAW_NOP)
+DrawBody = d.DrawOpStruct | CopyBits | None
 
 #: draw body type -> the display message that carries it (COPY_BITS -> ``display.CopyBits``)
-DRAW_MESSAGES: dict[type, type[Message]] = {
-    d.Fill: d.DrawFill,
-    d.Opaque: d.DrawOpaque,
-    d.Copy: d.DrawCopy,
-    d.Blend: d.DrawBlend,
-    d.Blackness: d.DrawBlackness,
-    d.Whiteness: d.DrawWhiteness,
-    d.Invers: d.DrawInvers,
-    d.Rop3: d.DrawRop3,
-    d.Stroke: d.DrawStroke,
-    d.Text: d.DrawText,
-    d.Transparent: d.DrawTransparent,
-    d.AlphaBlend: d.DrawAlphaBlend,
-    d.Composite: d.DrawComposite,
-}
+DRAW_MESSAGES = d.DRAW_MESSAGES
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,39 +15,15 @@ from typing import Any
 
 from ..proto.enums import ClipType, ImageType
 from ..proto.messages import display as d
-from ..proto.messages.base import Message, Point, Rect
+from ..proto.messages.base import Message, Rect
+from ..qxl.commands import CopyBits
 from ..region import Region
 
-__all__ = ["Drawable", "CopyBitsOp", "OP_MESSAGES", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
+__all__ = ["Drawable", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
 
 ROP_PUT = 8  # SPICE_ROPD_OP_PUT
 
 _serials = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class CopyBitsOp:
-    """COPY_BITS: copy from ``src_pos`` (top-left of the source) to the drawable's box."""
-
-    src_pos: Point
-
-
-#: op structure -> the message that carries it
-OP_MESSAGES: dict[type, type[Message]] = {
-    d.Fill: d.DrawFill,
-    d.Opaque: d.DrawOpaque,
-    d.Copy: d.DrawCopy,
-    d.Blend: d.DrawBlend,
-    d.Blackness: d.DrawBlackness,
-    d.Whiteness: d.DrawWhiteness,
-    d.Invers: d.DrawInvers,
-    d.Rop3: d.DrawRop3,
-    d.Stroke: d.DrawStroke,
-    d.Text: d.DrawText,
-    d.Transparent: d.DrawTransparent,
-    d.AlphaBlend: d.DrawAlphaBlend,
-    d.Composite: d.DrawComposite,
-}
 
 
 def map_images(value: Any, fn: Callable[[d.Image], d.Image]) -> Any:
@@ -120,9 +96,9 @@ class Drawable:
     def message(self, op: Any | None = None) -> Message:
         """The wire message for this drawable, with ``op`` (images already encoded) if given."""
         op = self.op if op is None else op
-        if isinstance(op, CopyBitsOp):
+        if isinstance(op, CopyBits):
             return d.CopyBits(base=self.base, src_pos=op.src_pos)
-        cls: Any = OP_MESSAGES[type(op)]
+        cls: Any = d.DRAW_MESSAGES[type(op)]
         msg: Message = cls(base=self.base, data=op)
         return msg
 
@@ -136,7 +112,7 @@ def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
     deps = frozenset(
         img.surface.surface_id for img in images_of(op) if img.descriptor.type == ImageType.SURFACE and img.surface
     )
-    if isinstance(op, CopyBitsOp):
+    if isinstance(op, CopyBits):
         b = base.box
         reads = region.translate(op.src_pos.x - b.left, op.src_pos.y - b.top)
     elif opaque:

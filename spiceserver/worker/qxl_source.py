@@ -27,7 +27,6 @@ from ..proto.enums import BitmapFlags, BitmapFmt, CursorFlags, ImageType, Surfac
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect
 from ..qxl import (
-    CopyBits,
     CursorCmdType,
     PrimarySurface,
     QXLCommandExt,
@@ -41,7 +40,7 @@ from ..qxl import (
     SurfaceCmdType,
 )
 from .cursor_client import CursorShape
-from .drawable import CopyBitsOp, make_drawable
+from .drawable import make_drawable
 from .messages import (
     QXLCreatePrimary,
     QXLDestroyAllSurfaces,
@@ -194,7 +193,7 @@ class QXLCommandSource(CommandSource):
             return
         if cmd.self_bitmap and getattr(body, "src_bitmap", "absent") is None:
             body = replace(body, src_bitmap=self._self_bitmap(surface, cmd.self_bitmap_area))  # type: ignore[arg-type]
-        op: Any = CopyBitsOp(body.src_pos) if isinstance(body, CopyBits) else body
+        op: Any = body
         worker.apply(Draw(make_drawable(cmd.surface_id, cmd.display_base(), op)))
 
     @staticmethod

@@ -35,8 +35,9 @@ from ..proto.enums import ChannelType, CursorFlags
 from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
 from ..proto.messages.base import SERVER, Message, Point16, parse_body
+from ..qxl.commands import CopyBits
 from .cursor_client import CursorShape
-from .drawable import CopyBitsOp, make_drawable
+from .drawable import make_drawable
 from .messages import ApplyOps
 from .ops import (
     CreateSurface,
@@ -185,7 +186,7 @@ def op_of(kind: int, msg: Message) -> DisplayOp:
         if isinstance(msg, d.MonitorsConfig):
             return SetMonitors(msg)
         if isinstance(msg, d.CopyBits):
-            return Draw(make_drawable(msg.base.surface_id, msg.base, CopyBitsOp(msg.src_pos)))
+            return Draw(make_drawable(msg.base.surface_id, msg.base, CopyBits(msg.src_pos)))
         if hasattr(msg, "base") and hasattr(msg, "data"):
             base: Any = msg.base
             return Draw(make_drawable(base.surface_id, base, msg.data))

@@ -40,11 +40,12 @@ from ..metrics import DisplayMetrics
 from ..proto.enums import ChannelType
 from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
+from ..qxl.commands import CopyBits
 from .compression import DisplaySettings
 from .cursor_client import CursorChannelClient, CursorState
 from .dispatcher import Dispatcher, Request
 from .display_client import DisplayChannelClient
-from .drawable import CopyBitsOp, Drawable, make_drawable
+from .drawable import Drawable, make_drawable
 from .messages import (
     ApplyOps,
     AttachSource,
@@ -504,7 +505,7 @@ class DisplayWorker:
                     self.stats["pruned"] += 1
 
     def render(self, surface: Surface, drawable: Drawable) -> None:
-        if isinstance(drawable.op, CopyBitsOp):
+        if isinstance(drawable.op, CopyBits):
             render_op(surface.canvas, drawable.base, d.CopyBits(base=drawable.base, src_pos=drawable.op.src_pos), self.resolver)
         else:
             render_op(surface.canvas, drawable.base, drawable.op, self.resolver)

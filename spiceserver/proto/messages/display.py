@@ -762,3 +762,24 @@ class GlDrawDone(Message):
 class PreferredVideoCodecType(Message):
     _num_of_codecs = count(U8, "codecs")
     codecs: tuple[int, ...] = f(Array(U8, "_num_of_codecs"))  # VideoCodecType, most preferred first
+
+
+#: a draw's op structure -> the message that carries it (COPY_BITS carries no op structure)
+DRAW_MESSAGES: dict[type, type[Message]] = {
+    Fill: DrawFill,
+    Opaque: DrawOpaque,
+    Copy: DrawCopy,
+    Blend: DrawBlend,
+    Blackness: DrawBlackness,
+    Whiteness: DrawWhiteness,
+    Invers: DrawInvers,
+    Rop3: DrawRop3,
+    Stroke: DrawStroke,
+    Text: DrawText,
+    Transparent: DrawTransparent,
+    AlphaBlend: DrawAlphaBlend,
+    Composite: DrawComposite,
+}
+
+#: the op structures of the draw messages (what QXL draw commands and the canvas take)
+DrawOpStruct = Fill | Opaque | Copy | Blend | Blackness | Whiteness | Invers | Rop3 | Stroke | Text | Transparent | AlphaBlend | Composite
