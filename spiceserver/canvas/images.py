@@ -298,8 +298,8 @@ def _codec(image: Image, canvas_fmt: PixFmt, resolver: ImageResolver) -> Pixmap:
         assert image.lz_rgb is not None
         lt, w, h, top_down, px = decode_lz(image.lz_rgb.data, max_pixels=MAX_IMAGE_PIXELS)
         _check_size(image, w, h, "LZ_RGB")
-        if lt not in (LzImageType.RGB32, LzImageType.RGB24, LzImageType.RGB16, LzImageType.RGBA):
-            raise ProtocolError(f"LZ_RGB image with LZ type {lt}")
+        if lt not in (LzImageType.RGB32, LzImageType.RGB24, LzImageType.RGB16, LzImageType.RGBA, LzImageType.A8):
+            raise ProtocolError(f"LZ_RGB image with LZ type {lt}")  # (libspice sends A8 bitmaps as LZ_RGB too)
         return _flip(_lz_pixmap(lt, px), top_down)
     if t == ImageType.LZ_PLT:
         plt = image.lz_plt

@@ -228,6 +228,10 @@ def test_codec_images_decode_like_the_client() -> None:
     assert (decode_image(plt, X, r).pixels & 0xFFFFFF == np.array(ents, np.uint32)[idx]).all()
     jpeg = decode_image(d.Image(descriptor=desc(ImageType.JPEG), jpeg=d.BinaryData(data=encode_jpeg(px))), X, r)
     assert jpeg.pixels.shape == (9, 13)
+    # an 8-bit alpha bitmap goes LZ_RGB with the LZ type A8 (libspice; spice-common canvas_get_lz takes it)
+    alpha = (px & 0xFF).astype(np.uint8)
+    a8 = d.Image(descriptor=desc(ImageType.LZ_RGB), lz_rgb=d.BinaryData(data=encode_lz(alpha.tobytes(), LzImageType.A8, width=13, height=9, stride=13)))
+    assert (decode_image(a8, PixFmt.A8, r).pixels == alpha).all()
 
 
 def test_malformed_bitmaps() -> None:
