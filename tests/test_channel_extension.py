@@ -73,3 +73,26 @@ async def test_a_channel_is_one_module_and_one_registration_line(running: Runnin
     await asyncio.to_thread(port.send_event, 1)  # from a host thread
     assert (await ch.expect(pm.PortEvent)).event == 1
     assert running.server.channel_ids()[-1] == (ChannelType.PORT, 3)
+
+
+async def test_a_client_transport_post_runs_on_the_loop_and_writes(running: Running) -> None:
+    """``Transport.post(fn)`` from a host thread: ``fn`` runs on the event loop, then the client's
+    queued messages are written (what a channel's per-client host API builds on)."""
+    import threading
+
+    s = await connect(running.ep)
+    port = running.server.register_channel(EchoPort, 4, b"org.example.post")
+    ch = await s.link(ChannelType.PORT, 4)
+    await ch.expect(pm.PortInit)
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+    (cc,) = port.clients
+    assert cc.transport is not None
+
+    def queue_event() -> None:
+        ran_on.append(threading.get_ident())
+        cc.conn.send(pm.PortEvent(event=2))
+
+    await asyncio.to_thread(cc.transport.post, queue_event)
+    assert (await ch.expect(pm.PortEvent)).event == 2
+    assert ran_on == [loop_thread]
