@@ -86,6 +86,7 @@ def graduality_score(pixels: np.ndarray, *, rgb16: bool = False) -> float:
 
 
 def graduality_level(pixels: np.ndarray, *, rgb16: bool = False) -> Graduality:
+    """Classify ``pixels`` as HIGH, MEDIUM or LOW graduality from :func:`graduality_score`."""
     score = graduality_score(pixels, rgb16=rgb16)
     if score < (HIGH_RGB16_TH if rgb16 else HIGH_RGB24_TH):
         return Graduality.HIGH
