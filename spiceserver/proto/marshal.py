@@ -194,9 +194,11 @@ class WireType(Protocol):
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
         """Read one value; ``ctx`` holds the enclosing structure's fields read so far."""
+        ...
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
         """Write ``value``; ``ctx`` holds the enclosing structure's fields written so far."""
+        ...
 
 
 class Int:
