@@ -49,6 +49,7 @@ class RingHeader:
 
     @property
     def outstanding(self) -> int:
+        """Number of elements produced and not consumed yet."""
         return (self.prod - self.cons) & _M32
 
 
@@ -110,6 +111,7 @@ class Ring(ABC, Generic[T]):
     # --- consumer side -------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
+        """True when the consumer has caught up with the producer."""
         return self._checked().outstanding == 0
 
     def pop(self) -> tuple[T, bool] | None:
@@ -150,6 +152,7 @@ class Ring(ABC, Generic[T]):
     # --- producer side -------------------------------------------------------------------------
 
     def free_slots(self) -> int:
+        """How many more elements fit before the ring is full."""
         return self.capacity - self._checked().outstanding
 
     def push(self, item: T) -> bool | None:
@@ -179,6 +182,7 @@ class Ring(ABC, Generic[T]):
         return self._decode(bytes(self.buf[off : off + self.item_size]))
 
     def set_prod_item(self, item: T) -> None:
+        """Overwrite the element at ``prod`` (not yet published)."""
         off = self._item_off(self._get(L.RING_PROD_OFF))
         self.buf[off : off + self.item_size] = self._encode(item)
 

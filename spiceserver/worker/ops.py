@@ -116,7 +116,9 @@ class DisplayObserver(Protocol):
     #: how many operations it kept
     count: int
 
-    def observe(self, op: DisplayOp) -> None: ...
+    def observe(self, op: DisplayOp) -> None:
+        """Note an operation that took effect."""
+        ...
 
     def close(self) -> None:
         """No more operations will come (the worker stopped watching)."""
