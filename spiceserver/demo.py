@@ -49,12 +49,16 @@ def _out(line: str) -> None:
 
 
 class PrintingKeyboard(Keyboard):
+    """A keyboard that prints every key event."""
+
     def on_key(self, event: KeyEvent) -> None:
         """Print the key event."""
         _out(f"key {'down' if event.down else 'up'} {event.keycode:#04x} (scancode {event.scancode.hex(' ')})")
 
 
 class PrintingMouse(Mouse):
+    """A relative mouse that prints its motion and buttons."""
+
     def on_motion(self, dx: int, dy: int, dz: int, buttons: int) -> None:
         """Print the relative motion."""
         _out(f"mouse motion dx={dx} dy={dy} dz={dz} buttons={buttons:#x}")
@@ -65,6 +69,8 @@ class PrintingMouse(Mouse):
 
 
 class PrintingTablet(Tablet):
+    """An absolute pointer that prints its position, wheel and buttons."""
+
     def on_position(self, x: int, y: int, buttons: int, display_id: int) -> None:
         """Print the absolute position."""
         _out(f"tablet position x={x} y={y} buttons={buttons:#x} display={display_id}")

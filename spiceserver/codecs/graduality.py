@@ -25,6 +25,8 @@ MEDIUM_SCORE_TH = 0.002
 
 
 class Graduality(IntEnum):
+    """A bitmap's graduality level; HIGH is photo-like (Quic's kind of image)."""
+
     INVALID = 0
     HIGH = 1
     MEDIUM = 2

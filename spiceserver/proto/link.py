@@ -81,6 +81,8 @@ def has_cap(words: Sequence[int], cap: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LinkHeader:
+    """``SpiceLinkHeader``: magic, protocol version and the size of what follows."""
+
     magic: bytes
     major_version: int
     minor_version: int

@@ -41,6 +41,8 @@ _M32 = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class RingHeader:
+    """A ring's header fields as read once from guest memory (``ipc_ring.h``)."""
+
     num_items: int
     prod: int
     notify_on_prod: int
