@@ -161,7 +161,7 @@ class LinkReply:
         """Parse a SpiceLinkReply body (no header).
 
         Raises:
-            LinkError: the body is short or its capabilities run past its end.
+            LinkError: the body is too short or its capability words are out of bounds.
         """
         if len(data) < REPLY.size:
             raise LinkError(LinkErr.INVALID_DATA, f"link reply of {len(data)} bytes is too short")

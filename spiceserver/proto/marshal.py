@@ -320,7 +320,7 @@ class Ptr:
         self.nonnull = nonnull
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
-        """Follow the offset and read the target; None for 0 unless the pointer is non-null."""
+        """Follow the offset and read the target; 0 reads as None (a ProtocolError if non-null)."""
         (offset,) = r.unpack(U32.st)
         if offset == 0:
             if self.nonnull:
