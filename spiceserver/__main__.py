@@ -16,6 +16,7 @@ commands:
 
 
 def replay_main(argv: Sequence[str]) -> int:
+    """``replay FILE``: run a recording through a fresh display worker; returns the exit status."""
     from pathlib import Path
 
     from .errors import SpiceError
@@ -44,6 +45,7 @@ def replay_main(argv: Sequence[str]) -> int:
 
 
 def main() -> int:
+    """Dispatch ``sys.argv`` to ``demo`` or ``replay``; returns the exit status."""
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

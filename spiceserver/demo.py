@@ -49,30 +49,43 @@ def _out(line: str) -> None:
 
 
 class PrintingKeyboard(Keyboard):
+    """A keyboard that prints every key event."""
+
     def on_key(self, event: KeyEvent) -> None:
+        """Print the key event."""
         _out(f"key {'down' if event.down else 'up'} {event.keycode:#04x} (scancode {event.scancode.hex(' ')})")
 
 
 class PrintingMouse(Mouse):
+    """A relative mouse that prints its motion and buttons."""
+
     def on_motion(self, dx: int, dy: int, dz: int, buttons: int) -> None:
+        """Print the relative motion."""
         _out(f"mouse motion dx={dx} dy={dy} dz={dz} buttons={buttons:#x}")
 
     def on_buttons(self, buttons: int) -> None:
+        """Print the new button state."""
         _out(f"mouse buttons={buttons:#x}")
 
 
 class PrintingTablet(Tablet):
+    """An absolute pointer that prints its position, wheel and buttons."""
+
     def on_position(self, x: int, y: int, buttons: int, display_id: int) -> None:
+        """Print the absolute position."""
         _out(f"tablet position x={x} y={y} buttons={buttons:#x} display={display_id}")
 
     def on_wheel(self, dz: int, buttons: int) -> None:
+        """Print the wheel motion."""
         _out(f"tablet wheel dz={dz} buttons={buttons:#x}")
 
     def on_buttons(self, buttons: int) -> None:
+        """Print the new button state."""
         _out(f"tablet buttons={buttons:#x}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m spiceserver demo`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m spiceserver demo",
         description="Serve a demo SPICE session on this machine. Connect with "
@@ -245,6 +258,7 @@ async def _animate(fb: object, desktop: SyntheticDesktop, fps: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo server with ``argv`` until interrupted; returns the exit status."""
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -217,12 +217,15 @@ class FramebufferDisplay:
         self.worker.request(FramebufferSurface(width, height))
 
     def set_cursor(self, shape: CursorShape | None, x: int, y: int, visible: bool = True) -> None:
+        """Set the cursor to ``shape`` (None: no shape) at ``(x, y)``, shown when ``visible``; clients follow."""
         self.worker.post(SetCursor(shape, x, y, visible))
 
     def move_cursor(self, x: int, y: int) -> None:
+        """Move the cursor to ``(x, y)``."""
         self.worker.post(MoveCursor(x, y))
 
     def hide_cursor(self) -> None:
+        """Hide the cursor."""
         self.worker.post(HideCursor())
 
     def screendump(self, path: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -241,6 +244,7 @@ class FramebufferSource(CommandSource):
         self.worker = worker
 
     def handlers(self) -> Mapping[type, Callable[[Any], object]]:
+        """Frames are this source's only message."""
         return {FramebufferFrame: self._apply}
 
     def _apply(self, msg: FramebufferFrame) -> None:

@@ -221,6 +221,7 @@ class Region:
         return tuple(Rect(top=t, left=left, bottom=b, right=r) for left, t, r, b in self.rects)
 
     def is_empty(self) -> bool:
+        """True when the region holds no pixel."""
         return not self._bands
 
     def __bool__(self) -> bool:
@@ -250,6 +251,7 @@ class Region:
     # --- operations ------------------------------------------------------------------------
 
     def union(self, other: Region) -> Region:
+        """The pixels in either region."""
         if not other._bands:
             return self
         if not self._bands:
@@ -257,11 +259,13 @@ class Region:
         return Region._from_bands(_combine(self._bands, other._bands, _op_union))
 
     def intersect(self, other: Region) -> Region:
+        """The pixels in both regions."""
         if not self._bands or not other._bands:
             return Region._from_bands(())
         return Region._from_bands(_combine(self._bands, other._bands, _op_intersect))
 
     def subtract(self, other: Region) -> Region:
+        """The pixels of this region that are not in ``other``."""
         if not self._bands or not other._bands:
             return self
         ob = other._bands
@@ -277,6 +281,7 @@ class Region:
         return Region._from_bands(_combine(self._bands, other._bands, _op_subtract))
 
     def xor(self, other: Region) -> Region:
+        """The pixels in exactly one of the two regions."""
         if not other._bands:
             return self
         if not self._bands:
@@ -295,6 +300,7 @@ class Region:
         return Region._from_bands(tuple((y1 + dy, y2 + dy, tuple(x + dx for x in xs)) for y1, y2, xs in self._bands))
 
     def contains_point(self, x: int, y: int) -> bool:
+        """True when pixel ``(x, y)`` is in the region."""
         k = bisect_right(self._bands, y, key=lambda band: band[0]) - 1
         if k < 0:
             return False

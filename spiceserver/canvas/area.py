@@ -48,13 +48,16 @@ class Area:
 
     @property
     def right(self) -> int:
+        """Canvas column just past the mask's last column."""
         return self.left + int(self.mask.shape[1])
 
     @property
     def bottom(self) -> int:
+        """Canvas row just past the mask's last row."""
         return self.top + int(self.mask.shape[0])
 
     def is_empty(self) -> bool:
+        """True when no pixel of the mask is set."""
         return not bool(self.mask.any())
 
     def ys(self) -> np.ndarray:
@@ -66,6 +69,7 @@ class Area:
         return np.arange(self.left, self.right, dtype=np.int64)[None, :]
 
     def intersect(self, region: Region) -> Area:
+        """The same area with only the pixels that also lie inside ``region``."""
         return Area(self.left, self.top, self.mask & region_mask(region, self.left, self.top, *self.mask.shape))
 
 
@@ -179,6 +183,7 @@ def source_pixmap(canvas: Canvas, image: Image, resolver: ImageResolver) -> Pixm
 
 
 def touch_brush(canvas: Canvas, brush: Brush, resolver: ImageResolver) -> None:
+    """Decode a PATTERN brush's image for its cache side effects only (nothing is drawn)."""
     if brush.type == BrushType.PATTERN and brush.pattern is not None:
         touch_image(brush.pattern.pat, canvas.pixfmt, resolver)
 

@@ -99,21 +99,27 @@ class NullResolver:
     """A resolver with no surfaces and no caches: every lookup is a ProtocolError. Subclass it."""
 
     def surface(self, surface_id: int) -> Canvas:
+        """Raise ProtocolError: there are no surfaces."""
         raise ProtocolError(f"no surface {surface_id}")
 
     def cached_image(self, image_id: int) -> Pixmap:
+        """Raise ProtocolError: nothing is cached."""
         raise ProtocolError(f"image {image_id:#x} is not cached")
 
     def cached_palette(self, palette_id: int) -> Palette:
+        """Raise ProtocolError: nothing is cached."""
         raise ProtocolError(f"palette {palette_id:#x} is not cached")
 
     def cache_image(self, image_id: int, pixmap: Pixmap) -> None:
+        """Do nothing: this resolver keeps no image cache."""
         pass
 
     def cache_palette(self, palette: Palette) -> None:
+        """Do nothing: this resolver keeps no palette cache."""
         pass
 
     def glz_window(self) -> GlzDecoderWindow:
+        """Raise ProtocolError: there is no GLZ window."""
         raise ProtocolError("GLZ image without a GLZ window")
 
 

@@ -64,6 +64,8 @@ class Rop(IntEnum):
 
 
 class RopInput(IntEnum):
+    """``ROPInput`` of ``canvas_base.c``: the operands a rop descriptor's src and dest may stand for (see :func:`ropd_to_rop`)."""
+
     SRC = 0
     BRUSH = 1
     DEST = 2

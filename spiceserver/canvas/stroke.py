@@ -188,6 +188,7 @@ def _dashes(stroke: Stroke) -> tuple[list[int], int] | None:
 
 
 def draw_stroke(canvas: Canvas, base: DisplayBase, stroke: Stroke, resolver: ImageResolver) -> None:
+    """Draw a STROKE (``canvas_draw_stroke``): each segment as a zero-width line, dashed if styled, brush through ``fore_mode``."""
     area = dest_area(canvas, base)
     if area.is_empty():
         touch_brush(canvas, stroke.brush, resolver)

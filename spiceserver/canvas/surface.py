@@ -57,10 +57,12 @@ class PixFmt(IntEnum):
 
     @property
     def bpp(self) -> int:
+        """Bits per pixel of this format in memory (24-bit RGB takes 32)."""
         return {1: 1, 8: 8, 15: 16, 16: 16, 24: 32, 32: 32}[int(self)]
 
     @property
     def has_alpha(self) -> bool:
+        """True for the formats with an alpha channel (A1, A8, A8R8G8B8)."""
         return self in (PixFmt.A1, PixFmt.A8, PixFmt.A8R8G8B8)
 
 
@@ -105,10 +107,12 @@ class Pixmap:
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.pixels.shape[1])
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.pixels.shape[0])
 
 

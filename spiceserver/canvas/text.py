@@ -92,6 +92,7 @@ def _solid_brush_8888(canvas: Canvas, color: int) -> int:
 
 
 def draw_text(canvas: Canvas, base: DisplayBase, text: Text, resolver: ImageResolver) -> None:
+    """Draw a TEXT (``canvas_draw_text``): the back area with the back brush, then the raster glyph mask with the fore brush."""
     area = dest_area(canvas, base)
     if area.is_empty():
         touch_brush(canvas, text.fore_brush, resolver)

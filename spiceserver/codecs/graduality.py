@@ -25,6 +25,8 @@ MEDIUM_SCORE_TH = 0.002
 
 
 class Graduality(IntEnum):
+    """A bitmap's graduality level; HIGH is photo-like (Quic's kind of image)."""
+
     INVALID = 0
     HIGH = 1
     MEDIUM = 2
@@ -86,6 +88,7 @@ def graduality_score(pixels: np.ndarray, *, rgb16: bool = False) -> float:
 
 
 def graduality_level(pixels: np.ndarray, *, rgb16: bool = False) -> Graduality:
+    """Classify ``pixels`` as HIGH, MEDIUM or LOW graduality from :func:`graduality_score`."""
     score = graduality_score(pixels, rgb16=rgb16)
     if score < (HIGH_RGB16_TH if rgb16 else HIGH_RGB24_TH):
         return Graduality.HIGH

@@ -82,6 +82,7 @@ def start() -> None:
 
 
 def ready() -> bool:
+    """True once the codec kernels are compiled (never blocks)."""
     return _done.is_set()
 
 

@@ -98,12 +98,14 @@ class ChannelConnection:
         return self.send_serial
 
     def data_to_send(self) -> bytes:
+        """Take the bytes queued for the peer; the buffer is empty afterwards."""
         data = bytes(self._out)
         self._out.clear()
         return data
 
     @property
     def pending_output(self) -> int:
+        """Number of bytes queued and not yet taken by :meth:`data_to_send`."""
         return len(self._out)
 
     # --- ack window (server role) --------------------------------------------------------------

@@ -18,6 +18,8 @@ MAX_PASSWORD_LENGTH = 60
 
 
 class ChannelType(IntEnum):
+    """``SPICE_CHANNEL_*``: channel types."""
+
     MAIN = 1
     DISPLAY = 2
     INPUTS = 3
@@ -36,6 +38,8 @@ CHANNEL_NAMES: dict[ChannelType, str] = {t: t.name.lower() for t in ChannelType}
 
 
 class LinkErr(IntEnum):
+    """``SPICE_LINK_ERR_*``: the error codes of a link reply."""
+
     OK = 0
     ERROR = 1
     INVALID_MAGIC = 2
@@ -49,6 +53,8 @@ class LinkErr(IntEnum):
 
 
 class CommonCap(IntEnum):
+    """``SPICE_COMMON_CAP_*``: capabilities every channel may announce."""
+
     PROTOCOL_AUTH_SELECTION = 0
     AUTH_SPICE = 1
     AUTH_SASL = 2
@@ -56,6 +62,8 @@ class CommonCap(IntEnum):
 
 
 class MainCap(IntEnum):
+    """``SPICE_MAIN_CAP_*``: main channel capabilities."""
+
     SEMI_SEAMLESS_MIGRATE = 0
     NAME_AND_UUID = 1
     AGENT_CONNECTED_TOKENS = 2
@@ -63,6 +71,8 @@ class MainCap(IntEnum):
 
 
 class DisplayCap(IntEnum):
+    """``SPICE_DISPLAY_CAP_*``: display channel capabilities."""
+
     SIZED_STREAM = 0
     MONITORS_CONFIG = 1
     COMPOSITE = 2
@@ -81,10 +91,14 @@ class DisplayCap(IntEnum):
 
 
 class InputsCap(IntEnum):
+    """``SPICE_INPUTS_CAP_*``: inputs channel capabilities."""
+
     KEY_SCANCODE = 0
 
 
 class PlaybackCap(IntEnum):
+    """``SPICE_PLAYBACK_CAP_*``: playback channel capabilities."""
+
     CELT_0_5_1 = 0
     VOLUME = 1
     LATENCY = 2
@@ -92,49 +106,67 @@ class PlaybackCap(IntEnum):
 
 
 class RecordCap(IntEnum):
+    """``SPICE_RECORD_CAP_*``: record channel capabilities."""
+
     CELT_0_5_1 = 0
     VOLUME = 1
     OPUS = 2
 
 
 class SpicevmcCap(IntEnum):
+    """``SPICE_SPICEVMC_CAP_*``: spicevmc (usbredir, port, webdav) channel capabilities."""
+
     DATA_COMPRESS_LZ4 = 0
 
 
 class AuthMechanism(IntEnum):
+    """The authentication mechanism a client selects (numbered as ``SPICE_COMMON_CAP_AUTH_*``)."""
+
     SPICE = 1
     SASL = 2
 
 
 class MouseMode(IntFlag):
+    """``SPICE_MOUSE_MODE_*``: server (relative) or client (absolute) mouse."""
+
     SERVER = 1
     CLIENT = 2
 
 
 class NotifySeverity(IntEnum):
+    """``SPICE_NOTIFY_SEVERITY_*``: severity of a NOTIFY message."""
+
     INFO = 0
     WARN = 1
     ERROR = 2
 
 
 class NotifyVisibility(IntEnum):
+    """``SPICE_NOTIFY_VISIBILITY_*``: visibility of a NOTIFY message."""
+
     LOW = 0
     MEDIUM = 1
     HIGH = 2
 
 
 class MigrateFlags(IntFlag):
+    """``SPICE_MIGRATE_*``: flags of a MIGRATE message."""
+
     NEED_FLUSH = 1
     NEED_DATA_TRANSFER = 2
 
 
 class KeyboardModifiers(IntFlag):
+    """``SPICE_KEYBOARD_MODIFIER_FLAGS_*``: keyboard LEDs."""
+
     SCROLL_LOCK = 1
     NUM_LOCK = 2
     CAPS_LOCK = 4
 
 
 class MouseButton(IntEnum):
+    """``SPICE_MOUSE_BUTTON_*``: a button number."""
+
     INVALID = 0
     LEFT = 1
     MIDDLE = 2
@@ -146,6 +178,8 @@ class MouseButton(IntEnum):
 
 
 class MouseButtonMask(IntFlag):
+    """``SPICE_MOUSE_BUTTON_MASK_*``: the buttons held down, one bit each."""
+
     LEFT = 1
     MIDDLE = 2
     RIGHT = 4
@@ -156,22 +190,30 @@ class MouseButtonMask(IntFlag):
 
 
 class DataCompressionType(IntEnum):
+    """``SPICE_DATA_COMPRESSION_TYPE_*``: compression of spicevmc data."""
+
     NONE = 0
     LZ4 = 1
 
 
 class ClipType(IntEnum):
+    """``SPICE_CLIP_TYPE_*``: how a draw is clipped."""
+
     NONE = 0
     RECTS = 1
 
 
 class BrushType(IntEnum):
+    """``SPICE_BRUSH_TYPE_*``: none, a solid colour or a pattern image."""
+
     NONE = 0
     SOLID = 1
     PATTERN = 2
 
 
 class ImageType(IntEnum):
+    """``SPICE_IMAGE_TYPE_*``: how an image is encoded (or where it comes from)."""
+
     BITMAP = 0
     QUIC = 1
     RESERVED = 2
@@ -188,12 +230,16 @@ class ImageType(IntEnum):
 
 
 class ImageFlags(IntFlag):
+    """``SPICE_IMAGE_FLAGS_*``: caching flags of an image descriptor."""
+
     CACHE_ME = 1
     HIGH_BITS_SET = 2
     CACHE_REPLACE_ME = 4
 
 
 class ImageCompression(IntEnum):
+    """``SPICE_IMAGE_COMPRESSION_*``: the server's image compression setting (and a client's preference)."""
+
     INVALID = 0
     OFF = 1
     AUTO_GLZ = 2
@@ -205,6 +251,8 @@ class ImageCompression(IntEnum):
 
 
 class BitmapFmt(IntEnum):
+    """``SPICE_BITMAP_FMT_*``: pixel formats of a bitmap image."""
+
     INVALID = 0
     BIT1_LE = 1
     BIT1_BE = 2
@@ -223,12 +271,16 @@ BITMAP_FMT_BYTES: dict[int, int] = {BitmapFmt.BIT8_A: 1, BitmapFmt.BIT16: 2, Bit
 
 
 class BitmapFlags(IntFlag):
+    """``SPICE_BITMAP_FLAGS_*``: palette caching and row order of a bitmap."""
+
     PAL_CACHE_ME = 1
     PAL_FROM_CACHE = 2
     TOP_DOWN = 4
 
 
 class SurfaceFmt(IntEnum):
+    """``SPICE_SURFACE_FMT_*``: pixel formats of a surface."""
+
     INVALID = 0
     FMT_1_A = 1
     FMT_8_A = 8
@@ -248,11 +300,15 @@ _SURFACE_FMTS = frozenset(int(f) for f in SurfaceFmt if f != SurfaceFmt.INVALID)
 
 
 class SurfaceFlags(IntFlag):
+    """``SPICE_SURFACE_FLAGS_*``: flags of a SURFACE_CREATE."""
+
     PRIMARY = 1
     STREAMING_MODE = 2
 
 
 class StringFlags(IntFlag):
+    """``SPICE_STRING_FLAGS_*``: glyph depth and row order of a text string."""
+
     RASTER_A1 = 1
     RASTER_A4 = 2
     RASTER_A8 = 4
@@ -260,11 +316,15 @@ class StringFlags(IntFlag):
 
 
 class LineFlags(IntFlag):
+    """``SPICE_LINE_FLAGS_*``: flags of a stroke's line attributes."""
+
     START_WITH_GAP = 4
     STYLED = 8
 
 
 class PathFlags(IntFlag):
+    """``SPICE_PATH_*``: flags of a path segment."""
+
     BEGIN = 1
     END = 2
     CLOSE = 8
@@ -272,12 +332,16 @@ class PathFlags(IntFlag):
 
 
 class CompositeFlags(IntFlag):
+    """The ``SPICE_COMPOSITE_HAS_*`` bits of a COMPOSITE's flags."""
+
     HAS_MASK = 1 << 19
     HAS_SRC_TRANSFORM = 1 << 20
     HAS_MASK_TRANSFORM = 1 << 21
 
 
 class CursorType(IntEnum):
+    """``SPICE_CURSOR_TYPE_*``: pixel formats of a cursor shape."""
+
     ALPHA = 0
     MONO = 1
     COLOR4 = 2
@@ -288,12 +352,16 @@ class CursorType(IntEnum):
 
 
 class CursorFlags(IntFlag):
+    """``SPICE_CURSOR_FLAGS_*``: no shape, cache it, or take it from the cache."""
+
     NONE = 1
     CACHE_ME = 2
     FROM_CACHE = 4
 
 
 class VideoCodecType(IntEnum):
+    """``SPICE_VIDEO_CODEC_TYPE_*``: video stream codecs."""
+
     MJPEG = 1
     VP8 = 2
     H264 = 3
@@ -302,6 +370,8 @@ class VideoCodecType(IntEnum):
 
 
 class AudioDataMode(IntEnum):
+    """``SPICE_AUDIO_DATA_MODE_*``: how audio samples are encoded."""
+
     INVALID = 0
     RAW = 1
     CELT_0_5_1 = 2
@@ -309,11 +379,15 @@ class AudioDataMode(IntEnum):
 
 
 class AudioFmt(IntEnum):
+    """``SPICE_AUDIO_FMT_*``: audio sample formats."""
+
     INVALID = 0
     S16 = 1
 
 
 class VscMessageType(IntEnum):
+    """spice.proto ``vsc_message_type``: smartcard (VSCard) message types."""
+
     INIT = 1
     ERROR = 2
     READER_ADD = 3
@@ -326,6 +400,8 @@ class VscMessageType(IntEnum):
 
 
 class PortEvent(IntEnum):
+    """``SPICE_PORT_EVENT_*``: events of a port channel."""
+
     OPENED = 0
     CLOSED = 1
     BREAK = 2

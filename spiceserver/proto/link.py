@@ -74,18 +74,22 @@ def words_to_caps(words: Sequence[int]) -> frozenset[int]:
 
 
 def has_cap(words: Sequence[int], cap: int) -> bool:
+    """True when capability bit ``cap`` is set in ``words``."""
     i = cap // 32
     return i < len(words) and bool(words[i] >> (cap % 32) & 1)
 
 
 @dataclass(frozen=True, slots=True)
 class LinkHeader:
+    """``SpiceLinkHeader``: magic, protocol version and the size of what follows."""
+
     magic: bytes
     major_version: int
     minor_version: int
     size: int
 
     def encode(self) -> bytes:
+        """The 16-byte SpiceLinkHeader."""
         return HEADER.pack(self.magic, self.major_version, self.minor_version, self.size)
 
 
@@ -100,6 +104,7 @@ class LinkMess:
     channel_caps: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
+        """The SpiceLinkMess body with its capability words (no header)."""
         body = MESS.pack(
             self.connection_id,
             self.channel_type,
@@ -136,6 +141,7 @@ class LinkReply:
     channel_caps: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
+        """The header and SpiceLinkReply body with its capability words."""
         if len(self.pub_key) != TICKET_PUBKEY_BYTES:
             raise ValueError(f"public key must be {TICKET_PUBKEY_BYTES} bytes")
         words = self.common_caps + self.channel_caps
@@ -152,6 +158,11 @@ class LinkReply:
 
     @classmethod
     def parse(cls, data: bytes) -> LinkReply:
+        """Parse a SpiceLinkReply body (no header).
+
+        Raises:
+            LinkError: the body is too short or its capability words are out of bounds.
+        """
         if len(data) < REPLY.size:
             raise LinkError(LinkErr.INVALID_DATA, f"link reply of {len(data)} bytes is too short")
         error, key, n_common, n_chan, off = REPLY.unpack_from(data)
@@ -273,6 +284,7 @@ class ServerLink(_LinkBase):
 
     @property
     def buffered(self) -> int:
+        """Number of bytes received and not parsed yet."""
         return len(self._stream.buf)
 
     def _read_link(self) -> Generator[None, None, None]:

@@ -84,9 +84,11 @@ class Reader:
 
     @property
     def remaining(self) -> int:
+        """Bytes left before the end of the message."""
         return self.end - self.pos
 
     def take(self, n: int) -> bytes:
+        """The next ``n`` bytes; ProtocolError if fewer are left."""
         if n < 0 or n > self.end - self.pos:
             raise ProtocolError(f"message too short: need {n} bytes at offset {self.pos}, have {max(self.end - self.pos, 0)}")
         data = self.buf[self.pos : self.pos + n]
@@ -94,6 +96,7 @@ class Reader:
         return data
 
     def unpack(self, st: _struct.Struct) -> tuple[Any, ...]:
+        """The values of the next ``st.size`` bytes; ProtocolError if fewer are left."""
         n = st.size
         if n > self.end - self.pos:
             raise ProtocolError(f"message too short: need {n} bytes at offset {self.pos}, have {self.end - self.pos}")
@@ -102,6 +105,7 @@ class Reader:
         return values
 
     def rest(self) -> bytes:
+        """Every byte left to the end of the message."""
         data = self.buf[self.pos : self.end]
         self.pos = self.end
         return data
@@ -136,9 +140,11 @@ class Writer:
         _root.segments.append(self)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``."""
         self.buf += data
 
     def pack(self, st: _struct.Struct, *values: Any) -> None:
+        """Append ``values`` packed by ``st``; ValueError if they do not fit."""
         try:
             self.buf += st.pack(*values)
         except _struct.error as exc:
@@ -186,9 +192,13 @@ class WireType(Protocol):
     #: smallest number of bytes one value takes (bounds array counts before allocating).
     min_size: int
 
-    def read(self, r: Reader, ctx: Ctx) -> Any: ...
+    def read(self, r: Reader, ctx: Ctx) -> Any:
+        """Read one value; ``ctx`` holds the enclosing structure's fields read so far."""
+        ...
 
-    def write(self, w: Writer, value: Any, ctx: Ctx) -> None: ...
+    def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write ``value``; ``ctx`` holds the enclosing structure's fields written so far."""
+        ...
 
 
 class Int:
@@ -202,9 +212,11 @@ class Int:
         self.name = name
 
     def read(self, r: Reader, ctx: Ctx) -> int:
+        """Read the integer."""
         return r.unpack(self.st)[0]  # type: ignore[no-any-return]
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write ``value`` as this integer type; ValueError if out of range."""
         w.pack(self.st, int(value))
 
     def __repr__(self) -> str:
@@ -245,10 +257,12 @@ class Bytes:
         self.count = count
 
     def read(self, r: Reader, ctx: Ctx) -> bytes:
+        """Read the counted bytes, or the rest of the message."""
         n = _resolve_count(self.count, ctx)
         return r.rest() if n is None else r.take(n)
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write ``value``; ValueError if a fixed count does not match its length."""
         n = _resolve_count(self.count, ctx) if not isinstance(self.count, str) else None
         if n is not None and len(value) != n:
             raise ValueError(f"expected {n} bytes, got {len(value)}")
@@ -266,6 +280,7 @@ class Array:
         self.count = count
 
     def read(self, r: Reader, ctx: Ctx) -> tuple[Any, ...]:
+        """Read the elements; ProtocolError if the count cannot fit in the bytes left."""
         n = _resolve_count(self.count, ctx)
         elem = self.elem
         if n is None:
@@ -282,6 +297,7 @@ class Array:
         return tuple(elem.read(r, ctx) for _ in range(n))
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write every element; ValueError if a fixed count does not match."""
         n = _resolve_count(self.count, ctx) if not isinstance(self.count, str) else None
         if n is not None and len(value) != n:
             raise ValueError(f"expected {n} elements, got {len(value)}")
@@ -304,6 +320,7 @@ class Ptr:
         self.nonnull = nonnull
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
+        """Follow the offset and read the target; 0 reads as None (a ProtocolError if non-null)."""
         (offset,) = r.unpack(U32.st)
         if offset == 0:
             if self.nonnull:
@@ -312,6 +329,7 @@ class Ptr:
         return self.target.read(r.at(offset), ctx)
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write 0 for None, else a pointer whose target segment is filled later."""
         if value is None:
             if self.nonnull:
                 raise ValueError("this pointer may not be None")
@@ -336,10 +354,12 @@ class Switch:
         self.choose = choose
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
+        """Read the chosen arm (None when no arm applies)."""
         wtype = self.choose(ctx)
         return None if wtype is None else wtype.read(r, ctx)
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write the chosen arm; ValueError if none applies and ``value`` is not None."""
         wtype = self.choose(ctx)
         if wtype is None:
             if value is not None:
@@ -400,6 +420,7 @@ class StructType:
         self.min_size = sum(i.wtype.min_size for i in items if i.when is None)
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
+        """Read the fields in order and build the class; ProtocolError if it rejects them."""
         own: Ctx = {}
         values: dict[str, Any] = {}
         for item in self.items:
@@ -418,6 +439,7 @@ class StructType:
             raise ProtocolError(f"invalid {self.cls.__name__}: {exc}") from None
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write the fields in order, counts taken from what they count."""
         own: Ctx = {}
         for item in self.items:
             if item.count_of is not None:

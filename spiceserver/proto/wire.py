@@ -57,6 +57,7 @@ class Framer:
 
     @property
     def buffered(self) -> int:
+        """Number of bytes received and not framed yet."""
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawMessage]:

@@ -120,34 +120,45 @@ class NullBackend:
             self.device.async_complete(cookie)
 
     def wakeup(self) -> None:
+        """Do nothing."""
         pass
 
     def oom(self) -> None:
+        """Do nothing."""
         pass
 
     def update_area(self, surface_id: int, area: Rect, clear_dirty_region: bool, cookie: int | None) -> None:
+        """Render nothing; complete ``cookie`` at once."""
         self._done(cookie)
 
     def memslots_changed(self, cookie: int | None) -> None:
+        """Complete ``cookie`` at once."""
         self._done(cookie)
 
     def create_primary(self, surface: PrimarySurface, cookie: int | None) -> None:
+        """Create nothing; complete ``cookie`` at once."""
         self._done(cookie)
 
     def destroy_primary(self, cookie: int | None) -> None:
+        """Complete ``cookie`` at once."""
         self._done(cookie)
 
     def destroy_surface(self, surface_id: int, cookie: int | None) -> None:
+        """Complete ``cookie`` at once."""
         self._done(cookie)
 
     def destroy_all_surfaces(self, cookie: int | None) -> None:
+        """Complete ``cookie`` at once."""
         self._done(cookie)
 
     def flush_surfaces(self, cookie: int) -> None:
+        """Complete ``cookie`` at once."""
         self._done(cookie)
 
     def monitors_config(self, config: MonitorsConfig, cookie: int) -> None:
+        """Ignore the layout; complete ``cookie`` at once."""
         self._done(cookie)
 
     def reset(self) -> None:
+        """Do nothing."""
         pass

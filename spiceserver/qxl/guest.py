@@ -150,10 +150,12 @@ class GuestDriver:
         raise ValueError(f"{phys:#x} is not guest memory this driver allocated")
 
     def write(self, phys: int, data: bytes) -> None:
+        """Write ``data`` at QXLPHYSICAL ``phys`` (memory this driver allocated)."""
         view, off = self._locate(phys)
         view[off : off + len(data)] = data
 
     def read(self, phys: int, size: int) -> bytes:
+        """The ``size`` bytes at QXLPHYSICAL ``phys`` (memory this driver allocated)."""
         view, off = self._locate(phys)
         return bytes(view[off : off + size])
 
@@ -169,6 +171,7 @@ class GuestDriver:
         self.ram[off : off + len(data)] = data
 
     def reset_allocator(self) -> None:
+        """Forget every allocation: the next ones start again at the start of each region."""
         for region in (self.main, self.surf):
             if region is not None:
                 region.next = region.start
@@ -201,6 +204,7 @@ class GuestDriver:
         return self.with_chunks(b"", data, chunk_size)
 
     def palette(self, palette: d.Palette) -> int:
+        """Write a QXLPalette; returns its QXLPHYSICAL."""
         return self.put(
             L.PALETTE.pack(palette.unique, len(palette.ents)) + struct.pack(f"<{len(palette.ents)}I", *palette.ents)
         )
@@ -237,6 +241,7 @@ class GuestDriver:
     # --- drawing structures ----------------------------------------------------------------------
 
     def brush(self, brush: d.Brush, chunk_size: int | None = None) -> bytes:
+        """The inline QXLBrush bytes for ``brush`` (a PATTERN's image is written first)."""
         if brush.type == BrushType.SOLID:
             return L.U32.pack(brush.type) + L.U32.pack(brush.color or 0) + bytes(12)
         if brush.type == BrushType.PATTERN and brush.pattern is not None:
@@ -245,6 +250,7 @@ class GuestDriver:
         return L.BRUSH.pack(brush.type, 0, 0, 0)
 
     def qmask(self, mask: d.QMask, chunk_size: int | None = None) -> bytes:
+        """The inline QXLQMask bytes for ``mask`` (its bitmap is written first)."""
         return L.QMASK.pack(mask.flags, mask.pos.x, mask.pos.y, self.image(mask.bitmap, chunk_size))
 
     def clip(self, clip: d.Clip, chunk_size: int | None = None) -> bytes:
@@ -256,6 +262,7 @@ class GuestDriver:
         return L.CLIP.pack(ClipType.RECTS, self.with_chunks(L.CLIP_RECTS.pack(len(rects)), data, chunk_size))
 
     def path(self, path: d.Path, chunk_size: int | None = None) -> int:
+        """Write a QXLPath with its segments in chunks; returns its QXLPHYSICAL."""
         data = b"".join(
             L.PATH_SEG.pack(seg.flags, len(seg.points)) + b"".join(L.POINT_FIX.pack(p.x, p.y) for p in seg.points)
             for seg in path.segments
@@ -263,6 +270,7 @@ class GuestDriver:
         return self.with_chunks(L.PATH.pack(len(data)), data, chunk_size)
 
     def string(self, s: d.String, chunk_size: int | None = None) -> int:
+        """Write a QXLString with its raster glyphs in chunks; returns its QXLPHYSICAL."""
         glyphs = s.glyphs or ()
         data = b"".join(
             L.RASTER_GLYPH.pack(g.render_pos.x, g.render_pos.y, g.glyph_origin.x, g.glyph_origin.y, g.width, g.height)
@@ -272,6 +280,7 @@ class GuestDriver:
         return self.with_chunks(L.STRING.pack(len(data), len(glyphs), s.flags), data, chunk_size)
 
     def transform(self, t: Transform | None) -> int:
+        """Write a QXLTransform; returns its QXLPHYSICAL, 0 for None."""
         if t is None:
             return 0
         return self.put(L.TRANSFORM.pack(t.t00, t.t01, t.t02, t.t10, t.t11, t.t12))
@@ -384,11 +393,13 @@ class GuestDriver:
         return phys, data
 
     def surface_destroy(self, surface_id: int) -> int:
+        """A QXL_SURFACE_CMD_DESTROY for ``surface_id``; returns its QXLPHYSICAL (= release id)."""
         phys = self.alloc(L.SURFACE_CMD.size)
         self.write(phys, L.SURFACE_CMD.pack(phys, surface_id, 1, 0, 0, 0, 0, 0, 0))
         return phys
 
     def update(self, area: Rect, update_id: int, surface_id: int = 0, *, compat: bool = False) -> int:
+        """A QXLUpdateCmd (or QXLCompatUpdateCmd); returns its QXLPHYSICAL (= release id)."""
         phys = self.alloc(L.UPDATE_CMD.size)
         if compat:
             self.write(phys, L.COMPAT_UPDATE_CMD.pack(phys, *_area(area), update_id))
@@ -397,6 +408,7 @@ class GuestDriver:
         return phys
 
     def message(self, text: bytes) -> int:
+        """A QXLMessage carrying ``text`` NUL-terminated; returns its QXLPHYSICAL (= release id)."""
         phys = self.alloc(L.MESSAGE.size + len(text) + 1)
         self.write(phys, L.U64.pack(phys) + text + b"\0")
         return phys
@@ -407,6 +419,7 @@ class GuestDriver:
         return phys
 
     def cursor_set(self, position: Point16, visible: bool, shape: Cursor, chunk_size: int | None = None) -> int:
+        """A QXL_CURSOR_SET with its QXLCursor shape in chunks; returns the command's QXLPHYSICAL."""
         h = shape.header
         if h is None:
             raise ValueError("a guest cursor shape needs a header")
@@ -415,12 +428,15 @@ class GuestDriver:
         return self._cursor_cmd(CursorCmdType.SET, L.CURSOR_SET.pack(position.x, position.y, int(visible), shape_phys))
 
     def cursor_move(self, position: Point16) -> int:
+        """A QXL_CURSOR_MOVE; returns the command's QXLPHYSICAL."""
         return self._cursor_cmd(CursorCmdType.MOVE, L.CURSOR_MOVE.pack(position.x, position.y))
 
     def cursor_hide(self) -> int:
+        """A QXL_CURSOR_HIDE; returns the command's QXLPHYSICAL."""
         return self._cursor_cmd(CursorCmdType.HIDE, b"")
 
     def cursor_trail(self, length: int, frequency: int) -> int:
+        """A QXL_CURSOR_TRAIL; returns the command's QXLPHYSICAL."""
         return self._cursor_cmd(CursorCmdType.TRAIL, L.CURSOR_TRAIL.pack(length, frequency))
 
     # --- rings and I/O ---------------------------------------------------------------------------
@@ -467,9 +483,11 @@ class GuestDriver:
         return mem
 
     def destroy_primary(self, *, async_io: bool = False) -> None:
+        """``QXL_IO_DESTROY_PRIMARY`` (or its async variant)."""
         self.device.io_write(IOPort.DESTROY_PRIMARY_ASYNC if async_io else IOPort.DESTROY_PRIMARY, 0)
 
     def update_area(self, surface_id: int, area: Rect, *, async_io: bool = False) -> None:
+        """Put ``area`` and ``surface_id`` in the RAM header and write ``QXL_IO_UPDATE_AREA`` (or its async variant)."""
         self.set_ram(L.RAM_UPDATE_AREA_OFF, _rect(area) + L.U32.pack(surface_id))
         self.device.io_write(IOPort.UPDATE_AREA_ASYNC if async_io else IOPort.UPDATE_AREA, 0)
 
@@ -484,10 +502,12 @@ class GuestDriver:
         return phys
 
     def log(self, text: str) -> None:
+        """Put ``text`` in the RAM header's log buffer and write ``QXL_IO_LOG``."""
         self.set_ram(L.RAM_LOG_BUF_OFF, text.encode()[: L.LOG_BUF_SIZE - 1] + b"\0")
         self.device.io_write(IOPort.LOG, 0)
 
     def set_int_mask(self, mask: int) -> None:
+        """Set the RAM header's ``int_mask`` and write ``QXL_IO_UPDATE_IRQ``."""
         self.set_ram(L.RAM_INT_MASK_OFF, L.U32.pack(mask))
         self.device.io_write(IOPort.UPDATE_IRQ, 0)
 

@@ -31,6 +31,8 @@ REVISION_V04, REVISION_V06, REVISION_V10, REVISION_V12 = 1, 2, 3, 4
 
 
 class BarIndex(IntEnum):
+    """``QXL_*_RANGE_INDEX``: the PCI BARs of the device."""
+
     RAM = 0
     VRAM = 1
     ROM = 2
@@ -83,6 +85,8 @@ ASYNC_PORTS: Final[dict[int, int]] = {
 
 
 class CmdType(IntEnum):
+    """``QXL_CMD_*``: the type of a QXLCommand."""
+
     NOP = 0
     DRAW = 1
     UPDATE = 2
@@ -99,6 +103,8 @@ class CmdFlags(IntFlag):
 
 
 class Interrupt(IntFlag):
+    """``QXL_INTERRUPT_*``: the device's interrupt bits."""
+
     DISPLAY = 1 << 0
     CURSOR = 1 << 1
     IO_CMD = 1 << 2
@@ -108,6 +114,8 @@ class Interrupt(IntFlag):
 
 
 class DrawType(IntEnum):
+    """``QXL_DRAW_*``: the type of a QXLDrawable."""
+
     NOP = 0
     FILL = 1
     OPAQUE = 2
@@ -126,6 +134,8 @@ class DrawType(IntEnum):
 
 
 class Effect(IntEnum):
+    """``QXL_EFFECT_*``: a QXLDrawable's effect."""
+
     BLEND = 0
     OPAQUE = 1
     REVERT_ON_DUP = 2
@@ -137,11 +147,15 @@ class Effect(IntEnum):
 
 
 class SurfaceCmdType(IntEnum):
+    """``QXL_SURFACE_CMD_*``: create or destroy."""
+
     CREATE = 0
     DESTROY = 1
 
 
 class CursorCmdType(IntEnum):
+    """``QXL_CURSOR_*``: the type of a QXLCursorCmd."""
+
     SET = 0
     MOVE = 1
     HIDE = 2
@@ -158,17 +172,23 @@ class ImageGroup(IntEnum):
 
 
 class QXLImageFlags(IntFlag):
+    """``QXL_IMAGE_*``: flags of a QXLImageDescriptor."""
+
     CACHE = 1 << 0
     HIGH_BITS_SET = 1 << 1
 
 
 class QXLBitmapFlags(IntFlag):
+    """``QXL_BITMAP_*``: flags of a QXLBitmap."""
+
     DIRECT = 1 << 0  # data points at the pixels, not at a QXLDataChunk chain
     UNSTABLE = 1 << 1
     TOP_DOWN = 1 << 2  # == SPICE_BITMAP_FLAGS_TOP_DOWN
 
 
 class PathFlags(IntFlag):
+    """``QXL_PATH_*``: flags of a QXLPathSeg."""
+
     BEGIN = 1 << 0
     END = 1 << 1
     CLOSE = 1 << 3

@@ -59,6 +59,7 @@ class Bar:
 
     @property
     def end(self) -> int:
+        """Guest-physical address just past the BAR."""
         return self.base + self.size
 
     def __repr__(self) -> str:
@@ -72,6 +73,7 @@ class PhysicalMemory:
         self.bars = bars
 
     def bar(self, name: str) -> Bar:
+        """The BAR called ``name``; KeyError if there is none."""
         for b in self.bars:
             if b.name == name:
                 return b
@@ -91,14 +93,17 @@ class PhysicalMemory:
         raise GuestError(f"guest range {addr:#x}+{size:#x} is not inside one device BAR")
 
     def read(self, addr: int, size: int) -> bytes:
+        """A copy of ``[addr, addr + size)``; GuestError unless it lies inside one BAR."""
         b, off = self.locate(addr, size)
         return bytes(b.view[off : off + size])
 
     def write(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at ``addr``; GuestError unless it lies inside one BAR."""
         b, off = self.locate(addr, len(data))
         b.view[off : off + len(data)] = data
 
     def view(self, addr: int, size: int) -> memoryview:
+        """A live view of ``[addr, addr + size)``; GuestError unless it lies inside one BAR."""
         b, off = self.locate(addr, size)
         return b.view[off : off + size]
 
@@ -171,6 +176,7 @@ class MemSlots:
         self._slots[group_id][slot_id] = MemSlot(start, end, delta, generation)
 
     def del_slot(self, group_id: int, slot_id: int) -> None:
+        """Delete a slot (``memslot_info_del_slot``); ValueError for ids out of range."""
         self._check_ids(group_id, slot_id)
         self._slots[group_id][slot_id] = None
 
@@ -181,6 +187,7 @@ class MemSlots:
                 group[i] = None
 
     def slot(self, group_id: int, slot_id: int) -> MemSlot | None:
+        """The slot at ``(group_id, slot_id)``, None if empty; ValueError for ids out of range."""
         self._check_ids(group_id, slot_id)
         return self._slots[group_id][slot_id]
 

@@ -102,6 +102,7 @@ class GuestReader:
     # --- memory ----------------------------------------------------------------------------------
 
     def read(self, phys: int, size: int, what: str) -> bytes:
+        """``size`` bytes at QXLPHYSICAL ``phys`` through the memslots; GuestError for NULL or a bad address."""
         if phys == 0:
             raise GuestError(f"{what}: NULL pointer")
         try:
@@ -146,11 +147,13 @@ class GuestReader:
         return b"".join(parts)
 
     def surface_id(self, sid: int, what: str) -> int:
+        """``sid`` if it is a valid surface id, else GuestError."""
         if not 0 <= sid < self.limits.n_surfaces:
             raise GuestError(f"{what}: surface id {sid} out of range (< {self.limits.n_surfaces})")
         return sid
 
     def dims(self, width: int, height: int, what: str) -> None:
+        """GuestError if a ``width`` x ``height`` image exceeds the limits."""
         lim = self.limits
         if width > lim.max_image_dim or height > lim.max_image_dim:
             raise GuestError(f"{what}: size {width}x{height} exceeds {lim.max_image_dim}")
@@ -189,6 +192,7 @@ class GuestReader:
         raise GuestError(f"{what}: unsupported image type {type_}")
 
     def bitmap(self, raw: bytes, phys: int, what: str, is_mask: bool) -> d.BitmapData:
+        """The BITMAP arm of the QXLImage ``raw`` at ``phys``: format, stride, palette and pixel data checked."""
         fmt, qflags, x, y, stride, pal_phys, data_phys = L.BITMAP.unpack_from(raw, L.IMAGE_UNION_OFF)
         if not 0 < fmt < len(L.BITMAP_FMT_BPP):
             raise GuestError(f"{what}: bad bitmap format {fmt}")
@@ -215,6 +219,7 @@ class GuestReader:
         return d.BitmapData(format=fmt, flags=flags, x=x, y=y, stride=stride, palette=palette, data=data)
 
     def palette(self, phys: int, what: str) -> d.Palette:
+        """A QXLPalette, entries widened in 16 bpp compat mode; GuestError if too many."""
         unique, n = L.PALETTE.unpack(self.read(phys, L.PALETTE.size, what))
         if n > self.limits.max_palette_entries:
             raise GuestError(f"{what}: {n} entries exceed {self.limits.max_palette_entries}")
@@ -226,6 +231,7 @@ class GuestReader:
     # --- brushes, masks, clips -------------------------------------------------------------------
 
     def brush(self, raw: bytes, off: int, what: str) -> d.Brush:
+        """``red_get_brush_ptr``: the QXLBrush at ``raw[off:]``."""
         type_, pat, x, y = L.BRUSH.unpack_from(raw, off)
         if type_ == BrushType.NONE:
             return d.Brush(type=int(BrushType.NONE))
@@ -240,6 +246,7 @@ class GuestReader:
         raise GuestError(f"{what}: bad brush type {type_}")
 
     def qmask(self, raw: bytes, off: int, what: str) -> d.QMask:
+        """``red_get_qmask_ptr``: the QXLQMask at ``raw[off:]`` (no bitmap: an empty mask)."""
         flags, x, y, bitmap = L.QMASK.unpack_from(raw, off)
         img = self.image(bitmap, f"{what} mask", is_mask=True)
         if img is None:
@@ -247,6 +254,7 @@ class GuestReader:
         return d.QMask(flags=flags, pos=Point(x=x, y=y), bitmap=img)
 
     def clip(self, type_: int, phys: int, what: str) -> d.Clip:
+        """A clip: NONE, or ``red_get_clip_rects`` of the QXLClipRects at ``phys``."""
         if type_ == ClipType.NONE:
             return d.Clip()
         if type_ != ClipType.RECTS:
@@ -272,6 +280,7 @@ class GuestReader:
     # --- paths and strings -----------------------------------------------------------------------
 
     def path(self, phys: int, what: str) -> d.Path:
+        """``red_get_path``: the segments of the QXLPath at ``phys``, within the point limit."""
         raw = self.read(phys, L.PATH_SIZE, what)
         data = self.chunks(raw[4:], phys + 4, self.limits.max_data_bytes, what)
         segments: list[d.PathSegment] = []
@@ -291,6 +300,7 @@ class GuestReader:
         return d.Path(segments=tuple(segments))
 
     def string(self, phys: int, what: str) -> d.String:
+        """``red_get_string``: the raster glyphs of the QXLString at ``phys``."""
         raw = self.read(phys, L.STRING_SIZE, what)
         size, length, flags = L.STRING.unpack_from(raw)
         if size > self.limits.max_data_bytes:
@@ -338,6 +348,7 @@ class GuestReader:
     # --- draw bodies -----------------------------------------------------------------------------
 
     def body(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        """The drawable's union arm for ``type_`` at ``raw[o:]`` (None for NOP); GuestError for an unknown type."""
         if type_ == DrawType.NOP:
             return None
         if type_ == DrawType.FILL:
@@ -422,6 +433,7 @@ class GuestReader:
         raise GuestError(f"{what}: unknown draw type {type_}")
 
     def stroke(self, raw: bytes, o: int, what: str) -> d.Stroke:
+        """``red_get_stroke_ptr``: the QXLStroke at ``raw[o:]`` with its path and line style."""
         (path_phys,) = L.U64.unpack_from(raw, o)
         flags, _join, _end, nseg, _width, _miter, style_phys = L.LINE_ATTR.unpack_from(raw, o + 8)
         path = self.path(path_phys, f"{what} path")
@@ -440,6 +452,7 @@ class GuestReader:
         )
 
     def composite(self, raw: bytes, o: int, what: str) -> d.Composite:
+        """``red_get_composite_ptr``: the QXLComposite at ``raw[o:]`` with its images and transforms."""
         flags, src, src_t, mask, mask_t, sx, sy, mx, my = L.COMPOSITE.unpack_from(raw, o)
         has = int(CompositeFlags.HAS_MASK | CompositeFlags.HAS_SRC_TRANSFORM | CompositeFlags.HAS_MASK_TRANSFORM)
         flags &= ~has
@@ -464,6 +477,7 @@ class GuestReader:
         )
 
     def transform(self, phys: int, what: str) -> Transform | None:
+        """``red_get_transform``: the QXLTransform at ``phys``, None for NULL."""
         if phys == 0:
             return None
         t = L.TRANSFORM.unpack(self.read(phys, L.TRANSFORM.size, what))

@@ -41,6 +41,8 @@ _M32 = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class RingHeader:
+    """A ring's header fields as read once from guest memory (``ipc_ring.h``)."""
+
     num_items: int
     prod: int
     notify_on_prod: int
@@ -49,6 +51,7 @@ class RingHeader:
 
     @property
     def outstanding(self) -> int:
+        """Number of elements produced and not consumed yet."""
         return (self.prod - self.cons) & _M32
 
 
@@ -110,6 +113,7 @@ class Ring(ABC, Generic[T]):
     # --- consumer side -------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
+        """True when the consumer has caught up with the producer."""
         return self._checked().outstanding == 0
 
     def pop(self) -> tuple[T, bool] | None:
@@ -150,6 +154,7 @@ class Ring(ABC, Generic[T]):
     # --- producer side -------------------------------------------------------------------------
 
     def free_slots(self) -> int:
+        """How many more elements fit before the ring is full."""
         return self.capacity - self._checked().outstanding
 
     def push(self, item: T) -> bool | None:
@@ -179,6 +184,7 @@ class Ring(ABC, Generic[T]):
         return self._decode(bytes(self.buf[off : off + self.item_size]))
 
     def set_prod_item(self, item: T) -> None:
+        """Overwrite the element at ``prod`` (not yet published)."""
         off = self._item_off(self._get(L.RING_PROD_OFF))
         self.buf[off : off + self.item_size] = self._encode(item)
 

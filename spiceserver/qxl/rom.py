@@ -77,6 +77,7 @@ class RomLayout:
 
     @classmethod
     def of(cls, cfg: QXLDeviceConfig, ram_size: int) -> RomLayout:
+        """The layout for ``cfg`` with a RAM BAR of ``ram_size`` bytes; ValueError if it is too small."""
         surface0 = (cfg.vgamem_size + L.QXL_PAGE_SIZE - 1) & ~(L.QXL_PAGE_SIZE - 1)
         header = ram_size - L.RAM_HEADER_BYTES
         if header < surface0:

@@ -522,6 +522,7 @@ class DesktopGuest:
 
     @property
     def layout(self) -> _Layout:
+        """Where the desktop's parts go, computed once; ValueError below 640x480."""
         if self._layout is None:
             if self.width < 640 or self.height < 480:
                 raise ValueError(f"the desktop needs at least 640x480 (primary is {self.width}x{self.height})")

@@ -45,6 +45,7 @@ class WanPolicy(enum.Enum):
     ALWAYS = "always"
 
     def applies(self, low_bandwidth: bool) -> bool:
+        """Whether the option applies to a client whose bandwidth is ``low_bandwidth``."""
         return self is WanPolicy.ALWAYS or (self is WanPolicy.AUTO and low_bandwidth)
 
 

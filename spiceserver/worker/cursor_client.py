@@ -90,18 +90,23 @@ class CursorChannelClient(ChannelClientBase):
         return cm.Cursor(flags=flags, header=header, data=shape.data)
 
     def push_set(self, state: CursorState) -> None:
+        """Queue a CURSOR_SET for ``state`` (the shape from the client's cache when it holds it)."""
         self.pipe.append(cm.CursorSet(position=Point16(x=state.x, y=state.y), visible=int(state.visible), cursor=self._cursor(state.shape)))
 
     def push_move(self, state: CursorState) -> None:
+        """Queue a CURSOR_MOVE to ``state``'s position."""
         self.pipe.append(cm.CursorMove(position=Point16(x=state.x, y=state.y)))
 
     def push_hide(self) -> None:
+        """Queue a CURSOR_HIDE."""
         self.pipe.append(cm.CursorHide())
 
     def push_trail(self, state: CursorState) -> None:
+        """Queue a CURSOR_TRAIL with ``state``'s trail."""
         self.pipe.append(cm.CursorTrail(length=state.trail_length, frequency=state.trail_frequency))
 
     def push_reset(self) -> None:
+        """Empty the cache mirror and queue a CURSOR_RESET (the client drops its cache)."""
         self.cache.clear()
         self.pipe.append(cm.CursorReset())
 

@@ -41,15 +41,18 @@ class Reply:
         self.error: BaseException | None = None
 
     def set(self, result: Any) -> None:
+        """Answer with ``result`` and wake the waiter."""
         self.result = result
         self._done.set()
 
     def fail(self, error: BaseException) -> None:
+        """Answer with ``error`` (raised by :meth:`wait`) and wake the waiter."""
         self.error = error
         self._done.set()
 
     @property
     def done(self) -> bool:
+        """Whether an answer has been given."""
         return self._done.is_set()
 
     def wait(self, timeout: float | None) -> Any:
@@ -86,6 +89,7 @@ class Endpoint:
         self._handlers[msg_type] = handler
 
     def register_universal_handler(self, handler: Callable[[Any], None] | None) -> None:
+        """Call ``handler`` with every message before its own handler (None removes it)."""
         self._universal = handler
 
     def post(self, msg: Any) -> None:
@@ -163,6 +167,7 @@ class Dispatcher:
         self.worker_side._peer_inbox = to_loop
 
     def close(self) -> None:
+        """Close both wake-up sockets."""
         for s in self._socks:
             try:
                 s.close()

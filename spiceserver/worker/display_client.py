@@ -114,6 +114,7 @@ class DisplayChannelClient(ChannelClientBase):
         return self.state is DisplayState.READY
 
     def has_cap(self, cap: int) -> bool:
+        """Whether the client announced display capability ``cap``."""
         return has_cap(self.info.channel_caps, cap)
 
     def _policy(self, glz_window: int, preferred: ImageCompression | None = None) -> ClientCompression:
@@ -168,6 +169,7 @@ class DisplayChannelClient(ChannelClientBase):
         self.live += 1
 
     def push_surface_create(self, surface: Surface, *, with_picture: bool) -> None:
+        """Queue a SURFACE_CREATE (once the client is initialized), and the surface's picture if ``with_picture``."""
         if not self.initialized:
             return
         flags = SurfaceFlags.PRIMARY if surface.primary else 0
@@ -183,6 +185,7 @@ class DisplayChannelClient(ChannelClientBase):
         self._queue(PictureItem(surface.id, left, top, pixels, surface.canvas.pixfmt))
 
     def push_surface_destroy(self, surface_id: int) -> None:
+        """Queue a SURFACE_DESTROY if the client was told of the surface."""
         if not self.initialized or surface_id not in self.sent_surfaces:
             return
         # Draws still queued on the surface stay: a later queued draw may read it (SURFACE image).
@@ -190,6 +193,7 @@ class DisplayChannelClient(ChannelClientBase):
         self._queue(MessageItem(d.SurfaceDestroy(surface_id=surface_id)))
 
     def push_monitors_config(self) -> None:
+        """Queue the current MONITORS_CONFIG if the client has the capability and there is one."""
         if not self.initialized or not self.has_cap(DisplayCap.MONITORS_CONFIG):
             return
         heads = self.monitors()
@@ -198,10 +202,12 @@ class DisplayChannelClient(ChannelClientBase):
         self._queue(MessageItem(heads))
 
     def push_message(self, msg: Message) -> None:
+        """Queue a prebuilt message once the client is initialized."""
         if self.initialized:
             self._queue(MessageItem(msg))
 
     def push_drawable(self, drawable: Drawable) -> None:
+        """Queue a draw for a surface the client knows; collapse the pipe when it grows too long."""
         if not self.initialized or drawable.surface_id not in self.sent_surfaces:
             return
         item = DrawableItem(drawable)
@@ -275,9 +281,11 @@ class DisplayChannelClient(ChannelClientBase):
     # Marshaller (for the pipe items)
 
     def send(self, msg: Message) -> None:
+        """Send ``msg`` on this client's connection."""
         self.conn.send(msg)
 
     def encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
+        """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first."""
         out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))

@@ -44,6 +44,7 @@ def map_images(value: Any, fn: Callable[[d.Image], d.Image]) -> Any:
 
 
 def images_of(value: Any) -> list[d.Image]:
+    """Every image inside ``value`` (a draw body), in field order."""
     out: list[d.Image] = []
 
     def grab(img: d.Image) -> d.Image:
@@ -107,6 +108,7 @@ class Drawable:
 
 
 def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
+    """A :class:`Drawable` for ``op`` on ``surface_id``: its region, opacity, the pixels it reads and the surfaces it depends on."""
     region = region_of(base)
     opaque = is_opaque(op)
     deps = frozenset(

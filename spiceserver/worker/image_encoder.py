@@ -82,6 +82,7 @@ class PixmapCache:
         self.hits = 0
 
     def lookup(self, image_id: int) -> bool:
+        """True (and most recently used) if the client caches ``image_id``."""
         if image_id in self.items:
             self.items.move_to_end(image_id)
             self.hits += 1
@@ -102,6 +103,7 @@ class PixmapCache:
         return evicted
 
     def reset(self, size_pixels: int | None = None) -> None:
+        """Forget every entry; resize to ``size_pixels`` if given."""
         if size_pixels is not None:
             self.size = max(0, size_pixels)
         self.items.clear()
@@ -116,6 +118,7 @@ class PaletteCache:
         self.items: OrderedDict[int, None] = OrderedDict()
 
     def lookup(self, unique: int) -> bool:
+        """True (and most recently used) if the client caches palette ``unique``."""
         if unique in self.items:
             self.items.move_to_end(unique)
             return True
@@ -130,6 +133,7 @@ class PaletteCache:
         return evicted
 
     def reset(self) -> None:
+        """Forget every entry."""
         self.items.clear()
 
 
@@ -152,6 +156,7 @@ class ImageEncoder:
         self.pending: list[d.InvalPalette] = []
 
     def encode(self, img: d.Image, *, lossy_ok: bool = False) -> tuple[d.Image, list[int]]:
+        """The image as this client receives it, and the cache ids evicted to make room for it."""
         desc = img.descriptor
         if desc.type == ImageType.SURFACE:
             self.stats["surface"] += 1

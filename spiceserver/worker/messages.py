@@ -94,6 +94,8 @@ class ClientWritten:
 
 @dataclass(frozen=True, slots=True)
 class ClientDisconnected:
+    """reds dropped this client (its connection is gone)."""
+
     cc_id: int
 
 
@@ -209,6 +211,8 @@ class QXLOom(Request):
 
 @dataclass(frozen=True, slots=True)
 class QXLUpdateArea(Request):
+    """QXL_IO_UPDATE_AREA: render ``area`` of the surface into guest memory."""
+
     surface_id: int
     area: Rect
     clear_dirty_region: bool
@@ -217,38 +221,52 @@ class QXLUpdateArea(Request):
 
 @dataclass(frozen=True, slots=True)
 class QXLMemslotsChanged(Request):
+    """QXL_IO_MEMSLOT_ADD / MEMSLOT_DEL: the device's memslots changed."""
+
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLCreatePrimary(Request):
+    """QXL_IO_CREATE_PRIMARY: create surface 0 over guest memory."""
+
     surface: PrimarySurface
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLDestroyPrimary(Request):
+    """QXL_IO_DESTROY_PRIMARY: flush, destroy surface 0 and reset the cursor."""
+
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLDestroySurface(Request):
+    """QXL_IO_DESTROY_SURFACE_WAIT: render the surface into guest memory, then drop it."""
+
     surface_id: int
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLDestroyAllSurfaces(Request):
+    """QXL_IO_DESTROY_ALL_SURFACES: flush and destroy every surface."""
+
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLFlushSurfaces(Request):
+    """QXL_IO_FLUSH_SURFACES_ASYNC: render every surface into guest memory."""
+
     cookie: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class QXLMonitorsConfig(Request):
+    """QXL_IO_MONITORS_CONFIG_ASYNC: the driver's monitors layout."""
+
     config: d.MonitorsConfig
     cookie: int | None
 

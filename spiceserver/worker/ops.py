@@ -59,6 +59,8 @@ class CreateSurface:
 
 @dataclass(frozen=True, slots=True)
 class DestroySurface:
+    """Surface ``surface_id`` goes; clients that were told of it get SURFACE_DESTROY."""
+
     surface_id: int
 
 
@@ -78,6 +80,8 @@ class Draw:
 
 @dataclass(frozen=True, slots=True)
 class SetCursor:
+    """The cursor shape (None: no shape), position and visibility."""
+
     shape: CursorShape | None
     x: int
     y: int
@@ -86,17 +90,21 @@ class SetCursor:
 
 @dataclass(frozen=True, slots=True)
 class MoveCursor:
+    """The cursor moved to ``(x, y)``."""
+
     x: int
     y: int
 
 
 @dataclass(frozen=True, slots=True)
 class HideCursor:
-    pass
+    """The cursor is hidden."""
 
 
 @dataclass(frozen=True, slots=True)
 class SetCursorTrail:
+    """The cursor trail (QXL_CURSOR_TRAIL): ``length`` and ``frequency``."""
+
     length: int
     frequency: int
 
@@ -116,7 +124,9 @@ class DisplayObserver(Protocol):
     #: how many operations it kept
     count: int
 
-    def observe(self, op: DisplayOp) -> None: ...
+    def observe(self, op: DisplayOp) -> None:
+        """Note an operation that took effect."""
+        ...
 
     def close(self) -> None:
         """No more operations will come (the worker stopped watching)."""

@@ -55,6 +55,7 @@ class PipeItem:
         self.dead = False
 
     def marshal(self, out: Marshaller) -> None:
+        """Send this item through ``out`` (its client)."""
         raise NotImplementedError
 
     def reads(self, hidden: Drawable) -> bool:
@@ -76,6 +77,7 @@ class MessageItem(PipeItem):
         self.msg = msg
 
     def marshal(self, out: Marshaller) -> None:
+        """Send the message."""
         out.send(self.msg)
 
 
@@ -90,6 +92,7 @@ class DrawableItem(PipeItem):
         self.drawable = drawable
 
     def marshal(self, out: Marshaller) -> None:
+        """Send the draw, its images encoded for the client (a plain copy's source may go lossy)."""
         drawable = self.drawable
         op = drawable.op
         if isinstance(op, (d.Copy, d.Opaque)) and op.src_bitmap is not None and op.rop_descriptor == ROP_PUT:
@@ -101,12 +104,14 @@ class DrawableItem(PipeItem):
         out.send(drawable.message(op))
 
     def reads(self, hidden: Drawable) -> bool:
+        """Whether this draw reads ``hidden``'s surface through an image, or pixels of ``hidden`` on the same surface."""
         other = self.drawable
         if hidden.surface_id in other.surface_deps:
             return True
         return other.surface_id == hidden.surface_id and other.reads.intersects(hidden.region)
 
     def collapse_area(self) -> tuple[int, tuple[int, int, int, int] | None]:
+        """The draw's surface and bounding box."""
         return self.drawable.surface_id, self.drawable.region.bbox()
 
 
@@ -121,6 +126,7 @@ class PictureItem(PipeItem):
         self.surface_id, self.left, self.top, self.pixels, self.pixfmt = surface_id, left, top, pixels, pixfmt
 
     def marshal(self, out: Marshaller) -> None:
+        """Send the pixels as one DRAW_COPY (may go lossy where allowed)."""
         h, w = self.pixels.shape
         image = out.encode(picture_image(self.pixels, self.pixfmt), True)  # a plain copy: may go lossy where allowed
         box = Rect(top=self.top, left=self.left, bottom=self.top + h, right=self.left + w)

@@ -125,6 +125,7 @@ class QXLCommandSource(CommandSource):
     # --- the loop ----------------------------------------------------------------------------------
 
     def process(self, worker: DisplayWorker, budget: int) -> bool:
+        """Pull up to ``budget`` commands from the command ring, then up to ``budget`` from the cursor ring; True if either has more."""
         more = self._pull(worker, budget, cursor=False)
         more_cursor = self._pull(worker, budget, cursor=True)
         return more or more_cursor
@@ -255,6 +256,7 @@ class QXLCommandSource(CommandSource):
             worker.apply(SetCursorTrail(cmd.trail_length, cmd.trail_frequency))
 
     def client_attached(self, worker: DisplayWorker) -> None:
+        """On the first client, tell the guest a client is present (``set_client_capabilities``)."""
         if not self._client_present:
             self._client_present = True
             self.device.set_client_capabilities(True, bytes(58))
@@ -262,6 +264,7 @@ class QXLCommandSource(CommandSource):
     # --- the device's I/O calls (worker thread) ----------------------------------------------------
 
     def handlers(self) -> Mapping[type, Callable[[Any], object]]:
+        """The device's QXL* messages and their handlers."""
         return {
             QXLWakeup: self._on_wakeup,
             QXLOom: self._on_oom,
@@ -361,6 +364,7 @@ class QXLWorkerBackend:
         self.source: QXLCommandSource | None = None
 
     def attach(self, device: QXLDevice) -> QXLCommandSource:
+        """Serve ``device``: make its command source and attach it to the worker."""
         self.device = device
         self.source = QXLCommandSource(device, self.worker)
         self.worker.attach_source(self.source)
@@ -376,34 +380,45 @@ class QXLWorkerBackend:
     # QXLBackend
 
     def wakeup(self) -> None:
+        """Tell the worker to look at the rings (never blocks)."""
         self.worker.post(QXLWakeup())
 
     def oom(self) -> None:
+        """``QXLBackend.oom``: send QXLOom to the worker and wait for it."""
         self._send(QXLOom(), None)
 
     def update_area(self, surface_id: int, area: Rect, clear_dirty_region: bool, cookie: int | None) -> None:
+        """``QXLBackend.update_area``: send QXLUpdateArea to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLUpdateArea(surface_id, area, clear_dirty_region, cookie), cookie)
 
     def memslots_changed(self, cookie: int | None) -> None:
+        """``QXLBackend.memslots_changed``: send QXLMemslotsChanged to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLMemslotsChanged(cookie), cookie)
 
     def create_primary(self, surface: PrimarySurface, cookie: int | None) -> None:
+        """``QXLBackend.create_primary``: send QXLCreatePrimary to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLCreatePrimary(surface, cookie), cookie)
 
     def destroy_primary(self, cookie: int | None) -> None:
+        """``QXLBackend.destroy_primary``: send QXLDestroyPrimary to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLDestroyPrimary(cookie), cookie)
 
     def destroy_surface(self, surface_id: int, cookie: int | None) -> None:
+        """``QXLBackend.destroy_surface``: send QXLDestroySurface to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLDestroySurface(surface_id, cookie), cookie)
 
     def destroy_all_surfaces(self, cookie: int | None) -> None:
+        """``QXLBackend.destroy_all_surfaces``: send QXLDestroyAllSurfaces to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLDestroyAllSurfaces(cookie), cookie)
 
     def flush_surfaces(self, cookie: int) -> None:
+        """``QXLBackend.flush_surfaces``: send QXLFlushSurfaces to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLFlushSurfaces(cookie), cookie)
 
     def monitors_config(self, config: d.MonitorsConfig, cookie: int) -> None:
+        """``QXLBackend.monitors_config``: send QXLMonitorsConfig to the worker; wait for it when ``cookie`` is None."""
         self._send(QXLMonitorsConfig(config, cookie), cookie)
 
     def reset(self) -> None:
+        """``QXLBackend.reset``: send QXLReset to the worker and wait for it."""
         self._send(QXLReset(), None)

@@ -90,9 +90,11 @@ class Recorder:
         self.count += 1
 
     def display(self, msg: Message) -> None:
+        """Record a display-channel message."""
         self._write(KIND_DISPLAY, msg)
 
     def cursor(self, msg: Message) -> None:
+        """Record a cursor-channel message."""
         self._write(KIND_CURSOR, msg)
 
     def observe(self, op: DisplayOp) -> None:
@@ -102,9 +104,11 @@ class Recorder:
             self._write(*rec)
 
     def flush(self) -> None:
+        """Flush the file."""
         self._fh.flush()
 
     def close(self) -> None:
+        """Flush, and close the file if the recorder opened it."""
         self._fh.flush()
         if self._own:
             self._fh.close()

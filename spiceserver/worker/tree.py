@@ -87,5 +87,6 @@ class DrawableTree:
         return hidden
 
     def clear(self) -> None:
+        """Forget every draw."""
         self.items.clear()
         self.visible.clear()

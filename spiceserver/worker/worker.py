@@ -104,6 +104,7 @@ class CommandSource:
         return False
 
     def next_timeout(self) -> float | None:
+        """Longest the worker loop may wait for a message before calling :meth:`process` again; None: no limit."""
         return None
 
     def client_attached(self, worker: DisplayWorker) -> None:
@@ -193,10 +194,12 @@ class DisplayWorker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker thread (and the codec warm-up in the background)."""
         warmup.start()  # compile the codec kernels in the background (LZ4/raw until then)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop, wait up to ``timeout`` seconds for it, and close the dispatcher."""
         if self._thread.is_alive():
             self.dispatcher.loop_side.post(Stop())
             self._thread.join(timeout)
@@ -204,6 +207,7 @@ class DisplayWorker:
 
     @property
     def running(self) -> bool:
+        """Whether the worker thread is alive."""
         return self._thread.is_alive()
 
     def _direct(self) -> bool:
@@ -424,6 +428,7 @@ class DisplayWorker:
         self.cursor_clients.pop(cc_id, None)
 
     def flush_clients(self) -> None:
+        """Marshal what each client may send now and post it to the loop side (ClientOutput)."""
         clients: list[DisplayChannelClient | CursorChannelClient] = [*self.dccs.values(), *self.cursor_clients.values()]
         for cc in clients:
             data = cc.produce()
@@ -475,13 +480,16 @@ class DisplayWorker:
             dcc.push_monitors_config()
 
     def monitors_config(self) -> d.MonitorsConfig | None:
+        """The current monitors layout, None before any."""
         return self.heads
 
     def broadcast(self, msg: Message) -> None:
+        """Queue ``msg`` on every display client."""
         for dcc in self.dccs.values():
             dcc.push_message(msg)
 
     def resolver_surface(self, surface_id: int) -> Canvas:
+        """Surface ``surface_id``'s canvas, for image resolution; KeyError if there is none."""
         surface = self.surfaces.get(surface_id)
         if surface is None:
             raise KeyError(surface_id)
@@ -505,6 +513,7 @@ class DisplayWorker:
                     self.stats["pruned"] += 1
 
     def render(self, surface: Surface, drawable: Drawable) -> None:
+        """Render ``drawable`` into the surface's canvas."""
         if isinstance(drawable.op, CopyBits):
             render_op(surface.canvas, drawable.base, d.CopyBits(base=drawable.base, src_pos=drawable.op.src_pos), self.resolver)
         else:
