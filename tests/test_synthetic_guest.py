@@ -170,3 +170,22 @@ async def test_destroy_primary_processes_queued_commands_first(running: Running)
         guest.driver.destroy_primary()
     assert guest.driver.wait_released(5.0)
     assert not guest.error_seen
+
+
+async def test_destroy_all_surfaces_resets_the_cursor(running: Running) -> None:
+    """QXL_IO_DESTROY_ALL_SURFACES resets the cursor channel too (libspice handle_dev_destroy_surfaces)."""
+    from spiceserver.proto.enums import ChannelType
+    from spiceserver.proto.messages import base as bm
+    from spiceserver.proto.messages import cursor as cm
+    from spiceserver.qxl import IOPort
+    from tests.support.client import connect
+
+    guest = new_guest(running)
+    guest.set_cursor(10, 20)
+    running.server.wait_idle()
+    s = await connect(running.ep)
+    cur = await s.link(ChannelType.CURSOR)
+    init = await cur.expect(cm.CursorInit, skip=(bm.SetAck,))
+    assert init.visible == 1 and init.cursor.header is not None
+    guest.device.io_write(IOPort.DESTROY_ALL_SURFACES, 0)
+    await cur.expect(cm.CursorReset)

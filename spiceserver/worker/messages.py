@@ -251,7 +251,7 @@ class QXLDestroySurface(Request):
 
 @dataclass(frozen=True, slots=True)
 class QXLDestroyAllSurfaces(Request):
-    """QXL_IO_DESTROY_ALL_SURFACES: flush and destroy every surface."""
+    """QXL_IO_DESTROY_ALL_SURFACES: flush and destroy every surface, reset the cursor (as libspice)."""
 
     cookie: int | None
 

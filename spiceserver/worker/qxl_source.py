@@ -334,6 +334,7 @@ class QXLCommandSource(CommandSource):
         with self._io(msg.cookie, flush_commands=True):
             for sid in sorted(self.worker.surfaces, reverse=True):
                 self.destroy(self.worker, sid)
+            self.worker.apply(ResetCursor())  # libspice handle_dev_destroy_surfaces resets the cursor too
 
     def _on_flush_surfaces(self, msg: QXLFlushSurfaces) -> None:
         with self._io(msg.cookie, flush_commands=True):
