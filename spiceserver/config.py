@@ -8,6 +8,7 @@ Counterpart of the ``spice_server_set_*`` calls in spice ``server/spice-server.h
 from __future__ import annotations
 
 import os
+import re
 import uuid as _uuid
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -18,6 +19,8 @@ from .proto.enums import CHANNEL_NAMES
 __all__ = ["ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS", "WAN_COMPRESSIONS"]
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
+#: a DNS name, an IPv4 address, or an IPv6 address (brackets removed): no scheme, port or path
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
 
 #: QEMU ``image-compression`` values (libspice SpiceImageCompression)
 ImageCompressionName = Literal["off", "auto_glz", "auto_lz", "quic", "glz", "lz", "lz4"]
@@ -56,6 +59,12 @@ class ServerConfig:
         password_lifetime: seconds the initial password stays valid, 0 = forever.
         disable_ticketing: let anyone in (QEMU ``disable-ticketing``). Without it and without a
             password nobody can connect until :meth:`SpiceServer.set_ticket` is called.
+        ticket_max_failures: wrong tickets (bad password, or a ticket that does not decrypt) one
+            peer address may send within ``ticket_lockout`` seconds; then every link from that
+            address is refused (PERMISSION_DENIED, even with the right password) for
+            ``ticket_lockout`` seconds. Counted per IPv4 address / IPv6 /64, Unix-socket peers as
+            one address; 0 = no limit. Not in libspice.
+        ticket_lockout: the window and cool-down of ``ticket_max_failures``, in seconds.
         sasl: SASL authentication (QEMU ``sasl``) -- not implemented, rejected.
         name: VM name sent to clients that ask (SPICE_MSG_MAIN_NAME).
         uuid: VM UUID sent with the name.
@@ -78,6 +87,11 @@ class ServerConfig:
         websocket_origins: web origins (``"https://portal.example:443"``) whose pages may open
             a WebSocket to the server besides pages it served itself; ``("*",)`` allows any.
             Requests without an ``Origin`` header (non-browser clients) are always allowed.
+        server_names: host names (or addresses) browsers reach the server by, besides
+            ``localhost``, ``addr`` and the address a connection arrives at: every HTTP request
+            (WebSocket upgrade, web-root file, metrics page) must name one of them in its ``Host``
+            header, else 421 (this stops DNS-rebinding pages). ``("*",)`` accepts any ``Host``
+            (behind a reverse proxy that checks it).
         web_root: a directory of web-client files served by plain HTTP GET on the same ports,
             e.g. ``/usr/share/spice-html5`` (then ``http://host:port/`` opens its
             ``spice_auto.html``, which connects back to the same port). None serves nothing.
@@ -101,6 +115,8 @@ class ServerConfig:
     password: str | None = None
     password_lifetime: float = 0.0
     disable_ticketing: bool = False
+    ticket_max_failures: int = 5
+    ticket_lockout: float = 60.0
     sasl: bool = False
     name: str | None = None
     uuid: _uuid.UUID | None = None
@@ -115,6 +131,7 @@ class ServerConfig:
     zlib_glz_wan_compression: WanCompressionName = "auto"
     websocket: bool = True
     websocket_origins: tuple[str, ...] = ()
+    server_names: tuple[str, ...] = ()
     web_root: str | None = None
     metrics_path: str | None = None
 
@@ -154,6 +171,11 @@ class ServerConfig:
         for origin in self.websocket_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(f"websocket_origins: {origin!r} is not an http(s) origin or '*'")
+        for host in self.server_names:
+            if host != "*" and not _HOST_NAME.fullmatch(host.removeprefix("[").removesuffix("]")):
+                raise ConfigError(f"server_names: {host!r} is not a host name or address (no scheme or port) or '*'")
+        if self.ticket_max_failures < 0 or self.ticket_lockout <= 0:
+            raise ConfigError("ticket_max_failures must be >= 0 and ticket_lockout positive")
 
     # --- derived -----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from .interfaces import Keyboard, Mouse, Tablet
 from .metrics import Metrics
 from .proto.enums import ChannelType, CommonCap, LinkErr
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
-from .ticket import LinkKey, Ticket
+from .ticket import LinkKey, Ticket, TicketThrottle
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
 from .web import HTTP_PREFIX, WebOptions
 
@@ -62,7 +62,7 @@ class SpiceServer:
         self.config = config
         self._ctx = ctx = ServerContext(config)
         self.stats = ctx.stats
-        self._ticket = Ticket()
+        self._ticket = Ticket(throttle=TicketThrottle(config.ticket_max_failures, config.ticket_lockout))
         if config.password is not None:
             self._ticket.set(config.password, config.password_lifetime)
         self._servers: list[asyncio.base_events.Server] = []
@@ -423,7 +423,7 @@ class SpiceServer:
                     self.stats["http_requests"] += 1
                 return (reader, writer), ws
             self.stats["websocket_links"] += 1
-            return (ws, ws), await self._link(ws, ws, secure, clog)
+            return (ws, ws), ws.linked(await self._link(ws, ws, secure, clog))
         return (reader, writer), await self._link(reader, writer, secure, clog, prefix)
 
     async def _link(
@@ -461,7 +461,7 @@ class SpiceServer:
                     link.accept(key.public_der, _COMMON_CAPS, channel.caps_words())
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
-                    code = self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog)
+                    code = self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
                     link.finish(code)
                     writer.write(link.data_to_send())
                     await writer.drain()
@@ -483,8 +483,9 @@ class SpiceServer:
             clog.warning("channel %s %s", channel.name, "must be encrypted" if refusal == LinkErr.NEED_SECURED else "must not be encrypted")
         return refusal
 
-    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog) -> int:
-        reason = self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing)
+    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer) -> int:
+        peer = writer.get_extra_info("peername")
+        reason = self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer)
         if reason is not None:
             clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED

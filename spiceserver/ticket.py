@@ -1,25 +1,35 @@
-"""Ticket authentication: per-link RSA keys, OAEP decryption, password with expiry.
+"""Ticket authentication: per-link RSA keys, OAEP decryption, password with expiry, failure throttle.
 
 Counterpart of spice ``server/reds.cpp`` (``reds_send_link_ack`` key generation,
 ``reds_handle_ticket``, ``spice_server_set_ticket``). The client encrypts the password plus a NUL
 with RSA-OAEP (SHA-1, MGF1-SHA-1, empty label) under a fresh 1024-bit key the server sent as a DER
 SubjectPublicKeyInfo in the LinkReply.
+
+libspice lets a peer guess passwords as fast as it can link; :class:`TicketThrottle` (not in
+libspice) makes guessing slow: a few wrong tickets from one address lock that address out for a
+while, in a table of bounded size.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .proto.enums import TICKET_PUBKEY_BYTES
 
-__all__ = ["LinkKey", "Ticket", "encrypt_ticket", "OAEP"]
+__all__ = ["LinkKey", "Ticket", "TicketThrottle", "encrypt_ticket", "peer_address", "OAEP", "MAX_THROTTLED_PEERS"]
 
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+#: Peer addresses :class:`TicketThrottle` remembers at most (the least recently failing go first).
+MAX_THROTTLED_PEERS = 4096
+_INVALID = "invalid password"
+_UNDECRYPTABLE = "failed to decrypt the ticket"
 
 
 class LinkKey:
@@ -60,12 +70,71 @@ def encrypt_ticket(public_der: bytes, password: str) -> bytes:
     return key.encrypt(password.encode() + b"\0", OAEP)
 
 
+def peer_address(peername: object) -> str:
+    """The address a throttle counts a peer under: its IPv4 address (IPv4-mapped IPv6 too), its
+    IPv6 /64 (one host usually holds a whole /64), or ``"local"`` for a Unix-socket peer."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        try:
+            ip = ipaddress.ip_address(peername[0].split("%", 1)[0])
+        except ValueError:
+            return peername[0]
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+        return str(ip)
+    return "local"
+
+
+@dataclass
+class _Failures:
+    count: int
+    since: float
+    locked_until: float = 0.0
+
+
+@dataclass
+class TicketThrottle:
+    """Failed tickets per peer address: ``max_failures`` within ``lockout`` seconds lock the address
+    out for ``lockout`` seconds (0 failures = no limit). At most ``max_peers`` addresses are kept."""
+
+    max_failures: int = 5
+    lockout: float = 60.0
+    max_peers: int = MAX_THROTTLED_PEERS
+    _peers: OrderedDict[str, _Failures] = field(default_factory=OrderedDict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def locked_for(self, address: str, now: float) -> float:
+        """Seconds ``address`` stays locked out (0: it may try)."""
+        entry = self._peers.get(address)
+        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+
+    def failed(self, address: str, now: float) -> bool:
+        """Count a wrong ticket from ``address``; True when this one locked it out."""
+        if self.max_failures <= 0:
+            return False
+        entry = self._peers.get(address)
+        if entry is None or now - entry.since >= self.lockout:
+            entry = self._peers[address] = _Failures(0, now)
+        self._peers.move_to_end(address)
+        entry.count += 1
+        if entry.count >= self.max_failures:
+            entry.count, entry.since, entry.locked_until = 0, now + self.lockout, now + self.lockout
+        while len(self._peers) > self.max_peers:
+            self._peers.popitem(last=False)
+        return entry.locked_until == now + self.lockout
+
+
 @dataclass
 class Ticket:
-    """The current password and when it expires (monotonic seconds; None = never)."""
+    """The current password and when it expires (monotonic seconds; None = never), and the
+    failed-ticket throttle (None = none)."""
 
     password: str | None = None
     expires: float | None = None
+    throttle: TicketThrottle | None = None
 
     def set(self, password: str | None, lifetime: float = 0.0, *, now: float | None = None) -> None:
         """``spice_server_set_ticket``: lifetime 0 = never expires; None password = nobody."""
@@ -73,16 +142,27 @@ class Ticket:
         self.password = password
         self.expires = now + lifetime if lifetime > 0 else None
 
-    def authenticate(self, key: LinkKey, ciphertext: bytes, *, required: bool = True, now: float | None = None) -> str | None:
-        """Check a link's encrypted ticket; returns why it is refused, or None.
+    def authenticate(
+        self, key: LinkKey, ciphertext: bytes, *, required: bool = True, now: float | None = None, peer: object = None
+    ) -> str | None:
+        """Check a link's encrypted ticket from ``peer`` (a socket's peername); returns why it is
+        refused, or None.
 
         The ticket is decrypted even when no password is ``required`` (libspice refuses a client
-        that sends garbage then too).
+        that sends garbage then too). With a password required and set, a peer address the
+        throttle locked out is refused before decrypting, and a wrong or undecryptable ticket
+        counts against its address (an expired one does not: no guess was tested).
         """
+        now = time.monotonic() if now is None else now
+        throttle = self.throttle if required and self.password else None
+        address = peer_address(peer)
+        if throttle is not None and (wait := throttle.locked_for(address, now)) > 0:
+            return f"too many wrong tickets from {address}: locked out for {wait:.0f} more seconds"
         password = key.decrypt(ciphertext)
-        if password is None:
-            return "failed to decrypt the ticket"
-        return self.check(password, now=now) if required else None
+        reason = _UNDECRYPTABLE if password is None else self.check(password, now=now) if required else None
+        if throttle is not None and reason in (_UNDECRYPTABLE, _INVALID) and throttle.failed(address, now):
+            reason += f" ({throttle.max_failures} wrong tickets from {address}: locked out for {throttle.lockout:.0f} s)"
+        return reason
 
     def check(self, given: bytes, *, now: float | None = None) -> str | None:
         """None if ``given`` is accepted, else the reason it is not (for the log)."""
@@ -92,5 +172,5 @@ class Ticket:
         if self.expires is not None and now >= self.expires:
             return "the ticket has expired"
         if not hmac.compare_digest(given, self.password.encode()):
-            return "invalid password"
+            return _INVALID
         return None

@@ -23,7 +23,7 @@ import os
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .config import ServerConfig
 from .errors import ConfigError
@@ -32,10 +32,16 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
 __all__ = [
-    "READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "tls_context",
+    "READ_CHUNK", "LINK_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "tls_context",
 ]  # fmt: skip
 
 READ_CHUNK = 65536
+#: What one read takes from a connection before its link completes (HTTP request, WebSocket link
+#: phase), as the plain link reads: together with the protocols' own limits it bounds what an
+#: unauthenticated peer makes the server buffer.
+LINK_CHUNK = 4096
+
+T = TypeVar("T")
 
 
 class Reader(Protocol):
@@ -85,7 +91,9 @@ class WebSocketStream:
     """A connection that became a WebSocket: SPICE bytes in and out of binary messages.
 
     Offers the :class:`Reader` and :class:`Writer` calls, so the link and the channels run over it
-    unchanged (the framing is :class:`~spiceserver.web.WebConnection`'s, sans-IO).
+    unchanged (the framing is :class:`~spiceserver.web.WebConnection`'s, sans-IO). Until
+    :meth:`linked` it reads :data:`LINK_CHUNK` bytes at a time and accepts only link-sized
+    messages, so before authentication it buffers what a plain connection would.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, web: WebConnection, clog: ConnLog) -> None:
@@ -95,6 +103,20 @@ class WebSocketStream:
         self._clog = clog
         self._buf = bytearray()
         self._eof = False
+        self._chunk = LINK_CHUNK
+
+    def linked(self, result: T) -> T:
+        """Pass the link's ``result`` through; unless it is None (refused) the link phase is over,
+        and messages up to ``max_message_size`` are read in :data:`READ_CHUNK` reads."""
+        if result is not None:
+            self._web.linked()
+            self._chunk = READ_CHUNK
+        return result
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes held and not yet read: SPICE bytes, and what the WebSocket parser holds."""
+        return len(self._buf) + self._web.buffered
 
     def feed(self, events: list[Any]) -> None:
         """Take the events the WebSocket protocol produced (payloads, close)."""
@@ -109,7 +131,7 @@ class WebSocketStream:
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes of SPICE data (all buffered if ``n`` < 0); ``b""`` at the end."""
         while not self._buf and not self._eof:
-            data = await self._reader.read(READ_CHUNK)
+            data = await self._reader.read(self._chunk)
             self.feed(self._web.receive_data(data) if data else self._web.receive_eof())
         if n < 0 or n >= len(self._buf):
             out = bytes(self._buf)
@@ -167,7 +189,8 @@ async def http_exchange(
     Returns a stream to link over for a WebSocket upgrade, True when a file or the metrics page
     was served, None when the request never completed.
     """
-    web = WebConnection(options)
+    sockname = writer.get_extra_info("sockname")
+    web = WebConnection(options, sockname[0] if isinstance(sockname, tuple) else None)
     while True:
         # a plain GET may read a file of the web root: off the event loop
         events = await asyncio.to_thread(web.receive_data, data)
@@ -191,7 +214,7 @@ async def http_exchange(
                 return True
         if web.close_transport:
             return None
-        data = await reader.read(4096)
+        data = await reader.read(LINK_CHUNK)
         if not data:
             clog.info("peer closed the connection during the HTTP request")
             return None

@@ -15,17 +15,36 @@ send what :meth:`WebConnection.data_to_send` returns, close the transport when
 (RFC 6455: masking, fragmentation, control frames, close handshake) are websockets' sans-IO core
 (:class:`websockets.server.ServerProtocol`) -- a well-kept implementation, not ours to rewrite.
 
-Cross-site WebSocket hijacking: any web page a user visits may open a WebSocket to a server on
-their machine or network, and the browser lets it. A WebSocket upgrade is therefore accepted only
-without an ``Origin`` header (a non-browser client), from the same origin as the request's ``Host``
-(our own pages), or from an origin listed in ``ServerConfig.websocket_origins``; others get 403.
+Web pages that try to drive the VM, two defences on every request:
+
+* DNS rebinding: a page at ``http://attacker.example:PORT`` whose name the attacker then points at
+  127.0.0.1 is, for the browser, the same origin as this server, so Origin checks alone cannot
+  see it; its requests still say ``Host: attacker.example:PORT``. Every request (WebSocket upgrade,
+  static file, metrics page) must therefore name the server in ``Host`` by one of its own names:
+  the address the connection arrived at, any loopback address when it arrived on loopback (or on
+  a Unix socket), ``localhost``, ``ServerConfig.addr`` and ``ServerConfig.server_names``
+  (:attr:`WebOptions.server_names`); others get 421.
+* Cross-site WebSocket hijacking: any web page a user visits may open a WebSocket to a server on
+  their machine or network, and the browser lets it. A WebSocket upgrade is therefore accepted
+  only without an ``Origin`` header (a non-browser client), from the same origin as the request's
+  ``Host`` (our own pages), or from an origin listed in ``ServerConfig.websocket_origins``; others
+  get 403.
+
+Memory before the link is bounded as on a plain SPICE connection: the request head may take
+:data:`MAX_HTTP_HEAD` bytes (431 beyond), and until :meth:`WebConnection.linked` a WebSocket message
+may carry at most :data:`PRE_LINK_MESSAGE` bytes (a link message and its ticket), so a peer that
+has not authenticated cannot make the server hold a ``max_message_size`` frame. Static files are
+cached by resolved file, within :data:`STATIC_CACHE_BYTES`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import mimetypes
 import posixpath
+import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +58,28 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from .config import ServerConfig
+from .proto.enums import TICKET_CIPHER_BYTES
+from .proto.link import HEADER, MAX_LINK_SIZE
 
-__all__ = ["HTTP_PREFIX", "WebConnection", "WebOptions", "StaticFiles", "Upgraded", "Payload", "HttpGet", "Closed"]
+__all__ = [
+    "HTTP_PREFIX", "WebConnection", "WebOptions", "StaticFiles", "Upgraded", "Payload", "HttpGet", "Closed",
+    "MAX_HTTP_HEAD", "PRE_LINK_MESSAGE", "STATIC_CACHE_BYTES",
+]  # fmt: skip
 
 #: The first bytes of an HTTP request on a SPICE port (a SPICE link starts with ``REDQ``).
 HTTP_PREFIX = b"GET "
 #: The WebSocket subprotocol spice-html5 asks for (websockify's name for raw binary frames).
 SUBPROTOCOL = Subprotocol("binary")
 _MAX_FILE = 8 << 20
+#: Bytes an HTTP request head may take before it is complete (Node.js's default; a browser's
+#: request, cookies included, is far smaller); beyond it: 431 and the connection closes.
+MAX_HTTP_HEAD = 16 << 10
+#: The largest WebSocket message accepted before the link completes: a whole link message (header
+#: and at most ``MAX_LINK_SIZE`` bytes), the auth mechanism and the encrypted ticket -- what a plain
+#: SPICE connection may make the server buffer before the link.
+PRE_LINK_MESSAGE = HEADER.size + MAX_LINK_SIZE + 4 + TICKET_CIPHER_BYTES
+#: Bytes of file content :class:`StaticFiles` keeps in memory (least recently used go first).
+STATIC_CACHE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -85,23 +118,46 @@ class StaticFiles:
     """Files served over plain HTTP GET from one directory (read once, then kept in memory).
 
     Only regular files below ``root`` are served: the path is decoded, normalised and must stay
-    inside it; anything else is 404. ``/`` serves ``spice_auto.html`` when there is one.
+    inside it; anything else is 404. ``/`` serves ``spice_auto.html`` when there is one. The cache
+    is keyed by the resolved file (a query string or another spelling of the path is the same
+    entry) and holds at most ``cache_bytes`` of content, least recently used evicted first.
+    Thread-safe (requests are answered on worker threads).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, cache_bytes: int = STATIC_CACHE_BYTES) -> None:
         self.root = Path(root).resolve()
-        self._cache: dict[str, tuple[bytes, str] | None] = {}
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[Path, tuple[bytes, str]] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """``(files, bytes)`` held in the cache now."""
+        with self._lock:
+            return len(self._cache), self._cached
 
     def get(self, url_path: str) -> tuple[bytes, str] | None:
         """``(content, content type)`` for a request path, or None."""
-        if url_path in self._cache:
-            return self._cache[url_path]
-        found = self._load(url_path)
-        if len(self._cache) < 1024:
-            self._cache[url_path] = found
+        target = self._resolve(url_path)
+        if target is None:
+            return None
+        with self._lock:
+            hit = self._cache.get(target)
+            if hit is not None:
+                self._cache.move_to_end(target)
+                return hit
+        found = self._load(target)
+        if found is not None and len(found[0]) <= self.cache_bytes:
+            with self._lock:
+                if target not in self._cache:
+                    self._cache[target] = found
+                    self._cached += len(found[0])
+                    while self._cached > self.cache_bytes:
+                        self._cached -= len(self._cache.popitem(last=False)[1][0])
         return found
 
-    def _load(self, url_path: str) -> tuple[bytes, str] | None:
+    def _resolve(self, url_path: str) -> Path | None:
         path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
         if "\x00" in path:
             return None
@@ -111,6 +167,10 @@ class StaticFiles:
         target = (self.root / rel).resolve()
         if not target.is_relative_to(self.root) or not target.is_file():
             return None
+        return target
+
+    @staticmethod
+    def _load(target: Path) -> tuple[bytes, str] | None:
         if target.stat().st_size > _MAX_FILE:
             return None
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
@@ -118,7 +178,8 @@ class StaticFiles:
             ctype = "text/javascript"  # ES modules need a JavaScript type, whatever the host's mime.types says
         if ctype.startswith("text/"):
             ctype += "; charset=utf-8"
-        return target.read_bytes(), ctype
+        data = target.read_bytes()
+        return (data, ctype) if len(data) <= _MAX_FILE else None
 
 
 @dataclass(frozen=True)
@@ -130,39 +191,67 @@ class WebOptions:
     max_message_size: int = 1 << 20
     #: paths answered by the caller (an :class:`HttpGet` event), e.g. the metrics page
     dynamic_paths: frozenset[str] = frozenset()
+    #: names (lower case; IP addresses in canonical form) a request's ``Host`` may give besides
+    #: the address the connection arrived at and loopback addresses on loopback; ``"*"`` = any
+    server_names: frozenset[str] = frozenset({"localhost"})
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> WebOptions:
-        """The options a server configuration sets (web root, origins, message size, metrics page)."""
+        """The options a server configuration sets (web root, origins, message size, metrics page, names)."""
         return cls(
             files=StaticFiles(config.web_root) if config.web_root else None,
             origins=config.websocket_origins,
             max_message_size=config.max_message_size,
             dynamic_paths=frozenset({config.metrics_path} if config.metrics_path else ()),
+            server_names=frozenset(_canonical_name(n) for n in ("localhost", config.addr, *config.server_names)),
         )
 
 
 @dataclass
 class WebConnection:
-    """One connection that started with ``GET ``: handshake, then WebSocket frames both ways."""
+    """One connection that started with ``GET ``: handshake, then WebSocket frames both ways.
+
+    ``local_addr`` is the address the connection arrived at (the socket's own address; None on a
+    Unix socket): a request may name it in ``Host``.
+    """
 
     options: WebOptions
+    local_addr: str | None = None
     close_transport: bool = False
     upgraded: bool = False
     _ws: ServerProtocol = field(init=False)
     _out: list[bytes] = field(default_factory=list)
+    _head_bytes: int = 0
+    _requested: bool = False
 
     def __post_init__(self) -> None:
         self._ws = ServerProtocol(
             subprotocols=[SUBPROTOCOL],
             select_subprotocol=_select_subprotocol,
-            max_size=self.options.max_message_size + 4096,
+            max_size=min(PRE_LINK_MESSAGE, self.options.max_message_size + 4096),
         )
+
+    def linked(self) -> None:
+        """The SPICE link over this WebSocket completed: messages up to ``max_message_size`` from now on."""
+        limit = self.options.max_message_size + 4096
+        # websockets >= 14 calls it max_message_size, older versions max_size
+        setattr(self._ws, "max_message_size" if hasattr(self._ws, "max_message_size") else "max_size", limit)
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes the WebSocket parser holds (an incomplete request head or frame)."""
+        return len(self._ws.reader.buffer)
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; returns what they meant."""
+        if not self._requested:
+            self._head_bytes += len(data)
         self._ws.receive_data(data)
-        return self._process()
+        events = self._process()
+        if not self._requested and self._head_bytes > MAX_HTTP_HEAD and not self._ws.eof_sent:
+            self._respond(431, "Request Header Fields Too Large", b"request head too large\n", "text/plain")
+            events.append(Closed(f"HTTP request head larger than {MAX_HTTP_HEAD} bytes"))
+        return events
 
     def receive_eof(self) -> list[Event]:
         """The peer closed its side."""
@@ -228,6 +317,7 @@ class WebConnection:
         return events
 
     def _on_request(self, request: Request) -> Event:
+        self._requested = True
         if self._ws.eof_sent:  # websockets already refused what followed the request
             return Closed(f"bad HTTP request: {self._ws.handshake_exc or 'data after the request'}")
         try:
@@ -239,14 +329,22 @@ class WebConnection:
 
     def _answer(self, request: Request) -> Event:
         headers = request.headers
+        hosts = headers.get_all("Host")
+        if len(hosts) != 1:
+            self._respond(400, "Bad Request", b"exactly one Host header needed\n", "text/plain")
+            return Closed(f"HTTP request with {len(hosts)} Host headers")
+        host = hosts[0]
+        if not _host_allowed(host, self.local_addr, self.options.server_names):
+            self._respond(421, "Misdirected Request", b"not a name of this server\n", "text/plain")
+            return Closed(f"HTTP request for Host {host[:200]!r} refused: not a name of this server (see server_names)")
         connection = ",".join(headers.get_all("Connection")).lower()
         if "upgrade" in connection or "Upgrade" in headers:
-            origins, hosts = headers.get_all("Origin"), headers.get_all("Host")
-            if len(origins) > 1 or len(hosts) > 1:
-                self._respond(400, "Bad Request", b"repeated Origin or Host header\n", "text/plain")
-                return Closed("WebSocket request with repeated Origin or Host headers")
+            origins = headers.get_all("Origin")
+            if len(origins) > 1:
+                self._respond(400, "Bad Request", b"repeated Origin header\n", "text/plain")
+                return Closed("WebSocket request with repeated Origin headers")
             origin = origins[0] if origins else None
-            if not _origin_allowed(origin, hosts[0] if hosts else None, self.options.origins):
+            if not _origin_allowed(origin, host, self.options.origins):
                 self._respond(403, "Forbidden", b"WebSocket origin not allowed\n", "text/plain")
                 return Closed(f"WebSocket from origin {origin!r} refused")
             response = self._ws.accept(request)
@@ -293,11 +391,11 @@ def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]
     raise NegotiationError(f"unsupported WebSocket subprotocols {list(offered)!r} (only 'binary')")
 
 
-def _origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
     if origin is None or "*" in allowed or origin in allowed:
         return True
     parts = urllib.parse.urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc or host is None:
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     default = "443" if parts.scheme == "https" else "80"
     return _host_port(parts.netloc, default) == _host_port(host, default)
@@ -310,3 +408,49 @@ def _host_port(netloc: str, default_port: str) -> tuple[str, str]:
         return host, rest.lstrip(":") or default_port
     host, _, port = netloc.partition(":")
     return host, port or default_port
+
+
+def _host_allowed(host: str, local_addr: str | None, names: frozenset[str]) -> bool:
+    """Is ``host`` (a ``Host`` header) one of the names this server is reached by?
+
+    A DNS name must be listed (``localhost``, the listen address, ``server_names``): a name not
+    listed may be an attacker's that resolves to us. An address must be the one the connection
+    arrived at, listed, or any loopback address when the connection is local (loopback or Unix).
+    """
+    if "*" in names:
+        return True
+    name = _host_port(host, "")[0] if _valid_host(host) else None
+    if not name:
+        return False
+    name = _canonical_name(name)
+    if name in names:
+        return True
+    ip, local = _ip(name), _ip(local_addr) if local_addr else None
+    if ip is None:
+        return False
+    return ip == local or (ip.is_loopback and (local_addr is None or (local is not None and local.is_loopback)))
+
+
+def _valid_host(host: str) -> bool:
+    """``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` (a bare IPv6 address is not a Host)."""
+    if host.startswith("["):
+        _, sep, rest = host.partition("]")
+        return bool(sep) and (not rest or (rest[0] == ":" and rest[1:].isdigit()))
+    name, sep, port = host.partition(":")
+    return bool(name) and (not sep or port.isdigit())
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` spells (zone dropped, IPv4-mapped IPv6 as IPv4), or None for a name."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _canonical_name(name: str) -> str:
+    """Lower case, brackets dropped; an IP address in its canonical spelling."""
+    name = name.strip().lower().removeprefix("[").removesuffix("]")
+    ip = _ip(name)
+    return name if ip is None else str(ip)

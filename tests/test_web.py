@@ -122,7 +122,7 @@ async def test_web_root_files_and_404(tmp_path: Path) -> None:
         js = await http_exchange(port, b"GET /main.js?v=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert b"Content-Type: text/javascript" in js
         for path in (b"/../secret.txt", b"/%2e%2e/secret.txt", b"/nothere", b"/..%2fsecret.txt"):
-            assert (await http_exchange(port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 404"), path
+            assert (await http_exchange(port, b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")).startswith(b"HTTP/1.1 404"), path
         assert (await connect(Endpoint(port=port))).session_id  # plain SPICE still on the same port
         assert r.server.stats["http_requests"] == 6
     finally:
@@ -149,7 +149,7 @@ def test_config_checks(tmp_path: Path) -> None:
 # -- the sans-IO side ------------------------------------------------------------------------
 
 UPGRADE = (
-    b"GET /x HTTP/1.1\r\nHost: h:1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"GET /x HTTP/1.1\r\nHost: localhost:1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n"
 )
 
