@@ -21,7 +21,6 @@ from spiceserver.errors import ConfigError
 from spiceserver.proto.enums import LinkErr
 from spiceserver.ticket import MAX_THROTTLED_PEERS, LinkKey, Ticket, TicketThrottle, encrypt_ticket, peer_address
 from tests.conftest import start_server
-from tests.support import client as test_client
 from tests.support.client import Endpoint, LinkFailed, connect
 
 KEY = LinkKey()
@@ -98,7 +97,7 @@ def test_config() -> None:
     ServerConfig(port=0, ticket_max_failures=0)  # no limit
     for bad in ({"ticket_max_failures": -1}, {"ticket_lockout": 0.0}):
         with pytest.raises(ConfigError):
-            ServerConfig(port=0, **bad)  # type: ignore[arg-type]
+            ServerConfig(port=0, **bad)
     unlimited = TicketThrottle(max_failures=0)
     assert not any(unlimited.failed("192.0.2.1", now=0.0) for _ in range(100))
     assert unlimited.locked_for("192.0.2.1", now=0.0) == 0.0
@@ -112,7 +111,7 @@ def from_address(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
     async def open_connection(*args: Any, **kw: Any) -> Any:
         return await original(*args, local_addr=(address, 0), **kw)
 
-    monkeypatch.setattr(test_client.asyncio, "open_connection", open_connection)
+    monkeypatch.setattr(asyncio, "open_connection", open_connection)  # as the test client calls it
 
 
 async def test_through_the_server_plain_and_websocket(monkeypatch: pytest.MonkeyPatch) -> None:

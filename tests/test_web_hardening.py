@@ -10,6 +10,7 @@ WebSocket connection buffers before its link.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from spiceserver.web import (
     MAX_HTTP_HEAD,
     PRE_LINK_MESSAGE,
     Closed,
+    Event,
     Payload,
     StaticFiles,
     Upgraded,
@@ -174,7 +176,7 @@ def test_static_cache_is_keyed_by_file_and_bounded(tmp_path: Path) -> None:
 
 def test_http_request_head_is_bounded() -> None:
     w = WebConnection(WebOptions())
-    events: list[object] = []
+    events: list[Event] = []
     fed = 0
     head = b"GET / HTTP/1.1\r\nHost: localhost\r\n"
     while not events and fed < 1 << 20:  # 128 headers of 8 KiB each once made 1 MiB of request head
@@ -234,7 +236,7 @@ async def test_websocket_stream_reads_link_sized_chunks_until_linked() -> None:
     w.data_to_send()
     reader = asyncio.StreamReader()
     reader.feed_data(frame(b"a") * (1 << 16))
-    ws = WebSocketStream(reader, _Sink(), w, ConnLog(__import__("logging").getLogger("t"), {}))  # type: ignore[arg-type]
+    ws = WebSocketStream(reader, _Sink(), w, ConnLog(logging.getLogger("test"), {}))  # type: ignore[arg-type]
     assert await ws.read(1) == b"a"
     assert ws.buffered <= LINK_CHUNK  # (was READ_CHUNK: 64 KiB raw per read)
     assert ws.linked(None) is None  # a refused link changes nothing
