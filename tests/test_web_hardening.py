@@ -19,6 +19,7 @@ from spiceserver.config import ServerConfig
 from spiceserver.errors import ConfigError
 from spiceserver.events import ConnLog
 from spiceserver.proto.enums import ChannelType
+from spiceserver.proto.messages import inputs as im
 from spiceserver.transport import LINK_CHUNK, READ_CHUNK, WebSocketStream
 from spiceserver.web import (
     MAX_HTTP_HEAD,
@@ -260,5 +261,23 @@ async def test_server_closes_a_websocket_sending_a_big_message_before_the_link()
         writer.close()
         assert r.server.stats["links_failed"] == 1
         assert (await connect(Endpoint(port=port, websocket=True))).session_id  # others link as before
+    finally:
+        await r.server.close()
+
+
+async def test_after_a_websocket_link_a_big_message_is_taken() -> None:
+    """The link lifts the pre-link limit: 12 KB of key events in one WebSocket message all arrive."""
+    r = await start_server()
+    try:
+        s = await connect(Endpoint(port=r.server.port_of(), websocket=True))
+        inp = await s.link(ChannelType.INPUTS)
+        await inp.expect(im.InputsInit)
+        for _ in range(600):
+            inp.conn.send(im.KeyDown(code=0x1E))
+            inp.conn.send(im.KeyUp(code=0x9E))
+        data = inp.conn.data_to_send()
+        assert len(data) > 2 * PRE_LINK_MESSAGE
+        inp.writer.write(data)  # one binary message
+        await r.devices.wait_for(lambda e: len([x for x in e if x[0] == "key"]) >= 1200)
     finally:
         await r.server.close()
