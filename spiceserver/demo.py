@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve this web client over HTTP on the same port(s) (default: Debian's spice-html5 "
                         f"at {DEFAULT_WEB_ROOT} when installed; 'none' to serve nothing)")
     p.add_argument("--no-websocket", action="store_true", help="refuse WebSocket (browser) connections")
+    p.add_argument("--server-name", action="append", default=[], metavar="NAME",
+                   help="a host name browsers reach the server by (besides localhost and the listen address); "
+                        "repeatable; '*' accepts any (see docs/security.md)")
     p.add_argument("--metrics-path", default="/metrics", metavar="PATH",
                    help="serve live metrics (Prometheus text) at this HTTP path on the same port(s) "
                         "(default /metrics; 'none' to serve none)")
@@ -148,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         websocket=not args.no_websocket,
         web_root=None if args.no_websocket or args.web_root in (None, "none") else args.web_root,
         metrics_path=None if args.no_websocket or args.metrics_path == "none" else args.metrics_path,
+        server_names=tuple(args.server_name),
     )
 
 
