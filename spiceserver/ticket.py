@@ -17,7 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .proto.enums import TICKET_PUBKEY_BYTES
 
-__all__ = ["LinkKey", "Ticket", "encrypt_ticket", "OAEP"]
+__all__ = ["LinkKey", "Ticket", "encrypt_ticket", "OAEP", "MAX_TICKET_SHIFT"]
+
+#: leading zero bytes of a spice-html5 ciphertext that :meth:`LinkKey.decrypt` puts back (at most)
+MAX_TICKET_SHIFT = 2
 
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 
@@ -37,19 +40,30 @@ class LinkKey:
     def decrypt(self, ciphertext: bytes) -> bytes | None:
         """The plaintext up to its first NUL, or None when decryption fails.
 
-        spice-html5 0.3.0 (``ticket.js``) drops leading zero bytes of the ciphertext and pads with
-        zeros at the end instead (about 1 ticket in 150). libspice refuses those links; we retry
-        with the ciphertext shifted back by each count of trailing zeros -- OAEP's integrity check
-        rejects every wrong shift, so this accepts nothing a correct ticket would not.
+        spice-html5 (``ticket.js``, ``rsa_encrypt``) turns the RSA result into bytes through its
+        hex string, so the ciphertext loses its leading zero bytes; ``SpiceLinkAuthTicket`` then
+        fills the 128-byte field up with zeros at the end. That happens when the result's top byte
+        is zero (about 1 ticket in 150 with a 1024-bit modulus, whose top byte is at least 0x80),
+        two zero bytes about 1 in 38 000, three about 1 in 10 million. libspice refuses those
+        links; we retry with the ciphertext shifted back by up to :data:`MAX_TICKET_SHIFT` bytes
+        (never more than its trailing zeros), so a ticket costs at most ``MAX_TICKET_SHIFT + 1``
+        decryptions whatever a peer sends. OAEP's integrity check rejects every wrong shift, so
+        this accepts nothing a correct ticket would not.
         """
-        for shift in range(len(ciphertext) - len(ciphertext.rstrip(b"\0")) + 1):
+        zeros = len(ciphertext) - len(ciphertext.rstrip(b"\0"))
+        for shift in range(min(zeros, MAX_TICKET_SHIFT) + 1):
             candidate = bytes(shift) + ciphertext[: len(ciphertext) - shift] if shift else ciphertext
-            try:
-                plain = self._key.decrypt(candidate, OAEP)
-            except ValueError:
-                continue
-            return plain.split(b"\0", 1)[0]
+            plain = self._try_decrypt(candidate)
+            if plain is not None:
+                return plain.split(b"\0", 1)[0]
         return None
+
+    def _try_decrypt(self, candidate: bytes) -> bytes | None:
+        """One RSA-OAEP decryption; None when it fails."""
+        try:
+            return self._key.decrypt(candidate, OAEP)
+        except ValueError:
+            return None
 
 
 def encrypt_ticket(public_der: bytes, password: str) -> bytes:

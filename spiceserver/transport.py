@@ -9,7 +9,8 @@ sockets themselves are asyncio's; this module gives them one shape:
   SPICE bytes in WebSocket binary messages).
 * :func:`http_exchange`: an HTTP request on a SPICE port, answered (a file of the web root, the
   metrics page) or upgraded to a :class:`WebSocketStream`.
-* :func:`tls_context`: the TLS listener's context from the configuration.
+* :func:`tls_context`: the TLS listener's context from the configuration; :func:`start_tls` upgrades
+  an accepted plain connection with it.
 * :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
@@ -32,7 +33,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
 __all__ = [
-    "READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "tls_context",
+    "READ_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "start_tls", "tls_context",
 ]  # fmt: skip
 
 READ_CHUNK = 65536
@@ -195,6 +196,23 @@ async def http_exchange(
         if not data:
             clog.info("peer closed the connection during the HTTP request")
             return None
+
+
+async def start_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Run the server side of a TLS handshake on an accepted plain connection; returns its streams.
+
+    The TLS port accepts plain TCP and upgrades here (rather than with ``start_server(ssl=...)``,
+    where the handshake runs before the server sees the socket), so that a connection is counted
+    and bounded from its first moment. Call it before anything reads the connection; the caller
+    bounds the time it may take.
+
+    Raises:
+        OSError: the handshake failed (``ssl.SSLError``) or the connection was lost.
+    """
+    await writer.start_tls(context)
+    return reader, writer
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext:
