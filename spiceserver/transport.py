@@ -206,13 +206,21 @@ async def start_tls(
     The TLS port accepts plain TCP and upgrades here (rather than with ``start_server(ssl=...)``,
     where the handshake runs before the server sees the socket), so that a connection is counted
     and bounded from its first moment. Call it before anything reads the connection; the caller
-    bounds the time it may take.
+    bounds the time it may take. Closing the plain ``writer`` given closes the TLS stream too.
 
     Raises:
         OSError: the handshake failed (``ssl.SSLError``) or the connection was lost.
     """
-    await writer.start_tls(context)
-    return reader, writer
+    loop = asyncio.get_running_loop()
+    tls_reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(tls_reader)
+    # (not StreamWriter.start_tls: on CPython 3.11 a peer gone mid-handshake leaves that writer
+    # without a transport and raises AttributeError)
+    tls = await loop.start_tls(writer.transport, protocol, context, server_side=True)
+    if tls is None:  # the peer went away during the handshake
+        raise ConnectionResetError("connection lost during the TLS handshake")
+    protocol.connection_made(tls)
+    return tls_reader, asyncio.StreamWriter(tls, protocol, tls_reader, loop)
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext:
