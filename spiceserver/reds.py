@@ -2,8 +2,9 @@
 
 Counterpart of spice ``server/reds.cpp`` (listeners, ``reds_handle_*link*``, ``reds_handle_ticket``,
 the public ``spice_server_*`` calls) and ``red-stream.cpp`` (plain / TLS / Unix transports). One
-asyncio task serves each connection: it reads the first bytes -- a SPICE link, or an HTTP request
-that becomes a WebSocket tunnel or is answered with a file or the metrics page -- then the link,
+asyncio task serves each connection: counted at once (:mod:`spiceserver.admission`), then TLS on the
+TLS port, it reads the first bytes -- a SPICE link, or an HTTP request that becomes a WebSocket
+tunnel or is answered with a file or the metrics page -- then the link (RSA on :mod:`~spiceserver.linkcrypto`),
 with a deadline and a size limit (the sans-IO :class:`~spiceserver.proto.link.ServerLink` checks
 every field before anything is buffered), and hands the linked connection to the channel registered
 for it (:mod:`spiceserver.channels`), which serves it until it ends.
@@ -293,8 +294,7 @@ class SpiceServer:
         if cfg.port is not None:
             self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=False), cfg.addr, cfg.port))
         if cfg.tls_port is not None:
-            # plain TCP, upgraded by open_link_phase once the connection is counted
-            self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=True), cfg.addr, cfg.tls_port))
+            self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=True), cfg.addr, cfg.tls_port))  # TLS: see _handshake
         if cfg.unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.unix_path)
@@ -484,8 +484,7 @@ class SpiceServer:
         return refusal
 
     async def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog) -> int:
-        required = not self.config.disable_ticketing
-        reason = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=required))
+        reason = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing))
         if reason is not None:
             clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED
