@@ -306,3 +306,12 @@ async def test_metrics_with_a_blocked_worker_do_not_stop_new_links() -> None:
         release_pool.set()
         await asyncio.gather(*default_pool_jobs)
         await r.server.close()
+
+
+@pytest.mark.parametrize("field", ["first_bytes_timeout", "max_pending_links_per_peer", "max_pending_links"])
+def test_link_phase_limits_are_validated(field: str) -> None:
+    from spiceserver import ServerConfig
+    from spiceserver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        ServerConfig(port=0, **{field: 0})
