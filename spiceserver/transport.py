@@ -214,9 +214,15 @@ async def start_tls(
     loop = asyncio.get_running_loop()
     tls_reader = asyncio.StreamReader()
     protocol = asyncio.StreamReaderProtocol(tls_reader)
+    plain = writer.transport.get_protocol()
     # (not StreamWriter.start_tls: on CPython 3.11 a peer gone mid-handshake leaves that writer
     # without a transport and raises AttributeError)
-    tls = await loop.start_tls(writer.transport, protocol, context, server_side=True)
+    try:
+        tls = await loop.start_tls(writer.transport, protocol, context, server_side=True)
+    finally:
+        # the plain protocol no longer owns the socket: end it, so that the plain writer's
+        # wait_closed() returns (closing that writer closes the socket, TLS or not)
+        plain.connection_lost(None)
     if tls is None:  # the peer went away during the handshake
         raise ConnectionResetError("connection lost during the TLS handshake")
     protocol.connection_made(tls)

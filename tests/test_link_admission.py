@@ -315,3 +315,35 @@ def test_link_phase_limits_are_validated(field: str) -> None:
 
     with pytest.raises(ConfigError, match=field):
         ServerConfig(port=0, **{field: 0})
+
+
+async def test_failed_tls_upgrade_leaves_the_plain_writer_closable(tmp_path: pathlib.Path) -> None:
+    """A peer gone mid-handshake: start_tls raises, and closing the plain writer completes (no task lingers)."""
+    from spiceserver.config import ServerConfig
+    from spiceserver.transport import start_tls, tls_context
+
+    x509 = make_test_ca(tmp_path / "x509").dir
+    ctx = tls_context(ServerConfig(tls_port=0, x509_dir=str(x509)))
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await start_tls(reader, writer, ctx)
+            result: BaseException | None = None
+        except OSError as exc:
+            result = exc
+        writer.close()
+        await writer.wait_closed()  # hung forever when the plain protocol was left waiting
+        outcome.set_result(result)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(PARTIAL_CLIENT_HELLO)
+        await w.drain()
+        w.transport.abort()
+        assert isinstance(await asyncio.wait_for(outcome, 20), OSError)
+    finally:
+        server.close()
+        await server.wait_closed()
