@@ -71,7 +71,13 @@ class ServerConfig:
         agent_mouse: use the guest agent for client mouse mode when one is present (QEMU
             ``agent-mouse``).
         link_timeout: seconds a connection may take to complete the link handshake.
-        max_pending_links: connections allowed to be in the link phase at once; more are closed.
+        max_pending_links: connections allowed to be in the link phase at once (counted from the
+            accept, before any TLS handshake). When full, the oldest one that has not yet sent its
+            first bytes is closed to make room; a new one is refused only if none is silent.
+        max_pending_links_per_peer: of those, from one peer IP address (the same eviction makes
+            room); the Unix socket is not limited per peer.
+        first_bytes_timeout: seconds from the accept until a connection has sent its first bytes
+            (on the TLS port: completed its TLS handshake and sent them); silent ones are closed.
         ping_interval: seconds between liveness pings on the main channel (0 = none).
         net_test: measure latency and bandwidth with pings when a main channel connects.
         max_message_size: largest message body accepted from a client.
@@ -123,6 +129,8 @@ class ServerConfig:
     agent_mouse: bool = True
     link_timeout: float = 30.0
     max_pending_links: int = 256
+    max_pending_links_per_peer: int = 32
+    first_bytes_timeout: float = 5.0
     ping_interval: float = 30.0
     net_test: bool = True
     max_message_size: int = 1 << 20
@@ -156,8 +164,8 @@ class ServerConfig:
         for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
             if getattr(self, name) not in WAN_COMPRESSIONS:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(WAN_COMPRESSIONS)}")
-        if self.link_timeout <= 0 or self.max_pending_links < 1:
-            raise ConfigError("link_timeout and max_pending_links must be positive")
+        if self.link_timeout <= 0 or self.first_bytes_timeout <= 0 or self.max_pending_links < 1 or self.max_pending_links_per_peer < 1:
+            raise ConfigError("link_timeout, first_bytes_timeout, max_pending_links and max_pending_links_per_peer must be positive")
         if self.web_root is not None:
             if not self.websocket:
                 raise ConfigError("web_root needs websocket=True (the pages it serves connect over WebSocket)")

@@ -2,8 +2,9 @@
 
 Counterpart of spice ``server/reds.cpp`` (listeners, ``reds_handle_*link*``, ``reds_handle_ticket``,
 the public ``spice_server_*`` calls) and ``red-stream.cpp`` (plain / TLS / Unix transports). One
-asyncio task serves each connection: it reads the first bytes -- a SPICE link, or an HTTP request
-that becomes a WebSocket tunnel or is answered with a file or the metrics page -- then the link,
+asyncio task serves each connection: counted at once (:mod:`spiceserver.admission`), then TLS on the
+TLS port, it reads the first bytes -- a SPICE link, or an HTTP request that becomes a WebSocket
+tunnel or is answered with a file or the metrics page -- then the link (RSA on :mod:`~spiceserver.linkcrypto`),
 with a deadline and a size limit (the sans-IO :class:`~spiceserver.proto.link.ServerLink` checks
 every field before anything is buffered), and hands the linked connection to the channel registered
 for it (:mod:`spiceserver.channels`), which serves it until it ends.
@@ -27,6 +28,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 
+from .admission import Admission, PendingLink, open_link_phase
 from .channels.base import Channel, Link, ServerContext
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
 from .channels.inputs import InputsChannel
@@ -35,6 +37,7 @@ from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .interfaces import Keyboard, Mouse, Tablet
+from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
 from .proto.enums import ChannelType, CommonCap, LinkErr
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
@@ -68,7 +71,7 @@ class SpiceServer:
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
-        self._pending_links = 0
+        self._admission = Admission(config.max_pending_links, config.max_pending_links_per_peer)
         self._ssl = tls_context(config) if config.tls_port is not None else None
         self._web_options = WebOptions.from_config(config)
         self._inputs = InputsChannel(ctx)
@@ -291,9 +294,7 @@ class SpiceServer:
         if cfg.port is not None:
             self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=False), cfg.addr, cfg.port))
         if cfg.tls_port is not None:
-            accept_tls = functools.partial(self._accept, secure=True)
-            tls = await asyncio.start_server(accept_tls, cfg.addr, cfg.tls_port, ssl=self._ssl, ssl_handshake_timeout=cfg.link_timeout)
-            self._servers.append(tls)
+            self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=True), cfg.addr, cfg.tls_port))  # TLS: see _handshake
         if cfg.unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(cfg.unix_path)
@@ -365,26 +366,24 @@ class SpiceServer:
         peer_s = "unix" if unix else (f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer))
         clog = ConnLog(log, {"conn": conn_id, "peer": peer_s + ("/tls" if secure else "")})
         self.stats["connections"] += 1
-        if self._pending_links >= self.config.max_pending_links:
-            clog.warning("too many connections in the link phase (%d); closing", self._pending_links)
-            writer.close()
-            return
-        self._pending_links += 1
+        if (pending := self._admission.admit(None if unix else peer_s.rpartition(":")[0], writer.transport.abort)) is None:
+            return writer.transport.abort()  # (logged by the admission, rate-limited)
         stream: tuple[Reader, Writer] = (reader, writer)
         linked: tuple[LinkMess, bytes] | bool | None = None
         try:
             try:
-                stream, linked = await asyncio.wait_for(self._handshake(reader, writer, secure, clog), self.config.link_timeout)
+                async with asyncio.timeout(self.config.link_timeout):
+                    stream, linked = await self._handshake(reader, writer, secure, clog, pending)
             except TimeoutError:
                 clog.warning("link not completed within %.0f s; closing", self.config.link_timeout)
-            except OSError as exc:  # ConnectionError, ssl.SSLError
-                clog.info("connection lost during link: %s", exc)
+            except OSError as exc:  # ConnectionError, ssl.SSLError (an eviction is logged by the admission)
+                (clog.debug if pending.evicted else clog.info)("connection lost during link: %s", exc)
             except ProtocolError as exc:
                 clog.warning("link refused: %s", exc.reason)
             except Exception:  # a bug must cost this connection only
                 clog.exception("internal error during the link; closing the connection")
         finally:
-            self._pending_links -= 1
+            self._admission.release(pending)
         if not isinstance(linked, tuple):
             if linked is None:  # (True: an HTTP request was answered, not a link)
                 self.stats["links_failed"] += 1
@@ -404,18 +403,19 @@ class SpiceServer:
             await close_writer(stream[1])
 
     async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog, pending: PendingLink
     ) -> tuple[tuple[Reader, Writer], tuple[LinkMess, bytes] | bool | None]:
-        """The first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link.
+        """TLS if ``secure``, then the first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link.
 
         Returns the stream and the link (message, leftover), None when the link failed, or True
         when the connection was a plain HTTP request that has been answered.
         """
-        try:
-            prefix = await reader.readexactly(len(HTTP_PREFIX))
-        except asyncio.IncompleteReadError as exc:
-            clog.info("peer closed the connection during the link (%d bytes buffered)", len(exc.partial))
+        tls = self._ssl if secure else None
+        reader, writer, prefix = await open_link_phase(reader, writer, tls, len(HTTP_PREFIX), self.config.first_bytes_timeout)
+        if len(prefix) < len(HTTP_PREFIX):
+            (clog.debug if pending.evicted else clog.info)("peer closed the connection during the link (%d bytes buffered)", len(prefix))
             return (reader, writer), None
+        self._admission.spoke(pending)
         if prefix == HTTP_PREFIX and self.config.websocket:
             ws = await http_exchange(reader, writer, prefix, self._web_options, self._metrics_page, clog)
             if not isinstance(ws, WebSocketStream):
@@ -455,13 +455,13 @@ class SpiceServer:
                         writer.write(link.data_to_send())
                         await writer.drain()
                         return None
-                    key = await asyncio.to_thread(LinkKey)
+                    key = await new_link_key()
                     channel = self._ctx.registry.get(mess.channel_type, mess.channel_id)
                     assert channel is not None  # checked above
                     link.accept(key.public_der, _COMMON_CAPS, channel.caps_words())
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
-                    code = self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
+                    code = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
                     link.finish(code)
                     writer.write(link.data_to_send())
                     await writer.drain()
@@ -483,9 +483,9 @@ class SpiceServer:
             clog.warning("channel %s %s", channel.name, "must be encrypted" if refusal == LinkErr.NEED_SECURED else "must not be encrypted")
         return refusal
 
-    def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer) -> int:
+    async def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer) -> int:
         peer = writer.get_extra_info("peername")
-        reason = self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer)
+        reason = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer))
         if reason is not None:
             clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .proto.enums import TICKET_PUBKEY_BYTES
 
-__all__ = ["LinkKey", "Ticket", "TicketThrottle", "encrypt_ticket", "peer_address", "OAEP", "MAX_THROTTLED_PEERS"]
+__all__ = ["LinkKey", "Ticket", "TicketThrottle", "encrypt_ticket", "peer_address", "OAEP", "MAX_THROTTLED_PEERS", "MAX_TICKET_SHIFT"]
+
+#: leading zero bytes of a spice-html5 ciphertext that :meth:`LinkKey.decrypt` puts back (at most)
+MAX_TICKET_SHIFT = 2
 
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 #: Peer addresses :class:`TicketThrottle` remembers at most (the least recently failing go first).
@@ -47,19 +51,30 @@ class LinkKey:
     def decrypt(self, ciphertext: bytes) -> bytes | None:
         """The plaintext up to its first NUL, or None when decryption fails.
 
-        spice-html5 0.3.0 (``ticket.js``) drops leading zero bytes of the ciphertext and pads with
-        zeros at the end instead (about 1 ticket in 150). libspice refuses those links; we retry
-        with the ciphertext shifted back by each count of trailing zeros -- OAEP's integrity check
-        rejects every wrong shift, so this accepts nothing a correct ticket would not.
+        spice-html5 (``ticket.js``, ``rsa_encrypt``) turns the RSA result into bytes through its
+        hex string, so the ciphertext loses its leading zero bytes; ``SpiceLinkAuthTicket`` then
+        fills the 128-byte field up with zeros at the end. That happens when the result's top byte
+        is zero (about 1 ticket in 150 with a 1024-bit modulus, whose top byte is at least 0x80),
+        two zero bytes about 1 in 38 000, three about 1 in 10 million. libspice refuses those
+        links; we retry with the ciphertext shifted back by up to :data:`MAX_TICKET_SHIFT` bytes
+        (never more than its trailing zeros), so a ticket costs at most ``MAX_TICKET_SHIFT + 1``
+        decryptions whatever a peer sends. OAEP's integrity check rejects every wrong shift, so
+        this accepts nothing a correct ticket would not.
         """
-        for shift in range(len(ciphertext) - len(ciphertext.rstrip(b"\0")) + 1):
+        zeros = len(ciphertext) - len(ciphertext.rstrip(b"\0"))
+        for shift in range(min(zeros, MAX_TICKET_SHIFT) + 1):
             candidate = bytes(shift) + ciphertext[: len(ciphertext) - shift] if shift else ciphertext
-            try:
-                plain = self._key.decrypt(candidate, OAEP)
-            except ValueError:
-                continue
-            return plain.split(b"\0", 1)[0]
+            plain = self._try_decrypt(candidate)
+            if plain is not None:
+                return plain.split(b"\0", 1)[0]
         return None
+
+    def _try_decrypt(self, candidate: bytes) -> bytes | None:
+        """One RSA-OAEP decryption; None when it fails."""
+        try:
+            return self._key.decrypt(candidate, OAEP)
+        except ValueError:
+            return None
 
 
 def encrypt_ticket(public_der: bytes, password: str) -> bytes:
@@ -96,25 +111,32 @@ class _Failures:
 @dataclass
 class TicketThrottle:
     """Failed tickets per peer address: ``max_failures`` within ``lockout`` seconds lock the address
-    out for ``lockout`` seconds (0 failures = no limit). At most ``max_peers`` addresses are kept."""
+    out for ``lockout`` seconds (0 failures = no limit). At most ``max_peers`` addresses are kept.
+    Thread-safe: tickets are checked on the link crypto threads (:mod:`spiceserver.linkcrypto`)."""
 
     max_failures: int = 5
     lockout: float = 60.0
     max_peers: int = MAX_THROTTLED_PEERS
     _peers: OrderedDict[str, _Failures] = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __len__(self) -> int:
         return len(self._peers)
 
     def locked_for(self, address: str, now: float) -> float:
         """Seconds ``address`` stays locked out (0: it may try)."""
-        entry = self._peers.get(address)
-        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+        with self._lock:
+            entry = self._peers.get(address)
+            return max(0.0, entry.locked_until - now) if entry is not None else 0.0
 
     def failed(self, address: str, now: float) -> bool:
         """Count a wrong ticket from ``address``; True when this one locked it out."""
         if self.max_failures <= 0:
             return False
+        with self._lock:
+            return self._count(address, now)
+
+    def _count(self, address: str, now: float) -> bool:
         entry = self._peers.get(address)
         if entry is None or now - entry.since >= self.lockout:
             entry = self._peers[address] = _Failures(0, now)

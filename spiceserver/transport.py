@@ -9,7 +9,8 @@ sockets themselves are asyncio's; this module gives them one shape:
   SPICE bytes in WebSocket binary messages).
 * :func:`http_exchange`: an HTTP request on a SPICE port, answered (a file of the web root, the
   metrics page) or upgraded to a :class:`WebSocketStream`.
-* :func:`tls_context`: the TLS listener's context from the configuration.
+* :func:`tls_context`: the TLS listener's context from the configuration; :func:`start_tls` upgrades
+  an accepted plain connection with it.
 * :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
@@ -32,7 +33,8 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
 __all__ = [
-    "READ_CHUNK", "LINK_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "tls_context",
+    "READ_CHUNK", "LINK_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "start_tls",
+    "tls_context",
 ]  # fmt: skip
 
 READ_CHUNK = 65536
@@ -218,6 +220,37 @@ async def http_exchange(
         if not data:
             clog.info("peer closed the connection during the HTTP request")
             return None
+
+
+async def start_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Run the server side of a TLS handshake on an accepted plain connection; returns its streams.
+
+    The TLS port accepts plain TCP and upgrades here (rather than with ``start_server(ssl=...)``,
+    where the handshake runs before the server sees the socket), so that a connection is counted
+    and bounded from its first moment. Call it before anything reads the connection; the caller
+    bounds the time it may take. Closing the plain ``writer`` given closes the TLS stream too.
+
+    Raises:
+        OSError: the handshake failed (``ssl.SSLError``) or the connection was lost.
+    """
+    loop = asyncio.get_running_loop()
+    tls_reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(tls_reader)
+    plain = writer.transport.get_protocol()
+    # (not StreamWriter.start_tls: on CPython 3.11 a peer gone mid-handshake leaves that writer
+    # without a transport and raises AttributeError)
+    try:
+        tls = await loop.start_tls(writer.transport, protocol, context, server_side=True)
+    finally:
+        # the plain protocol no longer owns the socket: end it, so that the plain writer's
+        # wait_closed() returns (closing that writer closes the socket, TLS or not)
+        plain.connection_lost(None)
+    if tls is None:  # the peer went away during the handshake
+        raise ConnectionResetError("connection lost during the TLS handshake")
+    protocol.connection_made(tls)
+    return tls_reader, asyncio.StreamWriter(tls, protocol, tls_reader, loop)
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext:

@@ -86,7 +86,9 @@ ALLOWED: dict[str, set[str]] = {
     "transport": {"config", "errors", "events", "metrics", "web"},
     # channels build the display devices the host drives (framebuffer, QXL device) on a worker
     "channels": {"config", "errors", "events", "framebuffer", "interfaces", "metrics", "proto", "qxl", "transport", "worker"},
-    "reds": {"channels", "config", "errors", "events", "interfaces", "metrics", "proto", "ticket", "transport", "web"},
+    "admission": {"errors", "transport"},
+    "linkcrypto": {"ticket"},
+    "reds": {"admission", "channels", "config", "errors", "events", "interfaces", "linkcrypto", "metrics", "proto", "ticket", "transport", "web"},
     # the package face, the command line and the demo sit on top of everything
     "__init__": {"config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker", "proto"},
     "__main__": {"demo", "errors", "worker", "config"},

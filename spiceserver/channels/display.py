@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +27,7 @@ from ..proto.enums import ChannelType, DisplayCap, MouseMode
 from ..qxl import QXLDevice, QXLDeviceConfig
 from ..worker import codec_kernels_ready
 from ..worker.compression import DisplaySettings
+from ..worker.messages import CollectMetrics
 from ..worker.qxl_source import QXLWorkerBackend
 from ..worker.record import Recorder
 from ..worker.worker import DisplayWorker
@@ -34,7 +36,7 @@ from .cursor import CursorChannel
 from .inputs import InputsChannel
 from .worker_link import WorkerBridge, WorkerChannel
 
-__all__ = ["DISPLAY_CAPS", "Display", "Displays", "DisplayChannel", "FramebufferDisplay", "QXLDevice", "QXLDeviceConfig"]
+__all__ = ["METRICS_WAIT", "DISPLAY_CAPS", "Display", "Displays", "DisplayChannel", "FramebufferDisplay", "QXLDevice", "QXLDeviceConfig"]
 
 #: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
 #: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
@@ -115,12 +117,51 @@ class Display:
         return self.worker.display_stats()
 
 
+#: seconds ``SpiceServer.metrics()`` waits for a busy display worker before reporting its last counters
+METRICS_WAIT = 1.0
+#: threads that wait for the workers' metrics answers (not asyncio's default pool, which links share)
+METRICS_THREADS = 2
+_metrics_pool: ThreadPoolExecutor | None = None
+
+
+class _MetricsWaits:
+    """Per display: at most one CollectMetrics request queued, one bounded wait for it, its last answer (event loop)."""
+
+    def __init__(self) -> None:
+        self._requests: dict[int, CollectMetrics] = {}
+        self._waits: dict[int, asyncio.Future[DisplayMetrics]] = {}
+        self.last: dict[int, DisplayMetrics] = {}
+
+    async def collect(self, display_id: int, worker: DisplayWorker) -> DisplayMetrics | None:
+        global _metrics_pool
+        if not worker.running:
+            return None
+        wait = self._waits.get(display_id)
+        if wait is None:
+            msg = self._requests.get(display_id)
+            if msg is None or msg.reply.done:
+                msg = self._requests[display_id] = CollectMetrics(display_id)
+                worker.post(msg)
+            if _metrics_pool is None:
+                _metrics_pool = ThreadPoolExecutor(METRICS_THREADS, thread_name_prefix="spice-metrics")
+            wait = self._waits[display_id] = asyncio.get_running_loop().run_in_executor(_metrics_pool, msg.reply.wait, METRICS_WAIT)
+            wait.add_done_callback(lambda _f: self._waits.pop(display_id, None))
+        try:
+            self.last[display_id] = await asyncio.shield(wait)
+        except TimeoutError:
+            pass  # busy: its last counters, stale
+        except Exception:
+            return None
+        return self.last.get(display_id)
+
+
 class Displays:
     """The server's display devices, in display-id order."""
 
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self._displays: list[Display] = []
+        self._metrics = _MetricsWaits()
 
     def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
         settings = DisplaySettings.from_config(self.ctx.config)
@@ -164,14 +205,14 @@ class Displays:
         return len(self._displays)
 
     async def metrics(self) -> tuple[DisplayMetrics, ...]:
-        """Each running display's counters (a stopped worker is skipped)."""
-        out: list[DisplayMetrics] = []
-        for display in self._displays:
-            try:
-                out.append(await asyncio.to_thread(display.worker.collect_metrics, display.id))
-            except Exception:
-                continue
-        return tuple(out)
+        """Each running display's counters, asked of all workers at once (a stopped worker is skipped).
+
+        A worker that does not answer within :data:`METRICS_WAIT` is reported with the last
+        counters it gave (left out if it never answered); its request stays queued, and later calls
+        wait for that one instead of queueing more.
+        """
+        found = await asyncio.gather(*(self._metrics.collect(d.id, d.worker) for d in self._displays))
+        return tuple(m for m in found if m is not None)
 
     @staticmethod
     def codec_kernels_ready() -> bool:
