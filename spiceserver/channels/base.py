@@ -131,6 +131,9 @@ class Channel:
     """
 
     TYPE: ClassVar[ChannelType]
+    #: the largest message body a client may send on this channel (libspice's per-channel receive
+    #: buffer); None: only the server's ``max_message_size`` applies. A larger one closes the channel.
+    MAX_MESSAGE_SIZE: ClassVar[int | None] = None
 
     def __init__(self, ctx: ServerContext, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
@@ -171,9 +174,31 @@ class Channel:
     async def close(self) -> None:
         """The server is closing (clients were disconnected already)."""
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest message body accepted from this channel's clients."""
+        limit = self.ctx.config.max_message_size
+        return limit if self.MAX_MESSAGE_SIZE is None else min(limit, self.MAX_MESSAGE_SIZE)
+
     def join(self, link: Link) -> Session | None:
-        """The session a link belongs to (None: it went away during the link)."""
-        return self.ctx.sessions.get(link.mess.connection_id)
+        """The session a link belongs to, now holding this channel; None (logged) when the session
+        went away during the link or already has this channel: as libspice, the new connection is
+        refused and the one in place stays."""
+        session = self.ctx.sessions.get(link.mess.connection_id)
+        if session is None:
+            link.log.info("session or channel went away during the link")
+            return None
+        key = (self.type, self.id)
+        if key in session.linked:
+            self.ctx.stats["protocol_errors"] += 1
+            link.log.warning("duplicate channel %s:%d in session %#x; closing the new connection", self.name, self.id, session.id)
+            return None
+        session.linked.add(key)
+        return session
+
+    def leave(self, session: Session) -> None:
+        """The channel's connection in ``session`` ended: the session may link it again."""
+        session.linked.discard((self.type, self.id))
 
 
 class ChannelClient(ChannelClientBase):
@@ -273,9 +298,8 @@ class LoopChannel(Channel):
         ctx = self.ctx
         session = self.join(link)
         if session is None:
-            link.log.info("session or channel went away during the link")
             return
-        conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=ctx.config.max_message_size)
+        conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=self.max_message_size)
         cc = self.create_client(conn, link, session)
         info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer)
         name = info.channel
@@ -283,7 +307,7 @@ class LoopChannel(Channel):
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out)
+        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out, link.log)
         cc.transport = transport
         self.clients.append(cc)
         ctx.open_channels[name] += 1
@@ -319,6 +343,7 @@ class LoopChannel(Channel):
         finally:
             cc.closed = True
             transport.closed = True
+            self.leave(session)
             ctx.open_channels[name] -= 1
             ctx.listeners.gone(session.infos, info)
             if cc in self.clients:

@@ -45,6 +45,9 @@ class InputsChannel(LoopChannel):
     """The inputs channel: the host's keyboard, mouse and tablet, and the guest's lock state."""
 
     TYPE = ChannelType.INPUTS
+    #: libspice ``InputsChannelClient::RECEIVE_BUF_SIZE``: the largest client message (a KEY_SCANCODE
+    #: of up to about 2000 scancode bytes); a larger one closes the channel
+    MAX_MESSAGE_SIZE = 2048
 
     def __init__(self, ctx: ServerContext) -> None:
         super().__init__(ctx, 0, (InputsCap.KEY_SCANCODE,))
