@@ -48,6 +48,9 @@ __all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "ChannelClient", "
 
 log = logging.getLogger("spiceserver")
 
+#: messages of one read handled before a loop channel's pump lets other tasks run
+FEED_BATCH = 64
+
 async def maybe_await(result: Any) -> None:
     """Await ``result`` if a device callback returned an awaitable."""
     if inspect.isawaitable(result):
@@ -361,7 +364,11 @@ class LoopChannel(Channel):
             return
         self.ctx.traffic[name, "in"] += len(data)
         now = asyncio.get_running_loop().time()
-        for ev in cc.conn.receive_data(data, now):
+        for i, ev in enumerate(cc.conn.receive_data(data, now)):
+            if i and not i % FEED_BATCH:
+                await asyncio.sleep(0)  # one read may hold thousands of messages: let others run
+                if cc.closed:
+                    return
             try:
                 await cc.handle(ev, now)
             except ProtocolError:

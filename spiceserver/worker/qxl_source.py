@@ -359,8 +359,10 @@ class QXLCommandSource(CommandSource):
 class QXLWorkerBackend:
     """What the device calls (on the host's vCPU thread): each call is a typed message to the worker.
 
-    Synchronous calls (``cookie`` None) wait for the worker's reply; asynchronous ones return at
-    once and complete with ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
+    Synchronous calls (``cookie`` None) wait for the worker's reply, at most :attr:`sync_timeout`
+    seconds: then the guest gets ``QXL_INTERRUPT_ERROR`` and the call returns (nothing is raised into
+    the vCPU thread); asynchronous ones return at once and complete with
+    ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
     """
 
     def __init__(self, worker: DisplayWorker) -> None:
