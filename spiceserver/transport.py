@@ -14,10 +14,10 @@ sockets themselves are asyncio's; this module gives them one shape:
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
 
-Back-pressure: a peer must take what it is sent. Whatever reads a connection waits while more than
-:data:`WRITE_PAUSE_BYTES` are unsent (a channel's pump drains after each read; a WebSocket, whose
-PINGs each queue a PONG, drains before reading more), and a write onto more than
-:data:`MAX_WRITE_BUFFER` unsent bytes drops the connection, with the reason logged.
+Back-pressure: a peer must take what it is sent. A loop channel's pump drains after each read; the
+display worker's output is bounded by its own window; a WebSocket, which answers each PING with a
+PONG itself, reads no more while over :data:`WRITE_PAUSE_BYTES` are unsent; and a write onto more
+than :data:`MAX_WRITE_BUFFER` unsent bytes drops the connection, with the reason logged.
 """
 
 from __future__ import annotations
@@ -343,11 +343,6 @@ class Transport:
     async def drain(self) -> None:
         """Wait until the stream's buffer is below its high-water mark."""
         await self._writer.drain()
-
-    @property
-    def unsent(self) -> int:
-        """Bytes written and not sent yet."""
-        return unsent_bytes(self._writer)
 
     @property
     def is_closing(self) -> bool:
