@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from spiceserver.channels.base import FEED_BATCH
 from spiceserver.channels.inputs import InputsChannel
 from spiceserver.channels.main import MainChannel
 from spiceserver.channels.worker_link import MAX_UNPROCESSED_INPUT, WorkerChannel
@@ -271,6 +272,38 @@ async def test_huge_key_scancode_closes_only_the_inputs_channel(
     assert running.devices.events[before] == ("scancodes", body)
     assert not s.main.writer.is_closing()
     await inp2.close()
+    await s.main.close()
+
+
+async def test_one_read_of_many_messages_is_handled_in_bounded_turns(running: Running) -> None:
+    # A read may hold thousands of small messages; the pump lets other tasks run every FEED_BATCH
+    # messages, so one client's burst does not hold the loop for the whole read.
+    s = await connect(running.ep)
+    inp = await s.link(ChannelType.INPUTS)
+    await inp.expect(im.InputsInit)
+    turns = 0
+    at_turn: list[int] = []
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.get_running_loop().create_task(count_turns())
+    original = running.devices.on_key
+    running.devices.on_key = lambda event: (at_turn.append(turns), original(event))[1]  # type: ignore[method-assign]
+    try:
+        burst = 640
+        for _ in range(burst):
+            inp.conn.send(im.KeyDown(code=0x1E))
+        await inp.flush()
+        await until(lambda: len(at_turn) == burst, "every key handled")
+    finally:
+        counter.cancel()
+    per_turn = max(at_turn.count(t) for t in set(at_turn))
+    assert per_turn <= FEED_BATCH
+    await inp.close()
     await s.main.close()
 
 
