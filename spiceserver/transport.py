@@ -14,12 +14,18 @@ sockets themselves are asyncio's; this module gives them one shape:
 * :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
+
+Back-pressure: a peer must take what it is sent. A loop channel's pump drains after each read; the
+display worker's output is bounded by its own window; a WebSocket, which answers each PING with a
+PONG itself, reads no more while over :data:`WRITE_PAUSE_BYTES` are unsent; and a write onto more
+than :data:`MAX_WRITE_BUFFER` unsent bytes drops the connection, with the reason logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import ssl
 import threading
@@ -33,15 +39,25 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
 __all__ = [
-    "READ_CHUNK", "LINK_CHUNK", "Reader", "Writer", "WebSocketStream", "Transport", "LoopGate", "close_writer", "http_exchange", "start_tls",
-    "tls_context",
+    "READ_CHUNK", "LINK_CHUNK", "WRITE_PAUSE_BYTES", "MAX_WRITE_BUFFER", "Reader", "Writer", "WebSocketStream", "Transport",
+    "LoopGate", "close_writer", "http_exchange", "start_tls", "tls_context", "unsent_bytes",
 ]  # fmt: skip
+
+log = logging.getLogger("spiceserver")
 
 READ_CHUNK = 65536
 #: What one read takes from a connection before its link completes (HTTP request, WebSocket link
 #: phase), as the plain link reads: together with the protocols' own limits it bounds what an
 #: unauthenticated peer makes the server buffer.
 LINK_CHUNK = 4096
+
+#: unsent bytes on a connection above which its reader waits for the peer to take them before
+#: reading more (asyncio's own high-water mark is below it, so the wait is until its low-water mark)
+WRITE_PAUSE_BYTES = 256 << 10
+#: unsent bytes onto which nothing more is written: the connection is dropped (the peer is not
+#: reading). Above the display worker's window (``HIGH_WATER``, 2 MiB), the most a display client
+#: has unsent when its next message is written.
+MAX_WRITE_BUFFER = 16 << 20
 
 T = TypeVar("T")
 
@@ -81,6 +97,27 @@ class Writer(Protocol):
         """Transport information such as ``"peername"`` or ``"ssl_object"``; ``default`` when absent."""
         ...
 
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The socket's asyncio transport (its unsent bytes, ``abort``)."""
+        ...
+
+
+def unsent_bytes(writer: Writer) -> int:
+    """Bytes written to ``writer`` that the socket has not sent yet."""
+    return writer.transport.get_write_buffer_size()
+
+
+def _overflows(writer: Writer, clog: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
+    """True (and the connection dropped, the reason logged) if ``writer`` has more than
+    :data:`MAX_WRITE_BUFFER` unsent bytes: its peer is not reading what it is sent."""
+    unsent = unsent_bytes(writer)
+    if unsent <= MAX_WRITE_BUFFER:
+        return False
+    clog.warning("peer is not reading: %d bytes unsent (limit %d); dropping the connection", unsent, MAX_WRITE_BUFFER)
+    writer.transport.abort()
+    return True
+
 
 async def close_writer(writer: Writer) -> None:
     """Close ``writer`` and wait (briefly) until it is closed."""
@@ -95,7 +132,10 @@ class WebSocketStream:
     Offers the :class:`Reader` and :class:`Writer` calls, so the link and the channels run over it
     unchanged (the framing is :class:`~spiceserver.web.WebConnection`'s, sans-IO). Until
     :meth:`linked` it reads :data:`LINK_CHUNK` bytes at a time and accepts only link-sized
-    messages, so before authentication it buffers what a plain connection would.
+    messages, so before authentication it buffers what a plain connection would. Control frames
+    are answered here (a PING queues a PONG), so reading waits while more than
+    :data:`WRITE_PAUSE_BYTES` are unsent, and the connection is dropped rather than written onto
+    more than :data:`MAX_WRITE_BUFFER`.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, web: WebConnection, clog: ConnLog) -> None:
@@ -133,6 +173,8 @@ class WebSocketStream:
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes of SPICE data (all buffered if ``n`` < 0); ``b""`` at the end."""
         while not self._buf and not self._eof:
+            if unsent_bytes(self._writer) > WRITE_PAUSE_BYTES:
+                await self._writer.drain()  # the peer takes what it is owed (PONGs) before we read on
             data = await self._reader.read(self._chunk)
             self.feed(self._web.receive_data(data) if data else self._web.receive_eof())
         if n < 0 or n >= len(self._buf):
@@ -151,6 +193,9 @@ class WebSocketStream:
     def _flush(self) -> None:
         out = self._web.data_to_send()
         if out and not self._writer.is_closing():
+            if _overflows(self._writer, self._clog):
+                self._eof = True
+                return
             self._writer.write(out)
         if self._web.close_transport:
             self._writer.close()
@@ -176,6 +221,11 @@ class WebSocketStream:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The socket's transport information (``peername``, ...)."""
         return self._writer.get_extra_info(name, default)
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The socket's asyncio transport."""
+        return self._writer.transport
 
 
 async def http_exchange(
@@ -312,6 +362,7 @@ class Transport:
         source: what the channel client queued (its connection's ``data_to_send``); None for
             channel clients whose bytes come from elsewhere (a display worker).
         on_output: told the size of every write (byte counters).
+        log: where the connection's own troubles are logged.
     """
 
     def __init__(
@@ -320,16 +371,22 @@ class Transport:
         gate: LoopGate,
         source: Callable[[], bytes] | None = None,
         on_output: Callable[[int], None] | None = None,
+        log: logging.Logger | logging.LoggerAdapter[Any] = log,
     ) -> None:
         self._writer = writer
         self._gate = gate
         self._source = source
         self._on_output = on_output
+        self._log = log
         self.closed = False
 
     def write(self, data: bytes) -> None:
-        """Write ``data`` now (event loop only); dropped once closing."""
+        """Write ``data`` now (event loop only); dropped once closing. Writing onto more than
+        :data:`MAX_WRITE_BUFFER` unsent bytes drops the connection instead (the peer is not reading)."""
         if data and not self.closed and not self._writer.is_closing():
+            if _overflows(self._writer, self._log):
+                self.closed = True
+                return
             self._writer.write(data)
             if self._on_output is not None:
                 self._on_output(len(data))

@@ -215,7 +215,12 @@ def test_after_the_link_messages_up_to_max_message_size() -> None:
 
 
 class _Sink:
-    """The writer side of a stream that nobody reads."""
+    """The writer side of a stream that nobody reads (and that has nothing unsent)."""
+
+    class transport:
+        @staticmethod
+        def get_write_buffer_size() -> int:
+            return 0
 
     def write(self, data: bytes) -> None:
         pass

@@ -48,6 +48,9 @@ __all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "ChannelClient", "
 
 log = logging.getLogger("spiceserver")
 
+#: messages of one read handled before a loop channel's pump lets other tasks run
+FEED_BATCH = 64
+
 async def maybe_await(result: Any) -> None:
     """Await ``result`` if a device callback returned an awaitable."""
     if inspect.isawaitable(result):
@@ -131,6 +134,9 @@ class Channel:
     """
 
     TYPE: ClassVar[ChannelType]
+    #: the largest message body a client may send on this channel (libspice's per-channel receive
+    #: buffer); None: only the server's ``max_message_size`` applies. A larger one closes the channel.
+    MAX_MESSAGE_SIZE: ClassVar[int | None] = None
 
     def __init__(self, ctx: ServerContext, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
@@ -171,9 +177,31 @@ class Channel:
     async def close(self) -> None:
         """The server is closing (clients were disconnected already)."""
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest message body accepted from this channel's clients."""
+        limit = self.ctx.config.max_message_size
+        return limit if self.MAX_MESSAGE_SIZE is None else min(limit, self.MAX_MESSAGE_SIZE)
+
     def join(self, link: Link) -> Session | None:
-        """The session a link belongs to (None: it went away during the link)."""
-        return self.ctx.sessions.get(link.mess.connection_id)
+        """The session a link belongs to, now holding this channel; None (logged) when the session
+        went away during the link or already has this channel: as libspice, the new connection is
+        refused and the one in place stays."""
+        session = self.ctx.sessions.get(link.mess.connection_id)
+        if session is None:
+            link.log.info("session or channel went away during the link")
+            return None
+        key = (self.type, self.id)
+        if key in session.linked:
+            self.ctx.stats["protocol_errors"] += 1
+            link.log.warning("duplicate channel %s:%d in session %#x; closing the new connection", self.name, self.id, session.id)
+            return None
+        session.linked.add(key)
+        return session
+
+    def leave(self, session: Session) -> None:
+        """The channel's connection in ``session`` ended: the session may link it again."""
+        session.linked.discard((self.type, self.id))
 
 
 class ChannelClient(ChannelClientBase):
@@ -273,9 +301,8 @@ class LoopChannel(Channel):
         ctx = self.ctx
         session = self.join(link)
         if session is None:
-            link.log.info("session or channel went away during the link")
             return
-        conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=ctx.config.max_message_size)
+        conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=self.max_message_size)
         cc = self.create_client(conn, link, session)
         info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer)
         name = info.channel
@@ -283,7 +310,7 @@ class LoopChannel(Channel):
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out)
+        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out, link.log)
         cc.transport = transport
         self.clients.append(cc)
         ctx.open_channels[name] += 1
@@ -319,6 +346,7 @@ class LoopChannel(Channel):
         finally:
             cc.closed = True
             transport.closed = True
+            self.leave(session)
             ctx.open_channels[name] -= 1
             ctx.listeners.gone(session.infos, info)
             if cc in self.clients:
@@ -336,7 +364,11 @@ class LoopChannel(Channel):
             return
         self.ctx.traffic[name, "in"] += len(data)
         now = asyncio.get_running_loop().time()
-        for ev in cc.conn.receive_data(data, now):
+        for i, ev in enumerate(cc.conn.receive_data(data, now)):
+            if i and not i % FEED_BATCH:
+                await asyncio.sleep(0)  # one read may hold thousands of messages: let others run
+                if cc.closed:
+                    return
             try:
                 await cc.handle(ev, now)
             except ProtocolError:

@@ -39,12 +39,17 @@ LOCK_SCANCODES = {
     KeyboardModifiers.NUM_LOCK: 0x45,
     KeyboardModifiers.CAPS_LOCK: 0x3A,
 }
+_LOCK_FLAG_OF = {code: flag for flag, code in LOCK_SCANCODES.items()}
+_LOCK_BYTES = frozenset(code | bit for code in LOCK_SCANCODES.values() for bit in (0, RELEASE))
 
 
 class InputsChannel(LoopChannel):
     """The inputs channel: the host's keyboard, mouse and tablet, and the guest's lock state."""
 
     TYPE = ChannelType.INPUTS
+    #: libspice ``InputsChannelClient::RECEIVE_BUF_SIZE``: the largest client message (a KEY_SCANCODE
+    #: of up to about 2000 scancode bytes); a larger one closes the channel
+    MAX_MESSAGE_SIZE = 2048
 
     def __init__(self, ctx: ServerContext) -> None:
         super().__init__(ctx, 0, (InputsCap.KEY_SCANCODE,))
@@ -133,8 +138,10 @@ class InputsChannelClient(ChannelClient):
 
     def _sync_locks(self, data: bytes, now: float) -> None:
         """libspice ``sync_locks``: a lock key going down flips the lock state."""
+        if _LOCK_BYTES.isdisjoint(data):
+            return
         for b in data:
-            flag = next((f for f, code in LOCK_SCANCODES.items() if code == b & ~RELEASE), 0)
+            flag = _LOCK_FLAG_OF.get(b & ~RELEASE, 0)
             if not flag:
                 continue
             if b & RELEASE:

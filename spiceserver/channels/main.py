@@ -118,6 +118,8 @@ class MainChannel(LoopChannel):
     """
 
     TYPE = ChannelType.MAIN
+    #: libspice ``MAIN_CHANNEL_RECEIVE_BUF_SIZE``: 4096 bytes plus eleven agent messages of 2048
+    MAX_MESSAGE_SIZE = 4096 + 11 * 2048
 
     def __init__(self, ctx: ServerContext, inputs: InputsChannel) -> None:
         # Migration is not offered, so neither migration cap is set.

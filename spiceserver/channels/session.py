@@ -24,12 +24,22 @@ __all__ = ["Session", "SessionTable"]
 
 @dataclass(eq=False)
 class Session:
-    """One client: its main channel and every other channel it linked with the same id."""
+    """One client: its main channel and every other channel it linked with the same id.
+
+    Attributes:
+        id: the session (connection) id the other channels link with.
+        main: the main channel client, once it is set up.
+        closers: close each of the session's connections.
+        infos: the application's view of each connected channel.
+        linked: the (type, id) of every channel connected in this session: one connection each,
+            as libspice's ``RedClient::add_channel`` refuses a duplicate.
+    """
 
     id: int
     main: MainChannelClient | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     infos: list[ChannelInfo] = field(default_factory=list)
+    linked: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def low_bandwidth(self) -> bool:

@@ -9,6 +9,11 @@ loop keeps the socket, because an asyncio TLS transport cannot move to another t
 what the client sends (``ClientData``), writes what the worker produces (``ClientOutput``), and
 after each write has drained tells the worker how many bytes left (``ClientWritten``), which is the
 worker's flow control together with the ack window.
+
+Input has back-pressure too: the worker reports the client bytes it has handled
+(``ClientConsumed``), and the loop stops reading a connection while more than
+:data:`MAX_UNPROCESSED_INPUT` of its bytes wait in the worker's queue (libspice reads these sockets on
+the worker thread itself, one message at a time), so a client flooding ACKs cannot fill memory.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..transport import READ_CHUNK, Transport
 from ..worker.messages import (
     ClientClose,
     ClientConnected,
+    ClientConsumed,
     ClientData,
     ClientDisconnected,
     ClientOutput,
@@ -32,16 +38,34 @@ from ..worker.worker import DisplayWorker
 from .base import Channel, Link, ServerContext
 from .session import Session
 
-__all__ = ["WorkerBridge", "WorkerChannel"]
+__all__ = ["WorkerBridge", "WorkerChannel", "MAX_UNPROCESSED_INPUT"]
+
+#: client bytes posted to the worker and not yet handled there above which reds stops reading that
+#: connection (so at most this plus one read, ``READ_CHUNK``, wait in the worker's queue)
+MAX_UNPROCESSED_INPUT = 256 << 10
 
 
 @dataclass(eq=False)
 class _Client:
-    """The loop's side of one channel client on the worker: its transport and write accounting."""
+    """The loop's side of one channel client on the worker: its transport, write and read accounting.
+
+    Attributes:
+        unprocessed: bytes posted to the worker (ClientData) and not yet reported handled.
+        peak_unprocessed: the most ``unprocessed`` has been (for tests and metrics).
+        room: set when reading may go on (``unprocessed`` fell back under the limit, or closing).
+    """
 
     transport: Transport
     pending: int = 0
     draining: bool = False
+    unprocessed: int = 0
+    peak_unprocessed: int = 0
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def close(self) -> None:
+        """Close the connection and wake its reader."""
+        self.transport.close()
+        self.room.set()
 
 
 class WorkerBridge:
@@ -63,6 +87,7 @@ class WorkerBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         ep = worker.dispatcher.loop_side
         ep.register_handler(ClientOutput, self._on_output)
+        ep.register_handler(ClientConsumed, self._on_consumed)
         ep.register_handler(ClientClose, self._on_close)
         ep.register_handler(DisplayInfo, self._on_info)
 
@@ -94,8 +119,8 @@ class WorkerBridge:
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, None, count_out)
-        self._clients[cc_id] = _Client(transport)
+        transport = Transport(link.writer, ctx.gate, None, count_out, link.log)
+        client = self._clients[cc_id] = _Client(transport)
         ctx.open_channels[name] += 1
         post = self.worker.dispatcher.loop_side.post
         extra = link.log.extra or {}
@@ -104,22 +129,31 @@ class WorkerBridge:
         post(
             ClientConnected(
                 cc_id, mess.channel_type, mess.channel_id, link.mini_header, mess.common_caps, mess.channel_caps,
-                session.id, label, session.low_bandwidth,
+                session.id, label, session.low_bandwidth, channel.max_message_size,
             )
         )  # fmt: skip
-        session.closers.append(transport.close)
+        session.closers.append(client.close)
         link.log.info("channel linked to session %#x (worker %s)", session.id, self.worker.name)
+
+        def to_worker(data: bytes) -> None:
+            ctx.traffic[name, "in"] += len(data)
+            client.unprocessed += len(data)
+            client.peak_unprocessed = max(client.peak_unprocessed, client.unprocessed)
+            post(ClientData(cc_id, data))
+
         try:
             if link.leftover:
-                ctx.traffic[name, "in"] += len(link.leftover)
-                post(ClientData(cc_id, link.leftover))
+                to_worker(link.leftover)
             while not transport.is_closing:
+                if client.unprocessed > MAX_UNPROCESSED_INPUT:
+                    client.room.clear()
+                    await client.room.wait()
+                    continue
                 data = await link.reader.read(READ_CHUNK)
                 if not data:
                     link.log.info("client closed the channel")
                     break
-                ctx.traffic[name, "in"] += len(data)
-                post(ClientData(cc_id, data))
+                to_worker(data)
         except OSError as exc:  # ConnectionError, ssl.SSLError
             link.log.info("connection lost: %s", exc)
         finally:
@@ -127,8 +161,8 @@ class WorkerBridge:
             self._clients.pop(cc_id, None)
             ctx.open_channels[name] -= 1
             ctx.listeners.gone(session.infos, info)
-            if transport.close in session.closers:
-                session.closers.remove(transport.close)
+            if client.close in session.closers:
+                session.closers.remove(client.close)
 
     # --- from the worker (event loop) ----------------------------------------------------------
 
@@ -157,11 +191,22 @@ class WorkerBridge:
         finally:
             client.draining = False
 
+    def _on_consumed(self, msg: ClientConsumed) -> None:
+        client = self._clients.get(msg.cc_id)
+        if client is not None:
+            client.unprocessed = max(0, client.unprocessed - msg.nbytes)
+            if client.unprocessed <= MAX_UNPROCESSED_INPUT:
+                client.room.set()
+
+    def unprocessed_input(self) -> dict[int, tuple[int, int]]:
+        """Per client id: (bytes of its input waiting in the worker now, the most there ever were)."""
+        return {cc_id: (c.unprocessed, c.peak_unprocessed) for cc_id, c in self._clients.items()}
+
     def _on_close(self, msg: ClientClose) -> None:
         client = self._clients.get(msg.cc_id)
         if client is not None:
             self.ctx.stats["protocol_errors"] += 1
-            client.transport.close()
+            client.close()
 
     def _on_info(self, msg: DisplayInfo) -> None:
         self._on_display_info(msg.width, msg.height)
@@ -169,6 +214,10 @@ class WorkerBridge:
 
 class WorkerChannel(Channel):
     """A channel (display or cursor) whose clients are served by a display worker."""
+
+    #: libspice ``CommonGraphicsChannelClient`` ``CHANNEL_RECEIVE_BUF_SIZE`` (migration data aside,
+    #: which is not offered): display and cursor clients send only small messages
+    MAX_MESSAGE_SIZE = 1024
 
     def __init__(self, ctx: ServerContext, bridge: WorkerBridge, channel_id: int, caps: tuple[int, ...] = ()) -> None:
         super().__init__(ctx, channel_id, caps)
@@ -178,6 +227,8 @@ class WorkerChannel(Channel):
         """Hand the connection to the worker (see :class:`WorkerBridge`)."""
         session = self.join(link)
         if session is None:
-            link.log.info("session or channel went away during the link")
             return
-        await self.bridge.serve(self, link, session)
+        try:
+            await self.bridge.serve(self, link, session)
+        finally:
+            self.leave(session)

@@ -58,7 +58,7 @@ class CursorChannelClient(ChannelClientBase):
     """
 
     def __init__(self, info: ClientConnected, state: CursorState) -> None:
-        super().__init__(ChannelConnection(ChannelType.CURSOR, SERVER, mini_header=info.mini_header), ack_window=ACK_WINDOW, high_water=None)
+        super().__init__(ChannelConnection(ChannelType.CURSOR, SERVER, mini_header=info.mini_header, max_message_size=info.max_message_size), ack_window=ACK_WINDOW, high_water=None)
         self.info = info
         self.cc_id = info.cc_id
         self.cache: OrderedDict[int, None] = OrderedDict()

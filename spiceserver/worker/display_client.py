@@ -84,7 +84,7 @@ class DisplayChannelClient(ChannelClientBase):
         monitors: Callable[[], d.MonitorsConfig | None],
         settings: DisplaySettings | None = None,
     ) -> None:
-        super().__init__(ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header), ack_window=ACK_WINDOW, high_water=HIGH_WATER)
+        super().__init__(ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header, max_message_size=info.max_message_size), ack_window=ACK_WINDOW, high_water=HIGH_WATER)
         self.info = info
         self.cc_id = info.cc_id
         self.surfaces = surfaces

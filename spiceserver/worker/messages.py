@@ -30,6 +30,7 @@ __all__ = [
     "ClientWritten",
     "ClientDisconnected",
     "ClientOutput",
+    "ClientConsumed",
     "ClientClose",
     "DisplayInfo",
     "Stop",
@@ -74,6 +75,7 @@ class ClientConnected:
     session_id: int
     label: str  # for logs: "#12 127.0.0.1:40000 display:0"
     low_bandwidth: bool = False  # the main channel's network test found < 10 Mbps
+    max_message_size: int = 1024  # the largest message body the client may send (the channel's limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,14 @@ class ClientOutput:
 
     cc_id: int
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConsumed:
+    """The worker handled ``nbytes`` more of this client's ClientData (the loop's input back-pressure)."""
+
+    cc_id: int
+    nbytes: int
 
 
 @dataclass(frozen=True, slots=True)

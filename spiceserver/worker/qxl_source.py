@@ -72,9 +72,13 @@ if TYPE_CHECKING:
     from .dispatcher import Request
     from .worker import DisplayWorker
 
-__all__ = ["QXLCommandSource", "QXLWorkerBackend"]
+__all__ = ["QXLCommandSource", "QXLWorkerBackend", "SYNC_IO_TIMEOUT"]
 
 log = logging.getLogger("spiceserver.qxl")
+
+#: seconds a synchronous QXL I/O (UPDATE_AREA, CREATE_PRIMARY, ...) waits for the worker; then the
+#: I/O fails with the guest's error interrupt instead of blocking the vCPU longer
+SYNC_IO_TIMEOUT = 30.0
 
 
 
@@ -355,14 +359,18 @@ class QXLCommandSource(CommandSource):
 class QXLWorkerBackend:
     """What the device calls (on the host's vCPU thread): each call is a typed message to the worker.
 
-    Synchronous calls (``cookie`` None) wait for the worker's reply; asynchronous ones return at
-    once and complete with ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
+    Synchronous calls (``cookie`` None) wait for the worker's reply, at most :attr:`sync_timeout`
+    seconds: then the guest gets ``QXL_INTERRUPT_ERROR`` and the call returns (nothing is raised into
+    the vCPU thread); asynchronous ones return at once and complete with
+    ``device.async_complete(cookie)``, which raises the IO_CMD interrupt.
     """
 
     def __init__(self, worker: DisplayWorker) -> None:
         self.worker = worker
         self.device: QXLDevice | None = None
         self.source: QXLCommandSource | None = None
+        #: longest a synchronous call waits for the worker before it fails as a guest error
+        self.sync_timeout = SYNC_IO_TIMEOUT
 
     def attach(self, device: QXLDevice) -> QXLCommandSource:
         """Serve ``device``: make its command source and attach it to the worker."""
@@ -373,10 +381,15 @@ class QXLWorkerBackend:
 
     def _send(self, msg: Request, cookie: int | None) -> None:
         assert self.device is not None
-        if cookie is None:
-            self.worker.request(msg)
-        else:
+        if cookie is not None:
             self.worker.post(msg)
+            return
+        try:
+            self.worker.request(msg, self.sync_timeout)
+        except TimeoutError:
+            # the vCPU must not stay blocked nor get an exception: the I/O completes as failed, the
+            # guest gets its error interrupt (the worker still handles the request when it can)
+            self.device.guest_error(f"{type(msg).__name__}: the display worker did not answer within {self.sync_timeout} s")
 
     # QXLBackend
 

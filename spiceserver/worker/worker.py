@@ -52,6 +52,7 @@ from .messages import (
     BeginRecording,
     ClientClose,
     ClientConnected,
+    ClientConsumed,
     ClientData,
     ClientDisconnected,
     ClientOutput,
@@ -146,6 +147,8 @@ class DisplayWorker:
         self.dccs: dict[int, DisplayChannelClient] = {}
         self.settings = settings or DisplaySettings()
         self.cursor_clients: dict[int, CursorChannelClient] = {}
+        #: ClientData bytes handled per client since the last ClientConsumed report
+        self._consumed: Counter[int] = Counter()
         self.source: CommandSource | None = None
         self.heads: d.MonitorsConfig | None = None
         self.cursor = CursorState()
@@ -261,6 +264,7 @@ class DisplayWorker:
             except Exception:
                 more = False
                 log.exception("%s: worker loop error", self.name)
+            self._report_consumed()
         try:
             self._on_end_recording(EndRecording())  # a recording in progress ends complete
         except OSError:
@@ -400,6 +404,7 @@ class DisplayWorker:
         return self.dccs.get(cc_id) or self.cursor_clients.get(cc_id)
 
     def _on_client_data(self, msg: ClientData) -> None:
+        self._consumed[msg.cc_id] += len(msg.data)
         cc = self._client(msg.cc_id)
         if cc is None:
             return
@@ -408,6 +413,13 @@ class DisplayWorker:
         except ProtocolError as exc:
             log.warning("[%s] protocol error, closing the channel: %s", cc.info.label, exc.reason)
             self._drop(msg.cc_id, exc.reason)
+
+    def _report_consumed(self) -> None:
+        """Tell reds how much of each client's input was handled (ClientConsumed): it reads a client
+        only while little of its input waits here, so a flood of input cannot fill this queue."""
+        for cc_id, nbytes in self._consumed.items():
+            self.ep.post(ClientConsumed(cc_id, nbytes))
+        self._consumed.clear()
 
     def _on_client_written(self, msg: ClientWritten) -> None:
         cc = self._client(msg.cc_id)
