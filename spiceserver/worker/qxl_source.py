@@ -72,10 +72,13 @@ if TYPE_CHECKING:
     from .dispatcher import Request
     from .worker import DisplayWorker
 
-__all__ = ["QXLCommandSource", "QXLWorkerBackend"]
+__all__ = ["QXLCommandSource", "QXLWorkerBackend", "SURFACE_MEMORY_FACTOR"]
 
 log = logging.getLogger("spiceserver.qxl")
 
+#: the canvases of a device's offscreen surfaces may take this many times the guest memory the
+#: host gave the device (a 16-bit surface takes twice its guest bytes as a 32-bit canvas)
+SURFACE_MEMORY_FACTOR = 2
 
 
 def write_back(surface: Surface, area: Rect | None = None) -> None:
@@ -195,7 +198,10 @@ class QXLCommandSource(CommandSource):
         if cmd.self_bitmap and getattr(body, "src_bitmap", "absent") is None:
             body = replace(body, src_bitmap=self._self_bitmap(surface, cmd.self_bitmap_area))  # type: ignore[arg-type]
         op: Any = body
-        worker.apply(Draw(make_drawable(cmd.surface_id, cmd.display_base(), op)))
+        drawable = make_drawable(cmd.surface_id, cmd.display_base(), op)
+        for dep in drawable.surface_deps:
+            self._surface(worker, dep)  # an image naming a missing surface is the guest's error
+        worker.apply(Draw(drawable))
 
     @staticmethod
     def _self_bitmap(surface: Surface, area: Rect) -> d.Image:
@@ -218,6 +224,7 @@ class QXLCommandSource(CommandSource):
                 raise GuestError("surface 0 is the primary surface: create it with CREATE_PRIMARY")
             if cmd.surface_id in worker.surfaces:
                 raise GuestError(f"surface {cmd.surface_id} already exists")
+            self._check_canvas_budget(worker, cmd.width * cmd.height * 4)
             initial = guest_pixels(cmd.data, cmd.stride, cmd.width, cmd.height, cmd.format)
             worker.apply(CreateSurface(
                 cmd.surface_id, cmd.width, cmd.height, cmd.format, initial=initial,
@@ -229,6 +236,22 @@ class QXLCommandSource(CommandSource):
             raise GuestError(f"destroy of missing surface {cmd.surface_id}")
         self.destroy(worker, cmd.surface_id)
         return False
+
+    @property
+    def canvas_budget(self) -> int:
+        """Canvas bytes this device's offscreen surfaces may take together: the guest memory the
+        host gave the device (RAM + VRAM BARs) times :data:`SURFACE_MEMORY_FACTOR`."""
+        return SURFACE_MEMORY_FACTOR * (len(self.device.ram) + len(self.device.vram))
+
+    def _check_canvas_budget(self, worker: DisplayWorker, nbytes: int) -> None:
+        """GuestError if a new offscreen canvas of ``nbytes`` would pass :attr:`canvas_budget`
+        (the primary is not counted: CREATE_PRIMARY bounds it by the surface0 area)."""
+        used = sum(s.canvas.pixels.nbytes for s in worker.surfaces.values() if not s.primary)
+        if used + nbytes > self.canvas_budget:
+            raise GuestError(
+                f"surface of {nbytes} canvas bytes refused: offscreen surfaces already hold {used} of the "
+                f"{self.canvas_budget} bytes allowed for this device's {len(self.device.ram) + len(self.device.vram)} bytes of guest memory"
+            )
 
     def destroy(self, worker: DisplayWorker, surface_id: int) -> None:
         """Destroy a surface, writing its pixels back and releasing its CREATE command."""
