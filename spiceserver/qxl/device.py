@@ -255,7 +255,7 @@ class QXLDevice:
             return
         try:
             done = handler(self, value, cookie)
-        except Exception as exc:  # noqa: BLE001 - whatever the backend raised, the guest only sees a failed I/O
+        except Exception as exc:
             done = False
             self.guest_error(f"io {port} failed: {type(exc).__name__}: {exc}")
         if not done and cookie is not None:

@@ -134,13 +134,12 @@ def retained_size(value: Any) -> int:
 class RetainedBytes:
     """The bytes a worker's drawables keep (tree + pipes), told by each drawable when it is freed."""
 
-    __slots__ = ("bytes", "budget", "peak", "sheds")
+    __slots__ = ("budget", "bytes", "peak")
 
     def __init__(self, budget: int = DEFAULT_RETAINED_BUDGET) -> None:
         self.budget = budget
         self.bytes = 0
         self.peak = 0
-        self.sheds = 0
 
     def charge(self, n: int) -> None:
         """A drawable of ``n`` bytes is kept."""
