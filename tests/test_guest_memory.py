@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from spiceserver.proto.channel import ChannelConnection
-from spiceserver.proto.enums import BitmapFmt, ChannelType, DisplayCap, ImageType, SurfaceFmt
+from spiceserver.proto.enums import BitmapFlags, BitmapFmt, ChannelType, DisplayCap, ImageType, SurfaceFmt
 from spiceserver.proto.link import caps_to_words
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import CLIENT, Rect
@@ -155,3 +155,43 @@ def test_48_surfaces_on_the_same_vram_are_bounded_by_the_device_memory() -> None
     assert canvas <= budget and len(offscreen) == budget // (16 * MiB)  # 4 of 48
     assert r.device.errors == 48 - len(offscreen)
     assert g.interrupts() & Interrupt.ERROR
+
+
+def bitmap_image(w: int, h: int, fmt: int, bpp_bits: int, *, top_down: bool, seed: int) -> d.Image:
+    stride = (w * bpp_bits + 7) // 8
+    data = (np.arange(stride * h, dtype=np.uint64) * (2654435761 + seed) >> 7).astype(np.uint8).tobytes()
+    return d.Image(
+        descriptor=d.ImageDescriptor(id=seed, type=ImageType.BITMAP, flags=1, width=w, height=h),
+        bitmap=d.BitmapData(format=fmt, flags=BitmapFlags.TOP_DOWN if top_down else 0, x=w, y=h, stride=stride, palette=None, data=data),
+    )
+
+
+@pytest.mark.parametrize("scale_mode", [0, 1])
+@pytest.mark.parametrize("top_down", [True, False])
+def test_cropped_sources_render_exactly_as_the_whole_images(scale_mode: int, top_down: bool) -> None:
+    """Plain, scaled, and masked copies out of 1024x1024 bitmaps: the cropped draw renders the
+    same pixels as the draw it came from, bottom-up bitmaps and 1-bit masks included."""
+    from spiceserver.canvas.draw import render_op
+    from spiceserver.canvas.images import NullResolver
+    from spiceserver.canvas.surface import Canvas
+    from spiceserver.worker.retain import crop_sources
+
+    src = bitmap_image(1024, 1024, BitmapFmt.BIT32, 32, top_down=top_down, seed=3)
+    mask = d.QMask(flags=0, pos=d.Point(x=3, y=500), bitmap=bitmap_image(1024, 1024, BitmapFmt.BIT1_LE, 1, top_down=top_down, seed=5))
+    cases = [
+        (rect(500, 500, 564, 564), rect(10, 10, 74, 74), d.QMask()),  # plain
+        (rect(500, 500, 564, 564), rect(0, 0, 150, 110), d.QMask()),  # scaled up
+        (rect(0, 300, 1024, 700), rect(0, 0, 100, 40), d.QMask()),  # scaled down
+        (rect(500, 500, 564, 564), rect(10, 10, 74, 74), mask),  # masked
+    ]
+    for area, box, m in cases:
+        op = d.Copy(src_bitmap=src, src_area=area, rop_descriptor=8, scale_mode=scale_mode, mask=m)
+        cropped = crop_sources(op, box)
+        assert cropped.src_bitmap.bitmap.y < 1024  # it was cut
+        if m.bitmap is not None:
+            assert cropped.mask.bitmap.bitmap.y == box.bottom - box.top
+        base = d.DisplayBase(surface_id=0, box=box, clip=d.Clip())
+        a, b = Canvas(160, 120), Canvas(160, 120)
+        render_op(a, base, op, NullResolver())
+        render_op(b, base, cropped, NullResolver())
+        assert np.array_equal(a.pixels, b.pixels), (area, box)
