@@ -394,9 +394,14 @@ class QXLDevice:
             type=type_, mem=mem, group_id=MEMSLOT_GROUP_GUEST, data=data,
         )  # fmt: skip
         with self._lock:
-            self.mode = Mode.NATIVE
+            old_mode, self.mode = self.mode, Mode.NATIVE
             self.cmdflags = 0
-        self.backend.create_primary(surface, cookie)
+        try:
+            self.backend.create_primary(surface, cookie)
+        except Exception:
+            with self._lock:  # no primary was made: not left in native mode
+                self.mode = old_mode if old_mode != Mode.NATIVE else Mode.UNDEFINED
+            raise
         return True
 
     def _io_destroy_primary(self, value: int, cookie: int | None) -> bool:

@@ -35,8 +35,9 @@ class RateLimitedLog:
         self.count = 0
         self.suppressed = 0
 
-    def warning(self, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` as a warning unless this window's burst is spent; True if logged."""
+    def warning(self, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``msg % args`` as a warning (with the exception being handled if ``exc_info``)
+        unless this window's burst is spent; True if logged."""
         now = self.clock()
         if now - self.start >= self.window:
             if self.suppressed:
@@ -46,5 +47,5 @@ class RateLimitedLog:
         if self.count > self.burst:
             self.suppressed += 1
             return False
-        self.logger.warning(msg, *args)
+        self.logger.warning(msg, *args, exc_info=exc_info)
         return True

@@ -157,15 +157,15 @@ class GuestReader:
         spans = _Spans()
         n = 1
         while True:
-            if size:
-                if size > limit - total:
-                    raise GuestError(f"{what}: data chunks hold more than {limit} bytes")
-                parts.append(self.read(phys + L.DATA_CHUNK.size, size, f"{what} chunk {n} data"))
-                total += size
+            if size > limit - total:
+                raise GuestError(f"{what}: data chunks hold more than {limit} bytes")
             if not spans.add(addr, addr + L.DATA_CHUNK.size + size):
                 if addr in spans.starts:
                     raise GuestError(f"{what}: data chunk loop at {phys:#x}")
                 raise GuestError(f"{what}: data chunk {n} at {phys:#x} overlaps another chunk of the chain")
+            if size:
+                parts.append(self.read(phys + L.DATA_CHUNK.size, size, f"{what} chunk {n} data"))
+                total += size
             if nxt == 0:
                 break
             n += 1

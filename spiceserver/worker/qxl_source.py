@@ -39,6 +39,7 @@ from ..qxl import (
     ReleaseInfo,
     SurfaceCmdType,
 )
+from ..qxl.errlog import RateLimitedLog
 from .cursor_client import CursorShape
 from .drawable import make_drawable
 from .messages import (
@@ -124,6 +125,7 @@ class QXLCommandSource(CommandSource):
         self.guest_errors = 0
         self.commands = 0
         self._client_present = False
+        self._bug_log = RateLimitedLog(log)  # a guest that finds a bug of ours must not flood the log
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class QXLCommandSource(CommandSource):
             self.device.guest_error(f"command type {ext.cmd.type} rejected: {exc}")
         except Exception as exc:  # a bug of ours: never take the worker down for it
             self.guest_errors += 1
-            log.exception("internal error handling QXL command type %d", ext.cmd.type)
+            self._bug_log.warning("internal error handling QXL command type %d", ext.cmd.type, exc_info=True)
             self.device.guest_error(f"internal error: {type(exc).__name__}")
         finally:
             if release is not None:

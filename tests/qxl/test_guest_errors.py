@@ -97,6 +97,7 @@ def test_a_failing_backend_never_raises_into_the_vcpu(async_io: bool) -> None:
     guest = GuestDriver(dev)
     guest.set_int_mask(0xFFFFFFFF)
     guest.create_primary(64, 64, async_io=async_io)  # ValueError inside: no exception here
+    assert dev.mode == "undefined"  # no primary was made: not left in native mode
     guest.update_area(0, rect(0, 0, 8, 8), async_io=async_io)  # TimeoutError inside
     assert dev.errors == 2
     pending = guest.interrupts()
