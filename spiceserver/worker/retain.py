@@ -16,6 +16,7 @@ of guest memory, so the amount kept is bounded here instead, in bytes:
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -134,21 +135,24 @@ def retained_size(value: Any) -> int:
 class RetainedBytes:
     """The bytes a worker's drawables keep (tree + pipes), told by each drawable when it is freed."""
 
-    __slots__ = ("budget", "bytes", "peak")
+    __slots__ = ("_lock", "budget", "bytes", "peak")
 
     def __init__(self, budget: int = DEFAULT_RETAINED_BUDGET) -> None:
         self.budget = budget
         self.bytes = 0
         self.peak = 0
+        self._lock = threading.Lock()  # the last reference to a drawable may go on another thread
 
     def charge(self, n: int) -> None:
         """A drawable of ``n`` bytes is kept."""
-        self.bytes += n
-        self.peak = max(self.peak, self.bytes)
+        with self._lock:
+            self.bytes += n
+            self.peak = max(self.peak, self.bytes)
 
     def release(self, n: int) -> None:
         """A kept drawable of ``n`` bytes was freed."""
-        self.bytes -= n
+        with self._lock:
+            self.bytes -= n
 
     @property
     def exceeded(self) -> bool:
