@@ -195,3 +195,14 @@ def test_cropped_sources_render_exactly_as_the_whole_images(scale_mode: int, top
         render_op(a, base, op, NullResolver())
         render_op(b, base, cropped, NullResolver())
         assert np.array_equal(a.pixels, b.pixels), (area, box)
+
+
+def test_the_retained_budget_is_configured_and_validated() -> None:
+    from spiceserver.config import ServerConfig
+    from spiceserver.errors import ConfigError
+
+    cfg = ServerConfig(port=0, max_retained_draw_bytes=32 * MiB)
+    assert DisplaySettings.from_config(cfg).max_retained_bytes == 32 * MiB
+    assert DisplayWorker("w", settings=DisplaySettings.from_config(cfg)).retained.budget == 32 * MiB
+    with pytest.raises(ConfigError, match="max_retained_draw_bytes"):
+        ServerConfig(port=0, max_retained_draw_bytes=1000)

@@ -159,3 +159,15 @@ def test_surface_image_of_a_missing_surface_is_a_single_line(caplog: pytest.LogC
     assert dev.errors == 40
     assert len([r for r in caplog.records if "surface 5 does not exist" in r.getMessage()]) == LOG_BURST
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_rate_limited_log_counts_what_it_leaves_out(caplog: pytest.LogCaptureFixture) -> None:
+    from spiceserver.qxl.errlog import RateLimitedLog
+
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("t.errlog"), burst=3, window=60.0, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, "t.errlog")
+    assert [rl.warning("e %d", i) for i in range(10)] == [True] * 3 + [False] * 7
+    now[0] = 61.0
+    assert rl.warning("later")
+    assert [r.getMessage() for r in caplog.records] == ["e 0", "e 1", "e 2", "7 similar messages suppressed", "later"]
