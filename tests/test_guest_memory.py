@@ -161,7 +161,7 @@ def bitmap_image(w: int, h: int, fmt: int, bpp_bits: int, *, top_down: bool, see
     stride = (w * bpp_bits + 7) // 8
     data = (np.arange(stride * h, dtype=np.uint64) * (2654435761 + seed) >> 7).astype(np.uint8).tobytes()
     return d.Image(
-        descriptor=d.ImageDescriptor(id=seed, type=ImageType.BITMAP, flags=1, width=w, height=h),
+        descriptor=d.ImageDescriptor(id=seed, type=ImageType.BITMAP, flags=0, width=w, height=h),
         bitmap=d.BitmapData(format=fmt, flags=BitmapFlags.TOP_DOWN if top_down else 0, x=w, y=h, stride=stride, palette=None, data=data),
     )
 
@@ -206,3 +206,21 @@ def test_the_retained_budget_is_configured_and_validated() -> None:
     assert DisplayWorker("w", settings=DisplaySettings.from_config(cfg)).retained.budget == 32 * MiB
     with pytest.raises(ConfigError, match="max_retained_draw_bytes"):
         ServerConfig(port=0, max_retained_draw_bytes=1000)
+
+
+def test_cacheable_images_are_cropped_only_when_huge() -> None:
+    """A wallpaper band the guest lets clients cache stays whole (its sub-area copies stay cache
+    hits); a cacheable image of CROP_CACHEABLE_MIN bytes or more is cut like any other."""
+    from spiceserver.worker.retain import CROP_CACHEABLE_MIN, crop_sources
+
+    def copy(img: d.Image) -> d.Copy:
+        return d.Copy(src_bitmap=img, src_area=rect(10, 10, 20, 20), rop_descriptor=8, scale_mode=1, mask=d.QMask())
+
+    band = bitmap_image(640, 64, BitmapFmt.BIT32, 32, top_down=True, seed=1)
+    band = d.Image(descriptor=d.ImageDescriptor(id=9, type=ImageType.BITMAP, flags=1, width=640, height=64), bitmap=band.bitmap)
+    assert crop_sources(copy(band), rect(0, 0, 10, 10)).src_bitmap is band
+    huge = bitmap_image(2048, 2048, BitmapFmt.BIT32, 32, top_down=True, seed=2)
+    assert len(huge.bitmap.data) >= CROP_CACHEABLE_MIN  # type: ignore[union-attr]
+    huge = d.Image(descriptor=d.ImageDescriptor(id=10, type=ImageType.BITMAP, flags=1, width=2048, height=2048), bitmap=huge.bitmap)
+    cut = crop_sources(copy(huge), rect(0, 0, 10, 10)).src_bitmap
+    assert (cut.bitmap.x, cut.bitmap.y) == (10, 10) and not cut.descriptor.flags & 1

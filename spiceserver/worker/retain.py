@@ -26,11 +26,15 @@ from ..proto.enums import BitmapFlags, BitmapFmt, ImageFlags, ImageType
 from ..proto.messages import display as d
 from ..proto.messages.base import Point, Rect
 
-__all__ = ["crop_sources", "retained_size", "RetainedBytes", "CROP_MIN_SAVING", "DEFAULT_RETAINED_BUDGET"]
+__all__ = ["crop_sources", "retained_size", "RetainedBytes", "CROP_MIN_SAVING", "CROP_CACHEABLE_MIN", "DEFAULT_RETAINED_BUDGET"]
 
-#: a bitmap is cropped only if that saves at least this many bytes (small images keep their
-#: pixmap-cache id: a cropped image is never cached)
+#: a bitmap is cropped only if that saves at least this many bytes
 CROP_MIN_SAVING = 64 << 10
+#: an image the guest lets clients cache (a wallpaper band, an icon sheet: drawn again and again
+#: from its pixmap-cache id) is cropped only from this size on -- a cropped image is never cached,
+#: and a client's pixmap cache has no room for larger ones anyway; below it the retained budget
+#: bounds what such images keep
+CROP_CACHEABLE_MIN = 16 << 20
 #: the default budget on what one display's drawables retain (``ServerConfig.max_retained_draw_bytes``)
 DEFAULT_RETAINED_BUDGET = 256 << 20
 #: pixels kept around a scaled source area (the filter may read neighbours)
@@ -67,6 +71,8 @@ def _worth(img: d.Image | None, top: int, left: int, bottom: int, right: int) ->
         return False
     bm = img.bitmap
     if not (0 <= left < right <= bm.x and 0 <= top < bottom <= bm.y) or len(bm.data) < bm.stride * bm.y:
+        return False
+    if img.descriptor.flags & ImageFlags.CACHE_ME and bm.stride * bm.y < CROP_CACHEABLE_MIN:
         return False
     bpp = _BYTES_PER_PIXEL.get(BitmapFmt(bm.format)) if bm.format in BitmapFmt._value2member_map_ else None
     stride = bm.stride if bpp is None else (right - left) * bpp
@@ -107,7 +113,8 @@ def _crop_mask(op: Any, box: Rect) -> Any:
 def crop_sources(op: Any, box: Rect) -> Any:
     """``op`` with its uncompressed source bitmap cut to ``src_area`` (plus a margin when the draw
     scales) and its mask bitmap to the rows the box reads, where that saves :data:`CROP_MIN_SAVING`
-    bytes or more. Brush patterns are tiled and kept whole (they count in the retained budget)."""
+    bytes or more (and a cacheable image is :data:`CROP_CACHEABLE_MIN` bytes or more). Brush
+    patterns are tiled and kept whole (they count in the retained budget)."""
     if hasattr(op, "src_bitmap") and hasattr(op, "src_area"):
         op = _crop_src(op, box)
     return _crop_mask(op, box)
