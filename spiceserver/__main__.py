@@ -20,18 +20,23 @@ def replay_main(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     from .errors import SpiceError
-    from .worker.record import replay
+    from .worker.record import MAX_RECORDING, MAX_REPLAY_GAP, replay
     from .worker.worker import DisplayWorker
 
     p = argparse.ArgumentParser(prog="python -m spiceserver replay", description="Replay a recording made with a worker's Recorder.")
     p.add_argument("file", help="the recording")
     p.add_argument("--screendump", metavar="PNG", help="write the primary surface at the end as PNG")
-    p.add_argument("--realtime", action="store_true", help="keep the recorded timing")
+    p.add_argument("--realtime", action="store_true", help=f"keep the recorded timing (pauses capped at {MAX_REPLAY_GAP:g} s)")
+    p.add_argument(
+        "--max-size", type=int, default=MAX_RECORDING >> 20, metavar="MIB",
+        help=f"refuse a recording larger than this once decompressed (default {MAX_RECORDING >> 20} MiB)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     worker = DisplayWorker("replay")
     worker.start()
     try:
-        n = replay(Path(args.file).read_bytes(), worker, realtime=args.realtime)
+        with Path(args.file).open("rb") as fh:
+            n = replay(fh, worker, realtime=args.realtime, max_bytes=args.max_size << 20)
         print(f"replayed {n} records")
         if args.screendump:
             worker.screendump(args.screendump)

@@ -104,6 +104,10 @@ class ServerConfig:
         metrics_path: serve live metrics in the Prometheus text format at this HTTP path on the
             same ports (e.g. ``"/metrics"``); None (default) serves none. Anyone who can reach
             the port can read them (counts only: no names, addresses or content).
+        max_retained_draw_bytes: bytes the queued and visible drawables of one display may keep
+            (their images, text and paths, in the surfaces' trees and every client's pipe). Past
+            it the worker collapses every client's pipe into pictures of the canvas and forgets
+            the trees, which costs bandwidth, never correctness. A guest's draws are bounded by it.
     """
 
     addr: str = "127.0.0.1"
@@ -142,6 +146,7 @@ class ServerConfig:
     server_names: tuple[str, ...] = ()
     web_root: str | None = None
     metrics_path: str | None = None
+    max_retained_draw_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if self.sasl:
@@ -176,6 +181,8 @@ class ServerConfig:
                 raise ConfigError("metrics_path needs websocket=True (the HTTP side of the ports)")
             if not self.metrics_path.startswith("/") or "?" in self.metrics_path or "#" in self.metrics_path:
                 raise ConfigError(f"metrics_path {self.metrics_path!r} must be a path starting with '/'")
+        if self.max_retained_draw_bytes < 1 << 20:
+            raise ConfigError("max_retained_draw_bytes must be at least 1 MiB")
         for origin in self.websocket_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(f"websocket_origins: {origin!r} is not an http(s) origin or '*'")

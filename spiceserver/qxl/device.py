@@ -41,6 +41,7 @@ from ..proto.messages.base import Rect
 from . import layout as L
 from .backend import DevInitInfo, NullBackend, PrimarySurface, QXLBackend
 from .commands import QXLCommandExt, RedCommand, ReleaseInfo
+from .errlog import RateLimitedLog
 from .layout import ASYNC_PORTS, CmdFlags, Interrupt, IOPort
 from .memory import Bar, Buffer, MemSlots, PhysicalMemory
 from .parse import parse_command, parse_monitors_config, validate_surface
@@ -143,6 +144,9 @@ class QXLDevice:
         self._num_free_res = 0
         self._last_release: ReleaseInfo | None = None
         self._oom_running = False
+        #: guest errors so far, and their log (a guest failing every command costs a few lines)
+        self.errors = 0
+        self._error_log = RateLimitedLog(log)
         self._shadow_rom = build_rom(cfg, rom_layout)
         if len(self._shadow_rom) > len(self.rom):
             raise ValueError("ROM BAR too small for the mode list")
@@ -208,8 +212,9 @@ class QXLDevice:
             self._update_irq()
 
     def guest_error(self, reason: str) -> None:
-        """The worker rejected a guest command: log why and raise ``QXL_INTERRUPT_ERROR``."""
-        log.warning("qxl-%d: guest error: %s", self.config.device_id, reason)
+        """The worker rejected a guest command: log why (rate-limited) and raise ``QXL_INTERRUPT_ERROR``."""
+        self.errors += 1
+        self._error_log.warning("qxl-%d: guest error: %s", self.config.device_id, reason)
         self.send_events(Interrupt.ERROR)
 
     def _bug(self, reason: str) -> None:
@@ -221,7 +226,11 @@ class QXLDevice:
     # --- I/O ports -----------------------------------------------------------------------------
 
     def io_write(self, port: int, value: int) -> None:
-        """The guest wrote ``value`` to I/O port ``port`` (offset in the I/O BAR)."""
+        """The guest wrote ``value`` to I/O port ``port`` (offset in the I/O BAR).
+
+        Never raises: whatever goes wrong (a bad request, a backend call failing or timing out)
+        completes the I/O as failed and raises ``QXL_INTERRUPT_ERROR``, as libspice does.
+        """
         value &= 0xFFFF_FFFF_FFFF_FFFF
         with self._lock:
             if self.guest_bug and port != IOPort.RESET:
@@ -244,7 +253,12 @@ class QXLDevice:
         if handler is None:
             self._bug(f"unexpected io port {port}")
             return
-        if not handler(self, value, cookie) and cookie is not None:
+        try:
+            done = handler(self, value, cookie)
+        except Exception as exc:
+            done = False
+            self.guest_error(f"io {port} failed: {type(exc).__name__}: {exc}")
+        if not done and cookie is not None:
             self._cancel_async(cookie)
 
     def io_read(self, port: int) -> int:
@@ -380,9 +394,14 @@ class QXLDevice:
             type=type_, mem=mem, group_id=MEMSLOT_GROUP_GUEST, data=data,
         )  # fmt: skip
         with self._lock:
-            self.mode = Mode.NATIVE
+            old_mode, self.mode = self.mode, Mode.NATIVE
             self.cmdflags = 0
-        self.backend.create_primary(surface, cookie)
+        try:
+            self.backend.create_primary(surface, cookie)
+        except Exception:
+            with self._lock:  # no primary was made: not left in native mode
+                self.mode = old_mode if old_mode != Mode.NATIVE else Mode.UNDEFINED
+            raise
         return True
 
     def _io_destroy_primary(self, value: int, cookie: int | None) -> bool:
@@ -423,7 +442,9 @@ class QXLDevice:
         assert cookie is not None
         (phys,) = L.U64.unpack(self._ram_read(L.RAM_MONITORS_CONFIG_OFF, 8))
         try:
-            config = parse_monitors_config(self.memslots, phys, MEMSLOT_GROUP_GUEST, self.parse_limits)
+            config = parse_monitors_config(
+                self.memslots, phys, MEMSLOT_GROUP_GUEST, self.parse_limits, self.config.max_monitors
+            )
         except GuestError as exc:
             self.guest_error(str(exc))
             return False

@@ -167,6 +167,8 @@ def validate_surface(width: int, height: int, stride: int, fmt: int, limits: Par
         raise GuestError(f"{what}: zero-area surface {width}x{height}")
     if width > limits.max_image_dim or height > limits.max_image_dim:
         raise GuestError(f"{what}: surface {width}x{height} exceeds {limits.max_image_dim}")
+    if width * height > limits.max_surface_pixels:
+        raise GuestError(f"{what}: surface {width}x{height} exceeds {limits.max_surface_pixels} pixels")
     if stride == _INT32_MIN or (width * bpp + 7) // 8 > abs(stride):
         raise GuestError(f"{what}: stride {stride} too small for {width} px at {bpp} bpp")
     if stride & 3:
@@ -235,12 +237,18 @@ def _cursor(p: GuestReader, phys: int, limits: ParseLimits) -> Cursor:
     return Cursor(flags=0, header=header, data=data[: min(data_size, len(data))])
 
 
+#: the largest coordinate a monitor head may reach (x + width, y + height)
+MAX_HEAD_COORD = 1 << 16
+
+
 def parse_monitors_config(
-    mem: MemSlots, phys: int, group_id: int, limits: ParseLimits = DEFAULT_LIMITS
+    mem: MemSlots, phys: int, group_id: int, limits: ParseLimits = DEFAULT_LIMITS, max_heads: int = 16
 ) -> d.MonitorsConfig:
     """A QXLMonitorsConfig (``QXL_IO_MONITORS_CONFIG_ASYNC``), as red-worker's handler checks it.
 
-    The worker still clamps ``count`` and ``max_allowed`` to the monitors it supports.
+    ``count`` and ``max_allowed`` are clamped to ``max_heads`` (libspice clamps them to the device's
+    ``max_monitors``); only those heads are read, and each must name a valid surface and stay
+    within :data:`MAX_HEAD_COORD` (``width``/``height`` 0: a disabled head).
     """
     p = GuestReader(mem, group_id, 0, limits)
     count, max_allowed = L.MONITORS_CONFIG.unpack(p.read(phys, L.MONITORS_CONFIG.size, "monitors config"))
@@ -248,11 +256,18 @@ def parse_monitors_config(
         raise GuestError("monitors config: no heads")
     if count > max_allowed:
         raise GuestError(f"monitors config: count {count} > max_allowed {max_allowed}")
+    count, max_allowed = min(count, max_heads), min(max_allowed, max_heads)
     raw = p.read(phys + L.MONITORS_CONFIG.size, count * L.HEAD.size, "monitors config heads")
     heads = tuple(
         d.Head(monitor_id=i, surface_id=s, width=w, height=h, x=x, y=y, flags=f)
         for i, s, w, h, x, y, f in L.HEAD.iter_unpack(raw)
     )
+    for n, head in enumerate(heads):
+        p.surface_id(head.surface_id, f"monitors config head {n}")
+        if head.x + head.width > MAX_HEAD_COORD or head.y + head.height > MAX_HEAD_COORD:
+            raise GuestError(
+                f"monitors config head {n}: {head.width}x{head.height}+{head.x}+{head.y} exceeds {MAX_HEAD_COORD}"
+            )
     return d.MonitorsConfig(max_allowed=max_allowed, heads=heads)
 
 

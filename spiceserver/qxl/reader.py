@@ -11,8 +11,9 @@ Rules:
   :meth:`~spiceserver.qxl.memory.MemSlots.read`), then decoded and validated; nothing is re-read,
   so a guest changing memory under us cannot make a checked value differ from the used one.
 * Data chunk chains are walked with a byte budget (the size the structure claims, or
-  :attr:`ParseLimits.max_data_bytes`), a chunk-count limit and loop detection (a chunk visited
-  twice); each chunk must lie in its memslot.
+  :attr:`ParseLimits.max_data_bytes`) and a chunk-count limit; each chunk must lie in its memslot,
+  and no chunk (header + data) may overlap another of its chain -- so a chain never assembles more
+  bytes than the guest memory it spans, and a loop is an overlap (libspice checks loops only).
 * Every count is checked against the bytes actually present before anything is built from it.
 * Anything wrong raises :class:`~spiceserver.errors.GuestError` whose message names the field
   (``"drawable copy src_bitmap: bitmap stride 4 < 8 bytes for 2 px at 32 bpp"``).
@@ -23,6 +24,7 @@ reader rejects the whole command instead.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 
@@ -36,9 +38,12 @@ from .commands import CopyBits, DrawBody
 from .layout import CmdFlags, DrawType, QXLBitmapFlags, QXLImageFlags
 from .memory import MemSlots
 
-__all__ = ["ParseLimits", "DEFAULT_LIMITS", "GuestReader", "MAX_DATA_CHUNK", "color_16_to_32", "rect_of"]
+__all__ = ["ParseLimits", "DEFAULT_LIMITS", "GuestReader", "MAX_DATA_CHUNK", "MAX_SURFACE_PIXELS", "color_16_to_32", "rect_of"]
 
 MAX_DATA_CHUNK = 0x7FFFFFFF
+#: the largest surface (width * height), whatever its format: the worker's canvases refuse more,
+#: so the device refuses it first (one limit, checked when the guest asks)
+MAX_SURFACE_PIXELS = 8192 * 8192
 _NO_MASK = d.QMask()
 
 
@@ -50,6 +55,7 @@ class ParseLimits:
         n_surfaces: surface ids must be below this (ROM ``n_surfaces``).
         max_image_dim: largest image / surface width or height.
         max_image_bytes: largest image (``width * height * 4`` and ``stride * height``) or surface.
+        max_surface_pixels: largest surface, ``width * height`` (:data:`MAX_SURFACE_PIXELS`).
         max_data_bytes: largest chunked data (clip rects, path, string, cursor, QUIC stream).
         max_chunks: most data chunks in one chain.
         max_clip_rects, max_path_points, max_glyphs: object counts.
@@ -60,6 +66,7 @@ class ParseLimits:
     n_surfaces: int = 1024
     max_image_dim: int = 1 << 16
     max_image_bytes: int = 256 << 20
+    max_surface_pixels: int = MAX_SURFACE_PIXELS
     max_data_bytes: int = 64 << 20
     max_chunks: int = 1 << 16
     max_clip_rects: int = 1 << 16
@@ -70,6 +77,27 @@ class ParseLimits:
 
 
 DEFAULT_LIMITS = ParseLimits()
+
+
+class _Spans:
+    """Disjoint half-open address ranges, sorted: the chunks of one chain seen so far."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, start: int, end: int) -> bool:
+        """Add ``[start, end)``; False (and nothing added) if it overlaps a range already there."""
+        i = bisect.bisect_right(self.starts, start)
+        if i and self.ends[i - 1] > start:
+            return False
+        if i < len(self.starts) and self.starts[i] < end:
+            return False
+        self.starts.insert(i, start)
+        self.ends.insert(i, end)
+        return True
 
 
 def color_16_to_32(color: int) -> int:
@@ -114,20 +142,28 @@ class GuestReader:
         """The data of a QXLDataChunk chain whose first header (``first``, 20 B) is at ``phys``.
 
         Raises GuestError if the data exceeds ``limit`` bytes, the chain is longer than
-        ``max_chunks``, a chunk repeats (a loop), or a chunk or its data is outside its memslot.
+        ``max_chunks``, a chunk or its data is outside its memslot, or a chunk (header and data)
+        overlaps another chunk of the chain -- which also catches loops. Without the overlap check
+        headers 20 bytes apart, each claiming the next 4 KiB, would assemble hundreds of MiB from
+        a few MiB of guest memory; with it the assembled bytes never exceed the guest bytes spanned.
         """
         parts: list[bytes] = []
         total = 0
         size, _prev, nxt = L.DATA_CHUNK.unpack(first)
         try:
-            seen = {self.mem.translate(phys, L.DATA_CHUNK.size, self.group)}
+            addr = self.mem.translate(phys, L.DATA_CHUNK.size, self.group)
         except GuestError as exc:
             raise GuestError(f"{what} chunk 1: {exc}") from None
+        spans = _Spans()
         n = 1
         while True:
+            if size > limit - total:
+                raise GuestError(f"{what}: data chunks hold more than {limit} bytes")
+            if not spans.add(addr, addr + L.DATA_CHUNK.size + size):
+                if addr in spans.starts:
+                    raise GuestError(f"{what}: data chunk loop at {phys:#x}")
+                raise GuestError(f"{what}: data chunk {n} at {phys:#x} overlaps another chunk of the chain")
             if size:
-                if size > limit - total:
-                    raise GuestError(f"{what}: data chunks hold more than {limit} bytes")
                 parts.append(self.read(phys + L.DATA_CHUNK.size, size, f"{what} chunk {n} data"))
                 total += size
             if nxt == 0:
@@ -139,9 +175,6 @@ class GuestReader:
                 addr = self.mem.translate(nxt, L.DATA_CHUNK.size, self.group)
             except GuestError as exc:
                 raise GuestError(f"{what} chunk {n}: {exc}") from None
-            if addr in seen:
-                raise GuestError(f"{what}: data chunk loop at {nxt:#x}")
-            seen.add(addr)
             phys = nxt
             size, _prev, nxt = L.DATA_CHUNK.unpack(self.mem.memory.read(addr, L.DATA_CHUNK.size))
         return b"".join(parts)

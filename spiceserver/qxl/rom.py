@@ -62,6 +62,8 @@ class QXLDeviceConfig:
     modes: tuple[tuple[int, int], ...] = DEFAULT_MODES
     device_id: int = 0
     guest_debug: int = 0  # rom.log_level
+    #: heads of the guest's monitors config passed on (QEMU ``max_outputs``; libspice clamps to it)
+    max_monitors: int = 16
     limits: ParseLimits = field(default_factory=ParseLimits)
 
 

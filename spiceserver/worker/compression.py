@@ -59,6 +59,8 @@ class DisplaySettings:
     image_compression: ImageCompression = ImageCompression.AUTO_GLZ
     jpeg_wan: WanPolicy = WanPolicy.AUTO
     zlib_glz_wan: WanPolicy = WanPolicy.AUTO
+    #: bytes the drawables of one display may keep (``ServerConfig.max_retained_draw_bytes``)
+    max_retained_bytes: int = 256 << 20
 
     @classmethod
     def from_config(cls, cfg: ServerConfig) -> DisplaySettings:
@@ -67,6 +69,7 @@ class DisplaySettings:
             ImageCompression[cfg.image_compression.upper()],
             WanPolicy(cfg.jpeg_wan_compression),
             WanPolicy(cfg.zlib_glz_wan_compression),
+            cfg.max_retained_draw_bytes,
         )
 
     def client_policy(self, *, lz4_cap: bool, glz_window: int, low_bandwidth: bool, preferred: ImageCompression | None = None) -> ClientCompression:

@@ -18,6 +18,7 @@ from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
 from ..qxl.commands import CopyBits
 from ..region import Region
+from .retain import RetainedBytes, crop_sources, retained_size
 
 __all__ = ["Drawable", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
 
@@ -93,6 +94,20 @@ class Drawable:
     reads: Region  # pixels of this surface the result depends on (dest or copy source)
     surface_deps: frozenset[int]  # other surfaces read through SURFACE images
     serial: int = dataclasses.field(default_factory=lambda: next(_serials))
+    #: bytes this drawable keeps alive, charged to ``budget`` while the worker keeps it
+    nbytes: int = 0
+    budget: RetainedBytes | None = dataclasses.field(default=None, repr=False)
+
+    def charge(self, budget: RetainedBytes) -> None:
+        """Count this drawable's bytes in ``budget`` until it is freed."""
+        if self.budget is None:
+            self.nbytes = retained_size(self.op)
+            self.budget = budget
+            budget.charge(self.nbytes)
+
+    def __del__(self) -> None:
+        if self.budget is not None:
+            self.budget.release(self.nbytes)
 
     def message(self, op: Any | None = None) -> Message:
         """The wire message for this drawable, with ``op`` (images already encoded) if given."""
@@ -108,7 +123,10 @@ class Drawable:
 
 
 def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
-    """A :class:`Drawable` for ``op`` on ``surface_id``: its region, opacity, the pixels it reads and the surfaces it depends on."""
+    """A :class:`Drawable` for ``op`` on ``surface_id``: its region, opacity, the pixels it reads and the
+    surfaces it depends on; its source bitmaps are cut to what it reads (:func:`crop_sources`)."""
+    if not isinstance(op, CopyBits):
+        op = crop_sources(op, base.box)
     region = region_of(base)
     opaque = is_opaque(op)
     deps = frozenset(

@@ -39,6 +39,7 @@ from ..qxl import (
     ReleaseInfo,
     SurfaceCmdType,
 )
+from ..qxl.errlog import RateLimitedLog
 from .cursor_client import CursorShape
 from .drawable import make_drawable
 from .messages import (
@@ -72,13 +73,17 @@ if TYPE_CHECKING:
     from .dispatcher import Request
     from .worker import DisplayWorker
 
-__all__ = ["QXLCommandSource", "QXLWorkerBackend", "SYNC_IO_TIMEOUT"]
+__all__ = ["QXLCommandSource", "QXLWorkerBackend", "SURFACE_MEMORY_FACTOR", "SYNC_IO_TIMEOUT"]
 
 log = logging.getLogger("spiceserver.qxl")
 
 #: seconds a synchronous QXL I/O (UPDATE_AREA, CREATE_PRIMARY, ...) waits for the worker; then the
 #: I/O fails with the guest's error interrupt instead of blocking the vCPU longer
 SYNC_IO_TIMEOUT = 30.0
+
+#: the canvases of a device's offscreen surfaces may take this many times the guest memory the
+#: host gave the device (a 16-bit surface takes twice its guest bytes as a 32-bit canvas)
+SURFACE_MEMORY_FACTOR = 2
 
 
 
@@ -125,6 +130,7 @@ class QXLCommandSource(CommandSource):
         self.guest_errors = 0
         self.commands = 0
         self._client_present = False
+        self._bug_log = RateLimitedLog(log)  # a guest that finds a bug of ours must not flood the log
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -170,7 +176,7 @@ class QXLCommandSource(CommandSource):
             self.device.guest_error(f"command type {ext.cmd.type} rejected: {exc}")
         except Exception as exc:  # a bug of ours: never take the worker down for it
             self.guest_errors += 1
-            log.exception("internal error handling QXL command type %d", ext.cmd.type)
+            self._bug_log.warning("internal error handling QXL command type %d", ext.cmd.type, exc_info=True)
             self.device.guest_error(f"internal error: {type(exc).__name__}")
         finally:
             if release is not None:
@@ -199,7 +205,10 @@ class QXLCommandSource(CommandSource):
         if cmd.self_bitmap and getattr(body, "src_bitmap", "absent") is None:
             body = replace(body, src_bitmap=self._self_bitmap(surface, cmd.self_bitmap_area))  # type: ignore[arg-type]
         op: Any = body
-        worker.apply(Draw(make_drawable(cmd.surface_id, cmd.display_base(), op)))
+        drawable = make_drawable(cmd.surface_id, cmd.display_base(), op)
+        for dep in drawable.surface_deps:
+            self._surface(worker, dep)  # an image naming a missing surface is the guest's error
+        worker.apply(Draw(drawable))
 
     @staticmethod
     def _self_bitmap(surface: Surface, area: Rect) -> d.Image:
@@ -222,6 +231,7 @@ class QXLCommandSource(CommandSource):
                 raise GuestError("surface 0 is the primary surface: create it with CREATE_PRIMARY")
             if cmd.surface_id in worker.surfaces:
                 raise GuestError(f"surface {cmd.surface_id} already exists")
+            self._check_canvas_budget(worker, cmd.width * cmd.height * 4)
             initial = guest_pixels(cmd.data, cmd.stride, cmd.width, cmd.height, cmd.format)
             worker.apply(CreateSurface(
                 cmd.surface_id, cmd.width, cmd.height, cmd.format, initial=initial,
@@ -233,6 +243,22 @@ class QXLCommandSource(CommandSource):
             raise GuestError(f"destroy of missing surface {cmd.surface_id}")
         self.destroy(worker, cmd.surface_id)
         return False
+
+    @property
+    def canvas_budget(self) -> int:
+        """Canvas bytes this device's offscreen surfaces may take together: the guest memory the
+        host gave the device (RAM + VRAM BARs) times :data:`SURFACE_MEMORY_FACTOR`."""
+        return SURFACE_MEMORY_FACTOR * (len(self.device.ram) + len(self.device.vram))
+
+    def _check_canvas_budget(self, worker: DisplayWorker, nbytes: int) -> None:
+        """GuestError if a new offscreen canvas of ``nbytes`` would pass :attr:`canvas_budget`
+        (the primary is not counted: CREATE_PRIMARY bounds it by the surface0 area)."""
+        used = sum(s.canvas.pixels.nbytes for s in worker.surfaces.values() if not s.primary)
+        if used + nbytes > self.canvas_budget:
+            raise GuestError(
+                f"surface of {nbytes} canvas bytes refused: offscreen surfaces already hold {used} of the "
+                f"{self.canvas_budget} bytes allowed for this device's {len(self.device.ram) + len(self.device.vram)} bytes of guest memory"
+            )
 
     def destroy(self, worker: DisplayWorker, surface_id: int) -> None:
         """Destroy a surface, writing its pixels back and releasing its CREATE command."""

@@ -15,6 +15,9 @@ neither validated nor replayable -- the operations are both, and they are exactl
 A replay turns records back into the same operations and applies them through the worker's
 dispatcher (:class:`~spiceserver.worker.messages.ApplyOps`).
 
+A recording is as hostile as a guest: it is streamed (never inflated whole), and a replay checks
+its surfaces as a device checks a guest's (:func:`replay`).
+
 File format (optionally gzip-compressed as a whole): the 16-byte magic ``SPICESERVER-REC\\x01``, then records ``{u8 kind, u64 time_ns, u16
 message type, u32 length, body}`` (little-endian); the body is a display- or cursor-channel message
 body exactly as on the wire.
@@ -23,6 +26,7 @@ body exactly as on the wire.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import time
 import zlib
@@ -36,6 +40,7 @@ from ..proto.messages import cursor as cm
 from ..proto.messages import display as d
 from ..proto.messages.base import SERVER, Message, Point16, parse_body
 from ..qxl.commands import CopyBits
+from ..qxl.reader import MAX_SURFACE_PIXELS
 from .cursor_client import CursorShape
 from .drawable import make_drawable
 from .messages import ApplyOps
@@ -61,9 +66,17 @@ MAGIC = b"SPICESERVER-REC\x01"
 _REC = struct.Struct("<BQHI")
 KIND_DISPLAY = 1
 KIND_CURSOR = 2
-MAX_RECORD = 256 << 20
-#: the largest recording loaded (decompressed), bytes
-MAX_RECORDING = 4 << 30
+#: the largest record (one message body), bytes
+MAX_RECORD = 64 << 20
+#: the most bytes a recording may hold (decompressed); records are streamed, so this bounds the
+#: work a replay does, not its memory (``replay --max-size``)
+MAX_RECORDING = 1 << 30
+#: surface ids a replay accepts (as a QXL device's default ``n_surfaces``)
+REPLAY_SURFACES = 1024
+#: canvas bytes the surfaces of a replay may take together
+REPLAY_CANVAS_BYTES = 1 << 30
+#: the longest pause ``--realtime`` keeps between two records, seconds
+MAX_REPLAY_GAP = 1.0
 
 
 class Recorder:
@@ -114,38 +127,63 @@ class Recorder:
             self._fh.close()
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress a gzip recording, refusing more than MAX_RECORDING bytes (a bomb is an error)."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(data, MAX_RECORDING + 1)
-    except zlib.error as exc:
-        raise ProtocolError(f"damaged gzip recording: {exc}") from None
-    if len(out) > MAX_RECORDING:
-        raise ProtocolError("recording larger than allowed once decompressed")
-    return out
+class _Reader:
+    """Exact reads from a (possibly gzip) stream, counting the bytes against a limit."""
+
+    def __init__(self, fh: IO[bytes], limit: int) -> None:
+        self.fh, self.limit, self.total = fh, limit, 0
+
+    def read(self, n: int, what: str) -> bytes:
+        """``n`` bytes, b"" at a clean end of file; ProtocolError if fewer, damaged, or past the limit."""
+        if self.total + n > self.limit:
+            raise ProtocolError("recording larger than allowed once decompressed")
+        try:
+            out = self.fh.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ProtocolError(f"damaged gzip recording: {exc}") from None
+        self.total += len(out)
+        if out and len(out) < n:
+            raise ProtocolError(f"truncated {what}")
+        return out
 
 
-def read_records(data: bytes) -> Iterator[tuple[int, int, Message]]:
-    """Yield (kind, time_ns, message) from a recording (plain or gzip); raises ProtocolError on a
-    damaged file."""
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip(data)
-    if not data.startswith(MAGIC):
+def _open(source: bytes | IO[bytes]) -> IO[bytes]:
+    """A binary stream of the decompressed recording (``source`` plain or gzip: bytes, or a file
+    that can peek or seek)."""
+    fh: IO[bytes] = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    peek = getattr(fh, "peek", None)
+    if peek is not None:
+        start = bytes(peek(2)[:2])
+    else:
+        start = fh.read(2)
+        fh.seek(-len(start), io.SEEK_CUR)
+    if start == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    return fh
+
+
+def read_records(source: bytes | IO[bytes], max_bytes: int | None = None) -> Iterator[tuple[int, int, Message]]:
+    """Yield (kind, time_ns, message) from a recording (plain or gzip, bytes or a binary file),
+    streamed: memory stays within one record (:data:`MAX_RECORD`) whatever the file's size.
+
+    Raises:
+        ProtocolError: a damaged file, or more than ``max_bytes`` (default :data:`MAX_RECORDING`)
+            once decompressed.
+    """
+    r = _Reader(_open(source), MAX_RECORDING if max_bytes is None else max_bytes)
+    if r.read(len(MAGIC), "magic") != MAGIC:
         raise ProtocolError("not a spiceserver recording (bad magic)")
-    pos = len(MAGIC)
-    while pos < len(data):
-        if pos + _REC.size > len(data):
-            raise ProtocolError("truncated record header")
-        kind, t, type_, size = _REC.unpack_from(data, pos)
-        pos += _REC.size
-        if size > MAX_RECORD or pos + size > len(data):
-            raise ProtocolError("truncated or oversized record")
+    while head := r.read(_REC.size, "record header"):
+        kind, t, type_, size = _REC.unpack(head)
+        if size > MAX_RECORD:
+            raise ProtocolError(f"oversized record ({size} bytes > {MAX_RECORD})")
         channel = {KIND_DISPLAY: ChannelType.DISPLAY, KIND_CURSOR: ChannelType.CURSOR}.get(kind)
         if channel is None:
             raise ProtocolError(f"unknown record kind {kind}")
-        yield kind, t, parse_body(channel, SERVER, type_, data[pos : pos + size])
-        pos += size
+        body = r.read(size, "record") if size else b""
+        if len(body) != size:
+            raise ProtocolError("truncated record")
+        yield kind, t, parse_body(channel, SERVER, type_, body)
 
 
 def _cursor_message(op: SetCursor) -> cm.CursorSet:
@@ -215,18 +253,56 @@ def op_of(kind: int, msg: Message) -> DisplayOp:
 REPLAY_BATCH = 64
 
 
-def replay(data: bytes, worker: DisplayWorker, *, realtime: bool = False, timeout: float | None = 3600.0) -> int:
+class _Surfaces:
+    """The surfaces a replay created, checked as a device checks a guest's: id, size, total bytes."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}
+
+    def check(self, op: DisplayOp) -> None:
+        """ProtocolError if ``op`` creates a surface out of bounds or draws on a missing one."""
+        if isinstance(op, CreateSurface):
+            w, h, sid = op.width, op.height, op.surface_id
+            if not 0 <= sid < REPLAY_SURFACES:
+                raise ProtocolError(f"surface id {sid} out of range (< {REPLAY_SURFACES})")
+            if w <= 0 or h <= 0 or w * h > MAX_SURFACE_PIXELS:
+                raise ProtocolError(f"surface {sid} of {w}x{h} out of range (1..{MAX_SURFACE_PIXELS} pixels)")
+            others = sum(v for k, v in self.sizes.items() if k != sid)
+            if others + w * h * 4 > REPLAY_CANVAS_BYTES:
+                raise ProtocolError(f"surface {sid} of {w}x{h} passes the {REPLAY_CANVAS_BYTES} canvas bytes of a replay")
+            self.sizes[sid] = w * h * 4
+        elif isinstance(op, DestroySurface):
+            self.sizes.pop(op.surface_id, None)
+        elif isinstance(op, Draw):
+            for sid in (op.drawable.surface_id, *op.drawable.surface_deps):
+                if sid not in self.sizes:
+                    raise ProtocolError(f"draw on (or from) surface {sid}, which the recording never created")
+
+
+def replay(
+    data: bytes | IO[bytes], worker: DisplayWorker, *, realtime: bool = False, timeout: float | None = 3600.0,
+    max_bytes: int | None = None, max_gap: float = MAX_REPLAY_GAP,
+) -> int:  # fmt: skip
     """Apply a recording to ``worker`` through its dispatcher (from any thread but the worker's; a
     worker never started applies it on the caller's thread). Returns the number of records.
 
+    ``data`` is the recording (bytes or a binary file, streamed); ``max_bytes`` bounds its size
+    once decompressed (:func:`read_records`); with ``realtime`` the recorded pauses are kept, each
+    at most ``max_gap`` seconds. Surfaces are checked as a device checks a guest's: ids below
+    :data:`REPLAY_SURFACES`, at most ``MAX_SURFACE_PIXELS`` pixels each, :data:`REPLAY_CANVAS_BYTES`
+    in all. The worker is expected to start with no surfaces.
+
     Raises:
-        ProtocolError: the file is damaged or holds a record that cannot be replayed.
-        ValueError: a draw on a surface the recording never created.
+        ProtocolError: the file is damaged, out of those bounds, or holds a record that cannot be
+            replayed (a draw on a surface the recording never created included).
     """
     n = 0
-    first: int | None = None
+    prev: int | None = None
+    virtual = 0  # ns of recorded time so far, each gap capped
     start = time.monotonic_ns()
     batch: list[DisplayOp] = []
+    surfaces = _Surfaces()
+    cap = int(max_gap * 1e9)
 
     def flush() -> int:
         done: int = worker.request(ApplyOps(tuple(batch)), timeout) if batch else 0
@@ -234,14 +310,17 @@ def replay(data: bytes, worker: DisplayWorker, *, realtime: bool = False, timeou
         return done
 
     try:
-        for kind, t, msg in read_records(data):
+        for kind, t, msg in read_records(data, max_bytes):
             if realtime:
-                first = t if first is None else first
-                delay = (t - first) - (time.monotonic_ns() - start)
+                virtual += 0 if prev is None else min(max(t - prev, 0), cap)
+                prev = t
+                delay = virtual - (time.monotonic_ns() - start)
                 if delay > 0:
                     n += flush()
                     time.sleep(delay / 1e9)
-            batch.append(op_of(kind, msg))
+            op = op_of(kind, msg)
+            surfaces.check(op)
+            batch.append(op)
             if len(batch) >= REPLAY_BATCH:
                 n += flush()
     except ProtocolError:

@@ -11,11 +11,10 @@ from typing import Any
 
 from ..canvas.surface import Canvas
 from ..proto.enums import SurfaceFmt
+from ..qxl.reader import MAX_SURFACE_PIXELS
 from .tree import DrawableTree
 
 __all__ = ["Surface", "MAX_SURFACE_PIXELS"]
-
-MAX_SURFACE_PIXELS = 8192 * 8192
 
 
 @dataclass(eq=False)
@@ -39,6 +38,7 @@ class Surface:
     tree: DrawableTree = field(default_factory=DrawableTree)
 
     def __post_init__(self) -> None:
+        # the device (``validate_surface``) and a replay refuse such surfaces before they get here
         if self.width <= 0 or self.height <= 0 or self.width * self.height > MAX_SURFACE_PIXELS:
             raise ValueError(f"surface size {self.width}x{self.height} out of range")
         self.canvas = Canvas(self.width, self.height, self.format)

@@ -82,6 +82,7 @@ from .ops import (
     SetMonitors,
 )
 from .picture import picture_image
+from .retain import RetainedBytes
 from .surface import Surface
 
 __all__ = ["DisplayWorker", "CommandSource"]
@@ -155,7 +156,9 @@ class DisplayWorker:
         self.client_mouse_mode = False  # reds tells us; MOVE is not sent in client mode
         self._thread = threading.Thread(target=self._run, name=f"spice-worker-{name}", daemon=True)
         self._stopping = False
-        self.stats = {"drawables": 0, "hidden": 0, "pruned": 0}
+        self.stats = {"drawables": 0, "hidden": 0, "pruned": 0, "shed": 0}
+        #: the bytes this worker's drawables keep (trees and pipes), against the settings' budget
+        self.retained = RetainedBytes(self.settings.max_retained_bytes)
         #: images sent by display clients that have left (their encoder stats), for the metrics
         self.retired_images: Counter[str] = Counter()
         self.resolver = _Resolver(self)
@@ -514,6 +517,7 @@ class DisplayWorker:
         if surface is None:
             raise ValueError(f"draw on missing surface {drawable.surface_id}")
         self.render(surface, drawable)
+        drawable.charge(self.retained)
         hidden = surface.tree.add(drawable)
         self.stats["drawables"] += 1
         for dcc in self.dccs.values():
@@ -523,6 +527,18 @@ class DisplayWorker:
             for dcc in self.dccs.values():
                 if dcc.prune(h):
                     self.stats["pruned"] += 1
+        if self.retained.exceeded:
+            self.shed()
+
+    def shed(self) -> None:
+        """Let go of every drawable kept: each client's pipe collapses into pictures of the canvases
+        (which hold every draw already), and the trees forget their items (only pruning chances go)."""
+        for dcc in self.dccs.values():
+            dcc.collapse()
+        for s in self.surfaces.values():
+            s.tree.clear()
+        self.stats["shed"] += 1
+        log.info("%s: drawables kept more than %d bytes: pipes collapsed, trees cleared", self.name, self.retained.budget)
 
     def render(self, surface: Surface, drawable: Drawable) -> None:
         """Render ``drawable`` into the surface's canvas."""
