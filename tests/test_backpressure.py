@@ -65,9 +65,8 @@ def ping_frames(count: int) -> bytes:
     return (b"\x89" + bytes([0x80 | 125]) + mask + masked) * count
 
 
-async def test_websocket_pings_from_a_peer_that_never_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Each PING queues a PONG; before the fix the server read on and queued PONGs without limit
-    # (+313 MB in 20 s). Now it reads no more while more than WRITE_PAUSE_BYTES are unsent.
+def spy_websocket_streams(monkeypatch: pytest.MonkeyPatch) -> list[WebSocketStream]:
+    """Every WebSocketStream the server makes from now on (for the test's bounds)."""
     streams: list[WebSocketStream] = []
     original = WebSocketStream.__init__
 
@@ -76,6 +75,13 @@ async def test_websocket_pings_from_a_peer_that_never_reads(monkeypatch: pytest.
         streams.append(self)
 
     monkeypatch.setattr(WebSocketStream, "__init__", spy)
+    return streams
+
+
+async def test_websocket_pings_from_a_peer_that_never_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each PING queues a PONG; before the fix the server read on and queued PONGs without limit
+    # (+313 MB in 20 s). Now it reads no more while more than WRITE_PAUSE_BYTES are unsent.
+    streams = spy_websocket_streams(monkeypatch)
     r = await start_server()
     try:
         ep = Endpoint(port=r.server.port_of(), websocket=True)

@@ -5,7 +5,6 @@ oversized KEY_SCANCODE on a duplicate inputs link. Bounds are checked as bytes a
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,25 +13,18 @@ from spiceserver.desktop import SyntheticDesktop
 from spiceserver.proto.enums import ChannelType
 from spiceserver.proto.messages import inputs as im
 from spiceserver.proto.wire import frame
-from spiceserver.transport import READ_CHUNK, WRITE_PAUSE_BYTES, WebSocketStream, unsent_bytes
+from spiceserver.transport import READ_CHUNK, WRITE_PAUSE_BYTES, unsent_bytes
 from tests.conftest import start_server
 from tests.interop.harness import controlled_client, format_events, same_picture
 from tests.interop.test_display_spicegtk import assert_same
 from tests.support.client import Endpoint, link_channel, open_stream
-from tests.test_backpressure import ping_frames, until
+from tests.test_backpressure import ping_frames, spy_websocket_streams, until
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
 
 async def test_spicegtk_draws_through_ping_flood_and_duplicate_links(monkeypatch: pytest.MonkeyPatch) -> None:
-    streams: list[WebSocketStream] = []
-    original = WebSocketStream.__init__
-
-    def spy(self: WebSocketStream, *args: Any) -> None:
-        original(self, *args)
-        streams.append(self)
-
-    monkeypatch.setattr(WebSocketStream, "__init__", spy)
+    streams = spy_websocket_streams(monkeypatch)
     r = await start_server()
     desktop = SyntheticDesktop(320, 240)
     fb = r.server.add_framebuffer_display(320, 240)
