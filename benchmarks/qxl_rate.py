@@ -1,8 +1,9 @@
-"""QXL command rate: a stream of small solid fills through the real QXL device rings, with no
-client, with the test client or with spice-gtk linked to display 0.
+"""QXL command rate: a stream of small QXL draw commands (solid fills, or fills + glyph runs + small
+copies) through the real QXL device rings, with no client, with the test client or with spice-gtk
+linked to display 0.
 
 The guest side plays the driver's part of ``qxl_cmd.c`` / ``qxl_draw.c`` (Linux ``drivers/gpu/drm/qxl``):
-each fill is written into guest RAM, pushed on the command ring, and NOTIFY_CMD is written when the
+each command is written into guest RAM, pushed on the command ring, and NOTIFY_CMD is written when the
 ring asks for it; the server side is what libspice-server's ``red-worker.c`` / ``display-channel.c``
 do with it (ring pull, parse, tree, canvas, pipe, marshal).
 
@@ -10,11 +11,11 @@ Reported: commands/s (wall clock, guest submit to worker idle), the worker threa
 (its own CPU clock, ``pthread_getcpuclockid``), the guest driver's CPU per command (the guest runs in
 a thread of this process because the device's rings and I/O port are Python objects here; its CPU is
 measured on its own clock and reported so it can be subtracted from the shared GIL budget), and the
-share of fills that left the server as their own DRAW_FILL (the display client's ``drawables``
-counter; the test client also counts the DRAW_FILL messages it receives). ``--profile`` runs cProfile
+share of commands that left the server as their own draw message (the display client's ``drawables``
+counter; the test client also counts the draw messages it receives). ``--profile`` runs cProfile
 on the worker thread and prints the top entries by cumulative time.
 
-Run: ``python benchmarks/qxl_rate.py [--seconds 10] [--client none|test|spicegtk] [--profile]``
+Run: ``python benchmarks/qxl_rate.py [--seconds 10] [--client none|test|spicegtk] [--mix fills|mixed] [--profile]``
 (docs/performance.md records the figures).
 """
 
@@ -42,9 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from spiceserver import ServerConfig, SpiceServer
 from spiceserver.proto.enums import BrushType
 from spiceserver.proto.messages import display as d
-from spiceserver.proto.messages.base import Rect
+from spiceserver.proto.messages.base import Point, Rect
+from spiceserver.qxl.commands import CopyBits, DrawBody
 from spiceserver.qxl.layout import CmdType
 from spiceserver.synthetic_guest.driver import SyntheticDriver
+from spiceserver.synthetic_guest.glyphs import GlyphFont
+from spiceserver.synthetic_guest.helpers import ROPD_PUT
 from spiceserver.worker.dispatcher import Request
 from spiceserver.worker.worker import DisplayWorker
 
@@ -60,15 +64,35 @@ class _Profile(Request):
     top: int = 25
 
 
-def fills(n: int) -> list[tuple[d.Fill, Rect]]:
-    """Random solid fills of 8..64 px sides at random places of the primary, random colours."""
+def stream(n: int, mix: str) -> list[tuple[DrawBody, Rect]]:
+    """``fills``: random solid fills of 8..64 px sides at random places of the primary, random
+    colours. ``mixed``: a third each of such fills, glyph runs (DRAW_TEXT of 4..12 characters in a
+    13 px 4-bit font) and small screen-to-screen copies (COPY_BITS of 8..64 px, up to 64 px away)."""
     rng = np.random.default_rng(1)
-    out = []
-    for _ in range(n):
-        x, y = int(rng.integers(0, W - 64)), int(rng.integers(0, H - 64))
-        box = Rect(top=y, left=x, bottom=y + int(rng.integers(8, 65)), right=x + int(rng.integers(8, 65)))
-        body = d.Fill(brush=d.Brush(type=BrushType.SOLID, color=int(rng.integers(0, 1 << 24))), rop_descriptor=8, mask=d.QMask())
-        out.append((body, box))
+    font = GlyphFont()
+    letters = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    out: list[tuple[DrawBody, Rect]] = []
+    while len(out) < n:
+        x, y = int(rng.integers(64, W - 256)), int(rng.integers(64, H - 64))
+        w, h = int(rng.integers(8, 65)), int(rng.integers(8, 65))
+        box = Rect(top=y, left=x, bottom=y + h, right=x + w)
+        kind = int(rng.integers(0, 3)) if mix == "mixed" else 0
+        if kind == 0:
+            brush = d.Brush(type=BrushType.SOLID, color=int(rng.integers(0, 1 << 24)))
+            out.append((d.Fill(brush=brush, rop_descriptor=8, mask=d.QMask()), box))
+        elif kind == 1:
+            text = "".join(letters[int(i)] for i in rng.integers(0, len(letters), int(rng.integers(4, 13))))
+            got = font.string(text, x, y)
+            if got is None:
+                continue
+            string, bbox = got
+            fore = d.Brush(type=BrushType.SOLID, color=int(rng.integers(0, 1 << 24)))
+            body = d.Text(str=string, back_area=Rect(top=0, left=0, bottom=0, right=0), fore_brush=fore,
+                          back_brush=d.Brush(type=BrushType.NONE), fore_mode=ROPD_PUT, back_mode=ROPD_PUT)  # fmt: skip
+            out.append((body, bbox))
+        else:
+            src = Point(x=x + int(rng.integers(-64, 65)), y=y + int(rng.integers(-64, 65)))
+            out.append((CopyBits(src_pos=src), box))
     return out
 
 
@@ -95,10 +119,10 @@ def install_profiler(worker: DisplayWorker) -> None:
 class Guest:
     """The guest driver, in its own thread: pushes fills for ``seconds``, measuring its own CPU."""
 
-    def __init__(self, driver: SyntheticDriver, seconds: float) -> None:
+    def __init__(self, driver: SyntheticDriver, seconds: float, mix: str) -> None:
         self.driver = driver
         self.seconds = seconds
-        self.stream = fills(DISTINCT)
+        self.stream = stream(DISTINCT, mix)
         self.sent = 0
         self.cpu = 0.0
         self.error: BaseException | None = None
@@ -112,7 +136,7 @@ class Guest:
             while time.perf_counter() < end:
                 for _ in range(64):
                     body, box = stream[i % DISTINCT]
-                    drv.reserve(1024)
+                    drv.reserve(8192)
                     drv.push(drv.drawable(body, bbox=box), CmdType.DRAW)
                     i += 1
                 drv.collect()
@@ -142,7 +166,7 @@ async def linked(server: SpiceServer, kind: str) -> AsyncIterator[dict[str, Any]
             while True:
                 msg = await ch.recv(3600)
                 seen["messages"] += 1
-                if isinstance(msg, d.DrawFill):
+                if isinstance(msg, d.DrawFill | d.DrawText | d.CopyBits):
                     seen["fills"] += 1
 
         task = asyncio.create_task(read())
@@ -167,7 +191,7 @@ async def settle(server: SpiceServer) -> None:
         await asyncio.sleep(0.01)
 
 
-async def run(seconds: float, client: str, profile: bool) -> dict[str, Any]:
+async def run(seconds: float, client: str, profile: bool, mix: str) -> dict[str, Any]:
     server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
     device = server.add_qxl_device()
     driver = SyntheticDriver(device, timeout=600, kick_after=0.05)
@@ -188,7 +212,7 @@ async def run(seconds: float, client: str, profile: bool) -> dict[str, Any]:
             before = server.display_stats()
             if profile:
                 worker.request(_Profile(True))
-            guest = Guest(driver, seconds)
+            guest = Guest(driver, seconds, mix)
             thread = threading.Thread(target=guest.run, name="qxl-rate-guest")
             cpu0 = time.clock_gettime(clock)
             t0 = time.perf_counter()
@@ -205,10 +229,12 @@ async def run(seconds: float, client: str, profile: bool) -> dict[str, Any]:
         n = guest.sent
         result: dict[str, Any] = {
             "client": client,
+            "mix": mix,
             "commands": n,
             "wall": wall,
             "rate": n / wall,
             "worker_us": cpu / n * 1e6,
+            "worker_busy": cpu / wall,
             "guest_us": guest.cpu / n * 1e6,
             "hidden": after["hidden"] - before["hidden"],
             "profile": report,
@@ -227,13 +253,13 @@ async def run(seconds: float, client: str, profile: bool) -> dict[str, Any]:
 
 
 def show(r: dict[str, Any]) -> None:
-    print(f"client={r['client']}: {r['commands']:,} fills in {r['wall']:.2f} s = {r['rate']:,.0f} commands/s")
-    print(f"  worker CPU {r['worker_us']:.0f} us/command (worker-bound rate {1e6 / r['worker_us']:,.0f}/s); guest driver CPU {r['guest_us']:.0f} us/command (same process, other thread)")
+    print(f"client={r['client']}: {r['commands']:,} commands ({r['mix']}) in {r['wall']:.2f} s = {r['rate']:,.0f} commands/s")
+    print(f"  worker CPU {r['worker_us']:.0f} us/command (busy {r['worker_busy'] * 100:.0f} % of the time; worker-bound rate {1e6 / r['worker_us']:,.0f}/s); guest driver CPU {r['guest_us']:.0f} us/command (same process, other thread)")
     print(f"  hidden in the tree: {r['hidden']:,}")
     if "sent_as_fills" in r:
-        print(f"  sent as DRAW_FILL: {r['sent_as_fills'] * 100:.1f} % (collapses {r['collapsed']}, pruned {r['pruned']:,}, images {r['pictures']})")
+        print(f"  sent as their own draw message: {r['sent_as_fills'] * 100:.1f} % (collapses {r['collapsed']}, pruned {r['pruned']:,}, images {r['pictures']})")
     if "client_fills" in r:
-        print(f"  DRAW_FILL received by the test client: {r['client_fills'] * 100:.1f} %")
+        print(f"  draw messages (DRAW_FILL/TEXT, COPY_BITS) received by the test client: {r['client_fills'] * 100:.1f} %")
     if r["profile"]:
         print(r["profile"])
 
@@ -242,11 +268,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="how long the guest submits fills")
     p.add_argument("--client", choices=("none", "test", "spicegtk"), default="none")
+    p.add_argument("--mix", choices=("fills", "mixed"), default="fills", help="fills only, or fills + glyph runs + small copies")
     p.add_argument("--profile", action="store_true", help="cProfile the worker thread (slows it down)")
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}")
-    show(asyncio.run(run(args.seconds, args.client, args.profile)))
+    show(asyncio.run(run(args.seconds, args.client, args.profile, args.mix)))
 
 
 if __name__ == "__main__":
