@@ -26,15 +26,19 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import mmap
+import os
 import platform
 import pstats
+import socket
+import struct
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -45,7 +49,9 @@ from spiceserver.proto.enums import BrushType
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Point, Rect
 from spiceserver.qxl.commands import CopyBits, DrawBody
+from spiceserver.qxl.device import QXLDevice
 from spiceserver.qxl.layout import CmdType
+from spiceserver.qxl.rom import QXLDeviceConfig
 from spiceserver.synthetic_guest.driver import SyntheticDriver
 from spiceserver.synthetic_guest.glyphs import GlyphFont
 from spiceserver.synthetic_guest.helpers import ROPD_PUT
@@ -116,8 +122,29 @@ def install_profiler(worker: DisplayWorker) -> None:
     worker.ep.register_handler(_Profile, handle)
 
 
+_END = 0xFFFF_FFFF  # "port" of the child's last message: commands sent, CPU seconds
+
+
+class _PortRelay:
+    """The device as the child process sees it: memory shared, port writes sent to the parent,
+    which does them and answers (the guest waits, as a vCPU does on an I/O exit)."""
+
+    def __init__(self, device: QXLDevice, sock: socket.socket) -> None:
+        self._device = device
+        self._sock = sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._device, name)
+
+    def io_write(self, port: int, value: int) -> None:
+        self._sock.sendall(struct.pack("<II", port, value))
+        if not self._sock.recv(1):
+            os._exit(1)
+
+
 class Guest:
-    """The guest driver, in its own thread: pushes fills for ``seconds``, measuring its own CPU."""
+    """The guest driver: pushes commands for ``seconds``, measuring its own CPU, in a thread of this
+    process or (:meth:`run_in_process`) in a forked child sharing the device's memory."""
 
     def __init__(self, driver: SyntheticDriver, seconds: float, mix: str) -> None:
         self.driver = driver
@@ -144,6 +171,46 @@ class Guest:
             self.cpu = time.thread_time() - cpu0
         except BaseException as e:  # reported by the caller
             self.error = e
+
+    def run_in_process(self) -> None:
+        """Fork a child that runs :meth:`run`; relay its port writes to the device until it ends.
+
+        The device's BARs must be shared mappings (``mmap(-1, size)``) so the child's writes land
+        in the server's memory."""
+        device = self.driver.device
+        here, there = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the guest: no server thread exists here, only its memory
+            status = 1
+            try:
+                here.close()
+                self.driver.device = cast(QXLDevice, _PortRelay(device, there))
+                self.run()
+                ok = self.error is None
+                there.sendall(struct.pack("<IIqd", _END, 0, self.sent if ok else -1, self.cpu))
+                status = 0 if ok else 1
+            finally:
+                os._exit(status)
+        there.close()
+        reader = here.makefile("rb")
+        try:
+            while len(head := reader.read(8)) == 8:
+                port, value = struct.unpack("<II", head)
+                if port == _END:
+                    self.sent, self.cpu = struct.unpack("<qd", reader.read(16))
+                    break
+                device.io_write(port, value)
+                here.sendall(b"\0")
+            else:
+                raise RuntimeError("the guest process died")
+            if self.sent < 0:
+                raise RuntimeError("the guest process failed (run with --guest thread to see why)")
+        except BaseException as e:
+            self.error = e
+        finally:
+            reader.close()
+            here.close()
+            os.waitpid(pid, 0)
 
 
 @contextlib.asynccontextmanager
@@ -191,9 +258,11 @@ async def settle(server: SpiceServer) -> None:
         await asyncio.sleep(0.01)
 
 
-async def run(seconds: float, client: str, profile: bool, mix: str) -> dict[str, Any]:
+async def run(seconds: float, client: str, profile: bool, mix: str, where: str) -> dict[str, Any]:
     server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
-    device = server.add_qxl_device()
+    cfg = QXLDeviceConfig()
+    bars = [mmap.mmap(-1, size) for size in (cfg.ram_size, cfg.vram_size, cfg.rom_size)]  # shared on fork
+    device = server.add_qxl_device(cfg, ram=bars[0], vram=bars[1], rom=bars[2])
     driver = SyntheticDriver(device, timeout=600, kick_after=0.05)
     driver.setup_memslots()
     driver.create_primary(W, H)
@@ -213,7 +282,8 @@ async def run(seconds: float, client: str, profile: bool, mix: str) -> dict[str,
             if profile:
                 worker.request(_Profile(True))
             guest = Guest(driver, seconds, mix)
-            thread = threading.Thread(target=guest.run, name="qxl-rate-guest")
+            body = guest.run_in_process if where == "process" else guest.run
+            thread = threading.Thread(target=body, name="qxl-rate-guest")
             cpu0 = time.clock_gettime(clock)
             t0 = time.perf_counter()
             thread.start()
@@ -236,6 +306,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str) -> dict[str,
             "worker_us": cpu / n * 1e6,
             "worker_busy": cpu / wall,
             "guest_us": guest.cpu / n * 1e6,
+            "guest": where,
             "hidden": after["hidden"] - before["hidden"],
             "profile": report,
         }
@@ -254,7 +325,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str) -> dict[str,
 
 def show(r: dict[str, Any]) -> None:
     print(f"client={r['client']}: {r['commands']:,} commands ({r['mix']}) in {r['wall']:.2f} s = {r['rate']:,.0f} commands/s")
-    print(f"  worker CPU {r['worker_us']:.0f} us/command (busy {r['worker_busy'] * 100:.0f} % of the time; worker-bound rate {1e6 / r['worker_us']:,.0f}/s); guest driver CPU {r['guest_us']:.0f} us/command (same process, other thread)")
+    print(f"  worker CPU {r['worker_us']:.0f} us/command (busy {r['worker_busy'] * 100:.0f} % of the time; worker-bound rate {1e6 / r['worker_us']:,.0f}/s); guest driver CPU {r['guest_us']:.0f} us/command ({'another process' if r['guest'] == 'process' else 'same process, other thread'})")
     print(f"  hidden in the tree: {r['hidden']:,}")
     if "sent_as_fills" in r:
         print(f"  sent as their own draw message: {r['sent_as_fills'] * 100:.1f} % (collapses {r['collapsed']}, pruned {r['pruned']:,}, images {r['pictures']})")
@@ -269,11 +340,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="how long the guest submits fills")
     p.add_argument("--client", choices=("none", "test", "spicegtk"), default="none")
     p.add_argument("--mix", choices=("fills", "mixed"), default="fills", help="fills only, or fills + glyph runs + small copies")
+    p.add_argument("--guest", choices=("process", "thread"), default="process", help="where the guest driver runs")
     p.add_argument("--profile", action="store_true", help="cProfile the worker thread (slows it down)")
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}")
-    show(asyncio.run(run(args.seconds, args.client, args.profile, args.mix)))
+    show(asyncio.run(run(args.seconds, args.client, args.profile, args.mix, args.guest)))
 
 
 if __name__ == "__main__":
