@@ -320,17 +320,9 @@ def _codec(image: Image, canvas_fmt: PixFmt, resolver: ImageResolver) -> Pixmap:
             palette = plt.palette
             if plt.flags & BitmapFlags.PAL_CACHE_ME:
                 resolver.cache_palette(palette)
-        lt, w, h, top_down, px = decode_lz(
-            plt.data, palette=np.asarray(palette.ents, np.uint32), max_pixels=MAX_IMAGE_PIXELS
-        )
+        lt, w, h, top_down, px = decode_lz(plt.data, palette=np.asarray(palette.ents, np.uint32), max_pixels=MAX_IMAGE_PIXELS)
         _check_size(image, w, h, "LZ_PLT")
-        if lt not in (
-            LzImageType.PLT1_LE,
-            LzImageType.PLT1_BE,
-            LzImageType.PLT4_LE,
-            LzImageType.PLT4_BE,
-            LzImageType.PLT8,
-        ):
+        if lt not in (LzImageType.PLT1_LE, LzImageType.PLT1_BE, LzImageType.PLT4_LE, LzImageType.PLT4_BE, LzImageType.PLT8):
             raise ProtocolError(f"LZ_PLT image with LZ type {lt}")
         return _flip(Pixmap(px.astype(np.uint32), PixFmt.X8R8G8B8), top_down)
     if t in (ImageType.GLZ_RGB, ImageType.ZLIB_GLZ_RGB):

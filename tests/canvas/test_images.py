@@ -212,14 +212,8 @@ def test_codec_images_decode_like_the_client() -> None:
 
     cases = [
         d.Image(descriptor=desc(ImageType.QUIC), quic=d.BinaryData(data=encode_quic(px, "rgb32"))),
-        d.Image(
-            descriptor=desc(ImageType.LZ_RGB),
-            lz_rgb=d.BinaryData(data=encode_lz(raw, LzImageType.RGB32, width=13, height=9, stride=52)),
-        ),
-        d.Image(
-            descriptor=desc(ImageType.GLZ_RGB),
-            lz_rgb=d.BinaryData(data=encode_glz(GlzDictionary(1 << 16), raw, LzImageType.RGB32, 13, 9, 52)),
-        ),
+        d.Image(descriptor=desc(ImageType.LZ_RGB), lz_rgb=d.BinaryData(data=encode_lz(raw, LzImageType.RGB32, width=13, height=9, stride=52))),
+        d.Image(descriptor=desc(ImageType.GLZ_RGB), lz_rgb=d.BinaryData(data=encode_glz(GlzDictionary(1 << 16), raw, LzImageType.RGB32, 13, 9, 52))),
     ]
     r = R()
     for img in cases:
@@ -229,21 +223,14 @@ def test_codec_images_decode_like_the_client() -> None:
     ents = (0x112233, 0x445566, 0x778899, 0xAABBCC)
     plt = d.Image(
         descriptor=desc(ImageType.LZ_PLT),
-        lz_plt=d.LZPLTData(
-            flags=BitmapFlags.TOP_DOWN,
-            palette=d.Palette(unique=0, ents=ents),
-            data=encode_lz(idx.tobytes(), LzImageType.PLT8, width=13, height=9, stride=13),
-        ),
+        lz_plt=d.LZPLTData(flags=BitmapFlags.TOP_DOWN, palette=d.Palette(unique=0, ents=ents), data=encode_lz(idx.tobytes(), LzImageType.PLT8, width=13, height=9, stride=13)),
     )
     assert (decode_image(plt, X, r).pixels & 0xFFFFFF == np.array(ents, np.uint32)[idx]).all()
     jpeg = decode_image(d.Image(descriptor=desc(ImageType.JPEG), jpeg=d.BinaryData(data=encode_jpeg(px))), X, r)
     assert jpeg.pixels.shape == (9, 13)
     # an 8-bit alpha bitmap goes LZ_RGB with the LZ type A8 (libspice; spice-common canvas_get_lz takes it)
     alpha = (px & 0xFF).astype(np.uint8)
-    a8 = d.Image(
-        descriptor=desc(ImageType.LZ_RGB),
-        lz_rgb=d.BinaryData(data=encode_lz(alpha.tobytes(), LzImageType.A8, width=13, height=9, stride=13)),
-    )
+    a8 = d.Image(descriptor=desc(ImageType.LZ_RGB), lz_rgb=d.BinaryData(data=encode_lz(alpha.tobytes(), LzImageType.A8, width=13, height=9, stride=13)))
     assert (decode_image(a8, PixFmt.A8, r).pixels == alpha).all()
 
 
