@@ -31,6 +31,7 @@ __all__ = [
     "draw_brush",
     "touch_brush",
     "source_pixmap",
+    "src_operand",
     "write",
     "clear_dest_alpha",
     "composite_into",
@@ -180,6 +181,16 @@ def source_pixmap(canvas: Canvas, image: Image, resolver: ImageResolver) -> Pixm
         except KeyError:
             raise ProtocolError(f"missing surface {image.surface.surface_id}") from None
     return decode_image(image, canvas.pixfmt, resolver)
+
+
+def src_operand(canvas: Canvas, image: Image | None, resolver: ImageResolver) -> Pixmap:
+    """The source image of a blit: :func:`source_pixmap`, which must have the canvas's depth."""
+    if image is None:
+        raise ProtocolError("draw operation without a source image")
+    pm = source_pixmap(canvas, image, resolver)
+    if pm.format.bpp != canvas.pixfmt.bpp:
+        raise ProtocolError(f"source of {pm.format.bpp} bpp on a {canvas.pixfmt.bpp} bpp canvas (the client aborts)")
+    return pm
 
 
 def touch_brush(canvas: Canvas, brush: Brush, resolver: ImageResolver) -> None:

@@ -36,6 +36,7 @@ from ..proto.enums import BrushType, CompositeFlags, ImageType
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect, Transform
 from ..region import Region
+from . import fast
 from .area import (
     Area,
     apply_qmask,
@@ -46,6 +47,7 @@ from .area import (
     draw_brush,
     region_mask,
     source_pixmap,
+    src_operand,
     touch_brush,
     truncate_color,
     write,
@@ -102,15 +104,6 @@ def _box_coords(area: Area, box: Rect) -> tuple[np.ndarray, np.ndarray]:
 # --- image blits -----------------------------------------------------------------------------
 
 
-def _src_operand(canvas: Canvas, image: d.Image | None, resolver: ImageResolver) -> Pixmap:
-    if image is None:
-        raise ProtocolError("draw operation without a source image")
-    pm = source_pixmap(canvas, image, resolver)
-    if pm.format.bpp != canvas.pixfmt.bpp:
-        raise ProtocolError(f"source of {pm.format.bpp} bpp on a {canvas.pixfmt.bpp} bpp canvas (the client aborts)")
-    return pm
-
-
 def _blit(canvas: Canvas, area: Area, src: Pixmap, box: Rect, src_area: Rect, rop: Rop) -> None:
     """``blit_image(_rop)``: raw pixels from ``src`` at ``x - box.left + src_area.left``; pixels
     whose source is outside the image are left alone."""
@@ -147,7 +140,7 @@ def _draw_image(
     rop: Rop,
     resolver: ImageResolver,
 ) -> None:
-    src = _src_operand(canvas, image, resolver)
+    src = src_operand(canvas, image, resolver)
     if _same_size(box, src_area):
         _blit(canvas, area, src, box, src_area, rop)
     else:
@@ -158,6 +151,8 @@ def _draw_image(
 
 
 def _fill(canvas: Canvas, base: d.DisplayBase, op: d.Fill, resolver: ImageResolver) -> None:
+    if fast.ENABLED and fast.fill(canvas, base, op):
+        return
     area = apply_qmask(dest_area(canvas, base), op.mask, base.box.left, base.box.top, resolver)
     rop = ropd_to_rop(op.rop_descriptor, RopInput.BRUSH, RopInput.DEST)
     if area.is_empty():
@@ -167,6 +162,8 @@ def _fill(canvas: Canvas, base: d.DisplayBase, op: d.Fill, resolver: ImageResolv
 
 
 def _copy(canvas: Canvas, base: d.DisplayBase, op: d.Copy | d.Blend, resolver: ImageResolver) -> None:
+    if fast.ENABLED and fast.copy(canvas, base, op, resolver):
+        return
     area = apply_qmask(dest_area(canvas, base), op.mask, base.box.left, base.box.top, resolver)
     rop = ropd_to_rop(op.rop_descriptor, RopInput.SRC, RopInput.DEST)
     if area.is_empty():
@@ -176,6 +173,8 @@ def _copy(canvas: Canvas, base: d.DisplayBase, op: d.Copy | d.Blend, resolver: I
 
 
 def _opaque(canvas: Canvas, base: d.DisplayBase, op: d.Opaque, resolver: ImageResolver) -> None:
+    if fast.ENABLED and fast.opaque(canvas, base, op, resolver):
+        return
     area = apply_qmask(dest_area(canvas, base), op.mask, base.box.left, base.box.top, resolver)
     rop = ropd_to_rop(op.rop_descriptor, RopInput.BRUSH, RopInput.SRC)
     if area.is_empty():
@@ -188,6 +187,8 @@ def _opaque(canvas: Canvas, base: d.DisplayBase, op: d.Opaque, resolver: ImageRe
 
 def _solid(value: int, rop: Rop) -> Callable[[Canvas, d.DisplayBase, Any, ImageResolver], None]:
     def draw(canvas: Canvas, base: d.DisplayBase, op: Any, resolver: ImageResolver) -> None:
+        if fast.ENABLED and fast.solid(canvas, base, op, value, rop):
+            return
         area = apply_qmask(dest_area(canvas, base), op.mask, base.box.left, base.box.top, resolver)
         write(canvas, area, value, rop)
 
@@ -208,7 +209,7 @@ def _rop3(canvas: Canvas, base: d.DisplayBase, op: d.Rop3, resolver: ImageResolv
     x2, y2 = min(box.right, canvas.width), min(box.bottom, canvas.height)
     if x1 < x2 and y1 < y2:
         dst[y1 - box.top : y2 - box.top, x1 - box.left : x2 - box.left] = canvas.pixels[y1:y2, x1:x2]
-    src = _src_operand(canvas, op.src_bitmap, resolver)
+    src = src_operand(canvas, op.src_bitmap, resolver)
     sa = op.src_area
     if not _same_size(box, sa):
         # canvas_scale_surface: double scale factors, source origin rounded in scaled space
@@ -263,7 +264,7 @@ def _transparent(canvas: Canvas, base: d.DisplayBase, op: d.Transparent, resolve
         key, keymask = ((c >> 3) & 0x1F) | ((c >> 5) & 0x7E0) | ((c >> 8) & 0xF800), 0xFFFF
     else:
         key, keymask = 0, 0xFF
-    src = _src_operand(canvas, op.src_bitmap, resolver)
+    src = src_operand(canvas, op.src_bitmap, resolver)
     box, sa = base.box, op.src_area
     if _same_size(box, sa):
         sx = area.xs() - box.left + sa.left
@@ -401,6 +402,9 @@ def _composite_operand(canvas: Canvas, image: d.Image, resolver: ImageResolver, 
 def _copy_bits(canvas: Canvas, base: d.DisplayBase, op: d.CopyBits, resolver: ImageResolver) -> None:
     """``canvas_copy_bits``: move pixels by ``box.origin - src_pos`` within the surface; the result
     is as if the source were read before any write (``copy_region`` orders its rectangles so)."""
+    if fast.ENABLED:
+        fast.copy_bits(canvas, base, op)
+        return
     box = base.box
     dx, dy = box.left - op.src_pos.x, box.top - op.src_pos.y
     if dx == 0 and dy == 0:

@@ -8,6 +8,7 @@ only the codes it registers are drawable -- the others make the client abort).
 
 from __future__ import annotations
 
+import functools
 import operator
 from enum import IntEnum, IntFlag
 
@@ -95,6 +96,7 @@ for _op, _fn in ((Ropd.OP_OR, operator.or_), (Ropd.OP_AND, operator.and_), (Ropd
                 _TABLE[(_op, _res, _s, _d)] = Rop(_code)
 
 
+@functools.lru_cache(maxsize=512)
 def ropd_to_rop(desc: int, src_input: RopInput, dest_input: RopInput) -> Rop:
     """``ropd_descriptor_to_rop``: the binary rop a descriptor means for the given operands.
 
