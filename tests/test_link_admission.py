@@ -201,15 +201,17 @@ async def test_silent_connection_closed_after_first_bytes_timeout(caplog: pytest
         await r.server.close()
 
 
-async def raw_link(port: int, ticket: bytes) -> int:
-    """Link main with ``ticket`` as the encrypted password; returns the link result code."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def raw_link(port: int, ticket: bytes, source: str | None = None) -> int:
+    """Link main with ``ticket`` as the encrypted password (from the local address ``source``, if
+    given); returns the link result code."""
+    local = (source, 0) if source is not None else None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=local)
     caps = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.MINI_HEADER})
     link = ClientLink(LinkMess(0, ChannelType.MAIN, 0, caps, ()))
     writer.write(link.data_to_send())
     try:
         while True:
-            data = await asyncio.wait_for(reader.read(4096), 20)
+            data = await asyncio.wait_for(reader.read(4096), 30)
             assert data, "closed before the link result"
             link.receive_data(data)
             for ev in link.events():

@@ -156,7 +156,8 @@ class MainChannel(LoopChannel):
         key = (channel.type, channel.id)
         if channel.type != ChannelType.MAIN:
             self.broadcast(lambda cc: cc.send_channels_list([key]) if cc.attached else None)
-        self.update_mouse_mode()
+        if channel.type == ChannelType.DISPLAY:  # client mouse mode needs a single display
+            self.update_mouse_mode()
 
     # --- mouse mode ----------------------------------------------------------------------------
 

@@ -30,8 +30,7 @@ import pytest
 
 from spiceserver.desktop import SyntheticDesktop
 from spiceserver.framebuffer import FramebufferDisplay
-from spiceserver.proto.enums import ChannelType, CommonCap, LinkErr
-from spiceserver.proto.link import ClientLink, LinkMess, LinkReplyReceived, LinkResult, caps_to_words
+from spiceserver.proto.enums import LinkErr
 from spiceserver.ticket import MAX_TICKET_SHIFT, LinkKey
 from spiceserver.web import MAX_HTTP_HEAD, PRE_LINK_MESSAGE
 from spiceserver.worker.messages import CollectMetrics
@@ -39,7 +38,7 @@ from tests.conftest import Running, start_server
 from tests.interop.harness import controlled_client, format_events, same_picture
 from tests.interop.test_display_spicegtk import assert_same
 from tests.test_framebuffer import Hold
-from tests.test_link_admission import close_all, open_idle, until
+from tests.test_link_admission import close_all, open_idle, raw_link, until
 from tests.test_web_hardening import frame as ws_frame
 from tests.test_web_hardening import get, status, upgrade
 
@@ -124,28 +123,6 @@ async def test_spicegtk_links_and_draws_through_idle_connections() -> None:
 # -- 2. all-zero tickets against a password ------------------------------------------------------
 
 
-async def zero_ticket_link(port: int, source: str) -> int:
-    """Link main from ``source`` presenting 128 zero bytes as the ticket; returns the link result."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    caps = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.MINI_HEADER})
-    link = ClientLink(LinkMess(0, ChannelType.MAIN, 0, caps, ()))
-    writer.write(link.data_to_send())
-    try:
-        while True:
-            data = await asyncio.wait_for(reader.read(4096), 30)
-            assert data, "closed before the link result"
-            link.receive_data(data)
-            for ev in link.events():
-                if isinstance(ev, LinkReplyReceived):
-                    assert ev.reply.error == LinkErr.OK
-                    link.send_ticket(bytes(128), auth_selection=True)
-                elif isinstance(ev, LinkResult):
-                    return int(ev.error)
-            writer.write(link.data_to_send())
-    finally:
-        writer.close()
-
-
 async def test_spicegtk_links_and_draws_through_a_zero_ticket_flood(monkeypatch: pytest.MonkeyPatch) -> None:
     decryptions: list[int] = []
     real = LinkKey._try_decrypt
@@ -165,7 +142,7 @@ async def test_spicegtk_links_and_draws_through_a_zero_ticket_flood(monkeypatch:
     async def flood(source: str) -> None:
         # one link at a time per address (concurrent ones could each pass the lock-out check)
         while not (drawn.is_set() and refused[source] > max_failures):
-            assert await zero_ticket_link(r.server.port_of(), source) == LinkErr.PERMISSION_DENIED
+            assert await raw_link(r.server.port_of(), bytes(128), source) == LinkErr.PERMISSION_DENIED
             refused[source] += 1
 
     loop = asyncio.get_running_loop()
