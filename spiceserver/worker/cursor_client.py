@@ -110,6 +110,11 @@ class CursorChannelClient(ChannelClientBase):
         self.cache.clear()
         self.pipe.append(cm.CursorReset())
 
+    @property
+    def pipe_size(self) -> int:
+        """Messages queued and not yet marshalled (what holds the cursor ring back: :mod:`.ring_gate`)."""
+        return len(self.pipe)
+
     def on_data(self, data: bytes) -> None:
         """Bytes from the client; raises ProtocolError if they are bad."""
         for ev in self.conn.receive_data(data):

@@ -109,6 +109,11 @@ class DisplayChannelClient(ChannelClientBase):
         }
 
     @property
+    def pipe_size(self) -> int:
+        """Items queued and not yet marshalled (what holds the ring back: :mod:`.ring_gate`)."""
+        return self.live
+
+    @property
     def initialized(self) -> bool:
         """Whether the client's DISPLAY_INIT arrived (nothing but SET_ACK is sent before)."""
         return self.state is DisplayState.READY

@@ -134,13 +134,17 @@ class QXLCommandSource(CommandSource):
 
     # --- the loop ----------------------------------------------------------------------------------
 
-    def process(self, worker: DisplayWorker, budget: int) -> bool:
-        """Pull up to ``budget`` commands from the command ring, then up to ``budget`` from the cursor ring; True if either has more."""
+    def process(self, worker: DisplayWorker, budget: int, cursor_budget: int | None = None) -> bool:
+        """Pull up to ``budget`` commands from the command ring, then up to ``cursor_budget`` (None:
+        ``budget``) from the cursor ring; True if either has more. A ring whose budget is 0 is not
+        touched (its notification stays off: the loop pulls again once the pipes have room)."""
         more = self._pull(worker, budget, cursor=False)
-        more_cursor = self._pull(worker, budget, cursor=True)
+        more_cursor = self._pull(worker, budget if cursor_budget is None else cursor_budget, cursor=True)
         return more or more_cursor
 
     def _pull(self, worker: DisplayWorker, budget: int, *, cursor: bool) -> bool:
+        if budget <= 0:
+            return False
         dev = self.device
         for _ in range(budget):
             ext = dev.get_cursor_command() if cursor else dev.get_command()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -83,6 +84,7 @@ from .ops import (
 )
 from .picture import picture_image
 from .retain import RetainedBytes
+from .ring_gate import RingGate
 from .surface import Surface
 
 __all__ = ["DisplayWorker", "CommandSource"]
@@ -101,8 +103,10 @@ class CommandSource:
         """This device's messages and their handlers (a :class:`Request`'s reply gets the result)."""
         return {}
 
-    def process(self, worker: DisplayWorker, budget: int) -> bool:
-        """Handle up to ``budget`` commands; return True if more are pending right now."""
+    def process(self, worker: DisplayWorker, budget: int, cursor_budget: int | None = None) -> bool:
+        """Handle up to ``budget`` display commands and ``cursor_budget`` cursor commands (None: as
+        ``budget``); return True if more are pending right now. A budget of 0 leaves that ring alone
+        (the clients' pipes are full: :mod:`.ring_gate`)."""
         return False
 
     def next_timeout(self) -> float | None:
@@ -157,6 +161,9 @@ class DisplayWorker:
         self._thread = threading.Thread(target=self._run, name=f"spice-worker-{name}", daemon=True)
         self._stopping = False
         self.stats = {"drawables": 0, "hidden": 0, "pruned": 0, "shed": 0}
+        #: back-pressure: the rings are pulled only while the clients' pipes have room
+        self.display_gate = RingGate("display")
+        self.cursor_gate = RingGate("cursor")
         #: the bytes this worker's drawables keep (trees and pipes), against the settings' budget
         self.retained = RetainedBytes(self.settings.max_retained_bytes)
         #: images sent by display clients that have left (their encoder stats), for the metrics
@@ -255,14 +262,18 @@ class DisplayWorker:
         more = False
         while not self._stopping:
             # With commands still pending (a full batch was taken) do not sleep: the ring will not
-            # notify again, because its notification was not re-armed.
-            timeout = 0.0 if more else (self.source.next_timeout() if self.source else None)
-            self.ep.wait(timeout)
+            # notify again, because its notification was not re-armed. While the clients' pipes
+            # are full the ring is left alone; an ACK (ClientData) or written bytes wake the loop.
+            self.ep.wait(0.0 if more else self._next_timeout())
             try:
                 self.ep.drain()
                 more = False
                 if self.source is not None:
-                    more = self.source.process(self, self.BATCH)
+                    self.flush_clients()  # make room in the pipes before deciding how much to pull
+                    now = time.monotonic()
+                    budget = self.display_gate.budget(self.dccs.values(), self.BATCH, now)
+                    cursor_budget = self.cursor_gate.budget(self.cursor_clients.values(), self.BATCH, now)
+                    more = self.source.process(self, budget, cursor_budget)
                 self.flush_clients()
             except Exception:
                 more = False
@@ -272,6 +283,17 @@ class DisplayWorker:
             self._on_end_recording(EndRecording())  # a recording in progress ends complete
         except OSError:
             log.exception("%s: closing the recording", self.name)
+
+    def _next_timeout(self) -> float | None:
+        """How long the loop may sleep: the source's own timer, or until a held-back client would
+        become lagging (:class:`RingGate`)."""
+        timeout = self.source.next_timeout() if self.source else None
+        for gate in (self.display_gate, self.cursor_gate):
+            deadline = gate.next_deadline()
+            if deadline is not None:
+                wait = max(0.0, deadline - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
+        return timeout
 
     # --- loop-facing API (any thread but the worker's) -------------------------------------------
 
@@ -340,7 +362,11 @@ class DisplayWorker:
             **self.stats,
             "surfaces": sorted(self.surfaces),
             "monitors": self.heads,
-            "clients": [{"images": dict(c.encoder.stats), **c.stats, "pipe": c.live} for c in self.dccs.values()],
+            "ring_held": self.display_gate.stats["held"],
+            "clients_lagging": self.display_gate.stats["lagging"],
+            "clients": [
+                {"images": dict(c.encoder.stats), **c.stats, "pipe": c.live, "lagging": c.cc_id in self.display_gate.lagging} for c in self.dccs.values()
+            ],
         }
 
     def _on_collect_metrics(self, msg: CollectMetrics) -> DisplayMetrics:
@@ -437,6 +463,8 @@ class DisplayWorker:
         self.ep.post(ClientClose(cc_id, reason))
 
     def _forget(self, cc_id: int) -> None:
+        self.display_gate.forget(cc_id)
+        self.cursor_gate.forget(cc_id)
         dcc = self.dccs.pop(cc_id, None)
         if dcc is not None:
             self.retired_images.update(dcc.encoder.stats)
