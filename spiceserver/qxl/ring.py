@@ -20,6 +20,12 @@ does the opposite. :class:`Ring` offers both sides (the guest side drives tests 
 drivers). The header lives in guest memory, so the device never trusts it: ``num_items`` must stay
 what the device initialised, and more than ``num_items`` outstanding elements is corruption
 (:class:`~spiceserver.errors.GuestError`).
+
+The guest writes the header while the device reads it, truly at the same time when the guest runs in
+another process or in a vCPU that does not hold the GIL. Each header field is therefore read and
+written with one aligned 32-bit access (through a ``uint32`` view of the header), as the C
+``SPICE_RING_*`` macros do: ``struct.pack_into`` writes byte by byte, and a reader could see half of
+a counter update.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import numpy as np
 
 from ..errors import GuestError
 from . import layout as L
@@ -68,7 +76,11 @@ class Ring(ABC, Generic[T]):
             raise ValueError("ring capacity must be a power of two")
         if offset < 0 or offset + L.RING_ITEMS_OFF + capacity * self.item_size > len(buf):
             raise ValueError("ring does not fit in the buffer")
+        if offset % 4:
+            raise ValueError("ring header must be 4-byte aligned")
         self.buf = buf
+        # the five header fields, each accessed with one aligned 32-bit load or store
+        self._head = np.frombuffer(buf, dtype=np.uint32, count=5, offset=offset)
         self.offset = offset
         self.capacity = capacity
         self.name = name
@@ -76,18 +88,18 @@ class Ring(ABC, Generic[T]):
     # --- raw header access ---------------------------------------------------------------------
 
     def _get(self, field_off: int) -> int:
-        return L.U32.unpack_from(self.buf, self.offset + field_off)[0]  # type: ignore[no-any-return]
+        return int(self._head[field_off >> 2])
 
     def _set(self, field_off: int, value: int) -> None:
-        L.U32.pack_into(self.buf, self.offset + field_off, value & _M32)
+        self._head[field_off >> 2] = value & _M32
 
     def header(self) -> RingHeader:
-        """One snapshot of the header."""
-        return RingHeader(*L.RING_HEAD.unpack_from(self.buf, self.offset))
+        """One snapshot of the header (each field read once, atomically)."""
+        return RingHeader(*self._head.tolist())
 
     def init(self) -> None:
         """``SPICE_RING_INIT``: empty, consumer wants a notification on the first element."""
-        L.RING_HEAD.pack_into(self.buf, self.offset, self.capacity, 0, 1, 0, 0)
+        self._head[:] = (self.capacity, 0, 1, 0, 0)
 
     def _checked(self) -> RingHeader:
         h = self.header()
