@@ -171,7 +171,10 @@ class Writer:
 
     def getvalue(self) -> bytes:
         """The whole body: this segment then every pointer target, with pointers resolved."""
-        pending = self._root.pending
+        root = self._root
+        if len(root.segments) == 1:  # no pointer was written: the body is this segment
+            return bytes(self.buf)
+        pending = root.pending
         while pending:
             target, wtype, value, ctx = pending.popleft()
             wtype.write(target, value, ctx)
@@ -412,12 +415,13 @@ def count(wtype: Int, of: str, *, when: Cond | None = None) -> Any:
 class StructType:
     """The wire type of a structure class made with :func:`struct`."""
 
-    __slots__ = ("cls", "items", "min_size")
+    __slots__ = ("_write", "cls", "items", "min_size")
 
     def __init__(self, cls: type, items: Sequence[Item]) -> None:
         self.cls = cls
         self.items = tuple(items)
         self.min_size = sum(i.wtype.min_size for i in items if i.when is None)
+        self._write: Callable[[Writer, Any, Ctx], None] | None = None
 
     def read(self, r: Reader, ctx: Ctx) -> Any:
         """Read the fields in order and build the class; ProtocolError if it rejects them."""
@@ -439,7 +443,15 @@ class StructType:
             raise ProtocolError(f"invalid {self.cls.__name__}: {exc}") from None
 
     def write(self, w: Writer, value: Any, ctx: Ctx) -> None:
-        """Write the fields in order, counts taken from what they count."""
+        """Write the fields in order, counts taken from what they count (compiled on first use:
+        :func:`_compile_write`; :meth:`write_generic` is the reference it must match)."""
+        fn = self._write
+        if fn is None:
+            fn = self._write = _compile_write(self)
+        fn(w, value, ctx)
+
+    def write_generic(self, w: Writer, value: Any, ctx: Ctx) -> None:
+        """Write the fields in order, item by item (the interpreted reference of :meth:`write`)."""
         own: Ctx = {}
         for item in self.items:
             if item.count_of is not None:
@@ -453,6 +465,80 @@ class StructType:
                     raise ValueError(f"{self.cls.__name__}.{item.name} must be None: its condition is false")
                 continue
             item.wtype.write(w, v, own)
+
+
+def _flat_ints(wtype: WireType) -> list[tuple[str, Int]] | None:
+    """A structure made only of unconditional integers (and such structures): its attribute paths
+    and integer types in wire order; None for anything else."""
+    if not isinstance(wtype, StructType):
+        return None
+    out: list[tuple[str, Int]] = []
+    for item in wtype.items:
+        if item.when is not None or item.count_of is not None:
+            return None
+        if isinstance(item.wtype, Int):
+            out.append((item.name, item.wtype))
+            continue
+        sub = _flat_ints(item.wtype)
+        if sub is None:
+            return None
+        out += [(f"{item.name}.{path}", t) for path, t in sub]
+    return out
+
+
+def _pack_error(st: _struct.Struct, exc: Exception) -> ValueError:
+    return ValueError(f"cannot marshal a value as {st.format!r}: {exc}")
+
+
+def _compile_write(st: StructType) -> Callable[[Writer, Any, Ctx], None]:
+    """Straight-line Python for :meth:`StructType.write_generic` of one structure: consecutive
+    unconditional integers (nested integer-only structures inlined) packed by one precompiled
+    ``struct.Struct``, everything else delegated to its wire type as the generic loop does. The
+    bytes, the ``ctx`` seen by conditions and nested types, and the errors are the same."""
+    env: dict[str, Any] = {"_struct_error": _struct.error, "_pack_error": _pack_error, "ValueError": ValueError}
+    lines = ["def write(w, value, ctx):", "    own = {}"]
+    fmt: list[str] = []
+    args: list[str] = []
+
+    def flush() -> None:
+        if not args:
+            return
+        name = f"S{len(env)}"
+        env[name] = _struct.Struct("<" + "".join(fmt))
+        lines.append(f"    try: w.buf += {name}.pack({', '.join(f'int({a})' for a in args)})")
+        lines.append(f"    except _struct_error as exc: raise _pack_error({name}, exc) from None")
+        fmt.clear()
+        args.clear()
+
+    for i, item in enumerate(st.items):
+        v = f"v{i}"
+        if item.count_of is not None:
+            lines.append(f"    {v} = value.{item.count_of}")
+            lines.append(f"    {v} = 0 if {v} is None else len({v})")
+        else:
+            lines.append(f"    {v} = value.{item.name}")
+        lines.append(f"    own[{item.name!r}] = {v}")
+        flat = _flat_ints(item.wtype)
+        if item.when is None and isinstance(item.wtype, Int):
+            fmt.append(item.wtype.st.format[1:])
+            args.append(v)
+        elif item.when is None and flat is not None:
+            fmt.extend(t.st.format[1:] for _, t in flat)
+            args.extend(f"{v}.{path}" for path, _ in flat)
+        else:
+            flush()
+            env[f"t{i}"] = item.wtype
+            if item.when is None:
+                lines.append(f"    t{i}.write(w, {v}, own)")
+            else:
+                env[f"when{i}"] = item.when
+                lines.append(f"    if when{i}(own): t{i}.write(w, {v}, own)")
+                if not item.hidden:
+                    message = f"{st.cls.__name__}.{item.name} must be None: its condition is false"
+                    lines.append(f"    elif {v} is not None: raise ValueError({message!r})")
+    flush()
+    exec(compile("\n".join(lines), f"<marshal {st.cls.__name__}>", "exec"), env)  # generated from our own layouts only
+    return env["write"]  # type: ignore[no-any-return]
 
 
 T = TypeVar("T")

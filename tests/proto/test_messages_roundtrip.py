@@ -152,6 +152,36 @@ def test_round_trip(channel: int, direction: str, type_: int, cls: type[Message]
     assert type(parsed) is cls
     assert parsed == msg
     assert parsed.encode() == body
+    assert generic_encode(msg) == body  # the compiled writers match the interpreted reference
+
+
+def generic_encode(msg: Message) -> bytes:
+    """``msg`` marshalled by the interpreted item-by-item writer (the compiled ones' reference)."""
+    compiled = StructType.write
+    StructType.write = StructType.write_generic  # type: ignore[method-assign]
+    try:
+        return msg.encode()
+    finally:
+        StructType.write = compiled  # type: ignore[method-assign]
+
+
+def test_compiled_writers_raise_as_the_generic_one() -> None:
+    from spiceserver.proto.messages.base import Rect
+
+    bad_int = display.DrawFill(
+        base=display.DisplayBase(surface_id=1 << 32, box=Rect(top=0, left=0, bottom=1, right=1), clip=display.Clip(type=ClipType.NONE)),
+        data=display.Fill(brush=display.Brush(type=BrushType.SOLID, color=1), rop_descriptor=8, mask=display.QMask()),
+    )
+    with pytest.raises(ValueError, match="cannot marshal"):
+        bad_int.encode()
+    with pytest.raises(ValueError, match="cannot marshal"):
+        generic_encode(bad_int)
+    # a conditional field that must be absent
+    bad_when = display.Brush(type=BrushType.NONE, color=5)
+    from spiceserver.proto.marshal import marshal
+
+    with pytest.raises(ValueError, match="must be None"):
+        marshal(bad_when)
 
 
 def test_every_channel_has_its_messages() -> None:
