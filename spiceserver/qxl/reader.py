@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GuestError
@@ -45,6 +46,8 @@ MAX_DATA_CHUNK = 0x7FFFFFFF
 #: so the device refuses it first (one limit, checked when the guest asks)
 MAX_SURFACE_PIXELS = 8192 * 8192
 _NO_MASK = d.QMask()
+_NO_BRUSH = d.Brush(type=int(BrushType.NONE))
+_NO_CLIP = d.Clip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class GuestReader:
     def __init__(self, mem: MemSlots, group_id: int, flags: int, limits: ParseLimits) -> None:
         self.mem = mem
         self.group = group_id
-        self.compat16 = bool(flags & CmdFlags.COMPAT_16BPP)
+        self.compat16 = bool(flags & _COMPAT_16BPP)
         self.limits = limits
 
     # --- memory ----------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ class GuestReader:
         """``red_get_brush_ptr``: the QXLBrush at ``raw[off:]``."""
         type_, pat, x, y = L.BRUSH.unpack_from(raw, off)
         if type_ == BrushType.NONE:
-            return d.Brush(type=int(BrushType.NONE))
+            return _NO_BRUSH
         if type_ == BrushType.SOLID:
             (color,) = L.U32.unpack_from(raw, off + 4)
             return d.Brush(type=int(BrushType.SOLID), color=color_16_to_32(color) if self.compat16 else color)
@@ -289,7 +292,7 @@ class GuestReader:
     def clip(self, type_: int, phys: int, what: str) -> d.Clip:
         """A clip: NONE, or ``red_get_clip_rects`` of the QXLClipRects at ``phys``."""
         if type_ == ClipType.NONE:
-            return d.Clip()
+            return _NO_CLIP
         if type_ != ClipType.RECTS:
             raise GuestError(f"{what}: bad clip type {type_}")
         raw = self.read(phys, L.CLIP_RECTS_SIZE, f"{what} rects")
@@ -382,88 +385,108 @@ class GuestReader:
 
     def body(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
         """The drawable's union arm for ``type_`` at ``raw[o:]`` (None for NOP); GuestError for an unknown type."""
-        if type_ == DrawType.NOP:
-            return None
-        if type_ == DrawType.FILL:
-            return d.Fill(
-                brush=self.brush(raw, o, f"{what} brush"),
-                rop_descriptor=L.U16.unpack_from(raw, o + L.FILL_ROP_OFF)[0],
-                mask=self.qmask(raw, o + L.FILL_MASK_OFF, what),
-            )
-        if type_ in (DrawType.COPY, DrawType.BLEND):
-            src, t, le, b, r, rop, scale = L.COPY.unpack_from(raw, o)
-            area = Rect(top=t, left=le, bottom=b, right=r)
-            img = self.image(src, f"{what} src_bitmap")
-            if img is None:
-                raise GuestError(f"{what}: NULL src_bitmap")
-            self.src_area(img, area, what)
-            cls = d.Copy if type_ == DrawType.COPY else d.Blend
-            mask = self.qmask(raw, o + L.COPY_MASK_OFF, what)
-            return cls(src_bitmap=img, src_area=area, rop_descriptor=rop, scale_mode=scale, mask=mask)
-        if type_ == DrawType.OPAQUE:
-            src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
-            return d.Opaque(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=rect_of(tuple(src_area)),
-                brush=self.brush(raw, o + 24, f"{what} brush"),
-                rop_descriptor=L.U16.unpack_from(raw, o + 44)[0],
-                scale_mode=raw[o + 46],
-                mask=self.qmask(raw, o + 47, what),
-            )
-        if type_ == DrawType.ROP3:
-            src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
-            return d.Rop3(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=rect_of(tuple(src_area)),
-                brush=self.brush(raw, o + 24, f"{what} brush"),
-                rop3=raw[o + 44],
-                scale_mode=raw[o + 45],
-                mask=self.qmask(raw, o + 46, what),
-            )
-        if type_ in (DrawType.BLACKNESS, DrawType.WHITENESS, DrawType.INVERS):
-            mask = self.qmask(raw, o, what)
-            if type_ == DrawType.BLACKNESS:
-                return d.Blackness(mask=mask)
-            return d.Whiteness(mask=mask) if type_ == DrawType.WHITENESS else d.Invers(mask=mask)
-        if type_ == DrawType.COPY_BITS:
-            x, y = L.POINT.unpack_from(raw, o)
-            return CopyBits(src_pos=Point(x=x, y=y))
-        if type_ == DrawType.TRANSPARENT:
-            src, t, le, b, r, src_color, true_color = L.TRANSPARENT.unpack_from(raw, o)
-            return d.Transparent(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=Rect(top=t, left=le, bottom=b, right=r),
-                src_color=src_color,
-                true_color=true_color,
-            )
-        if type_ == DrawType.ALPHA_BLEND:
-            if compat:
-                alpha, src, t, le, b, r = L.COMPAT_ALPHA_BLEND.unpack_from(raw, o)
-                alpha_flags = 0
-            else:
-                alpha_flags, alpha, src, t, le, b, r = L.ALPHA_BLEND.unpack_from(raw, o)
-            return d.AlphaBlend(
-                alpha_flags=alpha_flags & 0xFF,
-                alpha=alpha,
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=Rect(top=t, left=le, bottom=b, right=r),
-            )
-        if type_ == DrawType.STROKE:
-            return self.stroke(raw, o, what)
-        if type_ == DrawType.TEXT:
-            (str_phys,) = L.U64.unpack_from(raw, o)
-            fore, back = L.MODES.unpack_from(raw, o + 64)
-            return d.Text(
-                str=self.string(str_phys, f"{what} str"),
-                back_area=rect_of(L.RECT.unpack_from(raw, o + 8)),
-                fore_brush=self.brush(raw, o + 24, f"{what} fore_brush"),
-                back_brush=self.brush(raw, o + 44, f"{what} back_brush"),
-                fore_mode=fore,
-                back_mode=back,
-            )
-        if type_ == DrawType.COMPOSITE and not compat:
-            return self.composite(raw, o, what)
-        raise GuestError(f"{what}: unknown draw type {type_}")
+        arm = _BODIES.get(type_)
+        if arm is None or (compat and type_ == _COMPOSITE):
+            raise GuestError(f"{what}: unknown draw type {type_}")
+        return arm(self, type_, raw, o, compat, what)
+
+    def _nop(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return None
+
+    def _fill(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        # brush, rop and mask in one unpack; a solid brush and an absent mask (what nearly every
+        # fill has) are built here, anything else as :meth:`brush` / :meth:`qmask` do
+        btype, pat, _x, _y, rop, _mflags, _mx, _my, mbitmap = L.FILL.unpack_from(raw, o)
+        if btype == _SOLID:
+            color = pat & 0xFFFFFFFF  # the union's u32 colour: the low half of ``pat``
+            brush = d.Brush(type=_SOLID, color=color_16_to_32(color) if self.compat16 else color)
+        else:
+            brush = self.brush(raw, o, f"{what} brush")
+        mask = _NO_MASK if mbitmap == 0 else self.qmask(raw, o + L.FILL_MASK_OFF, what)
+        return d.Fill(brush=brush, rop_descriptor=rop, mask=mask)
+
+    def _copy(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, t, le, b, r, rop, scale = L.COPY.unpack_from(raw, o)
+        area = Rect(top=t, left=le, bottom=b, right=r)
+        img = self.image(src, f"{what} src_bitmap")
+        if img is None:
+            raise GuestError(f"{what}: NULL src_bitmap")
+        self.src_area(img, area, what)
+        cls = d.Copy if type_ == DrawType.COPY else d.Blend
+        mask = self.qmask(raw, o + L.COPY_MASK_OFF, what)
+        return cls(src_bitmap=img, src_area=area, rop_descriptor=rop, scale_mode=scale, mask=mask)
+
+    def _opaque(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
+        return d.Opaque(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=rect_of(tuple(src_area)),
+            brush=self.brush(raw, o + 24, f"{what} brush"),
+            rop_descriptor=L.U16.unpack_from(raw, o + 44)[0],
+            scale_mode=raw[o + 46],
+            mask=self.qmask(raw, o + 47, what),
+        )
+
+    def _rop3(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
+        return d.Rop3(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=rect_of(tuple(src_area)),
+            brush=self.brush(raw, o + 24, f"{what} brush"),
+            rop3=raw[o + 44],
+            scale_mode=raw[o + 45],
+            mask=self.qmask(raw, o + 46, what),
+        )
+
+    def _masked(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        mask = self.qmask(raw, o, what)
+        if type_ == DrawType.BLACKNESS:
+            return d.Blackness(mask=mask)
+        return d.Whiteness(mask=mask) if type_ == DrawType.WHITENESS else d.Invers(mask=mask)
+
+    def _copy_bits(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        x, y = L.POINT.unpack_from(raw, o)
+        return CopyBits(src_pos=Point(x=x, y=y))
+
+    def _transparent(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, t, le, b, r, src_color, true_color = L.TRANSPARENT.unpack_from(raw, o)
+        return d.Transparent(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=Rect(top=t, left=le, bottom=b, right=r),
+            src_color=src_color,
+            true_color=true_color,
+        )
+
+    def _alpha_blend(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        if compat:
+            alpha, src, t, le, b, r = L.COMPAT_ALPHA_BLEND.unpack_from(raw, o)
+            alpha_flags = 0
+        else:
+            alpha_flags, alpha, src, t, le, b, r = L.ALPHA_BLEND.unpack_from(raw, o)
+        return d.AlphaBlend(
+            alpha_flags=alpha_flags & 0xFF,
+            alpha=alpha,
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=Rect(top=t, left=le, bottom=b, right=r),
+        )
+
+    def _stroke(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return self.stroke(raw, o, what)
+
+    def _text(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        str_phys, t, le, b, r = L.TEXT_HEAD.unpack_from(raw, o)
+        fore, back = L.MODES.unpack_from(raw, o + 64)
+        return d.Text(
+            str=self.string(str_phys, f"{what} str"),
+            back_area=Rect(top=t, left=le, bottom=b, right=r),
+            fore_brush=self.brush(raw, o + 24, f"{what} fore_brush"),
+            back_brush=self.brush(raw, o + 44, f"{what} back_brush"),
+            fore_mode=fore,
+            back_mode=back,
+        )
+
+    def _composite(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return self.composite(raw, o, what)
 
     def stroke(self, raw: bytes, o: int, what: str) -> d.Stroke:
         """``red_get_stroke_ptr``: the QXLStroke at ``raw[o:]`` with its path and line style."""
@@ -515,3 +538,27 @@ class GuestReader:
             return None
         t = L.TRANSFORM.unpack(self.read(phys, L.TRANSFORM.size, what))
         return Transform(t00=t[0], t01=t[1], t02=t[2], t10=t[3], t11=t[4], t12=t[5])
+
+
+_SOLID = int(BrushType.SOLID)
+_COMPOSITE = int(DrawType.COMPOSITE)
+_COMPAT_16BPP = int(CmdFlags.COMPAT_16BPP)
+
+#: ``QXL_DRAW_*`` -> the reader of that union arm (COMPOSITE has no arm in the qxl-1 layout)
+_BODIES: dict[int, Callable[[GuestReader, int, bytes, int, bool, str], DrawBody]] = {
+    DrawType.NOP: GuestReader._nop,
+    DrawType.FILL: GuestReader._fill,
+    DrawType.OPAQUE: GuestReader._opaque,
+    DrawType.COPY: GuestReader._copy,
+    DrawType.COPY_BITS: GuestReader._copy_bits,
+    DrawType.BLEND: GuestReader._copy,
+    DrawType.BLACKNESS: GuestReader._masked,
+    DrawType.WHITENESS: GuestReader._masked,
+    DrawType.INVERS: GuestReader._masked,
+    DrawType.ROP3: GuestReader._rop3,
+    DrawType.STROKE: GuestReader._stroke,
+    DrawType.TEXT: GuestReader._text,
+    DrawType.TRANSPARENT: GuestReader._transparent,
+    DrawType.ALPHA_BLEND: GuestReader._alpha_blend,
+    DrawType.COMPOSITE: GuestReader._composite,
+}

@@ -18,7 +18,7 @@ from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
 from ..qxl.commands import CopyBits
 from ..region import Region
-from .retain import RetainedBytes, crop_sources, retained_size
+from .retain import RetainedBytes, crop_sources, image_fields, retained_size
 
 __all__ = ["Drawable", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
 
@@ -31,29 +31,34 @@ def map_images(value: Any, fn: Callable[[d.Image], d.Image]) -> Any:
     """A copy of ``value`` with every Image inside it (src, brush pattern, mask...) replaced by ``fn``."""
     if isinstance(value, d.Image):
         return fn(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {}
-        for fld in dataclasses.fields(value):
-            v = getattr(value, fld.name)
-            if v is None or isinstance(v, (int, bytes, str, tuple)):
-                continue
-            nv = map_images(v, fn)
-            if nv is not v:
-                changes[fld.name] = nv
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
+    changes: dict[str, Any] | None = None
+    for name in image_fields(type(value)):  # () for a non-dataclass or an image-free type
+        v = getattr(value, name)
+        if v is None or isinstance(v, (int, bytes, str, tuple)):
+            continue
+        nv = map_images(v, fn)
+        if nv is not v:
+            if changes is None:
+                changes = {}
+            changes[name] = nv
+    return dataclasses.replace(value, **changes) if changes else value
 
 
 def images_of(value: Any) -> list[d.Image]:
     """Every image inside ``value`` (a draw body), in field order."""
     out: list[d.Image] = []
-
-    def grab(img: d.Image) -> d.Image:
-        out.append(img)
-        return img
-
-    map_images(value, grab)
+    _collect_images(value, out)
     return out
+
+
+def _collect_images(value: Any, out: list[d.Image]) -> None:
+    if isinstance(value, d.Image):
+        out.append(value)
+        return
+    for name in image_fields(type(value)):
+        v = getattr(value, name)
+        if v is not None and not isinstance(v, (int, bytes, str, tuple)):
+            _collect_images(v, out)
 
 
 def region_of(base: d.DisplayBase) -> Region:
