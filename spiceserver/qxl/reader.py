@@ -206,9 +206,9 @@ class GuestReader:
         id_, type_, qflags, width, height = L.IMAGE_DESCRIPTOR.unpack_from(raw)
         self.dims(width, height, what)
         flags = 0
-        if qflags & QXLImageFlags.HIGH_BITS_SET:
+        if qflags & _HIGH_BITS_SET:
             flags |= int(ImageFlags.HIGH_BITS_SET)
-        if qflags & QXLImageFlags.CACHE:
+        if qflags & _CACHE:
             flags |= int(ImageFlags.CACHE_ME)
         desc = d.ImageDescriptor(id=id_, type=type_, flags=flags, width=width, height=height)
         if type_ == ImageType.BITMAP:
@@ -244,14 +244,14 @@ class GuestReader:
         if size > self.limits.max_image_bytes:
             raise GuestError(f"{what}: bitmap of {size} bytes exceeds {self.limits.max_image_bytes}")
         palette = self.palette(pal_phys, f"{what} palette") if pal_phys else None
-        if qflags & QXLBitmapFlags.DIRECT:
+        if qflags & _DIRECT:
             data = self.read(data_phys, size, f"{what} bitmap data")
         else:
             first = self.read(data_phys, L.DATA_CHUNK.size, f"{what} bitmap data")
             data = self.chunks(first, data_phys, size, f"{what} bitmap")
             if len(data) != size:
                 raise GuestError(f"{what}: bitmap needs {size} bytes but chunks hold {len(data)}")
-        flags = int(BitmapFlags.TOP_DOWN) if qflags & QXLBitmapFlags.TOP_DOWN else 0
+        flags = int(BitmapFlags.TOP_DOWN) if qflags & _TOP_DOWN else 0
         return d.BitmapData(format=fmt, flags=flags, x=x, y=y, stride=stride, palette=palette, data=data)
 
     def palette(self, phys: int, what: str) -> d.Palette:
@@ -347,35 +347,43 @@ class GuestReader:
         if len(data) != size:
             raise GuestError(f"{what}: data_size {size} but chunks hold {len(data)} bytes")
         glyph_cls: type[d.RasterGlyphA1] | type[d.RasterGlyphA4] | type[d.RasterGlyphA8]
-        if flags & SF.RASTER_A1:
+        if flags & _RASTER_A1:
             bpp, glyph_cls = 1, d.RasterGlyphA1
-        elif flags & SF.RASTER_A4:
+        elif flags & _RASTER_A4:
             bpp, glyph_cls = 4, d.RasterGlyphA4
-        elif flags & SF.RASTER_A8:
+        elif flags & _RASTER_A8:
             bpp, glyph_cls = 8, d.RasterGlyphA8
         else:
             raise GuestError(f"{what}: flags {flags:#x} name no glyph depth")
         glyphs: list[d.RasterGlyph] = []
         pos = 0
+        head = L.RASTER_GLYPH
+        hsize = head.size
+        points = _POINTS
+        if len(points) >= _MAX_POINTS:
+            points.clear()
         while pos < size:
             if len(glyphs) == length:
                 raise GuestError(f"{what}: more glyph data than length {length}")
-            if L.RASTER_GLYPH.size > size - pos:
+            if hsize > size - pos:
                 raise GuestError(f"{what}: glyph {len(glyphs)} header past the data")
-            rx, ry, ox, oy, w, h = L.RASTER_GLYPH.unpack_from(data, pos)
-            pos += L.RASTER_GLYPH.size
+            rx, ry, ox, oy, w, h = head.unpack_from(data, pos)
+            pos += hsize
             n = h * ((w * bpp + 7) // 8)
             if n > size - pos:
                 raise GuestError(f"{what}: glyph {len(glyphs)} ({w}x{h}) data past the end")
-            glyphs.append(
-                glyph_cls(
-                    render_pos=Point(x=rx, y=ry),
-                    glyph_origin=Point(x=ox, y=oy),
-                    width=w,
-                    height=h,
-                    data=data[pos : pos + n],
-                )
-            )
+            # points are immutable: the same origin (and often position) is shared between glyphs
+            render_pos = points.get((rx, ry))
+            if render_pos is None:
+                render_pos = Point(x=rx, y=ry)
+                if len(points) < _MAX_POINTS:
+                    points[rx, ry] = render_pos
+            origin = points.get((ox, oy))
+            if origin is None:
+                origin = Point(x=ox, y=oy)
+                if len(points) < _MAX_POINTS:
+                    points[ox, oy] = origin
+            glyphs.append(glyph_cls(render_pos=render_pos, glyph_origin=origin, width=w, height=h, data=data[pos : pos + n]))
             pos += n
         if len(glyphs) != length:
             raise GuestError(f"{what}: length {length} but the data holds {len(glyphs)} glyphs")
@@ -543,6 +551,13 @@ class GuestReader:
 _SOLID = int(BrushType.SOLID)
 _COMPOSITE = int(DrawType.COMPOSITE)
 _COMPAT_16BPP = int(CmdFlags.COMPAT_16BPP)
+# flag tests against plain ints (``int & IntFlag`` goes through enum's slow ``__rand__``)
+_RASTER_A1, _RASTER_A4, _RASTER_A8 = int(SF.RASTER_A1), int(SF.RASTER_A4), int(SF.RASTER_A8)
+_HIGH_BITS_SET, _CACHE = int(QXLImageFlags.HIGH_BITS_SET), int(QXLImageFlags.CACHE)
+_DIRECT, _TOP_DOWN = int(QXLBitmapFlags.DIRECT), int(QXLBitmapFlags.TOP_DOWN)
+#: glyph points seen lately, shared (immutable); cleared when it reaches :data:`_MAX_POINTS`
+_POINTS: dict[tuple[int, int], Point] = {}
+_MAX_POINTS = 4096
 
 #: ``QXL_DRAW_*`` -> the reader of that union arm (COMPOSITE has no arm in the qxl-1 layout)
 _BODIES: dict[int, Callable[[GuestReader, int, bytes, int, bool, str], DrawBody]] = {

@@ -130,23 +130,27 @@ class Drawable:
 def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
     """A :class:`Drawable` for ``op`` on ``surface_id``: its region, opacity, the pixels it reads and the
     surfaces it depends on; its source bitmaps are cut to what it reads (:func:`crop_sources`)."""
-    if not isinstance(op, CopyBits):
-        op = crop_sources(op, base.box)
     region = region_of(base)
-    opaque = is_opaque(op)
-    deps = frozenset(
-        img.surface.surface_id for img in images_of(op) if img.descriptor.type == ImageType.SURFACE and img.surface
-    )
     if isinstance(op, CopyBits):
         b = base.box
         reads = region.translate(op.src_pos.x - b.left, op.src_pos.y - b.top)
-    elif opaque:
-        reads = Region()
-    else:
-        reads = region
+        return Drawable(surface_id, base, op, region, False, reads, _NO_DEPS)
+    images = images_of(op)
+    deps = _NO_DEPS
+    if images:  # an op without images (a solid fill, a glyph run) has nothing to crop or depend on
+        op = crop_sources(op, base.box)  # cuts bitmaps only: the surfaces read stay the same
+        deps = frozenset(
+            img.surface.surface_id for img in images if img.descriptor.type == ImageType.SURFACE and img.surface
+        )
+    opaque = is_opaque(op)
+    reads = Region() if opaque else region
     if surface_id in deps:  # reads its own surface through an image: anything may matter
         reads = reads | Region.from_rect(-(2**31), -(2**31), 2**31 - 1, 2**31 - 1)
-    return Drawable(surface_id, base, op, region, opaque, reads, deps - {surface_id})
+        deps = deps - {surface_id}
+    return Drawable(surface_id, base, op, region, opaque, reads, deps)
+
+
+_NO_DEPS: frozenset[int] = frozenset()
 
 
 def full_rect(width: int, height: int) -> Rect:

@@ -132,14 +132,23 @@ def retained_size(value: Any) -> int:
         if isinstance(value, np.ndarray):
             return int(value.nbytes)
         if isinstance(value, tuple):
-            return sum(retained_size(v) + 8 for v in value)
+            total = 0
+            for v in value:
+                total += retained_size(v) + 8
+            return total
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             return 0
         names = sized_fields(type(value))
     total = _OBJECT_BYTES
     for name in names:
         v = getattr(value, name)
-        if v is not None and not isinstance(v, (int, float, str, bool)):
+        if v is None:
+            continue
+        if type(v) is bytes:
+            total += len(v)
+        elif _SIZED_FIELDS.get(type(v)) == ():  # a dataclass of numbers only (a point, a rect)
+            total += _OBJECT_BYTES
+        elif not isinstance(v, (int, float, str, bool)):
             total += retained_size(v)
     return total
 
