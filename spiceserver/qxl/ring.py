@@ -136,10 +136,10 @@ class Ring(ABC, Generic[T]):
             self._corrupt(num_items, prod, cons)
         if outstanding == 0:
             return None
-        item = self._decode_at(self._item_off(cons))
+        item = self._decode_at(self.offset + L.RING_ITEMS_OFF + (cons & (self.capacity - 1)) * self.item_size)
         cons = (cons + 1) & _M32
-        self._set(L.RING_CONS_OFF, cons)
-        return item, cons == self._get(L.RING_NOTIFY_ON_CONS_OFF)
+        L.U32.pack_into(self.buf, self.offset + L.RING_CONS_OFF, cons)
+        return item, cons == L.U32.unpack_from(self.buf, self.offset + L.RING_NOTIFY_ON_CONS_OFF)[0]
 
     def _decode_at(self, off: int) -> T:
         """The element at ``off`` in the buffer, read once."""
