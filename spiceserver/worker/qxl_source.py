@@ -158,7 +158,7 @@ class QXLCommandSource(CommandSource):
         keep = False  # the command stays with us (an offscreen surface's CREATE): not released
         try:
             cmd = self.device.parse_command(ext)
-            if type(cmd) is RedDrawable:
+            if isinstance(cmd, RedDrawable):
                 self._draw(worker, cmd)
             elif isinstance(cmd, RedSurfaceCmd):
                 keep = self._surface_cmd(worker, cmd)
