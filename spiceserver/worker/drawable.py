@@ -87,7 +87,7 @@ def is_opaque(op: Any) -> bool:
     return False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Drawable:
     """One draw on one surface, shared by every client's pipe (encoded per client when sent)."""
 
