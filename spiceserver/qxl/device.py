@@ -67,6 +67,7 @@ guest_log = logging.getLogger("spiceserver.qxl.guest")
 FREE_BUNCH_SIZE = 32  # releases collected before the release ring is pushed (QXL_FREE_BUNCH_SIZE)
 _UPDATE_AREA = struct.Struct("<4iI")  # QXLRam.update_area + update_surface
 _PENDING_AND_MASK = struct.Struct("<II")  # QXLRam.int_pending, int_mask
+_U64 = L.U64
 
 
 class Mode:
@@ -508,27 +509,32 @@ class QXLDevice:
             return
         with self._lock:
             try:
-                (id_,) = L.U64.unpack(self.memslots.read(info.addr, 8, info.group_id))
+                # the command's QXLReleaseInfo: its id is read, then ``next`` cleared, at one
+                # resolved place (as QEMU's host pointer); the previous one's ``next`` gets the id
+                bar, off = self.memslots.resolve(info.addr, 8, info.group_id)
+                (id_,) = _U64.unpack_from(bar.view, off)
                 last = self._last_release
                 if last is None:
                     self.release_ring.set_prod_item(id_)
                 else:
-                    self.memslots.write(last.addr, L.U64.pack(id_), last.group_id)
-                self.memslots.write(info.addr, bytes(8), info.group_id)  # release_info.next = 0
+                    lbar, loff = self.memslots.resolve(last.addr, 8, last.group_id)
+                    _U64.pack_into(lbar.view, loff, id_)
+                _U64.pack_into(bar.view, off, 0)  # release_info.next = 0
             except GuestError as exc:
                 log.warning("qxl-%d: cannot release %#x: %s", self.config.device_id, info.addr, exc)
                 return
             self._last_release = info
             self._num_free_res += 1
-            self._push_free_res(flush=False)
+            if self._num_free_res >= FREE_BUNCH_SIZE and not self._oom_running:
+                self._push_free_res(flush=False)
 
     def _push_free_res(self, flush: bool) -> None:
         """``qxl_push_free_res``: publish the release list being built, if it is time and there is room."""
+        if self._num_free_res == 0 or (not flush and (self._oom_running or self._num_free_res < FREE_BUNCH_SIZE)):
+            return
         h = self.release_ring.header()
         if h.num_items != self.release_ring.capacity or h.outstanding + 1 >= self.release_ring.capacity:
             return  # full (one element is always the list under construction)
-        if self._num_free_res == 0 or (not flush and (self._oom_running or self._num_free_res < FREE_BUNCH_SIZE)):
-            return
         if self.release_ring.publish():
             self.send_events(Interrupt.DISPLAY)
         self.release_ring.set_prod_item(0)

@@ -341,6 +341,8 @@ QMASK_SIZE: Final = 17
 # Draw bodies: the fixed fields in order; brush / mask / rect sub-structures are decoded at the
 # offsets named here from the same bytes.
 FILL_SIZE: Final = 39  # brush @0, rop_descriptor u16 @20, mask @22
+#: QXLFill whole: brush (type, pat -- its low half is a solid colour --, pos), rop_descriptor, mask
+FILL: Final = _s("IQ2iHB2iQ", FILL_SIZE)
 FILL_ROP_OFF: Final = 20
 FILL_MASK_OFF: Final = 22
 #: QXLOpaque: src_bitmap, src_area, brush @24, rop u16 @44, scale u8 @46, mask @47
@@ -364,6 +366,7 @@ LINE_ATTR: Final = _s("BBBBiiQ", 20)
 STROKE_SIZE: Final = 52
 #: QXLText: str @0, back_area @8, fore_brush @24, back_brush @44, fore_mode @64, back_mode @66
 TEXT_SIZE: Final = 68
+TEXT_HEAD: Final = _s("Q4i", 24)  # str, back_area
 MODES: Final = _s("HH", 4)  # fore_mode, back_mode
 #: QXLClip: type, data
 CLIP: Final = _s("IQ", 12)

@@ -217,6 +217,16 @@ class MemSlots:
             GuestError: bad group, slot id, inactive slot, stale generation, range outside the slot,
                 address overflow, or not inside one device BAR.
         """
+        bar, off = self.resolve(phys, size, group_id)
+        return bar.base + off
+
+    def resolve(self, phys: int, size: int, group_id: int) -> tuple[Bar, int]:
+        """:meth:`translate`, but the BAR holding the range and the range's offset in it (the checks
+        are the same; callers that read or write at once skip locating the BAR a second time).
+
+        Raises:
+            GuestError: as :meth:`translate`.
+        """
         if not 0 <= group_id < self.num_groups:
             raise GuestError(f"memslot group {group_id} out of range (< {self.num_groups})")
         if size < 0:
@@ -235,14 +245,17 @@ class MemSlots:
                 f"address {phys:#x}: generation {generation} != slot {slot_id} generation {slot.generation}"
             )
         addr = (phys & self.offset_mask) + slot.address_delta
-        if addr + size > _U64:
+        end = addr + size
+        if end > _U64:
             raise GuestError(f"address {phys:#x}+{size:#x} overflows")
-        if addr < slot.start or addr + size > slot.end:
+        if addr < slot.start or end > slot.end:
             raise GuestError(
                 f"address {phys:#x}+{size:#x} -> {addr:#x} outside slot {slot_id} [{slot.start:#x}, {slot.end:#x})"
             )
-        self.memory.locate(addr, size)
-        return addr
+        for b in self.memory.bars:  # PhysicalMemory.locate, inline (one call less per guest access)
+            if b.base <= addr and end <= b.base + b.size:
+                return b, addr - b.base
+        raise GuestError(f"guest range {addr:#x}+{size:#x} is not inside one device BAR")
 
     def max_size(self, phys: int, group_id: int) -> int:
         """Bytes from ``phys`` to the end of its slot (``memslot_max_size_virt``), BAR-clamped."""
@@ -255,11 +268,13 @@ class MemSlots:
 
     def read(self, phys: int, size: int, group_id: int) -> bytes:
         """One copy of ``size`` guest bytes at QXLPHYSICAL ``phys`` (validated, see :meth:`translate`)."""
-        return self.memory.read(self.translate(phys, size, group_id), size)
+        bar, off = self.resolve(phys, size, group_id)
+        return bytes(bar.view[off : off + size])
 
     def write(self, phys: int, data: bytes, group_id: int) -> None:
         """Write guest memory (the device writes release-info ``next`` links and nothing else)."""
-        self.memory.write(self.translate(phys, len(data), group_id), data)
+        bar, off = self.resolve(phys, len(data), group_id)
+        bar.view[off : off + len(data)] = data
 
     def view(self, phys: int, size: int, group_id: int) -> memoryview:
         """A live, writable view of guest memory, for surface backing stores only.
@@ -267,4 +282,5 @@ class MemSlots:
         The guest may change these bytes at any time; use it for pixels the canvas renders into and
         the guest reads back (as libspice does with ``line_0``), never for structures to validate.
         """
-        return self.memory.view(self.translate(phys, size, group_id), size)
+        bar, off = self.resolve(phys, size, group_id)
+        return bar.view[off : off + size]

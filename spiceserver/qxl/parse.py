@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import GuestError
-from ..proto.enums import surface_fmt_bits
+from ..proto.enums import ClipType, surface_fmt_bits
 from ..proto.messages import display as d
 from ..proto.messages.base import Point16, Rect
 from ..proto.messages.cursor import Cursor, CursorHeader
@@ -53,6 +53,12 @@ __all__ = [
 
 _INT32_MIN = -(1 << 31)
 _ZERO_RECT = Rect(top=0, left=0, bottom=0, right=0)
+_NO_RECTS = (_ZERO_RECT, _ZERO_RECT, _ZERO_RECT)
+_NO_CLIP = d.Clip()
+_CLIP_NONE = int(ClipType.NONE)
+_COMPAT = int(CmdFlags.COMPAT)
+#: libspice forces ``self_bitmap`` off for these draw types
+_NO_SELF_BITMAP = frozenset((int(DrawType.COPY), int(DrawType.BLEND)))
 
 
 def surface_format_bpp(fmt: int) -> int:
@@ -69,13 +75,13 @@ def parse_drawable(
     """``red_get_native_drawable`` / ``red_get_compat_drawable`` (chosen by ``CmdFlags.COMPAT``)."""
     p = GuestReader(mem, group_id, flags, limits)
     release = ReleaseInfo(addr=phys, group_id=group_id)
-    if flags & CmdFlags.COMPAT:
+    if flags & _COMPAT:
         raw = p.read(phys, L.COMPAT_DRAWABLE_SIZE, "compat drawable")
         v = L.COMPAT_DRAWABLE_HEAD.unpack_from(raw)
         _rel, effect, type_, bitmap_offset = v[:4]
         bbox = rect_of(v, 8)
         clip = p.clip(v[12], v[13], "drawable clip")
-        what = f"drawable {_type_name(type_)}"
+        what = _what(type_)
         body = p.body(type_, raw, L.COMPAT_DRAWABLE_HEAD.size, True, what)
         deps: tuple[int, int, int] = (NO_SURFACE, NO_SURFACE, NO_SURFACE)
         rects = (_ZERO_RECT, _ZERO_RECT, _ZERO_RECT)
@@ -85,26 +91,42 @@ def parse_drawable(
             deps, rects = (0, NO_SURFACE, NO_SURFACE), (src, _ZERO_RECT, _ZERO_RECT)
         return RedDrawable(
             release_info=release, surface_id=0, effect=effect, type=type_, bbox=bbox, clip=clip, mm_time=v[14],
-            self_bitmap=bitmap_offset != 0 and type_ not in (DrawType.COPY, DrawType.BLEND),
-            self_bitmap_area=rect_of(v, 4), surface_deps=deps, surfaces_rects=rects, body=body,
+            self_bitmap=bitmap_offset != 0 and type_ not in _NO_SELF_BITMAP,
+            self_bitmap_area=_rect_at(v, 4), surface_deps=deps, surfaces_rects=rects, body=body,
         )  # fmt: skip
     raw = p.read(phys, L.DRAWABLE_SIZE, "drawable")
-    v = L.DRAWABLE_HEAD.unpack_from(raw)
-    _rel, surface_id, effect, type_, self_bitmap = v[:5]
-    p.surface_id(surface_id, "drawable")
-    what = f"drawable {_type_name(type_)}"
-    deps = (v[16], v[17], v[18])
+    (
+        _rel, surface_id, effect, type_, self_bitmap, sb_t, sb_l, sb_b, sb_r, top, left, bottom, right,
+        clip_type, clip_data, mm_time, dep0, dep1, dep2, *surfaces_rects,
+    ) = L.DRAWABLE_HEAD.unpack_from(raw)  # fmt: skip
+    if not 0 <= surface_id < limits.n_surfaces:
+        p.surface_id(surface_id, "drawable")
+    what = _what(type_)
+    deps = (dep0, dep1, dep2)
     for i, dep in enumerate(deps):
         if dep != NO_SURFACE:
             p.surface_id(dep, f"drawable surfaces_dest[{i}]")
-    clip = p.clip(v[13], v[14], "drawable clip")
+    clip = _NO_CLIP if clip_type == _CLIP_NONE else p.clip(clip_type, clip_data, "drawable clip")
     body = p.body(type_, raw, L.DRAWABLE_HEAD.size, False, what)
     return RedDrawable(
-        release_info=release, surface_id=surface_id, effect=effect, type=type_, bbox=rect_of(v, 9), clip=clip,
-        mm_time=v[15], self_bitmap=bool(self_bitmap) and type_ not in (DrawType.COPY, DrawType.BLEND),
-        self_bitmap_area=rect_of(v, 5), surface_deps=deps,
-        surfaces_rects=(rect_of(v, 19), rect_of(v, 23), rect_of(v, 27)), body=body,
+        release_info=release, surface_id=surface_id, effect=effect, type=type_,
+        bbox=Rect(top=top, left=left, bottom=bottom, right=right), clip=clip, mm_time=mm_time,
+        self_bitmap=bool(self_bitmap) and type_ not in _NO_SELF_BITMAP,
+        self_bitmap_area=_ZERO_RECT if sb_t == sb_l == sb_b == sb_r == 0 else Rect(top=sb_t, left=sb_l, bottom=sb_b, right=sb_r),
+        surface_deps=deps,
+        surfaces_rects=_NO_RECTS if not any(surfaces_rects) else (
+            _rect_at(surfaces_rects, 0), _rect_at(surfaces_rects, 4), _rect_at(surfaces_rects, 8)
+        ),
+        body=body,
     )  # fmt: skip
+
+
+def _rect_at(vals: tuple[int, ...] | list[int], i: int) -> Rect:
+    """:func:`rect_of`, sharing one Rect for the (frequent) all-zero rectangle."""
+    t, le, b, r = vals[i : i + 4]
+    if t == le == b == r == 0:
+        return _ZERO_RECT
+    return Rect(top=t, left=le, bottom=b, right=r)
 
 
 def _type_name(type_: int) -> str:
@@ -114,12 +136,20 @@ def _type_name(type_: int) -> str:
         return f"type {type_}"
 
 
+#: "drawable fill", "drawable copy" ...: the field path errors of each draw type start with
+_WHAT = {int(t): f"drawable {_type_name(t)}" for t in DrawType}
+
+
+def _what(type_: int) -> str:
+    return _WHAT.get(type_) or f"drawable {_type_name(type_)}"
+
+
 def parse_update(
     mem: MemSlots, phys: int, group_id: int, flags: int = 0, limits: ParseLimits = DEFAULT_LIMITS
 ) -> RedUpdate:
     """``red_get_update_cmd``; the qxl-1 layout (no surface id) under ``CmdFlags.COMPAT``."""
     p = GuestReader(mem, group_id, flags, limits)
-    if flags & CmdFlags.COMPAT:
+    if flags & _COMPAT:
         v = L.COMPAT_UPDATE_CMD.unpack(p.read(phys, L.COMPAT_UPDATE_CMD.size, "update"))
         surface_id = 0
     else:

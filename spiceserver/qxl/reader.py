@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GuestError
@@ -45,6 +46,8 @@ MAX_DATA_CHUNK = 0x7FFFFFFF
 #: so the device refuses it first (one limit, checked when the guest asks)
 MAX_SURFACE_PIXELS = 8192 * 8192
 _NO_MASK = d.QMask()
+_NO_BRUSH = d.Brush(type=int(BrushType.NONE))
+_NO_CLIP = d.Clip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class GuestReader:
     def __init__(self, mem: MemSlots, group_id: int, flags: int, limits: ParseLimits) -> None:
         self.mem = mem
         self.group = group_id
-        self.compat16 = bool(flags & CmdFlags.COMPAT_16BPP)
+        self.compat16 = bool(flags & _COMPAT_16BPP)
         self.limits = limits
 
     # --- memory ----------------------------------------------------------------------------------
@@ -203,9 +206,9 @@ class GuestReader:
         id_, type_, qflags, width, height = L.IMAGE_DESCRIPTOR.unpack_from(raw)
         self.dims(width, height, what)
         flags = 0
-        if qflags & QXLImageFlags.HIGH_BITS_SET:
+        if qflags & _HIGH_BITS_SET:
             flags |= int(ImageFlags.HIGH_BITS_SET)
-        if qflags & QXLImageFlags.CACHE:
+        if qflags & _CACHE:
             flags |= int(ImageFlags.CACHE_ME)
         desc = d.ImageDescriptor(id=id_, type=type_, flags=flags, width=width, height=height)
         if type_ == ImageType.BITMAP:
@@ -241,14 +244,14 @@ class GuestReader:
         if size > self.limits.max_image_bytes:
             raise GuestError(f"{what}: bitmap of {size} bytes exceeds {self.limits.max_image_bytes}")
         palette = self.palette(pal_phys, f"{what} palette") if pal_phys else None
-        if qflags & QXLBitmapFlags.DIRECT:
+        if qflags & _DIRECT:
             data = self.read(data_phys, size, f"{what} bitmap data")
         else:
             first = self.read(data_phys, L.DATA_CHUNK.size, f"{what} bitmap data")
             data = self.chunks(first, data_phys, size, f"{what} bitmap")
             if len(data) != size:
                 raise GuestError(f"{what}: bitmap needs {size} bytes but chunks hold {len(data)}")
-        flags = int(BitmapFlags.TOP_DOWN) if qflags & QXLBitmapFlags.TOP_DOWN else 0
+        flags = int(BitmapFlags.TOP_DOWN) if qflags & _TOP_DOWN else 0
         return d.BitmapData(format=fmt, flags=flags, x=x, y=y, stride=stride, palette=palette, data=data)
 
     def palette(self, phys: int, what: str) -> d.Palette:
@@ -267,7 +270,7 @@ class GuestReader:
         """``red_get_brush_ptr``: the QXLBrush at ``raw[off:]``."""
         type_, pat, x, y = L.BRUSH.unpack_from(raw, off)
         if type_ == BrushType.NONE:
-            return d.Brush(type=int(BrushType.NONE))
+            return _NO_BRUSH
         if type_ == BrushType.SOLID:
             (color,) = L.U32.unpack_from(raw, off + 4)
             return d.Brush(type=int(BrushType.SOLID), color=color_16_to_32(color) if self.compat16 else color)
@@ -289,7 +292,7 @@ class GuestReader:
     def clip(self, type_: int, phys: int, what: str) -> d.Clip:
         """A clip: NONE, or ``red_get_clip_rects`` of the QXLClipRects at ``phys``."""
         if type_ == ClipType.NONE:
-            return d.Clip()
+            return _NO_CLIP
         if type_ != ClipType.RECTS:
             raise GuestError(f"{what}: bad clip type {type_}")
         raw = self.read(phys, L.CLIP_RECTS_SIZE, f"{what} rects")
@@ -344,35 +347,43 @@ class GuestReader:
         if len(data) != size:
             raise GuestError(f"{what}: data_size {size} but chunks hold {len(data)} bytes")
         glyph_cls: type[d.RasterGlyphA1] | type[d.RasterGlyphA4] | type[d.RasterGlyphA8]
-        if flags & SF.RASTER_A1:
+        if flags & _RASTER_A1:
             bpp, glyph_cls = 1, d.RasterGlyphA1
-        elif flags & SF.RASTER_A4:
+        elif flags & _RASTER_A4:
             bpp, glyph_cls = 4, d.RasterGlyphA4
-        elif flags & SF.RASTER_A8:
+        elif flags & _RASTER_A8:
             bpp, glyph_cls = 8, d.RasterGlyphA8
         else:
             raise GuestError(f"{what}: flags {flags:#x} name no glyph depth")
         glyphs: list[d.RasterGlyph] = []
         pos = 0
+        head = L.RASTER_GLYPH
+        hsize = head.size
+        points = _POINTS
+        if len(points) >= _MAX_POINTS:
+            points.clear()
         while pos < size:
             if len(glyphs) == length:
                 raise GuestError(f"{what}: more glyph data than length {length}")
-            if L.RASTER_GLYPH.size > size - pos:
+            if hsize > size - pos:
                 raise GuestError(f"{what}: glyph {len(glyphs)} header past the data")
-            rx, ry, ox, oy, w, h = L.RASTER_GLYPH.unpack_from(data, pos)
-            pos += L.RASTER_GLYPH.size
+            rx, ry, ox, oy, w, h = head.unpack_from(data, pos)
+            pos += hsize
             n = h * ((w * bpp + 7) // 8)
             if n > size - pos:
                 raise GuestError(f"{what}: glyph {len(glyphs)} ({w}x{h}) data past the end")
-            glyphs.append(
-                glyph_cls(
-                    render_pos=Point(x=rx, y=ry),
-                    glyph_origin=Point(x=ox, y=oy),
-                    width=w,
-                    height=h,
-                    data=data[pos : pos + n],
-                )
-            )
+            # points are immutable: the same origin (and often position) is shared between glyphs
+            render_pos = points.get((rx, ry))
+            if render_pos is None:
+                render_pos = Point(x=rx, y=ry)
+                if len(points) < _MAX_POINTS:
+                    points[rx, ry] = render_pos
+            origin = points.get((ox, oy))
+            if origin is None:
+                origin = Point(x=ox, y=oy)
+                if len(points) < _MAX_POINTS:
+                    points[ox, oy] = origin
+            glyphs.append(glyph_cls(render_pos=render_pos, glyph_origin=origin, width=w, height=h, data=data[pos : pos + n]))
             pos += n
         if len(glyphs) != length:
             raise GuestError(f"{what}: length {length} but the data holds {len(glyphs)} glyphs")
@@ -382,88 +393,108 @@ class GuestReader:
 
     def body(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
         """The drawable's union arm for ``type_`` at ``raw[o:]`` (None for NOP); GuestError for an unknown type."""
-        if type_ == DrawType.NOP:
-            return None
-        if type_ == DrawType.FILL:
-            return d.Fill(
-                brush=self.brush(raw, o, f"{what} brush"),
-                rop_descriptor=L.U16.unpack_from(raw, o + L.FILL_ROP_OFF)[0],
-                mask=self.qmask(raw, o + L.FILL_MASK_OFF, what),
-            )
-        if type_ in (DrawType.COPY, DrawType.BLEND):
-            src, t, le, b, r, rop, scale = L.COPY.unpack_from(raw, o)
-            area = Rect(top=t, left=le, bottom=b, right=r)
-            img = self.image(src, f"{what} src_bitmap")
-            if img is None:
-                raise GuestError(f"{what}: NULL src_bitmap")
-            self.src_area(img, area, what)
-            cls = d.Copy if type_ == DrawType.COPY else d.Blend
-            mask = self.qmask(raw, o + L.COPY_MASK_OFF, what)
-            return cls(src_bitmap=img, src_area=area, rop_descriptor=rop, scale_mode=scale, mask=mask)
-        if type_ == DrawType.OPAQUE:
-            src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
-            return d.Opaque(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=rect_of(tuple(src_area)),
-                brush=self.brush(raw, o + 24, f"{what} brush"),
-                rop_descriptor=L.U16.unpack_from(raw, o + 44)[0],
-                scale_mode=raw[o + 46],
-                mask=self.qmask(raw, o + 47, what),
-            )
-        if type_ == DrawType.ROP3:
-            src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
-            return d.Rop3(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=rect_of(tuple(src_area)),
-                brush=self.brush(raw, o + 24, f"{what} brush"),
-                rop3=raw[o + 44],
-                scale_mode=raw[o + 45],
-                mask=self.qmask(raw, o + 46, what),
-            )
-        if type_ in (DrawType.BLACKNESS, DrawType.WHITENESS, DrawType.INVERS):
-            mask = self.qmask(raw, o, what)
-            if type_ == DrawType.BLACKNESS:
-                return d.Blackness(mask=mask)
-            return d.Whiteness(mask=mask) if type_ == DrawType.WHITENESS else d.Invers(mask=mask)
-        if type_ == DrawType.COPY_BITS:
-            x, y = L.POINT.unpack_from(raw, o)
-            return CopyBits(src_pos=Point(x=x, y=y))
-        if type_ == DrawType.TRANSPARENT:
-            src, t, le, b, r, src_color, true_color = L.TRANSPARENT.unpack_from(raw, o)
-            return d.Transparent(
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=Rect(top=t, left=le, bottom=b, right=r),
-                src_color=src_color,
-                true_color=true_color,
-            )
-        if type_ == DrawType.ALPHA_BLEND:
-            if compat:
-                alpha, src, t, le, b, r = L.COMPAT_ALPHA_BLEND.unpack_from(raw, o)
-                alpha_flags = 0
-            else:
-                alpha_flags, alpha, src, t, le, b, r = L.ALPHA_BLEND.unpack_from(raw, o)
-            return d.AlphaBlend(
-                alpha_flags=alpha_flags & 0xFF,
-                alpha=alpha,
-                src_bitmap=self.image(src, f"{what} src_bitmap"),
-                src_area=Rect(top=t, left=le, bottom=b, right=r),
-            )
-        if type_ == DrawType.STROKE:
-            return self.stroke(raw, o, what)
-        if type_ == DrawType.TEXT:
-            (str_phys,) = L.U64.unpack_from(raw, o)
-            fore, back = L.MODES.unpack_from(raw, o + 64)
-            return d.Text(
-                str=self.string(str_phys, f"{what} str"),
-                back_area=rect_of(L.RECT.unpack_from(raw, o + 8)),
-                fore_brush=self.brush(raw, o + 24, f"{what} fore_brush"),
-                back_brush=self.brush(raw, o + 44, f"{what} back_brush"),
-                fore_mode=fore,
-                back_mode=back,
-            )
-        if type_ == DrawType.COMPOSITE and not compat:
-            return self.composite(raw, o, what)
-        raise GuestError(f"{what}: unknown draw type {type_}")
+        arm = _BODIES.get(type_)
+        if arm is None or (compat and type_ == _COMPOSITE):
+            raise GuestError(f"{what}: unknown draw type {type_}")
+        return arm(self, type_, raw, o, compat, what)
+
+    def _nop(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return None
+
+    def _fill(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        # brush, rop and mask in one unpack; a solid brush and an absent mask (what nearly every
+        # fill has) are built here, anything else as :meth:`brush` / :meth:`qmask` do
+        btype, pat, _x, _y, rop, _mflags, _mx, _my, mbitmap = L.FILL.unpack_from(raw, o)
+        if btype == _SOLID:
+            color = pat & 0xFFFFFFFF  # the union's u32 colour: the low half of ``pat``
+            brush = d.Brush(type=_SOLID, color=color_16_to_32(color) if self.compat16 else color)
+        else:
+            brush = self.brush(raw, o, f"{what} brush")
+        mask = _NO_MASK if mbitmap == 0 else self.qmask(raw, o + L.FILL_MASK_OFF, what)
+        return d.Fill(brush=brush, rop_descriptor=rop, mask=mask)
+
+    def _copy(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, t, le, b, r, rop, scale = L.COPY.unpack_from(raw, o)
+        area = Rect(top=t, left=le, bottom=b, right=r)
+        img = self.image(src, f"{what} src_bitmap")
+        if img is None:
+            raise GuestError(f"{what}: NULL src_bitmap")
+        self.src_area(img, area, what)
+        cls = d.Copy if type_ == DrawType.COPY else d.Blend
+        mask = self.qmask(raw, o + L.COPY_MASK_OFF, what)
+        return cls(src_bitmap=img, src_area=area, rop_descriptor=rop, scale_mode=scale, mask=mask)
+
+    def _opaque(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
+        return d.Opaque(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=rect_of(tuple(src_area)),
+            brush=self.brush(raw, o + 24, f"{what} brush"),
+            rop_descriptor=L.U16.unpack_from(raw, o + 44)[0],
+            scale_mode=raw[o + 46],
+            mask=self.qmask(raw, o + 47, what),
+        )
+
+    def _rop3(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, *src_area = L.SRC_AND_AREA.unpack_from(raw, o)
+        return d.Rop3(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=rect_of(tuple(src_area)),
+            brush=self.brush(raw, o + 24, f"{what} brush"),
+            rop3=raw[o + 44],
+            scale_mode=raw[o + 45],
+            mask=self.qmask(raw, o + 46, what),
+        )
+
+    def _masked(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        mask = self.qmask(raw, o, what)
+        if type_ == DrawType.BLACKNESS:
+            return d.Blackness(mask=mask)
+        return d.Whiteness(mask=mask) if type_ == DrawType.WHITENESS else d.Invers(mask=mask)
+
+    def _copy_bits(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        x, y = L.POINT.unpack_from(raw, o)
+        return CopyBits(src_pos=Point(x=x, y=y))
+
+    def _transparent(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        src, t, le, b, r, src_color, true_color = L.TRANSPARENT.unpack_from(raw, o)
+        return d.Transparent(
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=Rect(top=t, left=le, bottom=b, right=r),
+            src_color=src_color,
+            true_color=true_color,
+        )
+
+    def _alpha_blend(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        if compat:
+            alpha, src, t, le, b, r = L.COMPAT_ALPHA_BLEND.unpack_from(raw, o)
+            alpha_flags = 0
+        else:
+            alpha_flags, alpha, src, t, le, b, r = L.ALPHA_BLEND.unpack_from(raw, o)
+        return d.AlphaBlend(
+            alpha_flags=alpha_flags & 0xFF,
+            alpha=alpha,
+            src_bitmap=self.image(src, f"{what} src_bitmap"),
+            src_area=Rect(top=t, left=le, bottom=b, right=r),
+        )
+
+    def _stroke(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return self.stroke(raw, o, what)
+
+    def _text(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        str_phys, t, le, b, r = L.TEXT_HEAD.unpack_from(raw, o)
+        fore, back = L.MODES.unpack_from(raw, o + 64)
+        return d.Text(
+            str=self.string(str_phys, f"{what} str"),
+            back_area=Rect(top=t, left=le, bottom=b, right=r),
+            fore_brush=self.brush(raw, o + 24, f"{what} fore_brush"),
+            back_brush=self.brush(raw, o + 44, f"{what} back_brush"),
+            fore_mode=fore,
+            back_mode=back,
+        )
+
+    def _composite(self, type_: int, raw: bytes, o: int, compat: bool, what: str) -> DrawBody:
+        return self.composite(raw, o, what)
 
     def stroke(self, raw: bytes, o: int, what: str) -> d.Stroke:
         """``red_get_stroke_ptr``: the QXLStroke at ``raw[o:]`` with its path and line style."""
@@ -515,3 +546,34 @@ class GuestReader:
             return None
         t = L.TRANSFORM.unpack(self.read(phys, L.TRANSFORM.size, what))
         return Transform(t00=t[0], t01=t[1], t02=t[2], t10=t[3], t11=t[4], t12=t[5])
+
+
+_SOLID = int(BrushType.SOLID)
+_COMPOSITE = int(DrawType.COMPOSITE)
+_COMPAT_16BPP = int(CmdFlags.COMPAT_16BPP)
+# flag tests against plain ints (``int & IntFlag`` goes through enum's slow ``__rand__``)
+_RASTER_A1, _RASTER_A4, _RASTER_A8 = int(SF.RASTER_A1), int(SF.RASTER_A4), int(SF.RASTER_A8)
+_HIGH_BITS_SET, _CACHE = int(QXLImageFlags.HIGH_BITS_SET), int(QXLImageFlags.CACHE)
+_DIRECT, _TOP_DOWN = int(QXLBitmapFlags.DIRECT), int(QXLBitmapFlags.TOP_DOWN)
+#: glyph points seen lately, shared (immutable); cleared when it reaches :data:`_MAX_POINTS`
+_POINTS: dict[tuple[int, int], Point] = {}
+_MAX_POINTS = 4096
+
+#: ``QXL_DRAW_*`` -> the reader of that union arm (COMPOSITE has no arm in the qxl-1 layout)
+_BODIES: dict[int, Callable[[GuestReader, int, bytes, int, bool, str], DrawBody]] = {
+    DrawType.NOP: GuestReader._nop,
+    DrawType.FILL: GuestReader._fill,
+    DrawType.OPAQUE: GuestReader._opaque,
+    DrawType.COPY: GuestReader._copy,
+    DrawType.COPY_BITS: GuestReader._copy_bits,
+    DrawType.BLEND: GuestReader._copy,
+    DrawType.BLACKNESS: GuestReader._masked,
+    DrawType.WHITENESS: GuestReader._masked,
+    DrawType.INVERS: GuestReader._masked,
+    DrawType.ROP3: GuestReader._rop3,
+    DrawType.STROKE: GuestReader._stroke,
+    DrawType.TEXT: GuestReader._text,
+    DrawType.TRANSPARENT: GuestReader._transparent,
+    DrawType.ALPHA_BLEND: GuestReader._alpha_blend,
+    DrawType.COMPOSITE: GuestReader._composite,
+}

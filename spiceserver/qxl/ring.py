@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 import numpy as np
 
@@ -103,13 +103,17 @@ class Ring(ABC, Generic[T]):
 
     def _checked(self) -> RingHeader:
         h = self.header()
-        if h.num_items != self.capacity:
-            raise GuestError(f"{self.name} ring: num_items {h.num_items} != {self.capacity}")
-        if h.outstanding > self.capacity:
-            raise GuestError(
-                f"{self.name} ring corrupt: prod {h.prod} - cons {h.cons} = {h.outstanding} > {self.capacity} items"
-            )
+        if h.num_items != self.capacity or h.outstanding > self.capacity:
+            self._corrupt(h.num_items, h.prod, h.cons)
         return h
+
+    def _corrupt(self, num_items: int, prod: int, cons: int) -> NoReturn:
+        """Raise the GuestError for a header with these values (``num_items`` or ``prod - cons`` wrong)."""
+        if num_items != self.capacity:
+            raise GuestError(f"{self.name} ring: num_items {num_items} != {self.capacity}")
+        raise GuestError(
+            f"{self.name} ring corrupt: prod {prod} - cons {cons} = {(prod - cons) & _M32} > {self.capacity} items"
+        )
 
     def _item_off(self, counter: int) -> int:
         return self.offset + L.RING_ITEMS_OFF + (counter & (self.capacity - 1)) * self.item_size
@@ -137,14 +141,21 @@ class Ring(ABC, Generic[T]):
         Raises:
             GuestError: the header is corrupt.
         """
-        h = self._checked()
-        if h.outstanding == 0:
+        # :meth:`_checked` on one unpack of the header, without building a RingHeader
+        num_items, prod, _nprod, cons, _ncons = L.RING_HEAD.unpack_from(self.buf, self.offset)
+        outstanding = (prod - cons) & _M32
+        if num_items != self.capacity or outstanding > self.capacity:
+            self._corrupt(num_items, prod, cons)
+        if outstanding == 0:
             return None
-        off = self._item_off(h.cons)
-        item = self._decode(bytes(self.buf[off : off + self.item_size]))
-        cons = (h.cons + 1) & _M32
-        self._set(L.RING_CONS_OFF, cons)
-        return item, cons == self._get(L.RING_NOTIFY_ON_CONS_OFF)
+        item = self._decode_at(self.offset + L.RING_ITEMS_OFF + (cons & (self.capacity - 1)) * self.item_size)
+        cons = (cons + 1) & _M32
+        L.U32.pack_into(self.buf, self.offset + L.RING_CONS_OFF, cons)
+        return item, cons == L.U32.unpack_from(self.buf, self.offset + L.RING_NOTIFY_ON_CONS_OFF)[0]
+
+    def _decode_at(self, off: int) -> T:
+        """The element at ``off`` in the buffer, read once."""
+        return self._decode(bytes(self.buf[off : off + self.item_size]))
 
     def request_notification(self) -> bool:
         """``SPICE_RING_CONS_WAIT``: arm a producer notification if empty.
@@ -214,6 +225,10 @@ class CommandRing(Ring[QXLCommand]):
 
     def _decode(self, raw: bytes) -> QXLCommand:
         data, type_, _pad = L.COMMAND.unpack(raw)
+        return QXLCommand(data=data, type=type_)
+
+    def _decode_at(self, off: int) -> QXLCommand:
+        data, type_, _pad = L.COMMAND.unpack_from(self.buf, off)  # one read of the 16 bytes
         return QXLCommand(data=data, type=type_)
 
     def _encode(self, item: QXLCommand) -> bytes:

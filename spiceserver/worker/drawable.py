@@ -18,7 +18,7 @@ from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
 from ..qxl.commands import CopyBits
 from ..region import Region
-from .retain import RetainedBytes, crop_sources, retained_size
+from .retain import RetainedBytes, crop_sources, image_fields, retained_size
 
 __all__ = ["Drawable", "map_images", "images_of", "region_of", "make_drawable", "ROP_PUT"]
 
@@ -31,29 +31,34 @@ def map_images(value: Any, fn: Callable[[d.Image], d.Image]) -> Any:
     """A copy of ``value`` with every Image inside it (src, brush pattern, mask...) replaced by ``fn``."""
     if isinstance(value, d.Image):
         return fn(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {}
-        for fld in dataclasses.fields(value):
-            v = getattr(value, fld.name)
-            if v is None or isinstance(v, (int, bytes, str, tuple)):
-                continue
-            nv = map_images(v, fn)
-            if nv is not v:
-                changes[fld.name] = nv
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
+    changes: dict[str, Any] | None = None
+    for name in image_fields(type(value)):  # () for a non-dataclass or an image-free type
+        v = getattr(value, name)
+        if v is None or isinstance(v, (int, bytes, str, tuple)):
+            continue
+        nv = map_images(v, fn)
+        if nv is not v:
+            if changes is None:
+                changes = {}
+            changes[name] = nv
+    return dataclasses.replace(value, **changes) if changes else value
 
 
 def images_of(value: Any) -> list[d.Image]:
     """Every image inside ``value`` (a draw body), in field order."""
     out: list[d.Image] = []
-
-    def grab(img: d.Image) -> d.Image:
-        out.append(img)
-        return img
-
-    map_images(value, grab)
+    _collect_images(value, out)
     return out
+
+
+def _collect_images(value: Any, out: list[d.Image]) -> None:
+    if isinstance(value, d.Image):
+        out.append(value)
+        return
+    for name in image_fields(type(value)):
+        v = getattr(value, name)
+        if v is not None and not isinstance(v, (int, bytes, str, tuple)):
+            _collect_images(v, out)
 
 
 def region_of(base: d.DisplayBase) -> Region:
@@ -82,7 +87,7 @@ def is_opaque(op: Any) -> bool:
     return False
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Drawable:
     """One draw on one surface, shared by every client's pipe (encoded per client when sent)."""
 
@@ -125,23 +130,27 @@ class Drawable:
 def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
     """A :class:`Drawable` for ``op`` on ``surface_id``: its region, opacity, the pixels it reads and the
     surfaces it depends on; its source bitmaps are cut to what it reads (:func:`crop_sources`)."""
-    if not isinstance(op, CopyBits):
-        op = crop_sources(op, base.box)
     region = region_of(base)
-    opaque = is_opaque(op)
-    deps = frozenset(
-        img.surface.surface_id for img in images_of(op) if img.descriptor.type == ImageType.SURFACE and img.surface
-    )
     if isinstance(op, CopyBits):
         b = base.box
         reads = region.translate(op.src_pos.x - b.left, op.src_pos.y - b.top)
-    elif opaque:
-        reads = Region()
-    else:
-        reads = region
+        return Drawable(surface_id, base, op, region, False, reads, _NO_DEPS)
+    images = images_of(op)
+    deps = _NO_DEPS
+    if images:  # an op without images (a solid fill, a glyph run) has nothing to crop or depend on
+        op = crop_sources(op, base.box)  # cuts bitmaps only: the surfaces read stay the same
+        deps = frozenset(
+            img.surface.surface_id for img in images if img.descriptor.type == ImageType.SURFACE and img.surface
+        )
+    opaque = is_opaque(op)
+    reads = Region() if opaque else region
     if surface_id in deps:  # reads its own surface through an image: anything may matter
         reads = reads | Region.from_rect(-(2**31), -(2**31), 2**31 - 1, 2**31 - 1)
-    return Drawable(surface_id, base, op, region, opaque, reads, deps - {surface_id})
+        deps = deps - {surface_id}
+    return Drawable(surface_id, base, op, region, opaque, reads, deps)
+
+
+_NO_DEPS: frozenset[int] = frozenset()
 
 
 def full_rect(width: int, height: int) -> Rect:

@@ -31,6 +31,7 @@ from ..qxl import (
     PrimarySurface,
     QXLCommandExt,
     QXLDevice,
+    RedCommand,
     RedCursorCmd,
     RedDrawable,
     RedMessage,
@@ -157,15 +158,14 @@ class QXLCommandSource(CommandSource):
         return True
 
     def _handle(self, worker: DisplayWorker, ext: QXLCommandExt) -> None:
-        release: ReleaseInfo | None = ReleaseInfo.of(ext)
+        cmd: RedCommand | None = None
+        keep = False  # the command stays with us (an offscreen surface's CREATE): not released
         try:
             cmd = self.device.parse_command(ext)
-            release = cmd.release_info
             if isinstance(cmd, RedDrawable):
                 self._draw(worker, cmd)
             elif isinstance(cmd, RedSurfaceCmd):
-                if self._surface_cmd(worker, cmd):
-                    release = None  # held until the surface is destroyed
+                keep = self._surface_cmd(worker, cmd)
             elif isinstance(cmd, RedCursorCmd):
                 self._cursor(worker, cmd)
             elif isinstance(cmd, RedUpdate):
@@ -183,8 +183,8 @@ class QXLCommandSource(CommandSource):
             self._bug_log.warning("internal error handling QXL command type %d", ext.cmd.type, exc_info=True)
             self.device.guest_error(f"internal error: {type(exc).__name__}")
         finally:
-            if release is not None:
-                self.device.release_resource(release)
+            if not keep:
+                self.device.release_resource(cmd.release_info if cmd is not None else ReleaseInfo.of(ext))
 
     # --- commands ----------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import types
+import typing
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..proto.enums import BitmapFlags, BitmapFmt, ImageFlags, ImageType
 from ..proto.messages import display as d
 from ..proto.messages.base import Point, Rect
 
-__all__ = ["crop_sources", "retained_size", "RetainedBytes", "CROP_MIN_SAVING", "CROP_CACHEABLE_MIN", "DEFAULT_RETAINED_BUDGET"]
+__all__ = ["crop_sources", "retained_size", "sized_fields", "image_fields", "RetainedBytes", "CROP_MIN_SAVING", "CROP_CACHEABLE_MIN", "DEFAULT_RETAINED_BUDGET"]
 
 #: a bitmap is cropped only if that saves at least this many bytes
 CROP_MIN_SAVING = 64 << 10
@@ -123,20 +125,104 @@ def crop_sources(op: Any, box: Rect) -> Any:
 def retained_size(value: Any) -> int:
     """About how many bytes ``value`` (a draw body) keeps alive: its pixel and text data, and a
     fixed share per point, segment or glyph."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return len(value)
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, tuple):
-        return sum(retained_size(v) + 8 for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        total = _OBJECT_BYTES
-        for fld in dataclasses.fields(value):
-            v = getattr(value, fld.name)
-            if v is not None and not isinstance(v, (int, float, str, bool)):
-                total += retained_size(v)
-        return total
-    return 0
+    names = _SIZED_FIELDS.get(type(value))
+    if names is None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return len(value)
+        if isinstance(value, np.ndarray):
+            return int(value.nbytes)
+        if isinstance(value, tuple):
+            total = 0
+            for v in value:
+                total += retained_size(v) + 8
+            return total
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            return 0
+        names = sized_fields(type(value))
+    total = _OBJECT_BYTES
+    for name in names:
+        v = getattr(value, name)
+        if v is None:
+            continue
+        if type(v) is bytes:
+            total += len(v)
+        elif _SIZED_FIELDS.get(type(v)) == ():  # a dataclass of numbers only (a point, a rect)
+            total += _OBJECT_BYTES
+        elif not isinstance(v, (int, float, str, bool)):
+            total += retained_size(v)
+    return total
+
+
+# --- what to look at in a draw body, per dataclass type ------------------------------------------
+#
+# The walks over a draw body (the bytes it keeps, the images in it) run for every command; asking
+# ``dataclasses.fields`` each time cost more than the rest of the walk. The fields worth visiting
+# are worked out once per type from its type hints: a field that can only hold numbers, strings or
+# None adds nothing to either walk. When the hints cannot be resolved every field is visited.
+
+_SIZED_FIELDS: dict[type, tuple[str, ...]] = {}
+_IMAGE_FIELDS: dict[type, tuple[str, ...]] = {}
+_SCALARS = (int, float, str, bool, type(None))
+_UNSIZED = frozenset(_SCALARS)
+
+
+def _hints(cls: type) -> dict[str, Any] | None:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an unresolvable forward reference: visit every field
+        return None
+
+
+def _arms(hint: Any) -> tuple[Any, ...]:
+    """The alternatives of a ``X | Y`` / ``Optional`` hint, else the hint alone."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def sized_fields(cls: type) -> tuple[str, ...]:
+    """The fields of dataclass ``cls`` that may hold more than a number, a string or None (what
+    :func:`retained_size` must visit), in field order."""
+    names = _SIZED_FIELDS.get(cls)
+    if names is None:
+        hints = _hints(cls)
+        names = tuple(
+            f.name for f in dataclasses.fields(cls)
+            if hints is None or f.name not in hints or not all(a in _UNSIZED for a in _arms(hints[f.name]))
+        )  # fmt: skip
+        _SIZED_FIELDS[cls] = names
+    return names
+
+
+def image_fields(cls: type) -> tuple[str, ...]:
+    """The fields of ``cls`` (a dataclass; () for anything else) through which an Image may be
+    reached, not looking into tuples -- what a walk over a draw body's images must visit, in
+    field order."""
+    names = _IMAGE_FIELDS.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
+            names = ()
+        else:
+            _IMAGE_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))  # while recursing: all
+            hints = _hints(cls)
+            names = tuple(
+                f.name for f in dataclasses.fields(cls)
+                if hints is None or f.name not in hints or any(_may_hold_image(a) for a in _arms(hints[f.name]))
+            )  # fmt: skip
+        _IMAGE_FIELDS[cls] = names
+    return names
+
+
+def _may_hold_image(hint: Any) -> bool:
+    if hint is d.Image:
+        return True
+    if hint in _UNSIZED or hint in (bytes, bytearray, memoryview, np.ndarray):
+        return False
+    if typing.get_origin(hint) is tuple or hint is tuple:
+        return False  # the image walks do not look into tuples
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return bool(image_fields(hint))
+    return True  # Any, a protocol, an unknown class: look at the value
 
 
 class RetainedBytes:
