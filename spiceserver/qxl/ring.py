@@ -141,8 +141,8 @@ class Ring(ABC, Generic[T]):
         Raises:
             GuestError: the header is corrupt.
         """
-        # :meth:`_checked` on one unpack of the header, without building a RingHeader
-        num_items, prod, _nprod, cons, _ncons = L.RING_HEAD.unpack_from(self.buf, self.offset)
+        # :meth:`_checked` on one read of the header, without building a RingHeader
+        num_items, prod, _nprod, cons, _ncons = self._head.tolist()
         outstanding = (prod - cons) & _M32
         if num_items != self.capacity or outstanding > self.capacity:
             self._corrupt(num_items, prod, cons)
@@ -150,8 +150,9 @@ class Ring(ABC, Generic[T]):
             return None
         item = self._decode_at(self.offset + L.RING_ITEMS_OFF + (cons & (self.capacity - 1)) * self.item_size)
         cons = (cons + 1) & _M32
-        L.U32.pack_into(self.buf, self.offset + L.RING_CONS_OFF, cons)
-        return item, cons == L.U32.unpack_from(self.buf, self.offset + L.RING_NOTIFY_ON_CONS_OFF)[0]
+        head = self._head
+        head[3] = cons  # RING_CONS_OFF
+        return item, cons == int(head[4])  # RING_NOTIFY_ON_CONS_OFF
 
     def _decode_at(self, off: int) -> T:
         """The element at ``off`` in the buffer, read once."""
