@@ -291,6 +291,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str, where: str) 
             body = guest.run_in_process if where == "process" else guest.run
             thread = threading.Thread(target=body, name="qxl-rate-guest")
             cpu0 = time.clock_gettime(clock)
+            proc0 = time.process_time()
             t0 = time.perf_counter()
             thread.start()
             await asyncio.to_thread(thread.join)
@@ -299,6 +300,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str, where: str) 
             await settle(server)
             wall = time.perf_counter() - t0
             cpu = time.clock_gettime(clock) - cpu0
+            proc = time.process_time() - proc0
             report = worker.request(_Profile(False)) if profile else ""
             after = server.display_stats()
             fills_seen = seen["fills"]
@@ -311,6 +313,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str, where: str) 
             "rate": n / wall,
             "worker_us": cpu / n * 1e6,
             "worker_busy": cpu / wall,
+            "others_us": (proc - cpu - (guest.cpu if where == "thread" else 0.0)) / n * 1e6,
             "guest_us": guest.cpu / n * 1e6,
             "guest": where,
             "hidden": after["hidden"] - before["hidden"],
@@ -332,6 +335,7 @@ async def run(seconds: float, client: str, profile: bool, mix: str, where: str) 
 def show(r: dict[str, Any]) -> None:
     print(f"client={r['client']}: {r['commands']:,} commands ({r['mix']}) in {r['wall']:.2f} s = {r['rate']:,.0f} commands/s")
     print(f"  worker CPU {r['worker_us']:.0f} us/command (busy {r['worker_busy'] * 100:.0f} % of the time; worker-bound rate {1e6 / r['worker_us']:,.0f}/s); guest driver CPU {r['guest_us']:.0f} us/command ({'another process' if r['guest'] == 'process' else 'same process, other thread'})")
+    print(f"  rest of the server process (asyncio loop, port relay): {r['others_us']:.0f} us/command")
     print(f"  hidden in the tree: {r['hidden']:,}")
     if "sent_as_fills" in r:
         print(f"  sent as their own draw message: {r['sent_as_fills'] * 100:.1f} % (collapses {r['collapsed']}, pruned {r['pruned']:,}, images {r['pictures']})")
