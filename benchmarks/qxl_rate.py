@@ -120,7 +120,7 @@ def install_profiler(worker: DisplayWorker) -> None:
             return ""
         prof.disable()
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(msg.top)
+        pstats.Stats(prof, stream=out).sort_stats(os.environ.get("QXL_RATE_SORT", "cumulative")).print_stats(msg.top)
         return out.getvalue()
 
     worker.ep.register_handler(_Profile, handle)
