@@ -27,10 +27,12 @@ is bump-allocated and compacted in place when full, through a spare pool of the 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ._jit import kernel_input, njit, on_warmup, pure_deep, uindex, widen
+from ._jit import HAVE_NUMBA, kernel_input, njit, on_warmup, pure_deep, uindex, widen
 
 __all__ = [
     "OP_UNION",
@@ -50,11 +52,16 @@ __all__ = [
     "ST_LIVE",
     "ST_CAND",
     "NEED_ROOM",
+    "NEED_ITEMS",
     "ready",
     "warm_up",
     "COORD",
     "INDEX",
     "TreeArrays",
+    "IT_OFF",
+    "IT_CNT",
+    "IT_ID",
+    "IT_COLS",
     "as_rects",
     "combine",
     "minus_rect",
@@ -76,11 +83,17 @@ ST_RESUME = 3  # -1: no call interrupted; else the next item position to examine
 ST_HIDDEN = 4  # hidden ids written so far
 ST_LIVE = 5  # rows live after the last compaction (the caller grows the pool when over half)
 ST_CAND = 6  # candidates (positions whose box meets the region's) of an interrupted call
+# columns of tree_exclude's item rows (meta)
+IT_OFF = 0  # first rectangle in the pool
+IT_CNT = 1  # number of rectangles
+IT_ID = 2  # the caller's id (>= 0; -1: a hole)
+IT_COLS = 4
 #: a hole's box (left, right): no region's box overlaps it
 HOLE_MIN_X = 2**31 - 1
 HOLE_MAX_X = -(2**31)
-#: tree_exclude's return when the pool is too small even after compaction (grow it and call again)
+#: tree_exclude's returns when the pool needs to grow, or the item arrays need room (call again after)
 NEED_ROOM = -1
+NEED_ITEMS = -2
 
 #: coordinates (the wire's rectangles are int32) and indices
 COORD = np.int32
@@ -88,6 +101,7 @@ INDEX = np.int64
 
 _u = uindex
 _w = widen
+_w32: Callable[[Any], int] = np.int32 if HAVE_NUMBA else int  # type: ignore[assignment]
 
 
 # --- helpers (inlined) ----------------------------------------------------------------------------
@@ -221,7 +235,7 @@ def _band_op(
 # --- region kernels -------------------------------------------------------------------------------
 
 
-@njit
+@njit(inline=True)
 def _combine(
     op: int, a: np.ndarray, sa: int, ea: int, b: np.ndarray, sb: int, eb: int, out: np.ndarray, o: int, cap: int
 ) -> int:
@@ -275,7 +289,7 @@ def _combine(
     return o
 
 
-@njit
+@njit(inline=True)
 def _minus_rect(
     a: np.ndarray, sa: int, ea: int, left: int, top: int, right: int, bottom: int, out: np.ndarray, o: int, cap: int
 ) -> int:
@@ -346,7 +360,8 @@ def _intersects_rect(a: np.ndarray, sa: int, ea: int, left: int, top: int, right
 
 @njit(inline=True)
 def _bbox_into(a: np.ndarray, s: int, e: int, boxes: np.ndarray, k: int) -> None:
-    """The bounding box of rows ``a[s:e]`` (e > s) into ``boxes[k]``."""
+    """The bounding box of rows ``a[s:e]`` (e > s) into column ``k`` of ``boxes`` (4 rows:
+    lefts, tops, rights, bottoms)."""
     left = a[_u(s), 0]
     right = a[_u(s), 2]
     for i in range(s + 1, e):
@@ -356,10 +371,10 @@ def _bbox_into(a: np.ndarray, s: int, e: int, boxes: np.ndarray, k: int) -> None
         if a[p, 2] > right:
             right = a[p, 2]
     q = _u(k)
-    boxes[q, 0] = left
-    boxes[q, 1] = a[_u(s), 1]
-    boxes[q, 2] = right
-    boxes[q, 3] = a[_u(e - 1), 3]
+    boxes[0, q] = left
+    boxes[1, q] = a[_u(s), 1]
+    boxes[2, q] = right
+    boxes[3, q] = a[_u(e - 1), 3]
 
 
 @njit
@@ -374,7 +389,10 @@ def region_minus_rect(a: np.ndarray, na: int, left: int, top: int, right: int, b
     """``a[:na]`` minus the rectangle into ``out`` (the rectangle fast path); the number of rows,
     or -1 if ``out`` is too small."""
     if left >= right or top >= bottom:
-        return _combine(0, a, 0, na, a, 0, 0, out, 0, out.shape[0])
+        if na > out.shape[0]:
+            return -1
+        out[:na] = a[:na]
+        return na
     return _minus_rect(a, 0, na, left, top, right, bottom, out, 0, out.shape[0])
 
 
@@ -419,14 +437,14 @@ def region_contains_rect(a: np.ndarray, na: int, left: int, top: int, right: int
 
 
 @njit(inline=True)
-def _compact(st: np.ndarray, off: np.ndarray, cnt: np.ndarray, pool: np.ndarray, spare: np.ndarray) -> int:
+def _compact(st: np.ndarray, meta: np.ndarray, pool: np.ndarray, spare: np.ndarray) -> int:
     """Move the rectangles of the items at positions ``[lo, hi)`` to the bottom of ``pool``, in
     position order, through ``spare``; returns the new top (and records it as ``ST_LIVE``)."""
     top = 0
     for k in range(st[ST_LO], st[ST_HI]):
         q = _u(k)
-        s = off[q]
-        n = cnt[q]
+        s = _w(meta[q, IT_OFF])
+        n = _w(meta[q, IT_CNT])
         for r in range(n):
             p = _u(s + r)
             d = _u(top + r)
@@ -434,7 +452,7 @@ def _compact(st: np.ndarray, off: np.ndarray, cnt: np.ndarray, pool: np.ndarray,
             spare[d, 1] = pool[p, 1]
             spare[d, 2] = pool[p, 2]
             spare[d, 3] = pool[p, 3]
-        off[q] = top
+        meta[q, IT_OFF] = top
         top += n
     st[ST_LIVE] = top
     for r in range(top):
@@ -457,55 +475,67 @@ def _subtract_item(
 
 
 @njit(inline=True)
-def _bury(boxes: np.ndarray, cnt: np.ndarray, ids: np.ndarray, q: int) -> None:
+def _bury(boxes: np.ndarray, meta: np.ndarray, q: int) -> None:
     """Make position ``q`` a hole: no id, no rectangles, a box no region overlaps."""
-    ids[q] = -1
-    cnt[q] = 0
-    boxes[q, 0] = HOLE_MIN_X
-    boxes[q, 1] = 0
-    boxes[q, 2] = HOLE_MAX_X
-    boxes[q, 3] = 0
+    meta[q, IT_ID] = -1
+    meta[q, IT_CNT] = 0
+    boxes[0, q] = HOLE_MIN_X
+    boxes[1, q] = 0
+    boxes[2, q] = HOLE_MAX_X
+    boxes[3, q] = 0
 
 
 @njit
 def tree_exclude(
     st: np.ndarray,
     boxes: np.ndarray,
-    off: np.ndarray,
-    cnt: np.ndarray,
-    ids: np.ndarray,
+    meta: np.ndarray,
+    mask: np.ndarray,
     pool: np.ndarray,
     spare: np.ndarray,
     rects: np.ndarray,
     nrects: int,
+    left: int,
+    rtop: int,
+    right: int,
+    rbottom: int,
     opaque: bool,
     new_id: int,
+    live: int,
+    limit: int,
     hidden: np.ndarray,
 ) -> int:
-    """Add a drawable on top of the tree: ``rects[:nrects]`` (canonical, not empty) is its region.
+    """Add a drawable on top of a tree of ``live`` items: its region (canonical, not empty) has the
+    bounding box ``(left, rtop, right, rbottom)`` and is that rectangle when ``nrects == 1``, else
+    ``rects[:nrects]``.
 
-    When ``opaque``, its region is subtracted from every item whose bounding box meets the region's
+    Per item position: ``boxes[:, k]`` is the visible region's bounding box (four rows: lefts,
+    tops, rights, bottoms, so that the overlap test is a vectorised pass into the byte array
+    ``mask``), ``meta[k]`` where its rectangles are in ``pool`` (``IT_OFF``, ``IT_CNT``) and the
+    item's id (``IT_ID``, >= 0). ``mask`` has room for every position and 8 more.
+
+    When ``opaque``, the region is subtracted from every item whose bounding box meets the region's
     (the rectangle fast path when ``nrects == 1``); the ids of items left empty go to ``hidden``,
     oldest first, and their positions become holes (id -1, no rectangles, a box nothing overlaps:
     nothing moves; :meth:`TreeArrays.room_for` squeezes holes out now and then). Then the new item
-    (id ``new_id``) is appended at ``st[ST_HI]``, which must be below ``boxes.shape[0]``.
+    (id ``new_id``) is appended, and if that makes more than ``limit`` items the oldest are
+    forgotten: their ids follow the hidden ones in ``hidden`` (the caller knows how many).
+    ``hidden`` doubles as the list of candidates, so it must be as long as ``meta``.
 
-    Returns the number of hidden ids, or ``NEED_ROOM`` when the pool is too small even after
-    compaction: the state in ``st`` then says where the call stopped; give a larger pool (the rows
-    below ``st[ST_TOP]`` copied) and the same arguments again, and it goes on from there.
+    Returns the number of hidden ids; or ``NEED_ROOM`` when the pool is too small even after
+    compaction, or is over half full after the last one: the state in ``st`` then says where the
+    call stopped; give a larger pool (the rows below ``st[ST_TOP]`` copied, ``st[ST_LIVE]`` reset)
+    and the same arguments again, and it goes on from there; or ``NEED_ITEMS`` before anything is
+    done, when the item arrays are full or hold too many holes (:meth:`TreeArrays.room_for`).
     """
     hi = st[ST_HI]
     top = st[ST_TOP]
     cap = pool.shape[0]
-    left = _w(rects[0, 0])
-    right = _w(rects[0, 2])
-    for r in range(1, nrects):
-        if rects[_u(r), 0] < left:
-            left = _w(rects[_u(r), 0])
-        if rects[_u(r), 2] > right:
-            right = _w(rects[_u(r), 2])
-    rtop = _w(rects[0, 1])
-    rbottom = _w(rects[_u(nrects - 1), 3])
+    if st[ST_RESUME] < 0:
+        if hi >= meta.shape[0] or hi - st[ST_LO] > live + (live >> 2) + 64:
+            return NEED_ITEMS
+        if 2 * st[ST_LIVE] > cap:
+            return NEED_ROOM
     if st[ST_RESUME] >= 0:
         j = st[ST_RESUME]
         nh = st[ST_HIDDEN]
@@ -517,24 +547,38 @@ def tree_exclude(
         nh = 0
         nc = 0
         if opaque:
-            for k in range(st[ST_LO], hi):
+            lo = st[ST_LO]
+            # branch-free (the compiler vectorises it), then only the 8-position words with a hit
+            x0 = _w32(left)
+            y0 = _w32(rtop)
+            x1 = _w32(right)
+            y1 = _w32(rbottom)
+            for k in range(lo, hi):
                 q = _u(k)
-                if boxes[q, 0] < right and boxes[q, 2] > left and boxes[q, 1] < rbottom and boxes[q, 3] > rtop:
-                    hidden[_u(nc)] = k
-                    nc += 1
+                mask[q] = (boxes[0, q] < x1) & (boxes[2, q] > x0) & (boxes[1, q] < y1) & (boxes[3, q] > y0)
+            words = mask.view(np.uint64)
+            for wd in range(lo >> 3, (hi + 7) >> 3):
+                if words[_u(wd)] != 0:
+                    k0 = wd << 3
+                    for k in range(k0 if k0 > lo else lo, k0 + 8 if k0 + 8 < hi else hi):
+                        if mask[_u(k)]:
+                            hidden[_u(nc)] = k
+                            nc += 1
     while j < nc:
         q = _u(hidden[_u(j)])
         j += 1
-        if nrects == 1 and left <= boxes[q, 0] and rtop <= boxes[q, 1] and right >= boxes[q, 2] and rbottom >= boxes[q, 3]:
-            hidden[_u(nh)] = ids[q]
+        if nrects == 1 and left <= boxes[0, q] and rtop <= boxes[1, q] and right >= boxes[2, q] and rbottom >= boxes[3, q]:
+            hidden[_u(nh)] = meta[q, IT_ID]
             nh += 1
-            _bury(boxes, cnt, ids, q)
+            _bury(boxes, meta, q)
             continue
-        n = cnt[q]
-        o = _subtract_item(pool, off[q], n, rects, nrects, left, rtop, right, rbottom, top, cap)
+        s = _w(meta[q, IT_OFF])
+        n = _w(meta[q, IT_CNT])
+        o = _subtract_item(pool, s, n, rects, nrects, left, rtop, right, rbottom, top, cap)
         if o < 0:
-            top = _compact(st, off, cnt, pool, spare)
-            o = _subtract_item(pool, off[q], n, rects, nrects, left, rtop, right, rbottom, top, cap)
+            top = _compact(st, meta, pool, spare)
+            s = _w(meta[q, IT_OFF])
+            o = _subtract_item(pool, s, n, rects, nrects, left, rtop, right, rbottom, top, cap)
             if o < 0:
                 st[ST_TOP] = top
                 st[ST_RESUME] = j - 1
@@ -543,13 +587,12 @@ def tree_exclude(
                 return NEED_ROOM
         m = o - top
         if m == 0:
-            hidden[_u(nh)] = ids[q]
+            hidden[_u(nh)] = meta[q, IT_ID]
             nh += 1
-            _bury(boxes, cnt, ids, q)
+            _bury(boxes, meta, q)
             continue
         same = m == n
         if same:
-            s = off[q]
             for r in range(m):
                 p = _u(s + r)
                 d = _u(top + r)
@@ -562,37 +605,53 @@ def tree_exclude(
                     same = False
                     break
         if not same:  # keep the new rows; the old ones become garbage until a compaction
-            off[q] = top
-            cnt[q] = m
+            meta[q, IT_OFF] = top
+            meta[q, IT_CNT] = m
             _bbox_into(pool, top, o, boxes, q)
             top = o
     # the new item, on top
     if top + nrects > cap:
-        top = _compact(st, off, cnt, pool, spare)
+        top = _compact(st, meta, pool, spare)
         if top + nrects > cap:
             st[ST_TOP] = top
             st[ST_RESUME] = nc
             st[ST_HIDDEN] = nh
             st[ST_CAND] = nc
             return NEED_ROOM
-    for r in range(nrects):
-        p = _u(r)
-        d = _u(top + r)
-        pool[d, 0] = rects[p, 0]
-        pool[d, 1] = rects[p, 1]
-        pool[d, 2] = rects[p, 2]
-        pool[d, 3] = rects[p, 3]
+    if nrects == 1:
+        _put(pool, top, left, rtop, right, rbottom)
+    else:
+        for r in range(nrects):
+            p = _u(r)
+            d = _u(top + r)
+            pool[d, 0] = rects[p, 0]
+            pool[d, 1] = rects[p, 1]
+            pool[d, 2] = rects[p, 2]
+            pool[d, 3] = rects[p, 3]
     d = _u(hi)
-    boxes[d, 0] = left
-    boxes[d, 1] = rtop
-    boxes[d, 2] = right
-    boxes[d, 3] = rbottom
-    off[d] = top
-    cnt[d] = nrects
-    ids[d] = new_id
+    boxes[0, d] = left
+    boxes[1, d] = rtop
+    boxes[2, d] = right
+    boxes[3, d] = rbottom
+    meta[d, IT_OFF] = top
+    meta[d, IT_CNT] = nrects
+    meta[d, IT_ID] = new_id
     st[ST_HI] = hi + 1
     st[ST_TOP] = top + nrects
     st[ST_RESUME] = -1
+    # over the limit: forget the oldest (already rendered: only pruning chances go)
+    excess = live - nh + 1 - limit
+    if excess > 0:
+        k = st[ST_LO]
+        nd = nh
+        while excess > 0:
+            q = _u(k)
+            k += 1
+            if meta[q, IT_ID] >= 0:
+                hidden[_u(nd)] = meta[q, IT_ID]
+                nd += 1
+                excess -= 1
+        st[ST_LO] = k
     return int(nh)
 
 
@@ -656,8 +715,8 @@ def contains_rect(a: object, rect: tuple[int, int, int, int], *, jit: bool = Tru
 @on_warmup
 def warm_up() -> None:
     """Call every kernel once with the argument types its callers use (run by the warm-up thread):
-    the wrappers above, and :class:`~spiceserver.worker.tree.DrawableTree` through
-    :func:`tree_arrays`."""
+    the wrappers above, and :class:`~spiceserver.worker.tree.DrawableTree`'s kernel through
+    :class:`TreeArrays`."""
     a = [(0, 0, 4, 2), (0, 2, 2, 4), (3, 2, 4, 4)]
     b = [(1, 1, 3, 3), (0, 3, 1, 5)]
     for op in (OP_UNION, OP_INTERSECT, OP_SUBTRACT, OP_XOR):
@@ -666,99 +725,90 @@ def warm_up() -> None:
     intersects_rect(a, (1, 1, 2, 2))
     contains_rect(a, (1, 1, 2, 2))
     t = TreeArrays(4, 8)
-    for region in (b, [(0, 0, 2, 2)], [(0, 0, 9, 9)]):
+    live = 0
+    for key, region in enumerate((b, [(0, 0, 2, 2)], [(5, 5, 6, 6)], [(0, 0, 9, 9)])):
         rects = np.asarray(region, dtype=COORD)
         t.rects[: len(rects)] = rects
-        t.add(len(rects), True, 0, 0, jit=True)
+        box = (int(rects[:, 0].min()), int(rects[0, 1]), int(rects[:, 2].max()), int(rects[-1, 3]))
+        nh = t.add(len(rects), box, True, key, live, 2, jit=True)
+        live = min(live - nh + 1, 2)
     _ready.set()
 
 
 class TreeArrays:
-    """The arrays of one drawable tree (see :func:`tree_exclude`), with room for ``items`` items
-    and ``pool`` rectangles; :meth:`add` grows them as needed.
+    """The arrays of one drawable tree (see :func:`tree_exclude`), with room for ``items`` item
+    positions and ``pool`` rectangles; :meth:`add` grows them as needed.
 
     Attributes:
-        st: the state (``ST_*``); boxes, off, cnt, ids: per item position; pool, spare: the
-        rectangle pool and its compaction buffer; rects: where the caller puts the new region's
-        rows; hidden: where the kernel writes hidden ids.
+        st: the state (``ST_*``); boxes, meta, mask: per item position; pool, spare: the rectangle
+        pool and its compaction buffer; rects: where the caller puts the new region's rows;
+        hidden: where the kernel writes hidden (then dropped) ids.
     """
 
-    __slots__ = ("boxes", "cnt", "hidden", "ids", "off", "pool", "rects", "spare", "st")
+    __slots__ = ("boxes", "hidden", "mask", "meta", "pool", "rects", "spare", "st")
 
     def __init__(self, items: int, pool: int) -> None:
         self.st = np.zeros(7, dtype=INDEX)
         self.st[ST_RESUME] = -1
-        self.boxes = np.zeros((items, 4), dtype=COORD)
-        self.off = np.zeros(items, dtype=INDEX)
-        self.cnt = np.zeros(items, dtype=INDEX)
-        self.ids = np.zeros(items, dtype=INDEX)
-        self.hidden = np.zeros(items, dtype=INDEX)
+        self._items(items)
         self.pool = np.zeros((pool, 4), dtype=COORD)
         self.spare = np.zeros((pool, 4), dtype=COORD)
         self.rects = np.zeros((16, 4), dtype=COORD)
+
+    def _items(self, size: int) -> None:
+        self.boxes = np.zeros((4, size), dtype=COORD)
+        self.meta = np.zeros((size, IT_COLS), dtype=COORD)
+        self.mask = np.zeros((size + 15) & ~7, dtype=np.uint8)  # read as uint64 words
+        self.hidden = np.zeros(size, dtype=INDEX)
 
     def clear(self) -> None:
         """Forget every item."""
         self.st[:] = 0
         self.st[ST_RESUME] = -1
 
-    def room_for(self, nrects: int, live: int) -> None:
-        """Make ``rects`` hold ``nrects`` rows and the item arrays one more item, given that
-        ``live`` items are in the tree: holes are squeezed out (the items keep their order) when
-        the arrays are full or hold more than a quarter as many holes as items, and the arrays grow when over half full."""
-        if nrects > self.rects.shape[0]:
-            self.rects = np.zeros((max(nrects, 2 * self.rects.shape[0]), 4), dtype=COORD)
-        st = self.st
-        lo, hi = int(st[ST_LO]), int(st[ST_HI])
-        size = self.boxes.shape[0]
-        if hi < size and hi - lo <= live + live // 4 + 64:
-            return
-        keep = lo + np.flatnonzero(self.ids[lo:hi] >= 0)
-        n = len(keep)
-        if n + 1 > size // 2:  # more than half full: grow
-            size *= 2
-        for name in ("boxes", "off", "cnt", "ids", "hidden"):
-            old = getattr(self, name)
-            new = old if size == old.shape[0] else np.zeros((size, *old.shape[1:]), dtype=old.dtype)
-            if name != "hidden":
-                new[:n] = old[keep]
-            setattr(self, name, new)
-        st[ST_LO] = 0
-        st[ST_HI] = n
+    def live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(boxes, meta)`` of the live items, oldest first (copies)."""
+        lo, hi = int(self.st[ST_LO]), int(self.st[ST_HI])
+        keep = lo + np.flatnonzero(self.meta[lo:hi, IT_ID] >= 0)
+        return self.boxes[:, keep], self.meta[keep]
 
-    def drop_oldest(self, count: int) -> list[int]:
-        """Forget the ``count`` oldest items (fewer if there are not as many); their ids."""
-        ids = self.ids
-        k = int(self.st[ST_LO])
-        hi = int(self.st[ST_HI])
-        out: list[int] = []
-        while len(out) < count and k < hi:
-            key = int(ids[k])
-            if key >= 0:
-                out.append(key)
-                self.off[k] = self.cnt[k] = 0
-            k += 1
-        self.st[ST_LO] = k
-        return out
+    def room_for(self, live: int) -> None:
+        """Make room in the item arrays for one more item, given that ``live`` items are in the
+        tree: holes are squeezed out (the items keep their order) and the arrays grow when over
+        half full."""
+        boxes, meta = self.live_rows()
+        n = len(meta)
+        size = self.meta.shape[0]
+        if n + 1 > size // 2:
+            self._items(2 * size)
+        self.boxes[:, :n] = boxes
+        self.meta[:n] = meta
+        self.st[ST_LO] = 0
+        self.st[ST_HI] = n
 
-    def add(self, nrects: int, opaque: bool, new_id: int, live: int, *, jit: bool) -> int:
-        """Run :func:`tree_exclude` for ``rects[:nrects]`` with ``live`` items in the tree (making
-        room first, and growing the pool when it asks); the number of hidden ids (in ``hidden``)."""
-        self.room_for(nrects, live)
+    def add(
+        self, nrects: int, box: tuple[int, int, int, int], opaque: bool, new_id: int, live: int, limit: int,
+        *, jit: bool,
+    ) -> int:  # fmt: skip
+        """Run :func:`tree_exclude` for a region with bounding box ``box``, one rectangle if
+        ``nrects == 1`` else ``rects[:nrects]`` (making room when it asks); the number of hidden
+        ids, followed in ``hidden`` by ``max(0, live - hidden + 1 - limit)`` dropped ones."""
         kernel = tree_exclude if jit else pure_deep(tree_exclude)
+        left, top, right, bottom = box
         while True:
             nh: int = kernel(
-                self.st, self.boxes, self.off, self.cnt, self.ids, self.pool, self.spare,
-                self.rects, nrects, opaque, new_id, self.hidden,
+                self.st, self.boxes, self.meta, self.mask, self.pool, self.spare, self.rects,
+                nrects, left, top, right, bottom, opaque, new_id, live, limit, self.hidden,
             )  # fmt: skip
-            if nh != NEED_ROOM:
-                if 2 * self.st[ST_LIVE] > self.pool.shape[0]:  # compactions would come too often
-                    self.st[ST_LIVE] = 0
-                    self._grow(0)
+            if nh >= 0:
                 return nh
-            self._grow(nrects)
+            if nh == NEED_ROOM:
+                self._grow(nrects)
+            else:
+                self.room_for(live)
 
     def _grow(self, extra: int) -> None:
+        self.st[ST_LIVE] = 0
         top = int(self.st[ST_TOP])
         size = 2 * self.pool.shape[0] + extra
         pool = np.zeros((size, 4), dtype=COORD)

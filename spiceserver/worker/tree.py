@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import numpy as np
+
 from .. import region_kernels as rk
 from ..region import Region
 from .drawable import Drawable
@@ -67,37 +69,45 @@ class DrawableTree:
         if key is None:
             raise KeyError(drawable)
         t = self._arrays
-        lo, hi = int(t.st[rk.ST_LO]), int(t.st[rk.ST_HI])
-        k = lo + int((t.ids[lo:hi] == key).argmax())
-        s, n = int(t.off[k]), int(t.cnt[k])
+        meta = t.live_rows()[1]
+        row = meta[meta[:, rk.IT_ID] == key][0]
+        s, n = int(row[rk.IT_OFF]), int(row[rk.IT_CNT])
         rows = t.pool[s : s + n].tolist()
         return Region(tuple(r) for r in rows)  # canonical already: the union rebuilds the same bands
 
     def add(self, drawable: Drawable) -> list[Drawable]:
         """Insert ``drawable`` on top; return the drawables it hides completely (now removed)."""
         region = drawable.region
-        if not region:
+        box = region.bbox()
+        if box is None:
             return []
         t = self._arrays
-        rects = region.rects
-        nrects = len(rects)
-        live = self._live
-        if nrects > t.rects.shape[0]:
-            t.room_for(nrects, len(live))
-        if nrects == 1:
-            t.rects[0] = rects[0]
+        if region.is_rect():
+            nrects = 1
         else:
+            rects = region.rects
+            nrects = len(rects)
+            if nrects > t.rects.shape[0]:
+                t.rects = np.zeros((max(nrects, 2 * t.rects.shape[0]), 4), dtype=rk.COORD)
             t.rects[:nrects] = rects
         key = self._next_id
-        self._next_id = key + 1
-        jit = rk.ready() if self._jit is None else self._jit
-        nh = t.add(nrects, drawable.opaque, key, len(live), jit=jit)
-        hidden = [live.pop(k) for k in t.hidden[:nh].tolist()] if nh else []
+        self._next_id = (key + 1) & 0x7FFFFFFF  # ids are int32 in the kernel's rows
+        jit = self._jit
+        if jit is None:
+            jit = rk.ready()
+        live = self._live
+        n = len(live)
+        # Over MAX_TREE_ITEMS the kernel forgets the oldest items: they are already rendered, so
+        # only pruning opportunities go.
+        nh = t.add(nrects, box, drawable.opaque, key, n, MAX_TREE_ITEMS, jit=jit)
+        nd = n - nh + 1 - MAX_TREE_ITEMS
+        hidden = []
+        if nh or nd > 0:
+            ids = t.hidden
+            hidden = [live.pop(ids.item(i)) for i in range(nh)]
+            for i in range(nh, nh + nd):
+                del live[ids.item(i)]
         live[key] = drawable
-        if len(live) > MAX_TREE_ITEMS:
-            # Forgetting old items only costs pruning opportunities: they are already rendered.
-            for k in t.drop_oldest(len(live) - MAX_TREE_ITEMS):
-                del live[k]
         return hidden
 
     def clear(self) -> None:
