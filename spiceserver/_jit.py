@@ -145,10 +145,10 @@ def pure(kernel: F) -> F:
     return py
 
 
-_pure_globals: dict[str, dict[str, Any]] = {}
+_pure_globals: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, Any]] = {}
 
 
-def pure_deep(kernel: F) -> F:
+def pure_deep(kernel: F, replace: dict[str, Any] | None = None) -> F:
     """The plain Python function behind ``kernel``, calling plain Python helpers all the way down.
 
     :func:`pure` gives the kernel's own code, but the helpers it calls are still numba dispatchers,
@@ -156,12 +156,14 @@ def pure_deep(kernel: F) -> F:
     code with every kernel and helper of the module replaced by its plain function (sharing one
     copy of the module's globals, built on first use, in which ``uindex`` and ``widen`` are plain
     ``int``): nothing compiles, so it can stand in for a kernel that is not compiled yet.
+    ``replace`` swaps given helpers by name (e.g. a numpy version of a loop that only pays
+    compiled).
     """
-    fn: Any = getattr(kernel, "py_func", None)
-    if fn is None:
-        return kernel
+    fn: Any = getattr(kernel, "py_func", kernel)
     module = fn.__module__
-    g = _pure_globals.get(module)
+    swaps = replace or {}
+    key = (module, tuple(sorted((name, id(value)) for name, value in swaps.items())))
+    g = _pure_globals.get(key)
     if g is None:
         g = dict(fn.__globals__)
         for name, value in list(g.items()):
@@ -170,7 +172,13 @@ def pure_deep(kernel: F) -> F:
                 g[name] = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
             elif value is uindex or value is widen:
                 g[name] = int
-        _pure_globals[module] = g
+        g.update(swaps)
+        _pure_globals[key] = g
+    if fn is kernel:  # no numba: the module's functions are plain already; rebind this one to g
+        if not swaps:
+            return kernel
+        rebound: F = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)  # type: ignore[assignment]
+        return rebound
     plain: F = g[fn.__name__]
     return plain
 

@@ -485,6 +485,44 @@ def _bury(boxes: np.ndarray, meta: np.ndarray, q: int) -> None:
     boxes[3, q] = 0
 
 
+@njit(inline=True)
+def _scan(
+    boxes: np.ndarray, mask: np.ndarray, lo: int, hi: int, left: int, top: int, right: int, bottom: int,
+    out: np.ndarray,
+) -> int:  # fmt: skip
+    """The positions in ``[lo, hi)`` whose box meets ``(left, top, right, bottom)``, into ``out``;
+    their number. A branch-free pass (the compiler vectorises it) into the byte ``mask``, then a
+    look at the 8-position words with a hit."""
+    x0 = _w32(left)
+    y0 = _w32(top)
+    x1 = _w32(right)
+    y1 = _w32(bottom)
+    for k in range(lo, hi):
+        q = _u(k)
+        mask[q] = (boxes[0, q] < x1) & (boxes[2, q] > x0) & (boxes[1, q] < y1) & (boxes[3, q] > y0)
+    words = mask.view(np.uint64)
+    nc = 0
+    for wd in range(lo >> 3, (hi + 7) >> 3):
+        if words[_u(wd)] != 0:
+            k0 = wd << 3
+            for k in range(k0 if k0 > lo else lo, k0 + 8 if k0 + 8 < hi else hi):
+                if mask[_u(k)]:
+                    out[_u(nc)] = k
+                    nc += 1
+    return nc
+
+
+def _scan_numpy(
+    boxes: np.ndarray, mask: np.ndarray, lo: int, hi: int, left: int, top: int, right: int, bottom: int,
+    out: np.ndarray,
+) -> int:  # fmt: skip
+    """:func:`_scan` for the uncompiled kernel: the same positions, by numpy."""
+    b = boxes[:, lo:hi]
+    hits = lo + np.flatnonzero((b[0] < right) & (b[2] > left) & (b[1] < bottom) & (b[3] > top))
+    out[: len(hits)] = hits
+    return len(hits)
+
+
 @njit
 def tree_exclude(
     st: np.ndarray,
@@ -547,23 +585,7 @@ def tree_exclude(
         nh = 0
         nc = 0
         if opaque:
-            lo = st[ST_LO]
-            # branch-free (the compiler vectorises it), then only the 8-position words with a hit
-            x0 = _w32(left)
-            y0 = _w32(rtop)
-            x1 = _w32(right)
-            y1 = _w32(rbottom)
-            for k in range(lo, hi):
-                q = _u(k)
-                mask[q] = (boxes[0, q] < x1) & (boxes[2, q] > x0) & (boxes[1, q] < y1) & (boxes[3, q] > y0)
-            words = mask.view(np.uint64)
-            for wd in range(lo >> 3, (hi + 7) >> 3):
-                if words[_u(wd)] != 0:
-                    k0 = wd << 3
-                    for k in range(k0 if k0 > lo else lo, k0 + 8 if k0 + 8 < hi else hi):
-                        if mask[_u(k)]:
-                            hidden[_u(nc)] = k
-                            nc += 1
+            nc = _scan(boxes, mask, st[ST_LO], hi, left, rtop, right, rbottom, hidden)
     while j < nc:
         q = _u(hidden[_u(j)])
         j += 1
@@ -653,6 +675,10 @@ def tree_exclude(
                 excess -= 1
         st[ST_LO] = k
     return int(nh)
+
+
+#: the uncompiled tree kernel, with a vectorised scan: it stands in until the warm-up is done
+_tree_exclude_py = pure_deep(tree_exclude, {"_scan": _scan_numpy})
 
 
 # --- warm-up --------------------------------------------------------------------------------------
@@ -793,7 +819,7 @@ class TreeArrays:
         """Run :func:`tree_exclude` for a region with bounding box ``box``, one rectangle if
         ``nrects == 1`` else ``rects[:nrects]`` (making room when it asks); the number of hidden
         ids, followed in ``hidden`` by ``max(0, live - hidden + 1 - limit)`` dropped ones."""
-        kernel = tree_exclude if jit else pure_deep(tree_exclude)
+        kernel = tree_exclude if jit else _tree_exclude_py
         left, top, right, bottom = box
         while True:
             nh: int = kernel(

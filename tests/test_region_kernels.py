@@ -147,3 +147,20 @@ def test_clear_forgets_everything() -> None:
     assert len(tree) == 0 and tree.items == [] and dict(tree.visible) == {}
     b = fill((0, 0, 10, 10), [], True)
     assert tree.add(b) == [] and tree.items == [b]
+
+
+def test_uncompiled_tree_with_the_kernels_own_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the uncompiled tree uses a numpy scan; the kernel's own scan loop, uncompiled, agrees too
+    import random
+
+    from spiceserver._jit import pure_deep
+
+    monkeypatch.setattr(rk, "_tree_exclude_py", pure_deep(rk.tree_exclude))
+    rng = random.Random(4)
+
+    def r() -> RectTuple:
+        left, top = rng.randint(-8, 48), rng.randint(-8, 48)
+        return (left, top, left + rng.randint(0, 24), top + rng.randint(0, 24))
+
+    seq = [(r(), [r() for _ in range(rng.randint(0, 3))], rng.random() < 0.75) for _ in range(200)]
+    check_same(DrawableTree(jit=False, pool=4), ReferenceTree(), seq)
