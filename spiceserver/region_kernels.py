@@ -12,16 +12,18 @@ Kernels write their result into an output array the caller owns, at a given posi
 the end position, or -1 when the output would not fit (nothing else is changed then): no kernel
 allocates.
 
-Kernels are compiled by :func:`~spiceserver._jit.njit` when numba is present; ``pure_deep(kernel)`` runs
-the same code uncompiled on the same arrays. The small helpers are inlined (``njit(inline=True)``);
+Kernels are compiled by :func:`~spiceserver._jit.njit` when numba is present;
+``pure_deep(kernel)`` runs the same code uncompiled on the same arrays. The small helpers are inlined (``njit(inline=True)``);
 indices are made unsigned (``uindex``) before use.
 
 :func:`tree_exclude` is :class:`~spiceserver.worker.tree.DrawableTree`'s whole ``add``: one call
-tests the new opaque region's bounding box against every item's, subtracts the region from the
-items it overlaps (one rectangle: :func:`_minus_rect`; else the general sweep), removes the items
-left empty (keeping the order of the others) and appends the new item. Items live in parallel
-arrays (bounding box, offset and count of the visible rectangles in a rectangle pool, id); the pool
-is bump-allocated and compacted in place when full, through a spare pool of the same size.
+finds the items whose bounding box meets the new opaque region's (a vectorised pass over the boxes,
+stored as four rows), subtracts the region from them (one rectangle: :func:`_minus_rect`; else the
+general sweep), turns the items left empty into holes (nothing moves; holes are squeezed out now and
+then, keeping the order), appends the new item and forgets the oldest over the item limit. An
+item's visible rectangles live in a pool, bump-allocated and compacted when full (through a spare
+pool of the same size), which grows when compaction frees too little. Until the warm-up has compiled
+it, the tree runs the same kernel uncompiled, with a numpy version of the scan.
 """
 
 from __future__ import annotations
@@ -35,39 +37,13 @@ import numpy as np
 from ._jit import HAVE_NUMBA, kernel_input, njit, on_warmup, pure_deep, uindex, widen
 
 __all__ = [
-    "OP_UNION",
-    "OP_INTERSECT",
-    "OP_SUBTRACT",
-    "OP_XOR",
-    "region_op",
-    "region_minus_rect",
-    "region_intersects_rect",
-    "region_contains_rect",
-    "tree_exclude",
-    "ST_LO",
-    "ST_HI",
-    "ST_TOP",
-    "ST_RESUME",
-    "ST_HIDDEN",
-    "ST_LIVE",
-    "ST_CAND",
-    "NEED_ROOM",
-    "NEED_ITEMS",
-    "ready",
-    "warm_up",
-    "COORD",
-    "INDEX",
-    "TreeArrays",
-    "IT_OFF",
-    "IT_CNT",
-    "IT_ID",
-    "IT_COLS",
-    "as_rects",
-    "combine",
-    "minus_rect",
-    "intersects_rect",
-    "contains_rect",
-]
+    "OP_UNION", "OP_INTERSECT", "OP_SUBTRACT", "OP_XOR", "COORD", "INDEX",
+    "region_op", "region_minus_rect", "region_intersects_rect", "region_contains_rect",
+    "as_rects", "combine", "minus_rect", "intersects_rect", "contains_rect",
+    "tree_exclude", "TreeArrays", "NEED_ROOM", "NEED_ITEMS", "IT_OFF", "IT_CNT", "IT_ID", "IT_COLS",
+    "ST_LO", "ST_HI", "ST_TOP", "ST_RESUME", "ST_HIDDEN", "ST_LIVE", "ST_CAND",
+    "ready", "warm_up",
+]  # fmt: skip
 
 OP_UNION = 0
 OP_INTERSECT = 1
@@ -75,7 +51,7 @@ OP_SUBTRACT = 2
 OP_XOR = 3
 
 # tree_exclude's state array (int64): items live at positions [lo, hi) of the item arrays; the
-# pool holds live rectangles below top; resume / w / hidden: where an interrupted call stands
+# pool holds live rectangles below top; resume / hidden / cand: where an interrupted call stands
 ST_LO = 0
 ST_HI = 1
 ST_TOP = 2
@@ -666,7 +642,7 @@ def tree_exclude(
     if excess > 0:
         k = st[ST_LO]
         nd = nh
-        while excess > 0:
+        while excess > 0 and k <= hi:  # (k <= hi always, with a true ``live``)
             q = _u(k)
             k += 1
             if meta[q, IT_ID] >= 0:
@@ -834,6 +810,7 @@ class TreeArrays:
                 self.room_for(live)
 
     def _grow(self, extra: int) -> None:
+        """Double the pool (plus ``extra`` rows), keeping the rows below the top."""
         self.st[ST_LIVE] = 0
         top = int(self.st[ST_TOP])
         size = 2 * self.pool.shape[0] + extra
