@@ -71,30 +71,36 @@ else:  # pragma: no cover - interpreted kernels run faster on plain ints
 @overload_type
 def njit(fn: F) -> F: ...
 @overload_type
-def njit(*, inline: bool = ...) -> Callable[[F], F]: ...
+def njit(*, inline: bool = ..., helper: bool = ...) -> Callable[[F], F]: ...
 
 
-def njit(fn: Any = None, *, inline: bool = False) -> Any:
+def njit(fn: Any = None, *, inline: bool = False, helper: bool = False) -> Any:
     """Compile ``fn`` with numba (nopython, cached, GIL released) if available, else return it.
 
     ``@njit(inline=True)`` marks a small helper to be inlined into every kernel that calls it
     (numba ``inline="always"``, done on numba's IR). Without it a helper is a real call, and one
     that takes an array pays a reference-count increment and decrement per call: in a per-pixel
     loop that costs more than the work itself.
+
+    ``@njit(helper=True)`` marks a large function that only kernels call (a real call, once per
+    region rather than per pixel): it is compiled once per argument types its callers give, not
+    inlined into each of them (which multiplies compile time), and it is not listed by
+    :func:`kernels`, since its callers fix its specializations (numba's cache loads them with the
+    callers without registering them on the helper).
     """
     if fn is None:
-        return lambda f: njit_impl(f, inline)
-    return njit_impl(fn, inline)
+        return lambda f: njit_impl(f, inline, helper)
+    return njit_impl(fn, inline, helper)
 
 
-def njit_impl(fn: F, inline: bool) -> F:
+def njit_impl(fn: F, inline: bool, helper: bool = False) -> F:
     if _numba is None:
         return fn
     opts: dict[str, Any] = {"cache": True, "nogil": True}
     if inline:
         opts["inline"] = "always"
     compiled: Any = _numba.njit(**opts)(fn)
-    if not inline:  # inlined helpers are compiled into their callers, never on their own
+    if not inline and not helper:  # helpers are compiled with their callers, never on their own
         _kernels[f"{fn.__module__}.{fn.__qualname__}"] = compiled
     return compiled  # type: ignore[no-any-return]
 

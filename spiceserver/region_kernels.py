@@ -13,8 +13,9 @@ the end position, or -1 when the output would not fit (nothing else is changed t
 allocates.
 
 Kernels are compiled by :func:`~spiceserver._jit.njit` when numba is present;
-``pure_deep(kernel)`` runs the same code uncompiled on the same arrays. The small helpers are inlined (``njit(inline=True)``);
-indices are made unsigned (``uindex``) before use.
+``pure_deep(kernel)`` runs the same code uncompiled on the same arrays. The small helpers are
+inlined (``njit(inline=True)``), the two sweeps are shared helpers (``njit(helper=True)``: compiled
+once, not into every caller); indices are made unsigned (``uindex``) before use.
 
 :func:`tree_exclude` is :class:`~spiceserver.worker.tree.DrawableTree`'s whole ``add``: one call
 finds the items whose bounding box meets the new opaque region's (a vectorised pass over the boxes,
@@ -211,7 +212,7 @@ def _band_op(
 # --- region kernels -------------------------------------------------------------------------------
 
 
-@njit(inline=True)
+@njit(helper=True)
 def _combine(
     op: int, a: np.ndarray, sa: int, ea: int, b: np.ndarray, sb: int, eb: int, out: np.ndarray, o: int, cap: int
 ) -> int:
@@ -265,7 +266,7 @@ def _combine(
     return o
 
 
-@njit(inline=True)
+@njit(helper=True)
 def _minus_rect(
     a: np.ndarray, sa: int, ea: int, left: int, top: int, right: int, bottom: int, out: np.ndarray, o: int, cap: int
 ) -> int:
