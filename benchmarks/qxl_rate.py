@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spiceserver import ServerConfig, SpiceServer
+from spiceserver.codecs import warmup
 from spiceserver.proto.enums import BrushType
 from spiceserver.proto.messages import display as d
 from spiceserver.proto.messages.base import Point, Rect
@@ -273,6 +274,8 @@ async def run(seconds: float, client: str, profile: bool, mix: str, where: str) 
     driver.setup_memslots()
     driver.create_primary(W, H)
     await server.start()
+    # measure the steady state: the worker's kernels (the tree's, the codecs') compiled first
+    await asyncio.to_thread(warmup.wait, 600)
     worker = worker_of(server)
     clock = time.pthread_getcpuclockid(worker._thread.ident or 0)
     if profile:

@@ -227,6 +227,10 @@ class Region:
     def __bool__(self) -> bool:
         return bool(self._bands)
 
+    def is_rect(self) -> bool:
+        """True when the region is one rectangle (then :meth:`bbox` is that rectangle)."""
+        return len(self._bands) == 1 and len(self._bands[0][2]) == 2
+
     def __len__(self) -> int:
         """The number of rectangles."""
         return sum(len(xs) // 2 for _, _, xs in self._bands)

@@ -70,9 +70,11 @@ def test_channels_do_no_socket_io() -> None:
 #: unit -> the package units it may import (besides itself and the standard library)
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "_jit": set(),
     "proto": {"errors"},
-    "codecs": {"errors"},
+    "codecs": {"_jit", "errors"},
     "region": {"proto"},
+    "region_kernels": {"_jit"},
     "interfaces": {"proto"},
     "config": {"errors", "proto"},
     "ticket": {"proto"},
@@ -81,7 +83,7 @@ ALLOWED: dict[str, set[str]] = {
     "events": {"proto"},
     "canvas": {"codecs", "errors", "proto", "region"},
     "qxl": {"errors", "proto"},
-    "worker": {"canvas", "codecs", "config", "errors", "metrics", "proto", "qxl", "region"},
+    "worker": {"canvas", "codecs", "config", "errors", "metrics", "proto", "qxl", "region", "region_kernels"},
     "framebuffer": {"errors", "proto", "worker"},
     "transport": {"config", "errors", "events", "metrics", "web"},
     # channels build the display devices the host drives (framebuffer, QXL device) on a worker

@@ -48,10 +48,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._jit import kernel_input
 from ..errors import ProtocolError
 from . import glz_kernels as G
 from . import lz_kernels as K
-from ._jit import kernel_input
 from .lz import LZ_MAGIC, LZ_VERSION, LzImageType, bytes_per_pixel, input_pixels, scratch
 
 __all__ = [

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import njit, prefetch
+from .._jit import njit, prefetch
 from .lz_kernels import ERR_BAD_REF, ERR_OVERRUN, ERR_TRUNCATED, _copy_pixels, _emit, _key, _read_literals, _u
 
 __all__ = [

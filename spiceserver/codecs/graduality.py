@@ -14,7 +14,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from ._jit import kernel_input, njit
+from .._jit import kernel_input, njit
 
 __all__ = ["Graduality", "graduality_level", "graduality_score"]
 

@@ -31,9 +31,9 @@ from enum import IntEnum
 
 import numpy as np
 
+from .._jit import kernel_input
 from ..errors import ProtocolError
 from . import lz_kernels as K
-from ._jit import kernel_input
 
 __all__ = [
     "LzImageType",

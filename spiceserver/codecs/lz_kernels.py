@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import njit, uindex
+from .._jit import njit, uindex
 
 __all__ = [
     "KIND_RGB",

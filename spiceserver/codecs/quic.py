@@ -34,9 +34,9 @@ import sys
 
 import numpy as np
 
+from .._jit import kernel_input
 from ..errors import ProtocolError
 from . import quic_kernels as _k
-from ._jit import kernel_input
 from .quic_tables import DEFMAXCLEN
 
 __all__ = [

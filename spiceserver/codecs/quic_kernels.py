@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import njit, uindex, widen
+from .._jit import njit, uindex, widen
 from .quic_tables import (
     _MASK32,
     DEFWMIMAX,

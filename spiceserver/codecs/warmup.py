@@ -8,6 +8,10 @@ server accepts and serves clients at once.
 Covering a kernel once is enough: the codec wrappers hand every kernel one array type per argument
 (:func:`~spiceserver.codecs._jit.kernel_input`), so the specializations compiled here are the only
 ones the server ever uses (``tests/codecs/test_no_late_compile.py`` checks every encoder path).
+
+Kernels outside the codecs (the drawable tree's region kernels, :mod:`spiceserver.region_kernels`)
+register their own warm-up with :func:`~spiceserver._jit.on_warmup`; those run first, as the tree
+is on every draw's path (it uses the uncompiled kernels until its own are ready).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import threading
 import time
 
 import numpy as np
+
+from .._jit import warmups
 
 __all__ = ["start", "ready", "wait", "seconds"]
 
@@ -31,6 +37,11 @@ _elapsed: float | None = None
 def _run() -> None:
     global _elapsed
     t0 = time.perf_counter()
+    for fn in warmups():
+        try:
+            fn()
+        except Exception:  # never fatal: those kernels' users keep the uncompiled versions
+            log.exception("kernel warm-up %s failed", getattr(fn, "__qualname__", fn))
     try:
         from .glz import GlzDecoderWindow, GlzDictionary, decode_glz, encode_glz
         from .graduality import graduality_level

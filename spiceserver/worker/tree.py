@@ -11,12 +11,20 @@ no shadow items -- a COPY_BITS that still has to be sent to a client protects wh
 client's pipe (:meth:`DisplayChannelClient.prune`), which is what libspice's shadows are for. Guest
 resources are not held by the tree: the QXL layer copies every command out of guest memory and
 releases it at once.
+
+The items' bounding boxes and visible regions live in arrays (:class:`~spiceserver.region_kernels.
+TreeArrays`) and one kernel call per :meth:`DrawableTree.add` does the whole occlusion pass
+(:func:`~spiceserver.region_kernels.tree_exclude`); until the warm-up has compiled it, the same
+kernel runs uncompiled. The results are those of :class:`~spiceserver.region.Region` arithmetic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 
+from .. import region_kernels as rk
 from ..region import Region
 from .drawable import Drawable
 
@@ -26,67 +34,99 @@ MAX_TREE_ITEMS = 2000
 
 
 class DrawableTree:
-    """The visible drawables of one surface, oldest first."""
+    """The visible drawables of one surface, oldest first.
 
-    def __init__(self) -> None:
-        self.items: list[Drawable] = []
-        self.visible: dict[Drawable, Region] = {}
-        # bounding boxes of the visible regions, row i for items[i]: (left, top, right, bottom),
-        # so a new draw tests overlap against every item in one vectorised comparison; rows past
-        # len(items) are spare capacity
-        self._boxes = np.zeros((64, 4), dtype=np.int64)
+    Args:
+        jit: run the compiled kernel (True), the uncompiled one (False), or the compiled one once
+            the warm-up has compiled it (None, the default).
+        pool: the rectangle pool's initial size (it grows when the visible regions need more).
+    """
+
+    def __init__(self, *, jit: bool | None = None, pool: int = 1024) -> None:
+        self._jit = jit
+        # live drawables by id; insertion order is the tree's order (oldest first), as the kernel
+        # keeps it: removed ids are deleted, the new one is added last
+        self._live: dict[int, Drawable] = {}
+        self._next_id = 0
+        self._arrays = rk.TreeArrays(16, pool)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._live)
+
+    @property
+    def items(self) -> list[Drawable]:
+        """The visible drawables, oldest first (a new list)."""
+        return list(self._live.values())
+
+    @property
+    def visible(self) -> Mapping[Drawable, Region]:
+        """Each item's visible region (built from the arrays on access: for tests and tools)."""
+        return _VisibleView(self)
+
+    def visible_region(self, drawable: Drawable) -> Region:
+        """The part of ``drawable`` still visible; KeyError if it is not in the tree."""
+        key = next((k for k, item in self._live.items() if item is drawable), None)
+        if key is None:
+            raise KeyError(drawable)
+        t = self._arrays
+        meta = t.live_rows()[1]
+        row = meta[meta[:, rk.IT_ID] == key][0]
+        s, n = int(row[rk.IT_OFF]), int(row[rk.IT_CNT])
+        rows = t.pool[s : s + n].tolist()
+        return Region(tuple(r) for r in rows)  # canonical already: the union rebuilds the same bands
 
     def add(self, drawable: Drawable) -> list[Drawable]:
         """Insert ``drawable`` on top; return the drawables it hides completely (now removed)."""
-        hidden: list[Drawable] = []
-        box = drawable.region.bbox()
+        region = drawable.region
+        box = region.bbox()
         if box is None:
-            return hidden
-        n = len(self.items)
-        if drawable.opaque and n:
-            b = self._boxes[:n]
-            x0, y0, x1, y1 = box
-            hits = np.flatnonzero((b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0))
-            gone: list[int] = []
-            for i in hits.tolist():
-                item = self.items[i]
-                vis = self.visible[item].subtract(drawable.region)
-                if vis.is_empty():
-                    hidden.append(item)
-                    del self.visible[item]
-                    gone.append(i)
-                else:
-                    self.visible[item] = vis
-                    vbox = vis.bbox()
-                    assert vbox is not None
-                    b[i] = vbox
-            if gone:
-                keep = np.ones(n, dtype=bool)
-                keep[gone] = False
-                for i in reversed(gone):
-                    del self.items[i]
-                n = len(self.items)
-                self._boxes[:n] = b[keep]
-        if n == self._boxes.shape[0]:
-            grown = np.zeros((2 * n, 4), dtype=np.int64)
-            grown[:n] = self._boxes[:n]
-            self._boxes = grown
-        self.items.append(drawable)
-        self.visible[drawable] = drawable.region
-        self._boxes[n] = box
-        if len(self.items) > MAX_TREE_ITEMS:
-            # Forgetting old items only costs pruning opportunities: they are already rendered.
-            drop = len(self.items) - MAX_TREE_ITEMS
-            for item in self.items[:drop]:
-                del self.visible[item]
-            del self.items[:drop]
-            self._boxes[:MAX_TREE_ITEMS] = self._boxes[drop : drop + MAX_TREE_ITEMS].copy()
+            return []
+        t = self._arrays
+        if region.is_rect():
+            nrects = 1
+        else:
+            rects = region.rects
+            nrects = len(rects)
+            if nrects > t.rects.shape[0]:
+                t.rects = np.zeros((max(nrects, 2 * t.rects.shape[0]), 4), dtype=rk.COORD)
+            t.rects[:nrects] = rects
+        key = self._next_id
+        self._next_id = (key + 1) & 0x7FFFFFFF  # ids are int32 in the kernel's rows
+        jit = self._jit
+        if jit is None:
+            jit = rk.ready()
+        live = self._live
+        n = len(live)
+        # Over MAX_TREE_ITEMS the kernel forgets the oldest items: they are already rendered, so
+        # only pruning opportunities go.
+        nh = t.add(nrects, box, drawable.opaque, key, n, MAX_TREE_ITEMS, jit=jit)
+        nd = n - nh + 1 - MAX_TREE_ITEMS
+        hidden = []
+        if nh or nd > 0:
+            ids = t.hidden
+            hidden = [live.pop(ids.item(i)) for i in range(nh)]
+            for i in range(nh, nh + nd):
+                del live[ids.item(i)]
+        live[key] = drawable
         return hidden
 
     def clear(self) -> None:
         """Forget every draw."""
-        self.items.clear()
-        self.visible.clear()
+        self._live.clear()
+        self._arrays.clear()
+
+
+class _VisibleView(Mapping[Drawable, Region]):
+    """``tree.visible``: the live drawables' visible regions, computed on access."""
+
+    def __init__(self, tree: DrawableTree) -> None:
+        self._tree = tree
+
+    def __getitem__(self, drawable: Drawable) -> Region:
+        return self._tree.visible_region(drawable)
+
+    def __iter__(self) -> Iterator[Drawable]:
+        return iter(self._tree.items)
+
+    def __len__(self) -> int:
+        return len(self._tree)
