@@ -71,10 +71,10 @@ else:  # pragma: no cover - interpreted kernels run faster on plain ints
 @overload_type
 def njit(fn: F) -> F: ...
 @overload_type
-def njit(*, inline: bool = ..., helper: bool = ...) -> Callable[[F], F]: ...
+def njit(*, inline: bool = ..., helper: bool = ..., keep_gil: bool = ...) -> Callable[[F], F]: ...
 
 
-def njit(fn: Any = None, *, inline: bool = False, helper: bool = False) -> Any:
+def njit(fn: Any = None, *, inline: bool = False, helper: bool = False, keep_gil: bool = False) -> Any:
     """Compile ``fn`` with numba (nopython, cached, GIL released) if available, else return it.
 
     ``@njit(inline=True)`` marks a small helper to be inlined into every kernel that calls it
@@ -87,16 +87,20 @@ def njit(fn: Any = None, *, inline: bool = False, helper: bool = False) -> Any:
     inlined into each of them (which multiplies compile time), and it is not listed by
     :func:`kernels`, since its callers fix its specializations (numba's cache loads them with the
     callers without registering them on the helper).
+
+    ``@njit(keep_gil=True)`` keeps the GIL while a kernel runs: for a kernel of a few microseconds
+    run once per command (the drawable tree), releasing the GIL hands it to another thread, and
+    getting it back costs more than the kernel (the worker waits until that thread lets go).
     """
     if fn is None:
-        return lambda f: njit_impl(f, inline, helper)
-    return njit_impl(fn, inline, helper)
+        return lambda f: njit_impl(f, inline, helper, keep_gil)
+    return njit_impl(fn, inline, helper, keep_gil)
 
 
-def njit_impl(fn: F, inline: bool, helper: bool = False) -> F:
+def njit_impl(fn: F, inline: bool, helper: bool = False, keep_gil: bool = False) -> F:
     if _numba is None:
         return fn
-    opts: dict[str, Any] = {"cache": True, "nogil": True}
+    opts: dict[str, Any] = {"cache": True, "nogil": not keep_gil}
     if inline:
         opts["inline"] = "always"
     compiled: Any = _numba.njit(**opts)(fn)

@@ -500,7 +500,7 @@ def _scan_numpy(
     return len(hits)
 
 
-@njit
+@njit(keep_gil=True)  # a few us per command: handing the GIL over costs more
 def tree_exclude(
     st: np.ndarray,
     boxes: np.ndarray,

@@ -81,7 +81,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": set(),
     "web": {"config", "errors", "proto"},
     "events": {"proto"},
-    "canvas": {"codecs", "errors", "proto", "region"},
+    "canvas": {"_jit", "codecs", "errors", "proto", "region"},
     "qxl": {"errors", "proto"},
     "worker": {"canvas", "codecs", "config", "errors", "metrics", "proto", "qxl", "region", "region_kernels"},
     "framebuffer": {"errors", "proto", "worker"},

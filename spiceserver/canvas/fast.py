@@ -14,12 +14,20 @@ of :mod:`.draw`; the pixels written are the same (``tests/canvas/test_fast.py`` 
 operations both ways).
 
 :data:`ENABLED` switches the fast paths off (the tests compare both ways with it).
+
+A solid COPY into a 32-bit canvas is written by a small compiled kernel that keeps the GIL
+(:func:`_fill_rect`): numpy releases the GIL for a fill of more than a few hundred pixels, and a
+display worker that hands the GIL over for a microsecond's work waits far longer to get it back.
+Until the warm-up has compiled it (and without numba) numpy writes the slice.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
+from .._jit import HAVE_NUMBA, njit, on_warmup
 from ..proto.enums import BrushType, ClipType
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect
@@ -68,10 +76,34 @@ def dest_rects(canvas: Canvas, base: d.DisplayBase) -> tuple[RectTuple, ...]:
     return Region(out).rects  # overlapping (or many) rectangles: their banded, disjoint form
 
 
+@njit(keep_gil=True)
+def _fill_rect(pixels: np.ndarray, x1: int, y1: int, x2: int, y2: int, value: int) -> None:  # pragma: no cover - compiled
+    """``pixels[y1:y2, x1:x2] = value`` for a C-contiguous uint32 canvas, keeping the GIL."""
+    for y in range(y1, y2):
+        row = pixels[y]
+        for x in range(x1, x2):
+            row[x] = value
+
+
+_kernel_ready = threading.Event()
+
+
+@on_warmup
+def _warm_up() -> None:
+    """Compile :func:`_fill_rect` for the one argument type list :func:`_put` uses."""
+    if HAVE_NUMBA:
+        _fill_rect(np.zeros((2, 2), dtype=np.uint32), 0, 0, 1, 1, 1)
+        _kernel_ready.set()
+
+
 def _put(canvas: Canvas, rects: tuple[RectTuple, ...], value: int, rop: Rop) -> None:
     """Write one value through ``rop`` into each rectangle."""
     pixels = canvas.pixels
     value &= _MAX[pixels.dtype.itemsize]
+    if rop == Rop.COPY and pixels.dtype == np.uint32 and pixels.flags.c_contiguous and _kernel_ready.is_set():
+        for x1, y1, x2, y2 in rects:
+            _fill_rect(pixels, x1, y1, x2, y2, value)
+        return
     for x1, y1, x2, y2 in rects:
         sub = pixels[y1:y2, x1:x2]
         sub[...] = value if rop == Rop.COPY else apply_rop(rop, value, sub)

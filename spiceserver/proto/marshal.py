@@ -134,10 +134,17 @@ class Writer:
 
     def __init__(self, _root: _Root | None = None) -> None:
         self.buf = bytearray()
-        if _root is None:
-            _root = _Root()
+        # the segments and pointers of the whole message: made when the first pointer is written
         self._root = _root
-        _root.segments.append(self)
+        if _root is not None:
+            _root.segments.append(self)
+
+    def _the_root(self) -> _Root:
+        root = self._root
+        if root is None:
+            root = self._root = _Root()
+            root.segments.append(self)
+        return root
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``."""
@@ -154,8 +161,9 @@ class Writer:
         """Reserve a u32 pointer here and return the writer for the bytes it points at."""
         pos = len(self.buf)
         self.buf += b"\0\0\0\0"
-        target = Writer(self._root)
-        self._root.fixups.append((self, pos, target))
+        root = self._the_root()
+        target = Writer(root)
+        root.fixups.append((self, pos, target))
         return target
 
     def defer(self, wtype: WireType, value: Any, ctx: Ctx) -> None:
@@ -167,12 +175,13 @@ class Writer:
         and mask image submarshallers; ``fill_bits`` then adds the palette's), so a DRAW_COPY with a
         palettized source and a mask lays out as body, source image, mask image, palette.
         """
-        self._root.pending.append((self.pointer(), wtype, value, ctx))
+        target = self.pointer()
+        self._the_root().pending.append((target, wtype, value, ctx))
 
     def getvalue(self) -> bytes:
         """The whole body: this segment then every pointer target, with pointers resolved."""
         root = self._root
-        if len(root.segments) == 1:  # no pointer was written: the body is this segment
+        if root is None:  # no pointer was written: the body is this segment
             return bytes(self.buf)
         pending = root.pending
         while pending:
@@ -180,13 +189,13 @@ class Writer:
             wtype.write(target, value, ctx)
         offsets: dict[int, int] = {}
         total = 0
-        for seg in self._root.segments:
+        for seg in root.segments:
             offsets[id(seg)] = total
             total += len(seg.buf)
-        for seg, pos, target in self._root.fixups:
+        for seg, pos, target in root.fixups:
             if target.buf:
                 _struct.pack_into("<I", seg.buf, pos, offsets[id(target)])
-        return b"".join(bytes(seg.buf) for seg in self._root.segments)
+        return b"".join(bytes(seg.buf) for seg in root.segments)
 
 
 class WireType(Protocol):

@@ -289,6 +289,10 @@ class DisplayChannelClient(ChannelClientBase):
         """Send ``msg`` on this client's connection."""
         self.conn.send(msg)
 
+    def send_raw(self, type_: int, body: bytes) -> None:
+        """Send a marshalled body of display message ``type_`` (shared by every client)."""
+        self.conn.send_raw(type_, body)
+
     def encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
         """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first."""
         out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok)

@@ -99,16 +99,29 @@ class Drawable:
     reads: Region  # pixels of this surface the result depends on (dest or copy source)
     surface_deps: frozenset[int]  # other surfaces read through SURFACE images
     serial: int = dataclasses.field(default_factory=lambda: next(_serials))
-    #: bytes this drawable keeps alive, charged to ``budget`` while the worker keeps it
+    #: whether the op holds images (then each client encodes them its own way)
+    has_images: bool = True
+    #: bytes this drawable keeps alive, charged to ``budget`` while the worker keeps it (0: not known yet)
     nbytes: int = 0
     budget: RetainedBytes | None = dataclasses.field(default=None, repr=False)
+    #: the marshalled message (type, body) of an op without images: the same bytes for every client
+    _wire: tuple[int, bytes] | None = dataclasses.field(default=None, repr=False)
 
     def charge(self, budget: RetainedBytes) -> None:
         """Count this drawable's bytes in ``budget`` until it is freed."""
         if self.budget is None:
-            self.nbytes = retained_size(self.op)
+            if not self.nbytes:
+                self.nbytes = retained_size(self.op)
             self.budget = budget
             budget.charge(self.nbytes)
+
+    def wire(self) -> tuple[int, bytes]:
+        """``(message type, body)`` of an op without images, marshalled once for every client."""
+        wire = self._wire
+        if wire is None:
+            msg = self.message()
+            wire = self._wire = (msg.TYPE, msg.encode())
+        return wire
 
     def __del__(self) -> None:
         if self.budget is not None:
@@ -143,14 +156,24 @@ def make_drawable(surface_id: int, base: d.DisplayBase, op: Any) -> Drawable:
             img.surface.surface_id for img in images if img.descriptor.type == ImageType.SURFACE and img.surface
         )
     opaque = is_opaque(op)
-    reads = Region() if opaque else region
+    reads = _NO_REGION if opaque else region
     if surface_id in deps:  # reads its own surface through an image: anything may matter
         reads = reads | Region.from_rect(-(2**31), -(2**31), 2**31 - 1, 2**31 - 1)
         deps = deps - {surface_id}
-    return Drawable(surface_id, base, op, region, opaque, reads, deps)
+    nbytes = 0
+    if not images and type(op) in _FIXED_WITHOUT_IMAGES:
+        nbytes = _fixed_sizes.get(type(op), 0)
+        if not nbytes:
+            nbytes = _fixed_sizes[type(op)] = retained_size(op)
+    return Drawable(surface_id, base, op, region, opaque, reads, deps, has_images=bool(images), nbytes=nbytes)
 
 
 _NO_DEPS: frozenset[int] = frozenset()
+_NO_REGION = Region()
+#: ops whose retained size is the same for every instance without images (numbers and absent
+#: images only: no text, no paths), measured once per type
+_FIXED_WITHOUT_IMAGES = frozenset((d.Fill, d.Blackness, d.Whiteness, d.Invers))
+_fixed_sizes: dict[type, int] = {}
 
 
 def full_rect(width: int, height: int) -> Rect:

@@ -38,6 +38,9 @@ class Marshaller(Protocol):
     def send(self, msg: Message) -> None:
         """Queue a message (after any message the image encoder had to emit first)."""
 
+    def send_raw(self, type_: int, body: bytes) -> None:
+        """Queue an already marshalled message body of type ``type_``."""
+
     def encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
         """The image as this client receives it (cache hit, codec chosen for it)."""
         ...
@@ -94,6 +97,9 @@ class DrawableItem(PipeItem):
     def marshal(self, out: Marshaller) -> None:
         """Send the draw, its images encoded for the client (a plain copy's source may go lossy)."""
         drawable = self.drawable
+        if not drawable.has_images:  # nothing to encode per client: the same bytes for all
+            out.send_raw(*drawable.wire())
+            return
         op = drawable.op
         if isinstance(op, (d.Copy, d.Opaque)) and op.src_bitmap is not None and op.rop_descriptor == ROP_PUT:
             # the source of a plain copy may go lossy (JPEG) where allowed; masks and brushes never
