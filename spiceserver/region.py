@@ -195,7 +195,12 @@ class Region:
         """The region of one rectangle (empty if it is empty)."""
         if left >= right or top >= bottom:
             return cls._from_bands(())
-        return cls._from_bands(((int(top), int(bottom), (int(left), int(right))),))
+        left, top, right, bottom = int(left), int(top), int(right), int(bottom)
+        region = cls.__new__(cls)
+        region._bands = ((top, bottom, (left, right)),)
+        region._hash = None
+        region._bbox = (left, top, right, bottom)
+        return region
 
     @classmethod
     def from_proto_rect(cls, rect: Rect) -> Region:

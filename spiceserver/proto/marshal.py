@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 import logging
 import struct as _struct
 from collections import deque
@@ -476,75 +477,66 @@ class StructType:
             item.wtype.write(w, v, own)
 
 
-def _flat_ints(wtype: WireType) -> list[tuple[str, Int]] | None:
-    """A structure made only of unconditional integers (and such structures): its attribute paths
-    and integer types in wire order; None for anything else."""
-    if not isinstance(wtype, StructType):
-        return None
-    out: list[tuple[str, Int]] = []
-    for item in wtype.items:
-        if item.when is not None or item.count_of is not None:
-            return None
-        if isinstance(item.wtype, Int):
-            out.append((item.name, item.wtype))
-            continue
-        sub = _flat_ints(item.wtype)
-        if sub is None:
-            return None
-        out += [(f"{item.name}.{path}", t) for path, t in sub]
-    return out
-
-
 def _pack_error(st: _struct.Struct, exc: Exception) -> ValueError:
     return ValueError(f"cannot marshal a value as {st.format!r}: {exc}")
 
 
 def _compile_write(st: StructType) -> Callable[[Writer, Any, Ctx], None]:
-    """Straight-line Python for :meth:`StructType.write_generic` of one structure: consecutive
-    unconditional integers (nested integer-only structures inlined) packed by one precompiled
-    ``struct.Struct``, everything else delegated to its wire type as the generic loop does. The
-    bytes, the ``ctx`` seen by conditions and nested types, and the errors are the same."""
+    """Straight-line Python for :meth:`StructType.write_generic` of one structure: nested
+    structures written in place (each with its own context of fields, as the generic writer gives
+    them), consecutive unconditional integers packed by one precompiled ``struct.Struct``, and
+    everything else (pointers, arrays, unions, conditional fields) delegated to its wire type as the
+    generic loop does. The bytes, the ``ctx`` seen by conditions and nested types, and the errors are
+    the same."""
     env: dict[str, Any] = {"_struct_error": _struct.error, "_pack_error": _pack_error, "ValueError": ValueError}
-    lines = ["def write(w, value, ctx):", "    own = {}"]
+    lines = ["def write(w, value, ctx):"]
     fmt: list[str] = []
     args: list[str] = []
+    names = itertools.count()
 
     def flush() -> None:
         if not args:
             return
-        name = f"S{len(env)}"
+        name = f"S{next(names)}"
         env[name] = _struct.Struct("<" + "".join(fmt))
         lines.append(f"    try: w.buf += {name}.pack({', '.join(f'int({a})' for a in args)})")
         lines.append(f"    except _struct_error as exc: raise _pack_error({name}, exc) from None")
         fmt.clear()
         args.clear()
 
-    for i, item in enumerate(st.items):
-        v = f"v{i}"
-        if item.count_of is not None:
-            lines.append(f"    {v} = value.{item.count_of}")
-            lines.append(f"    {v} = 0 if {v} is None else len({v})")
-        else:
-            lines.append(f"    {v} = value.{item.name}")
-        lines.append(f"    own[{item.name!r}] = {v}")
-        flat = _flat_ints(item.wtype)
-        if item.when is None and isinstance(item.wtype, Int):
-            fmt.append(item.wtype.st.format[1:])
-            args.append(v)
-        elif item.when is None and flat is not None:
-            fmt.extend(t.st.format[1:] for _, t in flat)
-            args.extend(f"{v}.{path}" for path, _ in flat)
-        else:
-            flush()
-            env[f"t{i}"] = item.wtype
-            if item.when is None:
-                lines.append(f"    t{i}.write(w, {v}, own)")
+    def emit(layout: StructType, value: str) -> None:
+        own = f"own{next(names)}"
+        lines.append(f"    {own} = {{}}")
+        for item in layout.items:
+            v = f"v{next(names)}"
+            if item.count_of is not None:
+                lines.append(f"    {v} = {value}.{item.count_of}")
+                lines.append(f"    {v} = 0 if {v} is None else len({v})")
             else:
-                env[f"when{i}"] = item.when
-                lines.append(f"    if when{i}(own): t{i}.write(w, {v}, own)")
-                if not item.hidden:
-                    message = f"{st.cls.__name__}.{item.name} must be None: its condition is false"
-                    lines.append(f"    elif {v} is not None: raise ValueError({message!r})")
+                lines.append(f"    {v} = {value}.{item.name}")
+            lines.append(f"    {own}[{item.name!r}] = {v}")
+            wtype = item.wtype
+            if item.when is None and isinstance(wtype, Int):
+                fmt.append(wtype.st.format[1:])
+                args.append(v)
+                continue
+            if item.when is None and isinstance(wtype, StructType):
+                emit(wtype, v)  # its integers join the current run
+                continue
+            flush()
+            t = f"t{next(names)}"
+            env[t] = wtype
+            if item.when is None:
+                lines.append(f"    {t}.write(w, {v}, {own})")
+                continue
+            when = f"when{next(names)}"
+            env[when] = item.when
+            lines.append(f"    if {when}({own}): {t}.write(w, {v}, {own})")
+            if not item.hidden:
+                message = f"{layout.cls.__name__}.{item.name} must be None: its condition is false"
+                lines.append(f"    elif {v} is not None: raise ValueError({message!r})")
+
+    emit(st, "value")
     flush()
     exec(compile("\n".join(lines), f"<marshal {st.cls.__name__}>", "exec"), env)  # generated from our own layouts only
     return env["write"]  # type: ignore[no-any-return]

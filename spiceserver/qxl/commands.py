@@ -91,7 +91,7 @@ DrawBody = d.DrawOpStruct | CopyBits | None
 DRAW_MESSAGES = d.DRAW_MESSAGES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per command, and a frozen __init__ costs twice as much
 class RedDrawable:
     """A ``QXL_CMD_DRAW`` (``RedDrawable``).
 
