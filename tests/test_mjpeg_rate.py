@@ -375,7 +375,10 @@ def test_bad_arguments_raise_value_error(call: object) -> None:
 def test_time_going_backwards_is_taken_as_now() -> None:
     s = converged()
     s.until(1_000)
-    assert s.rc.admit(10, s.mm) is False  # as if at the latest time seen: too soon after the last frame
+    s.t += 200
+    assert s.rc.admit(s.t, s.mm)
+    s.rc.frame_encoded(SIZES[s.rc.quality()], s.t)
+    assert s.rc.admit(10, s.mm) is False  # as if at the latest time seen: too soon after that frame
     check_valid(s.rc)
 
 
