@@ -36,7 +36,7 @@ from ..proto.enums import BrushType, CompositeFlags, ImageType
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect, Transform
 from ..region import Region
-from . import fast
+from . import fast, fast_text
 from .area import (
     Area,
     apply_qmask,
@@ -421,6 +421,8 @@ def _copy_bits(canvas: Canvas, base: d.DisplayBase, op: d.CopyBits, resolver: Im
 
 
 def _text(canvas: Canvas, base: d.DisplayBase, op: d.Text, resolver: ImageResolver) -> None:
+    if fast.ENABLED and fast_text.draw_text(canvas, base, op):
+        return
     draw_text(canvas, base, op, resolver)
 
 
