@@ -226,3 +226,16 @@ def test_every_alpha_over_every_channel_value(mode: str, fmt: int) -> None:
             _render(c, base(0, 0, 256, 256), op, enabled)
             outs.append(c.pixels)
         assert np.array_equal(outs[0], outs[1])
+
+
+def test_the_kernel_keeps_its_warmed_up_specialization() -> None:
+    """Every run :func:`draw_text` hands the kernel uses the argument types the warm-up compiled."""
+    if not HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    fast_text._warm_up()
+    before = list(fast_text._draw_glyphs.signatures)  # type: ignore[attr-defined]
+    test_typical_runs_take_the_fast_path("compiled")
+    empty = _glyphs(8, [(1, 1, 0, 0, 0, 4, 0), (1, 1, 0, 0, 5, 0, 0)], 0)  # a 5x4 mask, no glyph of positive size
+    op = _text(empty, StringFlags.RASTER_A8, 7, NO_BRUSH, (0, 0, 0, 0), Ropd.OP_PUT)
+    assert _both_ways(SurfaceFmt.FMT_32_XRGB, 1, "opaque", base(0, 0, W, H), op)
+    assert list(fast_text._draw_glyphs.signatures) == before  # type: ignore[attr-defined]
