@@ -49,47 +49,33 @@ def _mul_un8(a: int, b: int) -> int:  # pragma: no cover - inlined
     return (t + (t >> 8)) >> 8
 
 
+#: Layout of the kernel's parameter array: a header, 5 values per glyph, then 4 per rectangle.
+_DEPTH, _LEFT, _TOP, _MASK_W, _MASK_H, _COLOR, _XRGB, _N_GLYPHS, _HEADER = range(9)
+
+
 @njit(keep_gil=True)
-def _draw_glyphs(
-    pixels: np.ndarray,
-    data: np.ndarray,
-    glyphs: np.ndarray,
-    depth: int,
-    left: int,
-    top: int,
-    mask_w: int,
-    mask_h: int,
-    rects: np.ndarray,
-    color: int,
-    xrgb: bool,
-) -> None:  # pragma: no cover - compiled
-    """Glyphs into a mask, a solid colour OVER it into ``pixels`` inside ``rects``, clear_dest_alpha.
+def _draw_glyphs(pixels: np.ndarray, data: np.ndarray, params: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Glyphs into a mask, a solid colour OVER it into ``pixels`` inside each rectangle, clear_dest_alpha.
 
     Args:
         pixels: the canvas, uint32 (rows, columns), C-contiguous.
         data: every glyph's bytes, concatenated (uint8).
-        glyphs: one row per glyph of positive size: ``x, y`` (in the mask), ``width, height``,
-            offset of its bytes in ``data`` (int64, (n, 5)); each glyph lies inside the mask and
-            its bytes inside ``data``.
-        depth: 1, 4 or 8 bits per glyph pixel.
-        left: canvas column of the mask's first column.
-        top: canvas row of the mask's first row.
-        mask_w: mask width (> 0).
-        mask_h: mask height (> 0).
-        rects: the destination rectangles ``(left, top, right, bottom)``, disjoint, inside the
-            canvas (int64, (k, 4)).
-        color: the a8r8g8b8 source colour (alpha 0xff).
-        xrgb: run ``clear_dest_alpha`` over the mask's box afterwards.
+        params: int64, one call's values (scalars in one array: a kernel call costs per argument):
+            ``depth`` (1, 4 or 8 bits per glyph pixel), ``left, top`` (the mask's top-left corner
+            on the canvas), ``mask_w, mask_h`` (> 0), ``color`` (a8r8g8b8, alpha 0xff), ``xrgb``
+            (1: run ``clear_dest_alpha`` over the mask's box afterwards), ``n`` (glyphs); then
+            ``x, y, width, height, offset`` of each glyph of positive size (its top-left corner on
+            the canvas, inside the mask; its bytes from ``offset`` in ``data``, all inside); then
+            ``left, top, right, bottom`` of each destination rectangle (disjoint, inside the canvas).
     """
+    depth, left, top = params[_DEPTH], params[_LEFT], params[_TOP]
+    mask_w, mask_h, color = params[_MASK_W], params[_MASK_H], params[_COLOR]
+    n = params[_N_GLYPHS]
     mask = np.zeros((mask_h, mask_w), np.uint8)
-    for i in range(glyphs.shape[0]):
-        gx, gy, gw, gh, off = glyphs[i, 0], glyphs[i, 1], glyphs[i, 2], glyphs[i, 3], glyphs[i, 4]
-        if depth == 1:
-            stride = (gw + 7) >> 3
-        elif depth == 4:
-            stride = (gw + 1) >> 1
-        else:
-            stride = gw
+    for i in range(n):
+        j = uindex(_HEADER + 5 * i)
+        gx, gy, gw, gh, off = params[j] - left, params[j + 1] - top, params[j + 2], params[j + 3], params[j + 4]
+        stride = (gw * depth + 7) >> 3
         for r in range(gh):
             row = mask[uindex(gy + r)]
             src = off + (gh - 1 - r) * stride  # rows are stored bottom-up
@@ -106,9 +92,9 @@ def _draw_glyphs(
     cb, cg, cr = color & 0xFF, (color >> 8) & 0xFF, (color >> 16) & 0xFF
     opaque = color | 0xFF000000
     right, bottom = left + mask_w, top + mask_h
-    for k in range(rects.shape[0]):
-        x1, y1 = max(rects[k, 0], left), max(rects[k, 1], top)
-        x2, y2 = min(rects[k, 2], right), min(rects[k, 3], bottom)
+    for k in range(_HEADER + 5 * n, params.shape[0], 4):
+        x1, y1 = max(params[uindex(k)], left), max(params[uindex(k + 1)], top)
+        x2, y2 = min(params[uindex(k + 2)], right), min(params[uindex(k + 3)], bottom)
         for y in range(y1, y2):
             prow = pixels[uindex(y)]
             mrow = mask[uindex(y - top)]
@@ -127,7 +113,7 @@ def _draw_glyphs(
                 nr = min(_mul_un8(cr, m) + _mul_un8((dv >> 16) & 0xFF, ia), 255)
                 na = min(sa + _mul_un8((dv >> 24) & 0xFF, ia), 255)
                 prow[uindex(x)] = (na << 24) | (nr << 16) | (ng << 8) | nb
-    if xrgb:
+    if params[_XRGB]:
         # clear_dest_alpha: the mask's box clipped to the canvas, whatever the clip region
         cx1, cy1 = max(left, 0), max(top, 0)
         cx2, cy2 = min(right, pixels.shape[1]), min(bottom, pixels.shape[0])
@@ -148,24 +134,12 @@ def _warm_up() -> None:
         _draw_glyphs(
             np.zeros((2, 2), np.uint32),
             kernel_input(np.frombuffer(b"\x80", np.uint8)),
-            np.array([(0, 0, 1, 1, 0)], np.int64),
-            1,
-            0,
-            0,
-            1,
-            1,
-            np.array([(0, 0, 1, 1)], np.int64),
-            0xFF000000,
-            True,
+            np.array([1, 0, 0, 1, 1, 0xFF000000, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1], np.int64),
         )
         _kernel_ready.set()
 
 
-_DEPTHS = ((StringFlags.RASTER_A1, 1), (StringFlags.RASTER_A4, 4), (StringFlags.RASTER_A8, 8))
-
-
-def _glyph_bytes(depth: int, w: int, h: int) -> int:
-    return (w + 7) // 8 * h if depth == 1 else (w + 1) // 2 * h if depth == 4 else w * h
+_A1, _A4, _A8 = int(StringFlags.RASTER_A1), int(StringFlags.RASTER_A4), int(StringFlags.RASTER_A8)
 
 
 def draw_text(canvas: Canvas, base: d.DisplayBase, op: d.Text) -> bool:
@@ -183,30 +157,39 @@ def draw_text(canvas: Canvas, base: d.DisplayBase, op: d.Text) -> bool:
     if with_back and op.fore_mode != Ropd.OP_PUT:
         return False  # the general path raises
     string = op.str
-    depth = next((n for flag, n in _DEPTHS if string.flags & flag), 0)
+    flags = int(string.flags)
+    depth = 1 if flags & _A1 else 4 if flags & _A4 else 8 if flags & _A8 else 0
     glyphs = string.glyphs
     if not depth or not glyphs:
         return False  # vector glyphs, or no glyphs (the general path raises)
-    boxes = [
-        (g.render_pos.x + g.glyph_origin.x, g.render_pos.y + g.glyph_origin.y, g.width, g.height, g.data)
-        for g in glyphs
-    ]
-    left = min(b[0] for b in boxes)
-    top = min(b[1] for b in boxes)
-    mask_w = max(b[0] + b[2] for b in boxes) - left
-    mask_h = max(b[1] + b[3] for b in boxes) - top
-    if mask_w * mask_h > _MAX_MASK:
-        return False  # the general path raises
-    rows = []
+    # one pass: the mask's box (the union of the glyph boxes) and the kernel's table
+    left = top = 1 << 62
+    right = bottom = -(1 << 62)
+    params = [depth, 0, 0, 0, 0, 0, 0, 0]  # the header is filled in below
     chunks = []
     offset = 0
-    for x, y, w, h, data in boxes:
-        if w < 0 or h < 0 or len(data) < _glyph_bytes(depth, w, h):
-            return False  # not from the wire: let the general path decide
-        if w and h:
-            rows.append((x - left, y - top, w, h, offset))
+    for g in glyphs:
+        pos, origin, w, h, data = g.render_pos, g.glyph_origin, g.width, g.height, g.data
+        x, y = pos.x + origin.x, pos.y + origin.y
+        if x < left:
+            left = x
+        if y < top:
+            top = y
+        if x + w > right:
+            right = x + w
+        if y + h > bottom:
+            bottom = y + h
+        if w > 0 and h > 0:
+            if len(data) < ((w * depth + 7) >> 3) * h:
+                return False  # not from the wire: let the general path decide
+            params += (x, y, w, h, offset)
             chunks.append(data)
             offset += len(data)
+        elif w < 0 or h < 0:
+            return False
+    mask_w, mask_h = right - left, bottom - top
+    if mask_w * mask_h > _MAX_MASK:
+        return False  # the general path raises
     rects = dest_rects(canvas, base)
     if not rects:
         return True  # nothing to draw, and no pattern to decode
@@ -221,18 +204,9 @@ def draw_text(canvas: Canvas, base: d.DisplayBase, op: d.Text) -> bool:
     if mask_w <= 0 or mask_h <= 0:
         return True
     color = 0xFF000000 | (int(op.fore_brush.color or 0) & 0xFFFFFF)  # text._solid_brush_8888 at 8 bits
-    table = np.array(rows, np.int64) if rows else np.zeros((0, 5), np.int64)
-    _draw_glyphs(
-        pixels,
-        kernel_input(np.frombuffer(b"".join(chunks), np.uint8)),
-        table,
-        depth,
-        left,
-        top,
-        mask_w,
-        mask_h,
-        np.array(rects, np.int64),
-        color,
-        canvas.pixfmt == PixFmt.X8R8G8B8,
-    )
+    params[_LEFT:_HEADER] = (left, top, mask_w, mask_h, color, int(canvas.pixfmt == PixFmt.X8R8G8B8), len(chunks))
+    for r in rects:
+        params += r
+    # an array over bytes is read-only, C-contiguous and aligned: the type kernel_input gives the warm-up
+    _draw_glyphs(pixels, np.frombuffer(b"".join(chunks), np.uint8), np.array(params, np.int64))
     return True
