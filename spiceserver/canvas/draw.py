@@ -5,8 +5,9 @@ Counterpart of spice-common ``common/canvas_base.c`` (``canvas_draw_fill``, ``_c
 ``_alpha_blend``, ``_composite``, ``canvas_copy_bits``, ``canvas_scale_surface``) on top of
 ``common/sw_canvas.c`` (``__blit_image*``, ``__scale_image*``, ``__blend_*``, ``__colorkey_*``,
 ``copy_region``) and ``common/pixman_utils.c``, which is what spice-gtk draws every message with.
-DRAW_TEXT lives in :mod:`.text`, DRAW_STROKE in :mod:`.stroke`, the pixman arithmetic in
-:mod:`.pixman`.
+DRAW_TEXT lives in :mod:`.text` (a solid colour through glyphs on a 32-bit canvas: :mod:`.fast_text`),
+DRAW_STROKE in :mod:`.stroke`, the pixman arithmetic in :mod:`.pixman`; the rectangle fast paths in
+:mod:`.fast`.
 
 Entry points: :func:`render` takes a display message (``DrawFill`` ... ``DrawComposite``,
 ``CopyBits``); :func:`render_op` takes the ``DisplayBase`` and the operation body (``Fill`` ...
@@ -36,7 +37,7 @@ from ..proto.enums import BrushType, CompositeFlags, ImageType
 from ..proto.messages import display as d
 from ..proto.messages.base import Rect, Transform
 from ..region import Region
-from . import fast
+from . import fast, fast_text
 from .area import (
     Area,
     apply_qmask,
@@ -421,6 +422,8 @@ def _copy_bits(canvas: Canvas, base: d.DisplayBase, op: d.CopyBits, resolver: Im
 
 
 def _text(canvas: Canvas, base: d.DisplayBase, op: d.Text, resolver: ImageResolver) -> None:
+    if fast.ENABLED and fast_text.draw_text(canvas, base, op):
+        return
     draw_text(canvas, base, op, resolver)
 
 

@@ -15,6 +15,9 @@ Counterpart of spice-common ``common/sw_canvas.c`` ``canvas_draw_text`` and of
 4. the fore brush is composited OVER through that mask, then ``clear_dest_alpha`` runs on xRGB
    canvases. A pattern fore brush is sampled relative to the mask's top-left corner (shifted by
    the pattern position), as spice-common's transform does. ``back_mode`` is not used.
+
+A solid fore brush on a 32-bit canvas takes the compiled fast path of :mod:`.fast_text` (same
+pixels); this module draws everything else.
 """
 
 from __future__ import annotations

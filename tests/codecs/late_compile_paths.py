@@ -26,9 +26,18 @@ import numpy as np
 from spiceserver.canvas.surface import PixFmt
 from spiceserver.codecs import _jit, warmup
 from spiceserver.codecs.glz import GlzDictionary
-from spiceserver.proto.enums import BitmapFlags, BitmapFmt, BrushType, ImageCompression, ImageType, SurfaceFmt
+from spiceserver.proto.enums import (
+    BitmapFlags,
+    BitmapFmt,
+    BrushType,
+    ClipType,
+    ImageCompression,
+    ImageType,
+    StringFlags,
+    SurfaceFmt,
+)
 from spiceserver.proto.messages import display as d
-from spiceserver.proto.messages.base import Rect
+from spiceserver.proto.messages.base import Point, Rect
 from spiceserver.qxl import Interrupt
 from spiceserver.qxl.guest import GuestDriver
 from spiceserver.qxl.layout import CmdType
@@ -193,6 +202,29 @@ async def framebuffer_paths(mode: tuple[str, str, str]) -> int:
         await r.server.close()
 
 
+def glyph_runs() -> list[tuple[d.Text, Rect, d.Clip | None]]:
+    """DRAW_TEXT bodies of A1, A4 and A8 glyphs (random coverage), without and with clip rects."""
+    out: list[tuple[d.Text, Rect, d.Clip | None]] = []
+    clip = d.Clip(type=ClipType.RECTS, rects=d.ClipRects(rects=(Rect(top=0, left=0, bottom=20, right=30),)))
+    for flag, cls, bpp in (
+        (StringFlags.RASTER_A1, d.RasterGlyphA1, 1),
+        (StringFlags.RASTER_A4, d.RasterGlyphA4, 4),
+        (StringFlags.RASTER_A8, d.RasterGlyphA8, 8),
+    ):
+        glyphs = tuple(
+            cls(render_pos=Point(x=10 + 8 * i, y=20), glyph_origin=Point(x=0, y=-9), width=7, height=9,
+                data=_rng.integers(0, 256, 9 * ((7 * bpp + 7) // 8), dtype=np.uint8).tobytes())
+            for i in range(4)
+        )  # fmt: skip
+        text = d.Text(
+            str=d.String(flags=flag, glyphs=glyphs), back_area=Rect(top=0, left=0, bottom=0, right=0),
+            fore_brush=_solid(0x336699), back_brush=d.Brush(type=BrushType.NONE), fore_mode=8, back_mode=8,
+        )  # fmt: skip
+        bbox = Rect(top=11, left=10, bottom=20, right=10 + 8 * 4)
+        out += [(text, bbox, None), (text, bbox, clip)]
+    return out
+
+
 async def qxl_paths(mode: tuple[str, str, str], primary_fmt: int) -> int:
     """A guest drawing bitmaps of every format, both orientations, on a primary of ``primary_fmt``
     and on off-screen surfaces of every format; a late client reads every surface back."""
@@ -231,6 +263,12 @@ async def qxl_paths(mode: tuple[str, str, str], primary_fmt: int) -> int:
         images = all_bitmaps(40, 30, kinds)  # (the test client draws no palette image on a 16-bit canvas)
         draw(images)
         n += len(images)
+        # glyph runs of every depth (the canvas's DRAW_TEXT kernel), unclipped and clipped
+        for text, bbox, clip in glyph_runs():
+            guest.submit(guest.drawable(text, bbox=bbox, clip=clip), CmdType.DRAW)
+            r.server.wait_idle()
+            guest.collect_releases()
+            n += 1
         marker = 0x654321
         fill = d.Fill(brush=_solid(marker), rop_descriptor=8, mask=d.QMask())
         guest.submit(guest.drawable(fill, bbox=Rect(top=0, left=0, bottom=2, right=2)), CmdType.DRAW)
