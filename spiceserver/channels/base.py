@@ -3,7 +3,7 @@
 Counterpart of spice ``server/red-channel.cpp`` (a channel offered to clients: its type, id, caps
 and connected clients), ``red-channel-client.cpp`` (one client's connection to it: message
 dispatch, a bad message closes only this client) and the parts of ``reds.cpp`` every channel uses
-(the client list, the multimedia clock).
+(the client list; the multimedia clock itself is :mod:`spiceserver.mmtime`).
 
 The server links a connection (:mod:`spiceserver.reds`) and hands the result, a :class:`Link`, to
 the channel registered for the requested (type, id); from then on the channel serves it:
@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from ..config import ChannelSecurity, ServerConfig
 from ..errors import ProtocolError
 from ..events import ChannelListeners, ConnLog
+from ..mmtime import MediaClock
 from ..proto.channel import ChannelConnection, Event
 from ..proto.channel_client import ChannelClientBase
 from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
@@ -70,6 +71,8 @@ class ServerContext:
         stats: server counters (connections, links, protocol errors, ...), for the metrics.
         traffic: bytes per (channel name, ``"in"`` | ``"out"``).
         open_channels: connected channel clients per channel name.
+        start_time: the monotonic time the server was created at.
+        clock: the multimedia clock (counts from ``start_time``).
     """
 
     config: ServerConfig
@@ -85,13 +88,15 @@ class ServerContext:
     traffic: Counter[tuple[str, str]] = field(default_factory=Counter)
     open_channels: Counter[str] = field(default_factory=Counter)
     start_time: float = field(default_factory=time.monotonic)
+    clock: MediaClock = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = ChannelRegistry(self.gate.run)
+        self.clock = MediaClock(time.monotonic, self.start_time)
 
     def mm_time(self) -> int:
-        """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
-        return int((time.monotonic() - self.start_time) * 1000) & 0xFFFFFFFF
+        """The multimedia clock in ms (libspice ``reds_get_mm_time``): ``clock.now()``."""
+        return self.clock.now()
 
 
 @dataclass(eq=False)

@@ -11,6 +11,8 @@ when the main channel of a session closes, every channel of the session is close
 The agent data path (AGENT_DATA, tokens) arrives with the char-device work; here the agent's presence
 is announced (AGENT_CONNECTED[_TOKENS] / AGENT_DISCONNECTED, INIT's agent_connected), AGENT_START and
 AGENT_TOKEN are accounted, and AGENT_DATA is dropped with a debug log.
+The channel listens to the multimedia clock (:mod:`spiceserver.mmtime`): when a stream raises its
+latency every client gets MULTI_MEDIA_TIME (``reds_send_mm_time``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import time
 from typing import Protocol, runtime_checkable
 
+from ..mmtime import ClockUpdate
 from ..proto.channel import ChannelConnection, PongReceived
 from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, NotifyVisibility
@@ -36,7 +39,6 @@ log = logging.getLogger("spiceserver")
 AGENT_TOKENS = 10  # REDS_AGENT_WINDOW_SIZE
 NET_TEST_BYTES = 250 * 1024
 LOW_BANDWIDTH_BPS = 10 * 1024 * 1024  # below this the client is "low bandwidth"
-MM_TIME_DELTA_MS = 400
 
 
 class NetStage(enum.Enum):
@@ -129,6 +131,7 @@ class MainChannel(LoopChannel):
         self._agent_attached = False
         inputs.on_pointer_change.append(self.update_mouse_mode)
         ctx.registry.subscribe(self._channel_added)
+        ctx.clock.add_listener(self._clock_changed)
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -201,6 +204,14 @@ class MainChannel(LoopChannel):
         else:
             self.broadcast(lambda cc: cc.send_mouse_mode())
 
+    # --- multimedia clock ----------------------------------------------------------------------
+
+    def _clock_changed(self, update: ClockUpdate) -> None:
+        """The mm-time latency changed (any thread): every client gets MULTI_MEDIA_TIME with the
+        update's ``now - latency`` (libspice ``reds_send_mm_time``)."""
+        log.debug("mm-time latency now %d ms (%s)", update.latency, update.reason)
+        self.broadcast(lambda cc: cc.send_multi_media_time(update.time))
+
     # --- agent ---------------------------------------------------------------------------------
 
     @property
@@ -244,6 +255,7 @@ class MainChannelClient(ChannelClient):
         self.agent_started = False
         self.agent_tokens = 0
         self._next_ping: float | None = None
+        self._init_sent = False
 
     async def start(self, now: float) -> None:
         """INIT, NAME and UUID; the network test; the first ping."""
@@ -257,10 +269,11 @@ class MainChannelClient(ChannelClient):
                 current_mouse_mode=main.mouse_mode,
                 agent_connected=int(main.agent_attached),
                 agent_tokens=AGENT_TOKENS,
-                multi_media_time=(main.ctx.mm_time() - MM_TIME_DELTA_MS) & 0xFFFFFFFF,
+                multi_media_time=main.ctx.clock.init_time(),
                 ram_hint=0,
             )
         )
+        self._init_sent = True
         if self.has_channel_cap(MainCap.NAME_AND_UUID):
             if cfg.name is not None:
                 self.conn.send(m.Name(name=cfg.name.encode() + b"\0"))
@@ -270,6 +283,11 @@ class MainChannelClient(ChannelClient):
             self.net_test.start(self.conn, now)
         if cfg.ping_interval > 0:
             self._next_ping = now + cfg.ping_interval
+
+    def send_multi_media_time(self, mm_time: int) -> None:
+        """SPICE_MSG_MAIN_MULTI_MEDIA_TIME (after INIT only)."""
+        if self._init_sent:
+            self.conn.send(m.MultiMediaTime(time=mm_time))
 
     def _on_attach_channels(self, msg: m.AttachChannels, now: float) -> None:
         self.attached = True
