@@ -458,7 +458,9 @@ class StreamDetector:
             sid, frame.surface_id, frame.box, frame.src_width, frame.src_height, frame.top_down,
             frame.time_ms, fps, input_fps_start_time=frame.time_ms,
         )  # fmt: skip
-        return StreamStart(sid, frame.surface_id, frame.box, frame.src_width, frame.src_height, frame.top_down, fps, frame)
+        return StreamStart(
+            sid, frame.surface_id, frame.box, frame.src_width, frame.src_height, frame.top_down, fps, frame
+        )
 
     def _attach(self, stream: Stream, frame: Frame) -> FrameForStream:
         """``attach_stream``: the stream's last time, and its input fps re-estimated every 5 s."""
