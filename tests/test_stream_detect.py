@@ -102,6 +102,17 @@ def test_a_gap_restarts_the_count() -> None:
     assert isinstance(det.frame(frame(t=t + (START_DRAWS - 1) * FPS25)), StreamStart)
 
 
+def test_time_going_backwards_matches_nothing() -> None:
+    det = StreamDetector("all")
+    feed(det, 5, t0=1000)
+    assert det.frame(frame(t=900)) is None
+    assert det.trace(0)[0][1] == 0  # a new chain
+    feed(det, START_DRAWS, t0=2000)
+    assert list(det.streams) == [0]
+    assert det.frame(frame(t=1900)) is None
+    assert det.tick(1900) == []
+
+
 def test_a_different_box_or_source_size_is_a_different_chain() -> None:
     det = StreamDetector("all")
     other: Box = (100, 100, 741, 460)

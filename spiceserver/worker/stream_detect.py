@@ -36,6 +36,9 @@ does. A gradual frame more than :data:`FRAMES_RESET_CONDITION` frames after the 
 one resets the chain's counts to 1. Graduality is computed (a callable is called) only for frames
 that continue a chain, as libspice computes it only in ``video_stream_add_frame``.
 
+A frame stamped earlier than the frame it would follow matches nothing (libspice subtracts unsigned
+nanoseconds, so a negative gap is a huge one); the worker should stamp frames with a monotonic clock.
+
 A frame that continues a chain while all :data:`NUM_STREAMS` ids are taken keeps the chain going:
 the next frame tries again, so a stream starts as soon as an id is free (libspice does the same: a
 failed ``display_channel_create_stream`` leaves the counts on the drawable).
@@ -70,7 +73,9 @@ The framebuffer path
 A host that repaints a video region gives dirty rectangles that may jitter by a few pixels from one
 frame to the next; an exact-geometry chain would never form. :class:`BoxNormaliser` maps each dirty
 box to a stable one (rule in its docstring); the framebuffer source draws the normalised box (the
-pixels are all in the host's frame) and hands that box to the detector.
+pixels are all in the host's frame) and hands that box to the detector. A region the host reports
+as several rectangles (or that the tile differ splits into runs) is one box first: the caller joins
+the rectangles that touch (:func:`union_box`) before normalising.
 """
 
 from __future__ import annotations
@@ -402,7 +407,7 @@ class StreamDetector:
         trace = self._traces.setdefault(frame.surface_id, {})
         key = (frame.box, frame.src_width, frame.src_height)
         prev = trace.pop(key, None)
-        if prev is not None and now - prev.time <= STREAM_DETECTION_MAX_DELTA_MS:
+        if prev is not None and 0 <= now - prev.time <= STREAM_DETECTION_MAX_DELTA_MS:
             chain = self._add_frame(prev, frame)
             if chain.frames_count >= FRAMES_START_CONDITION and (
                 chain.gradual_frames_count >= GRADUAL_FRAMES_START_CONDITION * chain.frames_count
@@ -420,8 +425,8 @@ class StreamDetector:
 
     def _continues_stream(self, frame: Frame, stream: Stream) -> bool:
         """``is_next_stream_frame`` in container mode."""
-        if frame.time_ms - stream.last_time > STREAM_CONTINUOUS_MAX_DELTA_MS:
-            return False
+        if not 0 <= frame.time_ms - stream.last_time <= STREAM_CONTINUOUS_MAX_DELTA_MS:
+            return False  # libspice's unsigned difference: an earlier time never matches
         if not _contains(frame.box, stream.dest):
             return False
         if _area(frame.box) > 2 * _area(stream.dest):
