@@ -82,15 +82,17 @@ class Scene:
         self.screen = self.desktop.copy()
 
     def frame(self, k: int) -> np.ndarray:
-        """Frame ``k``: a crop of the photo panning right then back (the whole photo rolled when the
-        region is the whole screen), never equal to frame ``k - 1``."""
+        """Frame ``k``: a crop of the photo panning right, then left ``STEP`` lower, and so on down
+        and back up (the whole photo rolled the same way when the region is the whole screen). No
+        two frames of a run are equal, so none can come from the client's image cache."""
         if self.w == SW:
-            return np.roll(self.photo, STEP * (k + 1), axis=1)
-        span = (SW - self.w) // STEP
-        pos = k % (2 * span)
-        pos = pos if pos < span else 2 * span - pos
-        top = (SH - self.h) // 2
-        return self.photo[top : top + self.h, pos * STEP : pos * STEP + self.w]
+            return np.roll(self.photo, (STEP * ((k + 1) // (SW // STEP)), STEP * (k + 1)), axis=(0, 1))
+        span_x, span_y = (SW - self.w) // STEP, max(1, (SH - self.h) // STEP)
+        sweep, pos = divmod(k, span_x)  # one way per sweep, alternately
+        x = pos if sweep % 2 == 0 else span_x - pos
+        row = sweep % (2 * span_y)
+        y = row if row < span_y else 2 * span_y - row
+        return self.photo[y * STEP : y * STEP + self.h, x * STEP : x * STEP + self.w]
 
     def dirty(self) -> tuple[int, int, int, int]:
         return (self.x, self.y, self.x + self.w, self.y + self.h)
