@@ -316,6 +316,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["images"] = {k: v - b["images"].get(k, 0) for k, v in a["images"].items() if v - b["images"].get(k, 0)}
         result["streams"] = {k: v - b.get(k, 0) for k, v in a.items() if "stream" in k and isinstance(v, int)}
         result["drawables"] = a.get("drawables", 0) - b.get("drawables", 0)
+        result["replaced"] = {k: a.get(k, 0) - b.get(k, 0) for k in ("collapsed", "pruned")}
     return result
 
 
@@ -342,7 +343,9 @@ def show(r: dict[str, Any]) -> None:
         f"  server CPU {r['server_cpu']:.2f} s (worker thread {r['worker_cpu']:.2f} s){guest}; run {r['wall']:.1f} s wall"
     )
     print(f"  encode per frame: {encode_ms(r)}")
-    print(f"  images by codec: {r.get('images', {})}; drawables sent: {r.get('drawables', 'n/a')}")
+    print(
+        f"  images by codec: {r.get('images', {})}; drawables sent: {r.get('drawables', 'n/a')}; not sent (newer frame won): {r.get('replaced', 'n/a')}"
+    )
     streams = {k: v for k, v in r.get("streams", {}).items() if v}
     kinds = {k: v for k, v in r["kinds"].items() if k.startswith("Stream")}
     print(f"  stream messages: {streams or kinds or 'none (streams not wired)'}")
