@@ -21,7 +21,9 @@ Reported: frames per second the client showed (spice-gtk: the invalidated area i
 divided by the region's area, as ``cold_start.py --video`` counts it; test client: the area of the
 draw and stream messages it received), display channel bytes server->client (the server's traffic
 counters), the mean bitrate over the steady part (from 1 s after the first frame to the last frame),
-the server process's CPU seconds (guest thread excluded) and the display worker thread's, encode ms
+the server process's CPU seconds (guest thread excluded; it does include the host painting the
+framebuffer path's frames, and with ``--client test`` the test client, which runs in this process)
+and the display worker thread's (its own clock, ``pthread_getcpuclockid``), encode ms
 per frame when the server reports it (worker CPU per frame otherwise), the images sent by codec and
 the stream messages. PSNR: n/a for lossless images; once streams exist, of the decoded frames.
 
