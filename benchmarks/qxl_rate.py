@@ -48,6 +48,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _tasks import in_background  # benchmarks/_tasks.py (this script's folder is on sys.path)
+
 from spiceserver import ServerConfig, SpiceServer
 from spiceserver.codecs import warmup
 from spiceserver.proto.enums import BrushType
@@ -252,13 +254,8 @@ async def linked(server: SpiceServer, kind: str) -> AsyncIterator[dict[str, Any]
                 if isinstance(msg, d.DrawFill | d.DrawText | d.CopyBits):
                     seen["fills"] += 1
 
-        task = asyncio.create_task(read())
-        try:
+        async with in_background(read()):
             yield seen
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EOFError):
-                await task
         return
     from tests.interop.harness import controlled_client, require_gi_client
 

@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 IMAGES = ROOT.parent / "shared" / "images"
 
+from _tasks import in_background  # noqa: E402  # benchmarks/_tasks.py (this script's folder is on sys.path)
+
 from spiceserver import ServerConfig, SpiceServer  # noqa: E402
 from spiceserver.codecs import warmup  # noqa: E402
 from spiceserver.proto.enums import BitmapFmt  # noqa: E402
@@ -159,13 +161,8 @@ async def linked(server: SpiceServer, kind: str, scene: Scene) -> AsyncIterator[
                 return marks[0]
             return {"area": seen["area"] - marks[0]["area"], "kinds": seen["kinds"] - marks[0]["kinds"]}
 
-        task = asyncio.create_task(read())
-        try:
+        async with in_background(read()):
             yield mark
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EOFError):
-                await task
         return
     from tests.interop.harness import GiClient, require_gi_client
 

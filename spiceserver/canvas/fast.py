@@ -158,16 +158,26 @@ def _blit(canvas: Canvas, rects: tuple[RectTuple, ...], src: Pixmap, box: Rect, 
         sub[...] = block if rop == Rop.COPY else apply_rop(rop, block, sub)
 
 
+def _rects_and_source(
+    canvas: Canvas, base: d.DisplayBase, op: d.Copy | d.Blend | d.Opaque, resolver: ImageResolver
+) -> tuple[tuple[RectTuple, ...], Pixmap] | None:
+    """The destination rectangles of an unscaled blit and its source operand; None when nothing is
+    drawn (the source image is still checked, as the general path does)."""
+    rects = dest_rects(canvas, base)
+    if not rects:
+        touch_image(op.src_bitmap, canvas.pixfmt, resolver)
+        return None
+    return rects, src_operand(canvas, op.src_bitmap, resolver)
+
+
 def copy(canvas: Canvas, base: d.DisplayBase, op: d.Copy | d.Blend, resolver: ImageResolver) -> bool:
     """Copy / Blend without mask or scaling; False when the general path must run."""
     if op.mask.bitmap is not None or not _same_size(base.box, op.src_area):
         return False
-    rects = dest_rects(canvas, base)
-    if not rects:
-        touch_image(op.src_bitmap, canvas.pixfmt, resolver)
-        return True
-    src = src_operand(canvas, op.src_bitmap, resolver)
-    _blit(canvas, rects, src, base.box, op.src_area, ropd_to_rop(op.rop_descriptor, RopInput.SRC, RopInput.DEST))
+    blit = _rects_and_source(canvas, base, op, resolver)
+    if blit is not None:
+        rects, src = blit
+        _blit(canvas, rects, src, base.box, op.src_area, ropd_to_rop(op.rop_descriptor, RopInput.SRC, RopInput.DEST))
     return True
 
 
@@ -176,11 +186,10 @@ def opaque(canvas: Canvas, base: d.DisplayBase, op: d.Opaque, resolver: ImageRes
     value = _brush_value(op.brush)
     if value is None or op.mask.bitmap is not None or not _same_size(base.box, op.src_area):
         return False
-    rects = dest_rects(canvas, base)
-    if not rects:
-        touch_image(op.src_bitmap, canvas.pixfmt, resolver)
+    blit = _rects_and_source(canvas, base, op, resolver)
+    if blit is None:
         return True
-    src = src_operand(canvas, op.src_bitmap, resolver)
+    rects, src = blit
     _blit(canvas, rects, src, base.box, op.src_area, Rop.COPY)
     _put(canvas, rects, value, ropd_to_rop(op.rop_descriptor, RopInput.BRUSH, RopInput.SRC))
     return True
