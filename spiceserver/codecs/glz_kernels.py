@@ -3,7 +3,7 @@
 Counterpart of spice-server ``server/glz-encode.tmpl.c`` (``compress``, ``compress_seg``,
 ``do_match``), ``server/glz-encode-match.tmpl.c`` (``encode_match``, ``get_encode_ref_size``) and
 spice-gtk ``src/decode-glz-tmpl.c`` (``decode``). Plain Python over numpy arrays, compiled by
-:func:`~spiceserver.codecs._jit.njit` when numba is present.
+:func:`~spiceserver._jit.njit` when numba is present.
 
 Pixels are the ``uint32`` arrays of :mod:`.lz_kernels` with the same ``kind`` values (RGB, RGB16,
 ALPHA). The dictionary is a set of arrays owned by :class:`~spiceserver.codecs.glz.GlzDictionary`:

@@ -2,7 +2,7 @@
 
 Counterpart of spice-common ``common/lz_compress_tmpl.c`` (``compress``, ``compress_seg``) and
 ``common/lz_decompress_tmpl.c`` (``decompress``). Every kernel is plain Python over numpy arrays,
-compiled by :func:`~spiceserver.codecs._jit.njit` when numba is present; ``pure(kernel)`` runs the
+compiled by :func:`~spiceserver._jit.njit` when numba is present; ``pure(kernel)`` runs the
 same code uncompiled, and both produce identical bytes.
 
 Pixels reach the encoder as one ``uint32`` array whatever the image type; ``kind`` says how to read

@@ -17,8 +17,8 @@ Counterpart of spice-common ``common/quic.c`` (bit I/O, model set-up, MELCODE ru
   sends a run length with an adaptive MELCODE instead of pixels.
 
 The decoder mirrors every adaptation, so the encoder must be bit-exact. All kernels are plain
-Python over numpy arrays and ints, compiled by :func:`~spiceserver.codecs._jit.njit` when numba is
-present; :func:`~spiceserver.codecs._jit.pure` gives the interpreted version.
+Python over numpy arrays and ints, compiled by :func:`~spiceserver._jit.njit` when numba is
+present; :func:`~spiceserver._jit.pure` gives the interpreted version.
 
 Image layout seen by the kernels: ``px`` is the flat uint8 image, ``height`` rows of
 ``width * bpp`` bytes, and ``chans`` lists the byte index within a pixel of each coded channel in

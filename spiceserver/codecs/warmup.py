@@ -6,7 +6,7 @@ numba's on-disk cache). :func:`start` runs every codec once on a tiny image in a
 server accepts and serves clients at once.
 
 Covering a kernel once is enough: the codec wrappers hand every kernel one array type per argument
-(:func:`~spiceserver.codecs._jit.kernel_input`), so the specializations compiled here are the only
+(:func:`~spiceserver._jit.kernel_input`), so the specializations compiled here are the only
 ones the server ever uses (``tests/codecs/test_no_late_compile.py`` checks every encoder path).
 
 Kernels outside the codecs (the drawable tree's region kernels, :mod:`spiceserver.region_kernels`)

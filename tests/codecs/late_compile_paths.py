@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from spiceserver import _jit
 from spiceserver.canvas.surface import PixFmt
-from spiceserver.codecs import _jit, warmup
+from spiceserver.codecs import warmup
 from spiceserver.codecs.glz import GlzDictionary
 from spiceserver.proto.enums import (
     BitmapFlags,

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spiceserver.codecs._jit import pure
+from spiceserver._jit import pure
 from spiceserver.codecs.graduality import Graduality, _score_kernel, graduality_level
 from spiceserver.desktop import SyntheticDesktop
 

@@ -1,5 +1,5 @@
 """No codec kernel gains a specialization after the warm-up: every path by which the server hands
-pixels to a kernel passes the argument types the warm-up compiled (``codecs/_jit.py``
+pixels to a kernel passes the argument types the warm-up compiled (``spiceserver/_jit.py``
 ``kernel_input``), so no client ever waits for numba to compile on the worker thread.
 
 The paths run in a fresh interpreter (``late_compile_paths.py``): in this process earlier tests may
@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from spiceserver.codecs import _jit
+from spiceserver import _jit
 from spiceserver.codecs.lz import LzImageType, encode_lz
 from spiceserver.codecs.quic import encode_quic
 from tests.support.subprocess_report import run_module_report

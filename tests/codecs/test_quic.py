@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spiceserver._jit import pure
 from spiceserver.codecs import quic_kernels
-from spiceserver.codecs._jit import pure
 from spiceserver.codecs.quic import MAX_PIXELS, QuicType, decode_quic, encode_quic
 from spiceserver.errors import ProtocolError
 

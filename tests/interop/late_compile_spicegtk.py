@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from spiceserver.codecs import _jit, warmup
+from spiceserver import _jit
+from spiceserver.codecs import warmup
 from tests.codecs.late_compile_paths import photo_frame
 from tests.conftest import start_server
 from tests.interop.harness import Event, GiClient
