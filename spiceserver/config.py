@@ -16,7 +16,10 @@ from typing import Literal, get_args
 from .errors import ConfigError, NotSupportedError
 from .proto.enums import CHANNEL_NAMES
 
-__all__ = ["ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS", "WAN_COMPRESSIONS"]
+__all__ = [
+    "ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS",
+    "WAN_COMPRESSIONS", "StreamingVideoName", "STREAMING_VIDEO_MODES", "VIDEO_CODEC_NAMES", "parse_video_codecs",
+]  # fmt: skip
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
 #: a DNS name, an IPv4 address, or an IPv6 address (brackets removed): no scheme, port or path
@@ -28,6 +31,12 @@ ImageCompressionName = Literal["off", "auto_glz", "auto_lz", "quic", "glz", "lz"
 WanCompressionName = Literal["auto", "never", "always"]
 IMAGE_COMPRESSIONS: tuple[ImageCompressionName, ...] = get_args(ImageCompressionName)
 WAN_COMPRESSIONS: tuple[WanCompressionName, ...] = get_args(WanCompressionName)
+#: QEMU ``streaming-video`` values (libspice SPICE_STREAM_VIDEO_OFF / ALL / FILTER)
+StreamingVideoName = Literal["off", "all", "filter"]
+STREAMING_VIDEO_MODES: tuple[StreamingVideoName, ...] = get_args(StreamingVideoName)
+#: the video codecs a stream may use, as QEMU's ``video-codec`` option names them, in libspice's
+#: default order (``reds.cpp`` ``default_video_codecs``)
+VIDEO_CODEC_NAMES = ("mjpeg", "h264", "vp8", "vp9")
 
 
 class ChannelSecurity:
@@ -87,6 +96,17 @@ class ServerConfig:
         jpeg_wan_compression: JPEG instead of Quic for photo-like images: auto (on low-bandwidth
             clients, as measured by the main channel's network test), never, always.
         zlib_glz_wan_compression: GLZ images also deflated (ZLIB_GLZ_RGB): auto, never, always.
+        streaming_video: which draws may become a video stream (QEMU ``streaming-video``): ``off``;
+            ``all`` (any 20 fast same-place copies of fresh bitmaps); ``filter`` (the default, as
+            libspice's own; QEMU passes ``off`` unless told): also at least 96x96 and photo-like.
+            Stream frames go lossy (a video codec); the area is sent lossless when the stream ends.
+        video_codecs: the codecs streams may use, most preferred first (QEMU ``video-codec``,
+            also accepted in its ``"spice:mjpeg;gstreamer:h264"`` spelling: the encoder part is
+            ignored). Each client gets the first one it can decode (a client's
+            PREFERRED_VIDEO_CODEC_TYPE re-orders the list for it). MJPEG is built in; vp8, h264 and
+            vp9 need the ``spiceserver[video]`` extra (PyAV): a listed codec that is not installed
+            raises ConfigError. None (the default) is libspice's list, mjpeg, h264, vp8, vp9,
+            without those not installed.
         websocket: accept WebSocket connections on the same ports (``ws://`` on ``port`` and
             ``unix_path``, ``wss://`` on ``tls_port``): browser clients such as spice-html5
             connect directly, with no websockify. Not in QEMU; on by default.
@@ -141,6 +161,8 @@ class ServerConfig:
     image_compression: ImageCompressionName = "auto_glz"
     jpeg_wan_compression: WanCompressionName = "auto"
     zlib_glz_wan_compression: WanCompressionName = "auto"
+    streaming_video: StreamingVideoName = "filter"
+    video_codecs: tuple[str, ...] | str | None = None
     websocket: bool = True
     websocket_origins: tuple[str, ...] = ()
     server_names: tuple[str, ...] = ()
@@ -169,6 +191,9 @@ class ServerConfig:
         for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
             if getattr(self, name) not in WAN_COMPRESSIONS:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: expected one of {', '.join(WAN_COMPRESSIONS)}")
+        if self.streaming_video not in STREAMING_VIDEO_MODES:
+            raise ConfigError(f"streaming_video {self.streaming_video!r}: expected one of {', '.join(STREAMING_VIDEO_MODES)}")
+        object.__setattr__(self, "video_codecs", _installed_video_codecs(self.video_codecs))
         if self.link_timeout <= 0 or self.first_bytes_timeout <= 0 or self.max_pending_links < 1 or self.max_pending_links_per_peer < 1:
             raise ConfigError("link_timeout, first_bytes_timeout, max_pending_links and max_pending_links_per_peer must be positive")
         if self.web_root is not None:
@@ -212,3 +237,43 @@ class ServerConfig:
         if channel_name in self.plaintext_channels:
             return ChannelSecurity.NONE
         return default
+
+
+def parse_video_codecs(value: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    """``video_codecs`` as a tuple of :data:`VIDEO_CODEC_NAMES`, QEMU's string spelling accepted.
+
+    ``"spice:mjpeg;gstreamer:h264"`` (QEMU / libspice ``spice_server_set_video_codecs``) and
+    ``("mjpeg", "h264")`` both give ``("mjpeg", "h264")``; duplicates are dropped.
+
+    Raises:
+        ConfigError: an unknown codec name, or an empty list.
+    """
+    items = value.split(";") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        name = item.strip().rpartition(":")[2].strip().lower()
+        if not name:
+            continue
+        if name not in VIDEO_CODEC_NAMES:
+            raise ConfigError(f"video_codecs: unknown codec {item!r} (known: {', '.join(VIDEO_CODEC_NAMES)})")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ConfigError("video_codecs: no codec given")
+    return tuple(out)
+
+
+def _installed_video_codecs(value: tuple[str, ...] | list[str] | str | None) -> tuple[str, ...]:
+    """The configured codecs (None: every installed one in libspice's order), each checked installed."""
+    from .codecs.video import available_codecs  # PyAV, if present, is imported only here
+
+    installed = {c.name.lower() for c in available_codecs()}
+    if value is None:
+        return tuple(n for n in VIDEO_CODEC_NAMES if n in installed)
+    names = parse_video_codecs(value)
+    missing = [n for n in names if n not in installed]
+    if missing:
+        raise ConfigError(
+            f"video_codecs: {', '.join(missing)} not available: install the spiceserver[video] extra (PyAV)"
+        )
+    return names

@@ -38,9 +38,9 @@ from .worker_link import WorkerBridge, WorkerChannel
 
 __all__ = ["METRICS_WAIT", "DISPLAY_CAPS", "Display", "Displays", "DisplayChannel", "FramebufferDisplay", "QXLDevice", "QXLDeviceConfig"]
 
-#: display channel caps we advertise (libspice: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
-#: PREF_VIDEO_CODEC_TYPE; video streaming is not built yet, so no STREAM_REPORT / codec types).
-DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.PREF_COMPRESSION)
+#: display channel caps we advertise (libspice's: MONITORS_CONFIG, STREAM_REPORT, PREF_COMPRESSION,
+#: PREF_VIDEO_CODEC_TYPE)
+DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.STREAM_REPORT, DisplayCap.PREF_COMPRESSION, DisplayCap.PREF_VIDEO_CODEC_TYPE)
 
 
 class DisplayChannel(WorkerChannel):
@@ -165,7 +165,7 @@ class Displays:
 
     def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
         settings = DisplaySettings.from_config(self.ctx.config)
-        worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings)
+        worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings, self.ctx.clock)
         display = Display(self.ctx, worker)
         worker.start()
         device = attach(worker)

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..proto.enums import BITMAP_FMT_BYTES, BitmapFmt, ImageCompression
+from ..proto.enums import BITMAP_FMT_BYTES, BitmapFmt, ImageCompression, VideoCodecType
 
 if TYPE_CHECKING:
     from ..config import ServerConfig
@@ -61,6 +61,10 @@ class DisplaySettings:
     zlib_glz_wan: WanPolicy = WanPolicy.AUTO
     #: bytes the drawables of one display may keep (``ServerConfig.max_retained_draw_bytes``)
     max_retained_bytes: int = 256 << 20
+    #: ``ServerConfig.streaming_video``: "off", "all" or "filter"
+    streaming_video: str = "filter"
+    #: the codecs streams may use, most preferred first (``ServerConfig.video_codecs``)
+    video_codecs: tuple[VideoCodecType, ...] = (VideoCodecType.MJPEG,)
 
     @classmethod
     def from_config(cls, cfg: ServerConfig) -> DisplaySettings:
@@ -70,6 +74,8 @@ class DisplaySettings:
             WanPolicy(cfg.jpeg_wan_compression),
             WanPolicy(cfg.zlib_glz_wan_compression),
             cfg.max_retained_draw_bytes,
+            cfg.streaming_video,
+            tuple(VideoCodecType[name.upper()] for name in cfg.video_codecs or ()),
         )
 
     def client_policy(self, *, lz4_cap: bool, glz_window: int, low_bandwidth: bool, preferred: ImageCompression | None = None) -> ClientCompression:

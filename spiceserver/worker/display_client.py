@@ -27,23 +27,43 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..codecs.glz import LZ_MAX_WINDOW_SIZE, GlzDictionary
+from ..errors import ProtocolError
 from ..proto.channel import ChannelConnection
 from ..proto.channel_client import ACK_WINDOW, HIGH_WATER, ChannelClientBase, StateTable
 from ..proto.enums import ChannelType, DisplayCap, ImageCompression, SurfaceFlags
 from ..proto.link import has_cap
 from ..proto.messages import display as d
 from ..proto.messages.base import SERVER, Message
+from .client_streams import ClientStreams
 from .compression import ClientCompression, DisplaySettings
 from .drawable import Drawable
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
 from .pipe_items import DrawableItem, MessageItem, PictureItem, PipeItem
+from .stream_items import StreamDataItem
 
 if TYPE_CHECKING:
+    from .stream_encoder import EncodeJob
     from .surface import Surface
+
+
+class StreamHost(Protocol):
+    """What a display client needs from its worker for video streams."""
+
+    def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
+        """Run ``item``'s encode job on an encoder thread; wake the worker when it is done."""
+
+    def raise_latency(self, ms: int) -> None:
+        """An encoder asks for at least ``ms`` of multimedia-clock latency."""
+
+    def client_ready(self, dcc: DisplayChannelClient) -> None:
+        """The client finished its init (it gets the live streams)."""
+
+    def restart_streams(self, reason: str) -> None:
+        """End every stream (they restart with the next frames)."""
 
 __all__ = ["DisplayChannelClient", "ACK_WINDOW", "MAX_PIPE", "HIGH_WATER"]
 
@@ -83,6 +103,7 @@ class DisplayChannelClient(ChannelClientBase):
         surfaces: dict[int, Surface],
         monitors: Callable[[], d.MonitorsConfig | None],
         settings: DisplaySettings | None = None,
+        host: StreamHost | None = None,
     ) -> None:
         super().__init__(ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header, max_message_size=info.max_message_size), ack_window=ACK_WINDOW, high_water=HIGH_WATER)
         self.info = info
@@ -96,8 +117,16 @@ class DisplayChannelClient(ChannelClientBase):
         self.settings = settings or DisplaySettings()
         self.encoder = ImageEncoder(policy=self._policy(0), cache=None)
         self.sent_surfaces: set[int] = set()
-        self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0}
-        ignored = {d.StreamReport: self._ignore, d.PreferredVideoCodecType: self._ignore, d.GlDrawDone: self._ignore}
+        self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0, "stream_frames": 0}
+        self.host = host
+        self.streams = ClientStreams(
+            info.label, self.has_cap, self._queue, self.push_drawable, self.settings.video_codecs, low_bandwidth=info.low_bandwidth
+        )
+        ignored: dict[type, Callable[[Any], object]] = {
+            d.StreamReport: self._on_stream_report,
+            d.PreferredVideoCodecType: self._on_preferred_video_codec,
+            d.GlDrawDone: self._ignore,
+        }
         self.state = DisplayState.WAIT_INIT
         self.tables = {
             DisplayState.WAIT_INIT: StateTable(
@@ -112,6 +141,10 @@ class DisplayChannelClient(ChannelClientBase):
     def pipe_size(self) -> int:
         """Items queued and not yet marshalled (what holds the ring back: :mod:`.ring_gate`)."""
         return self.live
+
+    def can_stream(self, surface_id: int) -> bool:
+        """Whether the client may be told of streams on ``surface_id`` (initialized and it knows the surface)."""
+        return self.state is DisplayState.READY and surface_id in self.sent_surfaces
 
     @property
     def initialized(self) -> bool:
@@ -154,6 +187,21 @@ class DisplayChannelClient(ChannelClientBase):
             self.push_surface_create(surface, with_picture=True)
         self.push_monitors_config()
         self._queue(MessageItem(d.DisplayMark()))
+        if self.host is not None:
+            self.host.client_ready(self)
+
+    def _on_stream_report(self, msg: d.StreamReport) -> None:
+        """STREAM_REPORT: the stream's rate control, or images for a client that cannot decode it."""
+        try:
+            self.streams.report(msg, self.surfaces.get(0))
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _on_preferred_video_codec(self, msg: d.PreferredVideoCodecType) -> None:
+        """PREFERRED_VIDEO_CODEC_TYPE: streams restart with the client's order (libspice stops them all)."""
+        self.streams.set_preferred(tuple(msg.codecs))
+        if self.streams.agents and self.host is not None:
+            self.host.restart_streams(f"[{self.info.label}] preferred video codecs {list(msg.codecs)}")
 
     def _on_preferred_compression(self, msg: d.PreferredCompression) -> None:
         """SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION (libspice ``dcc_handle_preferred_compression``)."""
@@ -272,6 +320,14 @@ class DisplayChannelClient(ChannelClientBase):
     def produce(self) -> bytes:
         """Marshal pipe items while flow control allows; returns the bytes for reds."""
         while self.pipe and self.may_send():
+            item = self.pipe[0]
+            if isinstance(item, StreamDataItem) and not item.dead and not item.ready:
+                break  # its frame is being encoded: the pipe waits (the worker is woken when done)
+            if isinstance(item, StreamDataItem) and not item.dead and not item.started and item.agent.streaming:
+                if not item.start(self):
+                    self._kill(item)  # the rate control dropped the frame
+                elif not item.ready:
+                    break
             item = self.pipe.popleft()
             if item.dead:
                 continue
@@ -284,6 +340,17 @@ class DisplayChannelClient(ChannelClientBase):
         return self.take_output()
 
     # Marshaller (for the pipe items)
+
+    def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
+        """Run a frame's encode job (on the worker's encoder threads)."""
+        if self.host is None:
+            raise RuntimeError("no stream host to encode on")
+        self.host.submit_encode(item, job)
+
+    def playback_delay(self, ms: int) -> None:
+        """An encoder wants more multimedia-clock latency."""
+        if self.host is not None:
+            self.host.raise_latency(ms)
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on this client's connection."""

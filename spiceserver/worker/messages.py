@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .worker import CommandSource
 
 __all__ = [
+    "EncodeDone",
     "ClientConnected",
     "ClientData",
     "ClientWritten",
@@ -311,3 +312,9 @@ class DisplayInfo:
 
     width: int
     height: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeDone:
+    """A stream frame's encode job ended on an encoder thread: the worker wakes and flushes its clients."""
+

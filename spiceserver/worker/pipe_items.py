@@ -125,16 +125,18 @@ class PictureItem(PipeItem):
     """Pixels taken from a canvas (a new client's first picture, a collapsed pipe), sent as one
     full-area DRAW_COPY; they were copied when queued, so they read nothing later."""
 
-    __slots__ = ("left", "pixels", "pixfmt", "surface_id", "top")
+    __slots__ = ("left", "lossless", "pixels", "pixfmt", "surface_id", "top")
 
-    def __init__(self, surface_id: int, left: int, top: int, pixels: np.ndarray, pixfmt: PixFmt) -> None:
+    def __init__(self, surface_id: int, left: int, top: int, pixels: np.ndarray, pixfmt: PixFmt, *, lossless: bool = False) -> None:
         super().__init__()
         self.surface_id, self.left, self.top, self.pixels, self.pixfmt = surface_id, left, top, pixels, pixfmt
+        #: never lossy (a video stream's upgrade)
+        self.lossless = lossless
 
     def marshal(self, out: Marshaller) -> None:
-        """Send the pixels as one DRAW_COPY (may go lossy where allowed)."""
+        """Send the pixels as one DRAW_COPY (may go lossy where allowed, unless ``lossless``)."""
         h, w = self.pixels.shape
-        image = out.encode(picture_image(self.pixels, self.pixfmt), True)  # a plain copy: may go lossy where allowed
+        image = out.encode(picture_image(self.pixels, self.pixfmt), not self.lossless)
         box = Rect(top=self.top, left=self.left, bottom=self.top + h, right=self.left + w)
         base = d.DisplayBase(surface_id=self.surface_id, box=box, clip=d.Clip(type=ClipType.NONE))
         op = d.Copy(

@@ -27,8 +27,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from ..canvas.surface import Canvas
 from ..codecs import warmup
 from ..errors import ProtocolError
 from ..metrics import DisplayMetrics
+from ..mmtime import MediaClock
 from ..proto.enums import ChannelType
 from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
@@ -61,6 +63,7 @@ from .messages import (
     CollectMetrics,
     CollectStats,
     DisplayInfo,
+    EncodeDone,
     EndRecording,
     FramebufferSurface,
     Screendump,
@@ -85,7 +88,12 @@ from .ops import (
 from .picture import picture_image
 from .retain import RetainedBytes
 from .ring_gate import RingGate
+from .stream_items import StreamDataItem, frame_pixels
 from .surface import Surface
+from .video_streams import VideoStreams
+
+if TYPE_CHECKING:
+    from .stream_encoder import EncodeJob
 
 __all__ = ["DisplayWorker", "CommandSource"]
 
@@ -139,11 +147,15 @@ class DisplayWorker:
         name: for the thread and logs.
         display_id: the display channel id this worker serves.
         settings: the server's image options (:meth:`DisplaySettings.from_config`).
+        clock: the multimedia clock stream frames are stamped with (the server's; a fresh one if None).
     """
 
     BATCH = 50  # commands per loop iteration (libspice MAX_PIPE_SIZE-style bound)
 
-    def __init__(self, name: str, display_id: int = 0, settings: DisplaySettings | None = None) -> None:
+    #: encoder threads per worker (simplejpeg and the PyAV codecs release the GIL while they work)
+    ENCODE_THREADS = 2
+
+    def __init__(self, name: str, display_id: int = 0, settings: DisplaySettings | None = None, clock: MediaClock | None = None) -> None:
         self.name = name
         self.display_id = display_id
         self.dispatcher = Dispatcher(name)
@@ -168,7 +180,14 @@ class DisplayWorker:
         self.retained = RetainedBytes(self.settings.max_retained_bytes)
         #: images sent by display clients that have left (their encoder stats), for the metrics
         self.retired_images: Counter[str] = Counter()
+        #: video sent to display clients that have left (per codec), for the metrics
+        self.retired_video: list[dict[str, dict[str, float]]] = []
         self.resolver = _Resolver(self)
+        #: video streams: detection, and what each client is told (:mod:`.video_streams`)
+        self.video = VideoStreams(self.settings.streaming_video, clock or MediaClock())
+        self._encode_pool: ThreadPoolExecutor | None = None
+        #: counts loop iterations (a frame replaced by one of the same batch is no server drop)
+        self.generation = 0
         #: told of every display operation applied (a recording); None: nobody watches
         self.observer: DisplayObserver | None = None
         self._ops: dict[type, Callable[[Any], bool | None]] = {
@@ -199,6 +218,7 @@ class DisplayWorker:
             AttachSource: self._on_attach_source,
             ApplyOps: self._on_apply_ops,
             FramebufferSurface: self._on_framebuffer_surface,
+            EncodeDone: self._on_encode_done,
             **dict.fromkeys(self._ops, self.apply),  # cursor calls of a host arrive as they are
         }
         for msg_type, handler in handlers.items():
@@ -217,6 +237,8 @@ class DisplayWorker:
             self.dispatcher.loop_side.post(Stop())
             self._thread.join(timeout)
         self.dispatcher.close()
+        if self._encode_pool is not None:
+            self._encode_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def running(self) -> bool:
@@ -267,6 +289,8 @@ class DisplayWorker:
             self.ep.wait(0.0 if more else self._next_timeout())
             try:
                 self.ep.drain()
+                self.generation += 1
+                self.video.tick(self.surfaces, self.dccs.values())
                 more = False
                 if self.source is not None:
                     self.flush_clients()  # make room in the pipes before deciding how much to pull
@@ -288,8 +312,7 @@ class DisplayWorker:
         """How long the loop may sleep: the source's own timer, or until a held-back client would
         become lagging (:class:`RingGate`)."""
         timeout = self.source.next_timeout() if self.source else None
-        for gate in (self.display_gate, self.cursor_gate):
-            deadline = gate.next_deadline()
+        for deadline in (self.display_gate.next_deadline(), self.cursor_gate.next_deadline(), self.video.next_timeout()):
             if deadline is not None:
                 wait = max(0.0, deadline - time.monotonic())
                 timeout = wait if timeout is None else min(timeout, wait)
@@ -422,7 +445,7 @@ class DisplayWorker:
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:
@@ -468,6 +491,9 @@ class DisplayWorker:
         dcc = self.dccs.pop(cc_id, None)
         if dcc is not None:
             self.retired_images.update(dcc.encoder.stats)
+            self.retired_video.append(dcc.streams.codec_stats())
+            for agent in dcc.streams.agents.values():
+                agent.retire_encoder()
         self.cursor_clients.pop(cc_id, None)
 
     def flush_clients(self) -> None:
@@ -477,6 +503,49 @@ class DisplayWorker:
             data = cc.produce()
             if data:
                 self.ep.post(ClientOutput(cc.cc_id, data))
+
+    # --- video streams: the display clients' host (worker thread) ---------------------------------
+
+    def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
+        """Encode ``item``'s frame on an encoder thread (on the caller's, for a worker never started);
+        the worker is woken when it is done."""
+        op = item.drawable.op
+
+        def run() -> tuple[bytes | None, float]:
+            t0 = time.perf_counter()
+            data = job.run(frame_pixels(op))
+            return data, (time.perf_counter() - t0) * 1000.0
+
+        if self._thread.ident is None:
+            future: Future[tuple[bytes | None, float]] = Future()
+            try:
+                future.set_result(run())
+            except Exception as exc:
+                future.set_exception(exc)
+            item.future = future
+            return
+        if self._encode_pool is None:
+            self._encode_pool = ThreadPoolExecutor(self.ENCODE_THREADS, thread_name_prefix=f"spice-encode-{self.name}")
+        item.future = self._encode_pool.submit(run)
+        item.future.add_done_callback(lambda _f: self.dispatcher.loop_side.post(EncodeDone()))
+
+    def _on_encode_done(self, msg: EncodeDone) -> None:
+        """Nothing to do: the loop flushes the clients after every batch of messages."""
+
+    def raise_latency(self, ms: int) -> None:
+        """A stream's encoder asks for more latency (MAIN_MULTI_MEDIA_TIME goes out if it rises)."""
+        try:
+            self.video.clock.raise_latency(min(ms, 0xFFFFFFFF), "video stream")
+        except ValueError:
+            log.debug("latency request %r ignored", ms)
+
+    def client_ready(self, dcc: DisplayChannelClient) -> None:
+        """A display client finished its init: it gets the live streams."""
+        self.video.client_ready(dcc)
+
+    def restart_streams(self, reason: str) -> None:
+        """End every stream; the next frames start new ones."""
+        self.video.stop_all(self.surfaces, self.dccs.values(), reason)
 
     # --- the display sink (worker thread) --------------------------------------------------------
 
@@ -505,6 +574,7 @@ class DisplayWorker:
         surface = self.surfaces.pop(op.surface_id, None)
         if surface is None:
             return False
+        self.video.surface_destroyed(op.surface_id, self.dccs.values())
         surface.tree.clear()
         for dcc in self.dccs.values():
             dcc.push_surface_destroy(op.surface_id)
@@ -544,12 +614,16 @@ class DisplayWorker:
         surface = self.surfaces.get(drawable.surface_id)
         if surface is None:
             raise ValueError(f"draw on missing surface {drawable.surface_id}")
+        taken = self.video.take(surface, drawable, self.dccs.values())
         self.render(surface, drawable)
         drawable.charge(self.retained)
         hidden = surface.tree.add(drawable)
         self.stats["drawables"] += 1
-        for dcc in self.dccs.values():
-            dcc.push_drawable(drawable)
+        if taken is not None:
+            self.video.push(drawable, taken, self.dccs.values(), self.generation)
+        else:
+            for dcc in self.dccs.values():
+                dcc.push_drawable(drawable)
         for h in hidden:
             self.stats["hidden"] += 1
             for dcc in self.dccs.values():

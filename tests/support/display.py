@@ -4,8 +4,12 @@ into its own canvases with spiceserver's canvas code, keeps the pixmap cache as 
 from __future__ import annotations
 
 import asyncio
+import io
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from spiceserver.canvas.draw import render_op
 from spiceserver.canvas.images import NullResolver
@@ -28,6 +32,9 @@ class DisplayState(NullResolver):
     marks: int = 0
     messages: list[Message] = field(default_factory=list)
     glz: GlzDecoderWindow = field(default_factory=GlzDecoderWindow)
+    #: live streams: id -> [create message, clip rects (left, top, right, bottom) or None for none]
+    streams: dict[int, list[Any]] = field(default_factory=dict)
+    stream_frames: int = 0
 
     # ImageResolver protocol
     def surface(self, surface_id: int) -> Canvas:
@@ -63,10 +70,47 @@ class DisplayState(NullResolver):
             self.monitors = msg
         elif isinstance(msg, d.DisplayMark):
             self.marks += 1
+        elif isinstance(msg, d.StreamCreate):
+            assert msg.id not in self.streams, f"stream {msg.id} created twice"
+            self.streams[msg.id] = [msg, _clip_rects(msg.clip)]
+        elif isinstance(msg, d.StreamClip):
+            self.streams[msg.id][1] = _clip_rects(msg.clip)
+        elif isinstance(msg, d.StreamDestroy):
+            del self.streams[msg.id]
+        elif isinstance(msg, d.StreamDestroyAll):
+            self.streams.clear()
+        elif isinstance(msg, (d.StreamData, d.StreamDataSized)):
+            self._stream_frame(msg)
         elif isinstance(msg, d.CopyBits):
             render_op(self.surfaces[msg.base.surface_id], msg.base, msg, self)
         elif hasattr(msg, "base") and hasattr(msg, "data") and isinstance(msg.base, d.DisplayBase):
             render_op(self.surfaces[msg.base.surface_id], msg.base, msg.data, self)
+
+    def _stream_frame(self, msg: d.StreamData | d.StreamDataSized) -> None:
+        """Show an MJPEG frame at once (a real client waits for its mm-time), clipped, scaled to dest."""
+        create, clip = self.streams[msg.base.id]
+        assert create.codec_type == 1, "the test client decodes MJPEG only"
+        dest = msg.dest if isinstance(msg, d.StreamDataSized) else create.dest
+        rgb = np.asarray(Image.open(io.BytesIO(msg.data)).convert("RGB"), np.uint32)
+        px = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        if not create.flags & 1:
+            px = px[::-1]
+        w, h = dest.right - dest.left, dest.bottom - dest.top
+        if px.shape != (h, w):  # nearest neighbour, as spice-common's put_image
+            px = px[(np.arange(h) * px.shape[0]) // h][:, (np.arange(w) * px.shape[1]) // w]
+        canvas = self.surfaces[create.surface_id].pixels
+        region = [(dest.left, dest.top, dest.right, dest.bottom)] if clip is None else clip
+        for x0, y0, x1, y1 in region:
+            x0, y0, x1, y1 = max(x0, dest.left), max(y0, dest.top), min(x1, dest.right), min(y1, dest.bottom)
+            if x1 > x0 and y1 > y0:
+                canvas[y0:y1, x0:x1] = px[y0 - dest.top : y1 - dest.top, x0 - dest.left : x1 - dest.left]
+        self.stream_frames += 1
+
+
+def _clip_rects(clip: d.Clip) -> list[tuple[int, int, int, int]] | None:
+    if clip.type == 0 or clip.rects is None:
+        return None
+    return [(r.left, r.top, r.right, r.bottom) for r in clip.rects.rects]
 
 
 DEFAULT_DISPLAY_CAPS = (DisplayCap.MONITORS_CONFIG, DisplayCap.LZ4_COMPRESSION)
