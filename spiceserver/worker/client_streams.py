@@ -81,7 +81,7 @@ class ClientStreams:
         self.agents: dict[int, StreamAgent] = {}
         #: the best final bit rate of this client's ended streams (seeds the next one)
         self.max_bit_rate = 0
-        self.stats = {"streams": 0, "unsupported": 0}
+        self.stats = {"streams": 0, "unsupported": 0, "reports": 0}
         #: per codec name: frames and bytes sent, encode ms, frames dropped (kept after streams end)
         self.by_codec: dict[str, dict[str, float]] = {}
 
@@ -243,6 +243,7 @@ class ClientStreams:
         """
         if msg.stream_id >= 50:
             raise ValueError(f"stream report for stream {msg.stream_id}")
+        self.stats["reports"] += 1
         agent = self.agents.get(msg.stream_id)
         if agent is None or agent.encoder is None:
             return
@@ -263,6 +264,14 @@ class ClientStreams:
             )  # fmt: skip
         except ValueError as exc:
             log.debug("[%s] stream report ignored: %s", self.label, exc)
+
+    def describe(self) -> dict[str, object]:
+        """For ``display_stats``: counts, live streams (id, codec or "images", bit rate), per codec totals."""
+        live = [
+            {"id": a.stream_id, "codec": a.encoder.codec.name.lower() if a.encoder else "images", "bit_rate": a.encoder.bit_rate if a.encoder else 0, **a.stats}
+            for a in self.agents.values()
+        ]
+        return {**self.stats, "live": live, "by_codec": self.codec_stats()}
 
     def set_preferred(self, codecs: tuple[int, ...]) -> None:
         """PREFERRED_VIDEO_CODEC_TYPE: the client's order for streams created from now on."""

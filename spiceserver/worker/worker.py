@@ -388,8 +388,14 @@ class DisplayWorker:
             "ring_held": self.display_gate.stats["held"],
             "clients_lagging": self.display_gate.stats["lagging"],
             "clients": [
-                {"images": dict(c.encoder.stats), **c.stats, "pipe": c.live, "lagging": c.cc_id in self.display_gate.lagging} for c in self.dccs.values()
+                {
+                    "images": dict(c.encoder.stats), **c.stats, "pipe": c.live, "lagging": c.cc_id in self.display_gate.lagging,
+                    "video": c.streams.describe(),
+                }
+                for c in self.dccs.values()
             ],
+            "streams": {sid: {"dest": s.dest, "size": (s.src_width, s.src_height), "input_fps": s.input_fps} for sid, s in self.video.streams.items()},
+            "stream_stats": dict(self.video.stats),
         }
 
     def _on_collect_metrics(self, msg: CollectMetrics) -> DisplayMetrics:
