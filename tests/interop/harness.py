@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +131,10 @@ class GiClient:
         ]
 
     @classmethod
-    async def start(cls, *args: str, timeout: float | None = None) -> GiClient:
+    async def start(cls, *args: str, timeout: float | None = None, env: Mapping[str, str] | None = None) -> GiClient:
         """Spawn the client.  If ``timeout`` is given and ``--timeout`` is not in ``args``,
-        the client is told to give up 1.5 s before it (so it reports ``timeout`` itself)."""
+        the client is told to give up 1.5 s before it (so it reports ``timeout`` itself).
+        ``env`` adds to (or overrides) the client's environment (e.g. ``GST_PLUGIN_FEATURE_RANK``)."""
         argv = [str(a) for a in args]
         if timeout is not None and "--timeout" not in argv:
             argv += ["--timeout", f"{max(timeout - 1.5, 1.0):.3f}"]
@@ -144,7 +145,7 @@ class GiClient:
             stdin=asyncio.subprocess.PIPE if "--control" in argv else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=client_env(),
+            env={**client_env(), **(env or {})},
         )
         return cls(proc)
 
@@ -280,12 +281,14 @@ class GiClient:
 
 
 @contextlib.asynccontextmanager
-async def controlled_client(*args: str, timeout: float = 30.0, ready_timeout: float = 20.0) -> AsyncIterator[GiClient]:
+async def controlled_client(
+    *args: str, timeout: float = 30.0, ready_timeout: float = 20.0, env: Mapping[str, str] | None = None
+) -> AsyncIterator[GiClient]:
     """``gi_client.py --control`` with ``args``: yields the client once it is ``ready``, ends the
     session with :meth:`GiClient.finish` when the body is done (kills it if the body fails).
     ``timeout`` bounds the whole client run; after the block ``client.proc.returncode`` is its exit
-    status (0: ok) and ``client.done`` its final event."""
-    client = await GiClient.start(*args, "--control", timeout=timeout)
+    status (0: ok) and ``client.done`` its final event. ``env``: as in :meth:`GiClient.start`."""
+    client = await GiClient.start(*args, "--control", timeout=timeout, env=env)
     try:
         await client.expect("ready", timeout=ready_timeout)
         yield client

@@ -1,0 +1,400 @@
+"""spice-gtk decodes our video streams: MJPEG, VP8, VP9 and H.264, a client whose decoder fails, the
+lossless end, and the streams in Wireshark's dissector.
+
+The host plays a photo-like animation (:func:`video_frame`) into a framebuffer display at video rate;
+from the 21st frame on the region is a stream (``streaming_video="filter"``). Each frame carries its
+index in a strip of 16x16 black/white blocks that survives any of the codecs, so a screenshot of the
+client says which frame it shows (:func:`frame_index`), and its PSNR is measured against that very
+frame. When the host stops, the server ends the stream a second later (empty clip, lossless picture,
+STREAM_DESTROY), after which spice-gtk must show ``server.display_snapshot()`` pixel for pixel.
+
+The client that cannot decode is REAL spice-gtk: ``GST_PLUGIN_FEATURE_RANK`` puts every GStreamer
+decoder of the codec at rank NONE in the client's process. ``gstvideo_has_codec`` lists decoders of
+any rank, so spice-gtk still announces the codec (DISPLAY_CAP_CODEC_*), but playbin autoplugs only
+ranked elements: the first frame makes uridecodebin post "missing a plug-in", the pipeline is freed,
+the next frame fails ``queue_frame`` and spice-gtk sends STREAM_REPORT(0 frames, 0xFFFFFFFF drops)
+(spice-gtk ``channel-display-gst.c`` ``handle_pipeline_message``, ``spice_gst_decoder_queue_frame``;
+``channel-display.c`` ``display_handle_stream_data``, ``report_invalid_stream``).
+
+Nothing here sleeps a guessed time: the tests poll ``display_stats()`` and take screenshots until what
+they wait for is there, under generous deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spiceserver.config import ServerConfig
+from spiceserver.errors import ConfigError
+from tests.conftest import Running, start_server
+from tests.interop.capture import TSHARK, loopback_capture
+from tests.interop.harness import SYSTEM_PYTHON, GiClient, client_env, controlled_client, format_events, same_picture
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+W, H = 480, 320
+#: the video area, 256x192, 16-aligned (JPEG blocks, macroblocks); its left and right edges are more
+#: than 64 px from the screen's, so the framebuffer's box normaliser (``video_boxes``, tolerance 64 px)
+#: never merges it with a full-screen update made just before (the stream would cover the screen)
+BOX = (112, 64, 368, 256)
+BACKGROUND = 0x203040
+#: the first frame that goes as STREAM_DATA: the stream is created on the 21st candidate frame
+FIRST_STREAM_FRAME = 20
+#: frame indexes are 8 bits in the strip
+MAX_FRAMES = 256
+#: distinct stream frames a test wants to see decoded by the client
+WANT_SHOWN = 6
+
+#: PSNR floors in dB (all 3 channels, the video area) for what spice-gtk shows vs. the source frame.
+#: Measured here (2 cores, 256x192, starting bit rates of the server's rate control): MJPEG 35.9-36.1,
+#: VP8 34.7-35.0, VP9 35.7-35.8, H.264 36.4-36.5 (no shot below 34.7); 30 dB leaves ~5 dB of margin
+#: for a rate control that starts lower on a loaded machine. A wrong frame (off by one) is ~25 dB, a
+#: garbled one far below.
+PSNR_FLOOR = {"mjpeg": 30.0, "vp8": 30.0, "vp9": 30.0, "h264": 30.0}
+
+#: GStreamer caps spice-gtk's decoders take (spice-gtk ``channel-display-priv.h`` ``gst_opts``)
+GST_CAPS = {"vp8": "video/x-vp8", "vp9": "video/x-vp9", "h264": "video/x-h264"}
+
+_GST_PROBE = """
+import json, sys
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+kind = Gst.ELEMENT_FACTORY_TYPE_DECODER | Gst.ELEMENT_FACTORY_TYPE_MEDIA_VIDEO | Gst.ELEMENT_FACTORY_TYPE_MEDIA_IMAGE
+found = Gst.ElementFactory.list_get_elements(kind, Gst.Rank.NONE)
+out = {}
+for caps in sys.argv[1:]:
+    ok = Gst.ElementFactory.list_filter(found, Gst.Caps.from_string(caps), Gst.PadDirection.SINK, False)
+    out[caps] = [f.get_name() for f in ok if f.get_rank() > Gst.Rank.NONE]
+out["playbin"] = Gst.ElementFactory.find("playbin") is not None
+print(json.dumps(out))
+"""
+
+
+# --------------------------------------------------------------------------- the animation
+
+
+def video_frame(i: int) -> np.ndarray:
+    """Frame ``i`` of the video area: smooth moving gradients with mild noise (photo-like, so the
+    filter streams it), its index in the top-left strip of eight 16x16 blocks (bit k white or black)."""
+    x0, y0, x1, y1 = BOX
+    h, w = y1 - y0, x1 - x0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 128 + 100 * np.sin((xx + 3 * i) / 17.0)
+    g = 128 + 100 * np.cos((yy - 2 * i) / 23.0)
+    b = 128 + 60 * np.sin((xx + yy + 5 * i) / 31.0)
+    noise = np.random.default_rng(i).integers(-6, 7, size=(h, w))
+    px = [np.clip(c + noise, 0, 255).astype(np.uint32) for c in (r, g, b)]
+    out: np.ndarray = (px[0] << 16) | (px[1] << 8) | px[2]
+    for bit in range(8):
+        out[0:16, bit * 16 : (bit + 1) * 16] = 0xFFFFFF if (i >> bit) & 1 else 0
+    return out
+
+
+def frame_index(area: np.ndarray) -> int | None:
+    """The index in a shown video area's strip (block centres), None if a block is neither black nor white."""
+    green = (area >> 8) & 255
+    value = 0
+    for bit in range(8):
+        level = float(green[4:12, bit * 16 + 4 : bit * 16 + 12].mean())
+        if 64 < level < 192:
+            return None
+        if level >= 192:
+            value |= 1 << bit
+    return value
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two 0x00RRGGBB pictures over all three channels (inf when equal)."""
+    ca = np.stack([(a >> s) & 255 for s in (16, 8, 0)], -1).astype(np.float64)
+    cb = np.stack([(b >> s) & 255 for s in (16, 8, 0)], -1).astype(np.float64)
+    mse = float(((ca - cb) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+
+
+def video_area(picture: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = BOX
+    return picture[y0:y1, x0:x1]
+
+
+class Player:
+    """The host side: ``fb.update(screen, [BOX])`` with frame 0, 1, 2... at ``fps`` until :meth:`stop`."""
+
+    def __init__(self, fb: Any, fps: float = 25.0) -> None:
+        self.fb = fb
+        self.fps = fps
+        self.screen = np.full((H, W), BACKGROUND, np.uint32)
+        self.played = 0  # frames given to the server so far
+        self._stop = asyncio.Event()
+        self._task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        x0, y0, x1, y1 = BOX
+        period = 1.0 / self.fps
+        next_at = time.monotonic()
+        while not self._stop.is_set() and self.played < MAX_FRAMES:
+            self.screen[y0:y1, x0:x1] = video_frame(self.played)
+            self.fb.update(self.screen, [BOX])
+            self.played += 1
+            next_at += period
+            with contextlib.suppress(TimeoutError):  # the frame clock, not a wait for anything
+                await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
+
+    async def stop(self) -> int:
+        """Stop playing; return the index of the last frame played."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return self.played - 1
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def gst_probe() -> dict[str, Any]:
+    """The client machine's GStreamer: ranked decoders per caps of :data:`GST_CAPS`, playbin present."""
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-c", _GST_PROBE, *GST_CAPS.values()],
+        capture_output=True, text=True, timeout=60, env=client_env(), check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def client_decoders(codec: str) -> list[str]:
+    """The GStreamer decoders spice-gtk's playbin could use for ``codec`` here (empty: none, or no GStreamer)."""
+    probe = gst_probe()
+    if "error" in probe or not probe.get("playbin"):
+        return []
+    found: list[str] = probe.get(GST_CAPS[codec], [])
+    return found
+
+
+def require_codec(codec: str) -> None:
+    """Skip unless the server can encode ``codec`` (PyAV) and spice-gtk can decode it (GStreamer)."""
+    try:
+        ServerConfig(port=0, video_codecs=(codec,))
+    except ConfigError as exc:
+        pytest.skip(f"server cannot encode {codec}: {exc}")
+    if codec != "mjpeg" and not client_decoders(codec):
+        probe = gst_probe()
+        pytest.skip(
+            f"spice-gtk has no GStreamer decoder for {codec} here ({GST_CAPS[codec]}; probe: {probe}); "
+            "install gstreamer1.0-plugins-good (vp8/vp9), -libav and -bad (h264)"
+        )
+
+
+def video_stats(r: Running) -> dict[str, Any]:
+    """The (only) client's ``video`` entry of ``display_stats``."""
+    clients = r.server.display_stats()["clients"]
+    assert len(clients) == 1, clients
+    video: dict[str, Any] = clients[0]["video"]
+    return video
+
+
+async def until(what: str, cond: Callable[[], bool], timeout: float = 20.0, client: GiClient | None = None) -> None:
+    """Poll ``cond`` until it holds; fail with ``what`` (and the client's log) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            log = format_events(client.events, client.stderr) if client is not None else ""
+            raise AssertionError(f"timed out waiting for {what}\n{log}")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def streaming_session(
+    codec: str, *, env: dict[str, str] | None = None, **server_kw: Any
+) -> AsyncIterator[tuple[Running, Any, GiClient]]:
+    """A server streaming with ``video_codecs=(codec,)``, a W x H framebuffer display and a linked
+    spice-gtk (``--control``); yields ``(running, fb, client)`` and checks the client's exit status."""
+    r = await start_server(streaming_video="filter", video_codecs=(codec,), **server_kw)
+    fb = r.server.add_framebuffer_display(W, H)
+    fb.update(np.full((H, W), BACKGROUND, np.uint32))
+    try:
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60, env=env) as client:
+            yield r, fb, client
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+
+
+async def collect_decoded(client: GiClient, player: Player, codec: str, want: int = WANT_SHOWN) -> dict[int, float]:
+    """Screenshots while the stream plays until ``want`` distinct stream frames were seen; returns
+    frame index -> PSNR of the shown video area against that frame. Every shot must show the
+    background outside the video area and a readable index inside it."""
+    shown: dict[int, float] = {}
+    deadline = time.monotonic() + 30
+    while len(shown) < want:
+        assert player.running and time.monotonic() < deadline, (
+            f"{codec}: only {sorted(shown)} shown of {player.played} frames played\n"
+            + format_events(client.events, client.stderr)
+        )  # fmt: skip
+        shot = await client.screenshot()
+        assert shot is not None and shot.shape == (H, W), format_events(client.events, client.stderr)
+        outside = shot.copy()
+        x0, y0, x1, y1 = BOX
+        outside[y0:y1, x0:x1] = BACKGROUND
+        ys, xs = np.nonzero(outside != BACKGROUND)
+        assert ys.size == 0, f"{codec}: the picture changed outside the video area, in x {xs.min()}-{xs.max()} y {ys.min()}-{ys.max()}"
+        area = video_area(shot)
+        idx = frame_index(area)
+        assert idx is not None and idx < player.played, f"{codec}: unreadable frame index {idx} (played {player.played})"
+        if idx >= FIRST_STREAM_FRAME:
+            shown[idx] = psnr(area, video_frame(idx))
+        await asyncio.sleep(0.03)  # screenshot pacing (a few per frame), not a wait for something
+    return shown
+
+
+async def end_and_compare(r: Running, client: GiClient, player: Player) -> None:
+    """Stop the host, wait for the stream to end on the server and for the client to show the
+    server's canvas; it must then be pixel for pixel equal (the lossless upgrade)."""
+    last = await player.stop()
+    await until("the stream to end (display_stats streams empty)", lambda: not r.server.display_stats()["streams"], 20, client)
+    want = r.server.display_snapshot()
+    assert np.array_equal(video_area(want) & 0xFFFFFF, video_frame(last)), "server canvas is not the last frame"
+    shot = await client.wait_picture(same_picture(want), timeout=20)
+    assert shot is not None and np.array_equal(shot, want & 0xFFFFFF), (
+        "spice-gtk's picture after the stream ended differs from display_snapshot() in "
+        f"{0 if shot is None else int(np.count_nonzero(shot != (want & 0xFFFFFF)))} pixels\n"
+        + format_events(client.events, client.stderr)
+    )  # fmt: skip
+
+
+async def check_codec_stream(codec: str) -> dict[int, float]:
+    """spice-gtk shows the stream of ``codec`` (PSNR floor, lossy), STREAM_REPORTs arrive, the live
+    stream uses ``codec``, and the end is lossless. Returns the measured PSNRs."""
+    async with streaming_session(codec) as (r, fb, client):
+        player = Player(fb)
+        player.start()
+        await until(f"a live {codec} stream", lambda: bool(video_stats(r)["live"]), 30, client)
+        shown = await collect_decoded(client, player, codec)
+        await until("STREAM_REPORTs from spice-gtk", lambda: video_stats(r)["reports"] > 0, 20, client)
+        video = video_stats(r)
+        live = video["live"]
+        assert [a["codec"] for a in live] == [codec], video
+        assert live[0]["frames"] > 0 and video["unsupported"] == 0, video
+        await end_and_compare(r, client, player)
+        video = video_stats(r)
+        assert video["live"] == [] and video["by_codec"][codec]["frames"] > 0, video
+    worst = min(shown.values())
+    assert worst >= PSNR_FLOOR[codec], f"{codec}: PSNR per shown frame {shown}"
+    assert all(v != float("inf") for v in shown.values()), f"{codec}: a stream frame was shown lossless: {shown}"
+    return shown
+
+
+# --------------------------------------------------------------------------- tests
+
+
+async def test_mjpeg_stream_shown_then_lossless() -> None:
+    check = await check_codec_stream("mjpeg")
+    assert len(check) >= WANT_SHOWN
+
+
+@pytest.mark.parametrize("codec", ["vp8", "vp9", "h264"])
+async def test_gstreamer_codec_stream_shown_then_lossless(codec: str) -> None:
+    require_codec(codec)
+    check = await check_codec_stream(codec)
+    assert len(check) >= WANT_SHOWN
+
+
+def fallback_codec() -> tuple[str, list[str]]:
+    """A codec both sides have (so spice-gtk announces it), and the client decoders to disable."""
+    for codec in ("h264", "vp8", "vp9"):
+        try:
+            ServerConfig(port=0, video_codecs=(codec,))
+        except ConfigError:
+            continue
+        decoders = client_decoders(codec)
+        if decoders:
+            return codec, decoders
+    pytest.skip(f"no codec other than MJPEG that both the server (PyAV) and spice-gtk (GStreamer) have: {gst_probe()}")
+
+
+async def test_client_whose_decoder_fails_gets_images_and_ends_exact() -> None:
+    codec, decoders = fallback_codec()
+    ranks = ",".join(f"{name}:NONE" for name in decoders)
+    async with streaming_session(codec, env={"GST_PLUGIN_FEATURE_RANK": ranks}) as (r, fb, client):
+        player = Player(fb)
+        player.start()
+        await until(f"spice-gtk's report that it cannot decode {codec}", lambda: video_stats(r)["unsupported"] == 1, 30, client)
+        video = video_stats(r)
+        encoded = video["by_codec"][codec]["frames"]
+        assert encoded >= 1, video  # the stream was created with the codec
+        assert [a["codec"] for a in video["live"]] == ["images"], video
+        # the frames after the report go as ordinary images: lossless, so the client shows them exactly
+        drawables = r.server.display_stats()["clients"][0]["drawables"]
+        after = player.played
+        exact: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(exact) < 3:
+            assert player.running and time.monotonic() < deadline, f"exact frames {sorted(exact)}\n{format_events(client.events, client.stderr)}"
+            shot = await client.screenshot()
+            assert shot is not None
+            area = video_area(shot)
+            idx = frame_index(area)
+            if idx is not None and idx > after and np.array_equal(area, video_frame(idx)):
+                exact.add(idx)
+            await asyncio.sleep(0.03)  # screenshot pacing
+        assert r.server.display_stats()["clients"][0]["drawables"] >= drawables + len(exact)
+        video = video_stats(r)
+        assert video["unsupported"] == 1 and video["by_codec"][codec]["frames"] == encoded, video  # no more encoding
+        await end_and_compare(r, client, player)
+    assert "does not exist" in client.stderr, client.stderr[-2000:]  # spice-gtk's report_invalid_stream warning
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
+@pytest.mark.parametrize("codec", ["mjpeg", "h264"])
+async def test_stream_capture_decodes_in_wireshark(tmp_path: Path, codec: str) -> None:
+    """A capture of a streaming session: the SPICE dissector finds STREAM_CREATE, STREAM_DATA, the
+    clip and the destroy, and no malformed message."""
+    require_codec(codec)
+    pcap = tmp_path / "stream.pcap"
+    r = await start_server(streaming_video="filter", video_codecs=(codec,))
+    fb = r.server.add_framebuffer_display(W, H)
+    port = r.server.port_of()
+    try:
+        async with loopback_capture(pcap, port) as cap:
+            async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+                player = Player(fb)
+                player.start()
+                await until("stream frames", lambda: bool(video_stats(r)["live"]) and video_stats(r)["live"][0]["frames"] >= 5, 30, client)
+                await until("STREAM_REPORTs", lambda: video_stats(r)["reports"] > 0, 20, client)
+                assert [a["codec"] for a in video_stats(r)["live"]] == [codec]
+                await end_and_compare(r, client, player)
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+    info = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "spice", "-T", "fields", "-e", "_ws.col.Info"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for needle in ("STREAM_CREATE", "STREAM_DATA", "STREAM_CLIP", "STREAM_DESTROY"):
+        assert needle in info, (needle, cap.report(), info[:3000])
+    malformed = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed || _ws.expert.severity >= error"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert malformed.strip() == "", (cap.report(), malformed)
