@@ -43,11 +43,13 @@ from tests.interop.harness import SYSTEM_PYTHON, GiClient, client_env, controlle
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
+Box = tuple[int, int, int, int]
+
 W, H = 480, 320
 #: the video area, 256x192, 16-aligned (JPEG blocks, macroblocks); its left and right edges are more
 #: than 64 px from the screen's, so the framebuffer's box normaliser (``video_boxes``, tolerance 64 px)
 #: never merges it with a full-screen update made just before (the stream would cover the screen)
-BOX = (112, 64, 368, 256)
+BOX: Box = (112, 64, 368, 256)
 BACKGROUND = 0x203040
 #: frame indexes are 8 bits in the strip
 MAX_FRAMES = 256
@@ -84,10 +86,10 @@ print(json.dumps(out))
 # --------------------------------------------------------------------------- the animation
 
 
-def video_frame(i: int) -> np.ndarray:
-    """Frame ``i`` of the video area: smooth moving gradients with mild noise (photo-like, so the
+def video_frame(i: int, box: Box = BOX) -> np.ndarray:
+    """Frame ``i`` of a video area: smooth moving gradients with mild noise (photo-like, so the
     filter streams it), its index in the top-left strip of eight 16x16 blocks (bit k white or black)."""
-    x0, y0, x1, y1 = BOX
+    x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     r = 128 + 100 * np.sin((xx + 3 * i) / 17.0)
@@ -122,13 +124,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
 
 
-def video_area(picture: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = BOX
+def video_area(picture: np.ndarray, box: Box = BOX) -> np.ndarray:
+    x0, y0, x1, y1 = box
     return picture[y0:y1, x0:x1]
 
 
 class Player:
-    """The host side: ``fb.update(screen, [BOX])`` with frame 0, 1, 2... at ``fps`` until :meth:`stop`.
+    """The host side: ``fb.update(screen, boxes)`` with frame 0, 1, 2... at ``fps`` until :meth:`stop`;
+    the k-th box shows frame ``i + k * 128`` (so each box has its own frames).
 
     ``stream_from`` is the first frame played after the server was seen to have a live stream: that
     frame and every later one are stream frames. (The stream starts on the 21st frame of a chain, but
@@ -136,11 +139,13 @@ class Player:
     in advance; the frames before it go as lossless images.)
     """
 
-    def __init__(self, r: Running, fb: Any, fps: float = 25.0) -> None:
+    def __init__(self, r: Running, fb: Any, *, boxes: tuple[Box, ...] = (BOX,), size: tuple[int, int] = (W, H), fps: float = 25.0) -> None:
         self.r = r
         self.fb = fb
         self.fps = fps
-        self.screen = np.full((H, W), BACKGROUND, np.uint32)
+        self.boxes = boxes
+        self.offsets = [128 * k for k in range(len(boxes))]
+        self.screen = np.full((size[1], size[0]), BACKGROUND, np.uint32)
         self.played = 0  # frames given to the server so far
         self.stream_from: int | None = None
         self._stop = asyncio.Event()
@@ -150,14 +155,15 @@ class Player:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        x0, y0, x1, y1 = BOX
         period = 1.0 / self.fps
         next_at = time.monotonic()
-        while not self._stop.is_set() and self.played < MAX_FRAMES:
-            if self.stream_from is None and self.r.server.display_stats()["streams"]:
+        while not self._stop.is_set() and self.played + self.offsets[-1] < MAX_FRAMES:
+            if self.stream_from is None and len(self.r.server.display_stats()["streams"]) == len(self.boxes):
                 self.stream_from = self.played
-            self.screen[y0:y1, x0:x1] = video_frame(self.played)
-            self.fb.update(self.screen, [BOX])
+            for box, offset in zip(self.boxes, self.offsets, strict=True):
+                x0, y0, x1, y1 = box
+                self.screen[y0:y1, x0:x1] = video_frame(self.played + offset, box)
+            self.fb.update(self.screen, list(self.boxes))
             self.played += 1
             next_at += period
             with contextlib.suppress(TimeoutError):  # the frame clock, not a wait for anything
@@ -251,27 +257,36 @@ async def streaming_session(
 
 async def collect_decoded(client: GiClient, player: Player, codec: str, want: int = WANT_SHOWN) -> dict[int, float]:
     """Screenshots while the stream plays until ``want`` distinct stream frames were seen; returns
-    frame index -> PSNR of the shown video area against that frame. Every shot must show the
-    background outside the video area and a readable index inside it."""
-    shown: dict[int, float] = {}
+    frame index -> PSNR of the shown video area against that frame (:func:`collect_decoded_boxes`)."""
+    return (await collect_decoded_boxes(client, player, codec, want))[0]
+
+
+async def collect_decoded_boxes(client: GiClient, player: Player, codec: str, want: int = WANT_SHOWN) -> list[dict[int, float]]:
+    """Screenshots while the streams play until each box showed ``want`` distinct stream frames;
+    per box, frame index -> PSNR of the shown area against that frame. Every shot must show the
+    background outside the video areas and, in each, nothing yet or a readable index played."""
+    shown: list[dict[int, float]] = [{} for _ in player.boxes]
     deadline = time.monotonic() + 30
-    while len(shown) < want:
+    while min(len(s) for s in shown) < want:
         assert player.running and time.monotonic() < deadline, (
-            f"{codec}: only {sorted(shown)} shown of {player.played} frames played\n"
+            f"{codec}: only {[sorted(s) for s in shown]} shown of {player.played} frames played\n"
             + format_events(client.events, client.stderr)
         )  # fmt: skip
         shot = await client.screenshot()
-        assert shot is not None and shot.shape == (H, W), format_events(client.events, client.stderr)
+        assert shot is not None and shot.shape == player.screen.shape, format_events(client.events, client.stderr)
         outside = shot.copy()
-        x0, y0, x1, y1 = BOX
-        outside[y0:y1, x0:x1] = BACKGROUND
+        for x0, y0, x1, y1 in player.boxes:
+            outside[y0:y1, x0:x1] = BACKGROUND
         ys, xs = np.nonzero(outside != BACKGROUND)
-        assert ys.size == 0, f"{codec}: the picture changed outside the video area, in x {xs.min()}-{xs.max()} y {ys.min()}-{ys.max()}"
-        area = video_area(shot)
-        idx = frame_index(area)
-        assert idx is not None and idx < player.played, f"{codec}: unreadable frame index {idx} (played {player.played})"
-        if player.stream_from is not None and idx >= player.stream_from:
-            shown[idx] = psnr(area, video_frame(idx))
+        assert ys.size == 0, f"{codec}: the picture changed outside the video areas, in x {xs.min()}-{xs.max()} y {ys.min()}-{ys.max()}"
+        for box, offset, seen in zip(player.boxes, player.offsets, shown, strict=True):
+            area = video_area(shot, box)
+            if np.all(area == BACKGROUND):
+                continue  # its first frame is not shown yet
+            idx = frame_index(area)
+            assert idx is not None and 0 <= idx - offset < player.played, f"{codec}: unreadable frame index {idx} in {box} (played {player.played})"
+            if player.stream_from is not None and idx - offset >= player.stream_from:
+                seen[idx - offset] = psnr(area, video_frame(idx, box))
         await asyncio.sleep(0.03)  # screenshot pacing (a few per frame), not a wait for something
     return shown
 
@@ -282,7 +297,8 @@ async def end_and_compare(r: Running, client: GiClient, player: Player) -> None:
     last = await player.stop()
     await until("the stream to end (display_stats streams empty)", lambda: not r.server.display_stats()["streams"], 20, client)
     want = r.server.display_snapshot()
-    assert np.array_equal(video_area(want) & 0xFFFFFF, video_frame(last)), "server canvas is not the last frame"
+    for box, offset in zip(player.boxes, player.offsets, strict=True):
+        assert np.array_equal(video_area(want, box) & 0xFFFFFF, video_frame(last + offset, box)), "server canvas is not the last frame"
     shot = await client.wait_picture(same_picture(want), timeout=20)
     assert shot is not None and np.array_equal(shot, want & 0xFFFFFF), (
         "spice-gtk's picture after the stream ended differs from display_snapshot() in "
@@ -329,9 +345,10 @@ async def test_gstreamer_codec_stream_shown_then_lossless(codec: str) -> None:
     assert len(check) >= WANT_SHOWN
 
 
-async def test_client_linking_while_the_stream_runs() -> None:
-    """spice-gtk links while a stream is live: it gets STREAM_CREATE for it (``client_ready``), shows
-    its frames decoded, and ends pixel-exact."""
+async def test_clients_linking_while_the_stream_runs() -> None:
+    """spice-gtk links while a stream is live: it gets STREAM_CREATE for it (``client_ready``) and shows
+    its frames decoded; it leaves mid-stream, another one links, gets the stream too, and ends
+    pixel-exact."""
     r = await start_server(streaming_video="filter", video_codecs=("mjpeg",))
     fb = r.server.add_framebuffer_display(W, H)
     fb.update(np.full((H, W), BACKGROUND, np.uint32))
@@ -339,18 +356,67 @@ async def test_client_linking_while_the_stream_runs() -> None:
     player.start()
     try:
         await until("a live stream", lambda: bool(r.server.display_stats()["streams"]), 30)
-        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
-            shown = await collect_decoded(client, player, "mjpeg")
-            video = video_stats(r)
-            assert [a["codec"] for a in video["live"]] == ["mjpeg"] and video["streams"] == 1, video
-            await end_and_compare(r, client, player)
-        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        decoded: list[dict[int, float]] = []
+        for second in (False, True):
+            async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
+                shown = await collect_decoded(client, player, "mjpeg", want=4)
+                video = video_stats(r)
+                assert [a["codec"] for a in video["live"]] == ["mjpeg"] and video["streams"] == 1, video
+                if second:
+                    await end_and_compare(r, client, player)
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+            # the first picture may be the canvas sent lossless at link time; the stream's frames are lossy
+            decoded.append({k: v for k, v in shown.items() if v != float("inf")})
+            await until("the client gone", lambda: r.server.num_clients == 0, 20)
     finally:
         await player.stop()
         await r.server.close()
-    # the first picture may be the canvas sent lossless at link time; the stream's frames are lossy
-    decoded = {k: v for k, v in shown.items() if v != float("inf")}
-    assert len(decoded) >= WANT_SHOWN - 1 and min(decoded.values()) >= PSNR_FLOOR["mjpeg"], shown
+    for d in decoded:
+        assert len(d) >= 3 and min(d.values()) >= PSNR_FLOOR["mjpeg"], decoded
+
+
+async def test_resize_while_streaming() -> None:
+    """The surface changes size while a stream is live: the stream ends with it (no upgrade of a
+    surface that is gone) and spice-gtk shows the new surface pixel for pixel."""
+    async with streaming_session("mjpeg") as (r, fb, client):
+        player = Player(r, fb)
+        player.start()
+        await collect_decoded(client, player, "mjpeg", want=3)
+        await player.stop()
+        assert r.server.display_stats()["streams"], "the stream ended before the resize"
+        fb.resize(W + 64, H + 48)
+        bigger = np.full((H + 48, W + 64), 0x405060, np.uint32)
+        bigger[BOX[1] : BOX[3], BOX[0] : BOX[2]] = video_frame(7)
+        fb.update(bigger)
+        shot = await client.wait_picture(same_picture(bigger), timeout=20)
+        assert shot is not None and same_picture(bigger)(shot), format_events(client.events, client.stderr)
+        await until("no stream", lambda: not r.server.display_stats()["streams"] and not video_stats(r)["live"], 20, client)
+        assert np.array_equal(r.server.display_snapshot() & 0xFFFFFF, bigger)
+
+
+async def test_two_streams_at_once() -> None:
+    """Two video areas played together become two streams (ids 0 and 1, each its own encoder and
+    share of the bit rate); spice-gtk shows each decoded in its place and ends pixel-exact."""
+    size = (640, 400)
+    boxes: tuple[Box, ...] = ((96, 64, 256, 192), (352, 208, 512, 336))  # 160x128 each, far apart
+    r = await start_server(streaming_video="filter", video_codecs=("mjpeg",))
+    fb = r.server.add_framebuffer_display(*size)
+    fb.update(np.full((size[1], size[0]), BACKGROUND, np.uint32))
+    try:
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
+            player = Player(r, fb, boxes=boxes, size=size)
+            player.start()
+            shown = await collect_decoded_boxes(client, player, "mjpeg", want=4)
+            streams = r.server.display_stats()["streams"]
+            assert sorted(tuple(s["dest"]) for s in streams.values()) == sorted(boxes), streams
+            video = video_stats(r)
+            assert [a["codec"] for a in video["live"]] == ["mjpeg", "mjpeg"] and video["streams"] == 2, video
+            await end_and_compare(r, client, player)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+    for seen in shown:
+        assert all(v != float("inf") for v in seen.values()) and min(seen.values()) >= PSNR_FLOOR["mjpeg"], shown
 
 
 def fallback_codec() -> tuple[str, list[str]]:
