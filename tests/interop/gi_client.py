@@ -705,6 +705,17 @@ class Client:
             self.main.request_mouse_mode(int(mode))
             self.emit("action", index=index, op=op, mode=int(mode))
             return 0
+        if op == "preferred_video_codecs":
+            # DISPLAY PREFERRED_VIDEO_CODEC_TYPE (spice_display_channel_change_preferred_video_codec_types);
+            # codecs: SPICE_VIDEO_CODEC_TYPE values, most preferred first (1 MJPEG, 2 VP8, 3 H264, 4 VP9)
+            codecs = [int(c) for c in act["codecs"]]
+            display = int(act.get("display", 0))
+            ch = self.channels.get((CHANNEL_DISPLAY, display))
+            if ch is None or (CHANNEL_DISPLAY, display) not in self.open:
+                raise RuntimeError(f"display channel {display} is not open")
+            ch.display_channel_change_preferred_video_codec_types(codecs)  # GLib.Error if the server lacks the cap
+            self.emit("action", index=index, op=op, codecs=codecs, display=display)
+            return 0
         if op == "wait":
             ms = int(act.get("ms", 0))
             self.emit("action", index=index, op=op, ms=ms)

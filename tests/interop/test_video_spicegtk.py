@@ -63,6 +63,9 @@ WANT_SHOWN = 6
 #: garbled one far below.
 PSNR_FLOOR = {"mjpeg": 30.0, "vp8": 30.0, "vp9": 30.0, "h264": 30.0}
 
+#: SPICE_VIDEO_CODEC_TYPE_* (spice-protocol ``enums.h``)
+CODEC_TYPES = {"mjpeg": 1, "vp8": 2, "h264": 3, "vp9": 4}
+
 #: GStreamer caps spice-gtk's decoders take (spice-gtk ``channel-display-priv.h`` ``gst_opts``)
 GST_CAPS = {"vp8": "video/x-vp8", "vp9": "video/x-vp9", "h264": "video/x-h264"}
 
@@ -307,18 +310,22 @@ async def end_and_compare(r: Running, client: GiClient, player: Player) -> None:
     )  # fmt: skip
 
 
-async def check_codec_stream(codec: str) -> dict[int, float]:
-    """spice-gtk shows the stream of ``codec`` (PSNR floor, lossy), STREAM_REPORTs arrive, the live
-    stream uses ``codec``, and the end is lossless. Returns the measured PSNRs."""
-    async with streaming_session(codec) as (r, fb, client):
+async def check_codec_stream(codec: str, *, adaptive: bool = True) -> dict[int, float]:
+    """spice-gtk shows the stream of ``codec`` (PSNR floor, lossy), STREAM_REPORTs arrive (none if
+    not ``adaptive``: ``SPICE_DISABLE_ADAPTIVE_STREAMING`` drops the client's STREAM_REPORT cap), the
+    live stream uses ``codec``, and the end is lossless. Returns the measured PSNRs."""
+    env = None if adaptive else {"SPICE_DISABLE_ADAPTIVE_STREAMING": "1"}
+    async with streaming_session(codec, env=env) as (r, fb, client):
         player = Player(r, fb)
         player.start()
         await until(f"a live {codec} stream", lambda: bool(video_stats(r)["live"]), 30, client)
         shown = await collect_decoded(client, player, codec)
         # every stream frame shown was decoded (lossy), none was sent as an image
         assert all(v != float("inf") for v in shown.values()), f"{codec}: a stream frame was shown lossless: {shown}; {video_stats(r)}"
-        await until("STREAM_REPORTs from spice-gtk", lambda: video_stats(r)["reports"] > 0, 20, client)
+        if adaptive:
+            await until("STREAM_REPORTs from spice-gtk", lambda: video_stats(r)["reports"] > 0, 20, client)
         video = video_stats(r)
+        assert (video["reports"] > 0) == adaptive, video
         live = video["live"]
         assert [a["codec"] for a in live] == [codec], video
         assert live[0]["frames"] > 0 and video["unsupported"] == 0, video
@@ -333,8 +340,9 @@ async def check_codec_stream(codec: str) -> dict[int, float]:
 # --------------------------------------------------------------------------- tests
 
 
-async def test_mjpeg_stream_shown_then_lossless() -> None:
-    check = await check_codec_stream("mjpeg")
+@pytest.mark.parametrize("adaptive", [True, False], ids=["reports", "no-reports"])
+async def test_mjpeg_stream_shown_then_lossless(adaptive: bool) -> None:
+    check = await check_codec_stream("mjpeg", adaptive=adaptive)
     assert len(check) >= WANT_SHOWN
 
 
@@ -343,6 +351,32 @@ async def test_gstreamer_codec_stream_shown_then_lossless(codec: str) -> None:
     require_codec(codec)
     check = await check_codec_stream(codec)
     assert len(check) >= WANT_SHOWN
+
+
+async def test_client_preferred_codec_wins() -> None:
+    """The server lists vp8 before h264; spice-gtk asks for h264 first (DISPLAY
+    PREFERRED_VIDEO_CODEC_TYPE, ``spice_display_channel_change_preferred_video_codec_types``): the
+    stream goes out as h264 (a stream created before the message arrived is stopped and the next one
+    uses the client's order, as in libspice) and spice-gtk shows it decoded."""
+    require_codec("vp8")
+    require_codec("h264")
+    r = await start_server(streaming_video="filter", video_codecs=("vp8", "h264"))
+    fb = r.server.add_framebuffer_display(W, H)
+    fb.update(np.full((H, W), BACKGROUND, np.uint32))
+    actions = json.dumps([{"op": "preferred_video_codecs", "codecs": [CODEC_TYPES["h264"], CODEC_TYPES["vp8"]]}])
+    try:
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", "--actions", actions, timeout=60) as client:
+            await client.expect("action", op="preferred_video_codecs")
+            player = Player(r, fb)
+            player.start()
+            await until("a live h264 stream", lambda: [a["codec"] for a in video_stats(r)["live"]] == ["h264"], 30, client)
+            player.stream_from = player.played  # from here on, frames of the h264 stream
+            shown = await collect_decoded(client, player, "h264", want=4)
+            await end_and_compare(r, client, player)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+    assert all(v != float("inf") for v in shown.values()) and min(shown.values()) >= PSNR_FLOOR["h264"], shown
 
 
 async def test_clients_linking_while_the_stream_runs() -> None:
@@ -462,10 +496,6 @@ async def test_client_whose_decoder_fails_gets_images_and_ends_exact() -> None:
         assert video["unsupported"] == 1 and video["by_codec"][codec]["frames"] == encoded, video  # no more encoding
         await end_and_compare(r, client, player)
     assert "does not exist" in client.stderr, client.stderr[-2000:]  # spice-gtk's report_invalid_stream warning
-
-
-#: SPICE_VIDEO_CODEC_TYPE_* (spice-protocol ``enums.h``)
-CODEC_TYPES = {"mjpeg": 1, "vp8": 2, "h264": 3, "vp9": 4}
 
 
 def tshark_fields(pcap: Path, port: int, display_filter: str, *fields: str) -> list[list[str]]:
