@@ -409,6 +409,26 @@ async def test_clients_linking_while_the_stream_runs() -> None:
         assert len(d) >= 3 and min(d.values()) >= PSNR_FLOOR["mjpeg"], decoded
 
 
+@pytest.mark.parametrize("codec", ["vp8"])
+async def test_video_area_grows_while_streaming(codec: str) -> None:
+    """The video area grows by 32 px right and down mid-stream: the frames of the same stream go as
+    STREAM_DATA_SIZED with the new dest (the client has SIZED_STREAM), the encoder reopens at the new
+    size, and spice-gtk shows them in the grown area, then ends pixel-exact. (MJPEG's sized frames
+    are in ``test_stream_capture_decodes_in_wireshark``.)"""
+    require_codec(codec)
+    async with streaming_session(codec) as (r, fb, client):
+        player = Player(r, fb)
+        player.start()
+        await collect_decoded(client, player, codec, want=3)
+        grown: Box = (BOX[0], BOX[1], BOX[2] + 32, BOX[3] + 32)
+        player.boxes, player.stream_from = (grown,), player.played  # no await between: frames from here on are grown
+        shown = await collect_decoded(client, player, codec, want=4)
+        video = video_stats(r)
+        assert video["streams"] == 1 and [a["codec"] for a in video["live"]] == [codec], video  # the same stream
+        await end_and_compare(r, client, player)
+    assert all(v != float("inf") for v in shown.values()) and min(shown.values()) >= PSNR_FLOOR[codec], shown
+
+
 async def test_resize_while_streaming() -> None:
     """The surface changes size while a stream is live: the stream ends with it (no upgrade of a
     surface that is gone) and spice-gtk shows the new surface pixel for pixel."""
@@ -511,8 +531,8 @@ def tshark_fields(pcap: Path, port: int, display_filter: str, *fields: str) -> l
 @pytest.mark.parametrize("codec", ["mjpeg", "h264"])
 async def test_stream_capture_decodes_in_wireshark(tmp_path: Path, codec: str) -> None:
     """A capture of a streaming session: Wireshark's SPICE dissector finds STREAM_CREATE (codec, size),
-    every STREAM_DATA the server counted (same payload bytes), the clip, the destroy, spice-gtk's
-    STREAM_REPORTs, and no malformed message."""
+    every STREAM_DATA and STREAM_DATA_SIZED (the area grows mid-stream) the server counted (same
+    payload bytes), the clip, the destroy, spice-gtk's STREAM_REPORTs, and no malformed message."""
     require_codec(codec)
     pcap = tmp_path / "stream.pcap"
     r = await start_server(streaming_video="filter", video_codecs=(codec,))
@@ -527,13 +547,17 @@ async def test_stream_capture_decodes_in_wireshark(tmp_path: Path, codec: str) -
                 await until("5 stream frames", lambda: sum(a["frames"] for a in video_stats(r)["live"]) >= 5, 30, client)
                 await until("STREAM_REPORTs", lambda: video_stats(r)["reports"] > 0, 20, client)
                 assert [a["codec"] for a in video_stats(r)["live"]] == [codec]
+                # the area grows: the next frames go as STREAM_DATA_SIZED
+                sent = video_stats(r)["live"][0]["frames"]
+                player.boxes = ((BOX[0], BOX[1], BOX[2] + 32, BOX[3] + 32),)
+                await until("sized frames", lambda: video_stats(r)["live"][0]["frames"] >= sent + 3, 30, client)
                 await end_and_compare(r, client, player)
                 video = video_stats(r)
             assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await r.server.close()
     info = "\n".join(row[0] for row in tshark_fields(pcap, port, "spice", "_ws.col.Info"))
-    for needle in ("STREAM_CREATE", "STREAM_ACTIVATE_REPORT", "STREAM_DATA", "STREAM_CLIP", "STREAM_DESTROY", "Client STREAM_REPORT"):
+    for needle in ("STREAM_CREATE", "STREAM_ACTIVATE_REPORT", "STREAM_DATA", "STREAM_DATA_SIZED", "STREAM_CLIP", "STREAM_DESTROY", "Client STREAM_REPORT"):
         assert needle in info, (needle, cap.report(), info[:3000])
     create = tshark_fields(pcap, port, "spice.display_stream_codec_type", "spice.display_stream_codec_type", "spice.stream_src_width", "spice.stream_src_height")
     assert create == [[str(CODEC_TYPES[codec]), str(BOX[2] - BOX[0]), str(BOX[3] - BOX[1])]], create
