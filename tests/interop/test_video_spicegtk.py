@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import subprocess
 import time
@@ -37,6 +38,9 @@ import pytest
 
 from spiceserver.config import ServerConfig
 from spiceserver.errors import ConfigError
+from spiceserver.proto.enums import BitmapFmt
+from spiceserver.proto.messages.base import Rect
+from spiceserver.synthetic_guest import SyntheticGuest, bitmap_image
 from tests.conftest import Running, start_server
 from tests.interop.capture import TSHARK, loopback_capture
 from tests.interop.harness import SYSTEM_PYTHON, GiClient, client_env, controlled_client, format_events, same_picture
@@ -163,14 +167,18 @@ class Player:
         while not self._stop.is_set() and self.played + self.offsets[-1] < MAX_FRAMES:
             if self.stream_from is None and len(self.r.server.display_stats()["streams"]) == len(self.boxes):
                 self.stream_from = self.played
-            for box, offset in zip(self.boxes, self.offsets, strict=True):
-                x0, y0, x1, y1 = box
-                self.screen[y0:y1, x0:x1] = video_frame(self.played + offset, box)
-            self.fb.update(self.screen, list(self.boxes))
+            await self.draw(self.played)
             self.played += 1
             next_at += period
             with contextlib.suppress(TimeoutError):  # the frame clock, not a wait for anything
                 await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
+
+    async def draw(self, i: int) -> None:
+        """Frame ``i`` (the framebuffer: one ``fb.update`` with every box dirty)."""
+        for box, offset in zip(self.boxes, self.offsets, strict=True):
+            x0, y0, x1, y1 = box
+            self.screen[y0:y1, x0:x1] = video_frame(i + offset, box)
+        self.fb.update(self.screen, list(self.boxes))
 
     async def stop(self) -> int:
         """Stop playing; return the index of the last frame played."""
@@ -182,6 +190,47 @@ class Player:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+
+class QxlPlayer(Player):
+    """The same animation drawn by a QXL guest (:class:`~spiceserver.synthetic_guest.SyntheticGuest`,
+    the QEMU path): one DRAW_COPY of a fresh 32-bit bitmap per frame, on the player's thread of the
+    guest. :meth:`open_menu` fills a rectangle over the video, and the next frames are clipped around
+    it (QXL clip rects), as a video player under a menu draws; :meth:`close_menu` ends that."""
+
+    def __init__(self, r: Running, guest: SyntheticGuest, fps: float = 25.0) -> None:
+        super().__init__(r, None, fps=fps)
+        self.guest = guest
+        self.menu: tuple[Box, int] | None = None
+        self._fill: tuple[Box, int] | None = None
+        self._ids = itertools.count(1)
+
+    def open_menu(self, box: Box, color: int) -> None:
+        self.menu = self._fill = (box, color)
+
+    def close_menu(self) -> None:
+        self.menu = None
+
+    async def draw(self, i: int) -> None:
+        fill, self._fill = self._fill, None
+        await asyncio.to_thread(self._draw, i, fill, self.menu)
+
+    def _draw(self, i: int, fill: tuple[Box, int] | None, menu: tuple[Box, int] | None) -> None:
+        if fill is not None:
+            self.guest.fill(qxl_rect(fill[0]), fill[1])
+        px = video_frame(i)
+        rows = np.ascontiguousarray(px.astype("<u4")).view(np.uint8).reshape(px.shape[0], px.shape[1] * 4)
+        img = bitmap_image((0xF00D << 32) | next(self._ids), BitmapFmt.BIT32, px.shape[1], rows)
+        clip = None
+        if menu is not None:
+            (mx0, my0, mx1, my1), (x0, y0, x1, y1) = menu[0], BOX
+            assert (mx1, my1) == (x1, y1), "a menu in the video's bottom-right corner"
+            clip = [qxl_rect((x0, y0, x1, my0)), qxl_rect((x0, my0, mx0, y1))]
+        self.guest.copy(img, qxl_rect(BOX), clip=clip)
+
+
+def qxl_rect(box: Box) -> Rect:
+    return Rect(left=box[0], top=box[1], right=box[2], bottom=box[3])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -427,6 +476,63 @@ async def test_video_area_grows_while_streaming(codec: str) -> None:
         assert video["streams"] == 1 and [a["codec"] for a in video["live"]] == [codec], video  # the same stream
         await end_and_compare(r, client, player)
     assert all(v != float("inf") for v in shown.values()) and min(shown.values()) >= PSNR_FLOOR[codec], shown
+
+
+async def test_qxl_video_under_a_menu() -> None:
+    """A QXL guest plays the video (the QEMU path); a menu is filled over the video's corner and the
+    next frames come clipped around it: the stream's clip shrinks (STREAM_CLIP), and spice-gtk never
+    paints a frame over the menu, not even the frames sent before it that it shows ~400 ms late.
+    When the menu closes, the frames cover the corner again; the end is pixel-exact."""
+    menu: Box = (BOX[2] - 80, BOX[3] - 64, BOX[2], BOX[3])
+    color = 0xE0E0E0
+    mx0, my0, mx1, my1 = menu
+
+    def menu_area(p: np.ndarray) -> np.ndarray:
+        return p[my0:my1, mx0:mx1]
+
+    outside = np.ones((BOX[3] - BOX[1], BOX[2] - BOX[0]), bool)
+    outside[my0 - BOX[1] :, mx0 - BOX[0] :] = False
+    r = await start_server(streaming_video="filter", video_codecs=("mjpeg",))
+    guest = SyntheticGuest(r.server.add_qxl_device(), W, H)
+    await asyncio.to_thread(guest.setup)
+    await asyncio.to_thread(guest.fill, guest.full, BACKGROUND)
+    try:
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
+            player = QxlPlayer(r, guest)
+            player.start()
+            await collect_decoded(client, player, "mjpeg", want=3)
+            player.open_menu(menu, color)
+            opened = player.played
+            shot = await client.wait_picture(lambda p: bool(np.all(menu_area(p) == color)), timeout=20)
+            assert shot is not None and np.all(menu_area(shot) == color), format_events(client.events, client.stderr)
+            clipped: dict[int, float] = {}
+            while len(clipped) < 4:  # frames play around the menu; it stays exact in every shot
+                assert player.running, clipped
+                shot = await client.screenshot()
+                assert shot is not None and np.all(menu_area(shot) == color), f"a frame painted over the menu (frames {sorted(clipped)})"
+                area = video_area(shot)
+                idx = frame_index(area)
+                assert idx is not None and idx < player.played
+                if idx >= opened:
+                    clipped[idx] = psnr(area[outside], video_frame(idx)[outside])
+                await asyncio.sleep(0.03)  # screenshot pacing
+            player.close_menu()
+            closed = player.played
+
+            def covered(p: np.ndarray) -> bool:
+                idx = frame_index(video_area(p))
+                return idx is not None and idx >= closed and psnr(video_area(p), video_frame(idx)) >= PSNR_FLOOR["mjpeg"]
+
+            shot = await client.wait_picture(covered, timeout=20)
+            assert shot is not None and covered(shot), "the frames do not cover the corner after the menu closed"
+            video = video_stats(r)
+            assert video["streams"] == 1 and [a["codec"] for a in video["live"]] == ["mjpeg"], video
+            await end_and_compare(r, client, player)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert not guest.error_seen
+    finally:
+        await r.server.close()
+    assert min(clipped.values()) >= PSNR_FLOOR["mjpeg"] and float("inf") not in clipped.values(), clipped
 
 
 async def test_resize_while_streaming() -> None:
