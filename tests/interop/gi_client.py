@@ -79,7 +79,9 @@ Run sequence
    linger on a timer: it stays connected until ``finish`` (or stdin closes), so a test
    ends the session when what it waits for has happened, not after a guessed delay:
    ``screenshot PATH`` writes display 0's primary surface now (a ``screenshot`` event
-   follows); ``finish`` writes ``--screenshot`` if given and disconnects (reason ``ok``).
+   follows); ``finish`` writes ``--screenshot`` if given and disconnects (reason ``ok``);
+   ``action JSON`` performs one ``--actions`` entry now (an ``action`` event with
+   ``index`` -1 follows, with ``error`` if it failed; ``wait*`` ops are refused).
 
 spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
 -----------------------------------------------------------------------------
@@ -252,7 +254,7 @@ def parse_args(argv):
     p.add_argument(
         "--control",
         action="store_true",
-        help="read commands on stdin ('screenshot PATH', 'finish'); stay connected until 'finish' "
+        help="read commands on stdin ('screenshot PATH', 'action JSON', 'finish'); stay connected until 'finish' "
         "instead of lingering --linger-ms",
     )
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
@@ -788,8 +790,23 @@ class Client:
             self.write_screenshot(arg)
         elif cmd == "finish":
             self.on_linger_done()
+        elif cmd == "action" and arg:
+            self.control_action(arg)
         else:
             self.emit("control-error", line=line, error="unknown command")
+
+    def control_action(self, arg):
+        """``action JSON``: perform one action object now (``index`` -1 in its ``action`` event);
+        a failure is reported as an ``action`` event with ``error`` and does not end the session."""
+        act = None
+        try:
+            act = json.loads(arg)
+            op = act.get("op")
+            if op in ("wait", "wait_mouse_mode"):
+                raise ValueError(f"{op} is not a control action")
+            self.perform(-1, op, act)
+        except Exception as exc:  # report, keep the session
+            self.emit("action", index=-1, op=act.get("op") if isinstance(act, dict) else None, error=str(exc))
 
     def on_linger_done(self):
         if self.args.screenshot:

@@ -234,6 +234,17 @@ class GiClient:
             with contextlib.suppress(ConnectionError):
                 await self.proc.stdin.drain()
 
+    async def action(self, act: dict[str, Any], timeout: float = 10.0) -> Event:
+        """``--control``: perform one action now (e.g. ``{"op": "preferred_video_codecs", "codecs": [3]}``);
+        returns its ``action`` event (with ``error`` if it failed)."""
+        seen = len(self.events)
+        await self.command("action " + json.dumps(act))
+
+        def mine(ev: Event) -> bool:
+            return ev.get("event") == "action" and ev.get("index") == -1 and any(e is ev for e in self.events[seen:])
+
+        return await self.wait_for(mine, timeout=timeout)
+
     async def finish(self, timeout: float = 20.0) -> int:
         """End a ``--control`` session (``--screenshot`` is written first); return the exit status."""
         await self.command("finish")

@@ -402,30 +402,41 @@ async def test_gstreamer_codec_stream_shown_then_lossless(codec: str) -> None:
     assert len(check) >= WANT_SHOWN
 
 
-async def test_client_preferred_codec_wins() -> None:
+@pytest.mark.parametrize("when", ["at-link", "mid-stream"])
+async def test_client_preferred_codec_wins(when: str) -> None:
     """The server lists vp8 before h264; spice-gtk asks for h264 first (DISPLAY
-    PREFERRED_VIDEO_CODEC_TYPE, ``spice_display_channel_change_preferred_video_codec_types``): the
-    stream goes out as h264 (a stream created before the message arrived is stopped and the next one
-    uses the client's order, as in libspice) and spice-gtk shows it decoded."""
+    PREFERRED_VIDEO_CODEC_TYPE, ``spice_display_channel_change_preferred_video_codec_types``), right
+    after linking or while a vp8 stream runs (the server then stops its streams, as libspice does,
+    and the next one follows the client's order): the stream goes out as h264 and spice-gtk shows
+    it decoded."""
     require_codec("vp8")
     require_codec("h264")
     r = await start_server(streaming_video="filter", video_codecs=("vp8", "h264"))
     fb = r.server.add_framebuffer_display(W, H)
     fb.update(np.full((H, W), BACKGROUND, np.uint32))
-    actions = json.dumps([{"op": "preferred_video_codecs", "codecs": [CODEC_TYPES["h264"], CODEC_TYPES["vp8"]]}])
+    prefer = {"op": "preferred_video_codecs", "codecs": [CODEC_TYPES["h264"], CODEC_TYPES["vp8"]]}
     try:
-        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", "--actions", actions, timeout=60) as client:
-            await client.expect("action", op="preferred_video_codecs")
+        async with controlled_client("--port", str(r.server.port_of()), "--wait-display", timeout=60) as client:
             player = Player(r, fb)
+            if when == "at-link":
+                ev = await client.action(prefer)
+                assert "error" not in ev, ev
             player.start()
+            if when == "mid-stream":
+                before = await collect_decoded(client, player, "vp8", want=3)
+                assert [a["codec"] for a in video_stats(r)["live"]] == ["vp8"] and min(before.values()) >= PSNR_FLOOR["vp8"]
+                ev = await client.action(prefer)
+                assert "error" not in ev, ev
             await until("a live h264 stream", lambda: [a["codec"] for a in video_stats(r)["live"]] == ["h264"], 30, client)
             player.stream_from = player.played  # from here on, frames of the h264 stream
             shown = await collect_decoded(client, player, "h264", want=4)
             await end_and_compare(r, client, player)
+            video = video_stats(r)
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await r.server.close()
     assert all(v != float("inf") for v in shown.values()) and min(shown.values()) >= PSNR_FLOOR["h264"], shown
+    assert set(video["by_codec"]) == ({"h264"} if when == "at-link" else {"vp8", "h264"}), video
 
 
 async def test_clients_linking_while_the_stream_runs() -> None:
