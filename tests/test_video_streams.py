@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from spiceserver.proto.messages import display as d
 from tests.conftest import start_server
@@ -65,5 +66,55 @@ async def test_a_region_repainted_at_video_rate_is_streamed_and_ends_lossless() 
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
         assert state.streams == {}
+    finally:
+        await r.server.close()
+
+
+async def play_jittering(fb: object, frames: range, *, tile_diff: bool) -> None:
+    """The video area repainted with dirty rectangles that wander by a few pixels (or found by the tile diff)."""
+    x0, y0, x1, y1 = BOX
+    screen = np.full((H, W), 0x203040, np.uint32)
+    for i in frames:
+        screen[y0:y1, x0:x1] = video_frame(i)
+        j = (i * 7) % 5 - 2
+        fb.update(screen, None if tile_diff else [(x0 + j, y0 - j, x1 - j, y1 + j)])  # type: ignore[attr-defined]
+        await asyncio.sleep(1 / 25)
+
+
+@pytest.mark.parametrize("tile_diff", [False, True], ids=["jittering-rects", "tile-diff"])
+async def test_the_framebuffer_path_streams_despite_jittering_dirty_rectangles(tile_diff: bool) -> None:
+    r = await start_server(streaming_video="filter")
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(np.full((H, W), 0x203040, np.uint32))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        player = asyncio.ensure_future(play_jittering(fb, range(40), tile_diff=tile_diff))
+        await pump_until(ch, state, lambda st: st.stream_frames >= 5, timeout=20)
+        await player
+        create = next(m for m in state.messages if isinstance(m, d.StreamCreate))
+        dest = (create.dest.left, create.dest.top, create.dest.right, create.dest.bottom)
+        assert dest[0] <= BOX[0] and dest[1] <= BOX[1] and dest[2] >= BOX[2] and dest[3] >= BOX[3]
+        await pump_until(ch, state, lambda st: any(isinstance(m, d.StreamDestroy) for m in st.messages), timeout=10)
+        want = fb.snapshot() & 0xFFFFFF
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
+    finally:
+        await r.server.close()
+
+
+async def test_streaming_video_off_sends_images_only() -> None:
+    r = await start_server(streaming_video="off")
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(np.full((H, W), 0x203040, np.uint32))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        await play(fb, range(30))
+        want = fb.snapshot() & 0xFFFFFF
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
+        assert not any(isinstance(m, d.StreamCreate) for m in state.messages)
+        assert r.server.display_stats()["stream_stats"]["streams"] == 0
     finally:
         await r.server.close()
