@@ -66,6 +66,14 @@ async def test_a_region_repainted_at_video_rate_is_streamed_and_ends_lossless() 
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
         assert state.streams == {}
+        metrics = await r.server.metrics()
+        disp = metrics.displays[0]
+        assert disp.streams == 0 and disp.streams_started == 1
+        assert disp.video["mjpeg"]["frames"] == state.stream_frames and disp.video["mjpeg"]["bytes"] > 0
+        assert disp.encode_ms is not None and disp.encode_ms > 0
+        text = metrics.prometheus()
+        assert 'spiceserver_video_frames_total{display="0",codec="mjpeg"}' in text
+        assert "spiceserver_video_encode_seconds_total" in text
     finally:
         await r.server.close()
 

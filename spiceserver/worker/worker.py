@@ -403,9 +403,16 @@ class DisplayWorker:
         images = Counter(self.retired_images)
         for dcc in self.dccs.values():
             images.update(dcc.encoder.stats)
+        video: dict[str, dict[str, float]] = {}
+        for per_codec in [*self.retired_video, *(dcc.streams.codec_stats() for dcc in self.dccs.values())]:
+            for codec, counts in per_codec.items():
+                total = video.setdefault(codec, dict.fromkeys(counts, 0.0))
+                for k, v in counts.items():
+                    total[k] = total.get(k, 0.0) + v
         return DisplayMetrics(
             msg.display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
             sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
+            len(self.video.streams), self.video.stats["streams"], video,
         )  # fmt: skip
 
     def _on_attach_source(self, msg: AttachSource) -> None:
