@@ -9,10 +9,10 @@ import asyncio
 import numpy as np
 import pytest
 
+from spiceserver.proto.enums import DisplayCap
 from spiceserver.proto.messages import display as d
 from tests.conftest import start_server
 from tests.support.client import connect
-from spiceserver.proto.enums import DisplayCap
 from tests.support.display import DEFAULT_DISPLAY_CAPS, link_display, pump_until
 
 W, H = 320, 240
