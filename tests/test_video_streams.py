@@ -8,6 +8,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiceserver.proto.enums import DisplayCap
 from spiceserver.proto.messages import display as d
@@ -292,3 +294,27 @@ async def test_a_preferred_codec_message_restarts_the_streams() -> None:
         await player
     finally:
         await r.server.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 60), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_any_stream_report_is_taken_or_refused_with_value_error(sid: int, uid: int, t0: int, t1: int, n: int, drops: int, delay: int, audio: int) -> None:
+    from spiceserver.proto.enums import VideoCodecType
+    from spiceserver.worker.client_streams import ClientStreams
+    from spiceserver.worker.video_streams import LiveStream
+
+    cs = ClientStreams("t", lambda cap: False, lambda item: None, lambda dr: None, (VideoCodecType.MJPEG,))
+    from spiceserver.region import Region
+
+    agent = cs.create(LiveStream(0, 0, (0, 0, 160, 120), 160, 120, 25), Region.from_rect(0, 0, 160, 120), 160 * 120)
+    if uid % 2:
+        uid = agent.report_id
+    msg = d.StreamReport(stream_id=sid, unique_id=uid, start_frame_mm_time=t0, end_frame_mm_time=t1, num_frames=n, num_drops=drops, last_frame_delay=delay, audio_delay=audio)
+    if sid >= 50:
+        with pytest.raises(ValueError):
+            cs.report(msg, None)
+    else:
+        cs.report(msg, None)
