@@ -119,7 +119,9 @@ def xspice(work: Path, streaming_video: str) -> Any:
             "--streaming-video", streaming_video, "-logfile", str(log), f":{display}",
         ]  # fmt: skip
         out = open(work / "xspice.out", "wb")  # noqa: SIM115 - closed in finally
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             _wait_port(proc, port, XSPICE_DEADLINE, log)
             break
@@ -247,7 +249,9 @@ class Painter:
             if info.shmaddr in (None, ctypes.c_void_p(-1).value):
                 raise OSError(ctypes.get_errno(), "shmat")
             info.readOnly = 1
-            img = self.xext.XShmCreateImage(self.dpy, self.visual, self.depth, ZPIXMAP, info.shmaddr, ctypes.byref(info), w, h)
+            img = self.xext.XShmCreateImage(
+                self.dpy, self.visual, self.depth, ZPIXMAP, info.shmaddr, ctypes.byref(info), w, h
+            )
             if not self.xext.XShmAttach(self.dpy, ctypes.byref(info)):
                 raise RuntimeError("XShmAttach failed")
             self.x.XSync(self.dpy, 0)
@@ -525,7 +529,10 @@ class Sources:
         """The frame index whose pixels in ``box`` are nearest ``picture`` (searched near ``around``)."""
         candidates = range(self.n) if around is None else range(max(0, around - 2), min(self.n, around + 40))
         small = picture[::4, ::4].astype(np.float32)
-        return min(candidates, key=lambda k: float(np.mean((self.small(k, box) - small) ** 2)))
+        k = min(candidates, key=lambda k: float(np.mean((self.small(k, box) - small) ** 2)))
+        for key in [key for key in self._small if key[0] < k - 2]:  # frames only go forward
+            del self._small[key]
+        return k
 
 
 @dataclass
@@ -547,6 +554,7 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
     image_bytes: Counter[str] = Counter()
     before: Counter[str] = Counter()  # image draws before the first STREAM_CREATE
     before_bytes = 0
+    draws: list[tuple[float, str]] = []
     create_at: float | None = None
     stream_bytes = 0
     undecoded = 0
@@ -581,6 +589,7 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
             key = f"{name}/{codec}"
             images[key] += 1
             image_bytes[key] += len(rec.body) + 6
+            draws.append((rec.t, key))
             if create_at is None:
                 before[key] += 1
                 before_bytes += len(rec.body) + 6
@@ -632,6 +641,8 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
         a = first_frame + 1.0
         steady = sum(b for t, b in relay.display_bytes if a <= t <= last_frame)
         steady_bps = steady * 8 / (last_frame - a)
+    # after the last stream frame: what libspice sends when the stream ends (a lossless upgrade)
+    after = Counter(key for t, key in draws if last_frame is not None and t > last_frame)
     reports = []
     for rec in relay.display_c2s:
         if rec.type == d.StreamReport.TYPE and t0 <= rec.t <= t_end + 5:
@@ -660,6 +671,9 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
         "undecoded": undecoded,
         "reports": reports,
         "frame_sizes": [fr.size for fr in frames],
+        "first_frame_at": first_frame or 0.0,
+        "last_frame_at": last_frame or 0.0,
+        "after": after,
     }
 
 
@@ -733,7 +747,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await client.wait(10)
             painter.close()
             await relay.close()
-        xorg_log = xs.log.read_text(errors="replace") if xs.log.exists() else ""
     shown_area = region_area([ev for ev in events if ev.get("t", 0) >= 0], box)
     result = analyse(relay, scene, n, t0, t_end, args.seconds)
     result.update(
@@ -748,7 +761,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tail_s=t_end - t_play,
         fps_shown=shown_area / (scene.w * scene.h) / args.seconds,
         relay_errors=relay.errors,
-        codecs=[line.strip() for line in xorg_log.splitlines() if "codec" in line.lower() or "stream" in line.lower()][:5],
     )
     return result
 
@@ -781,14 +793,20 @@ def show(r: dict[str, Any]) -> None:
         else "  detection: no stream"
     )
     ks = r["ks"]
-    if ks:
-        print(f"  first streamed frame: k={min(ks)} (frames 0..{min(ks) - 1} went as images); last k={max(ks)}")
     whole = r["whole_psnr"]
-    print(
-        f"  frames streamed: {len(set(ks))} source frames ({len(set(ks)) / s:.1f} /s; {len(whole)} with every pixel "
-        f"of the region), in {r['streamed']} stream messages over {len(r['streams'])} streams "
-        f"{dict(r['streams'])}; shown by spice-gtk: {r['fps_shown']:.1f} /s"
-    )
+    if ks:
+        first, last = min(ks), max(ks)
+        missing = sorted(set(range(first, last + 1)) - set(ks))
+        span = r["last_frame_at"] - r["first_frame_at"]
+        print(f"  first streamed frame: k={first} (frames 0..{first - 1} came before the stream); last k={last}")
+        print(
+            f"  frames streamed: {len(set(ks))} source frames ({len(set(ks)) / s:.1f} /s over the run, "
+            f"{(len(set(ks)) - 1) / span if span > 0 else 0:.1f} /s from the first stream frame to the last; "
+            f"{len(whole)} with every pixel of the region), in {r['streamed']} stream messages over "
+            f"{len(r['streams'])} stream(s) {dict(r['streams'])}; not streamed between k={first} and k={last}: "
+            f"{len(missing)}"
+        )
+    print(f"  frames shown by spice-gtk: {r['fps_shown']:.1f} /s (invalidated area in the region / its area / {s:g} s)")
     print(
         f"  display bytes server->client: {mb(r['bytes_play'])} while playing (to the last frame + 0.3 s, "
         f"{r['bytes_play'] * 8 / s / 1e6:.1f} Mbit/s over {s:g} s); {mb(r['bytes'])} with the end "
@@ -817,12 +835,14 @@ def show(r: dict[str, Any]) -> None:
         print(f"  frames/messages not compared or not parsed: {r['undecoded']}")
     print(f"  image draws during the run: {dict(r['images'])} ({mb(sum(r['image_bytes'].values()))})")
     print(f"  display messages: {dict(r['kinds'])}")
+    print(f"  image draws after the last stream frame: {dict(r['after']) or 'none'}")
     reps = r["reports"]
     if reps:
         last = reps[-1]
         print(
-            f"  client STREAM_REPORTs: {len(reps)}; last: {last.num_frames} frames, {last.num_drops} drops, "
-            f"last frame delay {last.last_frame_delay} ms"
+            f"  client STREAM_REPORTs: {len(reps)}, {sum(m.num_frames for m in reps)} frames and "
+            f"{sum(m.num_drops for m in reps)} drops reported; the last: {last.num_frames} frames, "
+            f"{last.num_drops} drops, last frame delay {last.last_frame_delay} ms"
         )
     else:
         print("  client STREAM_REPORTs: none")
