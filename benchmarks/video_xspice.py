@@ -5,10 +5,15 @@ The scene of issue 11 (``benchmarks/video.py`` :class:`Scene`): a 640x360 region
 panning crop of ``../shared/images/photo_1080.png``, the rest the static desktop picture. Here the
 server is Xspice (Debian ``xserver-xspice``: Xorg + the spiceqxl driver linked with libspice-server,
 ``--streaming-video filter`` by default), the screen 1920x1080, and the painter an X11 client in a
-thread of this process (libX11 through ctypes: ``XPutImage`` of the desktop, then of frame ``k`` at
-``t0 + k / 25``). The qxl driver turns each ``XPutImage`` into an opaque DRAW_COPY of a fresh bitmap
+thread of this process (libX11 through ctypes: the desktop, then frame ``k`` at ``t0 + k / 25``). The
+qxl driver turns each X request that draws into an opaque DRAW_COPY of a fresh bitmap
 (xf86-video-qxl ``src/qxl_surface.c`` / ``qxl_image.c``), which libspice's stream detection sees
-(spice ``server/video-stream.cpp``).
+(spice ``server/video-stream.cpp``). ``--put put`` (default) paints with ``XPutImage``, which libX11
+(``PutImage.c``) cuts into requests of at most 256 KiB even with BIG-REQUESTS: a 640x360 frame reaches
+the server as three bands of 102 rows and one of 54, so libspice sees four regions and makes four
+streams (a 1920x1080 frame: 32 bands of 34 rows). ``--put shm`` paints with ``XShmPutImage``
+(MIT-SHM, one request, as a video player without Xv or GL output draws): one DRAW_COPY of the whole
+region per frame, one stream, as ``video.py``'s QXL path sends it to spiceserver.
 
 The client is spice-gtk (``tests/interop/gi_client.py``), so flow control and STREAM_REPORTs are
 real. It connects through a TCP relay in this process that parses both directions of every channel
@@ -28,7 +33,7 @@ RGB (mean and min over frames) of each frame decoded as spice-gtk decodes it (li
 the image draws by codec and bytes, the video frames sent as images, and the time from the first
 frame painted to STREAM_CREATE.
 
-Run: ``python benchmarks/video_xspice.py [--seconds 10] [--size 640x360|1920x1080]
+Run: ``python benchmarks/video_xspice.py [--seconds 10] [--size 640x360|1920x1080] [--put put|shm]
 [--streaming-video filter|all|off]``. Skips (exit status 0, a message) when Xspice or spice-gtk's
 GObject bindings are absent.
 """
@@ -40,6 +45,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import platform
 import struct
@@ -186,11 +192,9 @@ P, INT, UINT, ULONG = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint, ctypes.c_ulo
 class Painter:
     """An X11 client (libX11 through ctypes) that puts 0x00RRGGBB pictures on the root window.
 
-    ``shm`` (default): one ``XShmPutImage`` (MIT-SHM, as video players without Xv/GL output draw)
-    per picture, one request, so one DRAW_COPY of the whole region from the qxl driver. ``put``: an
-    ``XPutImage``, which libX11 (``PutImage.c``) cuts into requests of at most 256 KiB even with
-    BIG-REQUESTS, so a 640x360 picture reaches the server as bands of 102 rows: four DRAW_COPYs,
-    four streams. Each put ends with an ``XSync`` (the server has read the pixels).
+    ``put``: an ``XPutImage`` per picture (libX11 cuts it into requests of at most 256 KiB, each a
+    DRAW_COPY). ``shm``: one ``XShmPutImage`` (MIT-SHM) per picture, one request, one DRAW_COPY.
+    Each put ends with an ``XSync`` (the server has read the pixels).
     """
 
     def __init__(self, display: int, mode: str) -> None:
@@ -461,7 +465,7 @@ def quality_tables() -> dict[int, np.ndarray]:
     out = {}
     for q in range(1, 101):
         scale = 5000 // q if q < 50 else 200 - 2 * q
-        table = np.clip((STD_LUMA * scale + 50) // 100, 1, 255)
+        table = np.minimum(np.maximum((STD_LUMA * scale + 50) // 100, 1), 255)
         out[q] = table[ZIGZAG]
     return out
 
@@ -498,7 +502,7 @@ def rgb(px: np.ndarray) -> np.ndarray:
 
 def db(mse: float) -> float:
     """PSNR in dB of 8-bit samples with this mean squared error (99 for identical pictures)."""
-    return 99.0 if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+    return 99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 class Sources:
@@ -529,10 +533,12 @@ class Sources:
         """The frame index whose pixels in ``box`` are nearest ``picture`` (searched near ``around``)."""
         candidates = range(self.n) if around is None else range(max(0, around - 2), min(self.n, around + 40))
         small = picture[::4, ::4].astype(np.float32)
-        k = min(candidates, key=lambda k: float(np.mean((self.small(k, box) - small) ** 2)))
-        for key in [key for key in self._small if key[0] < k - 2]:  # frames only go forward
+        return min(candidates, key=lambda k: float(np.mean((self.small(k, box) - small) ** 2)))
+
+    def forget(self, before: int) -> None:
+        """Drop the cached candidates of frames before ``before`` (no stream goes back to them)."""
+        for key in [key for key in self._small if key[0] < before]:
             del self._small[key]
-        return k
 
 
 @dataclass
@@ -601,7 +607,7 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
     ks: list[int] = []
     err: dict[int, list[float]] = {}  # k -> [squared error sum, samples, pixels]
     qualities: Counter[int] = Counter()
-    last: int | None = None
+    last: dict[int, int] = {}  # stream id -> the source frame of its previous message
     for fr in frames:
         q = jpeg_quality(fr.jpeg)
         if q is not None:
@@ -618,8 +624,9 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
         if picture.shape[:2] != (bottom - top, right - left):
             undecoded += 1  # a scaled stream: not compared
             continue
-        k = sources.best(picture, fr.box, last)
-        last = k
+        k = sources.best(picture, fr.box, last.get(fr.stream, min(last.values(), default=None)))
+        last[fr.stream] = k
+        sources.forget(min(last.values()) - 2)
         ks.append(k)
         diff = picture.astype(np.float32) - sources.crop(k, fr.box).astype(np.float32)
         se = float(np.sum(diff * diff))
@@ -778,7 +785,11 @@ def show(r: dict[str, Any]) -> None:
     )
     print(f"  painting: {r['paint_s']:.2f} s for {r['frames']} puts (each + XSync), {r['late_puts']} over a frame late")
     creates = r["creates"]
-    for c in creates:
+    for i, c in enumerate(creates):
+        if i == 2 and len(creates) > 4:
+            print(f"  ... {len(creates) - 3} more STREAM_CREATEs ...")
+        if 2 <= i < len(creates) - 1 and len(creates) > 4:
+            continue
         codec = {1: "MJPEG", 2: "VP8", 3: "H264", 4: "VP9", 5: "H265"}.get(c.codec_type, str(c.codec_type))
         print(
             f"  STREAM_CREATE id {c.id}: {codec}, src {c.src_width}x{c.src_height}, dest "
@@ -861,8 +872,8 @@ def main() -> None:
     p.add_argument("--streaming-video", choices=("filter", "all", "off"), default="filter")
     p.add_argument(
         "--put",
-        choices=("shm", "put"),
-        default="shm",
+        choices=("put", "shm"),
+        default="put",
         help="XShmPutImage (one request per frame) or XPutImage (libX11 cuts it into 256 KiB bands)",
     )
     args = p.parse_args()
