@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 
 from video import FPS, SH, SW, Scene  # noqa: E402  # benchmarks/video.py (this script's folder is on sys.path)
 
-from spiceserver.errors import ProtocolError  # noqa: E402
+from spiceserver.errors import ProtocolError, SpiceError  # noqa: E402
 from spiceserver.proto.enums import ChannelType, CommonCap, ImageType  # noqa: E402
 from spiceserver.proto.link import HEADER, LinkMess, LinkReply, has_cap  # noqa: E402
 from spiceserver.proto.messages import display as d  # noqa: E402
@@ -74,6 +74,7 @@ from spiceserver.proto.messages.base import CLIENT, SERVER, Message, parse_body 
 from spiceserver.proto.wire import Framer  # noqa: E402
 from tests.interop.harness import GiClient, gi_client_skip_reason  # noqa: E402
 from tests.interop.test_harness_xspice import (  # noqa: E402
+    XSPICE,
     XSPICE_DEADLINE,
     XspiceExited,
     _children,
@@ -121,7 +122,7 @@ def xspice(work: Path, streaming_video: str) -> Any:
     for attempt in range(3):  # display and port are free when chosen, not necessarily when Xspice binds
         port, display = _free_port(), _free_display()
         argv = [
-            "Xspice", "--config", str(conf), "--port", str(port), "--disable-ticketing",
+            XSPICE, "--config", str(conf), "--port", str(port), "--disable-ticketing",
             "--streaming-video", streaming_video, "-logfile", str(log), f":{display}",
         ]  # fmt: skip
         out = open(work / "xspice.out", "wb")  # noqa: SIM115 - closed in finally
@@ -321,7 +322,7 @@ class Direction:
 
 class Connection:
     """A relayed channel connection. Parses the link messages, then frames the data messages of both
-    directions; display channel messages are kept (server: everything; client: everything)."""
+    directions; those of the display channel are kept, with their arrival times, in the relay."""
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -360,9 +361,10 @@ class Connection:
                     other = self.c2s
                     other.stage = "auth"
                     other.auth_left = 128 + (4 if self._both(CommonCap.PROTOCOL_AUTH_SELECTION) else 0)
-                    if self.channel_type == ChannelType.DISPLAY and not self.relay.display_at:
-                        self.relay.display_at = now
             elif way.stage == "wait-reply":
+                return
+            elif way.stage == "broken":  # relayed, no longer parsed
+                way.buf.clear()
                 return
             elif way.stage == "auth":
                 take = min(way.auth_left, len(way.buf))
@@ -390,7 +392,6 @@ class Relay:
         self.display_s2c: list[Record] = []
         self.display_c2s: list[Record] = []
         self.display_bytes: list[tuple[float, int]] = []  # (arrival, bytes) server->client
-        self.display_at = 0.0
         self.errors: list[str] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -433,7 +434,7 @@ class Relay:
             while data := await r.read(1 << 16):
                 try:
                     conn.feed(way, data, time.perf_counter())
-                except ProtocolError as exc:  # keep relaying; the figures will say what is missing
+                except SpiceError as exc:  # keep relaying; the figures will say what is missing
                     self.errors.append(f"channel {conn.channel_type}: {exc}")
                     way.stage, way.framer = "broken", None
                 w.write(data)
@@ -551,8 +552,11 @@ class StreamFrame:
     size: int  # the message body
 
 
-def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds: float) -> dict[str, Any]:
-    """Everything the display channel carried from ``t0`` (the first frame painted) to ``t_end``."""
+def analyse(
+    relay: Relay, scene: Scene, n: int, t0: float, t_last: float, t_end: float, seconds: float
+) -> dict[str, Any]:
+    """Everything the display channel carried from ``t0`` (the first frame painted) to ``t_end``
+    (``t_last``: the last frame painted)."""
     creates: dict[int, d.StreamCreate] = {}
     frames: list[StreamFrame] = []
     kinds: Counter[str] = Counter()
@@ -605,7 +609,7 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
     sources = Sources(scene, n)
     psnrs: list[float] = []  # per stream message
     ks: list[int] = []
-    err: dict[int, list[float]] = {}  # k -> [squared error sum, samples, pixels]
+    err: dict[int, list[float]] = {}  # k -> [squared error sum, samples, pixels, same with libjpeg's defaults]
     qualities: Counter[int] = Counter()
     last: dict[int, int] = {}  # stream id -> the source frame of its previous message
     for fr in frames:
@@ -631,23 +635,28 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
         diff = picture.astype(np.float32) - sources.crop(k, fr.box).astype(np.float32)
         se = float(np.sum(diff * diff))
         psnrs.append(db(se / diff.size))
-        acc = err.setdefault(k, [0.0, 0.0, 0.0])
+        # libjpeg's defaults (JDCT_ISLOW, fancy upsampling), for decoders other than spice-gtk's
+        exact = simplejpeg.decode_jpeg(fr.jpeg, colorspace="RGB")
+        exact = exact[::-1] if c is not None and not c.flags & 1 else exact
+        diff = exact.astype(np.float32) - sources.crop(k, fr.box).astype(np.float32)
+        acc = err.setdefault(k, [0.0, 0.0, 0.0, 0.0])
         acc[0] += se
         acc[1] += diff.size
         acc[2] += picture.shape[0] * picture.shape[1]
+        acc[3] += float(np.sum(diff * diff))
     region = scene.w * scene.h
-    frame_psnr = {k: db(se / samples) for k, (se, samples, _px) in err.items()}
+    frame_psnr = {k: db(acc[0] / acc[1]) for k, acc in err.items()}
     whole = {k: v for k, v in frame_psnr.items() if err[k][2] >= region}
+    exact_psnr = {k: db(acc[3] / acc[1]) for k, acc in err.items() if k in whole or not whole}
 
     # bytes and bitrates
     total = sum(b for t, b in relay.display_bytes if t0 <= t <= t_end)
     first_frame = frames[0].t if frames else None
     last_frame = frames[-1].t if frames else None
-    steady_bps = 0.0
-    if first_frame is not None and last_frame is not None and last_frame - first_frame > 1.5:
-        a = first_frame + 1.0
-        steady = sum(b for t, b in relay.display_bytes if a <= t <= last_frame)
-        steady_bps = steady * 8 / (last_frame - a)
+    # steady: from 1 s after the first stream frame (no stream: after the first frame painted) to the
+    # last stream frame (no stream: the last frame painted)
+    a, b = (first_frame if first_frame is not None else t0) + 1.0, last_frame if last_frame is not None else t_last
+    steady_bps = sum(n for t, n in relay.display_bytes if a <= t <= b) * 8 / (b - a) if b - a > 0.5 else 0.0
     # after the last stream frame: what libspice sends when the stream ends (a lossless upgrade)
     after = Counter(key for t, key in draws if last_frame is not None and t > last_frame)
     reports = []
@@ -672,6 +681,7 @@ def analyse(relay: Relay, scene: Scene, n: int, t0: float, t_end: float, seconds
         "psnr": psnrs,
         "frame_psnr": frame_psnr,
         "whole_psnr": whole,
+        "exact_psnr": exact_psnr,
         "ks": ks,
         "streams": Counter(fr.stream for fr in frames),
         "qualities": qualities,
@@ -755,7 +765,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             painter.close()
             await relay.close()
     shown_area = region_area([ev for ev in events if ev.get("t", 0) >= 0], box)
-    result = analyse(relay, scene, n, t0, t_end, args.seconds)
+    result = analyse(relay, scene, n, t0, t_last, t_end, args.seconds)
     result.update(
         args=args,
         frames=n,
@@ -825,7 +835,8 @@ def show(r: dict[str, Any]) -> None:
     )
     print(
         f"  of which stream data {mb(r['stream_bytes'])} (mean frame {np.mean(r['frame_sizes']) / 1e3 if r['frame_sizes'] else 0:.1f} kB); "
-        f"steady bitrate (1 s after the first stream frame to the last) {r['steady_bps'] / 1e6:.1f} Mbit/s"
+        f"steady bitrate (1 s after the first stream frame to the last; no stream: the frames painted) "
+        f"{r['steady_bps'] / 1e6:.1f} Mbit/s"
     )
     print(
         f"  Xorg CPU: {r['cpu_play']:.2f} s painting, {r['cpu_play_end']:.2f} s to the last frame + 0.3 s, "
@@ -841,6 +852,10 @@ def show(r: dict[str, Any]) -> None:
             f"  PSNR (RGB, decoded as spice-gtk decodes, vs the source frame): per frame (all its bands) mean "
             f"{np.mean(w):.2f} dB, min {min(w):.2f} dB, median {np.median(w):.2f} dB over {len(w)} frames; "
             f"per stream message mean {np.mean(p):.2f} dB, min {min(p):.2f} dB"
+        )
+        e = list(r["exact_psnr"].values())
+        print(
+            f"    decoded with libjpeg's defaults (ISLOW, fancy upsampling): mean {np.mean(e):.2f} dB, min {min(e):.2f} dB"
         )
     if r["undecoded"]:
         print(f"  frames/messages not compared or not parsed: {r['undecoded']}")
