@@ -11,7 +11,7 @@ qxl driver turns each X request that draws into an opaque DRAW_COPY of a fresh b
 (spice ``server/video-stream.cpp``). ``--put put`` (default) paints with ``XPutImage``, which libX11
 (``PutImage.c``) cuts into requests of at most 256 KiB even with BIG-REQUESTS: a 640x360 frame reaches
 the server as three bands of 102 rows and one of 54, so libspice sees four regions and makes four
-streams (a 1920x1080 frame: 32 bands of 34 rows). ``--put shm`` paints with ``XShmPutImage``
+streams (a 1920x1080 frame: 32 bands, 34 rows high but the last 26). ``--put shm`` paints with ``XShmPutImage``
 (MIT-SHM, one request, as a video player without Xv or GL output draws): one DRAW_COPY of the whole
 region per frame, one stream, as ``video.py``'s QXL path sends it to spiceserver.
 
@@ -21,17 +21,18 @@ with :mod:`spiceserver.proto` (link, then the data messages) and keeps the displ
 messages with their arrival times: STREAM_CREATE / STREAM_DATA / STREAM_DATA_SIZED / STREAM_CLIP /
 STREAM_DESTROY, the image draws, and the client's STREAM_REPORTs.
 
-Reported: frames streamed per second (STREAM_DATA messages) and shown by spice-gtk (the invalidated
-area inside the region over the region's area, as ``video.py`` counts it), display channel bytes
-server->client, mean bitrate and steady bitrate (from 1 s after the stream started to the last frame),
-the CPU seconds of the Xorg process (``/proc/PID/stat`` utime + stime over the run: the X server,
-the driver and libspice's worker together), the JPEG quality of the frames (each frame's luminance
-DQT table matched against libjpeg's ``jpeg_set_quality`` scaling of the standard table), the PSNR on
-RGB (mean and min over frames) of each frame decoded as spice-gtk decodes it (libjpeg
-``JDCT_IFAST``, no fancy upsampling: ``channel-display-mjpeg.c``) against its source frame (the frame
-``k`` found by best match near the previous one), and what libspice did before the stream started:
-the image draws by codec and bytes, the video frames sent as images, and the time from the first
-frame painted to STREAM_CREATE.
+Reported: source frames streamed per second (their STREAM_DATA messages: one per band) and shown by
+spice-gtk (the invalidated area inside the region over the region's area, as ``video.py`` counts
+it), display channel bytes server->client, mean bitrate and steady bitrate (from 1 s after the
+stream started to the last frame), the CPU seconds of the Xorg process (``/proc/PID/stat`` utime +
+stime over the run: the X server, the driver and libspice's worker together), the JPEG quality of
+the frames (each frame's luminance DQT table matched against libjpeg's ``jpeg_set_quality`` scaling
+of the standard table), the PSNR on RGB (mean and min over frames) of each frame decoded as spice-
+gtk decodes it (libjpeg ``JDCT_IFAST``, no fancy upsampling: ``channel-display-mjpeg.c``; and with
+libjpeg's defaults) against its source frame (the frame ``k`` found by best match near the stream's
+previous one; a frame cut in bands is measured over all of them), and what libspice did before the
+stream started: the image draws by codec and bytes, the video frames sent as images, and the time
+from the first frame painted to STREAM_CREATE.
 
 Run: ``python benchmarks/video_xspice.py [--seconds 10] [--size 640x360|1920x1080] [--put put|shm]
 [--streaming-video filter|all|off]``. Skips (exit status 0, a message) when Xspice or spice-gtk's
