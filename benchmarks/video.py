@@ -57,10 +57,7 @@ from _tasks import in_background  # noqa: E402  # benchmarks/_tasks.py (this scr
 
 from spiceserver import ServerConfig, SpiceServer  # noqa: E402
 from spiceserver.codecs import warmup  # noqa: E402
-from spiceserver.proto.enums import (
-    BitmapFmt,
-    VideoCodecType,
-)
+from spiceserver.proto.enums import BitmapFmt, VideoCodecType  # noqa: E402
 from spiceserver.proto.messages import display as d  # noqa: E402
 from spiceserver.proto.messages.base import Rect  # noqa: E402
 from spiceserver.qxl.layout import CmdType  # noqa: E402
