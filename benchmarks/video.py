@@ -349,7 +349,8 @@ class FrameTap:
         decoder: Any = None
         for codec, data, source in self.frames:
             if codec == VideoCodecType.MJPEG:
-                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+                # as spice-gtk decodes (fast DCT, no smooth chroma upsampling), as video_xspice.py measures
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
             else:
                 import av
 
