@@ -72,7 +72,7 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "_jit": set(),
     "proto": {"errors"},
-    "codecs": {"_jit", "errors"},
+    "codecs": {"_jit", "errors", "proto"},
     "region": {"proto"},
     "region_kernels": {"_jit"},
     "interfaces": {"proto"},
