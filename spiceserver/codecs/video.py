@@ -38,7 +38,8 @@ with PyAV 18.1 (FFmpeg 8) on a panning 640x360 photo, a libx264 stream opened at
 same for libvpx and libvpx-vp9 in both directions, also with VBV (``maxrate``/``bufsize``) set. So
 :class:`AvFrameEncoder` reopens the codec for a new bit rate and the next frame is a keyframe.
 
-Colour conversion. The pixels (``uint32`` 0x00RRGGBB, BGRX bytes in memory) are handed to swscale
+Colour conversion. BT.601, limited range, signalled in the H.264 VUI and the VP9 colour config (VP8
+is BT.601 by definition); left unsaid, decoders such as GStreamer's pick BT.709 for HD sizes. The pixels (``uint32`` 0x00RRGGBB, BGRX bytes in memory) are handed to swscale
 without a copy (``VideoFrame.from_numpy_buffer(format="bgra")`` over the caller's rows, row stride
 and all; ``from_ndarray`` would copy the frame while holding the GIL) and converted to yuv420p by
 ``reformat(..., threads=1)`` (the default ``threads=None`` sets up a thread pool per call and costs
@@ -83,6 +84,8 @@ KEYFRAME_MAX_FRAMES: dict[VideoCodecType, int] = {VideoCodecType.VP8: 128, Video
 MAX_DIMENSION = 16383
 
 _av_lock = threading.Lock()
+_SMPTE170M = 6  # AVCOL_SPC_SMPTE170M = AVCOL_PRI_SMPTE170M = AVCOL_TRC_SMPTE170M: BT.601 (525)
+_RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited (16..235)
 
 
 @functools.cache
@@ -248,7 +251,7 @@ class AvFrameEncoder:
         av = self._av
         try:
             src = av.VideoFrame.from_numpy_buffer(pixels[:, :, None].view(np.uint8), format="bgra")
-            frame = src.reformat(format="yuv420p", threads=1)
+            frame = src.reformat(format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG", threads=1)
             frame.pts = self._pts
             if keyframe:
                 frame.pict_type = av.video.frame.PictureType.I  # FFmpeg: an IDR with forced-idr
@@ -299,6 +302,12 @@ class AvFrameEncoder:
         ctx.thread_count = self._threads
         ctx.max_b_frames = 0
         ctx.gop_size = KEYFRAME_MAX_FRAMES[self._codec]
+        # BT.601 limited range, as swscale converts, said in the stream (VUI / VP9 colour config):
+        # unsaid, decoders guess BT.709 for HD sizes and shift the colours. (VP8 is always BT.601.)
+        ctx.colorspace = _SMPTE170M
+        ctx.color_primaries = _SMPTE170M
+        ctx.color_trc = _SMPTE170M
+        ctx.color_range = _RANGE_MPEG
         if self._codec == VideoCodecType.H264:
             ctx.qmin, ctx.qmax = 15, 35
             ctx.options = {

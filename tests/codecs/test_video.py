@@ -185,6 +185,9 @@ def test_frames_decode_close_to_the_source(av: Any, codec: VideoCodecType) -> No
         assert (picture.width, picture.height) == (scene.w, scene.h)
         scores.append(psnr(to_pixels(picture), src))
         assert enc.last_was_keyframe == (k == 0)
+        if codec != VideoCodecType.VP8:  # (VP8 is BT.601 by definition)
+            # BT.601 limited range said in the stream: decoders need not guess (BT.709 for HD)
+            assert (picture.colorspace, picture.color_range) == (6, 1)  # SMPTE170M, MPEG
     assert min(scores) >= MIN_FRAME_PSNR, scores
     assert sum(scores) / len(scores) >= MIN_MEAN_PSNR[codec], scores
     assert enc.frames == 20 and enc.reopens == 0
