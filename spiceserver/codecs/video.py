@@ -27,8 +27,8 @@ encoding synchronously, so every setting is a zero-latency one):
   one every :data:`KEYFRAME_MAX_FRAMES` frames at most (the GStreamer elements' own defaults are 250
   for x264 and 128 for libvpx; FFmpeg's default GOP of 12 would spend most of the bit rate on
   keyframes). spice-html5 flags the first block of each 1 s WebM cluster as a keyframe whatever it
-  holds, so a VP8 stream for it needs a real keyframe at least every second: the stream asks for
-  them (:mod:`spiceserver.worker.stream_encoder`).
+  holds, so a VP8 stream for it needs a real keyframe at each cluster start: the stream forces
+  them there (:mod:`spiceserver.worker.stream_encoder`).
 
 Bit rate changes. libspice changes the encoder's ``bitrate`` property on the fly where GStreamer
 allows it (``GST_PARAM_MUTABLE_PLAYING``) and otherwise restarts the pipeline when the rate moved by
@@ -38,12 +38,13 @@ with PyAV 18.1 (FFmpeg 8) on a panning 640x360 photo, a libx264 stream opened at
 same for libvpx and libvpx-vp9 in both directions, also with VBV (``maxrate``/``bufsize``) set. So
 :class:`AvFrameEncoder` reopens the codec for a new bit rate and the next frame is a keyframe.
 
-Colour conversion. BT.601, limited range, signalled in the H.264 VUI and the VP9 colour config (VP8
-is BT.601 by definition); left unsaid, decoders such as GStreamer's pick BT.709 for HD sizes. The pixels (``uint32`` 0x00RRGGBB, BGRX bytes in memory) are handed to swscale
+Colour conversion. The pixels (``uint32`` 0x00RRGGBB, BGRX bytes in memory) are handed to swscale
 without a copy (``VideoFrame.from_numpy_buffer(format="bgra")`` over the caller's rows, row stride
 and all; ``from_ndarray`` would copy the frame while holding the GIL) and converted to yuv420p by
 ``reformat(..., threads=1)`` (the default ``threads=None`` sets up a thread pool per call and costs
-more than the conversion at 640x360). swscale and the encoders release the GIL.
+more than the conversion at 640x360). swscale and the encoders release the GIL. The matrix is
+BT.601, limited range, and the stream says so (H.264 VUI, VP9 colour config; VP8 is BT.601 by
+definition): left unsaid, decoders such as GStreamer's assume BT.709 for HD sizes and shift colours.
 
 Orientation: rows are encoded in the order given (row 0 first), so the stream is top-down (STREAM_CREATE
 sets ``SPICE_STREAM_FLAGS_TOP_DOWN``). Dimensions: H.264 in 4:2:0 needs even widths and heights
@@ -54,7 +55,7 @@ the stream sends it as an image (libspice: ``encoder->errors``). libvpx takes an
 from __future__ import annotations
 
 import functools
-import threading
+import sys
 from fractions import Fraction
 from types import ModuleType
 from typing import Any
@@ -83,7 +84,9 @@ KEYFRAME_MAX_FRAMES: dict[VideoCodecType, int] = {VideoCodecType.VP8: 128, Video
 #: Larger frames are refused (H.264 level limits aside, libvpx stops at 16383).
 MAX_DIMENSION = 16383
 
-_av_lock = threading.Lock()
+# The byte order of a native uint32 0x00RRGGBB pixel in memory, as FFmpeg names it (libspice's
+# SPICE_BITMAP_FMT_32BIT -> GStreamer "BGRx").
+_PIXEL_FORMAT = "bgra" if sys.byteorder == "little" else "argb"
 _SMPTE170M = 6  # AVCOL_SPC_SMPTE170M = AVCOL_PRI_SMPTE170M = AVCOL_TRC_SMPTE170M: BT.601 (525)
 _RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited (16..235)
 
@@ -250,7 +253,7 @@ class AvFrameEncoder:
             keyframe = True
         av = self._av
         try:
-            src = av.VideoFrame.from_numpy_buffer(pixels[:, :, None].view(np.uint8), format="bgra")
+            src = av.VideoFrame.from_numpy_buffer(pixels[:, :, None].view(np.uint8), format=_PIXEL_FORMAT)
             frame = src.reformat(format="yuv420p", dst_colorspace="ITU601", dst_color_range="MPEG", threads=1)
             frame.pts = self._pts
             if keyframe:
@@ -325,8 +328,7 @@ class AvFrameEncoder:
                 "error-resilient": "1",
             }
         try:
-            with _av_lock:  # avcodec_open2 of some codecs touches global state
-                ctx.open()
+            ctx.open()
         except (av.FFmpegError, ValueError) as exc:
             raise VideoEncodeError(f"{self._name} cannot encode {self._width}x{self._height} frames: {exc}") from exc
         self._ctx = ctx
