@@ -308,6 +308,16 @@ def test_the_job_carries_the_bit_rate_of_its_admission(av: Any) -> None:
     assert encoder.bit_rate == 1_000_000 and encoder.reopens == 1
 
 
+def test_a_tiny_stream_gets_a_bit_rate_its_codec_takes(av: Any) -> None:
+    """8x8 at 1 fps: a cap of 204 bit/s, below what x264 and libvpx take (1 kbit/s)."""
+    se = make_stream_encoder(VideoCodecType.H264, 8, 8, bit_rate=10_000_000, now_ms=0, source_fps=1, roundtrip_ms=0)
+    assert isinstance(se, AvStreamEncoder) and se.rate_control.bit_rate < video.MIN_BIT_RATE
+    job = se.admit(0, 1000)
+    assert job is not None
+    data = job.run(np.zeros((8, 8), np.uint32))
+    assert data is not None and data.startswith(b"\x00\x00\x00\x01\x09")
+
+
 def test_close_waits_for_a_running_job(av: Any) -> None:
     se = make(VideoCodecType.VP9)
     job = se.admit(0, 1000)

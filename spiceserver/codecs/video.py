@@ -71,6 +71,8 @@ __all__ = [
     "AV_ENCODER_NAMES",
     "KEYFRAME_MAX_FRAMES",
     "MAX_DIMENSION",
+    "MIN_BIT_RATE",
+    "MAX_BIT_RATE",
 ]
 
 #: The FFmpeg encoder behind each codec.
@@ -83,6 +85,9 @@ AV_ENCODER_NAMES: dict[VideoCodecType, str] = {
 KEYFRAME_MAX_FRAMES: dict[VideoCodecType, int] = {VideoCodecType.VP8: 128, VideoCodecType.H264: 250, VideoCodecType.VP9: 128}
 #: Larger frames are refused (H.264 level limits aside, libvpx stops at 16383).
 MAX_DIMENSION = 16383
+#: The bit rates FFmpeg's wrappers take (x264 and libvpx count kbit/s in an int; 0 kbit/s fails).
+MIN_BIT_RATE = 1000
+MAX_BIT_RATE = (1 << 31) - 1
 
 # The byte order of a native uint32 0x00RRGGBB pixel in memory, as FFmpeg names it (libspice's
 # SPICE_BITMAP_FMT_32BIT -> GStreamer "BGRx").
@@ -139,7 +144,7 @@ class AvFrameEncoder:
         width: the expected frame width (the codec opens at the first frame's size, and a frame of
             another size reopens it).
         height: their height.
-        bit_rate: the target bit rate in bit/s (positive).
+        bit_rate: the target bit rate in bit/s (:data:`MIN_BIT_RATE` .. :data:`MAX_BIT_RATE`).
         fps: the nominal frame rate (time base and rate control of the codec; frames may come at
             any pace).
         threads: codec threads (1: the caller's thread only; more use sliced threads, still one
@@ -287,8 +292,8 @@ class AvFrameEncoder:
 
     @staticmethod
     def _check_bit_rate(value: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 < value < 1 << 31:
-            raise ValueError(f"bit_rate={value!r} is not a positive 31-bit integer")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not MIN_BIT_RATE <= value <= MAX_BIT_RATE:
+            raise ValueError(f"bit_rate={value!r} is not in {MIN_BIT_RATE}..{MAX_BIT_RATE}")
         return int(value)
 
     def _open(self) -> None:
@@ -326,6 +331,7 @@ class AvFrameEncoder:
                 "cpu-used": "8",
                 "lag-in-frames": "0",
                 "error-resilient": "1",
+                "drop-threshold": "0",  # never skip a frame: the rate control drops before encoding
             }
         try:
             ctx.open()

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..codecs.mjpeg import encode_mjpeg_frame
-from ..codecs.video import AvFrameEncoder, available_codecs
+from ..codecs.video import MAX_BIT_RATE, MIN_BIT_RATE, AvFrameEncoder, available_codecs
 from ..errors import VideoCodecUnavailable, VideoEncodeError
 from ..proto.enums import VideoCodecType
 from .mjpeg_rate import MjpegRateControl, _check_u32, _mm_diff
@@ -401,7 +401,9 @@ class AvStreamEncoder(StreamEncoder):
         self._rc = BitRateControl(
             bit_rate, now_ms, width=width, height=height, source_fps=source_fps, roundtrip_ms=roundtrip_ms
         )
-        encoder = AvFrameEncoder(codec, width, height, bit_rate=self._rc.bit_rate, fps=source_fps, threads=threads)
+        encoder = AvFrameEncoder(
+            codec, width, height, bit_rate=self._codec_bit_rate(), fps=source_fps, threads=threads
+        )
         self._codec = _AvCodec(encoder)
         self._keyframe_interval_ms = keyframe_interval_ms
         self._cluster_mm: int | None = None  # mm-time of the last keyframe sent (html5's cluster start)
@@ -420,7 +422,11 @@ class AvStreamEncoder(StreamEncoder):
             return None
         interval = self._keyframe_interval_ms
         keyframe = interval is not None and (self._cluster_mm is None or _mm_diff(mm_time, self._cluster_mm) >= interval)
-        return _AvJob(mm_time, self._rc.bit_rate, keyframe, self._codec)
+        return _AvJob(mm_time, self._codec_bit_rate(), keyframe, self._codec)
+
+    def _codec_bit_rate(self) -> int:
+        """The rate control's encoder rate, within what the codec takes (tiny streams have tiny caps)."""
+        return max(MIN_BIT_RATE, min(self._rc.bit_rate, MAX_BIT_RATE))
 
     def _rate_encoded(self, size: int, now_ms: float, encode_ms: float) -> None:
         self._rc.frame_encoded(size, now_ms, encode_ms)

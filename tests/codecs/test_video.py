@@ -311,6 +311,7 @@ def test_closed_encoder_refuses_frames(av: Any) -> None:
         {"height": -1},
         {"width": 16384},
         {"bit_rate": 0},
+        {"bit_rate": 999},
         {"bit_rate": -5},
         {"bit_rate": True},
         {"bit_rate": 1 << 31},
