@@ -504,7 +504,7 @@ class BitRateControl:
             max_bit_rate=self._max_bit_rate,
             status=self._status.value,
             # the compression level as a proxy for the quality, as libspice reports it
-            avg_quality=max(0.0, 100.0 - raw / effective) if effective else 0.0,
+            avg_quality=max(0.0, 100.0 - raw // effective) if effective else 0.0,
             vbuffer_free=self._vbuffer_free,
             vbuffer_size=self._vbuffer_size,
             avg_encode_ms=self._average_encoding_time() / _NS_PER_MS,
