@@ -11,8 +11,9 @@ panning 8 pixels a frame, every pixel changing; at 640x360 the frames are stride
 For each codec and size, two passes over the same frames:
 
 1. alone: wall ms per frame of the whole call (for VP8/VP9/H.264 :meth:`AvFrameEncoder.encode`: BGRX ->
-   yuv420p conversion + encode; for MJPEG :func:`encode_mjpeg_frame`, which takes BGRX directly), the
-   calling thread's CPU ms per frame, the mean frame size, the bit rate at 25 fps, and the mean PSNR of
+   yuv420p conversion + encode; for MJPEG :func:`encode_mjpeg_frame`, which takes BGRX directly; the
+   median after the first 5 frames, then the mean of all), the process's CPU ms per frame (codec
+   threads included), the mean frame size, the bit rate at 25 fps, and the mean PSNR of
    what FFmpeg's decoders (Pillow for JPEG) reconstruct against the source frames;
 2. a fresh encoder in a thread encoding those frames back to back (the first 12, cycled) while the main
    thread runs a pure-Python loop: the share of the time that loop could run, "Python %" (100 %: the
@@ -163,10 +164,10 @@ def measure(make: Callable[[int, int], Codec], scene: Scene, frames: int) -> dic
     walls, cpus, sizes, scores = [], [], [], []
     for k in range(frames):
         px = scene.frame(k)
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0, c0 = time.perf_counter(), time.process_time()
         data = codec.encode(px)
         walls.append(time.perf_counter() - t0)
-        cpus.append(time.thread_time() - c0)
+        cpus.append(time.process_time() - c0)  # the codec's own threads included
         sizes.append(len(data))
         scores.append(psnr(codec.decode(data), px))
     # pass 2: a fresh encoder in a thread, encoding the first frames over and over, while this

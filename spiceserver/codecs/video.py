@@ -22,7 +22,9 @@ encoding synchronously, so every setting is a zero-latency one):
   frames.
 * **VP8 / VP9** (``vp8enc``/``vp9enc deadline=1 lag-in-frames=0 error-resilient cpu-used``): one raw
   frame per packet (no IVF or WebM framing: spice-html5 wraps it itself), realtime deadline, no
-  lag, error resilient, minimum quantiser 10 as libspice's ``min-quantizer``.
+  lag, error resilient, minimum quantiser 10 as libspice's ``min-quantizer``. With a positive
+  ``cpu-used`` in realtime mode libvpx's VP8 encoder picks its speed from how long frames take
+  against their duration (``vp8_auto_select_speed``), so its output depends on the machine's load.
 * Keyframes: the first frame and every forced one (``keyframe=True``: an IDR for H.264); otherwise
   one every :data:`KEYFRAME_MAX_FRAMES` frames at most (the GStreamer elements' own defaults are 250
   for x264 and 128 for libvpx; FFmpeg's default GOP of 12 would spend most of the bit rate on

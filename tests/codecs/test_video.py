@@ -285,7 +285,11 @@ def test_a_strided_view_encodes_like_a_contiguous_copy(av: Any, codec: VideoCode
     assert not view.flags.c_contiguous
     a = video.AvFrameEncoder(codec, 320, 176, bit_rate=1_000_000)
     b = video.AvFrameEncoder(codec, 320, 176, bit_rate=1_000_000)
-    assert a.encode(view) == b.encode(np.ascontiguousarray(view))
+    from_view, from_copy = a.encode(view), b.encode(np.ascontiguousarray(view))
+    if codec != VideoCodecType.VP8:  # (realtime VP8 adapts its speed to the time it takes: not repeatable)
+        assert from_view == from_copy
+    pictures = [to_pixels(decode_one(av, decoder(av, codec), data)) for data in (from_view, from_copy)]
+    assert psnr(pictures[0], view) > MIN_FRAME_PSNR and psnr(pictures[0], pictures[1]) > 40
     before = canvas.copy()
     a.encode(canvas[::-1, :][30:206, 50:370])  # negative row step: copied first, still fine
     assert np.array_equal(canvas, before)  # the caller's pixels are not touched
