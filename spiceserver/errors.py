@@ -73,7 +73,7 @@ class VideoCodecUnavailable(SpiceError):
     """
 
     def __init__(self, codec: int, reason: str) -> None:
-        super().__init__(f"video codec {codec} unavailable: {reason}")
+        super().__init__(f"video codec {getattr(codec, 'name', codec)} unavailable: {reason}")
         self.codec = codec
         self.reason = reason
 
