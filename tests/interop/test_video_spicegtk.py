@@ -61,10 +61,10 @@ MAX_FRAMES = 256
 WANT_SHOWN = 6
 
 #: PSNR floors in dB (all 3 channels, the video area) for what spice-gtk shows vs. the source frame.
-#: Measured here (2 cores, 256x192, starting bit rates of the server's rate control): MJPEG 35.9-36.1,
-#: VP8 34.7-35.0, VP9 35.7-35.8, H.264 36.4-36.5 (no shot below 34.7); 30 dB leaves ~5 dB of margin
-#: for a rate control that starts lower on a loaded machine. A wrong frame (off by one) is ~25 dB, a
-#: garbled one far below.
+#: Measured here (2 cores, 256x192 at 25 fps, the server's rate control from its starting bit rate;
+#: 5 runs, 6 shown frames each, idle and with two busy loops on the cores): MJPEG 35.0-36.1,
+#: VP8 34.9-35.1, VP9 33.5-35.6, H.264 36.4-36.9. 30 dB leaves 3.5 dB below the worst (VP9); a
+#: neighbouring frame (off by one) is 21.7 dB, a garbled one far below.
 PSNR_FLOOR = {"mjpeg": 30.0, "vp8": 30.0, "vp9": 30.0, "h264": 30.0}
 
 #: SPICE_VIDEO_CODEC_TYPE_* (spice-protocol ``enums.h``)
