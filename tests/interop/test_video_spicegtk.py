@@ -1,8 +1,15 @@
-"""spice-gtk decodes our video streams: MJPEG, VP8, VP9 and H.264, a client whose decoder fails, the
-lossless end, and the streams in Wireshark's dissector.
+"""spice-gtk decodes our video streams (server side: spice ``server/video-stream.cpp``, ``dcc.cpp``).
+
+Covered with the real client: MJPEG, VP8, VP9 and H.264 streams shown decoded (PSNR floor); STREAM_REPORTs
+(and none from a client without the cap); a client whose GStreamer decoder fails falls back to images;
+a client without GStreamer gets MJPEG from a vp8-only server; the client's codec preference;
+two streams at once; clients linking mid-stream; the area growing (STREAM_DATA_SIZED); a QXL guest's
+video clipped around a menu (STREAM_CLIP); a resize mid-stream; the lossless end pixel for pixel; and
+Wireshark's dissector on a streaming session.
 
 The host plays a photo-like animation (:func:`video_frame`) into a framebuffer display at video rate;
-from the 21st frame on the region is a stream (``streaming_video="filter"``). Each frame carries its
+from the 21st frame on (later if a gap restarts the chain) the region is a stream
+(``streaming_video="filter"``). Each frame carries its
 index in a strip of 16x16 black/white blocks that survives any of the codecs, so a screenshot of the
 client says which frame it shows (:func:`frame_index`), and its PSNR is measured against that very
 frame. When the host stops, the server ends the stream a second later (empty clip, lossless picture,
@@ -194,8 +201,8 @@ class Player:
 
 class QxlPlayer(Player):
     """The same animation drawn by a QXL guest (:class:`~spiceserver.synthetic_guest.SyntheticGuest`,
-    the QEMU path): one DRAW_COPY of a fresh 32-bit bitmap per frame, on the player's thread of the
-    guest. :meth:`open_menu` fills a rectangle over the video, and the next frames are clipped around
+    the QEMU path): one DRAW_COPY of a fresh 32-bit bitmap per frame, the guest driven from one
+    thread at a time (``asyncio.to_thread`` per frame). :meth:`open_menu` fills a rectangle over the video, and the next frames are clipped around
     it (QXL clip rects), as a video player under a menu draws; :meth:`close_menu` ends that."""
 
     def __init__(self, r: Running, guest: SyntheticGuest, fps: float = 25.0) -> None:
@@ -258,12 +265,19 @@ def client_decoders(codec: str) -> list[str]:
     return found
 
 
-def require_codec(codec: str) -> None:
-    """Skip unless the server can encode ``codec`` (PyAV) and spice-gtk can decode it (GStreamer)."""
+def _server_has(codec: str) -> bool:
+    """Whether the server can encode ``codec`` (``ServerConfig`` refuses a codec PyAV does not have)."""
     try:
         ServerConfig(port=0, video_codecs=(codec,))
-    except ConfigError as exc:
-        pytest.skip(f"server cannot encode {codec}: {exc}")
+    except ConfigError:
+        return False
+    return True
+
+
+def require_codec(codec: str) -> None:
+    """Skip unless the server can encode ``codec`` (PyAV) and spice-gtk can decode it (GStreamer)."""
+    if not _server_has(codec):
+        pytest.skip(f"the server cannot encode {codec}: install the spiceserver[video] extra (PyAV)")
     if codec != "mjpeg" and not client_decoders(codec):
         probe = gst_probe()
         pytest.skip(
@@ -606,14 +620,6 @@ async def test_client_without_gstreamer_gets_mjpeg(tmp_path: Path) -> None:
         assert [a["codec"] for a in video["live"]] == ["mjpeg"] and video["unsupported"] == 0, video
         await end_and_compare(r, client, player)
     assert float("inf") not in shown.values() and min(shown.values()) >= PSNR_FLOOR["mjpeg"], shown
-
-
-def _server_has(codec: str) -> bool:
-    try:
-        ServerConfig(port=0, video_codecs=(codec,))
-    except ConfigError:
-        return False
-    return True
 
 
 def fallback_codec() -> tuple[str, list[str]]:
