@@ -201,13 +201,16 @@ class Player:
 
 class QxlPlayer(Player):
     """The same animation drawn by a QXL guest (:class:`~spiceserver.synthetic_guest.SyntheticGuest`,
-    the QEMU path): one DRAW_COPY of a fresh 32-bit bitmap per frame, the guest driven from one
-    thread at a time (``asyncio.to_thread`` per frame). :meth:`open_menu` fills a rectangle over the video, and the next frames are clipped around
+    the QEMU path): one DRAW_COPY of a fresh 32-bit bitmap per frame, bottom-up unless ``top_down``
+    (the framebuffer's are top-down; the server flips bottom-up frames before encoding and always
+    sends TOP_DOWN streams), the guest driven from one thread at a time (``asyncio.to_thread`` per
+    frame). :meth:`open_menu` fills a rectangle over the video, and the next frames are clipped around
     it (QXL clip rects), as a video player under a menu draws; :meth:`close_menu` ends that."""
 
-    def __init__(self, r: Running, guest: SyntheticGuest, fps: float = 25.0) -> None:
+    def __init__(self, r: Running, guest: SyntheticGuest, *, top_down: bool = False, fps: float = 25.0) -> None:
         super().__init__(r, None, fps=fps)
         self.guest = guest
+        self.top_down = top_down
         self.menu: tuple[Box, int] | None = None
         self._fill: tuple[Box, int] | None = None
         self._ids = itertools.count(1)
@@ -227,7 +230,7 @@ class QxlPlayer(Player):
             self.guest.fill(qxl_rect(fill[0]), fill[1])
         px = video_frame(i)
         rows = np.ascontiguousarray(px.astype("<u4")).view(np.uint8).reshape(px.shape[0], px.shape[1] * 4)
-        img = bitmap_image((0xF00D << 32) | next(self._ids), BitmapFmt.BIT32, px.shape[1], rows)
+        img = bitmap_image((0xF00D << 32) | next(self._ids), BitmapFmt.BIT32, px.shape[1], rows, top_down=self.top_down)
         clip = None
         if menu is not None:
             (mx0, my0, mx1, my1), (x0, y0, x1, y1) = menu[0], BOX
@@ -504,10 +507,11 @@ async def test_video_area_grows_while_streaming(codec: str) -> None:
 
 
 async def test_qxl_video_under_a_menu() -> None:
-    """A QXL guest plays the video (the QEMU path); a menu is filled over the video's corner and the
-    next frames come clipped around it: the stream's clip shrinks (STREAM_CLIP), and spice-gtk never
-    paints a frame over the menu, not even the frames sent before it that it shows ~400 ms late.
-    When the menu closes, the frames cover the corner again; the end is pixel-exact."""
+    """A QXL guest plays the video (the QEMU path, bottom-up bitmaps: shown the right way up); a menu
+    is filled over the video's corner and the next frames come clipped around it: the stream's clip
+    shrinks (STREAM_CLIP), and spice-gtk never paints a frame over the menu, not even the frames sent
+    before it that it shows ~400 ms late. When the menu closes, the frames cover the corner again;
+    the end is pixel-exact."""
     menu: Box = (BOX[2] - 80, BOX[3] - 64, BOX[2], BOX[3])
     color = 0xE0E0E0
     mx0, my0, mx1, my1 = menu
