@@ -34,7 +34,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
+from spiceserver import ServerConfig
 from spiceserver.desktop import SyntheticDesktop
+from spiceserver.errors import ConfigError
 from tests.conftest import Running, start_server
 from tests.interop.html5 import Html5Page, describe_diff, html5_client, require_html5, rgba_to_xrgb
 
@@ -341,6 +343,85 @@ async def test_mjpeg_stream_plays_and_ends_exact() -> None:
                 assert stats["streams"] >= 1 and stats["reports"] > 0, stats
                 assert stats["by_codec"]["mjpeg"]["frames"] >= 12, stats
                 print(f"mjpeg: {samples.summary()}; server: {stats}")
+                await end_and_check(r, page, player)
+            assert_clean(page)
+    finally:
+        await r.server.close()
+
+
+def require_vp8_encoder() -> None:
+    """Skip unless the server can encode VP8 (the ``spiceserver[video]`` extra, PyAV)."""
+    try:
+        ServerConfig(port=0, video_codecs=("vp8",))
+    except ConfigError as exc:
+        pytest.skip(f"no VP8 encoder: {exc}")
+
+
+# spice-html5 sets the <video>'s ``muted`` *attribute* after creating it, which does not mute it, so
+# Chromium's autoplay policy refuses its play() ("the user didn't interact with the document") until
+# the user has clicked or typed into the page. A user always has; the headless browser is told so.
+AUTOPLAY = ("--autoplay-policy=no-user-gesture-required",)
+
+
+async def test_vp8_stream_plays_in_a_video_element_and_ends_exact() -> None:
+    require_html5()
+    require_vp8_encoder()
+    r, fb, background = await start(video_codecs=("vp8",))
+    try:
+        async with html5_client(r.server.port_of(), chromium_flags=AUTOPLAY) as page:
+            await page.wait_canvas()
+            if not await page.evaluate(
+                """'MediaSource' in window && MediaSource.isTypeSupported('video/webm; codecs="vp8"')"""
+            ):
+                pytest.skip("this Chromium's MediaSource cannot play VP8 in WebM (spice-html5 then lacks CODEC_VP8)")
+            shown = await page.wait_picture(background, timeout=10.0)
+            assert shown is not None and np.array_equal(shown, background & 0xFFFFFF), describe_diff(shown, background)
+            async with playing(fb, background) as player:
+
+                async def html5_stream() -> dict[str, Any] | None:
+                    s = (await html5_streams(page))["streams"]
+                    return s[0] if s else None
+
+                stream = await wait_for(html5_stream, "spice-html5 to get a stream", page)
+                assert stream["codec"] == 2 and stream["video"], stream  # SPICE_VIDEO_CODEC_TYPE_VP8, a <video>
+                live = video_stats(r)["live"]
+                assert [a["codec"] for a in live] == ["vp8"], live
+
+                # the <video> sits over the stream's place on the canvas
+                place = await page.evaluate(
+                    "(() => { const c = document.querySelector('#spice-screen canvas').getBoundingClientRect();"
+                    " const v = document.querySelector('#spice-screen video').getBoundingClientRect();"
+                    " return [v.left - c.left, v.top - c.top, v.width, v.height]; })()"
+                )
+                assert [round(v) for v in place] == [BOX[0], BOX[1], BW, BH], place
+
+                samples = Samples()
+                first: dict[str, Any] | None = None
+                state: dict[str, Any] | None = None
+                deadline = time.monotonic() + 20.0
+                while True:
+                    state = await read_video(page, picture=True)
+                    assert state is not None and state["error"] is None, f"{state}\n{page.log_text()}"
+                    if "px" in state:
+                        samples.add(state.pop("px"))
+                        if first is None:
+                            first = state
+                    advanced = (
+                        first is not None and state["frames"] - first["frames"] >= 25 and state["t"] > first["t"] + 0.5
+                    )
+                    if advanced and samples.distinct >= 12 and video_stats(r)["reports"] > 0:
+                        break
+                    assert time.monotonic() < deadline, (
+                        f"{samples.summary()}\nfirst {first}\nnow {state}\n{video_stats(r)}\n{page.log_text()}"
+                    )
+                    await asyncio.sleep(1 / (2 * FPS))
+                assert first is not None and state is not None
+                assert state["dropped"] <= state["frames"] // 2, state
+                worst = min(p for _, p in samples.seen)
+                assert worst >= VP8_MIN_PSNR, samples.summary()
+                stats = video_stats(r)
+                assert stats["by_codec"]["vp8"]["frames"] >= 25 and stats["reports"] > 0, stats
+                print(f"vp8: {samples.summary()}; video {first} -> {state}; server: {stats}")
                 await end_and_check(r, page, player)
             assert_clean(page)
     finally:
