@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +58,7 @@ from _tasks import in_background  # noqa: E402  # benchmarks/_tasks.py (this scr
 from spiceserver import ServerConfig, SpiceServer  # noqa: E402
 from spiceserver.codecs import warmup  # noqa: E402
 from spiceserver.proto.enums import BitmapFmt  # noqa: E402
+from spiceserver.proto.enums import VideoCodecType  # noqa: E402
 from spiceserver.proto.messages import display as d  # noqa: E402
 from spiceserver.proto.messages.base import Rect  # noqa: E402
 from spiceserver.qxl.layout import CmdType  # noqa: E402
@@ -242,7 +244,12 @@ class QxlGuest:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     scene = Scene(args.width, args.height)
-    server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
+    server = SpiceServer(
+        ServerConfig(
+            port=0, disable_ticketing=True, net_test=False, streaming_video=args.streaming_video,
+            video_codecs=args.codec,
+        )
+    )  # fmt: skip
     guest: QxlGuest | None = None
     fb = None
     if args.path == "qxl":
@@ -260,6 +267,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(warmup.wait, 600)  # the steady state: codec kernels compiled first
     worker = server._display(0).worker
     clock = time.pthread_getcpuclockid(worker._thread.ident or 0)
+    tap = FrameTap(every=args.psnr_every)
+    worker.frame_tap = tap
     traffic = Traffic(server)
     n = int(args.seconds * FPS)
     try:
@@ -309,6 +318,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "worker_cpu": cpu,
         "guest_cpu": guest.cpu if guest is not None else None,
         "displays": metrics.displays,
+        "psnr": tap.psnr(),
+        "codecs": sorted(tap.codecs),
     }
     if after["clients"] and before["clients"]:
         a, b = after["clients"][0], before["clients"][0]
@@ -317,6 +328,46 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["drawables"] = a.get("drawables", 0) - b.get("drawables", 0)
         result["replaced"] = {k: a.get(k, 0) - b.get(k, 0) for k in ("collapsed", "pruned")}
     return result
+
+
+class FrameTap:
+    """Keeps every encoded stream frame and, for one in ``every``, its source pixels (the worker's
+    ``frame_tap``); :meth:`psnr` decodes the stream as a client does and compares."""
+
+    def __init__(self, every: int = 5) -> None:
+        self.every = every
+        self.frames: list[tuple[int, bytes, np.ndarray | None]] = []
+        self.codecs: set[str] = set()
+
+    def __call__(self, cc_id: int, stream_id: int, codec: int, mm_time: int, data: bytes, pixels: np.ndarray) -> None:
+        keep = pixels.copy() if len(self.frames) % self.every == 0 else None
+        self.frames.append((codec, data, keep))
+        self.codecs.add(VideoCodecType(codec).name.lower())
+
+    def psnr(self) -> tuple[float, float, int] | None:
+        """(mean, min, frames compared) in dB over RGB, or None without stream frames."""
+        values: list[float] = []
+        decoder: Any = None
+        for codec, data, source in self.frames:
+            if codec == VideoCodecType.MJPEG:
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            else:
+                import av
+
+                if decoder is None:
+                    decoder = av.CodecContext.create({2: "vp8", 3: "h264", 4: "vp9"}[codec], "r")
+                out = decoder.decode(av.Packet(data))
+                if not out:
+                    continue
+                rgb = out[-1].to_ndarray(format="rgb24")
+            if source is None or rgb.shape[:2] != source.shape:
+                continue
+            src = np.stack([(source >> 16) & 255, (source >> 8) & 255, source & 255], axis=-1).astype(np.float64)
+            mse = float(np.mean((src - rgb.astype(np.float64)) ** 2))
+            values.append(99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse))
+        if not values:
+            return None
+        return float(np.mean(values)), float(np.min(values)), len(values)
 
 
 def encode_ms(r: dict[str, Any]) -> str:
@@ -342,6 +393,9 @@ def show(r: dict[str, Any]) -> None:
         f"  server CPU {r['server_cpu']:.2f} s (worker thread {r['worker_cpu']:.2f} s){guest}; run {r['wall']:.1f} s wall"
     )
     print(f"  encode per frame: {encode_ms(r)}")
+    for disp in r["displays"]:
+        for codec, v in disp.video.items():
+            print(f"  {codec}: {int(v['frames'])} frames sent, {int(v['dropped'])} dropped before encoding, {v['bytes'] / 1e6:.1f} MB")
     print(
         f"  images by codec: {r.get('images', {})}; drawables sent: {r.get('drawables', 'n/a')}; not sent (newer frame won): {r.get('replaced', 'n/a')}"
     )
@@ -349,7 +403,11 @@ def show(r: dict[str, Any]) -> None:
     kinds = {k: v for k, v in r["kinds"].items() if k.startswith("Stream")}
     print(f"  stream messages: {streams or kinds or 'none (streams not wired)'}")
     print(f"  client saw: {dict(r['kinds'])}")
-    print("  PSNR: n/a (lossless images; PSNR of decoded frames once streams are sent)")
+    psnr = r["psnr"]
+    if psnr is None:
+        print("  PSNR: n/a (no stream frames: lossless images)")
+    else:
+        print(f"  stream codec {', '.join(r['codecs'])}: PSNR of the decoded frames mean {psnr[0]:.1f} dB, min {psnr[1]:.1f} dB ({psnr[2]} frames compared)")
 
 
 def main() -> None:
@@ -358,6 +416,9 @@ def main() -> None:
     p.add_argument("--size", default="640x360", help="the video region (1920x1080: the whole screen)")
     p.add_argument("--path", choices=("framebuffer", "qxl"), default="framebuffer")
     p.add_argument("--client", choices=("spicegtk", "test"), default="spicegtk")
+    p.add_argument("--streaming-video", choices=("off", "all", "filter"), default="filter")
+    p.add_argument("--codec", default=None, help="video_codecs, e.g. mjpeg or h264 (default: every installed one, libspice's order)")
+    p.add_argument("--psnr-every", type=int, default=5, help="compare one stream frame in N with its source")
     args = p.parse_args()
     args.width, args.height = (int(v) for v in args.size.split("x"))
     if not (0 < args.width <= SW and 0 < args.height <= SH):

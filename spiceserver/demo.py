@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .codecs import warmup
-from .config import IMAGE_COMPRESSIONS, WAN_COMPRESSIONS, ServerConfig
-from .desktop import ARROW_CURSOR, SyntheticDesktop
+from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
+from .desktop import ARROW_CURSOR, SyntheticDesktop, video_picture
 from .errors import ConfigError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
 from .reds import SpiceServer
@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
                    help="qxl: an emulated QXL device and a synthetic guest driver (default); "
                    "framebuffer: host-painted numpy frames")
-    p.add_argument("--scene", choices=["animated", "static"], default="animated",
+    p.add_argument("--streaming-video", choices=STREAMING_VIDEO_MODES, default="filter",
+                   help="which draws may become video streams (QEMU streaming-video; default filter)")
+    p.add_argument("--video-codec", default=None, metavar="LIST",
+                   help="video codecs for streams, most preferred first, QEMU's spelling "
+                        "(e.g. 'spice:mjpeg;gstreamer:h264'); default: every installed one")
+    p.add_argument("--scene", choices=["animated", "static", "video"], default="animated",
                    help="animated desktop (default) or a deterministic still one")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
@@ -152,6 +157,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         web_root=None if args.no_websocket or args.web_root in (None, "none") else args.web_root,
         metrics_path=None if args.no_websocket or args.metrics_path == "none" else args.metrics_path,
         server_names=tuple(args.server_name),
+        streaming_video=args.streaming_video,
+        video_codecs=args.video_codec,
     )
 
 
@@ -187,13 +194,14 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         fb.update(desktop.frame(0.0))
         cw, ch, cpx = ARROW_CURSOR
         fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
-        animation: Any = (lambda: _animate(fb, desktop, args.fps)) if args.scene == "animated" else None
+        animation: Any = (lambda: _animate(fb, desktop, args.fps, video=args.scene == "video")) if args.scene != "static" else None
     else:
         guest = SyntheticGuest(server.add_qxl_device(), width, height)
         guest.setup()
         guest.draw_static()
         stop = threading.Event()
-        animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop)) if args.scene == "animated" else None
+        video = args.scene == "video"
+        animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop, video)) if args.scene != "static" else None
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
@@ -231,29 +239,70 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
                 await task
 
 
-def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event) -> None:
-    """The guest's vCPU thread: one animation step per frame until stopped."""
-    start = time.monotonic()
-    period = 1.0 / max(fps, 0.1)
-    while not stop.is_set():
-        now = time.monotonic()
-        try:
-            guest.step(now - start)
-        except Exception:
-            logging.getLogger("spiceserver.demo").exception("synthetic guest failed")
-            return
-        stop.wait(max(0.0, period - (time.monotonic() - now)))
+#: frames per second of the video in ``--scene video``
+VIDEO_FPS = 25
 
 
-async def _animate(fb: object, desktop: SyntheticDesktop, fps: float) -> None:
+def _video_box(desktop: SyntheticDesktop) -> tuple[int, int, int, int]:
+    w, h = SyntheticGuest.VIDEO_SIZE
+    x0, y0 = max(0, desktop.width // 2 - w // 2), max(0, desktop.height // 2 - h // 2)
+    return x0, y0, min(desktop.width, x0 + w), min(desktop.height, y0 + h)
+
+
+async def _play_video(fb: object, desktop: SyntheticDesktop) -> None:
+    """The video region of the framebuffer scene, repainted 25 times a second (its own dirty box)."""
     from .framebuffer import FramebufferDisplay
 
     assert isinstance(fb, FramebufferDisplay)
+    x0, y0, x1, y1 = _video_box(desktop)
+    screen = desktop.frame(0.0)
+    start = time.monotonic()
+    k = 0
+    while True:
+        t = time.monotonic() - start
+        desktop.video = await asyncio.to_thread(video_picture, x1 - x0, y1 - y0, t)
+        screen[y0:y1, x0:x1] = desktop.video
+        fb.update(screen, [(x0, y0, x1, y1)])
+        k += 1
+        await asyncio.sleep(max(0.0, start + k / VIDEO_FPS - time.monotonic()))
+
+
+def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event, video: bool = False) -> None:
+    """The guest's vCPU thread: one animation step per frame until stopped (and, with ``video``,
+    a video frame 25 times a second besides)."""
+    start = time.monotonic()
+    period = 1.0 / max(fps, 0.1)
+    next_step = next_video = start
+    while not stop.is_set():
+        now = time.monotonic()
+        try:
+            if now >= next_step:
+                guest.step(now - start)
+                next_step += period
+            if video and now >= next_video:
+                guest.video_frame(now - start)
+                next_video += 1.0 / VIDEO_FPS
+        except Exception:
+            logging.getLogger("spiceserver.demo").exception("synthetic guest failed")
+            return
+        wake = min(next_step, next_video) if video else next_step
+        stop.wait(max(0.0, wake - time.monotonic()))
+
+
+async def _animate(fb: object, desktop: SyntheticDesktop, fps: float, *, video: bool = False) -> None:
+    from .framebuffer import FramebufferDisplay
+
+    assert isinstance(fb, FramebufferDisplay)
+    if video:
+        asyncio.get_running_loop().create_task(_play_video(fb, desktop))
     start = time.monotonic()
     period = 1.0 / max(fps, 0.1)
     while True:
         t = time.monotonic() - start
         frame = await asyncio.to_thread(desktop.frame, t)
+        if video and desktop.video is not None:
+            x0, y0, x1, y1 = _video_box(desktop)
+            frame[y0:y1, x0:x1] = desktop.video
         fb.update(frame)
         x = int(desktop.width / 2 + desktop.width / 3 * math.cos(t))
         y = int(desktop.height / 2 + desktop.height / 3 * math.sin(t * 1.3))

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["SyntheticDesktop", "ARROW_CURSOR"]
+__all__ = ["SyntheticDesktop", "ARROW_CURSOR", "video_picture"]
 
 
 def _rgb(r: int, g: int, b: int) -> int:
@@ -73,6 +73,8 @@ class SyntheticDesktop:
         b = (120 + 80 * (xx + yy) / max(width + height - 2, 1)).astype(np.uint32)
         self.wallpaper = (r << 16) | (g << 8) | b
         self.photo = self._photo(256, 160)
+        #: the current frame of the video region (``--scene video``), pasted into every desktop frame
+        self.video: np.ndarray | None = None
         self.lines = [f"{i:04d}  the quick brown fox jumps over the lazy dog  #{i * 7919 % 10007:05d}" for i in range(200)]
 
     @staticmethod
@@ -130,3 +132,23 @@ class SyntheticDesktop:
         if y0 + ph <= h and x0 + pw <= w:
             frame[y0 : y0 + ph, x0 : x0 + pw] = self.photo
         return frame
+
+
+def video_picture(width: int, height: int, t: float) -> np.ndarray:
+    """Frame ``t`` seconds into a synthetic video (``--scene video``): a photo-like picture that pans
+    and a bright disc that moves, so that every pixel changes from one frame to the next; a flash
+    (the whole frame brighter) once a second. (height, width) uint32 0x00RRGGBB."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = xx + 40.0 * t
+    y = yy + 15.0 * math.sin(t)
+    r = 128 + 100 * np.sin(x / 23.0) * np.cos(y / 17.0)
+    g = 128 + 90 * np.sin((x + y) / 31.0)
+    b = 128 + 100 * np.cos(np.hypot(x - width / 2, y - height / 2) / 13.0)
+    cx = width * (0.5 + 0.35 * math.cos(t * 1.7))
+    cy = height * (0.5 + 0.35 * math.sin(t * 2.3))
+    disc = np.clip(1.0 - np.hypot(xx - cx, yy - cy) / (min(width, height) / 6), 0, 1) * 150
+    flash = 60.0 if (t % 1.0) < 0.08 else 0.0
+    rgb = [np.clip(c + disc + flash, 0, 255).astype(np.uint32) for c in (r, g, b)]
+    out: np.ndarray = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+    return out
+

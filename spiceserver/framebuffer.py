@@ -17,6 +17,7 @@ promises never to write into that frame again and nothing is copied on the host'
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
@@ -30,13 +31,14 @@ from .worker.drawable import make_drawable
 from .worker.image_encoder import QXL_IMAGE_CACHE
 from .worker.messages import FramebufferFrame, FramebufferSurface
 from .worker.ops import Draw, HideCursor, MoveCursor, SetCursor
+from .worker.stream_detect import MIN_SIZE, BoxNormaliser, union_box
 from .worker.worker import CommandSource
 
 if TYPE_CHECKING:
     from .worker.cursor_client import CursorShape
     from .worker.worker import DisplayWorker
 
-__all__ = ["FramebufferDisplay", "FramebufferSource", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "owned_copy", "tile_bytes", "tile_id", "tile_runs"]
+__all__ = ["FramebufferDisplay", "FramebufferSource", "TILE", "as_bgrx", "changed_tiles", "dirty_tiles", "owned_copy", "tile_bytes", "tile_id", "tile_runs", "video_boxes"]
 
 TILE = 64
 
@@ -122,6 +124,42 @@ def dirty_tiles(old: np.ndarray | None, new: np.ndarray, tile: int = TILE) -> li
     return tile_runs(changed_tiles(old, new, tile), w, h, tile)
 
 
+def video_boxes(rects: list[Rect4], boxes: BoxNormaliser, now_ms: float, width: int, height: int) -> list[Rect4]:
+    """Dirty rectangles with each large, dense group of touching ones drawn as one stable box.
+
+    A region repainted at video rate comes as a run of tiles (or host rectangles) whose extents
+    jitter from frame to frame; stream detection needs the same box every time. Rectangles that
+    touch are grouped; a group whose bounding box is at least :data:`MIN_SIZE` pixels and at least
+    half covered becomes one rectangle, its box normalised by ``boxes``
+    (:class:`~spiceserver.worker.stream_detect.BoxNormaliser`: the box it returns contains the
+    group, so nothing changed is left out). Smaller or sparse groups stay as they are.
+    """
+    groups: list[list[Rect4]] = []
+    for r in rects:
+        touching = [g for g in groups if any(_touch(r, o) for o in g)]
+        merged = [r]
+        for g in touching:
+            merged.extend(g)
+            groups.remove(g)
+        groups.append(merged)
+    out: list[Rect4] = []
+    for g in groups:
+        box = union_box(g)
+        if box is None:
+            continue
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        if area < MIN_SIZE or 2 * sum((r[2] - r[0]) * (r[3] - r[1]) for r in g) < area:
+            out.extend(g)
+            continue
+        x0, y0, x1, y1 = boxes.normalise(box, now_ms)
+        out.append((max(0, x0), max(0, y0), min(width, x1), min(height, y1)))
+    return out
+
+
+def _touch(a: Rect4, b: Rect4) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
 def tile_id(data: bytes | memoryview, width: int) -> int:
     """The 64-bit image id of a tile's pixels: xxh3 of its bytes, seeded with its width.
 
@@ -153,6 +191,8 @@ class FramebufferDisplay:
         self.width = width
         self.height = height
         self._last: np.ndarray | None = None
+        #: stable boxes for a region repainted at video rate, so that it can become a stream
+        self._boxes = BoxNormaliser(tolerance=TILE, min_area=MIN_SIZE) if worker.settings.streaming_video != "off" else None
         worker.attach_source(FramebufferSource(worker))
         worker.request(FramebufferSurface(width, height))
 
@@ -181,6 +221,8 @@ class FramebufferDisplay:
                 right, bottom = min(self.width, right), min(self.height, bottom)
                 if right > left and bottom > top:
                     rects.append((left, top, right, bottom))
+        if self._boxes is not None and rects:
+            rects = video_boxes(rects, self._boxes, time.monotonic() * 1000.0, self.width, self.height)
         if copy:  # one copy each, as the bytes the worker's bitmap needs (C-contiguous, read-only)
             tiles = [(x0, y0, owned_copy(px[y0:y1, x0:x1])) for x0, y0, x1, y1 in rects]
         else:  # views of the host's frame

@@ -32,6 +32,19 @@ class DisplayMetrics:
     pipe_items: int
     #: images sent, by how (glz, quic, lz, from_cache, ...), over all its clients past and present
     images: dict[str, int] = field(default_factory=dict)
+    #: video streams live now, and started since the server started
+    streams: int = 0
+    streams_started: int = 0
+    #: stream frames by codec (mjpeg, h264, ...), over all clients past and present: ``frames``
+    #: encoded and sent, ``bytes`` sent, ``encode_ms`` spent encoding them, ``dropped`` (by the rate
+    #: control, or replaced unsent by a newer frame)
+    video: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def encode_ms(self) -> float | None:
+        """Mean milliseconds to encode one stream frame (all codecs), None before any."""
+        frames = sum(v["frames"] for v in self.video.values())
+        return sum(v["encode_ms"] for v in self.video.values()) / frames if frames else None
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,25 @@ class Metrics:
                 for k, v in sorted(d.images.items())
             ],
         )
+        family("display_streams", "gauge", "Video streams live.", [(_labels(display=str(d.display_id)), d.streams) for d in self.displays])
+        family(
+            "display_streams_total", "counter", "Video streams started.",
+            [(_labels(display=str(d.display_id)), d.streams_started) for d in self.displays],
+        )  # fmt: skip
+        for name, key, help_text, scale in (
+            ("video_frames_total", "frames", "Video stream frames encoded and sent, by codec.", 1.0),
+            ("video_frames_dropped_total", "dropped", "Video stream frames dropped before encoding (rate control, or a newer frame won), by codec.", 1.0),
+            ("video_bytes_total", "bytes", "Video stream bytes sent, by codec (its rate is the bit rate).", 1.0),
+            ("video_encode_seconds_total", "encode_ms", "Seconds spent encoding video stream frames, by codec.", 0.001),
+        ):
+            family(
+                name, "counter", help_text,
+                [
+                    (_labels(display=str(d.display_id), codec=c), v[key] * scale)
+                    for d in self.displays
+                    for c, v in sorted(d.video.items())
+                ],
+            )  # fmt: skip
         return "\n".join(out) + "\n"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..desktop import ARROW_CURSOR
+from ..desktop import ARROW_CURSOR, video_picture
 from ..proto.enums import (
     BitmapFmt,
     BrushType,
@@ -689,6 +689,24 @@ class DesktopGuest:
         inner = Rect(top=client.top + 12, left=client.left + 19, bottom=client.bottom - 12, right=client.right - 19)
         self.fill(inner, rgb(int(127 + 120 * math.sin(t)), 120, 200))
         self.text(inner.left + 8, inner.top + 20, f"t = {t:6.2f} s", rgb(255, 255, 255), within=inner)
+
+    #: the video player window of ``--scene video``: client area size
+    VIDEO_SIZE = (320, 180)
+
+    def video_frame(self, t: float) -> None:
+        """One frame of a video playing in a window (``--scene video``): a DRAW_COPY of a fresh,
+        uncached bitmap of the same size at the same place, as a guest's video player draws; the
+        window is drawn before the first frame. The server makes a stream of it."""
+        w, h = self.VIDEO_SIZE
+        win = xywh(max(0, self.width // 2 - w // 2 - 8), max(0, self.height // 2 - h // 2 - 40), w + 16, h + _TITLE_H + 14)
+        if getattr(self, "_video_win", None) != win:
+            self._video_win = win
+            self.window(win, "video.mp4")
+        client = self._client_of(win)
+        px = video_picture(w, h, t)
+        img = bitmap_image(self._new_id(), BitmapFmt.BIT32, w, px.view(np.uint8).reshape(h, w * 4))
+        self.driver.reserve(w * h * 4 + 16384)
+        self.copy(img, xywh(client.left + 7, client.top + 6, w, h))
 
     def step(self, t: float) -> None:
         """One animation frame at time ``t`` seconds (after :meth:`draw_static`)."""

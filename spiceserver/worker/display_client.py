@@ -65,6 +65,9 @@ class StreamHost(Protocol):
     def restart_streams(self, reason: str) -> None:
         """End every stream (they restart with the next frames)."""
 
+    def frame_sent(self, dcc: DisplayChannelClient, item: StreamDataItem, data: bytes) -> None:
+        """An encoded frame goes to ``dcc`` (for a frame tap)."""
+
 __all__ = ["DisplayChannelClient", "ACK_WINDOW", "MAX_PIPE", "HIGH_WATER"]
 
 log = logging.getLogger("spiceserver.display")
@@ -351,6 +354,11 @@ class DisplayChannelClient(ChannelClientBase):
         """An encoder wants more multimedia-clock latency."""
         if self.host is not None:
             self.host.raise_latency(ms)
+
+    def frame_sent(self, item: StreamDataItem, data: bytes) -> None:
+        """An encoded frame goes out: the host's frame tap, if any, sees it."""
+        if self.host is not None:
+            self.host.frame_sent(self, item, data)
 
     def send(self, msg: Message) -> None:
         """Send ``msg`` on this client's connection."""

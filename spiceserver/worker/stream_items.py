@@ -101,6 +101,9 @@ class StreamMarshaller(Marshaller, Protocol):
     def playback_delay(self, ms: int) -> None:
         """An encoder wants the client to show video at least ``ms`` late (mm-time latency)."""
 
+    def frame_sent(self, item: StreamDataItem, data: bytes) -> None:
+        """An encoded frame goes to the client (the worker's ``frame_tap`` sees it)."""
+
 
 class StreamAgent:
     """One stream as one client sees it (libspice ``VideoStreamAgent``).
@@ -132,7 +135,7 @@ class StreamAgent:
     @property
     def streaming(self) -> bool:
         """Whether this client gets the frames as stream data."""
-        return self.encoder is not None
+        return self.encoder is not None and not self.close_after_job
 
     def retire_encoder(self) -> None:
         """Stop streaming to this client (it cannot decode, or the stream ends): close the encoder
@@ -140,12 +143,11 @@ class StreamAgent:
         if self.encoder is None:
             return
         if self.encoding:
-            self.close_after_job = True
+            self.close_after_job = True  # job_done closes it
         else:
             self.encoder.close()
-        self.encoder = None if not self.encoding else self.encoder
-        if self.pending is not None:
-            self.pending = None
+            self.encoder = None
+        self.pending = None
 
     def job_done(self) -> None:
         """The running encode job ended (worker thread)."""
@@ -286,6 +288,9 @@ class StreamDataItem(PipeItem):
             return
         agent.stats["frames"] += 1
         agent.stats["bytes"] += len(data)
+        tap = getattr(out, "frame_sent", None)
+        if tap is not None:
+            tap(self, data)
         b = self.drawable.base.box
         if self.sized:
             a = self.drawable.op.src_area

@@ -188,6 +188,9 @@ class DisplayWorker:
         self._encode_pool: ThreadPoolExecutor | None = None
         #: counts loop iterations (a frame replaced by one of the same batch is no server drop)
         self.generation = 0
+        #: tools and benchmarks: called on the worker thread with (client id, stream id, codec,
+        #: mm-time, encoded frame, source pixels view) for every stream frame sent; None: nobody
+        self.frame_tap: Callable[[int, int, int, int, bytes, np.ndarray], None] | None = None
         #: told of every display operation applied (a recording); None: nobody watches
         self.observer: DisplayObserver | None = None
         self._ops: dict[type, Callable[[Any], bool | None]] = {
@@ -403,9 +406,16 @@ class DisplayWorker:
         images = Counter(self.retired_images)
         for dcc in self.dccs.values():
             images.update(dcc.encoder.stats)
+        video: dict[str, dict[str, float]] = {}
+        for per_codec in [*self.retired_video, *(dcc.streams.codec_stats() for dcc in self.dccs.values())]:
+            for codec, counts in per_codec.items():
+                total = video.setdefault(codec, dict.fromkeys(counts, 0.0))
+                for k, v in counts.items():
+                    total[k] = total.get(k, 0.0) + v
         return DisplayMetrics(
             msg.display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
             sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
+            len(self.video.streams), self.video.stats["streams"], video,
         )  # fmt: skip
 
     def _on_attach_source(self, msg: AttachSource) -> None:
@@ -552,6 +562,12 @@ class DisplayWorker:
     def restart_streams(self, reason: str) -> None:
         """End every stream; the next frames start new ones."""
         self.video.stop_all(self.surfaces, self.dccs.values(), reason)
+
+    def frame_sent(self, dcc: DisplayChannelClient, item: StreamDataItem, data: bytes) -> None:
+        """A stream frame goes to a client: the frame tap sees it."""
+        tap = self.frame_tap
+        if tap is not None and item.agent.encoder is not None:
+            tap(dcc.cc_id, item.agent.stream_id, int(item.agent.encoder.codec), item.mm_time, data, frame_pixels(item.drawable.op))
 
     # --- the display sink (worker thread) --------------------------------------------------------
 
