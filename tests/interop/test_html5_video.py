@@ -15,6 +15,10 @@ the stream ends (a second later: empty clip, lossless DRAW_COPY, STREAM_DESTROY,
 spice-html5 ignores DESTROY_ALL): the canvas equals ``server.display_snapshot()`` exactly and
 spice-html5 has no stream left (``display.streams``, no ``<video>`` in the page).
 
+Each test runs through websockify and over the server's own WebSocket (``transport``). The VP8
+test needs the ``spiceserver[video]`` extra (skipped without it) and tells Chromium to autoplay
+(see :data:`AUTOPLAY`); Chromium shows VP8 with the BT.709 matrix (see :func:`as_bt709`).
+
 The display channel is reached from the page as ``canvas.sc.display`` (spice-html5's
 ``hook_events`` puts the main connection on the primary canvas). Skipped without Chromium or
 spice-html5, like the rest of the html5 tier (see ``tests/interop/html5.py``).
@@ -347,21 +351,37 @@ async def end_and_check(r: Running, page: Html5Page, player: Player) -> None:
 
 
 async def start(**config: Any) -> tuple[Running, Any, np.ndarray]:
-    r = await start_server(streaming_video="filter", **config)
+    r = await start_server(streaming_video="filter", websocket_origins=("*",), **config)
     fb = r.server.add_framebuffer_display(W, H)
     background = SyntheticDesktop(W, H).frame(0.0)
     fb.update(background)
     return r, fb, background
 
 
+@pytest.fixture(params=["websockify", "direct"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How the browser reaches the server: through websockify to the SPICE port (as libspice
+    deployments do), or ``direct``: the server's own WebSocket on that port (its framing of the
+    stream messages is then under test too)."""
+    param: str = request.param
+    return param
+
+
+def client(r: Running, transport: str, chromium_flags: tuple[str, ...] = ()) -> Any:
+    """:func:`html5_client` on the server's port over ``transport``."""
+    if transport == "direct":
+        return html5_client(websocket_port=r.server.port_of(), path="", chromium_flags=chromium_flags)
+    return html5_client(r.server.port_of(), chromium_flags=chromium_flags)
+
+
 # --------------------------------------------------------------------------- tests
 
 
-async def test_mjpeg_stream_plays_and_ends_exact() -> None:
-    require_html5()
+async def test_mjpeg_stream_plays_and_ends_exact(transport: str) -> None:
+    require_html5(proxy=transport == "websockify")
     r, fb, background = await start(video_codecs=("mjpeg",))
     try:
-        async with html5_client(r.server.port_of()) as page:
+        async with client(r, transport) as page:
             await page.wait_canvas()
             shown = await page.wait_picture(background, timeout=10.0)
             assert shown is not None and np.array_equal(shown, background & 0xFFFFFF), describe_diff(shown, background)
@@ -409,12 +429,12 @@ def require_vp8_encoder() -> None:
 AUTOPLAY = ("--autoplay-policy=no-user-gesture-required",)
 
 
-async def test_vp8_stream_plays_in_a_video_element_and_ends_exact() -> None:
-    require_html5()
+async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str) -> None:
+    require_html5(proxy=transport == "websockify")
     require_vp8_encoder()
     r, fb, background = await start(video_codecs=("vp8",))
     try:
-        async with html5_client(r.server.port_of(), chromium_flags=AUTOPLAY) as page:
+        async with client(r, transport, AUTOPLAY) as page:
             await page.wait_canvas()
             if not await page.evaluate(
                 """'MediaSource' in window && MediaSource.isTypeSupported('video/webm; codecs="vp8"')"""
