@@ -57,8 +57,7 @@ from _tasks import in_background  # noqa: E402  # benchmarks/_tasks.py (this scr
 
 from spiceserver import ServerConfig, SpiceServer  # noqa: E402
 from spiceserver.codecs import warmup  # noqa: E402
-from spiceserver.proto.enums import BitmapFmt  # noqa: E402
-from spiceserver.proto.enums import VideoCodecType  # noqa: E402
+from spiceserver.proto.enums import BitmapFmt, VideoCodecType  # noqa: E402
 from spiceserver.proto.messages import display as d  # noqa: E402
 from spiceserver.proto.messages.base import Rect  # noqa: E402
 from spiceserver.qxl.layout import CmdType  # noqa: E402
@@ -350,7 +349,8 @@ class FrameTap:
         decoder: Any = None
         for codec, data, source in self.frames:
             if codec == VideoCodecType.MJPEG:
-                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+                # as spice-gtk decodes (fast DCT, no smooth chroma upsampling), as video_xspice.py measures
+                rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True)
             else:
                 import av
 

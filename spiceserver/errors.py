@@ -16,6 +16,8 @@ __all__ = [
     "GuestError",
     "ConfigError",
     "NotSupportedError",
+    "VideoCodecUnavailable",
+    "VideoEncodeError",
 ]
 
 
@@ -59,3 +61,22 @@ class ConfigError(SpiceError, ValueError):
 
 class NotSupportedError(ConfigError, NotImplementedError):
     """A configured feature is not implemented (yet); raised at configuration time."""
+
+
+class VideoCodecUnavailable(SpiceError):
+    """A video codec cannot be used here: PyAV (the ``spiceserver[video]`` extra) is not installed,
+    its FFmpeg lacks the encoder, or the codec is one spiceserver does not encode.
+
+    Args:
+        codec: the ``SPICE_VIDEO_CODEC_TYPE_*`` value.
+        reason: why, for the log.
+    """
+
+    def __init__(self, codec: int, reason: str) -> None:
+        super().__init__(f"video codec {getattr(codec, 'name', codec)} unavailable: {reason}")
+        self.codec = codec
+        self.reason = reason
+
+
+class VideoEncodeError(SpiceError):
+    """A video encoder failed on a frame (or could not be opened at its size)."""

@@ -46,14 +46,17 @@ def test_glz_only_inside_drawables() -> None:
 def test_settings_from_config_are_typed(low: bool) -> None:
     """ServerConfig's option strings become enums once; a client's policy follows the wan rules."""
     from spiceserver.config import ServerConfig
+    from spiceserver.codecs.video import available_codecs
+    from spiceserver.proto.enums import VideoCodecType
     from spiceserver.worker.compression import DisplaySettings, WanPolicy
 
     s = DisplaySettings.from_config(ServerConfig(port=0, image_compression="lz4", jpeg_wan_compression="always", zlib_glz_wan_compression="auto"))
-    assert s == DisplaySettings(C.LZ4, WanPolicy.ALWAYS, WanPolicy.AUTO)
+    assert s == DisplaySettings(C.LZ4, WanPolicy.ALWAYS, WanPolicy.AUTO, video_codecs=s.video_codecs)
+    assert s.video_codecs[0] == VideoCodecType.MJPEG and set(s.video_codecs) == available_codecs()  # libspice's order
     policy = s.client_policy(lz4_cap=True, glz_window=0, low_bandwidth=low)
     assert (policy.preferred, policy.jpeg, policy.zlib_glz) == (C.LZ4, True, low)
     assert s.client_policy(lz4_cap=False, glz_window=0, low_bandwidth=low, preferred=C.QUIC).preferred == C.QUIC
-    assert DisplaySettings.from_config(ServerConfig(port=0)) == DisplaySettings()
+    assert DisplaySettings.from_config(ServerConfig(port=0, video_codecs="spice:mjpeg")) == DisplaySettings()
 
 
 def test_wrong_option_strings_still_raise_config_error() -> None:
