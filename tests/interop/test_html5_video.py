@@ -10,7 +10,9 @@ back from the browser is compared with the very frame it shows.
 
 While the stream runs: the shown frame's index advances, its PSNR against the source frame is
 above a floor, the picture is lossy (so it came from the stream, not from an image), and
-STREAM_REPORTs arrive (spice-html5 sends one on the 6th frame of each window). After the last frame
+STREAM_REPORTs arrive (spice-html5 sends one on the 6th frame of each window); for VP8, every
+WebM cluster spice-html5 builds starts on a real VP8 keyframe (it flags the first block of each
+cluster as one, so the server forces a keyframe on exactly those frames). After the last frame
 the stream ends (a second later: empty clip, lossless DRAW_COPY, STREAM_DESTROY, one per stream as
 spice-html5 ignores DESTROY_ALL): the canvas equals ``server.display_snapshot()`` exactly and
 spice-html5 has no stream left (``display.streams``, no ``<video>`` in the page).
@@ -233,6 +235,27 @@ _VIDEO_JS = """((picture) => {
 })"""
 
 
+# Watch what spice-html5 appends to the VP8 stream's SourceBuffer: its SimpleBlocks (webm.js: 0xA3,
+# an 8-byte size, track 0x81, a 16-bit timecode, the flags byte, then the frame) whose flags say
+# keyframe (0x80: the first block of each cluster, whatever it holds) and whether the VP8 frame is
+# one (frame tag bit 0 clear, RFC 6386 section 9.1).
+_WATCH_BLOCKS_JS = """(() => {
+  if (window.spiceserver_blocks) return true;
+  const b = window.spiceserver_blocks = {blocks: 0, flagged: 0, flagged_key: 0, unflagged_key: 0};
+  const append = SourceBuffer.prototype.appendBuffer;
+  SourceBuffer.prototype.appendBuffer = function (data) {
+    const u8 = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+    if (u8.length > 13 && u8[0] === 0xA3) {
+      const key = (u8[13] & 1) === 0;
+      b.blocks++;
+      if (u8[12] & 0x80) { b.flagged++; if (key) b.flagged_key++; } else if (key) b.unflagged_key++;
+    }
+    return append.call(this, data);
+  };
+  return true;
+})()"""
+
+
 async def read_box(page: Html5Page) -> np.ndarray | None:
     """BOX of the display canvas as (BH, BW) uint32 0x00RRGGBB."""
     data = await page.evaluate(f"{_READ_RECT_JS}({BOX[0]}, {BOX[1]}, {BW}, {BH})")
@@ -442,6 +465,7 @@ async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str
                 pytest.skip("this Chromium's MediaSource cannot play VP8 in WebM (spice-html5 then lacks CODEC_VP8)")
             shown = await page.wait_picture(background, timeout=10.0)
             assert shown is not None and np.array_equal(shown, background & 0xFFFFFF), describe_diff(shown, background)
+            await page.evaluate(_WATCH_BLOCKS_JS)
             async with playing(fb, background) as player:
 
                 async def html5_stream() -> dict[str, Any] | None:
@@ -462,6 +486,7 @@ async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str
                 assert [round(v) for v in place] == [BOX[0], BOX[1], BW, BH], place
 
                 samples = Samples(views=(video_frame, as_bt709))
+                blocks: dict[str, int] = {}
                 first: dict[str, Any] | None = None
                 state: dict[str, Any] | None = None
                 deadline = time.monotonic() + 20.0
@@ -475,7 +500,9 @@ async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str
                     advanced = (
                         first is not None and state["frames"] - first["frames"] >= 25 and state["t"] > first["t"] + 0.5
                     )
-                    if advanced and samples.distinct >= 12 and video_stats(r)["reports"] > 0:
+                    blocks = await page.evaluate("window.spiceserver_blocks")
+                    # two clusters at least: the second starts a second of mm-time after the first
+                    if advanced and samples.distinct >= 12 and video_stats(r)["reports"] > 0 and blocks["flagged"] >= 2:
                         break
                     assert time.monotonic() < deadline, (
                         f"{samples.summary()}\nfirst {first}\nnow {state}\n{video_stats(r)}\n{page.log_text()}"
@@ -484,9 +511,11 @@ async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str
                 assert first is not None and state is not None
                 worst = min(p for _, p in samples.seen)
                 assert worst >= VP8_MIN_PSNR, samples.summary()
+                # every cluster starts on a real keyframe (the server's keyframe rule for spice-html5)
+                assert blocks["flagged_key"] == blocks["flagged"], blocks
                 stats = video_stats(r)
                 assert stats["by_codec"]["vp8"]["frames"] >= 25 and stats["reports"] > 0, stats
-                print(f"vp8: {samples.summary()}; video {first} -> {state}; server: {stats}")
+                print(f"vp8: {samples.summary()}; blocks {blocks}; video {first} -> {state}; server: {stats}")
                 await end_and_check(r, page, player)
             assert_clean(page)
     finally:
