@@ -520,3 +520,47 @@ async def test_vp8_stream_plays_in_a_video_element_and_ends_exact(transport: str
             assert_clean(page)
     finally:
         await r.server.close()
+
+
+@pytest.mark.parametrize("codec", ["mjpeg", "vp8"])
+async def test_a_browser_arriving_mid_stream_gets_the_stream(codec: str) -> None:
+    """Late clients get the live streams (libspice ``dcc_create_all_streams``): spice-html5 linking
+    while a stream runs is sent STREAM_CREATE during its display init and plays the rest of the
+    stream (an encoder of its own: its first VP8 frame is a keyframe, or the <video> could not
+    decode anything), and ends exact."""
+    require_html5()
+    if codec == "vp8":
+        require_vp8_encoder()
+    r, fb, background = await start(video_codecs=(codec,))
+    try:
+        async with playing(fb, background) as player:
+            deadline = time.monotonic() + 15.0
+            while not r.server.display_stats()["streams"]:
+                assert time.monotonic() < deadline, f"no stream on the server: {r.server.display_stats()}"
+                await asyncio.sleep(0.05)
+            async with html5_client(r.server.port_of(), chromium_flags=AUTOPLAY) as page:
+                await page.wait_canvas()
+
+                async def html5_stream() -> dict[str, Any] | None:
+                    s = (await html5_streams(page))["streams"]
+                    return s[0] if s else None
+
+                stream = await wait_for(html5_stream, "spice-html5 to get the running stream", page)
+                vp8 = codec == "vp8"
+                assert stream["codec"] == (2 if vp8 else 1) and stream["video"] == vp8, stream
+                samples = Samples(views=(video_frame, as_bt709) if vp8 else (video_frame,))
+                deadline = time.monotonic() + 15.0
+                while samples.distinct < 8:
+                    assert time.monotonic() < deadline, f"{samples.summary()}\n{video_stats(r)}\n{page.log_text()}"
+                    if vp8:
+                        state = await read_video(page, picture=True)
+                        if state is not None and "px" in state:
+                            samples.add(state["px"])
+                    else:
+                        samples.add(await read_box(page))
+                    await asyncio.sleep(1 / (2 * FPS))
+                assert min(p for _, p in samples.seen) >= (VP8_MIN_PSNR if vp8 else MJPEG_MIN_PSNR), samples.summary()
+                await end_and_check(r, page, player)
+                assert_clean(page)
+    finally:
+        await r.server.close()
