@@ -293,6 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     fb.update(screen, [scene.dirty()])
                     traffic.sample()
             t_last = time.perf_counter()
+            live_streams = server.display_stats()["clients"][0]["video"]["live"] if server.display_stats()["clients"] else []
             await asyncio.sleep(max(0.0, t0 + n / FPS - time.perf_counter()))
             await settle(server)
             await asyncio.sleep(0.3)  # the last frames reach the client
@@ -318,6 +319,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "guest_cpu": guest.cpu if guest is not None else None,
         "displays": metrics.displays,
         "psnr": tap.psnr(),
+        "live_streams": live_streams,
         "codecs": sorted(tap.codecs),
     }
     if after["clients"] and before["clients"]:
@@ -403,6 +405,10 @@ def show(r: dict[str, Any]) -> None:
     kinds = {k: v for k, v in r["kinds"].items() if k.startswith("Stream")}
     print(f"  stream messages: {streams or kinds or 'none (streams not wired)'}")
     print(f"  client saw: {dict(r['kinds'])}")
+    for s in r.get("live_streams", []):
+        enc = s.get("encoder", {})
+        keys = ("bit_rate", "reopens", "keyframes", "encode_ms_avg", "avg_quality", "fps")
+        print(f"  stream {s['id']} ({s['codec']}) at the last frame: " + ", ".join(f"{k} {enc[k]:.4g}" for k in keys if k in enc))
     psnr = r["psnr"]
     if psnr is None:
         print("  PSNR: n/a (no stream frames: lossless images)")

@@ -187,7 +187,7 @@ def decode_bitmap(bitmap: BitmapData, canvas_fmt: PixFmt, palette: Palette | Non
     width, height = bitmap.x, bitmap.y
     rows = _rows(bitmap.data, width, height, bitmap.stride, bits, bool(bitmap.flags & BitmapFlags.TOP_DOWN))
     if fmt in (BitmapFmt.BIT32, BitmapFmt.RGBA):
-        px = np.ascontiguousarray(rows).view("<u4")[:, :width].astype(np.uint32)
+        px = np.ascontiguousarray(rows).view("<u4")[:, :width].astype(np.uint32, copy=False)  # read-only view when it can be
         return Pixmap(px, PixFmt.A8R8G8B8 if fmt == BitmapFmt.RGBA else PixFmt.X8R8G8B8)
     if fmt == BitmapFmt.BIT24:
         c = rows.reshape(height, width, 3).astype(np.uint32)
