@@ -408,7 +408,7 @@ def show(r: dict[str, Any]) -> None:
     print(f"  client saw: {dict(r['kinds'])}")
     for s in r.get("live_streams", []):
         enc = s.get("encoder", {})
-        keys = ("bit_rate", "reopens", "keyframes", "encode_ms_avg", "avg_quality", "fps")
+        keys = ("bit_rate", "encoder_bit_rate", "target_bit_rate", "reopens", "forced_keyframes", "encode_ms_avg", "avg_quality", "fps")
         print(
             f"  stream {s['id']} ({s['codec']}) at the last frame: " + ", ".join(f"{k} {enc[k]:.4g}" for k in keys if k in enc)
             + f"; rate-control drops {s['dropped']}, replaced unsent by a newer frame {s['replaced']}"
