@@ -66,7 +66,7 @@ from spiceserver.synthetic_guest.driver import SyntheticDriver  # noqa: E402
 from spiceserver.synthetic_guest.helpers import ROPD_PUT, bitmap_image  # noqa: E402
 
 SW, SH = 1920, 1080  # the screen
-FPS = 25
+FPS = 25  # the default frame rate (--fps)
 STEP = 8  # pixels the crop pans per frame
 
 
@@ -207,9 +207,10 @@ async def settle(server: SpiceServer, timeout: float = 120) -> None:
 
 
 class QxlGuest:
-    """The guest: a DRAW_COPY of a fresh bitmap of the region per frame, paced at 25 fps."""
+    """The guest: a DRAW_COPY of a fresh bitmap of the region per frame, paced at ``fps``."""
 
-    def __init__(self, driver: SyntheticDriver, scene: Scene) -> None:
+    def __init__(self, driver: SyntheticDriver, scene: Scene, fps: float = FPS) -> None:
+        self.fps = fps
         self.driver = driver
         self.scene = scene
         self.cpu = 0.0
@@ -235,7 +236,7 @@ class QxlGuest:
         cpu0 = time.thread_time()
         s = self.scene
         for k in range(n):
-            time.sleep(max(0.0, t0 + k / FPS - time.perf_counter()))
+            time.sleep(max(0.0, t0 + k / self.fps - time.perf_counter()))
             self.draw(s.frame(k), s.x, s.y)
             on_frame()
         self.cpu = time.thread_time() - cpu0
@@ -257,7 +258,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         driver = SyntheticDriver(device, timeout=600, kick_after=0.05)
         driver.setup_memslots()
         driver.create_primary(SW, SH)
-        guest = QxlGuest(driver, scene)
+        guest = QxlGuest(driver, scene, args.fps)
         guest.draw(scene.desktop, 0, 0)
     else:
         fb = server.add_framebuffer_display(SW, SH)
@@ -269,7 +270,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tap = FrameTap(every=args.psnr_every)
     worker.frame_tap = tap
     traffic = Traffic(server)
-    n = int(args.seconds * FPS)
+    n = int(args.seconds * args.fps)
     try:
         async with linked(server, args.client, scene) as mark:
             await settle(server)
@@ -288,13 +289,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 screen = scene.screen
                 x, y, w, h = scene.x, scene.y, scene.w, scene.h
                 for k in range(n):
-                    await asyncio.sleep(max(0.0, t0 + k / FPS - time.perf_counter()))
+                    await asyncio.sleep(max(0.0, t0 + k / args.fps - time.perf_counter()))
                     screen[y : y + h, x : x + w] = scene.frame(k)
                     fb.update(screen, [scene.dirty()])
                     traffic.sample()
             t_last = time.perf_counter()
             live_streams = server.display_stats()["clients"][0]["video"]["live"] if server.display_stats()["clients"] else []
-            await asyncio.sleep(max(0.0, t0 + n / FPS - time.perf_counter()))
+            await asyncio.sleep(max(0.0, t0 + n / args.fps - time.perf_counter()))
             await settle(server)
             await asyncio.sleep(0.3)  # the last frames reach the client
             traffic.sample()
@@ -384,7 +385,7 @@ def encode_ms(r: dict[str, Any]) -> str:
 def show(r: dict[str, Any]) -> None:
     a = r["args"]
     print(
-        f"scene: {a.width}x{a.height} region of a {SW}x{SH} screen at {FPS} fps for {a.seconds:g} s ({r['frames']} frames), path={a.path}, client={a.client}"
+        f"scene: {a.width}x{a.height} region of a {SW}x{SH} screen at {a.fps:g} fps for {a.seconds:g} s ({r['frames']} frames), path={a.path}, client={a.client}"
     )
     print(f"  frames shown by the client: {r['fps_shown']:.1f} /s")
     print(
@@ -407,8 +408,11 @@ def show(r: dict[str, Any]) -> None:
     print(f"  client saw: {dict(r['kinds'])}")
     for s in r.get("live_streams", []):
         enc = s.get("encoder", {})
-        keys = ("bit_rate", "reopens", "keyframes", "encode_ms_avg", "avg_quality", "fps")
-        print(f"  stream {s['id']} ({s['codec']}) at the last frame: " + ", ".join(f"{k} {enc[k]:.4g}" for k in keys if k in enc))
+        keys = ("bit_rate", "encoder_bit_rate", "target_bit_rate", "reopens", "forced_keyframes", "encode_ms_avg", "avg_quality", "fps")
+        print(
+            f"  stream {s['id']} ({s['codec']}) at the last frame: " + ", ".join(f"{k} {enc[k]:.4g}" for k in keys if k in enc)
+            + f"; rate-control drops {s['dropped']}, replaced unsent by a newer frame {s['replaced']}"
+        )
     psnr = r["psnr"]
     if psnr is None:
         print("  PSNR: n/a (no stream frames: lossless images)")
@@ -424,6 +428,7 @@ def main() -> None:
     p.add_argument("--client", choices=("spicegtk", "test"), default="spicegtk")
     p.add_argument("--streaming-video", choices=("off", "all", "filter"), default="filter")
     p.add_argument("--codec", default=None, help="video_codecs, e.g. mjpeg or h264 (default: every installed one, libspice's order)")
+    p.add_argument("--fps", type=float, default=FPS, help="frames per second the scene is painted at")
     p.add_argument("--psnr-every", type=int, default=5, help="compare one stream frame in N with its source")
     args = p.parse_args()
     args.width, args.height = (int(v) for v in args.size.split("x"))

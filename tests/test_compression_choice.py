@@ -45,8 +45,8 @@ def test_glz_only_inside_drawables() -> None:
 @pytest.mark.parametrize("low", [False, True])
 def test_settings_from_config_are_typed(low: bool) -> None:
     """ServerConfig's option strings become enums once; a client's policy follows the wan rules."""
-    from spiceserver.config import ServerConfig
     from spiceserver.codecs.video import available_codecs
+    from spiceserver.config import ServerConfig
     from spiceserver.proto.enums import VideoCodecType
     from spiceserver.worker.compression import DisplaySettings, WanPolicy
 

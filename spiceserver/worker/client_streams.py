@@ -147,7 +147,11 @@ class ClientStreams:
             self._queue(StreamClipItem(agent, region))
         pending = agent.pending
         if pending is not None and not pending.dead and not pending.started:
-            if pending.generation != generation and agent.encoder is not None:
+            # A server drop for the rate control (libspice ``before_reattach_stream``) when the frame
+            # waited for the client, not when it waited for this stream's previous frame to be
+            # encoded: libspice encodes on the worker thread, so frames that arrive meanwhile come
+            # in one batch, and a frame replaced within its batch is not counted.
+            if pending.generation != generation and not agent.encoding and agent.encoder is not None:
                 agent.encoder.server_drop(time.monotonic() * 1000.0)
             pending.replace(drawable, mm_time, sized)
             pending.generation = generation

@@ -453,6 +453,7 @@ class AvStreamEncoder(StreamEncoder):
             "bit_rate_decreases": s.bit_rate_decreases,
             "bit_rate_increases": s.bit_rate_increases,
             "forced_keyframes": self._forced_keyframes,
+            "reopens": self._codec.encoder.reopens,
         }
 
     def _close_codec(self) -> None:

@@ -683,6 +683,7 @@ async def html5_client(
     fix_ticket: bool = True,
     own_page: bool = False,
     https: bool = False,
+    chromium_flags: tuple[str, ...] = (),
 ) -> AsyncIterator[Html5Page]:
     """spice-html5 in headless Chromium connected to a SPICE server on 127.0.0.1.
 
@@ -694,7 +695,8 @@ async def html5_client(
     with no host or port in the URL -- the page connects back to where it came from, as a user's
     browser would; ``fix_ticket`` does not apply (the server's files are served as they are). ``https`` (with
     ``own_page``): ``websocket_port`` is a TLS port, the page is loaded over https and connects
-    with ``wss://``; Chromium is told to accept the test certificate.
+    with ``wss://``; Chromium is told to accept the test certificate. ``chromium_flags``: more
+    command-line switches for Chromium (e.g. ``--autoplay-policy=no-user-gesture-required``).
     """
     if (spice_port is None) == (websocket_port is None):
         raise ValueError("give exactly one of spice_port (via websockify) and websocket_port")
@@ -723,7 +725,8 @@ async def html5_client(
                     url += f"?password={quote(password, safe='')}"
             else:
                 url = html5_url(http_port, websocket_port, password, path)
-            cdp = await Cdp.launch(profile, chrome_log, ("--ignore-certificate-errors",) if https else ())
+            flags = (*chromium_flags, "--ignore-certificate-errors") if https else chromium_flags
+            cdp = await Cdp.launch(profile, chrome_log, flags)
             astack.push_async_callback(cdp.close)
             # the first reply: Chromium is up (it reads the pipe once started)
             target = await cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=max(timeout, START_DEADLINE))
