@@ -14,6 +14,8 @@ sockets themselves are asyncio's; this module gives them one shape:
 * :class:`Transport`: one channel client's write side. ``write`` and ``close`` run on the event
   loop; :meth:`Transport.post` may be called from any thread (a host's emulation thread): it runs a
   function on the loop and then writes whatever the channel client queued.
+* :class:`MessageCuts`: on a TLS connection, every write ends its TLS record at a SPICE message's
+  end (see there: spice-gtk stalls otherwise).
 
 Back-pressure: a peer must take what it is sent. A loop channel's pump drains after each read; the
 display worker's output is bounded by its own window; a WebSocket, which answers each PING with a
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import os
 import ssl
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -40,7 +43,7 @@ from .web import Closed, HttpGet, Payload, Upgraded, WebConnection, WebOptions
 
 __all__ = [
     "READ_CHUNK", "LINK_CHUNK", "WRITE_PAUSE_BYTES", "MAX_WRITE_BUFFER", "Reader", "Writer", "WebSocketStream", "Transport",
-    "LoopGate", "close_writer", "http_exchange", "start_tls", "tls_context", "unsent_bytes",
+    "LoopGate", "MessageCuts", "close_writer", "http_exchange", "start_tls", "tls_context", "unsent_bytes",
 ]  # fmt: skip
 
 log = logging.getLogger("spiceserver")
@@ -353,6 +356,60 @@ class LoopGate:
                 self.loop.call_soon_threadsafe(fn)
 
 
+class MessageCuts:
+    """Cuts a channel client's output at the end of each SPICE message, across writes.
+
+    Why: spice-gtk reads a TLS channel one message at a time (header, then body, with ``SSL_read``)
+    and, after each message, reads on only while the *socket* is readable
+    (``spice_channel_iterate_read``: ``g_pollable_input_stream_is_readable`` on the TCP stream, not
+    ``SSL_pending``). Messages that follow the one it read inside the same TLS record are already
+    out of the socket, in OpenSSL's buffer: spice-gtk waits for the socket and never reads them
+    (seen: a display channel over TLS that never shows its first picture). libspice writes each
+    message with its own ``SSL_write`` calls (``red_stream_writev`` over SSL: one per iovec), so no
+    TLS record runs past a message's end; asyncio encrypts each ``write`` separately, so one write
+    per message does the same here.
+
+    Args:
+        mini_header: the channel uses the mini header (``SpiceMiniDataHeader``: type u16, size u32)
+            rather than ``SpiceDataHeader`` (serial u64, type u16, size u32, sub_list u32).
+    """
+
+    def __init__(self, mini_header: bool) -> None:
+        self._head = 6 if mini_header else 18
+        self._size_at = 2 if mini_header else 10
+        self._header = bytearray()  # a header split across writes
+        self._body = 0  # bytes of the current message's body still to come
+
+    def pieces(self, data: bytes) -> list[memoryview]:
+        """``data`` in pieces that each end at a message's end (the last one may end inside one)."""
+        out: list[memoryview] = []
+        view = memoryview(data)
+        start = pos = 0
+        n = len(view)
+        while pos < n:
+            if self._body:
+                take = min(self._body, n - pos)
+                pos += take
+                self._body -= take
+                if self._body:
+                    break
+            else:
+                take = min(self._head - len(self._header), n - pos)
+                self._header += view[pos : pos + take]
+                pos += take
+                if len(self._header) < self._head:
+                    break
+                (self._body,) = struct.unpack_from("<I", self._header, self._size_at)
+                self._header.clear()
+                if self._body:
+                    continue
+            out.append(view[start:pos])
+            start = pos
+        if start < n:
+            out.append(view[start:])
+        return out
+
+
 class Transport:
     """One channel client's write side.
 
@@ -363,6 +420,8 @@ class Transport:
             channel clients whose bytes come from elsewhere (a display worker).
         on_output: told the size of every write (byte counters).
         log: where the connection's own troubles are logged.
+        cuts: on a TLS connection, a :class:`MessageCuts` for the channel's header: each message is
+            written (and so encrypted) on its own.
     """
 
     def __init__(
@@ -372,12 +431,14 @@ class Transport:
         source: Callable[[], bytes] | None = None,
         on_output: Callable[[int], None] | None = None,
         log: logging.Logger | logging.LoggerAdapter[Any] = log,
+        cuts: MessageCuts | None = None,
     ) -> None:
         self._writer = writer
         self._gate = gate
         self._source = source
         self._on_output = on_output
         self._log = log
+        self._cuts = cuts
         self.closed = False
 
     def write(self, data: bytes) -> None:
@@ -387,7 +448,11 @@ class Transport:
             if _overflows(self._writer, self._log):
                 self.closed = True
                 return
-            self._writer.write(data)
+            if self._cuts is None:
+                self._writer.write(data)
+            else:
+                for piece in self._cuts.pieces(data):
+                    self._writer.write(piece)  # type: ignore[arg-type]  # a bytes-like view
             if self._on_output is not None:
                 self._on_output(len(data))
 

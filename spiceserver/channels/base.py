@@ -41,7 +41,7 @@ from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
 from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
 from ..proto.messages.base import SERVER, Message
-from ..transport import READ_CHUNK, LoopGate, Reader, Transport, Writer
+from ..transport import READ_CHUNK, LoopGate, MessageCuts, Reader, Transport, Writer
 from .registry import ChannelRegistry
 from .session import Session, SessionTable
 
@@ -128,6 +128,11 @@ class Link:
     def mini_header(self) -> bool:
         """The client asked for the mini header."""
         return has_cap(self.mess.common_caps, CommonCap.MINI_HEADER)
+
+    def message_cuts(self) -> MessageCuts | None:
+        """For a TLS connection (not a WebSocket one), the :class:`~spiceserver.transport.MessageCuts`
+        its writes go through (spice-gtk needs TLS records to end at message ends)."""
+        return MessageCuts(self.mini_header) if self.kind == "tls" else None
 
 
 class Channel:
@@ -315,7 +320,7 @@ class LoopChannel(Channel):
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out, link.log)
+        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out, link.log, link.message_cuts())
         cc.transport = transport
         self.clients.append(cc)
         ctx.open_channels[name] += 1

@@ -119,7 +119,7 @@ class WorkerBridge:
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, None, count_out, link.log)
+        transport = Transport(link.writer, ctx.gate, None, count_out, link.log, link.message_cuts())
         client = self._clients[cc_id] = _Client(transport)
         ctx.open_channels[name] += 1
         post = self.worker.dispatcher.loop_side.post
