@@ -51,6 +51,7 @@ from spiceserver.synthetic_guest import SyntheticGuest, bitmap_image
 from tests.conftest import Running, start_server
 from tests.interop.capture import TSHARK, loopback_capture
 from tests.interop.harness import SYSTEM_PYTHON, GiClient, client_env, controlled_client, format_events, same_picture
+from tests.support.certs import TestCA
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -624,6 +625,31 @@ async def test_client_without_gstreamer_gets_mjpeg(tmp_path: Path) -> None:
         assert [a["codec"] for a in video["live"]] == ["mjpeg"] and video["unsupported"] == 0, video
         await end_and_compare(r, client, player)
     assert float("inf") not in shown.values() and min(shown.values()) >= PSNR_FLOOR["mjpeg"], shown
+
+
+async def test_stream_over_tls(test_ca: TestCA) -> None:
+    """Every channel over TLS (``--tls-only``): spice-gtk shows the picture and an H.264 (or MJPEG)
+    stream decoded, and ends pixel-exact. (spice-gtk reads a TLS channel one message at a time and
+    then only while the socket is readable: the server must end its TLS records at message ends,
+    ``transport.MessageCuts``; before that the display never showed its first picture.)"""
+    codec = "h264" if _server_has("h264") and client_decoders("h264") else "mjpeg"
+    r = await start_server(port=None, tls_port=0, x509_dir=str(test_ca.dir), streaming_video="filter", video_codecs=(codec,))
+    fb = r.server.add_framebuffer_display(W, H)
+    fb.update(np.full((H, W), BACKGROUND, np.uint32))
+    args = ("--tls-port", str(r.server.port_of(secure=True)), "--ca-file", str(test_ca.ca_cert), "--tls-only", "--wait-display")
+    try:
+        async with controlled_client(*args, timeout=60) as client:
+            opened = [e for e in client.events if e.get("event") == "channel-event" and e.get("name") == "OPENED"]
+            assert opened and all(e.get("tls") for e in opened), opened
+            player = Player(r, fb)
+            player.start()
+            shown = await collect_decoded(client, player, codec)
+            assert [a["codec"] for a in video_stats(r)["live"]] == [codec]
+            await end_and_compare(r, client, player)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await r.server.close()
+    assert float("inf") not in shown.values() and min(shown.values()) >= PSNR_FLOOR[codec], shown
 
 
 def fallback_codec() -> tuple[str, list[str]]:
