@@ -1,11 +1,11 @@
 """spice-gtk decodes our video streams (server side: spice ``server/video-stream.cpp``, ``dcc.cpp``).
 
-Covered with the real client: MJPEG, VP8, VP9 and H.264 streams shown decoded (PSNR floor); STREAM_REPORTs
-(and none from a client without the cap); a client whose GStreamer decoder fails falls back to images;
-a client without GStreamer gets MJPEG from a vp8-only server; the client's codec preference;
-two streams at once; clients linking mid-stream; the area growing (STREAM_DATA_SIZED); a QXL guest's
-video clipped around a menu (STREAM_CLIP); a resize mid-stream; the lossless end pixel for pixel; and
-Wireshark's dissector on a streaming session.
+Covered with the real client: MJPEG, VP8, VP9 and H.264 streams shown decoded (PSNR floor);
+STREAM_REPORTs (and none from a client without the cap); a client whose GStreamer decoder fails
+falls back to images; a client without GStreamer gets MJPEG from a vp8-only server; every channel
+over TLS; the client's codec preference; two streams at once; clients linking mid-stream; the area
+growing (STREAM_DATA_SIZED); a QXL guest's video clipped around a menu (STREAM_CLIP); a resize
+mid-stream; the lossless end pixel for pixel; and Wireshark's dissector on a streaming session.
 
 The host plays a photo-like animation (:func:`video_frame`) into a framebuffer display at video rate;
 from the 21st frame on (later if a gap restarts the chain) the region is a stream
