@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spiceserver.proto.enums import DisplayCap
+from spiceserver.proto.enums import DisplayCap, ImageType
 from spiceserver.proto.messages import display as d
 from tests.conftest import start_server
 from tests.support.client import connect
@@ -318,3 +318,25 @@ def test_any_stream_report_is_taken_or_refused_with_value_error(sid: int, uid: i
             cs.report(msg, None)
     else:
         cs.report(msg, None)
+
+
+async def test_frames_of_a_chain_go_lossy_and_the_area_lossless_when_it_ends_without_a_stream() -> None:
+    r = await start_server(streaming_video="filter")
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(np.full((H, W), 0x203040, np.uint32))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        n = len(state.messages)
+        await play(fb, range(12))  # 12 frames: a chain, never a stream (that takes 21)
+        want = fb.snapshot() & 0xFFFFFF
+        await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=10)
+        images = [m.data.src_bitmap.descriptor.type for m in state.messages[n:] if isinstance(m, d.DrawCopy)]
+        assert images.count(ImageType.JPEG) >= 5, images  # the frames after the fifth went lossy
+        assert images[-1] != ImageType.JPEG  # the last word: the area lossless
+        assert not any(isinstance(m, d.StreamCreate) for m in state.messages)
+        stats = r.server.display_stats()["stream_stats"]
+        assert stats["lossy_frames"] >= 5 and stats["lossless_after_chain"] == 1
+    finally:
+        await r.server.close()

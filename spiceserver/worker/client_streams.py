@@ -273,10 +273,12 @@ class ClientStreams:
         """For ``display_stats``: counts, live streams (id, codec or "images", bit rate), per codec totals."""
         live = [
             {
-                "id": a.stream_id, "codec": a.encoder.codec.name.lower() if a.encoder else "images",
-                "bit_rate": a.encoder.bit_rate if a.encoder else 0, **a.stats,
+                "id": a.stream_id,
+                "codec": a.encoder.codec.name.lower() if a.encoder else "images",
+                "bit_rate": a.encoder.bit_rate if a.encoder else 0,
+                **a.stats,
                 "encoder": a.encoder.stats() if a.encoder else {},
-            }  # fmt: skip
+            }
             for a in self.agents.values()
         ]
         return {**self.stats, "live": live, "by_codec": self.codec_stats()}

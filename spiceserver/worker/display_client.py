@@ -120,6 +120,9 @@ class DisplayChannelClient(ChannelClientBase):
         self.settings = settings or DisplaySettings()
         self.encoder = ImageEncoder(policy=self._policy(0), cache=None)
         self.sent_surfaces: set[int] = set()
+        #: (surface, box) of frames queued that may go lossy before a stream (the area is sent
+        #: lossless when their chain ends: :meth:`upgrade_area`)
+        self.lossy_areas: set[tuple[int, tuple[int, int, int, int]]] = set()
         self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0, "stream_frames": 0}
         self.host = host
         self.streams = ClientStreams(
@@ -257,6 +260,12 @@ class DisplayChannelClient(ChannelClientBase):
             return
         self._queue(MessageItem(heads))
 
+    def upgrade_area(self, surface: Surface, box: tuple[int, int, int, int]) -> None:
+        """Queue the canvas's picture of ``box`` on ``surface``, never lossy (after lossy frames)."""
+        x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], surface.width), min(box[3], surface.height)
+        if self.initialized and surface.id in self.sent_surfaces and x1 > x0 and y1 > y0:
+            self._queue(PictureItem(surface.id, x0, y0, surface.canvas.pixels[y0:y1, x0:x1].copy(), surface.canvas.pixfmt, lossless=True))
+
     def push_message(self, msg: Message) -> None:
         """Queue a prebuilt message once the client is initialized."""
         if self.initialized:
@@ -269,6 +278,9 @@ class DisplayChannelClient(ChannelClientBase):
         item = DrawableItem(drawable)
         self._queue(item)
         self.by_drawable[drawable] = item
+        if drawable.lossy_frame:
+            b = drawable.base.box
+            self.lossy_areas.add((drawable.surface_id, (b.left, b.top, b.right, b.bottom)))
         if self.live > MAX_PIPE:
             self.collapse()
 
@@ -368,9 +380,9 @@ class DisplayChannelClient(ChannelClientBase):
         """Send a marshalled body of display message ``type_`` (shared by every client)."""
         self.conn.send_raw(type_, body)
 
-    def encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
+    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
         """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first."""
-        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok)
+        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok, force_lossy=force_lossy)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))
         for msg in self.encoder.pending:

@@ -104,6 +104,9 @@ class Drawable:
     #: bytes this drawable keeps alive, charged to ``budget`` while the worker keeps it (0: not known yet)
     nbytes: int = 0
     budget: RetainedBytes | None = dataclasses.field(default=None, repr=False)
+    #: a frame of a chain about to become a video stream: its source may go lossy (JPEG) to any
+    #: client, which then gets the area lossless once the chain ends (:mod:`.video_streams`)
+    lossy_frame: bool = False
     #: the marshalled message (type, body) of an op without images: the same bytes for every client
     _wire: tuple[int, bytes] | None = dataclasses.field(default=None, repr=False)
 

@@ -155,8 +155,11 @@ class ImageEncoder:
         #: messages that must precede the image being encoded (INVAL_PALETTE for an evicted palette)
         self.pending: list[d.InvalPalette] = []
 
-    def encode(self, img: d.Image, *, lossy_ok: bool = False) -> tuple[d.Image, list[int]]:
-        """The image as this client receives it, and the cache ids evicted to make room for it."""
+    def encode(self, img: d.Image, *, lossy_ok: bool = False, force_lossy: bool = False) -> tuple[d.Image, list[int]]:
+        """The image as this client receives it, and the cache ids evicted to make room for it.
+
+        ``lossy_ok``: a photo-like image may go as JPEG where the WAN policy allows; ``force_lossy``:
+        whatever the policy (a video frame before its stream starts)."""
         desc = img.descriptor
         if desc.type == ImageType.SURFACE:
             self.stats["surface"] += 1
@@ -166,7 +169,7 @@ class ImageEncoder:
             self.stats["from_cache"] += 1
             return d.Image(descriptor=replace(desc, type=ImageType.FROM_CACHE, flags=0)), []
         if desc.type == ImageType.BITMAP and img.bitmap is not None:
-            out, lossy = self._bitmap(img, img.bitmap, lossy_ok)
+            out, lossy = self._bitmap(img, img.bitmap, lossy_ok, force_lossy)
         else:
             self.stats["other"] += 1
             out, lossy = replace(img, descriptor=replace(desc, flags=0)), False
@@ -191,11 +194,13 @@ class ImageEncoder:
             self.pending.append(d.InvalPalette(id=evicted))
         return replace(bm, flags=bm.flags | BitmapFlags.PAL_CACHE_ME)
 
-    def _bitmap(self, img: d.Image, bm: d.BitmapData, lossy_ok: bool) -> tuple[d.Image, bool]:
+    def _bitmap(self, img: d.Image, bm: d.BitmapData, lossy_ok: bool, force_lossy: bool = False) -> tuple[d.Image, bool]:
         """The image as the chosen codec codes it; True with it when lossy."""
         desc = replace(img.descriptor, flags=0)
         fmt, w, h, stride = bm.format, bm.x, bm.y, bm.stride
         policy = self.policy
+        if force_lossy and not policy.jpeg:
+            policy = replace(policy, jpeg=True)
         photo: bool | None = None
         px: np.ndarray | None = None  # the pixels as an array, converted once when a codec needs them
         if warmup.ready() and needs_graduality(fmt, w, h, stride, policy):

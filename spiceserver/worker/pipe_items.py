@@ -41,7 +41,7 @@ class Marshaller(Protocol):
     def send_raw(self, type_: int, body: bytes) -> None:
         """Queue an already marshalled message body of type ``type_``."""
 
-    def encode(self, img: d.Image, lossy_ok: bool = False) -> d.Image:
+    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
         """The image as this client receives it (cache hit, codec chosen for it)."""
         ...
 
@@ -103,7 +103,7 @@ class DrawableItem(PipeItem):
         op = drawable.op
         if isinstance(op, (d.Copy, d.Opaque)) and op.src_bitmap is not None and op.rop_descriptor == ROP_PUT:
             # the source of a plain copy may go lossy (JPEG) where allowed; masks and brushes never
-            src = out.encode(op.src_bitmap, True)
+            src = out.encode(op.src_bitmap, True, drawable.lossy_frame)
             op = replace(map_images(replace(op, src_bitmap=None), out.encode), src_bitmap=src)
         else:
             op = map_images(op, out.encode)

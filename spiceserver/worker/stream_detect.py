@@ -363,6 +363,9 @@ class StreamDetector:
             raise ValueError(f"trace_size must be at least 1, not {trace_size}")
         self._trace_size = trace_size
         self._streams: dict[int, Stream] = {}  # insertion order: oldest first
+        #: after :meth:`frame` returned None: how many frames continued the chain it joined (0: it
+        #: started one or was not streamable) and how many of those were gradual
+        self.last_chain: tuple[int, int] = (0, 0)
         self._traces: dict[int, dict[tuple[Box, int, int], _Chain]] = {}
 
     @property
@@ -398,6 +401,7 @@ class StreamDetector:
         libspice ``video_stream_trace_update`` / ``video_stream_maintenance``: live streams first
         (newest first, container match), then the surface's chain of the same geometry.
         """
+        self.last_chain = (0, 0)
         if not self._streamable(frame):
             return None
         now = frame.time_ms
@@ -418,6 +422,7 @@ class StreamDetector:
         else:
             chain = _Chain(frame.box, frame.src_width, frame.src_height, now, now)
         trace[key] = chain
+        self.last_chain = (chain.frames_count, chain.gradual_frames_count)
         while len(trace) > self._trace_size:
             oldest = min(trace, key=lambda k: trace[k].time)
             del trace[oldest]

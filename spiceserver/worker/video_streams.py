@@ -33,14 +33,17 @@ from ..mmtime import MediaClock
 from ..proto.messages import display as d
 from ..region import Region
 from .drawable import Drawable
-from .stream_detect import FrameForStream, StreamDetector, StreamStart, frame_of
+from .stream_detect import STREAM_DETECTION_MAX_DELTA_MS, FrameForStream, StreamDetector, StreamStart, frame_of
 from .stream_items import frame_pixels
 
 if TYPE_CHECKING:
     from .display_client import DisplayChannelClient
     from .surface import Surface
 
-__all__ = ["LiveStream", "Taken", "VideoStreams"]
+__all__ = ["LiveStream", "Taken", "VideoStreams", "LOSSY_CHAIN_FRAMES"]
+
+#: frames a chain must have continued before its frames go lossy (JPEG) ahead of the stream
+LOSSY_CHAIN_FRAMES = 5
 
 log = logging.getLogger("spiceserver.streams")
 
@@ -79,7 +82,9 @@ class VideoStreams:
         self.detector = StreamDetector(mode)
         self.clock = clock
         self.streams: dict[int, LiveStream] = {}
-        self.stats = {"streams": 0, "frames": 0}
+        #: chains whose frames went lossy: (surface, box) -> time of the last frame (ms)
+        self.lossy_chains: dict[tuple[int, tuple[int, int, int, int]], float] = {}
+        self.stats = {"streams": 0, "frames": 0, "lossy_frames": 0, "lossless_after_chain": 0}
 
     # --- draws ----------------------------------------------------------------------------------
 
@@ -91,9 +96,18 @@ class VideoStreams:
         ):
             now = time.monotonic() * 1000.0
             gradual = None if self.detector.mode != "filter" else (lambda: _gradual(op))
-            event = self.detector.frame(frame_of(drawable, time_ms=now, primary=True, mode=self.detector.mode, gradual=gradual))
+            frame = frame_of(drawable, time_ms=now, primary=True, mode=self.detector.mode, gradual=gradual)
+            event = self.detector.frame(frame)
             if event is not None:
                 return Taken(event, self.clock.stamp())
+            count, gradual_count = self.detector.last_chain
+            if count >= LOSSY_CHAIN_FRAMES and gradual_count * 5 >= count:
+                # a video about to become a stream: its frames go lossy meanwhile (beyond libspice,
+                # which sends them lossless, as much as the next ten seconds of stream); the area is
+                # sent lossless when the chain ends without a stream (:meth:`tick`)
+                drawable.lossy_frame = True
+                self.lossy_chains[(surface.id, frame.box)] = now
+                self.stats["lossy_frames"] += 1
         if self.streams and surface.primary:
             region = drawable.region
             for dcc in clients:
@@ -111,6 +125,11 @@ class VideoStreams:
         sid = event.stream_id
         if isinstance(event, StreamStart):
             stream = LiveStream(sid, event.surface_id, event.dest, event.src_width, event.src_height, event.input_fps)
+            # the stream takes over the chain's area (its end sends the area lossless)
+            self.lossy_chains.pop((event.surface_id, event.dest), None)
+            clients = list(clients)
+            for dcc in clients:
+                dcc.lossy_areas.discard((event.surface_id, event.dest))
             self.streams[sid] = stream
             self.stats["streams"] += 1
             log.info("stream %d: %dx%d at %s, %d fps", sid, event.src_width, event.src_height, event.dest, event.input_fps)
@@ -147,20 +166,42 @@ class VideoStreams:
     # --- ends -----------------------------------------------------------------------------------
 
     def next_timeout(self) -> float | None:
-        """Monotonic seconds at which :meth:`tick` has a stream to end, None without streams."""
+        """Monotonic seconds at which :meth:`tick` has a stream to end or a lossy chain to follow up,
+        None without either."""
+        times = [t + STREAM_DETECTION_MAX_DELTA_MS for t in self.lossy_chains.values()]
         t = self.detector.next_timeout()
-        return None if t is None else t / 1000.0
+        if t is not None:
+            times.append(t)
+        return min(times) / 1000.0 if times else None
 
     def tick(self, surfaces: dict[int, Surface], clients: Iterable[DisplayChannelClient]) -> None:
-        """End the streams that had no frame for a second (``video_stream_timeout``)."""
-        if not self.streams:
+        """End the streams that had no frame for a second (``video_stream_timeout``); send the area
+        of a lossy chain that ended without a stream lossless."""
+        if not self.streams and not self.lossy_chains:
             return
-        for ev in self.detector.tick(time.monotonic() * 1000.0):
-            self._end(ev.stream_id, surfaces.get(ev.surface_id), clients, "timeout")
+        now = time.monotonic() * 1000.0
+        clients = list(clients)
+        for key, t in list(self.lossy_chains.items()):
+            if now - t > STREAM_DETECTION_MAX_DELTA_MS:
+                del self.lossy_chains[key]
+                surface = surfaces.get(key[0])
+                for dcc in clients:
+                    if key in dcc.lossy_areas:
+                        dcc.lossy_areas.discard(key)
+                        if surface is not None:
+                            dcc.upgrade_area(surface, key[1])
+                            self.stats["lossless_after_chain"] += 1
+        if self.streams:
+            for ev in self.detector.tick(now):
+                self._end(ev.stream_id, surfaces.get(ev.surface_id), clients, "timeout")
 
     def surface_destroyed(self, surface_id: int, clients: Iterable[DisplayChannelClient]) -> None:
         """The surface goes: its streams end without an upgrade (``stop_streams``)."""
         clients = list(clients)
+        for key in [k for k in self.lossy_chains if k[0] == surface_id]:
+            del self.lossy_chains[key]
+        for dcc in clients:
+            dcc.lossy_areas = {k for k in dcc.lossy_areas if k[0] != surface_id}
         for ev in self.detector.surface_destroyed(surface_id):
             self._end(ev.stream_id, None, clients, "surface destroyed")
 
