@@ -5,7 +5,7 @@ STREAM_REPORTs (and none from a client without the cap); a client whose GStreame
 falls back to images; a client without GStreamer gets MJPEG from a vp8-only server; every channel
 over TLS; the client's codec preference; two streams at once; clients linking mid-stream; the area
 growing (STREAM_DATA_SIZED); a QXL guest's video clipped around a menu (STREAM_CLIP); a resize
-mid-stream; the lossless end pixel for pixel; and Wireshark's dissector on a streaming session.
+mid-stream; an animation too short for a stream (lossy frames, then the area lossless); the lossless end pixel for pixel; and Wireshark's dissector on a streaming session.
 
 The host plays a photo-like animation (:func:`video_frame`) into a framebuffer display at video rate;
 from the 21st frame on (later if a gap restarts the chain) the region is a stream
@@ -563,6 +563,24 @@ async def test_qxl_video_under_a_menu() -> None:
     finally:
         await r.server.close()
     assert min(clipped.values()) >= PSNR_FLOOR["mjpeg"] and float("inf") not in clipped.values(), clipped
+
+
+async def test_animation_too_short_for_a_stream_ends_exact() -> None:
+    """12 frames: a chain that never becomes a stream. Its frames from the fifth on go lossy (JPEG, as
+    a stream's would) and, once the chain has ended, the area is sent lossless: spice-gtk ends up
+    showing the server's canvas pixel for pixel, and no stream was ever created."""
+    async with streaming_session("mjpeg") as (r, fb, client):
+        player = Player(r, fb)
+        player.start()
+        await until("12 frames played", lambda: player.played >= 12, 20, client)
+        last = await player.stop()
+        want = r.server.display_snapshot()
+        assert np.array_equal(video_area(want) & 0xFFFFFF, video_frame(last))
+        shot = await client.wait_picture(same_picture(want), timeout=20)
+        assert shot is not None and same_picture(want)(shot), format_events(client.events, client.stderr)
+        stats = r.server.display_stats()
+        assert stats["stream_stats"]["streams"] == 0 and video_stats(r)["streams"] == 0, stats
+        assert stats["clients"][0]["images"]["jpeg"] > 0, stats  # the lossy part happened
 
 
 async def test_resize_while_streaming() -> None:
