@@ -260,6 +260,13 @@ class DisplayChannelClient(ChannelClientBase):
             return
         self._queue(MessageItem(heads))
 
+    @property
+    def lossy_frames_ok(self) -> bool:
+        """Whether frames before a stream may go lossy to this client. Not to spice-html5, recognised
+        by its empty GLZ window: its JPEG-image path reads its stream table, which exists only once a
+        stream was created (display.js ``handle_draw_jpeg_onload``), and throws before that."""
+        return self.encoder.glz is not None
+
     def upgrade_area(self, surface: Surface, box: tuple[int, int, int, int]) -> None:
         """Queue the canvas's picture of ``box`` on ``surface``, never lossy (after lossy frames)."""
         x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], surface.width), min(box[3], surface.height)
@@ -278,7 +285,7 @@ class DisplayChannelClient(ChannelClientBase):
         item = DrawableItem(drawable)
         self._queue(item)
         self.by_drawable[drawable] = item
-        if drawable.lossy_frame:
+        if drawable.lossy_frame and self.lossy_frames_ok:
             b = drawable.base.box
             self.lossy_areas.add((drawable.surface_id, (b.left, b.top, b.right, b.bottom)))
         if self.live > MAX_PIPE:
@@ -382,7 +389,7 @@ class DisplayChannelClient(ChannelClientBase):
 
     def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
         """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first."""
-        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok, force_lossy=force_lossy)
+        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok, force_lossy=force_lossy and self.lossy_frames_ok)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))
         for msg in self.encoder.pending:
