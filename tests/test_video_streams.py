@@ -5,6 +5,9 @@ empty clip, a lossless picture of the area and STREAM_DESTROY, ending pixel-exac
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +37,22 @@ def video_frame(i: int) -> np.ndarray:
     return (px[0] << 16) | (px[1] << 8) | px[2]
 
 
+@contextlib.asynccontextmanager
+async def streaming_session(mode: str) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
+    """A server with a framebuffer display in ``mode``, and a test client linked to it, its first
+    picture shown: (running server, display, display channel, client state)."""
+    r = await start_server(streaming_video=mode)
+    fb = r.server.add_framebuffer_display(W, H)
+    try:
+        fb.update(np.full((H, W), 0x203040, np.uint32))
+        s = await connect(r.ep)
+        ch, state = await link_display(s)
+        await pump_until(ch, state, lambda st: st.marks == 1)
+        yield r, fb, ch, state
+    finally:
+        await r.server.close()
+
+
 async def play(fb: object, frames: range, fps: float = 25.0) -> None:
     x0, y0, x1, y1 = BOX
     screen = np.full((H, W), 0x203040, np.uint32)
@@ -44,13 +63,7 @@ async def play(fb: object, frames: range, fps: float = 25.0) -> None:
 
 
 async def test_a_region_repainted_at_video_rate_is_streamed_and_ends_lossless() -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (r, fb, ch, state):
         player = asyncio.ensure_future(play(fb, range(40)))
         await pump_until(ch, state, lambda st: st.stream_frames >= 5, timeout=20)
         await player
@@ -77,8 +90,6 @@ async def test_a_region_repainted_at_video_rate_is_streamed_and_ends_lossless() 
         text = metrics.prometheus()
         assert 'spiceserver_video_frames_total{display="0",codec="mjpeg"}' in text
         assert "spiceserver_video_encode_seconds_total" in text
-    finally:
-        await r.server.close()
 
 
 async def play_jittering(fb: object, frames: range, *, tile_diff: bool) -> None:
@@ -94,13 +105,7 @@ async def play_jittering(fb: object, frames: range, *, tile_diff: bool) -> None:
 
 @pytest.mark.parametrize("tile_diff", [False, True], ids=["jittering-rects", "tile-diff"])
 async def test_the_framebuffer_path_streams_despite_jittering_dirty_rectangles(tile_diff: bool) -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (_r, fb, ch, state):
         player = asyncio.ensure_future(play_jittering(fb, range(40), tile_diff=tile_diff))
         await pump_until(ch, state, lambda st: st.stream_frames >= 5, timeout=20)
         await player
@@ -110,25 +115,15 @@ async def test_the_framebuffer_path_streams_despite_jittering_dirty_rectangles(t
         await pump_until(ch, state, lambda st: any(isinstance(m, d.StreamDestroy) for m in st.messages), timeout=10)
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
-    finally:
-        await r.server.close()
 
 
 async def test_streaming_video_off_sends_images_only() -> None:
-    r = await start_server(streaming_video="off")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("off") as (r, fb, ch, state):
         await play(fb, range(30))
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
         assert not any(isinstance(m, d.StreamCreate) for m in state.messages)
         assert r.server.display_stats()["stream_stats"]["streams"] == 0
-    finally:
-        await r.server.close()
 
 
 async def stream_running(fb: object, ch: object, state: object) -> asyncio.Future[None]:
@@ -144,14 +139,8 @@ async def test_an_opaque_draw_over_the_stream_clips_it_and_a_blended_one_gets_th
     from spiceserver.worker.messages import ApplyOps
     from spiceserver.worker.ops import Draw
 
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    worker = r.server._display(0).worker
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (r, fb, ch, state):
+        worker = r.server._display(0).worker
         player = await stream_running(fb, ch, state)
         # an opaque solid fill over the stream's top-left corner: the clip loses that corner
         box = Rect(top=BOX[1], left=BOX[0], bottom=BOX[1] + 20, right=BOX[0] + 30)
@@ -175,18 +164,10 @@ async def test_an_opaque_draw_over_the_stream_clips_it_and_a_blended_one_gets_th
         await pump_until(ch, state, lambda st: any(isinstance(m, d.StreamDestroy) for m in st.messages), timeout=10)
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
-    finally:
-        await r.server.close()
 
 
 async def test_a_client_arriving_during_a_stream_gets_it_and_one_that_cannot_decode_gets_images() -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (r, fb, ch, state):
         player = await stream_running(fb, ch, state)
         s2 = await connect(r.ep)
         ch2, state2 = await link_display(s2, caps=(*DEFAULT_DISPLAY_CAPS, DisplayCap.STREAM_REPORT))
@@ -208,8 +189,6 @@ async def test_a_client_arriving_during_a_stream_gets_it_and_one_that_cannot_dec
         assert state2.streams == {create.id: state2.streams[create.id]}  # the test client keeps what it was never told to drop
         video = r.server.display_stats()["clients"][0]["video"]
         assert video["unsupported"] == 1 and video["reports"] == 1
-    finally:
-        await r.server.close()
 
 
 def _after(state: object, first: type, then: type, count: int) -> bool:
@@ -254,13 +233,7 @@ def test_codec_order_follows_caps_server_list_and_client_preference() -> None:
 
 
 async def test_a_client_that_does_not_keep_up_gets_the_newest_frame_not_every_frame() -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (r, fb, ch, state):
         player = await stream_running(fb, ch, state)
         # the client stops reading: its ack window closes, and each frame replaces the unsent one
         deadline = asyncio.get_running_loop().time() + 20
@@ -275,25 +248,15 @@ async def test_a_client_that_does_not_keep_up_gets_the_newest_frame_not_every_fr
         await pump_until(ch, state, lambda st: any(isinstance(m, d.StreamDestroy) for m in st.messages), timeout=10)
         want = fb.snapshot() & 0xFFFFFF
         await pump_until(ch, state, lambda st: np.array_equal(st.surfaces[0].pixels & 0xFFFFFF, want), timeout=5)
-    finally:
-        await r.server.close()
 
 
 async def test_a_preferred_codec_message_restarts_the_streams() -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (_r, fb, ch, state):
         player = await stream_running(fb, ch, state)
         await ch.send(d.PreferredVideoCodecType(codecs=(1,)))
         await pump_until(ch, state, lambda st: any(isinstance(m, d.StreamDestroy) for m in st.messages), timeout=10)
         await pump_until(ch, state, lambda st: sum(isinstance(m, d.StreamCreate) for m in st.messages) == 2, timeout=10)
         await player
-    finally:
-        await r.server.close()
 
 
 @settings(max_examples=200, deadline=None)
@@ -321,13 +284,7 @@ def test_any_stream_report_is_taken_or_refused_with_value_error(sid: int, uid: i
 
 
 async def test_frames_of_a_chain_go_lossy_and_the_area_lossless_when_it_ends_without_a_stream() -> None:
-    r = await start_server(streaming_video="filter")
-    fb = r.server.add_framebuffer_display(W, H)
-    try:
-        fb.update(np.full((H, W), 0x203040, np.uint32))
-        s = await connect(r.ep)
-        ch, state = await link_display(s)
-        await pump_until(ch, state, lambda st: st.marks == 1)
+    async with streaming_session("filter") as (r, fb, ch, state):
         n = len(state.messages)
         await play(fb, range(12))  # 12 frames: a chain, never a stream (that takes 21)
         want = fb.snapshot() & 0xFFFFFF
@@ -338,5 +295,3 @@ async def test_frames_of_a_chain_go_lossy_and_the_area_lossless_when_it_ends_wit
         assert not any(isinstance(m, d.StreamCreate) for m in state.messages)
         stats = r.server.display_stats()["stream_stats"]
         assert stats["lossy_frames"] >= 5 and stats["lossless_after_chain"] == 1
-    finally:
-        await r.server.close()
