@@ -324,7 +324,7 @@ class AvFrameEncoder:
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "forced-idr": "1",
-                "x264-params": "aud=1",
+                "x264-params": "aud=1:intra-refresh=1",  # as libspice: no periodic IDR spikes
             }
         else:  # VP8, VP9
             ctx.qmin = 10
