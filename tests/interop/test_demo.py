@@ -234,12 +234,11 @@ async def test_demo_video_scene_is_streamed_to_spice_gtk(tmp_path: Path, codec: 
         return sum(int(float(line.split()[-1])) for line in page.splitlines() if line.startswith(wanted))
 
     try:
-        async with loopback_capture(pcap, port):
-            async with controlled_client("--port", str(port), "--wait-display", timeout=90) as client:
-                deadline = asyncio.get_running_loop().time() + DEMO_DEADLINE
-                while await asyncio.to_thread(frames_sent) < 25:
-                    assert asyncio.get_running_loop().time() < deadline, format_events(client.events, client.stderr)
-                    await asyncio.sleep(0.2)
+        async with loopback_capture(pcap, port), controlled_client("--port", str(port), "--wait-display", timeout=90) as client:
+            deadline = asyncio.get_running_loop().time() + DEMO_DEADLINE
+            while await asyncio.to_thread(frames_sent) < 25:
+                assert asyncio.get_running_loop().time() < deadline, format_events(client.events, client.stderr)
+                await asyncio.sleep(0.2)
     finally:
         await stop(proc)
     create = tshark_fields(pcap, port, "spice.display_stream_codec_type", "spice.display_stream_codec_type")
