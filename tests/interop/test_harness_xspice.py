@@ -279,18 +279,20 @@ def test_streaming_client_sees_events_while_running(xspice: XspiceServer) -> Non
             "--port", str(xspice.port),
             "--password", xspice.password,
             "--expect-channels", "4",
-            "--linger-ms", "30000",
-            timeout=10,
+            "--linger-ms", "60000",
+            timeout=60,
         )  # fmt: skip
         try:
-            opened = await client.wait_for("inputs-open", timeout=5)
+            # generous deadlines: only a hung client reaches them (a loaded CI machine takes seconds)
+            opened = await client.wait_for("inputs-open", timeout=45)
             assert opened["id"] == 0
-            await client.wait_for("actions-done", timeout=5)
+            await client.wait_for("actions-done", timeout=30)
             # the client is still linked (lingering): end it with SIGTERM -> reason "signal"
             client.proc.terminate()
-            return await client.wait(timeout=5), client
+            return await client.wait(timeout=30), client
         finally:
             client.kill()
+            await client.wait(timeout=30)  # reaped on this loop, not garbage-collected after it closed
 
     code, client = asyncio.run(scenario())
     dump = format_events(client.events, client.stderr)
