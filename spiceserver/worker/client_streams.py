@@ -136,7 +136,7 @@ class ClientStreams:
         """The stream's next frame (``attach_stream`` + ``dcc_add_drawable``): newest wins."""
         agent = self.agents.get(stream_id)
         if agent is None or not agent.streaming or (sized and not self.has_cap(DisplayCap.SIZED_STREAM)):
-            if agent is not None:
+            if agent is not None and agent.streaming:  # an image among stream frames (may be JPEG): upgraded at the end
                 agent.vis_region = agent.vis_region | drawable.region
             self._push_drawable(drawable)
             return
