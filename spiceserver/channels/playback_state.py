@@ -50,7 +50,10 @@ exception from it propagates: libspice closes the client when encoding fails.
 
 Example (a loop-side client; ``conn`` is the proto ChannelConnection)::
 
-    st = PlaybackClientState(caps, compression=True, encode=opus.encode, active=True, now_mm=clock.now())
+    st = PlaybackClientState(caps, compression=config.playback_compression, encode=opus_encode_or_none,
+                             active=speaker.playing, volume=speaker.volume, mute=speaker.mute)
+    for pcm, mm in framer.write(host_pcm, clock.now()):
+        st.frame(pcm, mm)
     while cc.may_send() and (msg := st.next_message(clock.now())) is not None:
         conn.send(msg)
     data = cc.take_output(); st.taken(len(data)); transport.write(data)

@@ -5,10 +5,11 @@ Counterpart of spice ``server/sound.cpp``: ``RecordChannelClient::samples`` with
 32 KiB, about 170 ms at 48 kHz), filled by ``snd_record_handle_write`` and drained by
 ``spice_server_record_get_samples``.
 
-Rules, as libspice:
+Rules (libspice's, but for the clipping below):
 
 * :meth:`RecordRing.put` appends decoded PCM. A put larger than the ring keeps its newest
-  :data:`RECORD_SAMPLES_SIZE` samples (libspice clips a raw packet to the ring size).
+  ``size`` samples (libspice clips a raw packet to the ring size too, but keeps its first samples;
+  the newest are the ones a later put would keep anyway).
 * When more than the ring holds is unread, the oldest samples are lost (libspice advances
   ``read_pos``). :meth:`RecordRing.put` returns how many samples were lost, and
   :attr:`RecordRing.overflowed` turns true once and stays so until the caller
