@@ -131,7 +131,7 @@ class OpusEncoder:
         self._ctx: Any = ctx
         self._pts = 0
 
-    def encode(self, frame: bytes) -> bytes:
+    def encode(self, frame: bytes | bytearray | memoryview) -> bytes:
         """Encode one 10 ms frame (libspice ``snd_codec_encode``).
 
         Args:
@@ -146,8 +146,9 @@ class OpusEncoder:
                 encoder is closed.
             OpusEncodeError: libopus failed or made something else than one packet of <= 480 bytes.
         """
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"an Opus frame is {FRAME_BYTES} bytes of S16LE stereo, not {len(frame)}")
+        frame = memoryview(frame).cast("B")
+        if frame.nbytes != FRAME_BYTES:
+            raise ValueError(f"an Opus frame is {FRAME_BYTES} bytes of S16LE stereo, not {frame.nbytes}")
         ctx = self._ctx
         if ctx is None:
             raise ValueError("the Opus encoder is closed")
@@ -193,7 +194,7 @@ class OpusDecoder:
             raise OpusUnavailable(f"libopus does not open: {exc}") from exc
         self._ctx: Any = ctx
 
-    def decode(self, packet: bytes) -> bytes:
+    def decode(self, packet: bytes | bytearray | memoryview) -> bytes:
         """Decode one packet (libspice ``snd_codec_decode``).
 
         Args:
@@ -210,11 +211,12 @@ class OpusDecoder:
         ctx = self._ctx
         if ctx is None:
             raise ValueError("the Opus decoder is closed")
+        packet = bytes(packet)
         if not packet:
             return _SILENCE
         av = self._av
         try:
-            frames = ctx.decode(av.Packet(bytes(packet)))
+            frames = ctx.decode(av.Packet(packet))
         except (av.FFmpegError, ValueError) as exc:
             raise OpusDecodeError(f"invalid Opus packet ({len(packet)} bytes): {exc}") from exc
         out = []

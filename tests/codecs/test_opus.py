@@ -39,7 +39,9 @@ LOOKAHEAD = 312  # samples: libopus' delay at 48 kHz (2.5 ms + 4 ms), FFmpeg's i
 def tone(freqs: tuple[float, ...], seconds: float, amplitude: float = 10000.0) -> np.ndarray:
     """Stereo S16 samples, shape (n, 2): the sum of sines, left and right alike."""
     t = np.arange(int(RATE * seconds)) / RATE
-    mono = sum(np.sin(2 * np.pi * f * t) for f in freqs) * (amplitude / len(freqs))
+    mono = np.zeros_like(t)
+    for f in freqs:
+        mono += np.sin(2 * np.pi * f * t) * (amplitude / len(freqs))
     return np.repeat(mono.astype("<i2")[:, None], 2, axis=1)
 
 
@@ -139,7 +141,7 @@ def _av_packets(frame_duration: str, layout: str, seconds: float) -> list[bytes]
     ctx.open()
     channels = 2 if layout == "stereo" else 1
     src = tone((440.0,), seconds)[:, :channels].copy()
-    out = []
+    out: list[bytes] = []
     for i in range(0, len(src), ctx.frame_size):
         frame = av.AudioFrame(format="s16", layout=layout, samples=ctx.frame_size)
         frame.sample_rate, frame.pts = RATE, i
