@@ -36,6 +36,12 @@ raises :class:`~spiceserver.errors.OpusDecodeError`, a
 :class:`~spiceserver.errors.ProtocolError`, and the decoder stays usable. An empty packet is a lost
 frame to ``opus_decode`` (packet-loss concealment of the buffer's 480 samples); FFmpeg would read
 it as the end of the stream, so here it gives 10 ms of silence.
+
+Cost (``benchmarks/opus.py``, PyAV 18.1, one core of a 2-vCPU VM): encoding a 10 ms frame takes
+~110 us (median; 60 us for silence), decoding ~30 us, so one client costs about 1 % of a core.
+libopus runs with the GIL released (PyAV calls ``avcodec_send_frame`` / ``avcodec_send_packet`` in
+``nogil`` blocks). An encoder or decoder holds one stream's state: one per client, as libspice
+makes one ``SndCodec`` per channel client, used from one thread at a time.
 """
 
 from __future__ import annotations
