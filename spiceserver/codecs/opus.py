@@ -13,14 +13,17 @@ both raise :class:`~spiceserver.errors.OpusUnavailable` (the channels then stay 
 
 Settings, as libspice's ``opus_encoder_create(48000, 2, OPUS_APPLICATION_AUDIO)``:
 
-* application ``audio``; VBR, complexity 10, no FEC (libopus' and FFmpeg's defaults alike).
+* application ``audio``; complexity 10, no FEC, no DTX (libopus' and FFmpeg's defaults alike);
+  constrained VBR, libopus' default, which FFmpeg's wrapper turns into unconstrained VBR unless told
+  (``vbr=constrained``): unconstrained, a tone costs ~45 % more bytes than libspice's packets.
 * Bit rate: libspice never sets one, so libopus uses ``OPUS_AUTO``, which for 10 ms frames of
   48 kHz stereo is ``60 * 48000 / 480 + 48000 * 2`` = 102 000 bit/s (opus ``opus_encoder.c``
   ``user_bitrate_to_bitrate``). FFmpeg's wrapper always sets a rate (96 000 when none is given), so
-  :data:`DEFAULT_BIT_RATE` passes libopus' own default explicitly. Packets are ~128 bytes (the
-  research measured 128 from Xspice); CELT caps a VBR frame at twice its base target, so they stay
-  far below 480, and a packet over 480 bytes would raise :class:`~spiceserver.errors.OpusEncodeError`
-  rather than go out.
+  :data:`DEFAULT_BIT_RATE` passes libopus' own default explicitly. Packets average 128 bytes (for a
+  tone, a chord or white noise alike; Xspice's were ~128 too) and stay below ~205 bytes, the same
+  sizes as the system libopus called as ``snd_codec.c`` calls it (the bytes differ: PyAV bundles
+  its own libopus build). CELT caps a VBR frame at twice its base target, so packets stay far below
+  480; one over 480 bytes would raise :class:`~spiceserver.errors.OpusEncodeError` rather than go out.
 * One packet per frame, with no added latency: FFmpeg's ``libopus`` encoder encodes each frame as
   it is sent (``frame_duration`` 10 makes its frame size 480) and only its flush adds a packet (it
   pads the stream's end by the encoder's look-ahead, the Ogg pre-skip). :meth:`OpusEncoder.encode`
@@ -127,7 +130,7 @@ class OpusEncoder:
         ctx.layout = "stereo"
         ctx.format = "s16"
         ctx.bit_rate = bit_rate
-        ctx.options = {"frame_duration": "10", "application": "audio"}
+        ctx.options = {"frame_duration": "10", "application": "audio", "vbr": "constrained"}
         try:
             ctx.open()
         except (av.FFmpegError, ValueError) as exc:
