@@ -18,6 +18,9 @@ __all__ = [
     "NotSupportedError",
     "VideoCodecUnavailable",
     "VideoEncodeError",
+    "OpusUnavailable",
+    "OpusEncodeError",
+    "OpusDecodeError",
 ]
 
 
@@ -80,3 +83,18 @@ class VideoCodecUnavailable(SpiceError):
 
 class VideoEncodeError(SpiceError):
     """A video encoder failed on a frame (or could not be opened at its size)."""
+
+
+class OpusUnavailable(SpiceError):
+    """Opus cannot be used here: PyAV (the ``spiceserver[video]`` extra) does not import, or its
+    FFmpeg has no ``libopus``. The sound channels then stay in RAW mode."""
+
+
+class OpusEncodeError(SpiceError):
+    """libopus failed on a playback frame (libspice: ``"encode failed"``, and the client is
+    disconnected)."""
+
+
+class OpusDecodeError(ProtocolError):
+    """A record client sent an Opus packet that does not decode (libspice ``snd_codec_decode``
+    fails and ``handle_message`` returns false: that client is disconnected)."""
