@@ -26,7 +26,7 @@ from ..proto.enums import DisplayCap, VideoCodecType
 from ..proto.messages import display as d
 from ..region import Region
 from .mjpeg_rate import report_means_unsupported, starting_bit_rate
-from .pipe_items import PictureItem, PipeItem
+from .pipe_items import PipeItem
 from .stream_encoder import StreamEncoder, make_stream_encoder
 from .stream_items import StreamAgent, StreamClipItem, StreamCreateItem, StreamDataItem, StreamDestroyItem
 
@@ -57,6 +57,7 @@ class ClientStreams:
         has_cap: whether the client announced a display cap.
         queue: appends an item to the client's pipe.
         push_drawable: queues a draw as an ordinary drawable (frames of a client without encoder).
+        upgrade_area: queues a lossless picture of a box of a surface (the end of a stream).
         server_codecs: the server's codec list, most preferred first.
         low_bandwidth: the main channel's verdict on this client's link (starting bit rate).
     """
@@ -69,12 +70,14 @@ class ClientStreams:
         push_drawable: Callable[[Drawable], None],
         server_codecs: tuple[VideoCodecType, ...],
         *,
+        upgrade_area: Callable[[Surface, tuple[int, int, int, int]], None] | None = None,
         low_bandwidth: bool = False,
     ) -> None:
         self.label = label
         self.has_cap = has_cap
         self._queue = queue
         self._push_drawable = push_drawable
+        self._upgrade_area = upgrade_area
         self.server_codecs = server_codecs
         self.low_bandwidth = low_bandwidth
         self.preferred: tuple[int, ...] | None = None
@@ -191,11 +194,8 @@ class ClientStreams:
         agent.clip = Region()
         box = agent.vis_region.bbox()
         agent.vis_region = Region()
-        if box is not None and surface is not None:
-            x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], surface.width), min(box[3], surface.height)
-            if x1 > x0 and y1 > y0:
-                pixels = surface.canvas.pixels[y0:y1, x0:x1].copy()
-                self._queue(PictureItem(surface.id, x0, y0, pixels, surface.canvas.pixfmt, lossless=True))
+        if box is not None and surface is not None and self._upgrade_area is not None:
+            self._upgrade_area(surface, box)
 
     def end(self, agent: StreamAgent, surface: Surface | None) -> None:
         """The stream ends for this client: empty clip, lossless upgrade of what it showed,
@@ -214,10 +214,12 @@ class ClientStreams:
         if agent is not None:
             self.end(agent, surface)
 
-    def _account(self, agent: StreamAgent) -> None:
+    def _account(self, agent: StreamAgent, into: dict[str, dict[str, float]] | None = None) -> None:
+        """Add an agent's counts to its codec's totals (``by_codec`` unless ``into``)."""
         if agent.encoder is None:
             return
-        c = self.by_codec.setdefault(agent.encoder.codec.name.lower(), {"frames": 0, "bytes": 0, "encode_ms": 0.0, "dropped": 0})
+        totals = self.by_codec if into is None else into
+        c = totals.setdefault(agent.encoder.codec.name.lower(), {"frames": 0, "bytes": 0, "encode_ms": 0.0, "dropped": 0})
         c["frames"] += agent.stats["frames"]
         c["bytes"] += agent.stats["bytes"]
         c["encode_ms"] += agent.stats["encode_ms"]
@@ -227,13 +229,7 @@ class ClientStreams:
         """Per codec: frames and bytes sent, encode ms, frames dropped; live streams included."""
         out = {k: dict(v) for k, v in self.by_codec.items()}
         for agent in self.agents.values():
-            if agent.encoder is None:
-                continue
-            c = out.setdefault(agent.encoder.codec.name.lower(), {"frames": 0, "bytes": 0, "encode_ms": 0.0, "dropped": 0})
-            c["frames"] += agent.stats["frames"]
-            c["bytes"] += agent.stats["bytes"]
-            c["encode_ms"] += agent.stats["encode_ms"]
-            c["dropped"] += agent.stats["dropped"] + agent.stats["replaced"]
+            self._account(agent, out)
         return out
 
     # --- client messages ------------------------------------------------------------------------

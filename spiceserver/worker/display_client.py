@@ -126,8 +126,9 @@ class DisplayChannelClient(ChannelClientBase):
         self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0, "stream_frames": 0}
         self.host = host
         self.streams = ClientStreams(
-            info.label, self.has_cap, self._queue, self.push_drawable, self.settings.video_codecs, low_bandwidth=info.low_bandwidth
-        )
+            info.label, self.has_cap, self._queue, self.push_drawable, self.settings.video_codecs,
+            upgrade_area=self.upgrade_area, low_bandwidth=info.low_bandwidth,
+        )  # fmt: skip
         ignored: dict[type, Callable[[Any], object]] = {
             d.StreamReport: self._on_stream_report,
             d.PreferredVideoCodecType: self._on_preferred_video_codec,
@@ -237,11 +238,13 @@ class DisplayChannelClient(ChannelClientBase):
         if with_picture:
             self._queue_picture(surface, 0, 0, surface.width, surface.height)
 
-    def _queue_picture(self, surface: Surface, left: int, top: int, right: int, bottom: int) -> None:
+    def _queue_picture(self, surface: Surface, left: int, top: int, right: int, bottom: int, *, lossless: bool = False) -> None:
+        """Queue the canvas's pixels of the box (cut to the surface) as a picture."""
+        left, top, right, bottom = max(left, 0), max(top, 0), min(right, surface.width), min(bottom, surface.height)
         if right <= left or bottom <= top:
             return
         pixels = surface.canvas.pixels[top:bottom, left:right].copy()
-        self._queue(PictureItem(surface.id, left, top, pixels, surface.canvas.pixfmt))
+        self._queue(PictureItem(surface.id, left, top, pixels, surface.canvas.pixfmt, lossless=lossless))
 
     def push_surface_destroy(self, surface_id: int) -> None:
         """Queue a SURFACE_DESTROY if the client was told of the surface."""
@@ -269,9 +272,8 @@ class DisplayChannelClient(ChannelClientBase):
 
     def upgrade_area(self, surface: Surface, box: tuple[int, int, int, int]) -> None:
         """Queue the canvas's picture of ``box`` on ``surface``, never lossy (after lossy frames)."""
-        x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], surface.width), min(box[3], surface.height)
-        if self.initialized and surface.id in self.sent_surfaces and x1 > x0 and y1 > y0:
-            self._queue(PictureItem(surface.id, x0, y0, surface.canvas.pixels[y0:y1, x0:x1].copy(), surface.canvas.pixfmt, lossless=True))
+        if self.initialized and surface.id in self.sent_surfaces:
+            self._queue_picture(surface, *box, lossless=True)
 
     def push_message(self, msg: Message) -> None:
         """Queue a prebuilt message once the client is initialized."""
@@ -334,7 +336,7 @@ class DisplayChannelClient(ChannelClientBase):
         for sid, (x0, y0, x1, y1) in boxes.items():
             surface = self.surfaces.get(sid)
             if surface is not None:
-                self._queue_picture(surface, max(x0, 0), max(y0, 0), min(x1, surface.width), min(y1, surface.height))
+                self._queue_picture(surface, x0, y0, x1, y1)
         self.stats["collapsed"] += 1
 
     # --- output --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ The client asks an item three things, never which kind it is:
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from ..proto.messages import display as d
 from ..proto.messages.base import Message, Rect
 from .drawable import ROP_PUT, Drawable, map_images
 from .picture import picture_image
+
+if TYPE_CHECKING:
+    from .stream_encoder import EncodeJob
+    from .stream_items import StreamDataItem
 
 __all__ = ["PipeItem", "MessageItem", "DrawableItem", "PictureItem", "Marshaller"]
 
@@ -44,6 +48,21 @@ class Marshaller(Protocol):
     def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
         """The image as this client receives it (cache hit, codec chosen for it)."""
         ...
+
+    # what video stream items need (:mod:`.stream_items`)
+
+    def has_cap(self, cap: int) -> bool:
+        """Whether the client announced display capability ``cap``."""
+        ...
+
+    def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
+        """Run ``item``'s encode job on an encoder thread; the client is woken when it is done."""
+
+    def playback_delay(self, ms: int) -> None:
+        """An encoder wants the client to show video at least ``ms`` late (mm-time latency)."""
+
+    def frame_sent(self, item: StreamDataItem, data: bytes) -> None:
+        """An encoded frame goes to the client (the worker's ``frame_tap`` sees it)."""
 
 
 class PipeItem:

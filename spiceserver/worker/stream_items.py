@@ -27,7 +27,7 @@ import logging
 import random
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from .drawable import Drawable
 from .pipe_items import DrawableItem, Marshaller, PipeItem
 
 if TYPE_CHECKING:
-    from .stream_encoder import EncodeJob, StreamEncoder
+    from .stream_encoder import StreamEncoder
 
 __all__ = [
     "StreamAgent",
@@ -50,7 +50,6 @@ __all__ = [
     "StreamCreateItem",
     "StreamDataItem",
     "StreamDestroyItem",
-    "StreamMarshaller",
     "frame_pixels",
     "REPORT_WINDOW",
     "REPORT_TIMEOUT_MS",
@@ -86,23 +85,6 @@ def frame_pixels(op: d.Copy) -> np.ndarray:
 
 def _rects(region: Region) -> d.Clip:
     return d.Clip(type=ClipType.RECTS, rects=d.ClipRects(rects=region.to_proto_rects()))
-
-
-class StreamMarshaller(Marshaller, Protocol):
-    """What the stream items need from their client besides a :class:`Marshaller`'s calls."""
-
-    def has_cap(self, cap: int) -> bool:
-        """Whether the client announced display capability ``cap``."""
-        ...
-
-    def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
-        """Run ``item``'s encode job on an encoder thread; the client is woken when it is done."""
-
-    def playback_delay(self, ms: int) -> None:
-        """An encoder wants the client to show video at least ``ms`` late (mm-time latency)."""
-
-    def frame_sent(self, item: StreamDataItem, data: bytes) -> None:
-        """An encoded frame goes to the client (the worker's ``frame_tap`` sees it)."""
 
 
 class StreamAgent:
@@ -181,13 +163,8 @@ class StreamCreateItem(PipeItem):
             )
         )  # fmt: skip
         agent.created = True
-        if _has_cap(out, DisplayCap.STREAM_REPORT):
+        if out.has_cap(DisplayCap.STREAM_REPORT):
             out.send(d.StreamActivateReport(stream_id=agent.stream_id, unique_id=agent.report_id, max_window_size=REPORT_WINDOW, timeout_ms=REPORT_TIMEOUT_MS))
-
-
-def _has_cap(out: Marshaller, cap: int) -> bool:
-    has: Any = getattr(out, "has_cap", None)
-    return bool(has(cap)) if has is not None else False
 
 
 class StreamClipItem(PipeItem):
@@ -243,7 +220,7 @@ class StreamDataItem(PipeItem):
         """A newer frame takes this unsent one's place (newest frame wins)."""
         self.drawable, self.mm_time, self.sized = drawable, mm_time, sized
 
-    def start(self, out: StreamMarshaller) -> bool:
+    def start(self, out: Marshaller) -> bool:
         """Ask the rate control, then submit the encode job; False: the frame is dropped."""
         agent = self.agent
         if agent.pending is self:
@@ -280,7 +257,7 @@ class StreamDataItem(PipeItem):
                 encoder.frame_encoded(len(data), time.monotonic() * 1000.0, encode_ms)
                 agent.stats["encode_ms"] += encode_ms
                 delay = encoder.pop_playback_delay_request()
-                if delay is not None and hasattr(out, "playback_delay"):
+                if delay is not None:
                     out.playback_delay(delay)
         if not data or not agent.created:
             agent.stats["as_images"] += 1
@@ -288,9 +265,7 @@ class StreamDataItem(PipeItem):
             return
         agent.stats["frames"] += 1
         agent.stats["bytes"] += len(data)
-        tap = getattr(out, "frame_sent", None)
-        if tap is not None:
-            tap(self, data)
+        out.frame_sent(self, data)
         b = self.drawable.base.box
         if self.sized:
             a = self.drawable.op.src_area

@@ -161,7 +161,7 @@ class VideoStreams:
         for stream in self.streams.values():
             if dcc.can_stream(stream.surface_id):
                 cur = stream.current
-                dcc.streams.create(stream, cur.region if cur is not None else _box_region(stream.dest), total)
+                dcc.streams.create(stream, cur.region if cur is not None else Region.from_rect(*stream.dest), total)
 
     # --- ends -----------------------------------------------------------------------------------
 
@@ -224,7 +224,3 @@ def _gradual(op: d.Copy) -> bool | None:
         return graduality_level(frame_pixels(op)) != Graduality.LOW
     except Exception:
         return None
-
-
-def _box_region(box: tuple[int, int, int, int]) -> Region:
-    return Region.from_rect(*box)
