@@ -93,6 +93,80 @@ _CANVAS_INFO_JS = """(() => {
 })()"""
 
 
+#: Chromium switch for spice-html5's sound: its playback channel makes an ``<audio autoplay>`` fed
+#: through MediaSource and never calls ``play()`` after a user gesture: without this switch the
+#: element stays paused with its media buffered (readyState 4) and an AudioContext stays
+#: "suspended" (seen with Chromium 156 against Xspice). Headless Chromium needs no audio device: it finds no ALSA device
+#: ("PcmOpen: default, No such file or directory" in its log) and renders to a fake output that runs
+#: in real time (the AudioContext is "running", its clock advances, elements play).
+AUDIO_FLAGS = ("--autoplay-policy=no-user-gesture-required",)
+
+#: Page init script (``html5_client(init_scripts=...)``, runs before spice-html5): every ``<audio>``
+#: spice-html5 adds (one per PLAYBACK START; it removes it on STOP) is routed through one
+#: AudioContext (48 kHz) -> AnalyserNode -> speakers, and every 40 ms the newest element is sampled
+#: into ``window.__spiceAudio.samples``: ``t`` (s, page clock), ``el`` (element index), ``ct``
+#: (currentTime), ``err`` (MediaError code or null), ``paused``, ``rs`` (readyState), ``attached``
+#: (still in the page), ``nbuf`` / ``buf`` (buffered ranges: count, [first start, last end]),
+#: ``ms`` (MediaSource readyState), ``ctx`` (AudioContext state), ``rms`` (of the decoded signal the
+#: analyser sees, full scale 1.0) and ``peak`` (dominant frequency in Hz of the last 8192 samples,
+#: 170 ms, interpolated between FFT bins). MediaError events go to ``window.__spiceAudio.errors``.
+AUDIO_PROBE_JS = r"""(() => {
+  if (window.__spiceAudio) return;
+  const st = window.__spiceAudio = {elements: [], samples: [], errors: [], ctx: null};
+  function attach(a) {
+    if (st.elements.includes(a)) return;
+    const index = st.elements.length;
+    st.elements.push(a);
+    a.addEventListener('error', () => st.errors.push(
+      {el: index, code: a.error ? a.error.code : null, message: a.error ? a.error.message : ''}));
+    try {
+      if (!st.ctx) st.ctx = new AudioContext({sampleRate: 48000});
+      const an = st.ctx.createAnalyser();
+      an.fftSize = 8192;
+      an.smoothingTimeConstant = 0;
+      st.ctx.createMediaElementSource(a).connect(an);
+      an.connect(st.ctx.destination);
+      a.__spiceAnalyser = an;
+    } catch (e) {
+      st.errors.push({el: index, code: null, message: 'analyser: ' + e});
+    }
+  }
+  function sample() {
+    const i = st.elements.length - 1;
+    if (i < 0) return;
+    const a = st.elements[i], b = a.buffered, p = a.spiceconn;
+    const s = {t: performance.now() / 1000, el: i, ct: a.currentTime, err: a.error ? a.error.code : null,
+               paused: a.paused, rs: a.readyState, attached: a.isConnected, nbuf: b.length,
+               buf: b.length ? [b.start(0), b.end(b.length - 1)] : null,
+               ms: p && p.media_source ? p.media_source.readyState : null,
+               ctx: st.ctx ? st.ctx.state : null, rms: null, peak: null};
+    const an = a.__spiceAnalyser;
+    if (an) {
+      const d = new Float32Array(an.fftSize);
+      an.getFloatTimeDomainData(d);
+      let e = 0;
+      for (const v of d) e += v * v;
+      s.rms = Math.sqrt(e / d.length);
+      const f = new Float32Array(an.frequencyBinCount);
+      an.getFloatFrequencyData(f);
+      let k = 1;
+      for (let j = 2; j < f.length - 1; j++) if (f[j] > f[k]) k = j;
+      const den = f[k - 1] - 2 * f[k] + f[k + 1];
+      const frac = den < 0 ? 0.5 * (f[k - 1] - f[k + 1]) / den : 0;
+      s.peak = isFinite(f[k]) && s.rms > 1e-4 ? (k + frac) * st.ctx.sampleRate / an.fftSize : null;
+    }
+    st.samples.push(s);
+  }
+  function start() {
+    new MutationObserver(() => document.querySelectorAll('audio').forEach(attach))
+      .observe(document.documentElement, {childList: true, subtree: true});
+    document.querySelectorAll('audio').forEach(attach);
+    setInterval(sample, 40);
+  }
+  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
+})()"""
+
+
 #: how long Chromium may take to answer its first DevTools command, and websockify to listen (a
 #: first start builds caches; four other test runs share the CPU): only a hung process hits it
 START_DEADLINE = 60.0
@@ -497,6 +571,7 @@ class Html5Page:
         self.crashed = False
         self._changed = asyncio.Event()
         self.side_logs: list[Path] = []
+        self.audio: list[dict[str, Any]] = []  # samples of AUDIO_PROBE_JS fetched so far
         cdp.listen(self._on_event)
 
     def _on_event(self, msg: dict[str, Any]) -> None:
@@ -653,6 +728,35 @@ class Html5Page:
                 return shown
             await asyncio.sleep(interval)
 
+    async def audio_samples(self) -> list[dict[str, Any]]:
+        """Every sample :data:`AUDIO_PROBE_JS` took so far (fetches the new ones; the page needs the
+        probe in ``init_scripts``), oldest first; see there for the fields."""
+        new = await self.evaluate(f"window.__spiceAudio ? window.__spiceAudio.samples.slice({len(self.audio)}) : null")
+        if new is None:
+            raise Html5Error(f"no audio probe in the page (init_scripts=(AUDIO_PROBE_JS,))\n{self.log_text()}")
+        self.audio.extend(new)
+        return self.audio
+
+    async def audio_errors(self) -> list[dict[str, Any]]:
+        """MediaError events of spice-html5's ``<audio>`` elements (``el``, ``code``, ``message``)."""
+        errs: list[dict[str, Any]] = await self.evaluate("window.__spiceAudio ? window.__spiceAudio.errors : []")
+        return errs
+
+    async def wait_audio(self, pred: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str) -> Any:
+        """Poll the audio samples until ``pred(samples)`` is truthy; return its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            got = pred(await self.audio_samples())
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                last = self.audio[-1] if self.audio else None
+                raise Html5Error(
+                    f"timed out after {timeout} s waiting for {what}; last audio sample {last}\n{self.log_text()}"
+                )
+            await asyncio.sleep(0.1)
+
     def _check_alive(self) -> None:
         if self.crashed or self.cdp.closed or self.cdp.proc.returncode is not None:
             raise Html5Error(f"Chromium is gone (exit {self.cdp.proc.returncode})\n{self.log_text()}")
@@ -684,6 +788,7 @@ async def html5_client(
     own_page: bool = False,
     https: bool = False,
     chromium_flags: tuple[str, ...] = (),
+    init_scripts: tuple[str, ...] = (),
 ) -> AsyncIterator[Html5Page]:
     """spice-html5 in headless Chromium connected to a SPICE server on 127.0.0.1.
 
@@ -697,6 +802,8 @@ async def html5_client(
     ``own_page``): ``websocket_port`` is a TLS port, the page is loaded over https and connects
     with ``wss://``; Chromium is told to accept the test certificate. ``chromium_flags``: more
     command-line switches for Chromium (e.g. ``--autoplay-policy=no-user-gesture-required``).
+    ``init_scripts``: JavaScript run in the page before its own scripts (CDP
+    ``Page.addScriptToEvaluateOnNewDocument``), e.g. :data:`AUDIO_PROBE_JS`.
     """
     if (spice_port is None) == (websocket_port is None):
         raise ValueError("give exactly one of spice_port (via websockify) and websocket_port")
@@ -736,6 +843,8 @@ async def html5_client(
             for domain in ("Runtime", "Log", "Page", "Inspector"):
                 with contextlib.suppress(Html5Error):  # Inspector is not there on every version
                     await cdp.send(f"{domain}.enable", session=page.session)
+            for script in init_scripts:
+                await cdp.send("Page.addScriptToEvaluateOnNewDocument", {"source": script}, session=page.session)
             nav = await cdp.send("Page.navigate", {"url": url}, session=page.session, timeout=timeout)
             if nav.get("errorText"):
                 raise Html5Error(f"navigating to {url}: {nav['errorText']}\n{page.log_text()}")

@@ -1,0 +1,294 @@
+"""spice-html5 (in headless Chromium) plays the server's sound: Opus in an ``<audio>`` element.
+
+spice-html5 0.3.0 (``playback.js``) advertises ``SPICE_PLAYBACK_CAP_OPUS`` when
+``MediaSource.isTypeSupported('audio/webm; codecs="opus"')`` (true in headless Chromium) and nothing
+else (no VOLUME, no LATENCY). On PLAYBACK START (48 kHz, 2 channels, S16 only) it makes an
+``<audio autoplay>`` inside ``#spice-screen`` fed through MediaSource: every DATA packet becomes a
+WebM SimpleBlock of an ``A_OPUS`` track, 10 ms after the previous one whatever its time stamp says
+(unless it jumps by a second or more), in clusters of at most a second. STOP removes the element.
+MODE other than OPUS only logs "This player cannot handle mode 1" (MODE comes before START, so there
+is no player yet to drop); the START that follows still makes one and the raw PCM goes into the
+WebM as if it were Opus: the element fails with MEDIA_ERR_DECODE (3) and every later
+``appendBuffer`` throws. So spice-html5 plays Opus only; VOLUME, MUTE and LATENCY are "known
+unimplemented" notices. (Also: ``main.js`` stores the playback connection in ``this.cursor``.)
+
+Every test routes the page's ``<audio>`` through WebAudio (:data:`~tests.interop.html5.AUDIO_PROBE_JS`):
+an AnalyserNode gives the dominant frequency of what Chromium decoded, sampled every 40 ms with the
+element's ``currentTime``, buffered ranges and MediaError. The host plays a sequence of tones, one
+10 ms frame at a time on a real-time schedule (as QEMU's audio timer does), and the tests check:
+the element plays without a media error or a spice-html5 error, ``currentTime`` advances at the
+wall clock's rate and ends at the played duration (one 10 ms block per frame: nothing dropped), one
+buffered range (no gap), and each tone is heard at its frequency in its time slot.
+
+:func:`test_xspice_reference` runs the same page against Xspice (libspice-server, playing a FIFO
+with ``XSPICE_PLAYBACK_COMPRESSION=1``), which validates the probe and is the reference for ours.
+Skipped without Chromium or spice-html5 (and websockify where used), like the rest of the html5 tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.interop.html5 import AUDIO_FLAGS, AUDIO_PROBE_JS, Html5Page, free_port, html5_client, require_html5
+from tests.support.xspice import XORG_CONF
+
+pytestmark = [pytest.mark.interop]
+
+RATE = 48000
+FRAME_BYTES = 1920  # 480 stereo S16 samples: 10 ms, libspice's frame
+FRAME_S = 0.01
+
+#: the tone sequence the host plays: (Hz, seconds)
+TONES: tuple[tuple[float, float], ...] = ((440.0, 0.8), (880.0, 0.8), (660.0, 0.8))
+
+#: How far (Hz) the dominant frequency Chromium decodes may be from the tone. The analyser's FFT
+#: bin is 5.86 Hz (8192 points at 48 kHz), interpolated between bins.
+FREQ_TOLERANCE = 4.0
+
+#: Samples this close (s of media time) to a tone change are not judged: the analyser sees the last
+#: 170 ms, and what it sees lags ``currentTime`` by the output latency.
+EDGE = 0.25
+
+
+def tone_pcm(tones: Sequence[tuple[float, float]] = TONES, amplitude: float = 0.3) -> bytes:
+    """S16LE interleaved stereo at 48 kHz: each (Hz, seconds) in turn, phase-continuous."""
+    parts, phase = [], 0.0
+    for hz, secs in tones:
+        n = round(secs * RATE)
+        ph = phase + 2 * np.pi * hz * np.arange(n) / RATE
+        phase = float(ph[-1] + 2 * np.pi * hz / RATE)
+        s = np.round(amplitude * 32767 * np.sin(ph)).astype("<i2")
+        parts.append(np.stack([s, s], axis=1))
+    return np.concatenate(parts).tobytes()
+
+
+def tone_at(media_time: float, tones: Sequence[tuple[float, float]] = TONES) -> float | None:
+    """The tone playing at ``media_time`` (s from the first frame), None near a change or outside."""
+    start = 0.0
+    for hz, secs in tones:
+        if start + EDGE <= media_time <= start + secs - EDGE:
+            return hz
+        start += secs
+    return None
+
+
+def play_realtime(write: Any, pcm: bytes, stop: threading.Event | None = None) -> float:
+    """Write ``pcm`` one 10 ms frame at a time on an absolute schedule (a host audio thread); return
+    how late the last write was (s)."""
+    t0 = time.monotonic()
+    late = 0.0
+    for k in range(0, len(pcm), FRAME_BYTES):
+        if stop is not None and stop.is_set():
+            break
+        due = t0 + (k // FRAME_BYTES) * FRAME_S
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        late = time.monotonic() - due
+        write(pcm[k : k + FRAME_BYTES])
+    return late
+
+
+# --------------------------------------------------------------------------- what the page played
+
+
+def element_samples(samples: list[dict[str, Any]], el: int) -> list[dict[str, Any]]:
+    """The probe's samples of ``<audio>`` number ``el`` while it was in the page."""
+    return [s for s in samples if s["el"] == el and s["attached"]]
+
+
+def played_through(el: int, media_s: float, slack: float = 0.06) -> Any:
+    """Predicate: element ``el`` has played to ``media_s`` (less ``slack``: the last Opus frame)."""
+
+    def pred(samples: list[dict[str, Any]]) -> Any:
+        ss = element_samples(samples, el)
+        return ss and ss[-1]["ct"] >= media_s - slack and ss[-1]
+
+    return pred
+
+
+def playing(el: int) -> Any:
+    """Predicate: element ``el`` exists and its currentTime has advanced."""
+
+    def pred(samples: list[dict[str, Any]]) -> Any:
+        ss = element_samples(samples, el)
+        return ss and ss[-1]["ct"] > 0.1 and ss[-1]
+
+    return pred
+
+
+def removed(el: int) -> Any:
+    """Predicate: element ``el`` left the page (spice-html5 got STOP)."""
+    return lambda samples: (
+        any(s["el"] == el and not s["attached"] for s in samples) or any(s["el"] > el for s in samples)
+    )
+
+
+def check_playback(
+    page: Html5Page,
+    el: int,
+    frames: int,
+    what: str,
+    *,
+    lost_head: float = 0.0,
+    tones: Sequence[tuple[float, float]] = TONES,
+) -> dict[str, float]:
+    """Assert what element ``el`` played of ``frames`` frames of ``tones``; return the figures.
+
+    ``lost_head``: seconds of the sequence's start the server may not have sent (None: whatever the
+    buffered length says is missing, for the reference server; 0: every frame arrived)."""
+    ss = element_samples(page.audio, el)
+    log = page.log_text()
+    assert ss, f"{what}: no sample of <audio> {el}\n{log}"
+    assert all(s["err"] is None for s in ss), f"{what}: MediaError {[s['err'] for s in ss if s['err']][:1]}\n{log}"
+    closed = [s["ms"] for s in ss if s["buf"] and s["ms"] != "open"]  # "closed" until sourceopen
+    assert not closed, f"{what}: MediaSource {closed[0]} with media buffered\n{log}"
+    assert max(s["nbuf"] for s in ss) == 1, f"{what}: gaps in the buffered ranges\n{log}"
+    media = frames * FRAME_S
+    buf_end = max(s["buf"][1] for s in ss if s["buf"])
+    # one WebM block per DATA, 10 ms apart: the buffered length counts the frames that arrived
+    missing = media - buf_end
+    assert -0.015 <= missing <= lost_head + 0.015, f"{what}: buffered {buf_end:.3f} s of {media:.2f} s written\n{log}"
+    moving = [s for s in ss if s["ct"] > 0]
+    first, last = moving[0], max(moving, key=lambda s: s["ct"])
+    rate = (last["ct"] - first["ct"]) / (last["t"] - first["t"])
+    assert 0.97 <= rate <= 1.03, f"{what}: currentTime advanced at {rate:.3f}x the wall clock\n{log}"
+    # the frames missing were the first ones (for the reference: its first frames never go out)
+    judged = [
+        (t, want, got)
+        for s in ss
+        if s["ct"] > 0 and (want := tone_at(t := s["ct"] + missing, tones))
+        for got in (s["peak"],)
+    ]
+    wrong = [h for h in judged if h[2] is None or abs(h[2] - h[1]) > FREQ_TOLERANCE]
+    assert len(judged) >= 3 * len(tones), f"{what}: only {len(judged)} samples inside tone slots\n{log}"
+    assert not wrong, f"{what}: {len(wrong)}/{len(judged)} wrong tones (time, want, heard): {wrong[:5]}\n{log}"
+    rms = [s["rms"] for s in ss if s["ct"] > 0 and tone_at(s["ct"] + missing, tones) is not None]
+    start = next(s for s in ss if s["buf"])
+    return {
+        "written_s": media,
+        "buffered_s": buf_end,
+        "missing_s": missing,
+        "played_s": last["ct"],
+        "rate": rate,
+        "judged": len(judged),
+        "max_freq_err_hz": max(abs(h[2] - h[1]) for h in judged if h[2] is not None),
+        "rms_min": min(rms),
+        "rms_max": max(rms),
+        "start_latency_s": first["t"] - start["t"],
+    }
+
+
+def page_errors(page: Html5Page) -> list[str]:
+    """spice-html5's error lines, less the harmless ones."""
+    return page.errors()
+
+
+# --------------------------------------------------------------------------- Xspice, the reference
+
+XORG = "/usr/lib/xorg/Xorg"
+SPICEQXL = "/usr/lib/xorg/modules/drivers/spiceqxl_drv.so"
+
+
+def _free_display() -> int:
+    for n in range(150, 250):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display number in :150-:249")
+
+
+def _stop_xorg(proc: subprocess.Popen[bytes], display: int) -> None:
+    """SIGTERM our Xorg (it exits cleanly, removing its lock), SIGKILL its group if it hangs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+            for path in (Path(f"/tmp/.X{display}-lock"), Path(f"/tmp/.X11-unix/X{display}")):
+                path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def xspice_with_fifo(work: Path, compression: bool = True) -> Iterator[tuple[int, Path]]:
+    """Xorg + spiceqxl (libspice-server) on 127.0.0.1:<free>, no ticketing, playing any FIFO made in
+    the yielded directory (``XSPICE_PLAYBACK_FIFO_DIR``: make it after Xorg listens, the driver only
+    notices new files). Yields (port, fifo dir)."""
+    for path, what in ((XORG, "Xorg"), (SPICEQXL, "spiceqxl driver")):
+        if not Path(path).exists():
+            pytest.skip(f"{what} not installed ({path}; Debian package xserver-xspice)")
+    conf = work / "xorg.conf"
+    conf.write_text(XORG_CONF)
+    fifo_dir = work / "fifo"
+    fifo_dir.mkdir()
+    for attempt in range(3):
+        port, display = free_port(), _free_display()
+        env = dict(
+            os.environ,
+            XSPICE_PORT=str(port),
+            XSPICE_DISABLE_TICKETING="1",
+            XSPICE_PLAYBACK_FIFO_DIR=str(fifo_dir),
+            XSPICE_PLAYBACK_COMPRESSION="1" if compression else "0",
+        )
+        argv = [XORG, "-config", str(conf), "-noreset", "-logfile", str(work / "xorg.log"), f":{display}"]
+        with open(work / "xorg.out", "ab") as out:
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            deadline = time.monotonic() + 60.0  # a cold start loads Xorg's modules; only a hung one hits it
+            while proc.poll() is None and time.monotonic() < deadline:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            else:
+                if proc.poll() is not None and attempt < 2:
+                    continue  # display or port taken meanwhile
+                raise RuntimeError(f"Xspice did not listen on {port}: {(work / 'xorg.log').read_text()[-2000:]}")
+            yield port, fifo_dir
+            return
+        finally:
+            _stop_xorg(proc, display)
+
+
+async def test_xspice_reference() -> None:
+    """libspice-server with Opus, as the reference: spice-html5 plays Xspice's FIFO."""
+    require_html5()
+    pcm = tone_pcm()
+    with tempfile.TemporaryDirectory(prefix="xspice-audio-") as tmp, xspice_with_fifo(Path(tmp)) as (port, fifo_dir):
+        async with html5_client(port, chromium_flags=AUDIO_FLAGS, init_scripts=(AUDIO_PROBE_JS,)) as page:
+            await page.wait_canvas()
+            fifo = fifo_dir / "tone.fifo"
+            os.mkfifo(fifo)
+
+            def feed() -> None:  # a host's audio thread: 10 ms at a time, in real time
+                with open(fifo, "wb", buffering=0) as f:
+                    play_realtime(f.write, pcm)
+
+            feeder = asyncio.create_task(asyncio.to_thread(feed))
+            try:
+                await page.wait_audio(playing(0), 20.0, "Xspice's sound to play")
+                await page.wait_audio(removed(0), 20.0, "Xspice's STOP")
+            finally:
+                await feeder
+            figures = check_playback(page, 0, len(pcm) // FRAME_BYTES, "Xspice", lost_head=0.3)
+            print("xspice", figures)
+            assert not page_errors(page), page.log_text()
