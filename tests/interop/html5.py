@@ -110,13 +110,34 @@ AUDIO_FLAGS = ("--autoplay-policy=no-user-gesture-required",)
 #: ``ms`` (MediaSource readyState), ``ctx`` (AudioContext state), ``rms`` (of the decoded signal the
 #: analyser sees, full scale 1.0) and ``peak`` (dominant frequency in Hz of the last 8192 samples,
 #: 170 ms, interpolated between FFT bins). MediaError events go to ``window.__spiceAudio.errors``.
+#: ``window.__spiceAudio.data[el]`` counts the PLAYBACK DATA messages spice-html5 got while element
+#: ``el`` was its player (``data``) and those it dropped because its SourceBuffer did not exist yet
+#: (``dropped``: it makes one only when the MediaSource fires ``sourceopen``, some 100 ms after
+#: START, and ignores DATA until then); its ``process_channel_message`` is wrapped when the first
+#: ``<audio>`` appears, so DATA before the first START is not counted (key -1 after a STOP).
 AUDIO_PROBE_JS = r"""(() => {
   if (window.__spiceAudio) return;
-  const st = window.__spiceAudio = {elements: [], samples: [], errors: [], ctx: null};
+  const st = window.__spiceAudio = {elements: [], samples: [], errors: [], data: {}, ctx: null};
+  function count_data(conn) {  // DATA per element, and those spice-html5 drops (no SourceBuffer yet)
+    const proto = conn && Object.getPrototypeOf(conn);
+    if (!proto || proto.__spiceProbe) return;
+    proto.__spiceProbe = true;
+    const orig = proto.process_channel_message;
+    proto.process_channel_message = function (msg) {
+      if (msg.type === 101) {  // SPICE_MSG_PLAYBACK_DATA
+        const i = st.elements.indexOf(this.audio);
+        const c = st.data[i] = st.data[i] || {data: 0, dropped: 0};
+        c.data++;
+        if (!this.source_buffer) c.dropped++;
+      }
+      return orig.call(this, msg);
+    };
+  }
   function attach(a) {
     if (st.elements.includes(a)) return;
     const index = st.elements.length;
     st.elements.push(a);
+    count_data(a.spiceconn);
     a.addEventListener('error', () => st.errors.push(
       {el: index, code: a.error ? a.error.code : null, message: a.error ? a.error.message : ''}));
     try {
@@ -741,6 +762,11 @@ class Html5Page:
         """MediaError events of spice-html5's ``<audio>`` elements (``el``, ``code``, ``message``)."""
         errs: list[dict[str, Any]] = await self.evaluate("window.__spiceAudio ? window.__spiceAudio.errors : []")
         return errs
+
+    async def audio_data(self) -> dict[int, dict[str, int]]:
+        """PLAYBACK DATA counts per ``<audio>`` element (see :data:`AUDIO_PROBE_JS`): ``data``, ``dropped``."""
+        got = await self.evaluate("window.__spiceAudio ? window.__spiceAudio.data : {}")
+        return {int(k): {"data": int(v["data"]), "dropped": int(v["dropped"])} for k, v in (got or {}).items()}
 
     async def wait_audio(self, pred: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str) -> Any:
         """Poll the audio samples until ``pred(samples)`` is truthy; return its value."""

@@ -138,31 +138,33 @@ def removed(el: int) -> Any:
     )
 
 
-def check_playback(
+async def check_playback(
     page: Html5Page,
     el: int,
     frames: int,
     what: str,
     *,
-    lost_head: float = 0.0,
+    server_lost: int = 0,
     tones: Sequence[tuple[float, float]] = TONES,
-) -> dict[str, float]:
-    """Assert what element ``el`` played of ``frames`` frames of ``tones``; return the figures.
+) -> dict[str, Any]:
+    """Assert what ``<audio>`` number ``el`` played of ``frames`` frames of ``tones``; return the figures.
 
-    ``lost_head``: seconds of the sequence's start the server may not have sent (None: whatever the
-    buffered length says is missing, for the reference server; 0: every frame arrived)."""
+    ``server_lost``: how many of the frames the server may not have sent (0: every one arrived)."""
     ss = element_samples(page.audio, el)
+    counts = (await page.audio_data()).get(el, {"data": 0, "dropped": 0})
     log = page.log_text()
     assert ss, f"{what}: no sample of <audio> {el}\n{log}"
     assert all(s["err"] is None for s in ss), f"{what}: MediaError {[s['err'] for s in ss if s['err']][:1]}\n{log}"
     closed = [s["ms"] for s in ss if s["buf"] and s["ms"] != "open"]  # "closed" until sourceopen
     assert not closed, f"{what}: MediaSource {closed[0]} with media buffered\n{log}"
     assert max(s["nbuf"] for s in ss) == 1, f"{what}: gaps in the buffered ranges\n{log}"
+    assert frames - server_lost <= counts["data"] <= frames, f"{what}: {counts} DATA for {frames} frames\n{log}"
     media = frames * FRAME_S
     buf_end = max(s["buf"][1] for s in ss if s["buf"])
-    # one WebM block per DATA, 10 ms apart: the buffered length counts the frames that arrived
-    missing = media - buf_end
-    assert -0.015 <= missing <= lost_head + 0.015, f"{what}: buffered {buf_end:.3f} s of {media:.2f} s written\n{log}"
+    # one WebM block per DATA spice-html5 kept (it drops those before sourceopen), 10 ms apart
+    kept = (counts["data"] - counts["dropped"]) * FRAME_S
+    assert abs(buf_end - kept) <= 0.006, f"{what}: buffered {buf_end:.3f} s, {counts} DATA\n{log}"
+    missing = media - buf_end  # at the head: the tone slots below are checked shifted by it
     moving = [s for s in ss if s["ct"] > 0]
     first, last = moving[0], max(moving, key=lambda s: s["ct"])
     rate = (last["ct"] - first["ct"]) / (last["t"] - first["t"])
@@ -181,6 +183,8 @@ def check_playback(
     start = next(s for s in ss if s["buf"])
     return {
         "written_s": media,
+        "data": counts["data"],
+        "dropped_before_sourceopen": counts["dropped"],
         "buffered_s": buf_end,
         "missing_s": missing,
         "played_s": last["ct"],
@@ -289,6 +293,6 @@ async def test_xspice_reference() -> None:
                 await page.wait_audio(removed(0), 20.0, "Xspice's STOP")
             finally:
                 await feeder
-            figures = check_playback(page, 0, len(pcm) // FRAME_BYTES, "Xspice", lost_head=0.3)
+            figures = await check_playback(page, 0, len(pcm) // FRAME_BYTES, "Xspice", server_lost=12)
             print("xspice", figures)
             assert not page_errors(page), page.log_text()
