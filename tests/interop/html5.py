@@ -112,9 +112,10 @@ AUDIO_FLAGS = ("--autoplay-policy=no-user-gesture-required",)
 #: 170 ms, interpolated between FFT bins). MediaError events go to ``window.__spiceAudio.errors``.
 #: ``window.__spiceAudio.data[el]`` counts the PLAYBACK DATA messages spice-html5 got while element
 #: ``el`` was its player (``data``) and those it dropped because its SourceBuffer did not exist yet
-#: (``dropped``: it makes one only when the MediaSource fires ``sourceopen``, some 100 ms after
+#: (``dropped``: it makes one only when the MediaSource fires ``sourceopen``, 50 to 300 ms after
 #: START, and ignores DATA until then); its ``process_channel_message`` is wrapped when the first
-#: ``<audio>`` appears, so DATA before the first START is not counted (key -1 after a STOP).
+#: ``<audio>`` is made (``createElement`` is wrapped to see it at once), so DATA before the first
+#: START is not counted (key -1 after a STOP).
 AUDIO_PROBE_JS = r"""(() => {
   if (window.__spiceAudio) return;
   const st = window.__spiceAudio = {elements: [], samples: [], errors: [], data: {}, ctx: null};
@@ -178,6 +179,18 @@ AUDIO_PROBE_JS = r"""(() => {
     }
     st.samples.push(s);
   }
+  // attach at once when spice-html5 ties a new <audio> to its connection (START), before it handles
+  // the DATA that came in the same WebSocket message (a MutationObserver would run after those)
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function (name, ...rest) {
+    const el = create.call(this, name, ...rest);
+    if (String(name).toLowerCase() === 'audio') {
+      Object.defineProperty(el, 'spiceconn', {configurable: true, enumerable: true,
+        get() { return this.__spiceConn; },
+        set(v) { this.__spiceConn = v; attach(this); }});
+    }
+    return el;
+  };
   function start() {
     new MutationObserver(() => document.querySelectorAll('audio').forEach(attach))
       .observe(document.documentElement, {childList: true, subtree: true});
