@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -68,7 +69,11 @@ FREQ_TOLERANCE = 4.0
 EDGE = 0.25
 
 
-def tone_pcm(tones: Sequence[tuple[float, float]] = TONES, amplitude: float = 0.3) -> bytes:
+#: the tones' amplitude (full scale 1.0)
+AMPLITUDE = 0.3
+
+
+def tone_pcm(tones: Sequence[tuple[float, float]] = TONES, amplitude: float = AMPLITUDE) -> bytes:
     """S16LE interleaved stereo at 48 kHz: each (Hz, seconds) in turn, phase-continuous."""
     parts, phase = [], 0.0
     for hz, secs in tones:
@@ -202,6 +207,7 @@ async def check_playback(
         "judged": len(judged),
         "max_freq_err_hz": max(abs(h[2] - h[1]) for h in judged if h[2] is not None),
         "rms_min": min(rms),
+        "rms_median": float(np.median(rms)),
         "rms_max": max(rms),
         "start_latency_s": first["t"] - start["t"],
     }
@@ -346,6 +352,16 @@ async def wait_clients(r: Running, n: int, page: Html5Page, timeout: float = 20.
         await asyncio.sleep(0.05)
 
 
+async def wait_metrics(r: Running, pred: Any, page: Html5Page, timeout: float = 10.0) -> SoundMetrics:
+    """Wait until ``pred(playback metrics)`` holds."""
+    deadline = time.monotonic() + timeout
+    while not pred(m := await playback_metrics(r)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"playback metrics {m} after {timeout} s\n{page.log_text()}")
+        await asyncio.sleep(0.05)
+    return m
+
+
 @contextlib.asynccontextmanager
 async def host_playing(speaker: PlaybackChannel, pcm: bytes) -> AsyncIterator[asyncio.Future[float]]:
     """``speaker.start()`` and ``pcm`` written in real time from a thread (yields its future: how late
@@ -378,10 +394,12 @@ def transport(request: pytest.FixtureRequest) -> str:
     return param
 
 
-async def test_tones_play_in_order(transport: str) -> None:
+async def test_tones_play_in_order(transport: str, caplog: pytest.LogCaptureFixture) -> None:
     """Opus (the default): every frame reaches the page, which plays them at the wall clock's rate,
-    each tone at its frequency in its slot; STOP removes the player; no error anywhere."""
+    each tone at its frequency in its slot and at its level; STOP removes the player; no error
+    anywhere. The host's volume and mute do not reach spice-html5 (it has no VOLUME cap)."""
     require_html5(proxy=transport == "websockify")
+    caplog.set_level(logging.INFO, logger="spiceserver")
     pcm = tone_pcm()
     frames = len(pcm) // FRAME_BYTES
     async with sound_server() as (r, speaker), browser(r, transport) as page:
@@ -390,6 +408,8 @@ async def test_tones_play_in_order(transport: str) -> None:
         assert m.clients == (want_mode,), m
         if want_mode == "raw":
             pytest.skip("spice-html5 plays Opus only; this server has no Opus (PyAV)")
+        speaker.set_volume((0x8000, 0x8000))
+        speaker.set_mute(False)
         async with host_playing(speaker, pcm) as writer:
             await page.wait_audio(playing(0), 15.0, "the page to play")
             await page.wait_audio(played_all(writer, 0), 15.0, "the page to play everything")
@@ -400,6 +420,11 @@ async def test_tones_play_in_order(transport: str) -> None:
         figures = await check_playback(page, 0, frames, transport)
         print(transport, figures)
         assert (m.frames, m.dropped) == (frames, 0), m
+        level = AMPLITUDE / np.sqrt(2)  # a sine's RMS; Opus keeps the level
+        assert abs(figures["rms_median"] / level - 1) <= 0.05, figures
+        assert not [w for w in page.warnings() if "Playback" in w], page.log_text()  # no VOLUME / MUTE
+        server_warnings = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING]
+        assert not server_warnings, server_warnings
         assert await page.audio_errors() == [], page.log_text()
         assert not page.errors(), page.log_text()
 
@@ -437,3 +462,37 @@ async def test_a_browser_joining_mid_stream() -> None:
                 # when its connection closed: seen 1 to 9
                 assert 0 <= m.frames - first_counts["data"] - counts["data"] <= 15, (m, first_counts, counts)
                 assert not late.errors(), late.log_text()
+
+
+async def test_raw_is_refused_then_opus_at_run_time() -> None:
+    """``playback_compression=False``: the server sends MODE RAW (as libspice does) and spice-html5,
+    which plays Opus only, logs "This player cannot handle mode 1" yet makes its player on START and
+    feeds it the PCM as Opus: MEDIA_ERR_DECODE. ``set_compression(True)`` while stopped sends MODE
+    OPUS; the next START makes a new player, which plays."""
+    require_html5()
+    if not opus_available():
+        pytest.skip("spice-html5 plays Opus only; this server has no Opus (PyAV)")
+    tones = ((440.0, 0.8), (880.0, 0.8))
+    pcm = tone_pcm(tones)
+    frames = len(pcm) // FRAME_BYTES
+    async with sound_server(playback_compression=False) as (r, speaker), browser(r, "websockify") as page:
+        m = await wait_clients(r, 1, page)
+        assert m.clients == ("raw",), m
+        async with host_playing(speaker, pcm[: 50 * FRAME_BYTES]):
+            await page.wait_audio(lambda ss: any(s["err"] for s in ss), 15.0, "a MediaError on raw PCM")
+        speaker.stop()
+        await page.wait_audio(removed(0), 10.0, "STOP to remove the failed player")
+        assert any("cannot handle mode 1" in e for e in page.errors()), page.log_text()
+        assert [e["code"] for e in await page.audio_errors()] == [3], page.log_text()  # MEDIA_ERR_DECODE
+        errors_before = len(page.errors())
+
+        speaker.set_compression(True)
+        m = await wait_metrics(r, lambda m: m.clients == ("opus",), page)
+        async with host_playing(speaker, pcm) as writer:
+            await page.wait_audio(playing(1), 15.0, "the new player to play")
+            await page.wait_audio(played_all(writer, 1), 15.0, "the new player to play everything")
+        speaker.stop()
+        await page.wait_audio(removed(1), 10.0, "STOP to remove the player")
+        figures = await check_playback(page, 1, frames, "opus after raw", tones=tones)
+        print("opus after raw", figures)
+        assert page.errors()[errors_before:] == [], page.log_text()
