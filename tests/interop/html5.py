@@ -16,6 +16,10 @@ other host, and every process is stopped by its PID (its own process group) in `
 * :class:`Html5Page` -- read the display canvas as (h, w) uint32 0x00RRGGBB (:meth:`~Html5Page.read_canvas`),
   poll for a picture (:meth:`~Html5Page.wait_picture`), the browser console (:attr:`~Html5Page.console`),
   JavaScript dialogs (spice_auto.html ``prompt()``s for a password after "Permission denied").
+* Sound: :data:`AUDIO_FLAGS` (autoplay) and :data:`AUDIO_PROBE_JS` (``html5_client(init_scripts=...)``)
+  route spice-html5's ``<audio>`` through a WebAudio analyser; :meth:`Html5Page.audio_samples`,
+  :meth:`~Html5Page.wait_audio`, :meth:`~Html5Page.audio_data` (DATA counts),
+  :meth:`~Html5Page.audio_errors` read what it played.
 
 Never imports ``gi``; needs numpy only.
 """
