@@ -363,15 +363,7 @@ async def playback_metrics(r: Running) -> SoundMetrics:
 
 async def wait_clients(r: Running, n: int, page: Html5Page, timeout: float = 20.0) -> SoundMetrics:
     """Wait until ``n`` clients are on the playback channel (spice-html5 links it after CHANNELS_LIST)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        m = await playback_metrics(r)
-        if len(m.clients) >= n:
-            return m
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(m.clients)} playback clients after {timeout} s, want {n}\n{page.log_text()}")
-        page._check_alive()
-        await asyncio.sleep(0.05)
+    return await wait_metrics(r, lambda m: len(m.clients) >= n, page, timeout)
 
 
 async def wait_metrics(r: Running, pred: Any, page: Html5Page, timeout: float = 10.0) -> SoundMetrics:
