@@ -16,8 +16,9 @@ It makes its SourceBuffer only when the MediaSource fires ``sourceopen``, 10 to 
 START, and ignores the DATA that comes before (``if (! this.source_buffer) return true``): the
 first 1 to 32 frames of every stream are never played, whatever the server (Xspice loses them too).
 Chromium starts playing once ~0.25 s is buffered and holds back the last ~80 ms of a MediaSource
-that does not end (spice-html5 never calls ``endOfStream``). Against libspice and ours alike, a new
-browser replaces the previous client (its page gets no more DATA and shows no error).
+that does not end (spice-html5 never calls ``endOfStream``). As libspice does, the server replaces the
+previous client when a new browser links: that page gets no more DATA, logs "Error: Unexpected
+close while ready" and keeps its ``<audio>`` (paused where its buffer ran out).
 
 Every test routes the page's ``<audio>`` through WebAudio (:data:`~tests.interop.html5.AUDIO_PROBE_JS`):
 an AnalyserNode gives the dominant frequency and RMS of what Chromium decoded, sampled every 40 ms
