@@ -6,8 +6,8 @@ an ``AUDIO_VOLUME_SYNC``. The GStreamer backend (``src/spice-gstaudio.c``) reads
 from the element named ``audiosink`` of its playback pipeline (started for the occasion when nothing
 plays: the "fake" start); ``SPICE_GST_AUDIOSINK`` replaces that pipeline. A ``volume`` element is a
 GstStreamVolume, read in the *cubic* format: ``(guint16)(cbrt(linear) * 65535)``. So
-``volume=0.125`` (cubic 0.5) gives 32767 = 0x7FFF on each of the two channels, and ``mute=true``
-gives mute.
+``volume=0.125`` (cubic 0.5) gives 32767 = 0x7FFF on each of the two channels, ``volume=0.5`` gives
+52015 (cubic 0.7937), and ``mute=true`` gives mute.
 
 The record volume comes from ``autoaudiosrc`` (no way to replace it). Headless here (no PulseAudio,
 no ALSA device) spice-gtk 0.42 still sends a record sync, but a meaningless one: ``autoaudiosrc`` has
@@ -30,18 +30,24 @@ from tests.interop.harness import controlled_client
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
-LINEAR = 0.125
-#: what spice-gtk computes: (guint16)(gst cubic volume * VOLUME_NORMAL (65535))
-EXPECTED = int(round(LINEAR ** (1 / 3), 12) * 65535)
-PIPELINE = (
-    'appsrc name=appsrc is-live=1 do-timestamp=0 format=time caps="audio/x-raw,format=S16LE,channels=2,'
-    f'rate=48000,layout=interleaved" ! audioconvert ! volume name=audiosink volume={LINEAR} mute=true ! '
-    "fakesink sync=false"
-)
 
 
-async def test_spicegtk_playback_volume_and_mute_reach_the_host() -> None:
-    assert EXPECTED == 32767
+def pipeline(linear: float) -> str:
+    """spice-gtk's playback pipeline with a ``volume`` element as its ``audiosink``."""
+    return (
+        'appsrc name=appsrc is-live=1 do-timestamp=0 format=time caps="audio/x-raw,format=S16LE,channels=2,'
+        f'rate=48000,layout=interleaved" ! audioconvert ! volume name=audiosink volume={linear} mute=true ! '
+        "fakesink sync=false"
+    )
+
+
+#: linear volume of the element -> what spice-gtk sends: (guint16)(cubic volume * VOLUME_NORMAL (65535))
+CASES = [(0.125, 32767), (0.5, 52015)]
+
+
+@pytest.mark.parametrize(("linear", "expected"), CASES)
+async def test_spicegtk_playback_volume_and_mute_reach_the_host(linear: float, expected: int) -> None:
+    assert math.isclose(expected / 65535, linear ** (1 / 3), abs_tol=1 / 65535)
     r = await start_server()
     playback: list[ClientVolume] = []
     record: list[ClientVolume] = []
@@ -62,7 +68,7 @@ async def test_spicegtk_playback_volume_and_mute_reach_the_host() -> None:
     try:
         async with controlled_client(
             "--port", str(r.server.port_of()), "--audio-backend",
-            env={"SPICE_GST_AUDIOSINK": PIPELINE}, timeout=40,
+            env={"SPICE_GST_AUDIOSINK": pipeline(linear)}, timeout=40,
         ) as client:
             backend = await client.expect("audio-backend", timeout=5)
             assert backend["type"] == "SpiceGstaudio"
@@ -75,13 +81,13 @@ async def test_spicegtk_playback_volume_and_mute_reach_the_host() -> None:
             except TimeoutError:
                 pass
         assert client.proc.returncode == 0, client.stderr
-        assert playback == [ClientVolume(playback=True, volume=(EXPECTED, EXPECTED), mute=True)]
+        assert playback == [ClientVolume(playback=True, volume=(expected, expected), mute=True)]
         # Report the record side (autoaudiosrc headless): at most one sync, whatever it holds.
         assert len(record) <= 1 and all(not v.playback for v in record)
         print(f"\nplayback sync: {playback}\nrecord sync: {record or 'none'}")
         for line in client.stderr.splitlines():
             if "volume" in line.lower() or "audiosrc" in line.lower() or "pipeline" in line.lower():
                 print("spice-gtk:", line)
-        assert math.isclose(EXPECTED / 65535, LINEAR ** (1 / 3), abs_tol=1 / 65535)
+        assert "unhandled agent message" not in client.stderr  # spice-gtk took every answer
     finally:
         await r.server.close()
