@@ -287,3 +287,16 @@ async def test_host_agent_caps_and_bound_follow_the_duties() -> None:
     assert agent.max_message_size == 4096
     remove()
     assert not agent.active and ran[-1] is None
+
+
+async def test_duties_may_not_share_message_types() -> None:
+    class Other(VolumeSyncDuty):
+        pass
+
+    agent = HostAgent(lambda fn: fn())
+    agent.add(VolumeSyncDuty())
+    with pytest.raises(ValueError, match="clashes"):
+        agent.add(Other())
+    with pytest.raises(ValueError, match="clashes"):
+        agent.duty(Other)
+    assert len(agent.duties) == 1

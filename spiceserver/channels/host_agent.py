@@ -206,17 +206,39 @@ class HostAgent:
         self._listeners: list[Callable[[frozenset[int] | None], None]] = []
         self._caps: frozenset[int] | None = None  # as last told to the listeners
 
-    def duty(self, cls: type[DutyT]) -> DutyT:
-        """The duty of class ``cls``, added (inactive until it says otherwise) if not there (any thread)."""
+    def add(self, duty: DutyT) -> DutyT:
+        """Add ``duty`` (any thread); returns it.
+
+        Raises:
+            ValueError: a duty of its class, or one taking one of its message types, is there already.
+        """
         with self._lock:
             for d in self._duties:
-                if type(d) is cls:
-                    return d
-            duty = cls()
+                if type(d) is type(duty) or set(d.TYPES) & set(duty.TYPES):
+                    raise ValueError(f"{type(duty).__name__} clashes with {type(d).__name__}")
             duty.agent = self
             self._duties.append(duty)
         self.changed()
         return duty
+
+    def duty(self, cls: type[DutyT]) -> DutyT:
+        """The duty of class ``cls``, added (built with no arguments) if not there yet (any thread).
+
+        Raises:
+            ValueError: another duty takes one of its message types.
+        """
+        for attempt in range(2):
+            with self._lock:
+                for d in self._duties:
+                    if type(d) is cls:
+                        return d
+            if attempt:
+                break
+            try:
+                return self.add(cls())
+            except ValueError:  # another thread added it meanwhile, or a clash: look again
+                pass
+        raise ValueError(f"{cls.__name__} clashes with a registered duty")
 
     @property
     def duties(self) -> tuple[AgentDuty, ...]:

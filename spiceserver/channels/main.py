@@ -144,7 +144,8 @@ class MainChannel(LoopChannel):
         self.inputs = inputs
         self._mode = MouseMode.SERVER
         self._agent_attached = False
-        self._agent: object = None  # the agent the clients see: None, "guest" or the host agent's caps
+        # the agent the clients see: None, "guest", or the host agent's announced caps
+        self._agent: object = ctx.host_agent.announced_caps
         inputs.on_pointer_change.append(self.update_mouse_mode)
         ctx.host_agent.subscribe(lambda caps: self._agent_changed())
         ctx.registry.subscribe(self._channel_added)
@@ -385,7 +386,7 @@ class MainChannelClient(ChannelClient):
                 await self.host_agent.feed(msg.data)
                 self.send_agent_messages(self.host_agent.take_messages())
             else:
-                self.log.debug("agent data (%d bytes) dropped: the guest agent's data path is not there yet", len(msg.data))
+                self.log.debug("agent data (%d bytes) dropped: no host agent, and no guest agent data path yet", len(msg.data))
         finally:
             self._tokens_consumed += 1
             if self._tokens_consumed >= AGENT_TOKENS_BATCH:
