@@ -123,8 +123,13 @@ class AgentDuty:
 
 @dataclass(frozen=True)
 class ClientVolume:
-    """The client's audio volume, as its agent message says (spice-gtk reads it from its audio
-    backend: playback from the element named ``audiosink``, ``volume * 65535`` per channel).
+    """The client's audio volume, as its agent message says.
+
+    spice-gtk 0.42 reads it from its GStreamer backend (``spice-gstaudio.c``): playback from the
+    element named ``audiosink``, record from ``autoaudiosrc``, as GStreamer's *cubic* volume (the
+    cube root of the linear gain) times 65535, truncated, per channel: a linear gain of 0.125 is
+    32767, 0.5 is 52015. Where the record source has no volume (headless, no sound server) spice-gtk
+    still sends a record sync, with meaningless values.
 
     Attributes:
         playback: True for the client's speakers (the guest's playback), False for its microphone.
