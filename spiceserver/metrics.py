@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Metrics", "DisplayMetrics", "CONTENT_TYPE"]
+__all__ = ["Metrics", "DisplayMetrics", "SoundMetrics", "CONTENT_TYPE"]
 
 #: The Content-Type of the Prometheus text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -45,6 +45,28 @@ class DisplayMetrics:
         """Mean milliseconds to encode one stream frame (all codecs), None before any."""
         frames = sum(v["frames"] for v in self.video.values())
         return sum(v["encode_ms"] for v in self.video.values()) / frames if frames else None
+
+
+@dataclass(frozen=True)
+class SoundMetrics:
+    """One sound channel since it was created.
+
+    Attributes:
+        channel: ``"playback"`` or ``"record"``.
+        id: the channel id.
+        frames: 10 ms frames (1920 bytes of S16LE stereo PCM) sent (playback) or received,
+            after decoding (record).
+        dropped: playback: frames dropped as late; record: samples lost to ring overflow.
+        bytes: DATA payload bytes on the wire (after Opus encoding / before decoding).
+        clients: the mode of each connected client, ``"raw"`` or ``"opus"``.
+    """
+
+    channel: str
+    id: int
+    frames: int
+    dropped: int
+    bytes: int
+    clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
