@@ -406,3 +406,15 @@ async def test_a_flood_faster_than_real_time_keeps_memory_bounded(running: Runni
     host.gate.set()
     await until(lambda: len(host.pcm) + mic.stats().dropped * 4 == (n + 1) * len(chunk))
     assert bytes(host.pcm).endswith((chunk * 2)[-RECORD_SAMPLES_SIZE * 4 :])
+
+
+async def test_server_close_cancels_a_stalled_delivery(running: Running) -> None:
+    host = AsyncHost()
+    mic, _s, rec = await open_record(running, host)
+    mic.start()
+    await rec.expect(rm.RecordStart)
+    host.gate.clear()
+    await rec.send(rm.RecordData(time=0, data=samples(0, 480)))
+    await until(lambda: host.calls == 1)
+    await running.server.close()
+    assert not [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "RecordChannel._deliver"]
