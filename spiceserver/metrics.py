@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Metrics", "DisplayMetrics", "SoundMetrics", "CONTENT_TYPE"]
+__all__ = ["Metrics", "DisplayMetrics", "CONTENT_TYPE"]
 
 #: The Content-Type of the Prometheus text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,23 +49,23 @@ class DisplayMetrics:
 
 @dataclass(frozen=True)
 class SoundMetrics:
-    """One sound channel since it was created.
+    """One sound channel (playback or record) since the server started.
 
     Attributes:
         channel: ``"playback"`` or ``"record"``.
         id: the channel id.
-        frames: 10 ms frames (1920 bytes of S16LE stereo PCM) sent (playback) or received,
-            after decoding (record).
-        dropped: playback: frames dropped as late; record: samples lost to ring overflow.
-        bytes: DATA payload bytes on the wire (after Opus encoding / before decoding).
-        clients: the mode of each connected client, ``"raw"`` or ``"opus"``.
+        frames: 10 ms frames sent (playback) or received (record), over all clients.
+        dropped: frames dropped as late (playback), or 10 ms frames' worth of samples lost to the
+            full ring (record).
+        bytes: audio payload bytes sent or received (Opus packets or raw PCM).
+        clients: the data mode of each connected client (``"raw"`` or ``"opus"``).
     """
 
     channel: str
     id: int
-    frames: int
-    dropped: int
-    bytes: int
+    frames: int = 0
+    dropped: int = 0
+    bytes: int = 0
     clients: tuple[str, ...] = ()
 
 
@@ -87,6 +87,7 @@ class Metrics:
     #: bytes by (channel name, "in" | "out") since start
     channel_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
     displays: tuple[DisplayMetrics, ...] = ()
+    sound: tuple[SoundMetrics, ...] = ()
 
     def prometheus(self) -> str:
         """The snapshot in the Prometheus text exposition format."""
@@ -160,6 +161,20 @@ class Metrics:
                     for c, v in sorted(d.video.items())
                 ],
             )  # fmt: skip
+        for name, attr, help_text in (
+            ("sound_frames_total", "frames", "10 ms sound frames sent (playback) or received (record)."),
+            ("sound_frames_dropped_total", "dropped", "Sound frames dropped as late (playback) or lost to a full ring (record)."),
+            ("sound_bytes_total", "bytes", "Sound payload bytes (Opus packets or raw PCM) sent or received."),
+        ):
+            family(name, "counter", help_text, [(_labels(channel=m.channel, id=str(m.id)), getattr(m, attr)) for m in self.sound])
+        family(
+            "sound_clients", "gauge", "Sound channel clients by data mode.",
+            [
+                (_labels(channel=m.channel, id=str(m.id), mode=mode), m.clients.count(mode))
+                for m in self.sound
+                for mode in sorted(set(m.clients))
+            ],
+        )  # fmt: skip
         return "\n".join(out) + "\n"
 
 

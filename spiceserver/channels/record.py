@@ -31,8 +31,8 @@ and the channel hands what the ring holds to ``on_data(pcm)`` in order:
 * a callback that returns an awaitable is awaited by one delivery task per channel, which then
   takes everything the ring gathered meanwhile (whole samples, one call). The read loop only
   writes into the ring: a slow callback never blocks it, and when the callback falls more than
-  the ring behind the oldest samples are lost (libspice's overflow rule), counted in
-  :meth:`RecordChannel.stats` and logged once per overflow episode (until delivery catches up).
+  the ring behind the oldest samples are lost (libspice's overflow rule), counted
+  (:attr:`RecordChannel.lost_samples`, and in :meth:`RecordChannel.stats`) and logged once per overflow episode (until delivery catches up).
 
 Memory is bounded by the ring whatever the client's rate (a flood faster than real time only loses
 samples). **No priming**: libspice's ring gives nothing until half full (85 ms), a cushion for a
@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..codecs.opus import FRAME_BYTES, OpusDecoder, opus_available
+from ..codecs.opus import FRAME_BYTES, FRAME_SAMPLES, OpusDecoder, opus_available
 from ..errors import OpusUnavailable, ProtocolError
 from ..metrics import SoundMetrics
 from ..proto.channel import ChannelConnection
@@ -167,17 +167,9 @@ class RecordChannel(LoopChannel):
         """The mute state the host set last."""
         return self._mute
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def start(self) -> None:
         """The guest opened its microphone: RECORD_START to every client (libspice
-        ``spice_server_record_start``). Idempotent.
-
-        Args:
-            loop: only for the server: called with its loop, this is
-                :meth:`Channel.start <spiceserver.channels.base.Channel.start>` (the server
-                started), which opens nothing.
-        """
-        if loop is not None:
-            return
+        ``spice_server_record_start``). Idempotent."""
         with self._lock:
             self._recording = True
             self.ctx.gate.run(lambda: self._set_active(True))
@@ -212,11 +204,22 @@ class RecordChannel(LoopChannel):
             self._mute = bool(mute)
             self.broadcast(lambda cc: cc.send_mute(bool(mute)))
 
+    @property
+    def lost_samples(self) -> int:
+        """Stereo samples lost to the full ring since the channel was created."""
+        return self._ring.lost
+
     def stats(self) -> SoundMetrics:
-        """The channel's counters: frames received (1920 bytes of decoded PCM each), DATA bytes,
-        samples lost to overflow, and each connected client's mode."""
+        """The channel's counters: 10 ms frames received (1920 bytes of decoded PCM each), DATA
+        payload bytes, 10 ms frames' worth of samples lost to the full ring, each client's mode."""
         clients = tuple(cc.mode_name for cc in list(self.clients) if isinstance(cc, RecordChannelClient))
-        return SoundMetrics("record", self.id, self.pcm_bytes // FRAME_BYTES, self._ring.lost, self.data_bytes, clients)
+        return SoundMetrics(
+            "record", self.id, self.pcm_bytes // FRAME_BYTES, self._ring.lost // FRAME_SAMPLES, self.data_bytes, clients
+        )
+
+    def sound_metrics(self) -> SoundMetrics:
+        """:meth:`stats`, for the server's metrics."""
+        return self.stats()
 
     # --- event loop ------------------------------------------------------------------------------
 
