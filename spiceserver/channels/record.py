@@ -80,6 +80,14 @@ RECORD_FREQ = 48000
 RECORD_CHANNELS = 2
 
 _MODE_NAMES = {AudioDataMode.RAW: "raw", AudioDataMode.OPUS: "opus"}
+_said_no_opus = False
+
+
+def _say_no_opus_once() -> None:
+    global _said_no_opus
+    if not _said_no_opus:
+        _said_no_opus = True
+        log.info("record: Opus is unavailable (install spiceserver[video] for PyAV): clients send raw audio")
 
 DataCallback = Callable[[bytes], "Awaitable[None] | None"]
 EventCallback = Callable[["RecordEvent"], "Awaitable[None] | None"]
@@ -124,6 +132,8 @@ class RecordChannel(LoopChannel):
         channel_id: int = 0,
     ) -> None:
         self.opus = opus_available()
+        if not self.opus:
+            _say_no_opus_once()
         caps = (RecordCap.VOLUME, RecordCap.OPUS) if self.opus else (RecordCap.VOLUME,)
         super().__init__(ctx, channel_id, caps)
         self.on_data = on_data
