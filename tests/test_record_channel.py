@@ -204,8 +204,8 @@ async def test_raw_pcm_byte_exact_with_events(running: Running, host_class: type
 
 
 async def until_stats(mic: RecordChannel, pred: Callable[[SoundMetrics], bool]) -> SoundMetrics:
-    await until(lambda: pred(mic.stats()))
-    return mic.stats()
+    await until(lambda: pred(mic.sound_metrics()))
+    return mic.sound_metrics()
 
 
 async def test_data_before_mode_is_raw_and_a_leaving_client_stops_after_its_data(running: Running) -> None:
@@ -258,7 +258,7 @@ async def test_opus_packets_decode_to_the_tone(running: Running, host_class: typ
     peak = np.argmax(spectrum) * 48000 / len(left)
     assert abs(peak - 1000.0) < 48000 / len(left) * 1.5
     assert host.events == [RecordEvent("start", "opus", s.session_id)]
-    st = mic.stats()
+    st = mic.sound_metrics()
     assert st.frames == 50 and st.bytes == sum(map(len, packets)) and st.clients == ("opus",)
 
 
@@ -372,7 +372,7 @@ async def test_slow_async_callback_overflows_the_ring_logged_once_per_episode(ru
     pcm = bytes(host.pcm)
     numbers = np.frombuffer(pcm, "<u4")
     assert pcm.endswith(data[-RECORD_SAMPLES_SIZE * 4 :]) and bool(np.all(np.diff(numbers) > 0))
-    assert mic.lost_samples * 4 + len(pcm) == len(data) and mic.stats().dropped == mic.lost_samples // 480 > 0
+    assert mic.lost_samples * 4 + len(pcm) == len(data) and mic.sound_metrics().dropped == mic.lost_samples // 480 > 0
     assert caplog.text.count("slower than real time") == 1
     # a second episode is logged again
     host.gate.clear()
@@ -400,7 +400,7 @@ async def test_a_flood_faster_than_real_time_keeps_memory_bounded(running: Runni
         for i in range(n):
             rec.conn.send(rm.RecordData(time=i, data=chunk))
             await rec.flush()
-        await until(lambda: mic.stats().bytes == (n + 1) * len(chunk), timeout=60)
+        await until(lambda: mic.sound_metrics().bytes == (n + 1) * len(chunk), timeout=60)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
