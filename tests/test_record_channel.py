@@ -421,3 +421,34 @@ async def test_server_close_cancels_a_stalled_delivery(running: Running) -> None
     await until(lambda: host.calls == 1)
     await running.server.close()
     assert not [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "RecordChannel._deliver"]
+
+
+async def test_garbage_after_good_data_loses_neither_the_buffered_pcm_nor_the_playback(running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 point 8: a record client that sends good DATA and then garbage is closed, but the PCM it
+    sent before (still in the ring behind a slow async callback) reaches the host, and the session's
+    playback stream goes on untouched."""
+    caplog.set_level(logging.INFO, "spiceserver")
+    host = AsyncHost()
+    host.gate.clear()  # the host is slow: what arrives waits in the ring
+    speaker = running.server.add_playback()
+    mic = running.server.register_channel(RecordChannel, host.on_data, host.on_event)
+    s = await connect(running.ep)
+    play = await s.link(ChannelType.PLAYBACK, channel_caps=(1, 2))
+    rec = await s.link(ChannelType.RECORD, channel_caps=VOLUME_CAPS)
+    speaker.start()
+    mic.start()
+    await rec.expect(rm.RecordStart)
+    good = samples(0, 480 * 5)
+    await rec.send(rm.RecordData(time=1, data=good))
+    await until(lambda: host.calls >= 1)  # the delivery task holds the first chunk, the rest is in the ring
+    rec.writer.write(frame(rm.RecordMode.TYPE, b"\x01\x02\x03", mini=True))  # garbage: half a MODE
+    assert await rec.closed()
+    assert "protocol error" in caplog.text
+    host.gate.set()
+    await host.wait_for(lambda: bytes(host.pcm) == good)
+    from spiceserver.proto.messages import playback as pm
+
+    await play.expect(pm.PlaybackStart, skip=(pm.PlaybackMode,))
+    speaker.write(b"\x05" * 1920)
+    assert (await play.expect(pm.PlaybackData)).data == b"\x05" * 1920
+    await main_still_works(s)
