@@ -132,9 +132,11 @@ def test_data_carries_the_frame_or_the_encoded_packet() -> None:
     s.frame(frame(1), 100)
     assert s.next_message(0) == P.PlaybackData(time=100, data=b"opus1")
     assert encoded == [frame(1)]
-    s.set_compression(False)  # MODE again, then raw frames
+    s.set_compression(False)  # mid-stream: STOP, MODE, START, then raw frames
     s.frame(frame(2), 110)
+    assert s.next_message(5) == P.PlaybackStop()
     assert s.next_message(5) == P.PlaybackMode(time=5, mode=AudioDataMode.RAW)
+    assert s.next_message(5) == P.PlaybackStart(channels=2, format=1, frequency=48000, time=5)
     assert s.next_message(5) == P.PlaybackData(time=110, data=frame(2))
     s.set_compression(False)
     assert not s.pending()
@@ -349,3 +351,16 @@ def test_invariants_under_any_sequence(ops: list[str], caps: set[PlaybackCap], a
     # stamps of DATA never go backwards (frames are sent in order)
     times = [m.time for m in sent if isinstance(m, P.PlaybackData)]
     assert times == sorted(times)
+
+
+def test_a_stop_while_a_mode_restart_is_pending_drops_what_is_queued() -> None:
+    """Found by the invariant test: compression changes mid-stream, then the host stops before the
+    restart went out; the queued frame (old mode) must not stay queued forever."""
+    s = PlaybackClientState(ALL, encode=lambda b: b"o")
+    s.start()
+    drain(s)
+    s.frame(frame(1), 1)
+    s.set_compression(False)
+    s.stop()
+    assert kinds(drain(s)) == ["Stop", "Mode"]
+    assert s.queued == 0 and not s.pending()
