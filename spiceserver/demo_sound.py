@@ -302,6 +302,11 @@ class AvScene:
             raise RuntimeError("start() the scene first")
         return self._pacer.wake_at()
 
+    @property
+    def next_audio_frame(self) -> int:
+        """The audio frame that falls due next (0 before :meth:`start`)."""
+        return 0 if self._pacer is None else self._pacer.next
+
     def step(self, now: float) -> AvStep:
         """What is due at ``now``: the audio frames, and the newest video frame if one fell due.
 
