@@ -53,6 +53,8 @@ from .worker.cursor_client import CursorShape
 
 __all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet"]
 
+log = logging.getLogger("spiceserver.demo")
+
 #: Debian's spice-html5 files (package ``spice-html5``)
 DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
 
@@ -224,7 +226,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     width, height = parse_size(args.size)
     loop = asyncio.get_running_loop()
     speaker = None if args.no_audio else server.add_playback()
-    if not args.no_audio:
+    microphone: Any = None
+    if not args.no_audio and hasattr(server, "add_record"):  # TEMP until the record channel lands
         meter = RecordMeter()
         microphone = server.add_record(meter.on_data, meter.on_event)
     if args.screendump:
@@ -280,6 +283,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         speaker.start()
         if args.scene != "av":
             _out("sound: a 2 s tone loop (C5 E5 G5 C6) plays on the speaker; --no-audio turns it off")
+    if microphone is not None:
         microphone.start()
         _out("microphone: open; the level a client records is printed once a second")
     sound = (
@@ -305,6 +309,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
                     await t
         if speaker is not None:
             speaker.stop()
+        if microphone is not None:
             microphone.stop()
 
 
@@ -336,6 +341,7 @@ def _play_loop(speaker: Any, stop: threading.Event) -> None:
         if frames:
             speaker.write(tone_loop(frames.start * FRAME_SAMPLES, len(frames) * FRAME_SAMPLES))
         stop.wait(max(0.0, pacer.wake_at() - time.monotonic()))
+    log.info("speaker: %d frames written, %d skipped after stalls", pacer.next - pacer.skipped, pacer.skipped)
 
 
 def _run_av(fb: object, desktop: SyntheticDesktop, scene: AvScene, speaker: Any, stop: threading.Event) -> None:
@@ -369,6 +375,7 @@ def _run_av(fb: object, desktop: SyntheticDesktop, scene: AvScene, speaker: Any,
         if upcoming is not None and (ahead is None or ahead[0] != upcoming):
             ahead = (upcoming, picture(upcoming))
         stop.wait(max(0.0, following - time.monotonic()))
+    log.info("av scene: %d audio frames written, %d skipped after stalls", scene.next_audio_frame - scene.skipped, scene.skipped)
 
 
 def _next_video(scene: AvScene) -> int | None:
@@ -421,7 +428,7 @@ def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event, video: 
                 guest.video_frame(now - start)
                 next_video += 1.0 / VIDEO_FPS
         except Exception:
-            logging.getLogger("spiceserver.demo").exception("synthetic guest failed")
+            log.exception("synthetic guest failed")
             return
         wake = min(next_step, next_video) if video else next_step
         stop.wait(max(0.0, wake - time.monotonic()))

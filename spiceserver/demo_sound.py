@@ -303,6 +303,11 @@ class AvScene:
         return self._pacer.wake_at()
 
     @property
+    def skipped(self) -> int:
+        """Audio frames skipped after stalls (see :class:`FramePacer`)."""
+        return 0 if self._pacer is None else self._pacer.skipped
+
+    @property
     def next_audio_frame(self) -> int:
         """The audio frame that falls due next (0 before :meth:`start`)."""
         return 0 if self._pacer is None else self._pacer.next
