@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
@@ -51,7 +51,10 @@ from .reds import SpiceServer
 from .synthetic_guest import SyntheticGuest
 from .worker.cursor_client import CursorShape
 
-__all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet"]
+if TYPE_CHECKING:
+    from .framebuffer import FramebufferDisplay
+
+__all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet", "RecordMeter", "play_tone_loop", "run_av_scene"]
 
 log = logging.getLogger("spiceserver.demo")
 
@@ -247,7 +250,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
         if args.scene == "av":
             scene = AvScene(click_offset_frames=args.av_click_offset_ms // 10)
-            animation: Any = lambda: asyncio.to_thread(_run_av, fb, desktop, scene, speaker, stop)  # noqa: E731
+            animation: Any = lambda: asyncio.to_thread(run_av_scene, fb, desktop, scene, speaker, stop)  # noqa: E731
         elif args.scene != "static":
             animation = lambda: _animate(fb, desktop, args.fps, video=args.scene == "video")  # noqa: E731
         else:
@@ -287,7 +290,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         microphone.start()
         _out("microphone: open; the level a client records is printed once a second")
     sound = (
-        loop.create_task(asyncio.to_thread(_play_loop, speaker, stop))
+        loop.create_task(asyncio.to_thread(play_tone_loop, speaker, stop))
         if speaker is not None and args.scene != "av" else None
     )  # fmt: skip
     async def announce_codecs() -> None:
@@ -333,8 +336,8 @@ class RecordMeter:
             _out("record stop")
 
 
-def _play_loop(speaker: Any, stop: threading.Event) -> None:
-    """The speaker's thread: the tone loop in real time, 10 ms frames as they fall due."""
+def play_tone_loop(speaker: Any, stop: threading.Event) -> None:
+    """The speaker's thread until ``stop``: the tone loop in real time, 10 ms frames as they fall due."""
     pacer = FramePacer(time.monotonic())
     while not stop.is_set():
         frames = pacer.due(time.monotonic())
@@ -344,13 +347,11 @@ def _play_loop(speaker: Any, stop: threading.Event) -> None:
     log.info("speaker: %d frames written, %d skipped after stalls", pacer.next - pacer.skipped, pacer.skipped)
 
 
-def _run_av(fb: object, desktop: SyntheticDesktop, scene: AvScene, speaker: Any, stop: threading.Event) -> None:
-    """The A/V scene's thread: each 10 ms, the audio frames due to the speaker and, every 40 ms, the
-    video frame due to the framebuffer, one right after the other (the click's frame and the flash
-    frame go in the same iteration). The next picture is painted ahead, while waiting."""
-    from .framebuffer import FramebufferDisplay
-
-    assert isinstance(fb, FramebufferDisplay)
+def run_av_scene(fb: FramebufferDisplay, desktop: SyntheticDesktop, scene: AvScene, speaker: Any, stop: threading.Event) -> None:
+    """The A/V scene's thread until ``stop``: each 10 ms, the audio frames due to ``speaker`` (None:
+    no sound) and, every 40 ms, the video frame due to ``fb``, one right after the other (the
+    click's frame and the flash frame go in the same iteration). The next picture is painted ahead,
+    while waiting."""
     x0, y0, x1, y1 = _video_box(desktop)
     screen = desktop.frame(0.0)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spiceserver.demo import RecordMeter, run_av_scene
 from spiceserver.demo_sound import (
     CLICK_HZ,
     CLICK_LEVEL_DBFS,
@@ -32,6 +36,7 @@ from spiceserver.demo_sound import (
     rms_dbfs,
     tone_loop,
 )
+from spiceserver.desktop import SyntheticDesktop
 
 
 def left(pcm: bytes) -> np.ndarray:
@@ -203,3 +208,47 @@ def test_av_scene_flash_pattern_and_bad_arguments() -> None:
         AvScene(flash_frames=25)
     with pytest.raises(RuntimeError):
         AvScene().step(0.0)
+
+
+def test_demo_av_thread_hands_each_click_over_with_its_flash() -> None:
+    """``run_av_scene`` (the demo's thread): the write that carries a click is followed at once by
+    the framebuffer update that shows the flash -- nothing in between."""
+    calls: list[tuple[str, bool]] = []
+    desktop = SyntheticDesktop(640, 480)
+
+    def write(pcm: bytes) -> None:
+        frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+        calls.append(("audio", any(peak(f) > dbfs_amplitude(-10) for f in frames)))
+
+    def update(frame: np.ndarray, dirty: list[tuple[int, int, int, int]]) -> None:
+        (x0, y0, x1, y1), = dirty
+        centre = int(frame[(y0 + y1) // 2, (x0 + x1) // 2])
+        calls.append(("video", min(centre >> 16, (centre >> 8) & 0xFF, centre & 0xFF) > 225))
+
+    stop = threading.Event()
+    scene = AvScene(period_s=0.2, flash_frames=1)
+    fb, speaker = SimpleNamespace(update=update), SimpleNamespace(write=write)
+    worker = threading.Thread(target=run_av_scene, args=(fb, desktop, scene, speaker, stop))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30.0  # a generous bound: four clicks take 0.8 s
+        while sum(1 for kind, loud in calls if kind == "audio" and loud) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(10)
+    clicks = [i for i, (kind, loud) in enumerate(calls) if kind == "audio" and loud]
+    assert len(clicks) >= 4, calls
+    for i in clicks:
+        assert calls[i + 1] == ("video", True), calls[i - 2 : i + 3]
+
+
+def test_demo_record_meter_prints_level_and_start_stop(capsys: pytest.CaptureFixture[str]) -> None:
+    meter = RecordMeter()
+    meter.on_event(SimpleNamespace(kind="start", mode="opus"))
+    pcm = tone_loop(0, RATE + 480)
+    meter.on_data(pcm[: len(pcm) // 2])
+    meter.on_data(pcm[len(pcm) // 2 :])
+    meter.on_event(SimpleNamespace(kind="stop", mode="opus"))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["record start (opus)", f"record level {rms_dbfs(pcm[: 4 * RATE]):.1f} dBFS", "record stop"]
