@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(framebuffer display)")
     p.add_argument("--no-audio", action="store_true",
                    help="no sound: no speaker (tone loop, clicks) and no microphone channel")
+    p.add_argument("--playback-compression", choices=["on", "off"], default="on",
+                   help="Opus sound for clients that can decode it (on, the default) or raw always, "
+                   "as QEMU's playback-compression")
     p.add_argument("--av-click-offset-ms", type=int, default=0, metavar="MS",
                    help="--scene av: write each click MS after its flash (a multiple of 10; negative: before); "
                    "0 (default) writes them together")
@@ -184,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         server_names=tuple(args.server_name),
         streaming_video=args.streaming_video,
         video_codecs=args.video_codec,
+        playback_compression=args.playback_compression == "on",
     )
 
 

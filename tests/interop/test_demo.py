@@ -263,14 +263,14 @@ async def test_demo_plays_its_tone_loop_to_spice_gtk(tmp_path: Path, mode: str) 
     from spiceserver.demo_sound import LOOP_LEVEL_DBFS, LOOP_NOTES, rms_dbfs
 
     out = tmp_path / "playback.raw"
-    proc, port = await start_demo("--scene", "static")
+    # raw: the server's --playback-compression off (spice-gtk still has the OPUS cap)
+    proc, port = await start_demo("--scene", "static", "--playback-compression", "off" if mode == "raw" else "on")
     lines: list[str] = []
     want = 3 * 48000 * 4
-    env = {"SPICE_DISABLE_OPUS": "1"} if mode == "raw" else {}
     try:
         await read_until(proc, lines, lambda seen: any(s.startswith("sound: ") for s in seen))
         args = ["--port", str(port), "--enable-audio", "--playback-out", str(out), "--expect-channels", "5"]
-        async with controlled_client(*args, timeout=DEMO_DEADLINE, env=env) as client:
+        async with controlled_client(*args, timeout=DEMO_DEADLINE) as client:
             started = await client.expect("playback-start", timeout=DEMO_DEADLINE)
             await client.expect(lambda ev: ev.get("event") == "playback-data" and int(ev["total"]) >= want, timeout=DEMO_DEADLINE)
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
