@@ -107,6 +107,10 @@ class ServerConfig:
             vp9 need the ``spiceserver[video]`` extra (PyAV): a listed codec that is not installed
             raises ConfigError. None (the default) is libspice's list, mjpeg, h264, vp8, vp9,
             without those not installed.
+        playback_compression: send sound as Opus to clients that can decode it (QEMU
+            ``playback-compression``, on by default as there); raw 48 kHz PCM (1.5 Mbit/s) otherwise.
+            Opus needs the ``spiceserver[video]`` extra (PyAV, whose wheel carries libopus): without
+            it the server plays raw and logs it once.
         websocket: accept WebSocket connections on the same ports (``ws://`` on ``port`` and
             ``unix_path``, ``wss://`` on ``tls_port``): browser clients such as spice-html5
             connect directly, with no websockify. Not in QEMU; on by default.
@@ -163,6 +167,7 @@ class ServerConfig:
     zlib_glz_wan_compression: WanCompressionName = "auto"
     streaming_video: StreamingVideoName = "filter"
     video_codecs: tuple[str, ...] | str | None = None
+    playback_compression: bool = True
     websocket: bool = True
     websocket_origins: tuple[str, ...] = ()
     server_names: tuple[str, ...] = ()

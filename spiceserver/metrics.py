@@ -48,6 +48,28 @@ class DisplayMetrics:
 
 
 @dataclass(frozen=True)
+class SoundMetrics:
+    """One sound channel (playback or record) since the server started.
+
+    Attributes:
+        channel: ``"playback"`` or ``"record"``.
+        id: the channel id.
+        frames: 10 ms frames sent (playback) or received (record), over all clients.
+        dropped: frames dropped as late (playback), or 10 ms frames' worth of samples lost to the
+            full ring (record).
+        bytes: audio payload bytes sent or received (Opus packets or raw PCM).
+        clients: the data mode of each connected client (``"raw"`` or ``"opus"``).
+    """
+
+    channel: str
+    id: int
+    frames: int = 0
+    dropped: int = 0
+    bytes: int = 0
+    clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Metrics:
     """A snapshot of the server's counters and gauges."""
 
@@ -65,6 +87,7 @@ class Metrics:
     #: bytes by (channel name, "in" | "out") since start
     channel_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
     displays: tuple[DisplayMetrics, ...] = ()
+    sound: tuple[SoundMetrics, ...] = ()
 
     def prometheus(self) -> str:
         """The snapshot in the Prometheus text exposition format."""
@@ -138,6 +161,20 @@ class Metrics:
                     for c, v in sorted(d.video.items())
                 ],
             )  # fmt: skip
+        for name, attr, help_text in (
+            ("sound_frames_total", "frames", "10 ms sound frames sent (playback) or received (record)."),
+            ("sound_frames_dropped_total", "dropped", "Sound frames dropped as late (playback) or lost to a full ring (record)."),
+            ("sound_bytes_total", "bytes", "Sound payload bytes (Opus packets or raw PCM) sent or received."),
+        ):
+            family(name, "counter", help_text, [(_labels(channel=m.channel, id=str(m.id)), getattr(m, attr)) for m in self.sound])
+        family(
+            "sound_clients", "gauge", "Sound channel clients by data mode.",
+            [
+                (_labels(channel=m.channel, id=str(m.id), mode=mode), m.clients.count(mode))
+                for m in self.sound
+                for mode in sorted(set(m.clients))
+            ],
+        )  # fmt: skip
         return "\n".join(out) + "\n"
 
 

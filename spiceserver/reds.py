@@ -33,6 +33,7 @@ from .channels.base import Channel, Link, ServerContext
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
+from .channels.playback import PlaybackChannel
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
@@ -131,7 +132,13 @@ class SpiceServer:
 
     def _channel_added(self, channel: Channel) -> None:
         if self._ctx.gate.loop is not None:
-            channel.start(self._ctx.gate.loop)
+            channel.on_loop_start(self._ctx.gate.loop)
+
+    # --- sound (any thread) ---------------------------------------------------------------------
+
+    def add_playback(self, channel_id: int = 0) -> PlaybackChannel:
+        """The guest's speakers: a PLAYBACK channel to start, write PCM to, stop (:class:`PlaybackChannel`)."""
+        return self.register_channel(PlaybackChannel, channel_id)
 
     # --- displays (any thread) ------------------------------------------------------------------
 
@@ -169,16 +176,8 @@ class SpiceServer:
         self._display(display_id).screendump(path)
 
     def start_recording(self, path: str | os.PathLike[str], display_id: int = 0) -> None:
-        """Record a display to ``path`` from now on (replacing any recording of it in progress).
-
-        The file starts with the display's present state (surfaces and their pictures, monitors,
-        cursor), then holds every draw and cursor command as it arrives, validated; replay it with
-        ``python -m spiceserver replay FILE --screendump out.png`` (see :mod:`spiceserver.worker.record`).
-        A path ending in ``.gz`` is written gzip-compressed.
-
-        Raises:
-            OSError: the file cannot be created.
-        """
+        """Record a display to ``path`` (``.gz``: compressed) from now on, for ``python -m spiceserver
+        replay`` (:mod:`spiceserver.worker.record`; docs/embedding.md). Raises OSError."""
         self._display(display_id).start_recording(path)
 
     def stop_recording(self, display_id: int = 0) -> int:
@@ -232,6 +231,7 @@ class SpiceServer:
             channels={k: v for k, v in ctx.open_channels.items() if v},
             channel_bytes=dict(ctx.traffic),
             displays=await self._displays.metrics(),
+            sound=tuple(m for ch in ctx.registry if (m := ch.sound_metrics()) is not None),
         )
 
     async def _metrics_page(self) -> str:
@@ -270,12 +270,8 @@ class SpiceServer:
         return self._main.agent_attached
 
     def set_agent_attached(self, attached: bool) -> None:
-        """A guest agent (vdagent) appeared on or left its char device.
-
-        Connected clients get AGENT_CONNECTED_TOKENS (or AGENT_CONNECTED for clients without that
-        cap) / AGENT_DISCONNECTED, and the mouse modes are re-evaluated (agent mouse). The agent's
-        data path itself is the char-device layer's job.
-        """
+        """A guest agent appeared on or left its char device: clients are told (AGENT_CONNECTED[_TOKENS]
+        / AGENT_DISCONNECTED) and the mouse modes re-evaluated (agent mouse)."""
         self._ctx.gate.run(lambda: self._main.set_agent_attached(attached))
 
     def mm_time(self) -> int:
@@ -290,7 +286,7 @@ class SpiceServer:
         loop = asyncio.get_running_loop()
         self._ctx.gate.bind(loop)
         for channel in self._ctx.registry:
-            channel.start(loop)
+            channel.on_loop_start(loop)
         if cfg.port is not None:
             self._servers.append(await asyncio.start_server(functools.partial(self._accept, secure=False), cfg.addr, cfg.port))
         if cfg.tls_port is not None:

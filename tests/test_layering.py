@@ -88,7 +88,7 @@ ALLOWED: dict[str, set[str]] = {
     "framebuffer": {"errors", "proto", "worker"},
     "transport": {"config", "errors", "events", "metrics", "web"},
     # channels build the display devices the host drives (framebuffer, QXL device) on a worker
-    "channels": {"config", "errors", "events", "framebuffer", "interfaces", "metrics", "mmtime", "proto", "qxl", "transport", "worker"},
+    "channels": {"codecs", "config", "errors", "events", "framebuffer", "interfaces", "metrics", "mmtime", "proto", "qxl", "transport", "worker"},
     "admission": {"errors", "transport"},
     "linkcrypto": {"ticket"},
     "reds": {"admission", "channels", "config", "errors", "events", "interfaces", "linkcrypto", "metrics", "proto", "ticket", "transport", "web"},

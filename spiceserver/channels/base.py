@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from ..config import ChannelSecurity, ServerConfig
 from ..errors import ProtocolError
 from ..events import ChannelListeners, ConnLog
+from ..metrics import SoundMetrics
 from ..mmtime import MediaClock
 from ..proto.channel import ChannelConnection, Event
 from ..proto.channel_client import ChannelClientBase
@@ -181,11 +182,15 @@ class Channel:
         """Serve one linked connection until it ends (the caller closes the stream)."""
         raise NotImplementedError
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def on_loop_start(self, loop: asyncio.AbstractEventLoop) -> None:
         """The server started on ``loop`` (channels with threads hook their wake-ups here)."""
 
     async def close(self) -> None:
         """The server is closing (clients were disconnected already)."""
+
+    def sound_metrics(self) -> SoundMetrics | None:
+        """A sound channel's counters for the server's metrics; None for other channels."""
+        return None
 
     @property
     def max_message_size(self) -> int:
@@ -320,7 +325,7 @@ class LoopChannel(Channel):
         def count_out(n: int) -> None:
             ctx.traffic[name, "out"] += n
 
-        transport = Transport(link.writer, ctx.gate, conn.data_to_send, count_out, link.log, link.message_cuts())
+        transport = Transport(link.writer, ctx.gate, cc.take_output, count_out, link.log, link.message_cuts())
         cc.transport = transport
         self.clients.append(cc)
         ctx.open_channels[name] += 1

@@ -52,7 +52,7 @@ class DisplayChannel(WorkerChannel):
         super().__init__(ctx, display.bridge, display.id, DISPLAY_CAPS)
         self.display = display
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def on_loop_start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Handle the worker's messages on the loop."""
         self.bridge.start(loop)
 
