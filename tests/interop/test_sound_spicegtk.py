@@ -193,12 +193,14 @@ async def test_xspice_playback_validates_the_client(tmp_path: Path, compression:
         pytest.skip("Xspice not installed (Debian xserver-xspice)")
     pcm = tones()
     out = tmp_path / "played.raw"
-    async with xspice_with_audio(tmp_path, compression) as (port, fifos):
-        async with controlled_client("--port", str(port), "--enable-audio", "--playback-out", str(out), timeout=60) as client:
-            await client.expect("channel-event", name="OPENED", type=CHANNEL_PLAYBACK)
-            await asyncio.to_thread(feed_fifo, fifos / "tone.fifo", pcm)
-            await client.expect(lambda ev: playback_data(ev, len(pcm)), timeout=30)
-            await client.expect("playback-stop", timeout=30)
+    async with (
+        xspice_with_audio(tmp_path, compression) as (port, fifos),
+        controlled_client("--port", str(port), "--enable-audio", "--playback-out", str(out), timeout=60) as client,
+    ):
+        await client.expect("channel-event", name="OPENED", type=CHANNEL_PLAYBACK)
+        await asyncio.to_thread(feed_fifo, fifos / "tone.fifo", pcm)
+        await client.expect(lambda ev: playback_data(ev, len(pcm)), timeout=30)
+        await client.expect("playback-stop", timeout=30)
     dump = format_events(client.events, client.stderr)
     assert client.proc.returncode == 0, dump
     got = out.read_bytes()
