@@ -206,7 +206,7 @@ async def test_xspice_playback_validates_the_client(tmp_path: Path, compression:
     got = out.read_bytes()
     assert len(got) == len(pcm), dump
     if compression:
-        print("xspice opus", compare_tones(got, pcm))
+        compare_tones(got, pcm)
     else:
         assert got == pcm
 
@@ -278,7 +278,7 @@ async def test_opus_playback_keeps_the_tones(tmp_path: Path) -> None:
     packets = [ev["n"] for ev in played.client.events if ev.get("event") == "playback-data"]
     assert packets == [AUDIO_FRAME_BYTES] * frames, dump
     assert m.bytes < len(pcm) / 8, m  # Opus, not raw (~128-byte packets against 1920)
-    print("our opus", compare_tones(played.pcm, pcm))
+    compare_tones(played.pcm, pcm)
 
 
 async def test_client_without_opus_gets_raw(tmp_path: Path) -> None:

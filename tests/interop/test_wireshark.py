@@ -202,9 +202,17 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     modes, freqs, channels, volumes, mutes = (values(i) for i in range(5))
     assert modes == {1, 3}, (modes, cap.report())  # RAW and OPUS (playback MODE and record MODE)
     assert freqs == {48000} and channels == {2}, (freqs, channels, cap.report())
-    assert {1000, 2000, 3000, 4000} <= volumes and mutes == {1}, (volumes, mutes, cap.report())
+    # playback MUTE 1; record MUTE 0 goes with its VOLUME (libspice sends MUTE once a volume was set)
+    assert {1000, 2000, 3000, 4000} <= volumes and mutes == {0, 1}, (volumes, mutes, cap.report())
+    info = [row[0] for row in fields("_ws.col.Info")]
+    frames = len(pcm) // 1920
+    assert sum(line.count("Server DATA") for line in info) == 2 * frames, (cap.report(), info)
     malformed = subprocess.run(
         [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed || _ws.expert.severity >= error"],
         capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert malformed.strip() == "", (cap.report(), malformed)
+    ).stdout.splitlines()  # fmt: skip
+    # Wireshark 4.0's dissector opens an 8-byte subtree for the client's RECORD MODE, which is 6 bytes
+    # (u32 time, u16 mode, no data: spice-gtk and libspice agree), so spice-gtk's MODE is "malformed"
+    # and its reassembly loses the client's record DATA that follow; the server's messages are fine
+    wireshark_bug = [line for line in malformed if "Client MODE[Malformed Packet]" in line]
+    assert len(wireshark_bug) <= 2 and len(malformed) == len(wireshark_bug), (cap.report(), malformed)
