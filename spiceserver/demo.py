@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
@@ -320,6 +320,23 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             microphone.stop()
 
 
+class PcmSink(Protocol):
+    """Where the demo writes its sound (``server.add_playback()``, a PlaybackChannel)."""
+
+    def write(self, pcm: bytes) -> None:
+        """S16LE stereo 48 kHz PCM, any length."""
+
+
+class RecordEventLike(Protocol):
+    """What :class:`RecordMeter` reads of a record event (``spiceserver.channels.record.RecordEvent``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
 class RecordMeter:
     """Prints what a client records: a line when it starts and stops, and its level once a second."""
 
@@ -331,7 +348,7 @@ class RecordMeter:
         for level in self.meter.feed(pcm):
             _out(f"record level {level:.1f} dBFS")
 
-    def on_event(self, event: Any) -> None:
+    def on_event(self, event: RecordEventLike) -> None:
         """A client started (``event.kind == "start"``, with its ``mode``) or stopped recording."""
         if event.kind == "start":
             self.meter.reset()
@@ -340,7 +357,7 @@ class RecordMeter:
             _out("record stop")
 
 
-def play_tone_loop(speaker: Any, stop: threading.Event) -> None:
+def play_tone_loop(speaker: PcmSink, stop: threading.Event) -> None:
     """The speaker's thread until ``stop``: the tone loop in real time, 10 ms frames as they fall due."""
     pacer = FramePacer(time.monotonic())
     while not stop.is_set():
@@ -351,7 +368,9 @@ def play_tone_loop(speaker: Any, stop: threading.Event) -> None:
     log.info("speaker: %d frames written, %d skipped after stalls", pacer.next - pacer.skipped, pacer.skipped)
 
 
-def run_av_scene(fb: FramebufferDisplay, desktop: SyntheticDesktop, scene: AvScene, speaker: Any, stop: threading.Event) -> None:
+def run_av_scene(
+    fb: FramebufferDisplay, desktop: SyntheticDesktop, scene: AvScene, speaker: PcmSink | None, stop: threading.Event
+) -> None:
     """The A/V scene's thread until ``stop``: each 10 ms, the audio frames due to ``speaker`` (None:
     no sound) and, every 40 ms, the video frame due to ``fb``, one right after the other (the
     click's frame and the flash frame go in the same iteration). The next picture is painted ahead,

@@ -308,3 +308,33 @@ async def test_demo_no_audio_offers_no_sound_channel() -> None:
     types = {e["type"] for e in events if e.get("event") == "channel-new"}
     assert {1, 2, 3, 4} <= types and not types & {5, 6}, types
     assert "sound:" not in out and "microphone:" not in out
+
+
+@pytest.mark.parametrize("mode", ["raw", "opus"])
+async def test_demo_prints_the_level_a_client_records(tmp_path: Path, mode: str) -> None:
+    """spice-gtk records 2.5 s of a 440 Hz tone at -12 dBFS peak (RMS -15.05 dBFS) into the demo's
+    microphone: the demo prints the start (with the client's mode), a level per second of it
+    (within 0.5 dB raw, 1.5 dB Opus), and the stop when the client leaves."""
+    n = np.arange(int(2.5 * 48000))
+    mono = np.rint(32767 * 10 ** (-12 / 20) * np.sin(2 * np.pi * 440 * n / 48000)).astype("<i2")
+    tone = tmp_path / "tone.raw"
+    tone.write_bytes(np.repeat(mono, 2).tobytes())
+    proc, port = await start_demo("--scene", "static")
+    lines: list[str] = []
+    env = {"SPICE_DISABLE_OPUS": "1"} if mode == "raw" else {}
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("microphone: ") for s in seen))
+        args = ["--port", str(port), "--enable-audio", "--record-in", str(tone), "--expect-channels", "6"]
+        async with controlled_client(*args, timeout=DEMO_DEADLINE, env=env) as client:
+            await client.expect("record-sent", timeout=DEMO_DEADLINE)
+            await read_until(proc, lines, lambda seen: sum(s.startswith("record level ") for s in seen) >= 2)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        await read_until(proc, lines, lambda seen: "record stop" in seen)
+    finally:
+        lines += (await stop(proc)).splitlines()
+    assert f"record start ({mode})" in lines, lines
+    levels = [float(s.split()[2]) for s in lines if s.startswith("record level ")]
+    print(f"demo record level, {mode}: {levels} dBFS")
+    assert len(levels) == 2, lines
+    assert all(abs(v - (-15.05)) <= (0.5 if mode == "raw" else 1.5) for v in levels), levels
+    assert lines.index(f"record start ({mode})") < lines.index("record stop")
