@@ -297,6 +297,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         loop.create_task(asyncio.to_thread(play_tone_loop, speaker, stop))
         if speaker is not None and args.scene != "av" else None
     )  # fmt: skip
+
     async def announce_codecs() -> None:
         # until the numba kernels are compiled, images go as LZ4 or raw (codecs/warmup.py)
         if await asyncio.to_thread(warmup.wait, 600):
@@ -309,6 +310,9 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     finally:
         stop.set()  # the guest stops first: its I/O writes need the device's worker; so do the sound threads
         codecs_task.cancel()
+        writers = [t for t in (sound, task if args.scene == "av" else None) if t is not None]
+        if writers:  # the sound threads see ``stop`` within 10 ms: their last frames go before STOP
+            await asyncio.wait(writers, timeout=2.0)
         for t in (task, sound):
             if t is not None:
                 t.cancel()
