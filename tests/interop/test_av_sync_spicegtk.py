@@ -83,7 +83,8 @@ def flash_onsets(events: list[Event]) -> list[float]:
 
 @dataclass
 class Measurement:
-    delay_ms: int
+    #: the sink's delay (None: playback-get-delay unanswered; offsets are then from the arrival)
+    delay_ms: int | None
     click_offset_ms: int
     codec: str
     audio: str
@@ -98,7 +99,7 @@ class Measurement:
     def report(self) -> str:
         o = self.offsets_ms
         return (
-            f"{self.codec} + {self.audio} audio, D={self.delay_ms} ms, click written {self.click_offset_ms:+d} ms: offset flash - (click + D) "
+            f"{self.codec} + {self.audio} audio, D={'unanswered' if self.delay_ms is None else f'{self.delay_ms} ms'}, click written {self.click_offset_ms:+d} ms: offset flash - (click + D) "
             f"median {self.median:+.1f} ms, min {min(o):+.1f}, max {max(o):+.1f} over {len(o)} flashes "
             f"[{', '.join(f'{v:+.0f}' for v in o)}]; flash after click arrival median "
             f"{statistics.median(self.behind_arrival_ms):.1f} ms"
@@ -117,7 +118,9 @@ def pair(flashes: list[float], clicks: list[float], delay_ms: int) -> tuple[list
     return offsets, behind
 
 
-async def measure(delay_ms: int, click_offset_ms: int = 0, codec: str = "mjpeg", audio: str = "raw") -> Measurement:
+async def measure(delay_ms: int | None, click_offset_ms: int = 0, codec: str = "mjpeg", audio: str = "raw") -> Measurement:
+    """One run of the scene; ``delay_ms`` None: the client leaves ``playback-get-delay`` unanswered
+    (offsets are then from the click's arrival)."""
     proc, port = await start_demo(
         "--scene", "av", "--video-codec", codec, "--av-click-offset-ms", str(click_offset_ms),
         "--playback-compression", "on" if audio == "opus" else "off",
@@ -132,8 +135,8 @@ async def measure(delay_ms: int, click_offset_ms: int = 0, codec: str = "mjpeg",
         x0, y0, x1, y1 = (int(v) for v in m.groups())
         x, y = (x0 + x1) // 2, (y0 + y1) // 2
         args = [
-            "--port", str(port), "--enable-audio", "--audio-delay-ms", str(delay_ms),
-            "--watch-pixel", f"{x},{y}", "--expect-channels", "5", "--wait-display",
+            "--port", str(port), "--enable-audio", "--watch-pixel", f"{x},{y}", "--expect-channels", "5", "--wait-display",
+            *(["--audio-delay-ms", str(delay_ms)] if delay_ms is not None else []),
         ]  # fmt: skip
         env = {"SPICE_DISABLE_OPUS": "1"} if audio == "raw" else {}
         async with controlled_client(*args, timeout=DEMO_DEADLINE, env=env) as client:
@@ -149,7 +152,7 @@ async def measure(delay_ms: int, click_offset_ms: int = 0, codec: str = "mjpeg",
     assert any(ev.get("event") == "playback-get-delay" and ev.get("delay") == delay_ms for ev in events)
     flashes = flash_onsets(events)[WARMUP_FLASHES:]
     clicks = click_arrivals(events)
-    offsets, behind = pair(flashes, clicks, delay_ms)
+    offsets, behind = pair(flashes, clicks, delay_ms or 0)
     assert len(offsets) >= FLASHES - 1, (flashes, clicks)
     result = Measurement(delay_ms, click_offset_ms, codec, audio, offsets, behind)
     print(result.report())
@@ -174,3 +177,12 @@ async def test_control_a_late_click_is_measured_late() -> None:
     """The control: clicks written 200 ms after their flashes give an offset of -200 ms."""
     got = await measure(200, click_offset_ms=200)
     assert abs(got.median + 200) <= BOUND_MS, got.report()
+
+
+async def test_control_unanswered_delay_keeps_the_main_channel_clock() -> None:
+    """The second control: a client whose audio sink never answers ``playback-get-delay`` keeps the
+    clock the main channel gave it (server time - 400 ms, MAIN_INIT; the server sends no
+    MAIN_MULTI_MEDIA_TIME while sound plays), so the flash shows about 400 ms after its click
+    arrives -- the offset a sink of any other delay would be out of sync by."""
+    got = await measure(None)
+    assert abs(statistics.median(got.behind_arrival_ms) - 400) <= BOUND_MS, got.report()
