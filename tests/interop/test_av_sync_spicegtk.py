@@ -16,9 +16,11 @@ How it is measured (one clock: ``gi_client``'s ``t`` of each event):
   the 21st frame, and the first flashes may still be ordinary images).
 
 If the video did not follow the audio clock, the flash would show one main-channel latency
-(400 ms) after it was produced whatever ``D`` is: the two delays below would give offsets about
-300 and 100 ms apart. The control writes each click 200 ms after its flash
-(``--av-click-offset-ms 200``): the measured offset must move by -200 ms.
+(400 ms) after it was produced whatever ``D`` is: the runs below with different ``D`` would give
+offsets hundreds of ms apart. Two controls show the measurement sees a desync: clicks written
+200 ms after their flashes (``--av-click-offset-ms 200``) must measure -200 ms, and a client that
+leaves ``playback-get-delay`` unanswered (its session clock stays the main channel's) must show
+each flash 400 ms after its click arrives.
 
 Runs: raw audio (``SPICE_DISABLE_OPUS=1``: a click is exactly one packet) with MJPEG video (decoded
 and scheduled by spice-gtk itself) for D = 100 and 300 ms; Opus audio with H.264 video (spice-gtk's
