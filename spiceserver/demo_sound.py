@@ -247,7 +247,8 @@ class AvScene:
         flash_frames: video frames the flash lasts.
         click_offset_frames: audio frames the click comes after its flash (0: together; negative:
             before); the control for the measurement.
-        max_behind: as :class:`FramePacer`.
+        max_behind: as :class:`FramePacer`; at most the audio frames the flash lasts, so that the
+            step that writes a click always paints a flash frame, however late it wakes.
     """
 
     def __init__(
@@ -269,6 +270,10 @@ class AvScene:
             raise ValueError(f"period {period_s} s is not a whole number of video frames at {fps} fps")
         if not 1 <= flash_frames < self.period_video:
             raise ValueError(f"flash_frames {flash_frames} out of range")
+        if not 1 <= max_behind <= flash_frames * self.audio_per_video:
+            # a step ends at most max_behind - 1 frames after the click's: its video frame is white
+            raise ValueError(f"max_behind {max_behind} is not in [1, {flash_frames * self.audio_per_video}]: a late "
+                             "step could paint the frame after the flash with the click")
         self.period_audio = self.period_video * self.audio_per_video
         self.flash_frames = flash_frames
         self.click_offset = click_offset_frames % self.period_audio

@@ -206,6 +206,8 @@ def test_av_scene_flash_pattern_and_bad_arguments() -> None:
         AvScene(period_s=1.01)
     with pytest.raises(ValueError):
         AvScene(flash_frames=25)
+    with pytest.raises(ValueError):
+        AvScene(flash_frames=1)  # 4 audio frames of flash, 5 frames per late step
     with pytest.raises(RuntimeError):
         AvScene().step(0.0)
 
@@ -226,7 +228,7 @@ def test_demo_av_thread_hands_each_click_over_with_its_flash() -> None:
         calls.append(("video", min(centre >> 16, (centre >> 8) & 0xFF, centre & 0xFF) > 225))
 
     stop = threading.Event()
-    scene = AvScene(period_s=0.2, flash_frames=1)
+    scene = AvScene(period_s=0.2, flash_frames=2)  # white: video frames 5k, 5k + 1
     fb, speaker = SimpleNamespace(update=update), SimpleNamespace(write=write)
     worker = threading.Thread(target=run_av_scene, args=(fb, desktop, scene, speaker, stop))
     worker.start()
@@ -252,3 +254,19 @@ def test_demo_record_meter_prints_level_and_start_stop(capsys: pytest.CaptureFix
     meter.on_event(SimpleNamespace(kind="stop", mode="opus"))
     out = capsys.readouterr().out.splitlines()
     assert out == ["record start (opus)", f"record level {rms_dbfs(pcm[: 4 * RATE]):.1f} dBFS", "record stop"]
+
+
+def test_av_scene_a_late_step_still_paints_a_flash_with_its_click() -> None:
+    """Wake-ups up to 80 ms late (frames skipped, several written at once): every step that writes
+    a click paints a white frame."""
+    scene = AvScene()
+    rng = random.Random(4)
+    scene.start(0.0)
+    now, clicks = 0.0, 0
+    while now < 30.0:
+        step = scene.step(now)
+        if step.clicks:
+            clicks += 1
+            assert step.video_frame is not None and step.flash, step
+        now = max(now, scene.wake_at()) + rng.choice([0.0, 0.002, 0.015, 0.03, 0.045, 0.08])
+    assert scene.skipped > 0 and clicks >= 20
