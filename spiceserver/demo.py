@@ -233,10 +233,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     width, height = parse_size(args.size)
     loop = asyncio.get_running_loop()
     speaker = None if args.no_audio else server.add_playback()
-    microphone: Any = None
-    if not args.no_audio and hasattr(server, "add_record"):  # TEMP until the record channel lands
-        meter = RecordMeter()
-        microphone = server.add_record(meter.on_data, meter.on_event)
+    meter = RecordMeter()
+    microphone = None if args.no_audio else server.add_record(meter.on_data, meter.on_event)
     if args.screendump:
         path = args.screendump
 
