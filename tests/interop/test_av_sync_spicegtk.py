@@ -45,9 +45,10 @@ pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 FLASHES = 8
 #: flashes ignored at the start of a run (stream start, clock hand-over)
 WARMUP_FLASHES = 2
-#: |median offset| allowed, ms: one video frame at 25 fps. Measured here (2 CPUs, load 6-11, raw
-#: audio, MJPEG): medians +2.4 ms (D = 100 and 300 ms, single flashes -1 .. +42 ms) and -197.1 ms for
-#: the 200 ms late click (-199 .. -194); the test prints each run's figures (``-s``)
+#: |median offset| allowed, ms: one video frame at 25 fps. Measured here (2 CPUs, load 6-11, several
+#: runs): medians +2.4 .. +4.0 ms for MJPEG + raw (D = 100, 300 ms) and H.264 + Opus (D = 200 ms),
+#: single flashes -25 .. +50 ms; -197 .. -198 ms for the 200 ms late click; +402 .. +404 ms from the
+#: click's arrival with the delay unanswered. Each run prints its figures (``pytest -s``)
 BOUND_MS = 40
 #: a click packet: peak above this (the click is -3 dBFS = 23197, the hum -50 dBFS = 103)
 CLICK_PEAK = 8000
