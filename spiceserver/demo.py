@@ -12,6 +12,18 @@ printed on its own line, flushed at once, e.g.::
     key down 0x1e (scancode 1e)
     mouse motion dx=3 dy=-1 dz=0 buttons=0x0
     tablet position x=120 y=48 buttons=0x1 display=0
+
+Sound (``--no-audio`` turns it off): the speaker (``server.add_playback()``) plays a soft 2 s tone
+loop, written in real time in 10 ms frames from a thread (:mod:`spiceserver.demo_sound`); the
+microphone (``server.add_record()``) is opened, and what a client records is metered::
+
+    record start (raw)
+    record level -23.4 dBFS
+    record stop
+
+``--scene av`` is the lip-sync check: a video region on the framebuffer display flashes white
+once a second, and the audio frame written in the same loop iteration holds a click (10 ms of
+1 kHz at -3 dBFS, a soft hum otherwise); a client in sync shows the flash as it plays the click.
 """
 
 from __future__ import annotations
@@ -27,18 +39,24 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
-from .desktop import ARROW_CURSOR, SyntheticDesktop, video_picture
+from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
+from .desktop import ARROW_CURSOR, SyntheticDesktop, av_picture, video_picture
 from .errors import ConfigError
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
 from .reds import SpiceServer
 from .synthetic_guest import SyntheticGuest
 from .worker.cursor_client import CursorShape
 
-__all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet"]
+if TYPE_CHECKING:
+    from .framebuffer import FramebufferDisplay
+
+__all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "PrintingTablet", "RecordMeter", "play_tone_loop", "run_av_scene"]
+
+log = logging.getLogger("spiceserver.demo")
 
 #: Debian's spice-html5 files (package ``spice-html5``)
 DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
@@ -119,16 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve live metrics (Prometheus text) at this HTTP path on the same port(s) "
                         "(default /metrics; 'none' to serve none)")
     p.add_argument("--size", default="1024x768", metavar="WxH", help="display size (default 1024x768)")
-    p.add_argument("--display", choices=["qxl", "framebuffer"], default="qxl",
-                   help="qxl: an emulated QXL device and a synthetic guest driver (default); "
-                   "framebuffer: host-painted numpy frames")
+    p.add_argument("--display", choices=["qxl", "framebuffer"], default=None,
+                   help="qxl: an emulated QXL device and a synthetic guest driver (default, except for "
+                   "--scene av); framebuffer: host-painted numpy frames")
     p.add_argument("--streaming-video", choices=STREAMING_VIDEO_MODES, default="filter",
                    help="which draws may become video streams (QEMU streaming-video; default filter)")
     p.add_argument("--video-codec", default=None, metavar="LIST",
                    help="video codecs for streams, most preferred first, QEMU's spelling "
                         "(e.g. 'spice:mjpeg;gstreamer:h264'); default: every installed one")
-    p.add_argument("--scene", choices=["animated", "static", "video"], default="animated",
-                   help="animated desktop (default) or a deterministic still one")
+    p.add_argument("--scene", choices=["animated", "static", "video", "av"], default="animated",
+                   help="animated desktop (default), a deterministic still one, a video window, or 'av': "
+                   "a video region that flashes white once a second with a click in the sound "
+                   "(framebuffer display)")
+    p.add_argument("--no-audio", action="store_true",
+                   help="no sound: no speaker (tone loop, clicks) and no microphone channel")
+    p.add_argument("--playback-compression", choices=["on", "off"], default="on",
+                   help="Opus sound for clients that can decode it (on, the default) or raw always, "
+                   "as QEMU's playback-compression")
+    p.add_argument("--av-click-offset-ms", type=int, default=0, metavar="MS",
+                   help="--scene av: write each click MS after its flash (a multiple of 10; negative: before); "
+                   "0 (default) writes them together")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
@@ -159,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         server_names=tuple(args.server_name),
         streaming_video=args.streaming_video,
         video_codecs=args.video_codec,
+        playback_compression=args.playback_compression == "on",
     )
 
 
@@ -172,14 +201,40 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def display_of(args: argparse.Namespace) -> str:
+    """The display the arguments ask for (``--scene av`` draws on the framebuffer display)."""
+    if args.scene == "av":
+        if args.display == "qxl":
+            raise ConfigError("--scene av needs --display framebuffer")
+        return "framebuffer"
+    return str(args.display or "qxl")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject option combinations the parser cannot.
+
+    Raises:
+        ConfigError: with the message to print.
+    """
+    parse_size(args.size)
+    display_of(args)
+    if args.av_click_offset_ms % 10:
+        raise ConfigError(f"--av-click-offset-ms {args.av_click_offset_ms} is not a multiple of 10")
+
+
 async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> None:
     args = args or build_parser().parse_args([])
+    check_args(args)
+    display = display_of(args)
     server = SpiceServer(config)
     server.add_keyboard(PrintingKeyboard())
     server.add_mouse(PrintingMouse())
     server.add_tablet(PrintingTablet())
     width, height = parse_size(args.size)
     loop = asyncio.get_running_loop()
+    speaker = None if args.no_audio else server.add_playback()
+    meter = RecordMeter()
+    microphone = None if args.no_audio else server.add_record(meter.on_data, meter.on_event)
     if args.screendump:
         path = args.screendump
 
@@ -188,18 +243,24 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             _out(f"screendump written to {path}")
 
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, dump))
-    if args.display == "framebuffer":
+    stop = threading.Event()
+    if display == "framebuffer":
         fb = server.add_framebuffer_display(width, height)
         desktop = SyntheticDesktop(width, height)
         fb.update(desktop.frame(0.0))
         cw, ch, cpx = ARROW_CURSOR
         fb.set_cursor(CursorShape(unique=1, type=0, width=cw, height=ch, hot_x=0, hot_y=0, data=cpx.tobytes()), width // 2, height // 2)
-        animation: Any = (lambda: _animate(fb, desktop, args.fps, video=args.scene == "video")) if args.scene != "static" else None
+        if args.scene == "av":
+            scene = AvScene(click_offset_frames=args.av_click_offset_ms // 10)
+            animation: Any = lambda: asyncio.to_thread(run_av_scene, fb, desktop, scene, speaker, stop)  # noqa: E731
+        elif args.scene != "static":
+            animation = lambda: _animate(fb, desktop, args.fps, video=args.scene == "video")  # noqa: E731
+        else:
+            animation = None
     else:
         guest = SyntheticGuest(server.add_qxl_device(), width, height)
         guest.setup()
         guest.draw_static()
-        stop = threading.Event()
         video = args.scene == "video"
         animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop, video)) if args.scene != "static" else None
     if args.record:
@@ -219,6 +280,21 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
                 _out(f"web client: {scheme}://{args.host}:{port}/ (spice-html5 from {server.config.web_root})")
             if server.config.metrics_path is not None:
                 _out(f"metrics: {scheme}://{args.host}:{port}{server.config.metrics_path}")
+    if args.scene == "av":
+        x0, y0, x1, y1 = _video_box(desktop)
+        _out(f"av scene: video region {x0},{y0}-{x1},{y1} flashes white once a second"
+             + ("" if speaker is None else f", a click written with each flash ({args.av_click_offset_ms:+d} ms)"))
+    if speaker is not None:
+        speaker.start()
+        if args.scene != "av":
+            _out("sound: a 2 s tone loop (C5 E5 G5 C6) plays on the speaker; --no-audio turns it off")
+    if microphone is not None:
+        microphone.start()
+        _out("microphone: open; the level a client records is printed once a second")
+    sound = (
+        loop.create_task(asyncio.to_thread(play_tone_loop, speaker, stop))
+        if speaker is not None and args.scene != "av" else None
+    )  # fmt: skip
 
     async def announce_codecs() -> None:
         # until the numba kernels are compiled, images go as LZ4 or raw (codecs/warmup.py)
@@ -230,13 +306,108 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
     try:
         await server.serve_forever()
     finally:
-        if args.display == "qxl":
-            stop.set()  # the guest stops first: its I/O writes need the device's worker
+        stop.set()  # the guest stops first: its I/O writes need the device's worker; so do the sound threads
         codecs_task.cancel()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        writers = [t for t in (sound, task if args.scene == "av" else None) if t is not None]
+        if writers:  # the sound threads see ``stop`` within 10 ms: their last frames go before STOP
+            await asyncio.wait(writers, timeout=2.0)
+        for t in (task, sound):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        if speaker is not None:
+            speaker.stop()
+        if microphone is not None:
+            microphone.stop()
+
+
+class PcmSink(Protocol):
+    """Where the demo writes its sound (``server.add_playback()``, a PlaybackChannel)."""
+
+    def write(self, pcm: bytes) -> None:
+        """S16LE stereo 48 kHz PCM, any length."""
+
+
+class RecordEventLike(Protocol):
+    """What :class:`RecordMeter` reads of a record event (``spiceserver.channels.record.RecordEvent``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+
+class RecordMeter:
+    """Prints what a client records: a line when it starts and stops, and its level once a second."""
+
+    def __init__(self) -> None:
+        self.meter = LevelMeter()
+
+    def on_data(self, pcm: bytes) -> None:
+        """Meter the client's PCM (S16LE stereo 48 kHz)."""
+        for level in self.meter.feed(pcm):
+            _out(f"record level {level:.1f} dBFS")
+
+    def on_event(self, event: RecordEventLike) -> None:
+        """A client started (``event.kind == "start"``, with its ``mode``) or stopped recording."""
+        if event.kind == "start":
+            self.meter.reset()
+            _out(f"record start ({event.mode})")
+        else:
+            _out("record stop")
+
+
+def play_tone_loop(speaker: PcmSink, stop: threading.Event) -> None:
+    """The speaker's thread until ``stop``: the tone loop in real time, 10 ms frames as they fall due."""
+    pacer = FramePacer(time.monotonic())
+    while not stop.is_set():
+        frames = pacer.due(time.monotonic())
+        if frames:
+            speaker.write(tone_loop(frames.start * FRAME_SAMPLES, len(frames) * FRAME_SAMPLES))
+        stop.wait(max(0.0, pacer.wake_at() - time.monotonic()))
+    log.info("speaker: %d frames written, %d skipped after stalls", pacer.next - pacer.skipped, pacer.skipped)
+
+
+def run_av_scene(
+    fb: FramebufferDisplay, desktop: SyntheticDesktop, scene: AvScene, speaker: PcmSink | None, stop: threading.Event
+) -> None:
+    """The A/V scene's thread until ``stop``: each 10 ms, the audio frames due to ``speaker`` (None:
+    no sound) and, every 40 ms, the video frame due to ``fb``, one right after the other (the
+    click's frame and the flash frame go in the same iteration). The next picture is painted ahead,
+    while waiting."""
+    x0, y0, x1, y1 = _video_box(desktop)
+    screen = desktop.frame(0.0)
+
+    def picture(v: int) -> Any:
+        return av_picture(x1 - x0, y1 - y0, v / scene.fps, scene.is_flash(v))
+
+    ahead: tuple[int, Any] | None = None
+    scene.start(time.monotonic())
+    while not stop.is_set():
+        step = scene.step(time.monotonic())
+        px = None
+        if step.video_frame is not None:
+            px = ahead[1] if ahead is not None and ahead[0] == step.video_frame else picture(step.video_frame)
+        # the hand-over: audio and video of this instant, back to back
+        if step.pcm and speaker is not None:
+            speaker.write(step.pcm)
+        if px is not None:
+            screen[y0:y1, x0:x1] = px
+            fb.update(screen, [(x0, y0, x1, y1)])
+        following = scene.wake_at()
+        upcoming = _next_video(scene)
+        if upcoming is not None and (ahead is None or ahead[0] != upcoming):
+            ahead = (upcoming, picture(upcoming))
+        stop.wait(max(0.0, following - time.monotonic()))
+    log.info("av scene: %d audio frames written, %d skipped after stalls", scene.next_audio_frame - scene.skipped, scene.skipped)
+
+
+def _next_video(scene: AvScene) -> int | None:
+    """The video frame that falls due with the scene's next audio frame, if one does."""
+    nxt = scene.next_audio_frame
+    return nxt // scene.audio_per_video if nxt % scene.audio_per_video == 0 else None
 
 
 #: frames per second of the video in ``--scene video``
@@ -283,7 +454,7 @@ def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event, video: 
                 guest.video_frame(now - start)
                 next_video += 1.0 / VIDEO_FPS
         except Exception:
-            logging.getLogger("spiceserver.demo").exception("synthetic guest failed")
+            log.exception("synthetic guest failed")
             return
         wake = min(next_step, next_video) if video else next_step
         stop.wait(max(0.0, wake - time.monotonic()))
@@ -321,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        parse_size(args.size)
+        check_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

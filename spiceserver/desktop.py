@@ -12,7 +12,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["SyntheticDesktop", "ARROW_CURSOR", "video_picture"]
+__all__ = ["SyntheticDesktop", "ARROW_CURSOR", "video_picture", "av_picture"]
 
 
 def _rgb(r: int, g: int, b: int) -> int:
@@ -152,3 +152,22 @@ def video_picture(width: int, height: int, t: float) -> np.ndarray:
     out: np.ndarray = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
     return out
 
+
+
+def av_picture(width: int, height: int, t: float, flash: bool) -> np.ndarray:
+    """Frame ``t`` seconds into the A/V scene's video (``--scene av``): a photo-like picture that pans,
+    no brighter than 200 in any channel, or, for a ``flash``, white (245..255, a faint texture that
+    pans too, so that consecutive flash frames differ). (height, width) uint32 0x00RRGGBB."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    x = xx + 40.0 * t
+    y = yy + 15.0 * math.sin(t)
+    if flash:
+        v = np.clip(250 + 5 * np.sin(x / 9.0) * np.cos(y / 7.0), 0, 255).astype(np.uint32)
+        white: np.ndarray = (v << 16) | (v << 8) | v
+        return white
+    r = 100 + 80 * np.sin(x / 23.0) * np.cos(y / 17.0)
+    g = 100 + 70 * np.sin((x + y) / 31.0)
+    b = 110 + 80 * np.cos(np.hypot(x - width / 2, y - height / 2) / 13.0)
+    rgb = [np.clip(c, 0, 200).astype(np.uint32) for c in (r, g, b)]
+    out: np.ndarray = (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+    return out

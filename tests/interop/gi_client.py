@@ -39,12 +39,33 @@ Events (all objects have an ``"event"`` key; ``t`` is seconds since start)
 ``display-mark``     ``id``, ``mark``
 ``display-monitors`` ``id``, ``monitors`` list of {id, surface_id, x, y, width, height}
 ``cursor-set``/``cursor-move``/``cursor-hide``/``cursor-reset``
+``pixel``            ``--watch-pixel X,Y``: ``x``, ``y``, ``rgb`` (0xRRGGBB int) of display 0's
+                     primary at X,Y, emitted at primary-create and whenever an invalidate
+                     covering X,Y changed it (read as the screenshot reads the primary)
+``playback-start``   ``format`` (1 = S16), ``channels``, ``rate`` (PLAYBACK START)
+``playback-data``    one per DATA packet as spice-gtk decoded it: ``n`` PCM bytes (1920 per
+                     10 ms packet, raw or Opus), ``total`` bytes so far, ``packets``, ``peak``
+                     (max |sample| of the packet, S16); ``t`` is the arrival time
+``playback-stop``    ``bytes``, ``packets``, ``sha256`` (of all PCM so far).  NB: spice-gtk
+                     also emits it when the channel is reset (our disconnect), so a session
+                     with one STOP message may show two
+``playback-get-delay`` spice-gtk asked the audio sink for its delay (every 100 packets from
+                     the first): ``delay`` = ``--audio-delay-ms`` answered, or null
+``playback-volume`` / ``record-volume``  ``volume`` list of u16, ``nchannels`` (VOLUME message)
+``playback-mute`` / ``record-mute``      ``mute`` bool (MUTE message)
+``playback-min-latency`` ``min_latency`` ms (PLAYBACK LATENCY; spice-gtk resets it to 200 at START
+                     without notifying)
+``record-start``     ``format``, ``channels``, ``rate`` (RECORD START); ``--record-in`` sending begins
+``record-stop``      RECORD STOP
+``record-sent``      ``--record-in`` fully handed to spice-gtk: ``bytes``; ``stopped`` true if a
+                     RECORD STOP cut it short
 ``ready``            all wait conditions met (see below)
 ``action``           one entry of ``--actions`` performed (``index``, ``op`` ...)
 ``actions-done``     every action performed and the inputs channel flushed
 ``screenshot``       ``--screenshot`` (or a ``screenshot PATH`` command) written (PPM) with
                      ``path``/``width``/``height``, or ``error`` when there is no picture yet
-``done``             ``reason``, ``exit_code``, ``open_channels``, ``invalidates``
+``done``             ``reason``, ``exit_code``, ``open_channels``, ``invalidates``; with
+                     ``--enable-audio`` also ``playback`` {bytes, packets, sha256}, ``record_sent``
 
 Exit codes / done reasons
 -------------------------
@@ -86,6 +107,31 @@ Run sequence
    ``action JSON`` performs one ``--actions`` entry now (an ``action`` event with
    ``index`` -1 follows, with ``error`` if it failed; ``wait*`` ops are refused).
 
+Audio (``--enable-audio``; spice-gtk 0.42 src/channel-playback.c, channel-record.c)
+-----------------------------------------------------------------------------------
+* With the session's ``enable-audio`` set spice-gtk creates the playback and record channels
+  from CHANNELS_LIST (this script connects them like any other channel).  No ``SpiceAudio``
+  backend is created (``spice_audio_get`` is never called, and no agent announces
+  AUDIO_VOLUME_SYNC here), so nothing plays: the channels' signals are consumed directly, which
+  is deterministic and needs no GStreamer sink.  Verified against Xspice (libspice-server):
+  raw playback arrives bit-exact, Opus (``XSPICE_PLAYBACK_COMPRESSION=1``) as 1920-byte PCM per
+  packet with the tone's frequency and RMS.
+* ``--playback-out FILE`` appends every ``playback-data`` PCM buffer (S16LE stereo) to FILE.
+* ``--audio-delay-ms D`` answers ``playback-get-delay`` with ``PlaybackChannel.set_delay(D)``:
+  a model audio sink with a fixed delay of D ms.  spice-gtk's GStreamer backend answers the
+  same signal with its pipeline's min latency (``spice-gstaudio.c``), and ``set_delay`` sets the
+  session mm-time to ``last packet time - D``, the clock the display channel schedules video
+  frames by (A/V sync).  Without the option the signal is not answered (as with no backend).
+* ``--record-in FILE``: on ``record-start``, FILE (raw S16LE stereo 48 kHz; a multiple of 1920
+  bytes, spice-gtk keeps a partial frame until it is completed) goes to
+  ``RecordChannel.send_data`` (time 0, as the gst backend) in 1920-byte (10 ms) chunks paced by
+  the clock from a 10 ms GLib timeout; then ``record-sent``.  spice-gtk frames it into
+  480-sample MODE/START_MARK/DATA messages and picks raw or Opus itself: Opus when the server has
+  RECORD_CAP_OPUS, unless ``SPICE_DISABLE_OPUS=1`` is in its environment (which also drops the
+  client's PLAYBACK_CAP_OPUS, so the server must send raw playback).
+* ``--watch-pixel X,Y``: ``pixel`` events time a picture change by the same clock (``t``) as
+  ``playback-data``, so a click in the audio (``peak``) and a flash on screen can be compared.
+
 spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
 -----------------------------------------------------------------------------
 * GI methods on ``SpiceClientGLib.InputsChannel`` (the non-deprecated 0.35+ API):
@@ -123,7 +169,9 @@ spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
 """
 
 import argparse
+import array
 import ctypes
+import hashlib
 import importlib
 import json
 import os
@@ -161,6 +209,12 @@ CHANNEL_MAIN = 1
 CHANNEL_DISPLAY = 2
 CHANNEL_INPUTS = 3
 CHANNEL_CURSOR = 4
+CHANNEL_PLAYBACK = 5
+CHANNEL_RECORD = 6
+
+#: record chunk: 10 ms of S16LE stereo 48 kHz (480 frames x 4 bytes)
+RECORD_CHUNK = 1920
+RECORD_CHUNK_MS = 10
 
 MOUSE_MODES = {"server": 1, "client": 2}
 
@@ -244,6 +298,18 @@ def parse_args(argv):
         "list them (e.g. display:1), once CHANNELS_LIST arrived; tests CHANNEL_NOT_AVAILABLE",
     )
     p.add_argument("--enable-audio", action="store_true", help="let spice-gtk create playback/record")
+    p.add_argument("--playback-out", help="append every decoded playback-data PCM (raw S16LE) to this file")
+    p.add_argument(
+        "--record-in",
+        help="on record-start, send this raw S16LE stereo 48 kHz file with RecordChannel.send_data, "
+        "paced in real time (10 ms chunks)",
+    )
+    p.add_argument(
+        "--audio-delay-ms",
+        type=int,
+        help="answer playback-get-delay with PlaybackChannel.set_delay(D) (a sink of fixed delay D ms)",
+    )
+    p.add_argument("--watch-pixel", help="X,Y: emit 'pixel' each time display 0's pixel at X,Y changes")
     p.add_argument("--read-only", action="store_true", help="session read-only (no inputs sent)")
     p.add_argument("--timeout", type=float, default=10.0, help="overall deadline in seconds")
     p.add_argument("--expect-channels", type=int, default=1, help="wait until N channels are OPENED")
@@ -275,6 +341,15 @@ def parse_args(argv):
         p.error("--actions must be a JSON list of objects")
     if args.port is None and args.tls_port is None and args.unix_path is None:
         p.error("need --port, --tls-port or --unix-path")
+    args.watch_xy = None
+    if args.watch_pixel:
+        try:
+            x, y = (int(v) for v in args.watch_pixel.split(","))
+        except ValueError:
+            p.error("--watch-pixel wants X,Y")
+        args.watch_xy = (x, y)
+    if (args.playback_out or args.record_in or args.audio_delay_ms is not None) and not args.enable_audio:
+        p.error("--playback-out/--record-in/--audio-delay-ms need --enable-audio")
     return args
 
 
@@ -284,6 +359,152 @@ def csv(value):
 
 def set_bits(test, limit=32):
     return [i for i in range(limit) if test(i)]
+
+
+class Audio:
+    """Playback/record consumers of ``--enable-audio`` (no SpiceAudio backend: the signals directly)."""
+
+    def __init__(self, client, args):
+        self.client = client
+        self.args = args
+        self.playback_bytes = 0
+        self.playback_packets = 0
+        self.playback_hash = hashlib.sha256()
+        self.playback_out = open(args.playback_out, "wb") if args.playback_out else None  # noqa: SIM115
+        self.record_data = b""
+        if args.record_in:
+            with open(args.record_in, "rb") as fh:
+                self.record_data = fh.read()
+        # spice-gtk copies what send_data gets synchronously; the buffer stays alive anyway
+        self.record_buf = ctypes.create_string_buffer(self.record_data, max(len(self.record_data), 1))
+        self.record_sent = 0
+        self.record_timer = 0
+        self.record_t0 = 0.0
+        self.record_channel = None
+
+    def emit(self, event, **fields):
+        self.client.emit(event, **fields)
+
+    @staticmethod
+    def read_volume(channel):
+        """The channel's ``volume`` property (a guint16 array of ``nchannels``; GI hands the pointer as int)."""
+        ptr, n = channel.props.volume, channel.props.nchannels
+        if not ptr or n <= 0:
+            return []
+        vol = array.array("H", ctypes.string_at(ptr, 2 * n))
+        return list(vol)
+
+    def hook_common(self, channel, prefix):
+        def volume(ch, _pspec):
+            self.emit(prefix + "-volume", volume=self.read_volume(ch), nchannels=ch.props.nchannels)
+
+        def mute(ch, _pspec):
+            self.emit(prefix + "-mute", mute=bool(ch.props.mute))
+
+        GObject.Object.connect(channel, "notify::volume", volume)
+        GObject.Object.connect(channel, "notify::mute", mute)
+
+    # --------------------------------------------------------------- playback
+    def hook_playback(self, channel):
+        self.hook_common(channel, "playback")
+
+        def start(_ch, fmt, channels, rate):
+            self.emit("playback-start", format=fmt, channels=channels, rate=rate)
+
+        def data(_ch, ptr, size):
+            pcm = ctypes.string_at(ptr, size) if ptr and size > 0 else b""
+            self.playback_bytes += len(pcm)
+            self.playback_packets += 1
+            self.playback_hash.update(pcm)
+            if self.playback_out is not None:
+                self.playback_out.write(pcm)
+            samples = array.array("h", pcm[: len(pcm) // 2 * 2])
+            if sys.byteorder != "little":
+                samples.byteswap()
+            peak = max(max(samples, default=0), -min(samples, default=0))
+            self.emit("playback-data", n=len(pcm), total=self.playback_bytes, packets=self.playback_packets, peak=peak)
+
+        def stop(_ch):
+            if self.playback_out is not None:
+                self.playback_out.flush()
+            self.emit("playback-stop", **self.playback_summary())
+
+        def get_delay(ch):
+            delay = self.args.audio_delay_ms
+            if delay is not None:
+                ch.set_delay(delay)  # spice_playback_channel_set_delay: session mm-time = last_time - delay
+            self.emit("playback-get-delay", delay=delay)
+
+        def min_latency(ch, _pspec):
+            self.emit("playback-min-latency", min_latency=ch.props.min_latency)
+
+        GObject.Object.connect(channel, "playback-start", start)
+        GObject.Object.connect(channel, "playback-data", data)
+        GObject.Object.connect(channel, "playback-stop", stop)
+        GObject.Object.connect(channel, "playback-get-delay", get_delay)
+        GObject.Object.connect(channel, "notify::min-latency", min_latency)
+
+    def playback_summary(self):
+        return {
+            "bytes": self.playback_bytes,
+            "packets": self.playback_packets,
+            "sha256": self.playback_hash.hexdigest(),
+        }
+
+    # ----------------------------------------------------------------- record
+    def hook_record(self, channel):
+        self.hook_common(channel, "record")
+        self.record_channel = channel
+
+        def start(ch, fmt, channels, rate):
+            self.emit("record-start", format=fmt, channels=channels, rate=rate)
+            if self.record_data:
+                self.start_sending()
+
+        def stop(_ch):
+            self.emit("record-stop")
+            if self.record_timer:
+                GLib.source_remove(self.record_timer)
+                self.record_timer = 0
+                self.emit("record-sent", bytes=self.record_sent, stopped=True)
+
+        GObject.Object.connect(channel, "record-start", start)
+        GObject.Object.connect(channel, "record-stop", stop)
+
+    def start_sending(self):
+        """Send ``--record-in`` from the start in 10 ms chunks, paced by the clock (not by timer ticks:
+        a late tick sends every chunk that is due)."""
+        if self.record_timer:
+            GLib.source_remove(self.record_timer)
+        self.record_sent = 0
+        self.record_t0 = time.monotonic()
+        self.send_due()
+        if self.record_sent < len(self.record_data):
+            self.record_timer = GLib.timeout_add(RECORD_CHUNK_MS, self.send_due)
+
+    def send_due(self):
+        total = len(self.record_data)
+        chunks = int((time.monotonic() - self.record_t0) * 1000 / RECORD_CHUNK_MS) + 1
+        due = min(total, chunks * RECORD_CHUNK)
+        base = ctypes.addressof(self.record_buf)
+        while self.record_sent < due and not self.client.finished:
+            n = min(RECORD_CHUNK, due - self.record_sent)
+            # spice_record_channel_send_data(data, bytes, time): time 0 as spice-gtk's gst backend
+            self.record_channel.send_data(base + self.record_sent, n, 0)
+            self.record_sent += n
+        if self.record_sent >= total:
+            self.record_timer = 0
+            self.emit("record-sent", bytes=self.record_sent, stopped=False)
+            return False
+        return not self.client.finished
+
+    def summary(self):
+        if not self.args.enable_audio:
+            return {}
+        if self.playback_out is not None:
+            self.playback_out.close()
+            self.playback_out = None
+        return {"playback": self.playback_summary(), "record_sent": self.record_sent}
 
 
 class Client:
@@ -309,6 +530,8 @@ class Client:
         self.final_id = 0
         self.extras_started = False
         self.control_buf = b""
+        self.audio = Audio(self, args)
+        self.pixel = None  # last --watch-pixel value seen
 
     # ------------------------------------------------------------------ output
     def emit(self, event, **fields):
@@ -410,6 +633,10 @@ class Client:
             self.hook_display(channel)
         elif ctype == CHANNEL_CURSOR:
             self.hook_cursor(channel)
+        elif ctype == CHANNEL_PLAYBACK:
+            self.audio.hook_playback(channel)
+        elif ctype == CHANNEL_RECORD:
+            self.audio.hook_record(channel)
         if info["channel"] in self.skip:
             self.emit("channel-skipped", **info)
             return
@@ -539,6 +766,8 @@ class Client:
         def primary_create(_ch, fmt, width, height, stride, _shmid, imgdata):
             self.primary[did] = (fmt, width, height, stride, imgdata)
             self.emit("display-primary-create", id=did, format=fmt, width=width, height=height, stride=stride)
+            if did == 0:
+                self.check_pixel()
             self.check_ready()
 
         def primary_destroy(_ch):
@@ -549,6 +778,10 @@ class Client:
             self.invalidates += 1
             if self.invalidates <= self.args.max_invalidates:
                 self.emit("display-invalidate", id=did, x=x, y=y, w=w, h=h)
+            if did == 0 and self.args.watch_xy is not None:
+                px, py = self.args.watch_xy
+                if x <= px < x + w and y <= py < y + h:
+                    self.check_pixel()
             if did not in self.drawn:
                 self.drawn.add(did)
                 self.check_ready()
@@ -588,6 +821,20 @@ class Client:
         GObject.Object.connect(channel, "cursor-move", cursor_move)
         GObject.Object.connect(channel, "cursor-hide", lambda _ch: self.emit("cursor-hide"))
         GObject.Object.connect(channel, "cursor-reset", lambda _ch: self.emit("cursor-reset"))
+
+    def check_pixel(self):
+        """``--watch-pixel``: read display 0's primary at (x, y) as the screenshot does; emit on change."""
+        if self.args.watch_xy is None or 0 not in self.primary:
+            return
+        x, y = self.args.watch_xy
+        _fmt, width, height, stride, ptr = self.primary[0]
+        if not ptr or not (0 <= x < width and 0 <= y < height):
+            return
+        b, g, r = ctypes.string_at(ptr + y * stride + x * 4, 3)  # B, G, R, X in memory
+        rgb = (r << 16) | (g << 8) | b
+        if rgb != self.pixel:
+            self.pixel = rgb
+            self.emit("pixel", x=x, y=y, rgb=rgb)
 
     def write_screenshot(self, path):
         prim = self.primary.get(0)
@@ -854,6 +1101,7 @@ class Client:
             "open_channels": sorted([list(k) for k in self.open]),
             "invalidates": self.invalidates,
         }
+        self.done_payload.update(self.audio.summary())
         self.done_payload.update(extra)
         if self.deadline_id:
             GLib.source_remove(self.deadline_id)

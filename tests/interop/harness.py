@@ -13,6 +13,10 @@ back as JSON lines.  Nothing here imports ``gi``.
   QEMU's x509 dir layout (``ca-cert.pem``, ``server-cert.pem``, ``server-key.pem``).
 * :func:`find_events` / :func:`first_event` / :func:`format_events`.
 * :func:`read_ppm` -- a client screenshot as (h, w) uint32 0x00RRGGBB.
+* Audio (S16LE interleaved stereo, 48 kHz, the SPICE playback/record format):
+  :func:`tone_sequence` (a test signal of 100 ms-aligned tone segments), :func:`write_paced` (feed
+  PCM to a sink in real time from a thread), :func:`window_spectra` (dominant frequency and RMS per
+  window), :func:`pcm_lag` (delay of a decoded stream against the written one, by correlation).
 
 A test that needs the client to have *shown* something starts it with ``--control`` and waits for
 the thing itself -- :meth:`GiClient.wait_picture` (screenshots until a predicate holds), an event
@@ -357,6 +361,81 @@ def same_picture(want: np.ndarray) -> Callable[[np.ndarray], bool]:
     """A :meth:`GiClient.wait_picture` predicate: the picture equals ``want`` (masked to 0xFFFFFF)."""
     target = want & 0xFFFFFF
     return lambda shown: shown.shape == target.shape and bool(np.array_equal(shown, target))
+
+
+# --------------------------------------------------------------------------- audio
+
+AUDIO_RATE = 48000
+#: one 10 ms SPICE audio frame: 480 stereo S16 samples
+AUDIO_FRAME_BYTES = 1920
+
+
+def tone_sequence(segments: Sequence[tuple[float, float, float]], rate: int = AUDIO_RATE) -> bytes:
+    """S16LE stereo PCM: for each ``(frequency Hz, amplitude 0..1, seconds)`` a sine (phase
+    continuous across segments) on the left and the same at half amplitude on the right;
+    frequency 0 is silence. Segment lengths are rounded to whole samples."""
+    parts = []
+    phase = 0.0
+    for freq, amp, seconds in segments:
+        n = round(seconds * rate)
+        ph = phase + 2 * np.pi * freq * np.arange(n) / rate
+        phase = float((phase + 2 * np.pi * freq * n / rate) % (2 * np.pi))
+        left = amp * 32767 * np.sin(ph)
+        parts.append(np.stack([left, left / 2], axis=1))
+    pcm = np.concatenate(parts) if parts else np.zeros((0, 2))
+    return bytes(np.round(pcm).astype("<i2").tobytes())
+
+
+def write_paced(
+    write: Callable[[bytes], object], pcm: bytes, chunk: int = AUDIO_FRAME_BYTES, rate: int = AUDIO_RATE
+) -> None:
+    """Call ``write`` with ``chunk``-byte pieces of ``pcm`` in real time (blocking; run it in a
+    thread): piece k goes out when the clock reaches its start time, so a late wake-up sends
+    every piece that is due at once instead of drifting."""
+    t0 = time.monotonic()
+    bytes_per_second = rate * 4
+    for off in range(0, len(pcm), chunk):
+        delay = t0 + off / bytes_per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        write(pcm[off : off + chunk])
+
+
+def pcm_channels(pcm: bytes) -> np.ndarray:
+    """S16LE interleaved stereo as an (n, 2) float array."""
+    return np.frombuffer(pcm[: len(pcm) // 4 * 4], dtype="<i2").reshape(-1, 2).astype(np.float64)
+
+
+def pcm_lag(got: bytes, want: bytes, max_lag: int = 4800, span: int = 9600) -> int:
+    """Samples by which ``got`` is delayed against ``want`` (0..max_lag), by cross-correlation of
+    the left channel over ``span`` samples of ``want`` (it should start with a non-periodic part,
+    e.g. a tone change, for the answer to be unique)."""
+    g, w = pcm_channels(got)[:, 0], pcm_channels(want)[:, 0]
+    w = w[:span]
+    g = g[: span + max_lag]
+    if len(w) == 0 or len(g) < len(w):
+        return 0
+    corr = np.correlate(g, w, mode="valid")
+    return int(np.argmax(corr[: max_lag + 1]))
+
+
+def window_spectra(
+    pcm: bytes, window: int = 4800, rate: int = AUDIO_RATE, channel: int = 0
+) -> list[tuple[float, float]]:
+    """Per ``window``-sample window of one channel: (dominant frequency Hz, RMS dBFS), Hann-windowed
+    FFT (bin width rate / window: 10 Hz for 100 ms); a silent window gives (0, -inf)."""
+    x = pcm_channels(pcm)[:, channel]
+    hann = np.hanning(window)
+    out: list[tuple[float, float]] = []
+    for start in range(0, len(x) - window + 1, window):
+        w = x[start : start + window]
+        rms = float(np.sqrt(np.mean(w * w)))
+        if rms == 0:
+            out.append((0.0, float("-inf")))
+            continue
+        spec = np.abs(np.fft.rfft(w * hann))
+        out.append((float(np.argmax(spec)) * rate / window, 20 * float(np.log10(rms / 32768))))
+    return out
 
 
 def format_events(events: Sequence[Event], stderr: str = "") -> str:

@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.interop.harness import controlled_client, format_events, run_gi_client, same_picture
@@ -247,3 +248,93 @@ async def test_demo_video_scene_is_streamed_to_spice_gtk(tmp_path: Path, codec: 
     assert len(data) >= 10, data
     malformed = tshark_fields(pcap, port, "_ws.malformed || _ws.expert.severity >= error", "frame.number", "_ws.col.Info")
     assert malformed == [], malformed
+
+
+def _dominant(window: np.ndarray) -> float:
+    """The strongest frequency of a 48 kHz window, to 1 Hz (zero-padded to 1 s)."""
+    spec = np.abs(np.fft.rfft(window * np.hanning(len(window)), n=48000))
+    return float(np.argmax(spec))
+
+
+@pytest.mark.parametrize("mode", ["raw", "opus"])
+async def test_demo_plays_its_tone_loop_to_spice_gtk(tmp_path: Path, mode: str) -> None:
+    """The demo's speaker reaches spice-gtk: 3 s of ``playback-data`` whose 100 ms windows each have
+    one of the loop's notes as their strongest frequency (within 5 Hz), every note several times, at the loop's level (RMS of a -18 dBFS sine, -21 dBFS, within 1.5 dB)."""
+    from spiceserver.demo_sound import LOOP_LEVEL_DBFS, LOOP_NOTES, rms_dbfs
+
+    out = tmp_path / "playback.raw"
+    # raw: the server's --playback-compression off (spice-gtk still has the OPUS cap)
+    proc, port = await start_demo("--scene", "static", "--playback-compression", "off" if mode == "raw" else "on")
+    lines: list[str] = []
+    want = 3 * 48000 * 4
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("sound: ") for s in seen))
+        args = ["--port", str(port), "--enable-audio", "--playback-out", str(out), "--expect-channels", "5"]
+        async with controlled_client(*args, timeout=DEMO_DEADLINE) as client:
+            started = await client.expect("playback-start", timeout=DEMO_DEADLINE)
+            await client.expect(lambda ev: ev.get("event") == "playback-data" and int(ev["total"]) >= want, timeout=DEMO_DEADLINE)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await stop(proc)
+    assert (started["channels"], started["rate"]) == (2, 48000)
+    opened = [e for e in client.events if e.get("event") == "channel-event" and e.get("name") == "OPENED" and e.get("type") == 5]
+    assert opened, format_events(client.events)
+    pcm = out.read_bytes()[:want]
+    left = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2)[:, 0].astype(np.float64)
+    seen: dict[float, int] = {}
+    worst = 0.0
+    for k in range(0, len(left) - 4800 + 1, 4800):
+        window = left[k : k + 4800]
+        hz = _dominant(window)
+        note = min(LOOP_NOTES, key=lambda n: abs(n - hz))
+        assert abs(note - hz) <= 5.0, (k, hz)
+        worst = max(worst, abs(note - hz))
+        seen[note] = seen.get(note, 0) + 1
+    level = rms_dbfs(pcm)
+    print(f"demo tone loop, {mode}: windows per note {seen}, largest deviation {worst:.1f} Hz, level {level:.2f} dBFS")
+    assert all(seen.get(n, 0) >= 3 for n in LOOP_NOTES), seen
+    assert abs(level - (LOOP_LEVEL_DBFS - 3.0)) <= 1.5, (mode, level)
+
+
+async def test_demo_no_audio_offers_no_sound_channel() -> None:
+    """``demo --no-audio``: spice-gtk, with audio enabled, gets neither a playback nor a record
+    channel in the list (the demo without it offers playback: the test above)."""
+    proc, port = await start_demo("--no-audio", "--scene", "static")
+    try:
+        code, events, err = await run_gi_client("--port", str(port), "--enable-audio", "--expect-channels", "4", timeout=30)
+    finally:
+        out = await stop(proc)
+    assert code == 0, format_events(events, err)
+    types = {e["type"] for e in events if e.get("event") == "channel-new"}
+    assert {1, 2, 3, 4} <= types and not types & {5, 6}, types
+    assert "sound:" not in out and "microphone:" not in out
+
+
+@pytest.mark.parametrize("mode", ["raw", "opus"])
+async def test_demo_prints_the_level_a_client_records(tmp_path: Path, mode: str) -> None:
+    """spice-gtk records 2.5 s of a 440 Hz tone at -12 dBFS peak (RMS -15.05 dBFS) into the demo's
+    microphone: the demo prints the start (with the client's mode), a level per second of it
+    (within 0.5 dB raw, 1.5 dB Opus), and the stop when the client leaves."""
+    n = np.arange(int(2.5 * 48000))
+    mono = np.rint(32767 * 10 ** (-12 / 20) * np.sin(2 * np.pi * 440 * n / 48000)).astype("<i2")
+    tone = tmp_path / "tone.raw"
+    tone.write_bytes(np.repeat(mono, 2).tobytes())
+    proc, port = await start_demo("--scene", "static")
+    lines: list[str] = []
+    env = {"SPICE_DISABLE_OPUS": "1"} if mode == "raw" else {}
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("microphone: ") for s in seen))
+        args = ["--port", str(port), "--enable-audio", "--record-in", str(tone), "--expect-channels", "6"]
+        async with controlled_client(*args, timeout=DEMO_DEADLINE, env=env) as client:
+            await client.expect("record-sent", timeout=DEMO_DEADLINE)
+            await read_until(proc, lines, lambda seen: sum(s.startswith("record level ") for s in seen) >= 2)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        await read_until(proc, lines, lambda seen: "record stop" in seen)
+    finally:
+        lines += (await stop(proc)).splitlines()
+    assert f"record start ({mode})" in lines, lines
+    levels = [float(s.split()[2]) for s in lines if s.startswith("record level ")]
+    print(f"demo record level, {mode}: {levels} dBFS")
+    assert len(levels) == 2, lines
+    assert all(abs(v - (-15.05)) <= (0.5 if mode == "raw" else 1.5) for v in levels), levels
+    assert lines.index(f"record start ({mode})") < lines.index("record stop")

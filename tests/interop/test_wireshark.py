@@ -134,3 +134,85 @@ async def test_demo_capture_shows_the_image_types_of_each_mode(tmp_path: Path, m
         [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed"], capture_output=True, text=True, check=True
     ).stdout
     assert malformed.strip() == "", (cap.report(), malformed)
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (Debian package tshark)")
+async def test_sound_capture_decodes(tmp_path: Path) -> None:
+    """Two spice-gtk sessions in one capture -- Opus (playback and record) and SPICE_DISABLE_OPUS
+    (raw both ways) -- with volume and mute: Wireshark decodes MODE/START/VOLUME/MUTE fields and
+    finds no malformed message."""
+    from spiceserver.codecs.opus import opus_available
+    from tests.interop.harness import tone_sequence, write_paced
+    from tests.interop.test_sound_spicegtk import add_record
+
+    if not opus_available():
+        pytest.skip("Opus needs PyAV")
+    pcm = tone_sequence([(440.0, 0.5, 0.2), (1000.0, 0.25, 0.1)])
+    src = tmp_path / "mic.raw"
+    src.write_bytes(pcm)
+    r = await start_server(playback_compression=True)
+    speaker = r.server.add_playback()
+    received = bytearray()
+    try:
+        mic = add_record(r.server, received.extend)
+    except BaseException:
+        await r.server.close()
+        raise
+    speaker.set_volume((1000, 2000))
+    speaker.set_mute(True)
+    mic.set_volume((3000, 4000))
+    port = r.server.port_of()
+    pcap = tmp_path / "sound.pcap"
+    try:
+        async with loopback_capture(pcap, port) as cap:
+            for env in ({}, {"SPICE_DISABLE_OPUS": "1"}):
+                received.clear()
+                async with controlled_client("--port", str(port), "--enable-audio", "--record-in", str(src), timeout=60, env=env) as client:
+                    await client.expect("channel-event", name="OPENED", type=5)
+                    await client.expect("channel-event", name="OPENED", type=6)
+                    await client.expect("playback-mute", mute=True)
+                    speaker.start()
+                    await asyncio.to_thread(write_paced, speaker.write, pcm)
+                    speaker.stop()
+                    await client.expect("playback-stop")
+                    mic.start()
+                    await client.expect("record-sent", bytes=len(pcm), timeout=30)
+                    deadline = asyncio.get_running_loop().time() + 30
+                    while len(received) < len(pcm) and asyncio.get_running_loop().time() < deadline:
+                        await asyncio.sleep(0.02)  # the host's buffer; the deadline bounds a failure only
+                    mic.stop()
+                    await client.expect("record-stop")
+                assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+                assert len(received) == len(pcm), (env, len(received))
+    finally:
+        await r.server.close()
+
+    def fields(*names: str) -> list[list[str]]:
+        argv = [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "spice", "-T", "fields"]
+        for name in names:
+            argv += ["-e", name]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    rows = fields("spice.audio_mode", "spice.audio_frequency", "spice.audio_channels", "spice.audio_volume", "spice.audio_mute")
+
+    def values(col: int) -> set[int]:
+        return {int(v) for row in rows for v in row[col].split(",") if v}
+
+    modes, freqs, channels, volumes, mutes = (values(i) for i in range(5))
+    assert modes == {1, 3}, (modes, cap.report())  # RAW and OPUS (playback MODE and record MODE)
+    assert freqs == {48000} and channels == {2}, (freqs, channels, cap.report())
+    # playback MUTE 1; record MUTE 0 goes with its VOLUME (libspice sends MUTE once a volume was set)
+    assert {1000, 2000, 3000, 4000} <= volumes and mutes == {0, 1}, (volumes, mutes, cap.report())
+    info = [row[0] for row in fields("_ws.col.Info")]
+    frames = len(pcm) // 1920
+    assert sum(line.count("Server DATA") for line in info) == 2 * frames, (cap.report(), info)
+    malformed = subprocess.run(
+        [TSHARK or "tshark", "-r", str(pcap), "-d", f"tcp.port=={port},spice", "-Y", "_ws.malformed || _ws.expert.severity >= error"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    # Wireshark 4.0's dissector opens an 8-byte subtree for the client's RECORD MODE, which is 6 bytes
+    # (u32 time, u16 mode, no data: spice-gtk and libspice agree), so spice-gtk's MODE is "malformed"
+    # and its reassembly loses the client's record DATA that follow; the server's messages are fine
+    wireshark_bug = [line for line in malformed if "Client MODE[Malformed Packet]" in line]
+    assert len(wireshark_bug) <= 2 and len(malformed) == len(wireshark_bug), (cap.report(), malformed)
