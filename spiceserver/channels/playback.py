@@ -283,7 +283,7 @@ class PlaybackChannel(LoopChannel):
         the clock's lock held, from any thread: the work is posted to the loop."""
 
         def apply() -> None:
-            if self._owns_clock:
+            if self._owns_clock and ms != self._latency_ms:  # encoders repeat themselves; clients only store it
                 self._latency_ms = ms
                 self._each(lambda st: st.set_latency(ms))
 
