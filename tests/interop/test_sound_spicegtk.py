@@ -45,6 +45,7 @@ from tests.interop.harness import (
     window_spectra,
     write_paced,
 )
+from tests.support.certs import TestCA
 from tests.support.xspice import XORG_CONF
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
@@ -221,15 +222,28 @@ class Played:
     metrics: Any
 
 
-async def play_to_spicegtk(tmp_path: Path, pcm: bytes, *, compression: bool, env: Mapping[str, str] | None = None) -> Played:
+async def play_to_spicegtk(
+    tmp_path: Path,
+    pcm: bytes,
+    *,
+    compression: bool,
+    env: Mapping[str, str] | None = None,
+    tls: TestCA | None = None,
+) -> Played:
     """Our server plays ``pcm`` (paced in real time by a host thread) to spice-gtk; returns what the
-    client decoded and the server's playback metrics taken while it was linked."""
-    r = await start_server(playback_compression=compression)
+    client decoded and the server's playback metrics taken while it was linked. The client answers
+    ``playback-get-delay`` as a 40 ms sink (``--audio-delay-ms``)."""
+    if tls is not None:
+        r = await start_server(port=None, tls_port=0, x509_dir=str(tls.dir), playback_compression=compression)
+        where = ["--tls-port", str(r.server.port_of(secure=True)), "--ca-file", str(tls.ca_cert), "--tls-only"]
+    else:
+        r = await start_server(playback_compression=compression)
+        where = ["--port", str(r.server.port_of())]
     speaker = r.server.add_playback()
     out = tmp_path / "played.raw"
     try:
         async with controlled_client(
-            "--port", str(r.server.port_of()), "--enable-audio", "--playback-out", str(out), timeout=60, env=env
+            *where, "--enable-audio", "--playback-out", str(out), "--audio-delay-ms", "40", timeout=60, env=env
         ) as client:  # fmt: skip
             await client.expect("channel-event", name="OPENED", type=CHANNEL_PLAYBACK)
             speaker.start()
@@ -243,6 +257,9 @@ async def play_to_spicegtk(tmp_path: Path, pcm: bytes, *, compression: bool, env
     dump = format_events(client.events, client.stderr)
     assert client.proc.returncode == 0, dump
     assert spice_warnings(client) == [], dump
+    # spice-gtk asks its sink for the delay at packets 1, 101, ... (channel-playback.c)
+    delays = [ev["delay"] for ev in client.events if ev.get("event") == "playback-get-delay"]
+    assert delays == [40] * -(-len(pcm) // AUDIO_FRAME_BYTES // 100), dump
     return Played(client, out.read_bytes(), metrics)
 
 
@@ -258,9 +275,10 @@ def sound_metrics(metrics: Any, channel: str) -> Any:
     raise AssertionError(f"no {channel} in {metrics}")
 
 
-async def test_raw_playback_byte_for_byte(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_raw_playback_byte_for_byte(tmp_path: Path, tls: bool, test_ca: TestCA) -> None:
     pcm = tones()
-    played = await play_to_spicegtk(tmp_path, pcm, compression=False)
+    played = await play_to_spicegtk(tmp_path, pcm, compression=False, tls=test_ca if tls else None)
     dump = format_events(played.client.events, played.client.stderr)
     assert played.pcm == pcm, dump
     packets = [ev["n"] for ev in played.client.events if ev.get("event") == "playback-data"]
@@ -311,6 +329,45 @@ def add_record(server: Any, on_data: Any, on_event: Any = None) -> Any:
     return server.register_channel(RecordChannel, on_data, on_event)
 
 
+class HostMic:
+    """The host's record callbacks: collects the PCM and the events; :meth:`wait_bytes` /
+    :meth:`wait_event` wait for them (callbacks may run on any thread)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.data = bytearray()
+        self.events: list[Any] = []
+        self._changed = asyncio.Condition()
+
+    def on_data(self, pcm: bytes) -> None:
+        self.data += pcm
+        self.loop.call_soon_threadsafe(self._notify)
+
+    def on_event(self, ev: Any) -> None:
+        self.events.append(ev)
+        self.loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        self.loop.create_task(notify())
+
+    async def _until(self, done: Any, timeout: float) -> None:
+        async def waiter() -> None:
+            async with self._changed:
+                await self._changed.wait_for(done)
+
+        await asyncio.wait_for(waiter(), timeout)
+
+    async def wait_bytes(self, n: int, timeout: float = 30.0) -> None:
+        await self._until(lambda: len(self.data) >= n, timeout)
+
+    async def wait_event(self, kind: str, timeout: float = 30.0) -> None:
+        await self._until(lambda: any(e.kind == kind for e in self.events), timeout)
+
+
 async def record_metrics(r: Running, mic: Any) -> Any:
     """The record channel's SoundMetrics: from ``server.metrics().sound``, else the channel's own."""
     for m in getattr(await r.server.metrics(), "sound", ()):
@@ -330,10 +387,9 @@ async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
     src = tmp_path / "mic.raw"
     src.write_bytes(pcm)
     r = await start_server()
-    received = bytearray()
-    events: list[Any] = []
+    host = HostMic()
     try:
-        mic = add_record(r.server, received.extend, events.append)
+        mic = add_record(r.server, host.on_data, host.on_event)
     except BaseException:
         await r.server.close()
         raise
@@ -346,17 +402,17 @@ async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
             mic.start()
             await client.expect("record-start", format=1, channels=2, rate=48000)
             await client.expect("record-sent", bytes=len(pcm), timeout=30)
-            deadline = asyncio.get_running_loop().time() + 30
-            while len(received) < len(pcm) and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.02)  # polls the host's buffer: the deadline only bounds a failure
+            await host.wait_bytes(len(pcm))
             metrics = await record_metrics(r, mic)
             mic.stop()
             await client.expect("record-stop")
+        await host.wait_event("stop")  # the client's stream ended with its disconnect
     finally:
         await r.server.close()
     dump = format_events(client.events, client.stderr)
-    assert client.proc.returncode == 0, dump
-    assert [(e.kind, e.mode) for e in events][:1] == [("start", mode)], events
+    assert client.proc.returncode == 0 and spice_warnings(client) == [], dump
+    assert [(e.kind, e.mode) for e in host.events] == [("start", mode), ("stop", mode)], host.events
+    received = host.data
     frames = len(pcm) // AUDIO_FRAME_BYTES
     assert (metrics.frames, metrics.dropped, metrics.clients) == (frames, 0, (mode,)), metrics
     assert len(received) == len(pcm), (len(received), len(pcm))
