@@ -378,7 +378,10 @@ async def record_metrics(r: Running, mic: Any) -> Any:
 
 @pytest.mark.parametrize("mode", ["raw", "opus"])
 async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
-    """spice-gtk sends a tone file (its own choice of raw or Opus); the host callback gets it."""
+    """spice-gtk sends a tone file (its own choice of raw or Opus); the host callback gets it.
+
+    The host opens the microphone before the client links (RECORD_START on connect), then closes
+    and reopens it: the second stream (MODE and START_MARK again) arrives as well."""
     from spiceserver.codecs.opus import opus_available
 
     if mode == "opus" and not opus_available():
@@ -394,34 +397,45 @@ async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
         await r.server.close()
         raise
     env = {"SPICE_DISABLE_OPUS": "1"} if mode == "raw" else {}
+    mic.start()
     try:
         async with controlled_client(
             "--port", str(r.server.port_of()), "--enable-audio", "--record-in", str(src), timeout=60, env=env
         ) as client:  # fmt: skip
-            await client.expect("channel-event", name="OPENED", type=CHANNEL_RECORD)
-            mic.start()
             await client.expect("record-start", format=1, channels=2, rate=48000)
             await client.expect("record-sent", bytes=len(pcm), timeout=30)
             await host.wait_bytes(len(pcm))
+            first = bytes(host.data)
             metrics = await record_metrics(r, mic)
             mic.stop()
             await client.expect("record-stop")
+            mic.start()
+            await client.expect(lambda ev: ev.get("event") == "record-start" and nth(client, ev) == 2)
+            await client.expect(lambda ev: ev.get("event") == "record-sent" and nth(client, ev) == 2, timeout=30)
+            await host.wait_bytes(2 * len(pcm))
+            second = bytes(host.data[len(first) :])
         await host.wait_event("stop")  # the client's stream ended with its disconnect
     finally:
         await r.server.close()
     dump = format_events(client.events, client.stderr)
     assert client.proc.returncode == 0 and spice_warnings(client) == [], dump
-    assert [(e.kind, e.mode) for e in host.events] == [("start", mode), ("stop", mode)], host.events
-    received = host.data
+    assert [(e.kind, e.mode) for e in host.events] == [("start", mode), ("stop", mode)] * 2, host.events
     frames = len(pcm) // AUDIO_FRAME_BYTES
     assert (metrics.frames, metrics.dropped, metrics.clients) == (frames, 0, (mode,)), metrics
-    assert len(received) == len(pcm), (len(received), len(pcm))
+    assert len(first) == len(second) == len(pcm), (len(first), len(second), len(pcm))
     if mode == "raw":
-        assert bytes(received) == pcm
+        assert first == pcm and second == pcm
         assert metrics.bytes == len(pcm), metrics
     else:
         assert metrics.bytes < len(pcm) / 4, metrics
-        compare_tones(bytes(received), pcm)
+        compare_tones(first, pcm)
+        compare_tones(second, pcm)
+
+
+def nth(client: GiClient, ev: Event) -> int:
+    """1 + how many events of ``ev``'s name came before it."""
+    same = [e for e in client.events if e.get("event") == ev.get("event")]
+    return next(i for i, e in enumerate(same, 1) if e is ev)
 
 
 # --------------------------------------------------------------------------- volume and mute
