@@ -478,7 +478,8 @@ async def test_volume_and_mute_reach_both_channels(tmp_path: Path) -> None:
             await later("record-mute", mute=False)
     finally:
         await r.server.close()
-    assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    dump = format_events(client.events, client.stderr)
+    assert client.proc.returncode == 0 and spice_warnings(client) == [], dump
 
 
 # --------------------------------------------------------------------------- joining and switching
