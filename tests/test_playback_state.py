@@ -132,9 +132,11 @@ def test_data_carries_the_frame_or_the_encoded_packet() -> None:
     s.frame(frame(1), 100)
     assert s.next_message(0) == P.PlaybackData(time=100, data=b"opus1")
     assert encoded == [frame(1)]
-    s.set_compression(False)  # MODE again, then raw frames
+    s.set_compression(False)  # mid-stream: STOP, MODE, START, then raw frames
     s.frame(frame(2), 110)
+    assert s.next_message(5) == P.PlaybackStop()
     assert s.next_message(5) == P.PlaybackMode(time=5, mode=AudioDataMode.RAW)
+    assert s.next_message(5) == P.PlaybackStart(channels=2, format=1, frequency=48000, time=5)
     assert s.next_message(5) == P.PlaybackData(time=110, data=frame(2))
     s.set_compression(False)
     assert not s.pending()

@@ -43,7 +43,8 @@ it. Other bytes on the connection (pings, acks) are counted too, so the offsets 
 *Mode.* Opus when the server's ``playback_compression`` is on, the client has the OPUS capability
 and an encoder is available (``encode`` given); raw otherwise (libspice falls back to raw when the
 encoder cannot be created). :meth:`~PlaybackClientState.set_compression` at run time sends MODE
-again if the mode changes. DATA carries the 1920-byte frame (raw) or ``encode(frame)``, one Opus
+again if the mode changes; during a stream it sends STOP, MODE, START (a departure from libspice,
+which sends MODE alone: spice-gtk makes its decoder at START, so it could not play the new mode). DATA carries the 1920-byte frame (raw) or ``encode(frame)``, one Opus
 packet (opus): frames are encoded when they go out, so a dropped frame costs no encoding; the
 callback must therefore keep the encoder's state across calls and skip nothing itself. An
 exception from it propagates: libspice closes the client when encoding fails.
@@ -156,6 +157,7 @@ class PlaybackClientState:
             self.command |= Command.VOLUME | Command.MUTE
         elif mute is not None:
             self.command |= Command.MUTE
+        self._restart = False  # STOP before the next MODE: the stream restarts in the new mode
         self._queue: deque[tuple[bytes, int]] = deque()  # frames not yet handed out
         self._out: deque[int | None] = deque()  # end offsets of DATA handed out (None: not taken yet)
         self._unmarked = 0  # DATA handed out since the last taken()
@@ -229,11 +231,16 @@ class PlaybackClientState:
         return True
 
     def set_compression(self, on: bool) -> None:
-        """The server's ``playback_compression`` changed; MODE goes out again if the mode changes."""
+        """The server's ``playback_compression`` changed; MODE goes out again if the mode changes.
+
+        In the middle of a stream the client is told STOP, MODE, START (libspice sends MODE alone,
+        and spice-gtk, which creates its decoder at START, then has none for the new mode)."""
         mode = desired_mode(on, PlaybackCap.OPUS in self.caps, self._encode is not None, self.frequency)
         if mode != self.mode:
             self.mode = mode
             self.command |= Command.MODE
+            if self.active and self.client_active:
+                self._restart = True
 
     def migrate(self) -> None:
         """Send SPICE_MSG_MIGRATE in its turn (``snd_channel_send_migrate``)."""
@@ -256,6 +263,8 @@ class PlaybackClientState:
         return self._ready() != 0
 
     def _ready(self) -> Command:
+        if self._restart:
+            return Command.CTRL
         cmd = self.command
         if self._queue and self.client_active:  # frames queued before a pending STOP go first
             cmd |= Command.PCM
@@ -265,6 +274,11 @@ class PlaybackClientState:
 
     def next_message(self, now_mm: int) -> Message | None:
         """The next message in libspice's order, or None; ``now_mm`` stamps MODE and START."""
+        if self._restart:
+            self._restart = False
+            self.client_active = False
+            self._set_ctrl()  # START after the MODE
+            return PlaybackStop()
         ready = self._ready()
         if PlaybackCap.VOLUME not in self.caps:  # never sent to this client: forget them
             self.command &= ~(Command.VOLUME | Command.MUTE)
