@@ -528,11 +528,14 @@ async def test_compression_switch_mid_stream(tmp_path: Path, switch: str) -> Non
     if not opus_available():
         pytest.skip("Opus needs PyAV")
     first = switch == "opus-to-raw"
-    pcm = tone_sequence([(440.0, 0.5, 0.3)])
+    pcm = tone_sequence([(440.0, 0.5, 0.3), (1000.0, 0.3, 0.2)])
     r = await start_server(playback_compression=first)
     speaker = r.server.add_playback()
+    out = tmp_path / "played.raw"
     try:
-        async with controlled_client("--port", str(r.server.port_of()), "--enable-audio", timeout=60) as client:
+        async with controlled_client(
+            "--port", str(r.server.port_of()), "--enable-audio", "--playback-out", str(out), timeout=60
+        ) as client:  # fmt: skip
             await client.expect("channel-event", name="OPENED", type=CHANNEL_PLAYBACK)
             speaker.start()
             await asyncio.to_thread(write_paced, speaker.write, pcm)
@@ -550,3 +553,7 @@ async def test_compression_switch_mid_stream(tmp_path: Path, switch: str) -> Non
     assert metrics.clients == ("raw" if first else "opus",), metrics
     assert spice_warnings(client) == [], dump
     assert stop["bytes"] == 2 * len(pcm), dump
+    got = out.read_bytes()
+    raw_part, opus_part = (got[len(pcm) :], got[: len(pcm)]) if first else (got[: len(pcm)], got[len(pcm) :])
+    assert raw_part == pcm, dump
+    compare_tones(opus_part, pcm)
