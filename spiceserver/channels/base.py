@@ -43,6 +43,7 @@ from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
 from ..proto.messages.base import SERVER, Message
 from ..transport import READ_CHUNK, LoopGate, MessageCuts, Reader, Transport, Writer
+from .host_agent import HostAgent
 from .registry import ChannelRegistry
 from .session import Session, SessionTable
 
@@ -74,6 +75,7 @@ class ServerContext:
         open_channels: connected channel clients per channel name.
         start_time: the monotonic time the server was created at.
         clock: the multimedia clock (counts from ``start_time``).
+        host_agent: the agent duties the host answers itself (:mod:`spiceserver.channels.host_agent`).
     """
 
     config: ServerConfig
@@ -90,10 +92,12 @@ class ServerContext:
     open_channels: Counter[str] = field(default_factory=Counter)
     start_time: float = field(default_factory=time.monotonic)
     clock: MediaClock = field(init=False)
+    host_agent: HostAgent = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = ChannelRegistry(self.gate.run)
         self.clock = MediaClock(time.monotonic, self.start_time)
+        self.host_agent = HostAgent(self.gate.run)
 
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``): ``clock.now()``."""

@@ -8,9 +8,18 @@ The channel object owns the server-wide state a client session starts from: the 
 or client; client mode needs a tablet with a single display, or the guest agent) and whether a guest
 agent is attached. A main link opens a new session (replacing the current client, as libspice);
 when the main channel of a session closes, every channel of the session is closed.
-The agent data path (AGENT_DATA, tokens) arrives with the char-device work; here the agent's presence
-is announced (AGENT_CONNECTED[_TOKENS] / AGENT_DISCONNECTED, INIT's agent_connected), AGENT_START and
-AGENT_TOKEN are accounted, and AGENT_DATA is dropped with a debug log.
+The client sees an agent (AGENT_CONNECTED[_TOKENS] / AGENT_DISCONNECTED, INIT's agent_connected) when a
+guest agent is attached or, failing that, when the host answers agent duties itself
+(:mod:`spiceserver.channels.host_agent`); when one replaces the other, or the host agent's capabilities
+change, the client is told the agent went and came back, so it starts over with the new one. Agent mouse
+mode still needs a guest agent. The client's AGENT_DATA costs one of the tokens the server granted
+(``AGENT_TOKENS`` in INIT / AGENT_CONNECTED_TOKENS; AGENT_DATA beyond them is a protocol error, as
+libspice's "token violation") and they go back in AGENT_TOKEN batches of ``AGENT_TOKENS_BATCH`` once
+consumed (libspice ``REDS_TOKENS_TO_SEND``); pieces sent before AGENT_START are dropped uncounted. With
+the host agent the pieces feed the session's :class:`~spiceserver.channels.host_agent.HostAgentClient`
+(a malformed stream closes the main channel, hence the session, as libspice's ``mcc->shutdown()``); its
+answers go out as AGENT_DATA within the tokens the client gave (AGENT_START, AGENT_TOKEN). The guest
+agent's data path arrives with the char-device work: until then its pieces are dropped.
 The channel listens to the multimedia clock (:mod:`spiceserver.mmtime`): when a stream raises its
 latency every client gets MULTI_MEDIA_TIME (``reds_send_mm_time``).
 """
@@ -22,21 +31,27 @@ import logging
 import time
 from typing import Protocol, runtime_checkable
 
+from ..errors import ProtocolError
 from ..mmtime import ClockUpdate
 from ..proto.channel import ChannelConnection, PongReceived
 from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, NotifyVisibility
 from ..proto.messages import main as m
 from ..proto.messages.base import Notify
+from ..proto.vdagent import AgentMessage, split_message
 from .base import Channel, ChannelClient, Link, LoopChannel, ServerContext
+from .host_agent import HostAgentClient
 from .inputs import InputsChannel
 from .session import Session
 
-__all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "NET_TEST_BYTES"]
+__all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "AGENT_TOKENS_BATCH", "NET_TEST_BYTES"]
 
 log = logging.getLogger("spiceserver")
 
 AGENT_TOKENS = 10  # REDS_AGENT_WINDOW_SIZE
+AGENT_TOKENS_BATCH = 5  # REDS_TOKENS_TO_SEND
+#: server -> client agent pieces held while the client gives no tokens; more are dropped (logged)
+MAX_PENDING_AGENT_PIECES = 256
 NET_TEST_BYTES = 250 * 1024
 LOW_BANDWIDTH_BPS = 10 * 1024 * 1024  # below this the client is "low bandwidth"
 
@@ -129,7 +144,10 @@ class MainChannel(LoopChannel):
         self.inputs = inputs
         self._mode = MouseMode.SERVER
         self._agent_attached = False
+        # the agent the clients see: None, "guest", or the host agent's announced caps
+        self._agent: object = ctx.host_agent.announced_caps
         inputs.on_pointer_change.append(self.update_mouse_mode)
+        ctx.host_agent.subscribe(lambda caps: self._agent_changed())
         ctx.registry.subscribe(self._channel_added)
         ctx.clock.add_listener(self._clock_changed)
 
@@ -219,13 +237,39 @@ class MainChannel(LoopChannel):
         """A guest agent is present."""
         return self._agent_attached
 
+    @property
+    def agent_present(self) -> bool:
+        """The clients see an agent: a guest agent, or the host agent with at least one duty."""
+        return self._agent is not None
+
+    @property
+    def host_agent_serving(self) -> bool:
+        """The clients' agent streams go to the host agent (it is active and no guest agent is attached)."""
+        return self._agent is not None and self._agent != "guest"
+
     def set_agent_attached(self, attached: bool) -> None:
-        """The agent came or went (event loop): tell the clients, re-evaluate the mouse modes."""
+        """The guest agent came or went (event loop): tell the clients, re-evaluate the mouse modes."""
         if attached == self._agent_attached:
             return
         self._agent_attached = attached
-        self.broadcast(lambda cc: cc.send_agent_state(attached))
+        self._agent_changed()
         self.update_mouse_mode()
+
+    def _agent_changed(self) -> None:
+        """The agent the clients should see (event loop): when it is another one, the clients are
+        told the old one went and the new one came (the client starts its agent session over)."""
+        new: object = "guest" if self._agent_attached else self.ctx.host_agent.announced_caps
+        old, self._agent = self._agent, new
+        if new == old:
+            return
+
+        def tell(cc: MainChannelClient) -> None:
+            if old is not None:
+                cc.send_agent_state(False)
+            if new is not None:
+                cc.send_agent_state(True)
+
+        self.broadcast(tell)
 
 
 class MainChannelClient(ChannelClient):
@@ -253,7 +297,11 @@ class MainChannelClient(ChannelClient):
         self.net_test = NetTest()
         self.attached = False
         self.agent_started = False
-        self.agent_tokens = 0
+        self.agent_tokens = 0  # AGENT_DATA the client lets the server send (AGENT_START, AGENT_TOKEN)
+        self.client_tokens = AGENT_TOKENS  # AGENT_DATA the client may still send
+        self._tokens_consumed = 0  # consumed pieces not yet given back
+        self.host_agent: HostAgentClient | None = None
+        self._agent_out: list[bytes] = []  # pieces waiting for the client's tokens
         self._next_ping: float | None = None
         self._init_sent = False
 
@@ -267,7 +315,7 @@ class MainChannelClient(ChannelClient):
                 display_channels_hint=main.ctx.registry.count(ChannelType.DISPLAY),
                 supported_mouse_modes=main.supported_mouse_modes,
                 current_mouse_mode=main.mouse_mode,
-                agent_connected=int(main.agent_attached),
+                agent_connected=int(main.agent_present),
                 agent_tokens=AGENT_TOKENS,
                 multi_media_time=main.ctx.clock.init_time(),
                 ram_hint=0,
@@ -312,20 +360,60 @@ class MainChannelClient(ChannelClient):
         if not attached:
             self.conn.send(m.AgentDisconnected(error_code=0))
             self.agent_started = False  # the client must send AGENT_START again
+            self.host_agent = None
+            self._agent_out.clear()
         elif self.has_channel_cap(MainCap.AGENT_CONNECTED_TOKENS):
             self.conn.send(m.AgentConnectedTokens(num_tokens=AGENT_TOKENS))
+            self.client_tokens, self._tokens_consumed = AGENT_TOKENS, 0  # the client's count restarts too
         else:
             self.conn.send(m.AgentConnected())
 
     def _on_agent_start(self, msg: m.AgentStart, now: float) -> None:
         self.agent_started = True
         self.agent_tokens = msg.num_tokens
+        if self.main.host_agent_serving:
+            self.host_agent = self.main.ctx.host_agent.client(self.log)
 
-    def _on_agent_data(self, msg: m.ClientAgentData, now: float) -> None:
-        self.log.debug("agent data (%d bytes) dropped: no agent is connected", len(msg.data))
+    async def _on_agent_data(self, msg: m.ClientAgentData, now: float) -> None:
+        if not self.agent_started:  # sent before the client heard the agent went: dropped, as libspice
+            self.log.debug("agent data (%d bytes) dropped: the agent session is not started", len(msg.data))
+            return
+        if self.client_tokens == 0:
+            raise ProtocolError("agent data beyond the granted tokens")
+        self.client_tokens -= 1
+        try:
+            if self.host_agent is not None:
+                await self.host_agent.feed(msg.data)
+                self.send_agent_messages(self.host_agent.take_messages())
+            else:
+                self.log.debug("agent data (%d bytes) dropped: no host agent, and no guest agent data path yet", len(msg.data))
+        finally:
+            self._tokens_consumed += 1
+            if self._tokens_consumed >= AGENT_TOKENS_BATCH:
+                self.conn.send(m.AgentToken(num_tokens=self._tokens_consumed))
+                self.client_tokens += self._tokens_consumed
+                self._tokens_consumed = 0
+
+    def send_agent_messages(self, msgs: list[AgentMessage]) -> None:
+        """Send agent messages to the client as AGENT_DATA pieces, within the tokens it gave."""
+        for msg in msgs:
+            pieces = split_message(msg)
+            if len(self._agent_out) + len(pieces) > MAX_PENDING_AGENT_PIECES:
+                self.log.warning("agent message type %d dropped: the client gives no agent tokens", msg.type)
+                continue
+            self._agent_out.extend(pieces)
+        self._flush_agent_out()
+
+    def _flush_agent_out(self) -> None:
+        n = min(len(self._agent_out), self.agent_tokens)
+        for piece in self._agent_out[:n]:
+            self.conn.send(m.AgentData(data=piece))
+        del self._agent_out[:n]
+        self.agent_tokens -= n
 
     def _on_agent_token(self, msg: m.ClientAgentToken, now: float) -> None:
         self.agent_tokens = min(self.agent_tokens + msg.num_tokens, 0xFFFFFFFF)
+        self._flush_agent_out()
 
     def _on_client_info(self, msg: m.ClientInfo, now: float) -> None:
         self.log.debug("client cache size %d", msg.cache_size)

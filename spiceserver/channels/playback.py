@@ -56,6 +56,7 @@ from ..proto.messages.playback import PlaybackData
 from ..transport import unsent_bytes
 from .audio_frames import FRAME_BYTES, PcmFramer
 from .base import ChannelClient, Link, LoopChannel, ServerContext
+from .host_agent import ClientVolumeHandler, add_client_volume_handler
 from .playback_state import Encoder, PlaybackClientState
 
 if TYPE_CHECKING:
@@ -177,6 +178,12 @@ class PlaybackChannel(LoopChannel):
         with self._lock:
             self._mute = bool(mute)
             self.ctx.gate.run(lambda: self._each(lambda st: st.set_mute(bool(mute))))
+
+    def on_client_volume(self, callback: ClientVolumeHandler) -> Callable[[], None]:
+        """Call ``callback(ClientVolume)`` when a client tells its own playback volume and mute
+        (VD_AGENT_AUDIO_VOLUME_SYNC, answered by the host agent while no guest agent is attached;
+        sync or async, on the event loop). Returns a function that removes the callback."""
+        return add_client_volume_handler(self.ctx.host_agent, True, callback)
 
     def set_compression(self, on: bool) -> None:
         """Change ``playback_compression`` at run time; clients whose mode changes get MODE again."""

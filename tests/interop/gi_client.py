@@ -25,6 +25,9 @@ Events (all objects have an ``"event"`` key; ``t`` is seconds since start)
 ``channel-destroy``  spice-gtk dropped the channel object
 ``mouse-mode``       main channel ``mouse-mode`` property: ``mode`` 1 server / 2 client
 ``agent``            main channel agent state: ``connected`` (bool), ``caps0``
+``audio-backend``    ``--audio-backend``: ``type`` of the SpiceAudio that ``spice_audio_get`` made
+                     (SpiceGstaudio; its playback volume is read from the element named
+                     ``audiosink`` of the pipeline, which ``SPICE_GST_AUDIOSINK`` may replace)
 ``session-name``     session ``name`` property (server's MAIN NAME message)
 ``session-uuid``     session ``uuid`` (MAIN UUID message) as a canonical string
 ``inputs-open``      the inputs channel is OPENED (actions may start)
@@ -323,6 +326,11 @@ def parse_args(argv):
         help="read commands on stdin ('screenshot PATH', 'action JSON', 'finish'); stay connected until 'finish' "
         "instead of lingering --linger-ms",
     )
+    p.add_argument(
+        "--audio-backend",
+        action="store_true",
+        help="create spice-gtk's audio backend (SpiceClientGLib.Audio.get) as an application would",
+    )
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
     args = p.parse_args(argv)
     try:
@@ -572,6 +580,9 @@ class Client:
             s.props.secure_channels = secure
         s.props.enable_audio = bool(a.enable_audio)
         s.props.read_only = bool(a.read_only)
+        if a.audio_backend:
+            self.audio_backend = Spice.Audio.get(s, None)
+            self.emit("audio-backend", type=type(self.audio_backend).__name__ if self.audio_backend else None)
         GObject.Object.connect(s, "channel-new", self.on_channel_new)
         GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
         GObject.Object.connect(s, "disconnected", self.on_session_disconnected)
