@@ -351,3 +351,16 @@ def test_invariants_under_any_sequence(ops: list[str], caps: set[PlaybackCap], a
     # stamps of DATA never go backwards (frames are sent in order)
     times = [m.time for m in sent if isinstance(m, P.PlaybackData)]
     assert times == sorted(times)
+
+
+def test_a_stop_while_a_mode_restart_is_pending_drops_what_is_queued() -> None:
+    """Found by the invariant test: compression changes mid-stream, then the host stops before the
+    restart went out; the queued frame (old mode) must not stay queued forever."""
+    s = PlaybackClientState(ALL, encode=lambda b: b"o")
+    s.start()
+    drain(s)
+    s.frame(frame(1), 1)
+    s.set_compression(False)
+    s.stop()
+    assert kinds(drain(s)) == ["Stop", "Mode"]
+    assert s.queued == 0 and not s.pending()

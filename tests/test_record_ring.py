@@ -107,3 +107,12 @@ def test_ring_is_a_bounded_fifo(size: int, ops: list[tuple[str, int]], odd: int)
         assert len(r._buf) == size * SAMPLE_BYTES
     assert r.lost == lost
     assert reports == (1 if lost else 0)
+
+
+def test_unprimed_ring_hands_out_at_once() -> None:
+    r = RecordRing(size=16, prime=False)
+    assert r.read(10) == b""
+    r.put(samples(0, 1))
+    assert r.read(10) == samples(0, 1)
+    r.put(samples(1, 20))
+    assert r.lost == 4 and r.read(100) == samples(5, 16)

@@ -277,6 +277,8 @@ class PlaybackClientState:
         if self._restart:
             self._restart = False
             self.client_active = False
+            if not self.active:  # the host stopped meanwhile: nothing is left to play
+                self._queue.clear()
             self._set_ctrl()  # START after the MODE
             return PlaybackStop()
         ready = self._ready()

@@ -17,7 +17,9 @@ Rules (libspice's, but for the clipping below):
 * :meth:`RecordRing.read` returns nothing until half the ring was filled since the last
   :meth:`~RecordRing.reset` (``write_pos < RECORD_SAMPLES_SIZE / 2``: 4096 samples, 85 ms), then
   whatever is unread, up to ``max_frames``. Counting from the reset, as libspice, means that once
-  primed the ring hands out even short bursts.
+  primed the ring hands out even short bursts. ``RecordRing(prime=False)`` skips that wait: the
+  record channel pushes PCM to a host callback, which wants it at once (see
+  :mod:`spiceserver.channels.record`); libspice's cushion is for a host that polls.
 * Memory is bounded at 32 KiB whatever the input rate. A trailing partial stereo sample (a length
   not a multiple of 4) is kept until completed, so no byte is misaligned.
 """
@@ -36,16 +38,19 @@ class RecordRing:
     """A bounded ring of S16LE stereo samples between the record client and the host.
 
     Args:
-        size: samples the ring holds (libspice: 8192); ``read`` waits for half of it at first.
+        size: samples the ring holds (libspice: 8192).
+        prime: ``read`` waits until half of the ring was filled since the reset (libspice); false:
+            it hands out whatever is unread at once.
 
     Raises:
         ValueError: ``size`` is below 2.
     """
 
-    def __init__(self, size: int = RECORD_SAMPLES_SIZE) -> None:
+    def __init__(self, size: int = RECORD_SAMPLES_SIZE, *, prime: bool = True) -> None:
         if size < 2:
             raise ValueError("the ring holds at least 2 samples")
         self.size = size
+        self._prime_at = size // 2 if prime else 0
         self._buf = bytearray(size * SAMPLE_BYTES)
         self._partial = bytearray()  # < SAMPLE_BYTES bytes of an incomplete sample
         #: samples ever put since the reset (libspice ``write_pos``)
@@ -113,8 +118,9 @@ class RecordRing:
         return was
 
     def read(self, max_frames: int) -> bytes:
-        """Up to ``max_frames`` unread samples as bytes, oldest first; empty until the ring was half filled."""
-        if max_frames <= 0 or self.write_pos < self.size // 2:
+        """Up to ``max_frames`` unread samples as bytes, oldest first; empty until the ring was half
+        filled (unless built with ``prime=False``)."""
+        if max_frames <= 0 or self.write_pos < self._prime_at:
             return b""
         n = min(self.available, max_frames)
         pos = self.read_pos % self.size
