@@ -10,13 +10,16 @@ Import :class:`SpiceServer` and :class:`ServerConfig`, register devices, and run
 from __future__ import annotations
 
 from .channels.base import Channel
+from .channels.host_agent import ClientVolume
+from .channels.playback import PlaybackChannel
+from .channels.record import RecordChannel, RecordEvent
 from .channels.session import Session
 from .config import ChannelSecurity, ServerConfig
 from .errors import ConfigError, GuestError, LinkError, NotSupportedError, ProtocolError, SpiceError
 from .events import ChannelEvent, ChannelInfo, ClientInfo
 from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet, spice_to_local_buttons
-from .metrics import DisplayMetrics, Metrics
+from .metrics import DisplayMetrics, Metrics, SoundMetrics
 from .proto.enums import KeyboardModifiers, MouseButtonMask, MouseMode
 from .qxl import QXLDevice, QXLDeviceConfig
 from .reds import SpiceServer
@@ -31,6 +34,11 @@ __all__ = [
     "QXLDevice",
     "QXLDeviceConfig",
     "DisplayMetrics",
+    "SoundMetrics",
+    "PlaybackChannel",
+    "RecordChannel",
+    "RecordEvent",
+    "ClientVolume",
     "KeyboardModifiers",
     "MouseButtonMask",
     "MouseMode",

@@ -34,6 +34,7 @@ from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, 
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
 from .channels.playback import PlaybackChannel
+from .channels.record import RecordChannel, RecordEvent
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
@@ -139,6 +140,10 @@ class SpiceServer:
     def add_playback(self, channel_id: int = 0) -> PlaybackChannel:
         """The guest's speakers: a PLAYBACK channel to start, write PCM to, stop (:class:`PlaybackChannel`)."""
         return self.register_channel(PlaybackChannel, channel_id)
+
+    def add_record(self, on_data: Callable[[bytes], object], on_event: Callable[[RecordEvent], object] | None = None, channel_id: int = 0) -> RecordChannel:
+        """The client's microphone: a RECORD channel whose decoded PCM goes to ``on_data`` (:class:`RecordChannel`)."""
+        return self.register_channel(RecordChannel, on_data, on_event, channel_id)
 
     # --- displays (any thread) ------------------------------------------------------------------
 

@@ -204,8 +204,8 @@ async def test_raw_pcm_byte_exact_with_events(running: Running, host_class: type
 
 
 async def until_stats(mic: RecordChannel, pred: Callable[[SoundMetrics], bool]) -> SoundMetrics:
-    await until(lambda: pred(mic.stats()))
-    return mic.stats()
+    await until(lambda: pred(mic.sound_metrics()))
+    return mic.sound_metrics()
 
 
 async def test_data_before_mode_is_raw_and_a_leaving_client_stops_after_its_data(running: Running) -> None:
@@ -258,7 +258,7 @@ async def test_opus_packets_decode_to_the_tone(running: Running, host_class: typ
     peak = np.argmax(spectrum) * 48000 / len(left)
     assert abs(peak - 1000.0) < 48000 / len(left) * 1.5
     assert host.events == [RecordEvent("start", "opus", s.session_id)]
-    st = mic.stats()
+    st = mic.sound_metrics()
     assert st.frames == 50 and st.bytes == sum(map(len, packets)) and st.clients == ("opus",)
 
 
@@ -372,7 +372,7 @@ async def test_slow_async_callback_overflows_the_ring_logged_once_per_episode(ru
     pcm = bytes(host.pcm)
     numbers = np.frombuffer(pcm, "<u4")
     assert pcm.endswith(data[-RECORD_SAMPLES_SIZE * 4 :]) and bool(np.all(np.diff(numbers) > 0))
-    assert mic.lost_samples * 4 + len(pcm) == len(data) and mic.stats().dropped == mic.lost_samples // 480 > 0
+    assert mic.lost_samples * 4 + len(pcm) == len(data) and mic.sound_metrics().dropped == mic.lost_samples // 480 > 0
     assert caplog.text.count("slower than real time") == 1
     # a second episode is logged again
     host.gate.clear()
@@ -400,7 +400,7 @@ async def test_a_flood_faster_than_real_time_keeps_memory_bounded(running: Runni
         for i in range(n):
             rec.conn.send(rm.RecordData(time=i, data=chunk))
             await rec.flush()
-        await until(lambda: mic.stats().bytes == (n + 1) * len(chunk), timeout=60)
+        await until(lambda: mic.sound_metrics().bytes == (n + 1) * len(chunk), timeout=60)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -421,3 +421,34 @@ async def test_server_close_cancels_a_stalled_delivery(running: Running) -> None
     await until(lambda: host.calls == 1)
     await running.server.close()
     assert not [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "RecordChannel._deliver"]
+
+
+async def test_garbage_after_good_data_loses_neither_the_buffered_pcm_nor_the_playback(running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12 point 8: a record client that sends good DATA and then garbage is closed, but the PCM it
+    sent before (still in the ring behind a slow async callback) reaches the host, and the session's
+    playback stream goes on untouched."""
+    caplog.set_level(logging.INFO, "spiceserver")
+    host = AsyncHost()
+    host.gate.clear()  # the host is slow: what arrives waits in the ring
+    speaker = running.server.add_playback()
+    mic = running.server.register_channel(RecordChannel, host.on_data, host.on_event)
+    s = await connect(running.ep)
+    play = await s.link(ChannelType.PLAYBACK, channel_caps=(1, 2))
+    rec = await s.link(ChannelType.RECORD, channel_caps=VOLUME_CAPS)
+    speaker.start()
+    mic.start()
+    await rec.expect(rm.RecordStart)
+    good = samples(0, 480 * 5)
+    await rec.send(rm.RecordData(time=1, data=good))
+    await until(lambda: host.calls >= 1)  # the delivery task holds the first chunk, the rest is in the ring
+    rec.writer.write(frame(rm.RecordMode.TYPE, b"\x01\x02\x03", mini=True))  # garbage: half a MODE
+    assert await rec.closed()
+    assert "protocol error" in caplog.text
+    host.gate.set()
+    await host.wait_for(lambda: bytes(host.pcm) == good)
+    from spiceserver.proto.messages import playback as pm
+
+    await play.expect(pm.PlaybackStart, skip=(pm.PlaybackMode,))
+    speaker.write(b"\x05" * 1920)
+    assert (await play.expect(pm.PlaybackData)).data == b"\x05" * 1920
+    await main_still_works(s)

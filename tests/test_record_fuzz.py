@@ -130,7 +130,7 @@ async def run(items: list[Any], chop: int) -> tuple[Host, RecordChannel]:
 def check(host: Host, mic: RecordChannel) -> None:
     kinds = [e.kind for e in host.events]
     assert kinds == ["start", "stop"] * (len(kinds) // 2), kinds  # alternate, and every stream ended
-    st_ = mic.stats()
+    st_ = mic.sound_metrics()
     assert host.pcm + mic.lost_samples * 4 <= st_.frames * FRAME_BYTES + FRAME_BYTES
     assert st_.dropped == mic.lost_samples // 480
     assert mic._ring.available <= RECORD_SAMPLES_SIZE

@@ -67,6 +67,7 @@ from ..proto.channel_client import StateTable
 from ..proto.enums import AudioDataMode, AudioFmt, ChannelType, RecordCap
 from ..proto.messages import record as rm
 from .base import ChannelClient, Link, LoopChannel, ServerContext
+from .host_agent import ClientVolumeHandler, add_client_volume_handler
 from .record_ring import RECORD_SAMPLES_SIZE, SAMPLE_BYTES, RecordRing
 from .session import Session
 
@@ -219,17 +220,19 @@ class RecordChannel(LoopChannel):
         """Stereo samples lost to the full ring since the channel was created."""
         return self._ring.lost
 
-    def stats(self) -> SoundMetrics:
+    def on_client_volume(self, callback: ClientVolumeHandler) -> Callable[[], None]:
+        """Call ``callback(ClientVolume)`` when a client tells its own capture volume and mute
+        (VD_AGENT_AUDIO_VOLUME_SYNC through the host agent; see ``PlaybackChannel.on_client_volume``).
+        Returns a function that removes the callback."""
+        return add_client_volume_handler(self.ctx.host_agent, False, callback)
+
+    def sound_metrics(self) -> SoundMetrics:
         """The channel's counters: 10 ms frames received (1920 bytes of decoded PCM each), DATA
         payload bytes, 10 ms frames' worth of samples lost to the full ring, each client's mode."""
         clients = tuple(cc.mode_name for cc in list(self.clients) if isinstance(cc, RecordChannelClient))
         return SoundMetrics(
             "record", self.id, self.pcm_bytes // FRAME_BYTES, self._ring.lost // FRAME_SAMPLES, self.data_bytes, clients
         )
-
-    def sound_metrics(self) -> SoundMetrics:
-        """:meth:`stats`, for the server's metrics."""
-        return self.stats()
 
     # --- event loop ------------------------------------------------------------------------------
 

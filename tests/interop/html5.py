@@ -16,6 +16,10 @@ other host, and every process is stopped by its PID (its own process group) in `
 * :class:`Html5Page` -- read the display canvas as (h, w) uint32 0x00RRGGBB (:meth:`~Html5Page.read_canvas`),
   poll for a picture (:meth:`~Html5Page.wait_picture`), the browser console (:attr:`~Html5Page.console`),
   JavaScript dialogs (spice_auto.html ``prompt()``s for a password after "Permission denied").
+* Sound: :data:`AUDIO_FLAGS` (autoplay) and :data:`AUDIO_PROBE_JS` (``html5_client(init_scripts=...)``)
+  route spice-html5's ``<audio>`` through a WebAudio analyser; :meth:`Html5Page.audio_samples`,
+  :meth:`~Html5Page.wait_audio`, :meth:`~Html5Page.audio_data` (DATA counts),
+  :meth:`~Html5Page.audio_errors` read what it played.
 
 Never imports ``gi``; needs numpy only.
 """
@@ -90,6 +94,114 @@ _READ_CANVAS_JS = """(() => {
 _CANVAS_INFO_JS = """(() => {
   const c = document.querySelector('#spice-screen canvas');
   return c ? {w: c.width, h: c.height, id: c.id} : null;
+})()"""
+
+
+#: Chromium switch for spice-html5's sound: its playback channel makes an ``<audio autoplay>`` fed
+#: through MediaSource and never calls ``play()`` after a user gesture: without this switch the
+#: element stays paused with its media buffered (readyState 4) and an AudioContext stays
+#: "suspended" (seen with Chromium 156 against Xspice). Headless Chromium needs no audio device: it finds no ALSA device
+#: ("PcmOpen: default, No such file or directory" in its log) and renders to a fake output that runs
+#: in real time (the AudioContext is "running", its clock advances, elements play).
+AUDIO_FLAGS = ("--autoplay-policy=no-user-gesture-required",)
+
+#: Page init script (``html5_client(init_scripts=...)``, runs before spice-html5): every ``<audio>``
+#: spice-html5 adds (one per PLAYBACK START; it removes it on STOP) is routed through one
+#: AudioContext (48 kHz) -> AnalyserNode -> speakers, and every 40 ms the newest element is sampled
+#: into ``window.__spiceAudio.samples``: ``t`` (s, page clock), ``el`` (element index), ``ct``
+#: (currentTime), ``err`` (MediaError code or null), ``paused``, ``rs`` (readyState), ``attached``
+#: (still in the page), ``nbuf`` / ``buf`` (buffered ranges: count, [first start, last end]),
+#: ``ms`` (MediaSource readyState), ``ctx`` (AudioContext state), ``rms`` (of the decoded signal the
+#: analyser sees, full scale 1.0) and ``peak`` (dominant frequency in Hz of the last 8192 samples,
+#: 170 ms, interpolated between FFT bins). MediaError events go to ``window.__spiceAudio.errors``.
+#: ``window.__spiceAudio.data[el]`` counts the PLAYBACK DATA messages spice-html5 got while element
+#: ``el`` was its player (``data``) and those it dropped because its SourceBuffer did not exist yet
+#: (``dropped``: it makes one only when the MediaSource fires ``sourceopen``, 50 to 300 ms after
+#: START, and ignores DATA until then); its ``process_channel_message`` is wrapped when the first
+#: ``<audio>`` is made (``createElement`` is wrapped to see it at once), so DATA before the first
+#: START is not counted (key -1 after a STOP).
+AUDIO_PROBE_JS = r"""(() => {
+  if (window.__spiceAudio) return;
+  const st = window.__spiceAudio = {elements: [], samples: [], errors: [], data: {}, ctx: null};
+  function count_data(conn) {  // DATA per element, and those spice-html5 drops (no SourceBuffer yet)
+    const proto = conn && Object.getPrototypeOf(conn);
+    if (!proto || proto.__spiceProbe) return;
+    proto.__spiceProbe = true;
+    const orig = proto.process_channel_message;
+    proto.process_channel_message = function (msg) {
+      if (msg.type === 101) {  // SPICE_MSG_PLAYBACK_DATA
+        const i = st.elements.indexOf(this.audio);
+        const c = st.data[i] = st.data[i] || {data: 0, dropped: 0};
+        c.data++;
+        if (!this.source_buffer) c.dropped++;
+      }
+      return orig.call(this, msg);
+    };
+  }
+  function attach(a) {
+    if (st.elements.includes(a)) return;
+    const index = st.elements.length;
+    st.elements.push(a);
+    count_data(a.spiceconn);
+    a.addEventListener('error', () => st.errors.push(
+      {el: index, code: a.error ? a.error.code : null, message: a.error ? a.error.message : ''}));
+    try {
+      if (!st.ctx) st.ctx = new AudioContext({sampleRate: 48000});
+      const an = st.ctx.createAnalyser();
+      an.fftSize = 8192;
+      an.smoothingTimeConstant = 0;
+      st.ctx.createMediaElementSource(a).connect(an);
+      an.connect(st.ctx.destination);
+      a.__spiceAnalyser = an;
+    } catch (e) {
+      st.errors.push({el: index, code: null, message: 'analyser: ' + e});
+    }
+  }
+  function sample() {
+    const i = st.elements.length - 1;
+    if (i < 0) return;
+    const a = st.elements[i], b = a.buffered, p = a.spiceconn;
+    const s = {t: performance.now() / 1000, el: i, ct: a.currentTime, err: a.error ? a.error.code : null,
+               paused: a.paused, rs: a.readyState, attached: a.isConnected, nbuf: b.length,
+               buf: b.length ? [b.start(0), b.end(b.length - 1)] : null,
+               ms: p && p.media_source ? p.media_source.readyState : null,
+               ctx: st.ctx ? st.ctx.state : null, rms: null, peak: null};
+    const an = a.__spiceAnalyser;
+    if (an) {
+      const d = new Float32Array(an.fftSize);
+      an.getFloatTimeDomainData(d);
+      let e = 0;
+      for (const v of d) e += v * v;
+      s.rms = Math.sqrt(e / d.length);
+      const f = new Float32Array(an.frequencyBinCount);
+      an.getFloatFrequencyData(f);
+      let k = 1;
+      for (let j = 2; j < f.length - 1; j++) if (f[j] > f[k]) k = j;
+      const den = f[k - 1] - 2 * f[k] + f[k + 1];
+      const frac = den < 0 ? 0.5 * (f[k - 1] - f[k + 1]) / den : 0;
+      s.peak = isFinite(f[k]) && s.rms > 1e-4 ? (k + frac) * st.ctx.sampleRate / an.fftSize : null;
+    }
+    st.samples.push(s);
+  }
+  // attach at once when spice-html5 ties a new <audio> to its connection (START), before it handles
+  // the DATA that came in the same WebSocket message (a MutationObserver would run after those)
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function (name, ...rest) {
+    const el = create.call(this, name, ...rest);
+    if (String(name).toLowerCase() === 'audio') {
+      Object.defineProperty(el, 'spiceconn', {configurable: true, enumerable: true,
+        get() { return this.__spiceConn; },
+        set(v) { this.__spiceConn = v; attach(this); }});
+    }
+    return el;
+  };
+  function start() {
+    new MutationObserver(() => document.querySelectorAll('audio').forEach(attach))
+      .observe(document.documentElement, {childList: true, subtree: true});
+    document.querySelectorAll('audio').forEach(attach);
+    setInterval(sample, 40);
+  }
+  if (document.documentElement) start(); else document.addEventListener('DOMContentLoaded', start);
 })()"""
 
 
@@ -497,6 +609,7 @@ class Html5Page:
         self.crashed = False
         self._changed = asyncio.Event()
         self.side_logs: list[Path] = []
+        self.audio: list[dict[str, Any]] = []  # samples of AUDIO_PROBE_JS fetched so far
         cdp.listen(self._on_event)
 
     def _on_event(self, msg: dict[str, Any]) -> None:
@@ -653,6 +766,40 @@ class Html5Page:
                 return shown
             await asyncio.sleep(interval)
 
+    async def audio_samples(self) -> list[dict[str, Any]]:
+        """Every sample :data:`AUDIO_PROBE_JS` took so far (fetches the new ones; the page needs the
+        probe in ``init_scripts``), oldest first; see there for the fields."""
+        new = await self.evaluate(f"window.__spiceAudio ? window.__spiceAudio.samples.slice({len(self.audio)}) : null")
+        if new is None:
+            raise Html5Error(f"no audio probe in the page (init_scripts=(AUDIO_PROBE_JS,))\n{self.log_text()}")
+        self.audio.extend(new)
+        return self.audio
+
+    async def audio_errors(self) -> list[dict[str, Any]]:
+        """MediaError events of spice-html5's ``<audio>`` elements (``el``, ``code``, ``message``)."""
+        errs: list[dict[str, Any]] = await self.evaluate("window.__spiceAudio ? window.__spiceAudio.errors : []")
+        return errs
+
+    async def audio_data(self) -> dict[int, dict[str, int]]:
+        """PLAYBACK DATA counts per ``<audio>`` element (see :data:`AUDIO_PROBE_JS`): ``data``, ``dropped``."""
+        got = await self.evaluate("window.__spiceAudio ? window.__spiceAudio.data : {}")
+        return {int(k): {"data": int(v["data"]), "dropped": int(v["dropped"])} for k, v in (got or {}).items()}
+
+    async def wait_audio(self, pred: Callable[[list[dict[str, Any]]], Any], timeout: float, what: str) -> Any:
+        """Poll the audio samples until ``pred(samples)`` is truthy; return its value."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            got = pred(await self.audio_samples())
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                last = self.audio[-1] if self.audio else None
+                raise Html5Error(
+                    f"timed out after {timeout} s waiting for {what}; last audio sample {last}\n{self.log_text()}"
+                )
+            await asyncio.sleep(0.1)
+
     def _check_alive(self) -> None:
         if self.crashed or self.cdp.closed or self.cdp.proc.returncode is not None:
             raise Html5Error(f"Chromium is gone (exit {self.cdp.proc.returncode})\n{self.log_text()}")
@@ -684,6 +831,7 @@ async def html5_client(
     own_page: bool = False,
     https: bool = False,
     chromium_flags: tuple[str, ...] = (),
+    init_scripts: tuple[str, ...] = (),
 ) -> AsyncIterator[Html5Page]:
     """spice-html5 in headless Chromium connected to a SPICE server on 127.0.0.1.
 
@@ -697,6 +845,8 @@ async def html5_client(
     ``own_page``): ``websocket_port`` is a TLS port, the page is loaded over https and connects
     with ``wss://``; Chromium is told to accept the test certificate. ``chromium_flags``: more
     command-line switches for Chromium (e.g. ``--autoplay-policy=no-user-gesture-required``).
+    ``init_scripts``: JavaScript run in the page before its own scripts (CDP
+    ``Page.addScriptToEvaluateOnNewDocument``), e.g. :data:`AUDIO_PROBE_JS`.
     """
     if (spice_port is None) == (websocket_port is None):
         raise ValueError("give exactly one of spice_port (via websockify) and websocket_port")
@@ -736,6 +886,8 @@ async def html5_client(
             for domain in ("Runtime", "Log", "Page", "Inspector"):
                 with contextlib.suppress(Html5Error):  # Inspector is not there on every version
                     await cdp.send(f"{domain}.enable", session=page.session)
+            for script in init_scripts:
+                await cdp.send("Page.addScriptToEvaluateOnNewDocument", {"source": script}, session=page.session)
             nav = await cdp.send("Page.navigate", {"url": url}, session=page.session, timeout=timeout)
             if nav.get("errorText"):
                 raise Html5Error(f"navigating to {url}: {nav['errorText']}\n{page.log_text()}")
