@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Running, start_server
+from tests.conftest import start_server
 from tests.interop.harness import (
     AUDIO_FRAME_BYTES,
     Event,
@@ -327,18 +327,6 @@ async def test_client_without_opus_gets_raw(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- record
 
 
-def add_record(server: Any, on_data: Any, on_event: Any = None) -> Any:
-    """``server.add_record(on_data, on_event)``, or the low-level ``register_channel`` while
-    reds.py does not have it yet; skips when there is no record channel at all."""
-    if hasattr(server, "add_record"):
-        return server.add_record(on_data, on_event)
-    try:
-        from spiceserver.channels.record import RecordChannel
-    except ImportError:
-        pytest.skip("the record channel is not on this branch yet")
-    return server.register_channel(RecordChannel, on_data, on_event)
-
-
 class HostMic:
     """The host's record callbacks: collects the PCM and the events; :meth:`wait_bytes` /
     :meth:`wait_event` wait for them (callbacks may run on any thread)."""
@@ -378,14 +366,6 @@ class HostMic:
         await self._until(lambda: any(e.kind == kind for e in self.events), timeout)
 
 
-async def record_metrics(r: Running, mic: Any) -> Any:
-    """The record channel's SoundMetrics: from ``server.metrics().sound``, else the channel's own."""
-    for m in getattr(await r.server.metrics(), "sound", ()):
-        if m.channel == "record":
-            return m
-    return mic.stats()
-
-
 @pytest.mark.parametrize("mode", ["raw", "opus"])
 async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
     """spice-gtk sends a tone file (its own choice of raw or Opus); the host callback gets it.
@@ -401,11 +381,7 @@ async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
     src.write_bytes(pcm)
     r = await start_server()
     host = HostMic()
-    try:
-        mic = add_record(r.server, host.on_data, host.on_event)
-    except BaseException:
-        await r.server.close()
-        raise
+    mic = r.server.add_record(host.on_data, host.on_event)
     env = {"SPICE_DISABLE_OPUS": "1"} if mode == "raw" else {}
     mic.start()
     try:
@@ -416,7 +392,7 @@ async def test_record_reaches_the_host(tmp_path: Path, mode: str) -> None:
             await client.expect("record-sent", bytes=len(pcm), timeout=30)
             await host.wait_bytes(len(pcm))
             first = bytes(host.data)
-            metrics = await record_metrics(r, mic)
+            metrics = sound_metrics(await r.server.metrics(), "record")
             mic.stop()
             await client.expect("record-stop")
             mic.start()
@@ -456,11 +432,7 @@ async def test_volume_and_mute_reach_both_channels(tmp_path: Path) -> None:
     before the client links (sent on connect) and while it is linked."""
     r = await start_server()
     speaker = r.server.add_playback()
-    try:
-        mic = add_record(r.server, lambda pcm: None)
-    except BaseException:
-        await r.server.close()
-        raise
+    mic = r.server.add_record(lambda pcm: None)
     speaker.set_volume((1000, 2000))
     speaker.set_mute(True)
     mic.set_volume((3000, 4000))

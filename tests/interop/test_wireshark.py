@@ -143,7 +143,7 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     finds no malformed message."""
     from spiceserver.codecs.opus import opus_available
     from tests.interop.harness import tone_sequence, write_paced
-    from tests.interop.test_sound_spicegtk import HostMic, add_record
+    from tests.interop.test_sound_spicegtk import HostMic
 
     if not opus_available():
         pytest.skip("Opus needs PyAV")
@@ -153,11 +153,7 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     r = await start_server(playback_compression=True)
     speaker = r.server.add_playback()
     host = HostMic()
-    try:
-        mic = add_record(r.server, host.on_data)
-    except BaseException:
-        await r.server.close()
-        raise
+    mic = r.server.add_record(host.on_data)
     speaker.set_volume((1000, 2000))
     speaker.set_mute(True)
     mic.set_volume((3000, 4000))
