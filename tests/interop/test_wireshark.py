@@ -143,7 +143,7 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     finds no malformed message."""
     from spiceserver.codecs.opus import opus_available
     from tests.interop.harness import tone_sequence, write_paced
-    from tests.interop.test_sound_spicegtk import add_record
+    from tests.interop.test_sound_spicegtk import HostMic
 
     if not opus_available():
         pytest.skip("Opus needs PyAV")
@@ -152,12 +152,8 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     src.write_bytes(pcm)
     r = await start_server(playback_compression=True)
     speaker = r.server.add_playback()
-    received = bytearray()
-    try:
-        mic = add_record(r.server, received.extend)
-    except BaseException:
-        await r.server.close()
-        raise
+    host = HostMic()
+    mic = r.server.add_record(host.on_data)
     speaker.set_volume((1000, 2000))
     speaker.set_mute(True)
     mic.set_volume((3000, 4000))
@@ -166,7 +162,7 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
     try:
         async with loopback_capture(pcap, port) as cap:
             for env in ({}, {"SPICE_DISABLE_OPUS": "1"}):
-                received.clear()
+                host.data.clear()
                 async with controlled_client("--port", str(port), "--enable-audio", "--record-in", str(src), timeout=60, env=env) as client:
                     await client.expect("channel-event", name="OPENED", type=5)
                     await client.expect("channel-event", name="OPENED", type=6)
@@ -177,13 +173,11 @@ async def test_sound_capture_decodes(tmp_path: Path) -> None:
                     await client.expect("playback-stop")
                     mic.start()
                     await client.expect("record-sent", bytes=len(pcm), timeout=30)
-                    deadline = asyncio.get_running_loop().time() + 30
-                    while len(received) < len(pcm) and asyncio.get_running_loop().time() < deadline:
-                        await asyncio.sleep(0.02)  # the host's buffer; the deadline bounds a failure only
+                    await host.wait_bytes(len(pcm))
                     mic.stop()
                     await client.expect("record-stop")
                 assert client.proc.returncode == 0, format_events(client.events, client.stderr)
-                assert len(received) == len(pcm), (env, len(received))
+                assert len(host.data) == len(pcm), (env, len(host.data))
     finally:
         await r.server.close()
 
