@@ -94,6 +94,8 @@ class Measurement:
     offsets_ms: list[float]
     #: flash shown - click arrival, ms (the delay the video took behind the audio's arrival)
     behind_arrival_ms: list[float]
+    #: the PLAYBACK_LATENCY values spice-gtk got (the stream's latency requests while sound plays)
+    min_latencies: list[int]
 
     @property
     def median(self) -> float:
@@ -105,7 +107,7 @@ class Measurement:
             f"{self.codec} + {self.audio} audio, D={'unanswered' if self.delay_ms is None else f'{self.delay_ms} ms'}, click written {self.click_offset_ms:+d} ms: offset flash - (click + D) "
             f"median {self.median:+.1f} ms, min {min(o):+.1f}, max {max(o):+.1f} over {len(o)} flashes "
             f"[{', '.join(f'{v:+.0f}' for v in o)}]; flash after click arrival median "
-            f"{statistics.median(self.behind_arrival_ms):.1f} ms"
+            f"{statistics.median(self.behind_arrival_ms):.1f} ms; PLAYBACK_LATENCY {self.min_latencies[:8]}"
         )
 
 
@@ -157,7 +159,8 @@ async def measure(delay_ms: int | None, click_offset_ms: int = 0, codec: str = "
     clicks = click_arrivals(events)
     offsets, behind = pair(flashes, clicks, delay_ms or 0)
     assert len(offsets) >= FLASHES - 1, (flashes, clicks)
-    result = Measurement(delay_ms, click_offset_ms, codec, audio, offsets, behind)
+    latencies = [int(ev["min_latency"]) for ev in events if ev.get("event") == "playback-min-latency"]
+    result = Measurement(delay_ms, click_offset_ms, codec, audio, offsets, behind, latencies)
     print(result.report())
     return result
 
@@ -174,6 +177,8 @@ async def test_flash_shows_when_its_click_plays(delay_ms: int, codec: str, audio
         require_codec(codec)
     got = await measure(delay_ms, codec=codec, audio=audio)
     assert abs(got.median) <= BOUND_MS, got.report()
+    # the stream's latency requests reached the client as PLAYBACK_LATENCY (it has the LATENCY cap)
+    assert got.min_latencies, got.report()
 
 
 async def test_control_a_late_click_is_measured_late() -> None:
