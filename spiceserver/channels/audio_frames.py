@@ -24,7 +24,9 @@ Rules:
 
 from __future__ import annotations
 
-__all__ = ["PcmFramer", "FRAME_SAMPLES", "FRAME_BYTES", "SAMPLE_BYTES", "PLAYBACK_FREQ", "MAX_WRITE_FRAMES"]
+from collections.abc import Iterable
+
+__all__ = ["PcmFramer", "FRAME_SAMPLES", "FRAME_BYTES", "SAMPLE_BYTES", "PLAYBACK_FREQ", "MAX_WRITE_FRAMES", "volume_levels"]
 
 #: samples per channel in one frame (``SND_CODEC_OPUS_FRAME_SIZE``)
 FRAME_SAMPLES = 480
@@ -106,3 +108,15 @@ class PcmFramer:
     def reset(self) -> None:
         """Forget the kept bytes (a stream stops without its tail)."""
         self._tail.clear()
+
+
+def volume_levels(volume: Iterable[int]) -> tuple[int, ...]:
+    """A host's volume for PLAYBACK_ / RECORD_VOLUME (spice.proto ``AudioVolume``: a u8 count of u16).
+
+    Raises:
+        ValueError: no channel, more than 255, or a value outside 0..65535.
+    """
+    vol = tuple(int(v) for v in volume)
+    if not 0 < len(vol) < 256 or not all(0 <= v <= 0xFFFF for v in vol):
+        raise ValueError(f"a volume is 1 to 255 values of 0..65535, not {vol!r}")
+    return vol

@@ -54,7 +54,7 @@ from ..proto.enums import AudioDataMode, ChannelType, PlaybackCap
 from ..proto.link import words_to_caps
 from ..proto.messages.playback import PlaybackData
 from ..transport import unsent_bytes
-from .audio_frames import FRAME_BYTES, PcmFramer
+from .audio_frames import FRAME_BYTES, PcmFramer, volume_levels
 from .base import ChannelClient, Link, LoopChannel, ServerContext
 from .host_agent import ClientVolumeHandler, add_client_volume_handler
 from .playback_state import Encoder, PlaybackClientState
@@ -164,11 +164,9 @@ class PlaybackChannel(LoopChannel):
         """The guest's volume per channel, u16 each (libspice ``spice_server_playback_set_volume``).
 
         Raises:
-            ValueError: a value is not a u16, or there are more than 255.
+            ValueError: no channel, more than 255, or a value outside 0..65535.
         """
-        vol = tuple(int(v) for v in volume)
-        if len(vol) > 255 or any(not 0 <= v <= 0xFFFF for v in vol):
-            raise ValueError(f"volume {vol!r}: up to 255 values of 0..65535")
+        vol = volume_levels(volume)
         with self._lock:
             self._volume = vol
             self.ctx.gate.run(lambda: self._each(lambda st: st.set_volume(vol)))

@@ -66,6 +66,7 @@ from ..proto.channel import ChannelConnection
 from ..proto.channel_client import StateTable
 from ..proto.enums import AudioDataMode, AudioFmt, ChannelType, RecordCap
 from ..proto.messages import record as rm
+from .audio_frames import volume_levels
 from .base import ChannelClient, Link, LoopChannel, ServerContext
 from .host_agent import ClientVolumeHandler, add_client_volume_handler
 from .record_ring import RECORD_SAMPLES_SIZE, SAMPLE_BYTES, RecordRing
@@ -201,9 +202,7 @@ class RecordChannel(LoopChannel):
         Raises:
             ValueError: no channel, too many, or a value outside 0..65535.
         """
-        vol = tuple(int(v) for v in volume)
-        if not 0 < len(vol) < 256 or not all(0 <= v <= 0xFFFF for v in vol):
-            raise ValueError(f"a record volume is 1 to 255 values of 0..65535, not {volume!r}")
+        vol = volume_levels(volume)
         with self._lock:
             self._volume = vol
             self.broadcast(lambda cc: cc.send_volume(vol))
