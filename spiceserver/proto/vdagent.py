@@ -8,7 +8,7 @@ On the SPICE wire the agent's byte stream rides in main-channel ``AGENT_DATA`` m
 server 109), each at most :data:`MAX_DATA_SIZE` (2048) bytes. The stream is a sequence of
 ``VDAgentMessage`` = u32 protocol (1), u32 type, u64 opaque, u32 size, then ``size`` bytes. The
 ``VDIChunkHeader`` (port, size) exists only between the server and the guest agent's virtio port,
-never on the SPICE wire.
+never on the SPICE wire (:class:`ChunkReader`, :func:`pack_chunk`, :func:`chunk_message`).
 
 libspice's reading of the client's stream is strict (``agent_msg_filter_process_data``): a piece
 larger than 2048 bytes, a message header not whole at the start of a piece, a wrong protocol, or a
@@ -44,6 +44,17 @@ __all__ = [
     "words_to_caps",
     "split_message",
     "parse_file_xfer_id",
+    "CHUNK_HEADER",
+    "DEFAULT_MAX_CHUNK_SIZE",
+    "ChunkPort",
+    "ChunkPiece",
+    "ChunkReader",
+    "pack_chunk",
+    "chunk_message",
+    "FilterResult",
+    "AgentMsgFilter",
+    "adjust_agent_caps",
+    "adjust_announce_payload",
 ]
 
 #: VD_AGENT_PROTOCOL
@@ -332,6 +343,334 @@ class FileXferStatusMessage:
         tid, result = struct.unpack_from("<II", data)
         return cls(tid, result, bytes(data[8:]))
 
+    def pack(self) -> bytes:
+        """The payload.
+
+        Raises:
+            ValueError: ``id`` or ``result`` outside u32.
+        """
+        try:
+            return struct.pack("<II", self.id, self.result) + self.detail
+        except struct.error as exc:
+            raise ValueError(f"bad FILE_XFER_STATUS {self.id}, {self.result}") from exc
+
     def message(self) -> AgentMessage:
         """As a VDAgentMessage."""
-        return AgentMessage(AgentMessageType.FILE_XFER_STATUS, struct.pack("<II", self.id, self.result) + self.detail)
+        return AgentMessage(AgentMessageType.FILE_XFER_STATUS, self.pack())
+
+
+# -- the guest agent's virtio port: VDIChunkHeader framing ---------------------------------------
+
+#: VDIChunkHeader: u32 port, u32 size (little endian, packed: 8 bytes)
+CHUNK_HEADER = struct.Struct("<II")
+#: the largest chunk :class:`ChunkReader` accepts by default. spice-vdagentd writes each message as
+#: one chunk (``vdagent_virtio_port_write_start``: chunk size = 20 + message size), so a clipboard
+#: of spice-gtk's default 100 MiB limit arrives as one chunk; the reader never buffers more than a
+#: piece of it.
+DEFAULT_MAX_CHUNK_SIZE = 256 << 20
+
+
+class ChunkPort(enum.IntEnum):
+    """VDP_*_PORT: whom a chunk on the agent's virtio port is from or for."""
+
+    CLIENT = 1  #: VDP_CLIENT_PORT: the client's agent stream
+    SERVER = 2  #: VDP_SERVER_PORT: messages between the server itself and the agent
+
+
+@dataclass(frozen=True)
+class ChunkPiece:
+    """At most :data:`MAX_DATA_SIZE` bytes of one chunk, cut where libspice cuts it.
+
+    Attributes:
+        port: the chunk's :class:`ChunkPort`.
+        data: the piece; pieces of a chunk are cut every ``piece_size`` bytes from its start.
+        last: this piece ends its chunk.
+    """
+
+    port: ChunkPort
+    data: bytes
+    last: bool
+
+
+class ChunkReader:
+    """Splits the guest agent's device byte stream into chunk pieces (sans-IO).
+
+    libspice (``server/reds.cpp``, ``RedCharDeviceVDIPort::read_one_msg_from_device``) reads the
+    8-byte chunk header, then the chunk's data in buffers of at most 2048 bytes, each handed on
+    when full (or when the chunk ends): a port-1 piece goes through the agent message filter to
+    the client as one ``AGENT_DATA``, a port-2 piece is dropped (``vdi_port_read_buf_process``),
+    any other port is a protocol error that detaches the agent. This reader cuts the same pieces;
+    it buffers at most one piece, so memory stays bounded whatever the chunk size says.
+
+    Unlike libspice it bounds the chunk size (``max_chunk_size``) and accepts an empty chunk
+    (libspice's reader stalls on one; it yields nothing here).
+
+    Args:
+        max_chunk_size: the largest chunk ``size`` accepted (checked on the header).
+        piece_size: where pieces are cut (VD_AGENT_MAX_DATA_SIZE).
+    """
+
+    def __init__(self, *, max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE, piece_size: int = MAX_DATA_SIZE) -> None:
+        if piece_size < 1:
+            raise ValueError("piece_size must be positive")
+        self.max_chunk_size = max_chunk_size
+        self.piece_size = piece_size
+        self._head = bytearray()
+        self._port = ChunkPort.CLIENT
+        self._left: int | None = None  # bytes of the current chunk not yet read, once its header is
+        self._piece = bytearray()
+
+    @property
+    def in_chunk(self) -> bool:
+        """Part of a chunk (or of its header) was read, not all of it."""
+        return self._left is not None or bool(self._head)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[ChunkPiece]:
+        """Feed device bytes; returns the pieces they complete.
+
+        Raises:
+            ProtocolError: a chunk header names a port other than 1 or 2, or a size above
+                ``max_chunk_size``; the reader is unusable afterwards.
+        """
+        view = memoryview(data).cast("B")
+        out: list[ChunkPiece] = []
+        pos, n = 0, len(view)
+        while pos < n:
+            if self._left is None:
+                need = CHUNK_HEADER.size - len(self._head)
+                self._head += view[pos : pos + need]
+                pos += min(need, n - pos)
+                if len(self._head) < CHUNK_HEADER.size:
+                    break
+                self._start(bytes(self._head))
+                self._head.clear()
+                if self._left == 0:
+                    self._left = None
+                    continue
+            assert self._left is not None
+            want = min(self.piece_size - len(self._piece), self._left - len(self._piece))
+            take = min(want, n - pos)
+            self._piece += view[pos : pos + take]
+            pos += take
+            if take == want:
+                self._left -= len(self._piece)
+                last = self._left == 0
+                out.append(ChunkPiece(self._port, bytes(self._piece), last))
+                self._piece.clear()
+                if last:
+                    self._left = None
+        return out
+
+    def _start(self, header: bytes) -> None:
+        port, size = CHUNK_HEADER.unpack(header)
+        if port not in (ChunkPort.CLIENT, ChunkPort.SERVER):
+            raise ProtocolError(f"agent chunk for port {port} (1 or 2)")
+        if size > self.max_chunk_size:
+            raise ProtocolError(f"agent chunk of {size} bytes (at most {self.max_chunk_size})")
+        self._port, self._left = ChunkPort(port), size
+
+
+def pack_chunk(port: int, data: bytes, *, max_chunk_size: int = MAX_DATA_SIZE) -> bytes:
+    """One chunk: the VDIChunkHeader and ``data``.
+
+    spice-vdagentd refuses a chunk larger than VD_AGENT_MAX_DATA_SIZE (``virtio-port.c``
+    ``conn_handle_header``), hence the default bound.
+
+    Raises:
+        ValueError: ``port`` is not 1 or 2, or ``data`` is larger than ``max_chunk_size``.
+    """
+    if port not in (ChunkPort.CLIENT, ChunkPort.SERVER):
+        raise ValueError(f"chunk port {port} (1 or 2)")
+    if len(data) > max_chunk_size:
+        raise ValueError(f"chunk of {len(data)} bytes (at most {max_chunk_size})")
+    return CHUNK_HEADER.pack(port, len(data)) + data
+
+
+def chunk_message(port: int, msg: AgentMessage, *, max_chunk_size: int = MAX_DATA_SIZE) -> list[bytes]:
+    """``msg`` as chunks for the agent's device, each at most ``max_chunk_size`` bytes of data
+    (libspice writes a server message as one chunk, ``vdagent_new_write_buffer``; spice-vdagentd
+    reassembles a message across chunks of one port, ``vdagent_virtio_port_do_chunk``).
+
+    Raises:
+        ValueError: a bad port, or ``max_chunk_size`` below 1.
+    """
+    if max_chunk_size < 1:
+        raise ValueError("max_chunk_size must be positive")
+    raw = msg.pack()
+    return [
+        pack_chunk(port, raw[i : i + max_chunk_size], max_chunk_size=max_chunk_size)
+        for i in range(0, len(raw), max_chunk_size)
+    ]
+
+
+# -- the agent message filter (agent-msg-filter.c) -------------------------------------------------
+
+
+class FilterResult(enum.IntEnum):
+    """AGENT_MSG_FILTER_*: what to do with a piece."""
+
+    OK = 0  #: forward it
+    DISCARD = 1  #: drop it
+    PROTO_ERROR = 2  #: the stream is broken: close the session (client) or detach the agent
+    MONITORS_CONFIG = 3  #: a MONITORS_CONFIG for the display device, not the agent
+
+
+_CLIPBOARD_TYPES = frozenset(
+    {
+        AgentMessageType.CLIPBOARD,
+        AgentMessageType.CLIPBOARD_GRAB,
+        AgentMessageType.CLIPBOARD_REQUEST,
+        AgentMessageType.CLIPBOARD_RELEASE,
+    }
+)
+_FILE_XFER_TYPES = frozenset(
+    {AgentMessageType.FILE_XFER_START, AgentMessageType.FILE_XFER_STATUS, AgentMessageType.FILE_XFER_DATA}
+)
+_CLIPBOARD_CAPS = (AgentCap.CLIPBOARD, AgentCap.CLIPBOARD_BY_DEMAND, AgentCap.CLIPBOARD_SELECTION)
+
+
+def adjust_agent_caps(caps: Iterable[int], *, copy_paste: bool, file_xfer: bool) -> frozenset[int]:
+    """The agent's capabilities as the client may see them (``reds_adjust_agent_capabilities``)."""
+    out = set(caps)
+    if not copy_paste:
+        out.difference_update(_CLIPBOARD_CAPS)
+    if not file_xfer:
+        out.add(AgentCap.FILE_XFER_DISABLED)
+    return frozenset(out)
+
+
+def _caps_masks(copy_paste: bool, file_xfer: bool) -> tuple[int, int]:
+    clear = 0 if copy_paste else sum(1 << c for c in _CLIPBOARD_CAPS)
+    return clear, 0 if file_xfer else 1 << AgentCap.FILE_XFER_DISABLED
+
+
+def adjust_announce_payload(payload: bytes, *, copy_paste: bool, file_xfer: bool) -> bytes:
+    """An ANNOUNCE_CAPABILITIES payload with :func:`adjust_agent_caps` applied, same size (an
+    announce with no caps word stays as it is: libspice never grows the message)."""
+    return _adjust_bytes(payload, 0, *_caps_masks(copy_paste, file_xfer))
+
+
+def _adjust_bytes(data: bytes, offset: int, clear: int, setbits: int) -> bytes:
+    """Apply the masks to the bytes of the payload's first caps word (payload bytes 4..7) that
+    ``data`` holds, ``data`` being the payload from ``offset`` on."""
+    if not (clear or setbits) or offset >= 8 or offset + len(data) <= 4:
+        return data
+    out = bytearray(data)
+    for k in range(4):
+        i = 4 + k - offset
+        if 0 <= i < len(out):
+            out[i] = (out[i] & ~(clear >> 8 * k) | setbits >> 8 * k) & 0xFF
+    return bytes(out)
+
+
+class AgentMsgFilter:
+    """libspice's agent message filter, one per direction (sans-IO).
+
+    Feed it every piece with :meth:`process`, in order. A piece is at most 2048 bytes; one that
+    starts a message holds the whole 20-byte header; no piece runs past the end of its message.
+
+    Args:
+        copy_paste: clipboard messages pass (``agent_copypaste``).
+        file_xfer: file transfer messages pass (``agent_file_xfer``).
+        use_client_monitors_config: MONITORS_CONFIG goes to the display device (libspice: a QXL
+            with ``client_monitors_config``; only meaningful toward the agent).
+        discard_all: every message is dropped (no agent, or no client, yet).
+    """
+
+    def __init__(
+        self,
+        *,
+        copy_paste: bool = True,
+        file_xfer: bool = True,
+        use_client_monitors_config: bool = False,
+        discard_all: bool = False,
+    ) -> None:
+        self.configure(
+            copy_paste=copy_paste, file_xfer=file_xfer, use_client_monitors_config=use_client_monitors_config
+        )
+        self.discard_all = discard_all
+        #: the current message's decision (its follow-on pieces get it too)
+        self.result = FilterResult.OK
+        #: why the last PROTO_ERROR was returned (for the log)
+        self.error: str | None = None
+        self._to_read = 0  # bytes of the current message's payload still to come
+        self._type: int | None = None  # the current message's type
+        self._payload_off = 0  # payload bytes before the last piece's payload bytes
+        self._piece_start = 0  # where the payload starts in the last piece (20 in a header piece)
+        self._consumed = 0  # payload bytes of the current message seen so far
+
+    def configure(self, *, copy_paste: bool, file_xfer: bool, use_client_monitors_config: bool) -> None:
+        """Change the switches (``agent_msg_filter_config``); a message under way keeps its decision."""
+        self.copy_paste = copy_paste
+        self.file_xfer = file_xfer
+        self.use_client_monitors_config = use_client_monitors_config
+
+    def reset(self, *, discard_all: bool = True) -> None:
+        """Forget any message under way (``agent_msg_filter_init``: an agent or client came or went)."""
+        self.discard_all = discard_all
+        self.result = FilterResult.OK
+        self.error = None
+        self._to_read = 0
+        self._type = None
+
+    def discard_current(self) -> None:
+        """Drop the rest of the message under way (libspice sets ``result = DISCARD`` so pieces
+        meant for a previous agent or client are thrown away)."""
+        self.result = FilterResult.DISCARD
+
+    @property
+    def in_message(self) -> bool:
+        """A message's header was seen and some of its payload is still to come."""
+        return self._to_read > 0
+
+    def process(self, piece: bytes | bytearray | memoryview) -> FilterResult:
+        """Decide one piece (``agent_msg_filter_process_data``). After a ``PROTO_ERROR`` every
+        piece is one, until :meth:`reset`."""
+        if self.error is not None:
+            return FilterResult.PROTO_ERROR
+        n = len(piece)
+        if n > MAX_DATA_SIZE:
+            return self._fail(f"agent data piece of {n} bytes (at most {MAX_DATA_SIZE})")
+        if self._to_read:
+            if n > self._to_read:
+                return self._fail("agent data piece runs past the end of its message")
+            self._payload_off, self._piece_start = self._consumed, 0
+            self._consumed += n
+            self._to_read -= n
+            return self.result
+        if n < HEADER.size:
+            return self._fail("agent data piece starts a message but holds no whole header")
+        protocol, mtype, _opaque, size = HEADER.unpack_from(bytes(piece[: HEADER.size]))
+        if protocol != PROTOCOL:
+            return self._fail(f"agent message with protocol {protocol} (expected {PROTOCOL})")
+        self.result = self._decide(mtype)
+        self._type, self._to_read = mtype, size
+        self._payload_off, self._piece_start, self._consumed = 0, HEADER.size, n - HEADER.size
+        if n - HEADER.size > size:
+            return self._fail("agent data piece runs past the end of its message")
+        self._to_read -= n - HEADER.size
+        return self.result
+
+    def _decide(self, mtype: int) -> FilterResult:
+        if self.discard_all:
+            return FilterResult.DISCARD
+        if mtype in _CLIPBOARD_TYPES and not self.copy_paste:
+            return FilterResult.DISCARD
+        if mtype in _FILE_XFER_TYPES and not self.file_xfer:
+            return FilterResult.DISCARD
+        if mtype == AgentMessageType.MONITORS_CONFIG and self.use_client_monitors_config:
+            return FilterResult.MONITORS_CONFIG
+        return FilterResult.OK
+
+    def _fail(self, reason: str) -> FilterResult:
+        self.error = reason
+        return FilterResult.PROTO_ERROR
+
+    def adjust_capabilities(self, piece: bytes) -> bytes:
+        """The piece just processed, with :func:`adjust_agent_caps` applied if it belongs to an
+        ANNOUNCE_CAPABILITIES (on the agent-to-client filter, for pieces answered ``OK``)."""
+        if self._type != AgentMessageType.ANNOUNCE_CAPABILITIES:
+            return piece
+        clear, setbits = _caps_masks(self.copy_paste, self.file_xfer)
+        start = self._piece_start
+        return piece[:start] + _adjust_bytes(piece[start:], self._payload_off, clear, setbits)
