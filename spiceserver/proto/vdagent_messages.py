@@ -170,9 +170,6 @@ _CLIPBOARD_TYPES = frozenset(
         AgentMessageType.CLIPBOARD_RELEASE,
     }
 )
-_FILE_XFER_TYPES = frozenset(
-    {AgentMessageType.FILE_XFER_START, AgentMessageType.FILE_XFER_STATUS, AgentMessageType.FILE_XFER_DATA}
-)
 
 
 def size_rule(mtype: int, caps: Iterable[int] = ()) -> tuple[int, bool] | None:
