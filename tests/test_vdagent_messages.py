@@ -592,3 +592,15 @@ def test_filter_and_stream_reader_agree_on_errors(pieces: list[bytes]) -> None:
             assert res == ERR
             return
         assert res == OK
+
+
+def test_intercepted_monitors_config_reassembles_within_libspices_bound() -> None:
+    # reds_on_main_agent_monitors_config: the pieces answered MONITORS_CONFIG are gathered (at most
+    # 20 + 6152 bytes) and parsed with agent_check_message; a stream reader with that bound does it
+    mc = MonitorsConfig(tuple(MonitorConfig(640 + i, 480) for i in range(200)), MonitorsFlag.USE_POS)
+    f, r = AgentMsgFilter(use_client_monitors_config=True), AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)
+    got = [m for p in split_message(mc.message()) if f.process(p) == MON for m in r.feed(p)]
+    assert [MonitorsConfig.parse(m.data) for m in got] == [mc]
+    too_big = MonitorsConfig(tuple(MonitorConfig(1, 1) for _ in range(308)))
+    with pytest.raises(ProtocolError):
+        AgentStreamReader(MONITORS_CONFIG_MAX_SIZE).feed(split_message(too_big.message())[0])

@@ -512,7 +512,10 @@ class FilterResult(enum.IntEnum):
     OK = 0  #: forward it
     DISCARD = 1  #: drop it
     PROTO_ERROR = 2  #: the stream is broken: close the session (client) or detach the agent
-    MONITORS_CONFIG = 3  #: a MONITORS_CONFIG for the display device, not the agent
+    #: a MONITORS_CONFIG for the display device, not the agent: gather its pieces (an
+    #: :class:`AgentStreamReader` bounded by ``vdagent_messages.MONITORS_CONFIG_MAX_SIZE``, as
+    #: ``reds_on_main_agent_monitors_config``) and parse it (``MonitorsConfig.parse``)
+    MONITORS_CONFIG = 3
 
 
 _CLIPBOARD_TYPES = frozenset(
