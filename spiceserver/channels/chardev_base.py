@@ -106,6 +106,11 @@ class CharDevice:
         return self._out_bytes
 
     @property
+    def pending(self) -> int:
+        """Bytes read from the device and not delivered yet (reading paused, or no listener)."""
+        return self._in_bytes
+
+    @property
     def paused(self) -> bool:
         """The server paused the device's reads (:meth:`pause_reading`)."""
         return self._paused
