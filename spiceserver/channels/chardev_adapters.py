@@ -84,7 +84,9 @@ class UnixSocketCharDevice(CharDevice):
         write_limit: the bound of what is queued toward the device.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, mode: int | None = None, write_limit: int = WRITE_LIMIT) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, mode: int | None = None, write_limit: int = WRITE_LIMIT
+    ) -> None:
         super().__init__(write_limit=write_limit)
         self.path = os.fspath(path)
         self.mode = mode
