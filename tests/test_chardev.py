@@ -215,6 +215,28 @@ async def test_pair_pause_and_resume() -> None:
     await a.close()
 
 
+async def test_a_failing_listener_does_not_stop_delivery() -> None:
+    a, b = char_device_pair()
+    lis = Listener()
+    original = lis.device_data
+    calls = 0
+
+    def flaky(data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("listener bug")
+        original(data)
+
+    lis_any: Any = lis
+    lis_any.device_data = flaky
+    a.attach(lis, asyncio.get_running_loop())
+    b.write(b"lost")
+    b.write(b"kept")
+    await lis.until(lambda: lis.calls == [("data", b"kept")])
+    await a.close()
+
+
 async def test_closed_device_takes_nothing() -> None:
     a, b = char_device_pair()
     lis = Listener()
@@ -252,6 +274,8 @@ async def test_unix_socket_moves_bytes_and_follows_the_peer(sock_path: str) -> N
     dev, lis = await open_unix_device(sock_path, mode=0o600)
     assert not dev.opened
     assert os.stat(sock_path).st_mode & 0o777 == 0o600
+    assert dev.write(b"nobody there") and dev.queued == 0  # dropped: the next peer starts a new stream
+    dev.send_event(0)  # no event path on a socket: dropped
     reader, writer = await asyncio.open_unix_connection(sock_path)
     await lis.until(lambda: ("opened", True) in lis.calls)
     assert dev.opened
