@@ -8,6 +8,7 @@ an observed condition (a listener call, bytes read by the peer), under a timeout
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import threading
@@ -369,6 +370,21 @@ async def test_unix_socket_replaces_a_stale_socket_but_not_a_file(tmp_path: Path
         await dev2.listening()
     await dev2.close()
     assert plain.read_text() == "keep me"
+
+
+async def test_unix_socket_does_not_steal_a_live_socket(sock_path: str) -> None:
+    dev, lis = await open_unix_device(sock_path)
+    thief = UnixSocketCharDevice(sock_path)
+    thief.attach(Listener(), asyncio.get_running_loop())
+    with pytest.raises(OSError) as err:
+        await thief.listening()
+    assert err.value.errno == errno.EADDRINUSE
+    await thief.close()
+    await lis.until(lambda: lis.states == [("opened", True), ("opened", False)])  # the probe came and went
+    _, writer = await asyncio.open_unix_connection(sock_path)  # still the first device's
+    await lis.until(lambda: dev.opened)
+    writer.close()
+    await dev.close()
 
 
 async def test_unix_socket_close_keeps_a_replacement(sock_path: str) -> None:

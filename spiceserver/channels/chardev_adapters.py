@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import stat
 import tty
@@ -75,8 +76,9 @@ class UnixSocketCharDevice(CharDevice):
     refused (closed at once) while the first stays; when the peer goes away (EOF or error) the
     device is closed (``device_opened(False)``, what was queued toward it dropped) and the next
     peer opens it again. The socket starts listening at :meth:`attach`; await :meth:`listening`
-    to know it is there. A socket file left at ``path`` (a previous run) is replaced; any other
-    file there is an error, never removed. :meth:`close` removes the socket file if it is still ours.
+    to know it is there. A socket file left at ``path`` by a previous run (nobody accepts on it) is
+    replaced; a socket another process listens on (found by connecting to it once) and any other
+    file are errors, never removed. :meth:`close` removes the socket file if it is still ours.
 
     Args:
         path: the socket path (what ``spice-vdagentd -s`` or ``XSPICE_VDAGENT_VIRTIO_PATH`` names).
@@ -124,6 +126,8 @@ class UnixSocketCharDevice(CharDevice):
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise FileExistsError(f"{self.path} exists and is not a socket")
+            if await _someone_listens(self.path):
+                raise OSError(errno.EADDRINUSE, f"{self.path}: another process listens there")
             os.unlink(self.path)  # a socket left by an earlier run
         server = await self.loop.create_unix_server(lambda: _Peer(self), self.path)
         if self.closed:
@@ -175,6 +179,18 @@ class UnixSocketCharDevice(CharDevice):
                     os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+async def _someone_listens(path: str) -> bool:
+    """A connection to ``path`` succeeds (that server sees a peer come and go at once)."""
+    try:
+        _, writer = await asyncio.open_unix_connection(path)
+    except OSError:  # refused: a stale socket file
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class PtyCharDevice(CharDevice):
