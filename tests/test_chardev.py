@@ -553,3 +553,98 @@ def test_compress_round_trip(data: bytes) -> None:
         assert msg.data == data
     else:
         assert len(msg.compressed_data) < len(data) and decompress_vmc(msg) == data
+
+
+# -- the pair's ordering, under random interleavings ----------------------------------------------
+
+_device_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(min_size=1, max_size=3 * READ_CHUNK // 2)),
+        st.tuples(st.just("open"), st.booleans()),
+        st.tuples(st.just("event"), st.integers(0, 2)),
+        st.tuples(st.just("pause"), st.booleans()),
+        st.tuples(st.just("turn"), st.none()),
+    ),
+    max_size=25,
+)
+_server_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.integers(1, 3000)),
+        st.tuples(st.just("reader"), st.booleans()),
+        st.tuples(st.just("turn"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_device_ops, _server_ops)
+def test_pair_keeps_order_and_bounds_under_random_interleavings(
+    device_ops: list[tuple[str, Any]], server_ops: list[tuple[str, Any]]
+) -> None:
+    """The listener sees the device's bytes, open changes and events exactly in the device's
+    order whatever the pauses; the device gets every accepted server write, in order."""
+
+    async def run() -> None:
+        a, b = char_device_pair(write_limit=4096)
+        lis = Listener()
+        a.attach(lis, asyncio.get_running_loop())
+        expected: list[tuple[Any, ...]] = []
+        opened = True
+        for op, arg in device_ops:
+            if op == "write":
+                b.write(arg)
+                expected.append(("data", arg))
+            elif op == "open":
+                b.set_open(arg)
+                if arg != opened:
+                    expected.append(("opened", arg))
+                    opened = arg
+            elif op == "event":
+                b.send_event(arg)
+                expected.append(("event", arg))
+            elif op == "pause":
+                (a.pause_reading if arg else a.resume_reading)()
+            else:
+                await asyncio.sleep(0)
+        a.resume_reading()
+        b.set_open(True)  # the server half below needs the device open
+        if not opened:
+            expected.append(("opened", True))
+
+        def merged(calls: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            out: list[tuple[Any, ...]] = []
+            for c in calls:
+                if c[0] == "data" and out and out[-1][0] == "data":
+                    out[-1] = ("data", out[-1][1] + c[1])
+                elif c[0] != "writable":
+                    out.append(c)
+            return out
+
+        await lis.until(lambda: merged(lis.calls) == merged(expected))
+        assert all(len(c[1]) <= READ_CHUNK for c in lis.calls if c[0] == "data")
+        await until(lambda: a.opened)
+
+        got = bytearray()
+        accepted = bytearray()
+        refused = False
+        for i, (op, arg) in enumerate(server_ops):
+            if op == "write":
+                data = pattern(arg, i)
+                if a.write(data):
+                    accepted += data
+                else:
+                    refused = True
+                assert a.queued <= max(a.write_limit, arg)
+            elif op == "reader":
+                b.on_data(got.extend if arg else None)
+            else:
+                await asyncio.sleep(0)
+        b.on_data(got.extend)
+        await until(lambda: len(got) == len(accepted))
+        assert bytes(got) == bytes(accepted)
+        if refused:
+            await lis.until(lambda: ("writable",) in lis.calls)
+        await a.close()
+
+    asyncio.run(run())
