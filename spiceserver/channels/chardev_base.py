@@ -12,9 +12,10 @@ Theory of operation
 bounded by ``write_limit`` (1 MiB, libspice ``QUEUED_DATA_LIMIT`` in ``spicevmc.cpp``): a write
 that would take it past the bound is refused (False) and nothing of it is queued, unless the queue
 is empty (so a single write larger than the bound still goes through, alone). A refusal arms one
-``device_writable`` call, made on the loop once the queue has drained to half the bound. Bytes
-written while the device is not open are dropped (the peer that opens it next starts a new
-stream; a guest port that is closed takes nothing either), and closing drops what is queued.
+``device_writable`` call, made on the loop once the queue has drained to half the bound (or was
+dropped). Bytes written while the device is not open are dropped and the write counts as done
+(the peer that opens it next starts a new stream; a guest port that is closed takes nothing
+either); the device closing drops what is queued toward it.
 
 *From the device.* The adapter reads at most :data:`READ_CHUNK` (64 KiB, libspice ``BUF_SIZE``)
 at a time; what it reads, and its open/close and port events, go through one ordered queue to
