@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -289,3 +290,78 @@ async def test_xspice_agent_restart(tmp_path: Path) -> None:
         # the new agent works: the clipboard goes through it
         await check_clipboard_guest_to_client(client, agent, "after-restart")
     assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+# --------------------------------------------------------------------------- the environment alone
+
+_CHUNK = struct.Struct("<II")  # VDIChunkHeader: port, size
+_MSG = struct.Struct("<IIQI")  # VDAgentMessage: protocol, type, opaque, size
+VDP_CLIENT_PORT, VDP_SERVER_PORT = 1, 2
+MSG_MOUSE_STATE, MSG_MONITORS_CONFIG, MSG_REPLY, MSG_ANNOUNCE = 1, 2, 3, 6
+
+
+class FakeCharDev:
+    """The server side of the char device with no SPICE code: whole messages in single chunks."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+        self.writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.connected.set()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                port, size = _CHUNK.unpack(await reader.readexactly(_CHUNK.size))
+                chunk = await reader.readexactly(size)
+                _proto, mtype, _opaque, msize = _MSG.unpack_from(chunk)
+                await self.messages.put((port, mtype, chunk[_MSG.size : _MSG.size + msize]))
+        writer.close()  # EOF: the agent is gone (a server closes its side, as libspice does)
+
+    def send(self, port: int, mtype: int, data: bytes) -> None:
+        assert self.writer is not None
+        msg = _MSG.pack(1, mtype, 0, len(data)) + data
+        self.writer.write(_CHUNK.pack(port, len(msg)) + msg)
+
+    async def expect(self, mtype: int, timeout: float = 20.0) -> tuple[int, bytes]:
+        while True:
+            port, got, data = await asyncio.wait_for(self.messages.get(), timeout)
+            if got == mtype:
+                return port, data
+
+
+async def test_agent_env_on_xvfb_with_a_fake_chardev(tmp_path: Path) -> None:
+    """:func:`agent_env` on its own Xvfb against a bare listening socket (research section B, VERIFIED run 1):
+    the agent announces itself, a MOUSE_STATE on the server port becomes input_event records, and a
+    MONITORS_CONFIG without spice-gtk's physical sizes resizes the screen and is acknowledged."""
+    reason = agent_env_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    dev = FakeCharDev()
+    sock = tmp_path / "virtio.sock"
+    server = await asyncio.start_unix_server(dev.handle, str(sock))
+    (tmp_path / "agent").mkdir()
+    try:
+        async with agent_env(sock, work=tmp_path / "agent") as agent:
+            port, data = await dev.expect(MSG_ANNOUNCE)
+            request, caps0 = struct.unpack_from("<II", data)
+            assert port == VDP_CLIENT_PORT and request == 1, data
+            assert {b for b in range(32) if caps0 >> b & 1} >= set(AGENT_CAPS), hex(caps0)
+
+            dev.send(VDP_SERVER_PORT, MSG_MOUSE_STATE, struct.pack("<IIIB", 100, 200, 0, 0))
+            await agent.wait_input_events(lambda evs: (100, 200) in agent.positions(evs))
+
+            assert await agent.screen_size() == (1024, 768)
+            mon = struct.pack("<II", 1, 0) + struct.pack("<IIIii", 600, 800, 32, 0, 0)  # height, width, depth, x, y
+            dev.send(VDP_CLIENT_PORT, MSG_MONITORS_CONFIG, mon)
+            port, reply = await dev.expect(MSG_REPLY)
+            assert struct.unpack("<II", reply) == (MSG_MONITORS_CONFIG, 1), reply  # VD_AGENT_SUCCESS
+            assert await agent.wait_screen_size((800, 600)) == (800, 600), agent.diagnostics()
+
+            await agent.restart_daemon()  # a new connection and a fresh ANNOUNCE
+            port, data = await dev.expect(MSG_ANNOUNCE)
+            assert struct.unpack_from("<I", data)[0] == 1
+    finally:
+        server.close()
+        await server.wait_closed()
