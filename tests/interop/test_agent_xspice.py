@@ -75,10 +75,17 @@ async def _action(client: GiClient, act: dict[str, Any]) -> Event:
     return ev
 
 
+#: vdagentd's log line for the VD_AGENT_MAX_CLIPBOARD that spice-gtk sends once it has the agent's
+#: ANNOUNCE_CAPABILITIES (``channel-main.c``): proof that the announce made the whole round trip
+CLIENT_GOT_ANNOUNCE = r"Set max clipboard: \d+"
+
+
 async def check_agent_announced(client: GiClient, agent: AgentEnv, timeout: float = 20.0) -> list[int]:
-    """The agent is connected and its capabilities reached the client; returns the cap bits."""
+    """The agent is connected and its capabilities reached the client (which answered with
+    MAX_CLIPBOARD); returns the cap bits."""
     ev = await client.expect(lambda e: e.get("event") == "agent" and e["connected"] and e["caps"], timeout)
     assert set(AGENT_CAPS) <= set(ev["caps"]), (ev, agent.diagnostics())
+    await agent.wait_log(CLIENT_GOT_ANNOUNCE, timeout=timeout)
     caps: list[int] = ev["caps"]
     return caps
 
@@ -152,16 +159,30 @@ async def check_agent_mouse(client: GiClient, agent: AgentEnv, x: int, y: int) -
     assert (x, y) in agent.positions(events), events
 
 
-async def check_agent_restart(client: GiClient, agent: AgentEnv) -> None:
-    """Kill vdagentd: the client sees the agent disconnected (AGENT_DISCONNECTED); restart it: the
-    client sees it connected again with its capabilities (a fresh ANNOUNCE)."""
-    start = len(client.events)
-    await agent.kill_daemon()
-    await client.expect(_since(client, "agent", start, lambda e: not e["connected"]), 20.0)
-    start = len(client.events)
-    await agent.restart_daemon()
-    ev = await client.expect(_since(client, "agent", start, lambda e: e["connected"] and bool(e["caps"])), 20.0)
-    assert set(AGENT_CAPS) <= set(ev["caps"]), ev
+async def check_agent_restart(
+    client: GiClient, agent: AgentEnv, attempts: int = 1, announce_timeout: float = 10.0
+) -> int:
+    """Kill vdagentd: the client sees the agent disconnected (AGENT_DISCONNECTED); restart it: the client
+    sees it connected again (AGENT_CONNECTED_TOKENS) and gets the new agent's ANNOUNCE (it answers with
+    MAX_CLIPBOARD). spice-gtk keeps ``agent-caps-0`` of the old agent, so the caps in the ``agent`` event
+    prove nothing; the daemon's log does.
+
+    ``attempts`` > 1 tolerates a server that loses the new agent's first messages now and then (Xspice,
+    see :func:`test_xspice_agent_restart`); returns the attempts used."""
+    for attempt in range(1, attempts + 1):
+        start = len(client.events)
+        await agent.kill_daemon()
+        await client.expect(_since(client, "agent", start, lambda e: not e["connected"]), 20.0)
+        start = len(client.events)
+        await agent.restart_daemon()
+        await client.expect(_since(client, "agent", start, lambda e: e["connected"]), 20.0)
+        try:
+            await agent.wait_log(CLIENT_GOT_ANNOUNCE, timeout=announce_timeout)
+            return attempt
+        except TimeoutError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- Xspice with the agent
@@ -284,11 +305,18 @@ async def test_xspice_agent_monitors_config(tmp_path: Path) -> None:
 
 
 async def test_xspice_agent_restart(tmp_path: Path) -> None:
+    """Xspice (spiceqxl_vdagent.c) drops the agent from inside libspice's read callback on EOF
+    (``spice_server_remove_interface``) and adds it back on the next accept. Now and then (about one
+    restart in four here) nothing the new agent writes reaches the client: its ANNOUNCE reply and later
+    clipboard grabs are lost while the client's messages still reach it. The reference therefore gets
+    three attempts; spiceserver is held to one."""
     (tmp_path / "agent").mkdir()
     async with xspice_agent_client(tmp_path) as (client, agent):
-        await check_agent_restart(client, agent)
-        # the new agent works: the clipboard goes through it
+        attempts = await check_agent_restart(client, agent, attempts=3)
+        # the new agent works both ways
         await check_clipboard_guest_to_client(client, agent, "after-restart")
+        await check_clipboard_client_to_guest(client, agent, "to-the-new-agent")
+    print("agent restart attempts:", attempts)
     assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
 

@@ -233,7 +233,7 @@ class AgentEnv:
         if self.session is not None:
             await self.session.stop()
         if wait_server:
-            await _poll(lambda: not connected_sockets(self.socket_path), 10.0, "the server to close the agent socket")
+            await _poll(lambda: not connected_sockets(self.socket_path), 30.0, "the server to close the agent socket")
         return code
 
     async def restart_daemon(self, timeout: float = 20.0) -> None:
