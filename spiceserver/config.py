@@ -79,6 +79,11 @@ class ServerConfig:
         uuid: VM UUID sent with the name.
         agent_mouse: use the guest agent for client mouse mode when one is present (QEMU
             ``agent-mouse``).
+        agent_copypaste: clipboard messages pass between clients and the guest agent (QEMU
+            ``disable-copy-paste`` is its opposite); off drops them and hides the agent's clipboard
+            capabilities from the client.
+        agent_file_xfer: file transfer messages pass (QEMU ``disable-agent-file-xfer``); off drops
+            them and tells the client file transfer is disabled.
         link_timeout: seconds a connection may take to complete the link handshake.
         max_pending_links: connections allowed to be in the link phase at once (counted from the
             accept, before any TLS handshake). When full, the oldest one that has not yet sent its
@@ -155,6 +160,8 @@ class ServerConfig:
     name: str | None = None
     uuid: _uuid.UUID | None = None
     agent_mouse: bool = True
+    agent_copypaste: bool = True
+    agent_file_xfer: bool = True
     link_timeout: float = 30.0
     max_pending_links: int = 256
     max_pending_links_per_peer: int = 32

@@ -30,7 +30,9 @@ import numpy as np
 
 from .admission import Admission, PendingLink, open_link_phase
 from .channels.base import Channel, Link, ServerContext
+from .channels.chardev import CharDevice
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
+from .channels.guest_agent import GuestAgent
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
 from .channels.playback import PlaybackChannel
@@ -111,14 +113,8 @@ class SpiceServer:
         self._ctx.gate.run(lambda: self._inputs.set_leds(leds))
 
     def register_channel(self, channel_class: Callable[..., ChannelT], *args: Any, **kwargs: Any) -> ChannelT:
-        """Build ``channel_class(context, *args, **kwargs)`` and offer it to clients (any thread).
-
-        A channel is a :class:`~spiceserver.channels.base.Channel` subclass (usually a
-        ``LoopChannel``); connected sessions get a one-entry CHANNELS_LIST. Returns the channel.
-
-        Raises:
-            ConfigError: that (type, id) is offered already.
-        """
+        """Build ``channel_class(context, *args, **kwargs)`` (a :class:`~spiceserver.channels.base.Channel`)
+        and offer it to clients (any thread; sessions get a CHANNELS_LIST). ConfigError if offered already."""
         channel = channel_class(self._ctx, *args, **kwargs)
         self._ctx.registry.add(channel)
         return channel
@@ -134,6 +130,10 @@ class SpiceServer:
     def _channel_added(self, channel: Channel) -> None:
         if self._ctx.gate.loop is not None:
             channel.on_loop_start(self._ctx.gate.loop)
+
+    def add_agent(self, device: CharDevice) -> GuestAgent:
+        """The guest agent (vdagent) on a char device, attached while it is open (:class:`GuestAgent`)."""
+        return self._main.add_guest_agent(device)
 
     # --- sound (any thread) ---------------------------------------------------------------------
 

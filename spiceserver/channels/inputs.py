@@ -25,6 +25,13 @@ from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, InputsCap, KeyboardModifiers, MouseButton, MouseMode
 from ..proto.messages import inputs as im
 from ..proto.scancode import RELEASE, code_to_bytes, split_transitions
+from ..proto.vdagent_messages import (
+    MouseState,
+    mouse_position_state,
+    mouse_press_state,
+    mouse_release_state,
+    wheel_states,
+)
 from .base import ChannelClient, Link, LoopChannel, ServerContext, maybe_await
 from .session import Session
 
@@ -61,6 +68,11 @@ class InputsChannel(LoopChannel):
         self.mouse_mode = MouseMode.SERVER
         #: called when the tablet comes or goes (the main channel re-evaluates the mouse modes)
         self.on_pointer_change: list[Callable[[], None]] = []
+        #: agent mouse (set by the main channel while a guest agent is attached and ``agent_mouse``
+        #: is on): client-mode positions and buttons go to the agent as VD_AGENT_MOUSE_STATE, which
+        #: wins over the tablet (libspice ``inputs_channel_handle_message``)
+        self.agent_mouse: Callable[[MouseState], None] | None = None
+        self._agent_last = MouseState(0, 0, 0, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> InputsChannelClient:
@@ -210,14 +222,29 @@ class InputsChannelClient(ChannelClient):
         if mouse is not None and self.inputs.mouse_mode == MouseMode.SERVER:
             await maybe_await(mouse.on_motion(msg.dx, msg.dy, 0, msg.buttons_state))
 
+    def _to_agent(self, *states: MouseState) -> bool:
+        """Client mode with agent mouse: the states go to the agent. False if there is none."""
+        sink = self.inputs.agent_mouse
+        if sink is None or self.inputs.mouse_mode != MouseMode.CLIENT:
+            return False
+        for st in states:
+            self.inputs._agent_last = st
+            sink(st)
+        return True
+
     async def _on_position(self, msg: im.MousePosition, now: float) -> None:
         self._count_motion()
+        if self._to_agent(mouse_position_state(msg.x, msg.y, msg.buttons_state, msg.display_id)):
+            return
         tablet = self.inputs.tablet
         if tablet is not None and self.inputs.mouse_mode == MouseMode.CLIENT:
             await maybe_await(tablet.on_position(msg.x, msg.y, msg.buttons_state, msg.display_id))
 
     async def _on_press(self, msg: im.MousePress, now: float) -> None:
         dz = -1 if msg.button == MouseButton.UP else 1 if msg.button == MouseButton.DOWN else 0
+        last = self.inputs._agent_last
+        if self._to_agent(*(wheel_states(last, dz) if dz else (mouse_press_state(last, msg.button, msg.buttons_state),))):
+            return
         if self.inputs.mouse_mode == MouseMode.CLIENT:
             if self.inputs.tablet is not None:
                 if dz:
@@ -228,6 +255,8 @@ class InputsChannelClient(ChannelClient):
             await maybe_await(self.inputs.mouse.on_motion(0, 0, dz, msg.buttons_state))
 
     async def _on_release(self, msg: im.MouseRelease, now: float) -> None:
+        if msg.button not in (MouseButton.UP, MouseButton.DOWN) and self._to_agent(mouse_release_state(self.inputs._agent_last, msg.buttons_state)):
+            return
         if self.inputs.mouse_mode == MouseMode.CLIENT:
             if self.inputs.tablet is not None:
                 await maybe_await(self.inputs.tablet.on_buttons(msg.buttons_state))

@@ -19,19 +19,20 @@ consumed (libspice ``REDS_TOKENS_TO_SEND``); pieces sent before AGENT_START are 
 the host agent the pieces feed the session's :class:`~spiceserver.channels.host_agent.HostAgentClient`
 (a malformed stream closes the main channel, hence the session, as libspice's ``mcc->shutdown()``); its
 answers go out as AGENT_DATA within the tokens the client gave (AGENT_START, AGENT_TOKEN). The guest
-agent's data path arrives with the char-device work: until then its pieces are dropped.
+agent's data path is :mod:`spiceserver.channels.guest_agent` (the agent on a char device).
 The channel listens to the multimedia clock (:mod:`spiceserver.mmtime`): when a stream raises its
 latency every client gets MULTI_MEDIA_TIME (``reds_send_mm_time``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 from typing import Protocol, runtime_checkable
 
-from ..errors import ProtocolError
+from ..errors import ConfigError, ProtocolError
 from ..mmtime import ClockUpdate
 from ..proto.channel import ChannelConnection, PongReceived
 from ..proto.channel_client import StateTable
@@ -40,6 +41,8 @@ from ..proto.messages import main as m
 from ..proto.messages.base import Notify
 from ..proto.vdagent import AgentMessage, split_message
 from .base import Channel, ChannelClient, Link, LoopChannel, ServerContext
+from .chardev import CharDevice
+from .guest_agent import GuestAgent
 from .host_agent import HostAgentClient
 from .inputs import InputsChannel
 from .session import Session
@@ -144,6 +147,8 @@ class MainChannel(LoopChannel):
         self.inputs = inputs
         self._mode = MouseMode.SERVER
         self._agent_attached = False
+        #: the guest agent's char device, once the host added one (:meth:`add_guest_agent`)
+        self.guest_agent: GuestAgent | None = None
         # the agent the clients see: None, "guest", or the host agent's announced caps
         self._agent: object = ctx.host_agent.announced_caps
         inputs.on_pointer_change.append(self.update_mouse_mode)
@@ -247,11 +252,38 @@ class MainChannel(LoopChannel):
         """The clients' agent streams go to the host agent (it is active and no guest agent is attached)."""
         return self._agent is not None and self._agent != "guest"
 
+    def add_guest_agent(self, device: CharDevice) -> GuestAgent:
+        """Relay the guest agent on ``device`` (any thread before the loop runs, else the loop): it is
+        attached while the device is open (:mod:`spiceserver.channels.guest_agent`)."""
+        if self.guest_agent is not None:
+            raise ConfigError("a guest agent device is registered already")
+        agent = GuestAgent(self.ctx, device, self.set_agent_attached)
+        self.guest_agent = agent
+        loop = self.ctx.gate.loop
+        if loop is not None:
+            self.ctx.gate.run(lambda: agent.start(loop))
+        return agent
+
+    def on_loop_start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start reading the guest agent's device."""
+        if self.guest_agent is not None:
+            self.guest_agent.start(loop)
+
+    async def close(self) -> None:
+        """Close the guest agent's device."""
+        if self.guest_agent is not None:
+            await self.guest_agent.close()
+
     def set_agent_attached(self, attached: bool) -> None:
         """The guest agent came or went (event loop): tell the clients, re-evaluate the mouse modes."""
         if attached == self._agent_attached:
             return
         self._agent_attached = attached
+        guest = self.guest_agent
+        if attached and guest is not None and self.ctx.config.agent_mouse:
+            self.inputs.agent_mouse = lambda st: guest.mouse_state(st.pack())
+        else:
+            self.inputs.agent_mouse = None
         self._agent_changed()
         self.update_mouse_mode()
 
@@ -371,8 +403,11 @@ class MainChannelClient(ChannelClient):
     def _on_agent_start(self, msg: m.AgentStart, now: float) -> None:
         self.agent_started = True
         self.agent_tokens = msg.num_tokens
+        guest = self.main.guest_agent
         if self.main.host_agent_serving:
             self.host_agent = self.main.ctx.host_agent.client(self.log)
+        elif guest is not None and guest.attached:
+            guest.client_started(self)
 
     async def _on_agent_data(self, msg: m.ClientAgentData, now: float) -> None:
         if not self.agent_started:  # sent before the client heard the agent went: dropped, as libspice
@@ -381,18 +416,44 @@ class MainChannelClient(ChannelClient):
         if self.client_tokens == 0:
             raise ProtocolError("agent data beyond the granted tokens")
         self.client_tokens -= 1
+        done = True
         try:
+            guest = self.main.guest_agent
             if self.host_agent is not None:
                 await self.host_agent.feed(msg.data)
                 self.send_agent_messages(self.host_agent.take_messages())
+            elif guest is not None:
+                done = guest.from_client(self, msg.data)
             else:
-                self.log.debug("agent data (%d bytes) dropped: no host agent, and no guest agent data path yet", len(msg.data))
+                self.log.debug("agent data (%d bytes) dropped: no agent", len(msg.data))
         finally:
-            self._tokens_consumed += 1
-            if self._tokens_consumed >= AGENT_TOKENS_BATCH:
-                self.conn.send(m.AgentToken(num_tokens=self._tokens_consumed))
-                self.client_tokens += self._tokens_consumed
-                self._tokens_consumed = 0
+            if done:
+                self._piece_consumed()
+
+    def _piece_consumed(self) -> None:
+        """One of the client's pieces was used up: its token goes back, in batches (libspice
+        ``REDS_TOKENS_TO_SEND``)."""
+        self._tokens_consumed += 1
+        if self._tokens_consumed >= AGENT_TOKENS_BATCH:
+            self.conn.send(m.AgentToken(num_tokens=self._tokens_consumed))
+            self.client_tokens += self._tokens_consumed
+            self._tokens_consumed = 0
+
+    def agent_piece_done(self) -> None:
+        """The guest agent took a piece it had to hold (event loop, outside message handling)."""
+        self._piece_consumed()
+        if self.transport is not None:
+            self.transport.flush()
+
+    def send_agent_pieces(self, pieces: list[bytes]) -> None:
+        """AGENT_DATA pieces from the guest agent, within the client's tokens (event loop)."""
+        if len(self._agent_out) + len(pieces) > MAX_PENDING_AGENT_PIECES:
+            self.log.warning("%d agent pieces dropped: the client gives no agent tokens", len(pieces))
+            return
+        self._agent_out.extend(pieces)
+        self._flush_agent_out()
+        if self.transport is not None:
+            self.transport.flush()
 
     def send_agent_messages(self, msgs: list[AgentMessage]) -> None:
         """Send agent messages to the client as AGENT_DATA pieces, within the tokens it gave."""
@@ -414,6 +475,11 @@ class MainChannelClient(ChannelClient):
     def _on_agent_token(self, msg: m.ClientAgentToken, now: float) -> None:
         self.agent_tokens = min(self.agent_tokens + msg.num_tokens, 0xFFFFFFFF)
         self._flush_agent_out()
+
+    async def on_close(self) -> None:
+        """The guest agent hears the client went (VD_AGENT_CLIENT_DISCONNECTED)."""
+        if self.main.guest_agent is not None:
+            self.main.guest_agent.client_gone(self)
 
     def _on_client_info(self, msg: m.ClientInfo, now: float) -> None:
         self.log.debug("client cache size %d", msg.cache_size)

@@ -1,0 +1,173 @@
+"""The guest agent on a char device, relayed to the client's main channel (libspice reds.cpp's agent
+half): attach and detach with the device, chunks both ways, the message filter and the capability
+rewrite, tokens and back-pressure, CLIENT_DISCONNECTED and agent mouse on the server port."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from spiceserver.channels.chardev import DeviceEnd, char_device_pair
+from spiceserver.channels.main import AGENT_TOKENS
+from spiceserver.proto.enums import ChannelType, MouseMode
+from spiceserver.proto.messages import inputs as im
+from spiceserver.proto.messages import main as mm
+from spiceserver.proto.vdagent import (
+    AgentCap,
+    AgentMessage,
+    AgentMessageType,
+    AgentStreamReader,
+    AnnounceCapabilities,
+    ChunkPort,
+    ChunkReader,
+    pack_chunk,
+)
+from spiceserver.proto.vdagent_messages import MouseState
+from tests.conftest import Running, start_server
+from tests.support.client import Session, connect
+from tests.test_host_agent import SKIP, recv_agent, send_agent
+
+GUEST_CAPS = frozenset({AgentCap.MOUSE_STATE, AgentCap.MONITORS_CONFIG, AgentCap.CLIPBOARD_BY_DEMAND, AgentCap.CLIPBOARD_SELECTION})
+
+
+class Guest:
+    """The agent's end of the device: whole messages per port, as spice-vdagentd would see them."""
+
+    def __init__(self, end: DeviceEnd) -> None:
+        self.end = end
+        self.chunks = ChunkReader()
+        self.readers = {ChunkPort.CLIENT: AgentStreamReader(1 << 20, aligned=False), ChunkPort.SERVER: AgentStreamReader(1 << 20, aligned=False)}
+        self.got: list[tuple[int, AgentMessage]] = []
+        self.changed = asyncio.Event()
+        end.on_data(self._data)
+
+    def _data(self, data: bytes) -> None:
+        for piece in self.chunks.feed(data):
+            for msg in self.readers[ChunkPort(piece.port)].feed(piece.data):
+                self.got.append((piece.port, msg))
+        self.changed.set()
+
+    def send(self, port: int, msg: AgentMessage) -> None:
+        self.end.write(pack_chunk(port, msg.pack()))
+
+    async def wait(self, pred: Any, timeout: float = 5.0) -> None:
+        async def loop() -> None:
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def agent_session(running: Running, opened: bool = True) -> tuple[Guest, Session]:
+    device, end = char_device_pair(opened=opened)
+    running.server.add_agent(device)
+    guest = Guest(end)
+    s = await connect(running.ep)
+    return guest, s
+
+
+async def started(s: Session) -> AgentStreamReader:
+    await s.main.send(mm.AgentStart(num_tokens=0xFFFFFFFF))
+    return AgentStreamReader(1 << 20)
+
+
+async def test_client_and_agent_talk_through_the_device(running: Running) -> None:
+    guest, s = await agent_session(running)
+    assert s.init.agent_connected == 1 and s.init.agent_tokens == AGENT_TOKENS
+    reader = await started(s)
+    await send_agent(s.main, AnnounceCapabilities(True, frozenset({AgentCap.MOUSE_STATE})).message())
+    await guest.wait(lambda: guest.got)
+    port, msg = guest.got[0]
+    assert port == ChunkPort.CLIENT and msg.type == AgentMessageType.ANNOUNCE_CAPABILITIES
+    guest.send(ChunkPort.CLIENT, AnnounceCapabilities(False, GUEST_CAPS).message())
+    guest.send(ChunkPort.SERVER, AnnounceCapabilities(False, GUEST_CAPS).message())  # for the server: dropped
+    got = await recv_agent(s.main, reader)
+    assert AnnounceCapabilities.parse(got.data).caps == GUEST_CAPS
+
+
+async def test_tokens_go_back_as_the_device_takes_the_pieces(running: Running) -> None:
+    guest, s = await agent_session(running)
+    await started(s)
+    for _ in range(AGENT_TOKENS):
+        await send_agent(s.main, AgentMessage(AgentMessageType.CLIPBOARD_RELEASE, bytes(4)))
+    tok = await s.main.expect(mm.AgentToken, skip=SKIP)
+    assert tok.num_tokens == 5
+    await guest.wait(lambda: len(guest.got) == AGENT_TOKENS)
+
+
+async def test_a_device_that_does_not_read_holds_the_tokens() -> None:
+    r = await start_server()
+    try:
+        device, end = char_device_pair(write_limit=64)
+        r.server.add_agent(device)
+        s = await connect(r.ep)
+        await started(s)
+        for _ in range(6):  # 6 x (8 + 20 + 4) bytes: past the 64-byte bound, nobody reads
+            await send_agent(s.main, AgentMessage(AgentMessageType.CLIPBOARD_RELEASE, bytes(4)))
+        await s.main.send(mm.AttachChannels())
+        await s.main.expect(mm.ChannelsList, skip=(mm.MouseMode, mm.MultiMediaTime))
+        assert device.queued <= 64 + 32
+        guest = Guest(end)  # the agent starts reading: the held pieces go, the tokens come back
+        assert (await s.main.expect(mm.AgentToken, skip=SKIP)).num_tokens == 5
+        await guest.wait(lambda: len(guest.got) == 6)
+    finally:
+        await r.server.close()
+
+
+async def test_copy_paste_off_hides_the_clipboard_and_drops_its_messages() -> None:
+    r = await start_server(agent_copypaste=False, agent_file_xfer=False)
+    try:
+        guest, s = await agent_session(r)
+        reader = await started(s)
+        await send_agent(s.main, AnnounceCapabilities(True, frozenset({AgentCap.MOUSE_STATE})).message())
+        await guest.wait(lambda: guest.got)  # the client's AGENT_START was handled: the agent may answer
+        guest.got.clear()
+        guest.send(ChunkPort.CLIENT, AnnounceCapabilities(False, GUEST_CAPS).message())
+        caps = AnnounceCapabilities.parse((await recv_agent(s.main, reader)).data).caps
+        assert AgentCap.CLIPBOARD_BY_DEMAND not in caps and AgentCap.CLIPBOARD_SELECTION not in caps
+        assert AgentCap.FILE_XFER_DISABLED in caps and AgentCap.MOUSE_STATE in caps
+        await send_agent(s.main, AgentMessage(AgentMessageType.CLIPBOARD_RELEASE, bytes(4)))
+        await send_agent(s.main, AgentMessage(AgentMessageType.MAX_CLIPBOARD, bytes(4)))
+        await guest.wait(lambda: guest.got)
+        assert [m.type for _, m in guest.got] == [AgentMessageType.MAX_CLIPBOARD]
+    finally:
+        await r.server.close()
+
+
+async def test_the_agent_comes_and_goes_with_its_device(running: Running) -> None:
+    guest, s = await agent_session(running, opened=False)
+    assert s.init.agent_connected == 0
+    guest.end.set_open(True)
+    assert await s.main.expect(mm.AgentConnectedTokens, skip=SKIP) == mm.AgentConnectedTokens(num_tokens=AGENT_TOKENS)
+    guest.end.set_open(False)
+    assert await s.main.expect(mm.AgentDisconnected, skip=SKIP) == mm.AgentDisconnected(error_code=0)
+
+
+async def test_garbage_from_the_agent_detaches_it_and_the_session_goes_on(running: Running) -> None:
+    guest, s = await agent_session(running)
+    await started(s)
+    guest.end.write(pack_chunk(ChunkPort.CLIENT, b"\x07" * 20))  # protocol 0x07070707: not an agent message
+    assert await s.main.expect(mm.AgentDisconnected, skip=SKIP) == mm.AgentDisconnected(error_code=0)
+    await s.main.send(mm.AttachChannels())
+    await s.main.expect(mm.ChannelsList, skip=(mm.MouseMode, mm.MultiMediaTime))
+
+
+async def test_client_disconnect_and_agent_mouse_reach_the_server_port(running: Running) -> None:
+    guest, s = await agent_session(running)
+    running.server.remove_tablet()
+    await started(s)
+    await s.main.send(mm.MouseModeRequest(mode=MouseMode.CLIENT))
+    mode = await s.main.expect(mm.MouseMode, skip=(mm.ChannelsList, mm.MultiMediaTime, mm.Name, mm.Uuid))
+    while mode.current_mode != MouseMode.CLIENT:
+        mode = await s.main.expect(mm.MouseMode, skip=(mm.ChannelsList, mm.MultiMediaTime, mm.Name, mm.Uuid))
+    inputs = await s.link(ChannelType.INPUTS)
+    await inputs.expect(im.InputsInit)
+    await inputs.send(im.MousePosition(x=100, y=200, buttons_state=1, display_id=0))
+    await guest.wait(lambda: any(m.type == AgentMessageType.MOUSE_STATE for _, m in guest.got))
+    port, msg = next((p, m) for p, m in guest.got if m.type == AgentMessageType.MOUSE_STATE)
+    assert port == ChunkPort.SERVER
+    assert MouseState.parse(msg.data) == MouseState(100, 200, 2, 0)  # SPICE left (1) -> agent left (2)
+    await s.main.close()
+    await guest.wait(lambda: any(m.type == AgentMessageType.CLIENT_DISCONNECTED for _, m in guest.got))
+    assert [p for p, m in guest.got if m.type == AgentMessageType.CLIENT_DISCONNECTED] == [ChunkPort.SERVER]
