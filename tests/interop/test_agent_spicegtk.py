@@ -66,7 +66,7 @@ async def agent_client(tmp_path: Path, **config: object) -> AsyncIterator[tuple[
 async def test_clipboard_file_copy_and_agent_mouse(tmp_path: Path) -> None:
     src = tmp_path / "hello-agent.txt"
     src.write_bytes(b"hello from the client\n" * 100)
-    async with agent_client(tmp_path) as (server, client, agent):
+    async with agent_client(tmp_path) as (_server, client, agent):
         await check_clipboard_guest_to_client(client, agent, "hello-from-guest")
         await check_clipboard_client_to_guest(client, agent, "text-from-client")
         await check_file_copy(client, agent, src)
@@ -75,14 +75,14 @@ async def test_clipboard_file_copy_and_agent_mouse(tmp_path: Path) -> None:
 
 
 async def test_monitors_config_reaches_the_agent(tmp_path: Path) -> None:
-    async with agent_client(tmp_path) as (server, client, agent):
+    async with agent_client(tmp_path) as (_server, client, agent):
         outcome = await check_monitors_config(client, agent, (800, 600))
     assert outcome in ("resized", "rejected"), outcome  # see test_agent_xspice: vdagentd 0.22.1 vs spice-gtk 0.42
     print("monitors config:", outcome)
 
 
 async def test_agent_restart_in_one_attempt(tmp_path: Path) -> None:
-    async with agent_client(tmp_path) as (server, client, agent):
+    async with agent_client(tmp_path) as (_server, client, agent):
         assert await check_agent_restart(client, agent, attempts=1) == 1
         await check_clipboard_guest_to_client(client, agent, "after-restart")
         await check_clipboard_client_to_guest(client, agent, "to-the-new-agent")
