@@ -151,15 +151,7 @@ class SpiceServer:
         """A display fed with host frames (no QXL guest driver needed); see :class:`FramebufferDisplay`."""
         return self._displays.add_framebuffer(width, height)
 
-    def add_qxl_device(
-        self,
-        config: QXLDeviceConfig | None = None,
-        *,
-        irq: Callable[[bool], None] | None = None,
-        ram: Any = None,
-        vram: Any = None,
-        rom: Any = None,
-    ) -> QXLDevice:
+    def add_qxl_device(self, config: QXLDeviceConfig | None = None, *, irq: Callable[[bool], None] | None = None, ram: Any = None, vram: Any = None, rom: Any = None) -> QXLDevice:  # fmt: skip
         """An emulated QXL device over host memory (allocated if not given); returns the device.
 
         The host forwards the guest's I/O port writes with ``device.io_write(port, value)`` and
@@ -200,11 +192,8 @@ class SpiceServer:
     # --- clients, events, metrics (event loop unless noted) -------------------------------------
 
     def add_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
-        """Call ``callback(event)`` on the event loop whenever a channel links or goes away.
-
-        A coroutine function works too (it is run as a task). Exceptions are logged, never
-        raised into the server.
-        """
+        """Call ``callback(event)`` (or run the coroutine) on the loop whenever a channel links or goes
+        away; exceptions are logged, never raised into the server."""
         self._ctx.listeners.add(callback)
 
     def remove_channel_listener(self, callback: Callable[[ChannelEvent], object]) -> None:
