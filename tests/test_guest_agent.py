@@ -36,12 +36,14 @@ class Guest:
     def __init__(self, end: DeviceEnd) -> None:
         self.end = end
         self.chunks = ChunkReader()
-        self.readers = {ChunkPort.CLIENT: AgentStreamReader(1 << 20, aligned=False), ChunkPort.SERVER: AgentStreamReader(1 << 20, aligned=False)}
+        self.readers = {port: AgentStreamReader(0xFFFFFFFF, aligned=False) for port in (ChunkPort.CLIENT, ChunkPort.SERVER)}
         self.got: list[tuple[int, AgentMessage]] = []
+        self.bytes = 0
         self.changed = asyncio.Event()
         end.on_data(self._data)
 
     def _data(self, data: bytes) -> None:
+        self.bytes += len(data)
         for piece in self.chunks.feed(data):
             for msg in self.readers[ChunkPort(piece.port)].feed(piece.data):
                 self.got.append((piece.port, msg))
@@ -171,3 +173,29 @@ async def test_client_disconnect_and_agent_mouse_reach_the_server_port(running: 
     await s.main.close()
     await guest.wait(lambda: any(m.type == AgentMessageType.CLIENT_DISCONNECTED for _, m in guest.got))
     assert [p for p, m in guest.got if m.type == AgentMessageType.CLIENT_DISCONNECTED] == [ChunkPort.SERVER]
+
+
+async def test_a_client_piece_over_2048_bytes_cuts_off_its_main_channel(running: Running) -> None:
+    """libspice ``agent_msg_filter_process_data``: a piece above VD_AGENT_MAX_DATA_SIZE is a protocol
+    error; the main channel (hence the session) closes, the agent stays attached for the next client."""
+    _guest, s = await agent_session(running)
+    await started(s)
+    header = AgentMessage(AgentMessageType.CLIPBOARD, bytes(4000)).pack()
+    s.main.conn.send(mm.ClientAgentData(data=header[:2049]))
+    await s.main.flush()
+    assert await s.main.closed()
+    s2 = await connect(running.ep)
+    assert s2.init.agent_connected == 1
+
+
+async def test_an_announced_4_gib_message_is_relayed_piece_by_piece_never_buffered(running: Running) -> None:
+    """The filter passes a message's pieces as they come (it never gathers a whole message), so a
+    header announcing 4 GiB costs nothing but the pieces actually sent."""
+    guest, s = await agent_session(running)
+    await started(s)
+    huge = AgentMessage(AgentMessageType.CLIPBOARD, b"").pack()[:-4] + (0xFFFFFFFF).to_bytes(4, "little")
+    s.main.conn.send(mm.ClientAgentData(data=huge + bytes(100)))
+    await s.main.flush()
+    await guest.wait(lambda: guest.bytes >= 8 + 20 + 100)
+    assert guest.bytes == 8 + 20 + 100, guest.bytes  # one chunk: its header, the message header, 100 bytes
+    assert not guest.got  # an incomplete message: nothing was gathered on the way
