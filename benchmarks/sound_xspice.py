@@ -415,7 +415,17 @@ def xspice(work: Path, compression: bool) -> Any:
     }
     for attempt in range(3):  # display and port are free when chosen, not necessarily when Xspice binds
         port, display = _free_port(), _free_display()
-        argv = [XSPICE, "--config", str(conf), "--port", str(port), "--disable-ticketing", "-logfile", str(log), f":{display}"]
+        argv = [
+            XSPICE,
+            "--config",
+            str(conf),
+            "--port",
+            str(port),
+            "--disable-ticketing",
+            "-logfile",
+            str(log),
+            f":{display}",
+        ]
         out = open(work / "xspice.out", "wb")  # noqa: SIM115 - closed in finally
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -617,7 +627,9 @@ def main() -> None:
     if args.runs > 1:
         summary(rows)
     if "ours" in args.servers:
-        print(f"(of ours: generating the tone loop itself costs {tone_cost(min(args.seconds, 5.0)) * 100:.2f} % of a core here)")
+        print(
+            f"(of ours: generating the tone loop itself costs {tone_cost(min(args.seconds, 5.0)) * 100:.2f} % of a core here)"
+        )
 
 
 if __name__ == "__main__":
