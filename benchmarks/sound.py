@@ -11,7 +11,7 @@ thread writes a 440 Hz tone:
   figure is the process's CPU microseconds per frame (framing, stamping, the loop
   hand-over, the command bitmask, marshalling, the socket write, and for Opus the encode), which
   is also the CPU share one client costs in real time: ``us / 10 ms``.
-* ``--realtime``: 10 ms a write for ``--seconds``, and the whole process's CPU share (the host
+* ``--realtime``: 10 ms a write (``--frames-per-write N``: N x 10 ms) for ``--seconds``, and the whole process's CPU share (the host
   thread's sleeps and every loop wake-up included).
 
 Every frame a client is sent is counted from its DATA messages (frames + drops = frames written).
@@ -48,7 +48,7 @@ def tone(seconds: float) -> bytes:
     return np.repeat(mono, 2).tobytes()
 
 
-async def run(mode: str, seconds: float, realtime: bool) -> dict[str, float]:
+async def run(mode: str, seconds: float, realtime: bool, per_write: int = 1) -> dict[str, float]:
     from tests.support.client import Endpoint, connect
 
     server = SpiceServer(
@@ -76,12 +76,12 @@ async def run(mode: str, seconds: float, realtime: bool) -> dict[str, float]:
         def host() -> None:
             speaker.start()
             t0 = time.monotonic()
-            for k in range(nframes):
+            for k in range(0, nframes, per_write):
                 if realtime:
                     delay = t0 + k * 0.01 - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                speaker.write(pcm[k * FRAME : (k + 1) * FRAME])
+                speaker.write(pcm[k * FRAME : (k + per_write) * FRAME])
             speaker.stop()
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -108,6 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--realtime", action="store_true")
+    parser.add_argument("--frames-per-write", type=int, default=1, help="10 ms frames the host hands over per write")
     args = parser.parse_args()
     modes = ["raw"] + (["opus"] if opus_available() else [])
     print(
@@ -115,7 +116,7 @@ def main() -> None:
     )
     print(f"{'mode':<5} {'frames':>7} {'sent':>7} {'drop':>5} {'B/frame':>8} {'us/frame':>9} {'cpu':>6}")
     for mode in modes:
-        r = asyncio.run(run(mode, args.seconds, args.realtime))
+        r = asyncio.run(run(mode, args.seconds, args.realtime, args.frames_per_write))
         print(
             f"{mode:<5} {r['frames']:>7.0f} {r['sent']:>7.0f} {r['dropped']:>5.0f} {r['bytes_per_frame']:>8.0f} "
             f"{r['us_per_frame']:>9.1f} {r['cpu_share'] * 100:>5.1f}%"
