@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spiceserver.channels.base import Link, ServerContext
+from spiceserver.channels.chardev import char_device_pair
 from spiceserver.channels.port import PortChannel, PortChannelClient, WebDavChannel
 from spiceserver.channels.session import Session
 from spiceserver.channels.spicevmc import BUF_SIZE, QUEUED_DATA_LIMIT
@@ -27,13 +28,14 @@ from spiceserver.config import ServerConfig
 from spiceserver.errors import ProtocolError
 from spiceserver.events import ConnLog
 from spiceserver.proto.channel import ChannelConnection
-from spiceserver.proto.enums import ChannelType, PortEvent
+from spiceserver.proto.enums import ChannelType, PortEvent, SpicevmcCap
 from spiceserver.proto.link import LinkMess
 from spiceserver.proto.messages import base as basemsg
 from spiceserver.proto.messages import main as mm
 from spiceserver.proto.messages import port as pm
 from spiceserver.proto.messages import spicevmc as vm
 from spiceserver.proto.messages.base import CLIENT, SERVER
+from spiceserver.proto.spicevmc_lz4 import decompress_vmc
 from spiceserver.proto.wire import frame
 from tests.conftest import Running
 from tests.support.client import ClientChannel, connect
@@ -272,6 +274,64 @@ def test_bad_port_names_are_refused() -> None:
         with pytest.raises(ValueError):
             PortChannel(ctx, name, FakeDevice())
     assert PortChannel(ctx, "é" * 100, FakeDevice()).port_name == "é" * 100
+
+
+async def test_lz4_both_ways_for_a_client_with_the_cap(running: Running) -> None:
+    import lz4.block  # type: ignore[import-untyped]
+
+    dev = FakeDevice(opened=True)
+    port = running.server.register_channel(PortChannel, "org.test.lz4", dev, 2)
+    assert SpicevmcCap.DATA_COMPRESS_LZ4 in port.caps
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.PORT, 2, channel_caps=(SpicevmcCap.DATA_COMPRESS_LZ4,))
+    await ch.expect(pm.PortInit)
+    text = b"a compressible line of text\n" * 400
+    dev.feed(text)
+    msg = await ch.expect(vm.SpicevmcCompressedData)
+    assert msg.uncompressed_size == len(text) and len(msg.compressed_data) < len(text)
+    assert decompress_vmc(msg) == text
+    dev.feed(b"short")  # under 1000 bytes: plain
+    assert (await ch.expect(vm.SpicevmcData)).data == b"short"
+    packed = lz4.block.compress(text, store_size=False)
+    await ch.send(vm.ClientSpicevmcCompressedData(type=1, uncompressed_size=len(text), compressed_data=packed))
+    await dev.wait_for(lambda: bytes(dev.written) == text)
+    # a lying size closes the client
+    await ch.send(vm.ClientSpicevmcCompressedData(type=1, uncompressed_size=len(text) + 1, compressed_data=packed))
+    assert await ch.closed()
+
+
+async def test_with_the_char_device_pair(running: Running) -> None:
+    """The real in-process char device: bytes and events both ways, and its bounded write queue
+    holding the client back while the device model does not take the bytes."""
+    dev, end = char_device_pair(opened=False, write_limit=100_000)
+    port = running.server.register_channel(PortChannel, "org.test.pair", dev, 3)
+    got = bytearray()
+    events: list[int] = []
+    end.on_event(events.append)
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.PORT, 3)
+    assert (await ch.expect(pm.PortInit)).opened == 0
+    end.set_open(True)
+    assert (await ch.expect(pm.PortEvent)).event == PortEvent.OPENED
+    end.write(b"from the model")
+    assert (await ch.expect(vm.SpicevmcData)).data == b"from the model"
+    end.send_event(PortEvent.BREAK)
+    assert (await ch.expect(pm.PortEvent)).event == PortEvent.BREAK
+    await ch.send(pm.ClientPortEvent(event=PortEvent.BREAK))
+    await wait_until(lambda: events == [PortEvent.BREAK])
+    # no on_data callback yet: the server's writes queue in the device up to its bound, then the
+    # client is held back (nothing lost)
+    payload = bytes(range(256)) * 2000  # 512000 bytes > write_limit
+    await ch.send(vm.ClientSpicevmcData(data=payload))
+    cc = port.client
+    assert cc is not None
+    await wait_until(lambda: cc.blocked)
+    end.on_data(got.extend)
+    await wait_until(lambda: len(got) == len(payload))
+    assert bytes(got) == payload and not cc.blocked
+    end.set_open(False)
+    assert (await ch.expect(pm.PortEvent)).event == PortEvent.CLOSED
+    await dev.close()
 
 
 # --- back-pressure --------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spiceserver.channels.chardev import char_device_pair
 from spiceserver.channels.port import WebDavChannel
 from spiceserver.channels.webdav_mux import (
     MAX_MUX_SIZE,
@@ -38,7 +38,7 @@ from spiceserver.proto.messages import port as pm
 from spiceserver.proto.messages import spicevmc as vm
 from tests.conftest import Running
 from tests.support.client import ClientChannel, connect
-from tests.test_port_channel import FakeDevice
+from tests.test_port_channel import wait_until
 
 FAST = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -250,37 +250,6 @@ def test_requests() -> None:
 # --- WebDavMux through a WebDAV channel ------------------------------------------------------------------
 
 
-class WiredDevice(FakeDevice):
-    """The server's side of an in-process char device whose other end is :class:`End`."""
-
-    def __init__(self) -> None:
-        super().__init__(opened=False)
-        self.end = End(self)
-
-    def write(self, data: bytes) -> bool:
-        ok = super().write(data)
-        if ok and self.end.callback is not None:
-            self.end.callback(data)
-        return ok
-
-
-class End:
-    """The device end the mux uses (what ``char_device_pair()`` returns second)."""
-
-    def __init__(self, dev: WiredDevice) -> None:
-        self.dev = dev
-        self.callback: Callable[[bytes], None] | None = None
-
-    def write(self, data: bytes) -> None:
-        self.dev.feed(data)
-
-    def on_data(self, callback: Callable[[bytes], None]) -> None:
-        self.callback = callback
-
-    def set_open(self, opened: bool) -> None:
-        self.dev.set_open(opened)
-
-
 FILES = {"/hello.txt": b"hello\n", "/big.bin": bytes(range(256)) * 1000}
 
 
@@ -324,15 +293,15 @@ async def play_spicegtk(ch: ClientChannel, closes: list[int]) -> None:
 
 
 async def test_mux_browses_the_clients_shared_folder(running: Running) -> None:
-    dev = WiredDevice()
+    dev, end = char_device_pair(opened=False)
     webdav = running.server.register_channel(WebDavChannel, dev)
     s = await connect(running.ep)
     ch = await s.link(ChannelType.WEBDAV, 0)
     closes: list[int] = []
     player = asyncio.create_task(play_spicegtk(ch, closes))
     try:
-        async with WebDavMux(dev.end) as mux:
-            assert webdav.opened
+        async with WebDavMux(end) as mux:
+            await wait_until(lambda: webdav.opened)
             status, headers, body = await mux.request("PROPFIND", "/", headers={"Depth": "1"})
             assert status == 207 and b"/hello.txt" in body and headers["content-type"].startswith("text/xml")
             r = await mux.get("/hello.txt")
@@ -346,7 +315,8 @@ async def test_mux_browses_the_clients_shared_folder(running: Running) -> None:
             one.write(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await one.read()).startswith(b"HTTP/1.1 200 OK")
             one.close()
-        assert not webdav.opened
+        await wait_until(lambda: not webdav.opened)
+        await dev.close()
     finally:
         player.cancel()
         await asyncio.gather(player, return_exceptions=True)

@@ -146,6 +146,7 @@ class PortChannelClient(SpiceVmcClient):
     async def start(self, now: float) -> None:
         """PORT_INIT (name with NUL, open state), then the spicevmc start."""
         ch = self.channel
+        ch.device_attached()  # the device's state now (its queued open/close events may still follow)
         self.conn.send(pm.PortInit(name=ch.port_name.encode("utf-8") + b"\0", opened=int(ch.opened)))
         await super().start(now)
 

@@ -21,10 +21,12 @@ Unix socket, a pty, or a Python device model); this module moves its bytes:
   (libspice stops ``read_one_msg_from_device`` at ``QUEUED_DATA_LIMIT`` and wakes the device when the
   queue falls below it). Without a client the device is not read either (libspice reads only with a
   client); a chunk that still arrives then waits (up to the same limit) for the next client.
-* **SPICEVMC_COMPRESSED_DATA.** LZ4 is not offered yet (the channel cap
-  ``SPICEVMC_CAP_DATA_COMPRESS_LZ4`` is not set; the shared spicevmc LZ4 helper is still to come),
-  so a client's COMPRESSED_DATA closes that client, as libspice built without LZ4 ("Invalid
-  Compression Type").
+* **LZ4.** The channel offers ``SPICEVMC_CAP_DATA_COMPRESS_LZ4`` (libspice built with LZ4). Device
+  data goes out as SPICEVMC_COMPRESSED_DATA when the client has the cap, the piece is over 1000
+  bytes, the client is not on a Unix socket and LZ4 makes it smaller (libspice ``try_compress_lz4``;
+  :func:`~spiceserver.proto.spicevmc_lz4.compress_vmc`). A client's COMPRESSED_DATA is decompressed
+  with its announced size checked first (:func:`~spiceserver.proto.spicevmc_lz4.decompress_vmc`);
+  anything but a valid LZ4 block of that size closes the client (libspice ``handle_compressed_msg``).
 * **Open state and events.** The device's ``device_opened`` and ``device_event`` reach
   :meth:`SpiceVmcChannel.on_device_opened` / :meth:`~SpiceVmcChannel.on_device_event`, which the port
   channel (:mod:`spiceserver.channels.port`) turns into PORT_EVENT messages.
@@ -43,7 +45,9 @@ from typing import Any, Protocol
 from ..errors import ProtocolError
 from ..proto.channel import ChannelConnection
 from ..proto.channel_client import StateTable
+from ..proto.enums import SpicevmcCap
 from ..proto.messages import spicevmc as vm
+from ..proto.spicevmc_lz4 import compress_vmc, decompress_vmc
 from ..transport import unsent_bytes
 from .base import ChannelClient, Link, LoopChannel, ServerContext
 from .session import Session
@@ -105,10 +109,10 @@ class SpiceVmcChannel(LoopChannel):
         ctx: the server services.
         device: the char device.
         channel_id: the channel id.
-        caps: the channel caps.
+        caps: the channel caps (default: LZ4).
     """
 
-    def __init__(self, ctx: ServerContext, device: VmcDevice, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
+    def __init__(self, ctx: ServerContext, device: VmcDevice, channel_id: int = 0, caps: tuple[int, ...] = (SpicevmcCap.DATA_COMPRESS_LZ4,)) -> None:
         super().__init__(ctx, channel_id, caps)
         self.device = device
         #: the connected client, if any
@@ -244,6 +248,7 @@ class SpiceVmcClient(ChannelClient):
         super().__init__(conn, link, session)  # no ack window: no SET_ACK (ack_zero_messages_window)
         self.channel = channel
         self.writer = link.writer
+        self.unix = link.unix
         self.tables = {None: StateTable(self.handlers())}
         #: set by the device's ``device_writable``
         self.writable = asyncio.Event()
@@ -282,9 +287,10 @@ class SpiceVmcClient(ChannelClient):
         client took it (event loop)."""
         if self.closed:
             return
+        lz4 = SpicevmcCap.DATA_COMPRESS_LZ4 in self.channel.caps and self.has_channel_cap(SpicevmcCap.DATA_COMPRESS_LZ4)
         view = memoryview(data)
         for start in range(0, len(view), BUF_SIZE):
-            self.conn.send(vm.SpicevmcData(data=bytes(view[start : start + BUF_SIZE])))
+            self.conn.send(compress_vmc(bytes(view[start : start + BUF_SIZE]), lz4, self.unix))
         self.channel.bytes_to_client += len(data)
         if self.transport is not None:
             self.transport.flush()
@@ -338,8 +344,10 @@ class SpiceVmcClient(ChannelClient):
     async def _on_data(self, msg: vm.ClientSpicevmcData, now: float) -> None:
         await self.write_device(msg.data)
 
-    def _on_compressed(self, msg: vm.ClientSpicevmcCompressedData, now: float) -> None:
-        raise ProtocolError(f"SPICEVMC_COMPRESSED_DATA (type {msg.type}) but no compression was offered")
+    async def _on_compressed(self, msg: vm.ClientSpicevmcCompressedData, now: float) -> None:
+        if SpicevmcCap.DATA_COMPRESS_LZ4 not in self.channel.caps:
+            raise ProtocolError(f"SPICEVMC_COMPRESSED_DATA (type {msg.type}) but no compression was offered")
+        await self.write_device(decompress_vmc(msg))
 
     async def on_close(self) -> None:
         """The client left: stop waiting for its queue to drain."""
