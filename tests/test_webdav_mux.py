@@ -266,6 +266,8 @@ async def play_spicegtk(ch: ClientChannel, closes: list[int]) -> None:
             continue
         if isinstance(msg, pm.PortEvent):
             opened = msg.event == 0
+            if not opened:
+                return  # the guest closed the port (the mux left)
             continue
         assert isinstance(msg, vm.SpicevmcData) and opened
         for fr in parser.feed(msg.data):
@@ -316,6 +318,7 @@ async def test_mux_browses_the_clients_shared_folder(running: Running) -> None:
             assert (await one.read()).startswith(b"HTTP/1.1 200 OK")
             one.close()
         await wait_until(lambda: not webdav.opened)
+        await asyncio.wait_for(player, 5)  # it saw PORT_EVENT CLOSED
         await dev.close()
     finally:
         player.cancel()
