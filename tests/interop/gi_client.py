@@ -24,7 +24,19 @@ Events (all objects have an ``"event"`` key; ``t`` is seconds since start)
 ``channel-skipped``  a channel created but not connected (``--skip-channels``)
 ``channel-destroy``  spice-gtk dropped the channel object
 ``mouse-mode``       main channel ``mouse-mode`` property: ``mode`` 1 server / 2 client
-``agent``            main channel agent state: ``connected`` (bool), ``caps0``
+``agent``            main channel agent state: ``connected`` (bool), ``caps0``, ``caps`` (set bits)
+``clipboard-grab``   the guest grabbed: ``selection``, ``types`` (VD_AGENT_CLIPBOARD_* ints); accepted
+``clipboard-request`` the guest asks for our clipboard: ``selection``, ``type``, ``answered`` (true
+                     when a ``clipboard_grab`` offer with data answered it; else send ``clipboard_notify``)
+``clipboard-data``   guest clipboard data (after ``clipboard_request``): ``selection``, ``type``,
+                     ``size``, ``b64`` and ``text`` (when it is UTF-8)
+``clipboard-release`` the guest released ``selection``
+``file-transfer`` / ``file-transfer-finished``  spice-gtk's task per file: ``id``, ``path``, bytes, ``error``
+``file-copy-done``   a ``file_copy`` finished: ``paths``, ``ok``, ``error`` (spice-gtk's message)
+``port-opened``      port channel ``port-opened`` changed: ``id``, ``name``, ``opened``
+``port-data``        port channel data: ``id``, ``name``, ``size``, ``b64``, ``text``
+``port-event``       port channel event: ``id``, ``name``, ``port_event`` (0 OPENED, 1 CLOSED, 2 BREAK)
+``port-written``     a ``port_write`` completed: ``name``, ``written`` (-1: failed)
 ``audio-backend``    ``--audio-backend``: ``type`` of the SpiceAudio that ``spice_audio_get`` made
                      (SpiceGstaudio; its playback volume is read from the element named
                      ``audiosink`` of the pipeline, which ``SPICE_GST_AUDIOSINK`` may replace)
@@ -107,6 +119,23 @@ Run sequence
    ``action JSON`` performs one ``--actions`` entry now (an ``action`` event with
    ``index`` -1 follows, with ``error`` if it failed; ``wait*`` ops are refused).
 
+Agent and ports (spice-gtk 0.42 src/channel-main.c, channel-port.c)
+--------------------------------------------------------------------
+Actions (in ``--actions`` or ``action JSON``; data is ``text`` (UTF-8) or ``b64``; ``selection`` 0 is
+the CLIPBOARD, 1 PRIMARY; clipboard type 1 is UTF8_TEXT):
+``{"op":"clipboard_grab","selection":0,"types":[1],"text":...}`` grabs (with data: later guest requests
+are answered by the client itself); ``clipboard_notify`` {selection, type, text|b64} answers a
+``clipboard-request``; ``clipboard_request`` {selection, type} asks the guest for its clipboard
+(``clipboard-data`` follows); ``clipboard_release`` {selection};
+``update_display`` {id, x, y, width, height, enabled?, send?} sets one monitor and (unless ``send`` is
+false) ``send_monitor_config`` (spice-gtk holds it back until the agent announced itself);
+``send_monitor_config``; ``file_copy`` {path | paths} (``file-copy-done`` follows);
+``port_write`` {name, text|b64} and ``port_event`` {name, port_event} on the port channel of that name.
+Control lines ``file_copy PATH`` and ``port_write NAME TEXT`` are shorthands.
+``--shared-dir DIR`` (``--shared-dir-ro``) sets the folder spice-gtk serves over the WebDAV channel.
+``port_write`` calls ``spice_port_channel_write_async`` through ctypes with a buffer that stays alive
+until GIO is done: PyGObject's ``write_async`` frees its copy before GIO writes it.
+
 Audio (``--enable-audio``; spice-gtk 0.42 src/channel-playback.c, channel-record.c)
 -----------------------------------------------------------------------------------
 * With the session's ``enable-audio`` set spice-gtk creates the playback and record channels
@@ -170,6 +199,7 @@ spice-gtk facts this harness relies on (spice-gtk 0.42, src/channel-inputs.c)
 
 import argparse
 import array
+import base64
 import ctypes
 import hashlib
 import importlib
@@ -186,6 +216,7 @@ gi.require_version("SpiceClientGLib", "2.0")
 # comes first without tripping import-order lints
 GLib = importlib.import_module("gi.repository.GLib")
 GObject = importlib.import_module("gi.repository.GObject")
+Gio = importlib.import_module("gi.repository.Gio")
 Spice = importlib.import_module("gi.repository.SpiceClientGLib")
 
 EXIT_CODES = {
@@ -211,6 +242,8 @@ CHANNEL_INPUTS = 3
 CHANNEL_CURSOR = 4
 CHANNEL_PLAYBACK = 5
 CHANNEL_RECORD = 6
+CHANNEL_PORT = 10
+CHANNEL_WEBDAV = 11
 
 #: record chunk: 10 ms of S16LE stereo 48 kHz (480 frames x 4 bytes)
 RECORD_CHUNK = 1920
@@ -331,6 +364,8 @@ def parse_args(argv):
         action="store_true",
         help="create spice-gtk's audio backend (SpiceClientGLib.Audio.get) as an application would",
     )
+    p.add_argument("--shared-dir", help="session shared-dir: the folder spice-gtk serves over the WebDAV channel")
+    p.add_argument("--shared-dir-ro", action="store_true", help="session share-dir-ro (with --shared-dir)")
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
     args = p.parse_args(argv)
     try:
@@ -507,6 +542,220 @@ class Audio:
         return {"playback": self.playback_summary(), "record_sent": self.record_sent}
 
 
+class Agent:
+    """The guest agent as the client sees it (main channel AGENT_* and the clipboard, monitors config and
+    file copy calls), and the port channels (``port-*`` events, ``port_write``)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.offers = {}  # selection -> (type, bytes): answer the guest's requests for it ourselves
+        self.ports = {}  # port name -> SpicePortChannel
+        self.pending = []  # (buffer, callback) of port writes in flight: kept alive until GIO is done
+
+    def emit(self, event, **fields):
+        self.client.emit(event, **fields)
+
+    @staticmethod
+    def payload(data):
+        """Bytes as ``text`` (when UTF-8) and ``b64``."""
+        out = {"size": len(data), "b64": base64.b64encode(data).decode()}
+        try:
+            out["text"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        return out
+
+    @staticmethod
+    def data_of(act):
+        """An action's ``text`` (UTF-8) or ``b64`` field as bytes."""
+        if "b64" in act:
+            return base64.b64decode(act["b64"])
+        return str(act.get("text", "")).encode("utf-8")
+
+    # ------------------------------------------------------------------ main
+    def hook_main(self, channel):
+        GObject.Object.connect(channel, "main-clipboard-selection-grab", self.on_grab)
+        GObject.Object.connect(channel, "main-clipboard-selection", self.on_data)
+        GObject.Object.connect(channel, "main-clipboard-selection-request", self.on_request)
+        GObject.Object.connect(channel, "main-clipboard-selection-release", self.on_release)
+        GObject.Object.connect(channel, "new-file-transfer", self.on_new_transfer)
+
+    def on_grab(self, _ch, selection, types, ntypes):
+        # GI marshals the guint32 array with its length; an int is the raw pointer
+        if isinstance(types, int):
+            types = list(array.array("I", ctypes.string_at(types, 4 * ntypes))) if types else []
+        self.emit("clipboard-grab", selection=selection, types=[int(t) for t in types])
+        return True
+
+    def on_data(self, _ch, selection, ctype, data, size):
+        if isinstance(data, int):
+            data = ctypes.string_at(data, size) if data and size > 0 else b""
+        self.emit("clipboard-data", selection=selection, type=ctype, **self.payload(bytes(data)))
+
+    def on_request(self, ch, selection, ctype):
+        offer = self.offers.get(selection)
+        answered = offer is not None and offer[0] == ctype
+        self.emit("clipboard-request", selection=selection, type=ctype, answered=answered)
+        if answered:
+            ch.clipboard_selection_notify(selection, ctype, offer[1])
+        return True
+
+    def on_release(self, _ch, selection):
+        self.emit("clipboard-release", selection=selection)
+
+    def on_new_transfer(self, _ch, task):
+        path = task.props.file.get_path() if task.props.file is not None else None
+        self.emit("file-transfer", id=task.props.id, path=path, total_bytes=task.props.total_bytes)
+
+        def finished(t, error):
+            self.emit(
+                "file-transfer-finished",
+                id=t.props.id,
+                path=path,
+                transferred_bytes=t.props.transferred_bytes,
+                error=error.message if error is not None else None,
+            )
+
+        GObject.Object.connect(task, "finished", finished)
+
+    def perform(self, main, index, op, act):
+        """The agent ops of ``perform``; returns False when ``op`` is not one of them."""
+        sel = int(act.get("selection", 0))
+        if op == "clipboard_grab":
+            types = [int(t) for t in act.get("types", [1])]  # 1 = VD_AGENT_CLIPBOARD_UTF8_TEXT
+            if "text" in act or "b64" in act:
+                self.offers[sel] = (types[0], self.data_of(act))
+            main.clipboard_selection_grab(sel, types)
+            self.emit("action", index=index, op=op, selection=sel, types=types, offer=sel in self.offers)
+        elif op == "clipboard_notify":
+            ctype, data = int(act.get("type", 1)), self.data_of(act)
+            main.clipboard_selection_notify(sel, ctype, data)
+            self.emit("action", index=index, op=op, selection=sel, type=ctype, size=len(data))
+        elif op == "clipboard_request":
+            ctype = int(act.get("type", 1))
+            main.clipboard_selection_request(sel, ctype)
+            self.emit("action", index=index, op=op, selection=sel, type=ctype)
+        elif op == "clipboard_release":
+            self.offers.pop(sel, None)
+            main.clipboard_selection_release(sel)
+            self.emit("action", index=index, op=op, selection=sel)
+        elif op == "update_display":
+            did = int(act.get("id", 0))
+            if "enabled" in act:
+                main.update_display_enabled(did, bool(act["enabled"]), False)
+            if act.get("enabled", True):
+                x, y = int(act.get("x", 0)), int(act.get("y", 0))
+                w, h = int(act["width"]), int(act["height"])
+                main.update_display(did, x, y, w, h, False)
+            sent = main.send_monitor_config() if act.get("send", True) else None
+            fields = {k: act[k] for k in ("x", "y", "width", "height", "enabled") if k in act}
+            self.emit("action", index=index, op=op, id=did, sent=sent, **fields)
+        elif op == "send_monitor_config":
+            self.emit("action", index=index, op=op, sent=bool(main.send_monitor_config()))
+        elif op == "file_copy":
+            paths = [str(p) for p in (act["paths"] if "paths" in act else [act["path"]])]
+            self.file_copy(main, paths)
+            self.emit("action", index=index, op=op, paths=paths)
+        else:
+            return False
+        return True
+
+    def file_copy(self, main, paths):
+        files = [Gio.File.new_for_path(p) for p in paths]
+
+        def done(ch, result, _data):
+            try:
+                ok, error = bool(ch.file_copy_finish(result)), None
+            except GLib.Error as exc:
+                ok, error = False, exc.message
+            self.emit("file-copy-done", paths=paths, ok=ok, error=error)
+
+        main.file_copy_async(files, Gio.FileCopyFlags.NONE, None, None, None, done, None)
+
+    # ----------------------------------------------------------------- ports
+    def hook_port(self, channel):
+        cid = channel.props.channel_id
+
+        def name():
+            return channel.props.port_name
+
+        def opened(ch, _pspec):
+            self.ports[ch.props.port_name] = ch
+            self.emit("port-opened", id=cid, name=ch.props.port_name, opened=bool(ch.props.port_opened))
+
+        def data(_ch, ptr, size):
+            raw = ctypes.string_at(ptr, size) if ptr and size > 0 else b""
+            self.emit("port-data", id=cid, name=name(), **self.payload(raw))
+
+        def event(_ch, ev):
+            self.emit("port-event", id=cid, name=name(), port_event=int(ev))
+
+        def port_name(ch, _pspec):
+            self.ports[ch.props.port_name] = ch
+
+        GObject.Object.connect(channel, "notify::port-name", port_name)
+        GObject.Object.connect(channel, "notify::port-opened", opened)
+        GObject.Object.connect(channel, "port-data", data)
+        GObject.Object.connect(channel, "port-event", event)
+
+    def port(self, portname):
+        ch = self.ports.get(portname)
+        if ch is None:
+            raise RuntimeError(f"no port channel named {portname!r} (known: {sorted(self.ports)})")
+        return ch
+
+    def port_write(self, index, portname, data):
+        """``spice_port_channel_write_async`` through ctypes with a buffer kept alive until GIO finished:
+        PyGObject's own ``write_async`` frees its temporary copy before GIO writes it."""
+        ch = self.port(portname)
+        lib = _lib("libspice-client-glib-2.0.so.8")
+        lib.spice_port_channel_write_async.restype = None
+        lib.spice_port_channel_write_async.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        lib.spice_port_channel_write_finish.restype = ctypes.c_ssize_t
+        lib.spice_port_channel_write_finish.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        buf = ctypes.create_string_buffer(data, max(len(data), 1))
+        entry = []
+
+        def finished(source, result, _user):
+            n = lib.spice_port_channel_write_finish(source, result, None)
+            self.emit("port-written", index=index, name=portname, written=int(n))
+            self.pending.remove(entry)  # after the callback returns nothing of ours is used any more
+
+        cb = _ASYNC_READY(finished)
+        entry.extend((buf, cb))
+        self.pending.append(entry)
+        lib.spice_port_channel_write_async(gobject_pointer(ch), buf, len(data), None, cb, None)
+
+    def perform_port(self, index, op, act):
+        if op == "port_write":
+            data = self.data_of(act)
+            self.port_write(index, act["name"], data)
+            self.emit("action", index=index, op=op, name=act["name"], size=len(data))
+        elif op == "port_event":
+            ev = int(act["port_event"])
+            self.port(act["name"]).event(ev)
+            self.emit("action", index=index, op=op, name=act["name"], port_event=ev)
+        else:
+            return False
+        return True
+
+
+AGENT_OPS = frozenset(
+    {
+        "clipboard_grab",
+        "clipboard_notify",
+        "clipboard_request",
+        "clipboard_release",
+        "update_display",
+        "send_monitor_config",
+        "file_copy",
+    }
+)
+_ASYNC_READY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
 class Client:
     def __init__(self, args):
         self.args = args
@@ -531,6 +780,7 @@ class Client:
         self.extras_started = False
         self.control_buf = b""
         self.audio = Audio(self, args)
+        self.agent = Agent(self)
         self.pixel = None  # last --watch-pixel value seen
 
     # ------------------------------------------------------------------ output
@@ -580,6 +830,9 @@ class Client:
             s.props.secure_channels = secure
         s.props.enable_audio = bool(a.enable_audio)
         s.props.read_only = bool(a.read_only)
+        if a.shared_dir:
+            s.props.shared_dir = a.shared_dir  # served over the WebDAV channel by phodav
+            s.props.share_dir_ro = bool(a.shared_dir_ro)
         if a.audio_backend:
             self.audio_backend = Spice.Audio.get(s, None)
             self.emit("audio-backend", type=type(self.audio_backend).__name__ if self.audio_backend else None)
@@ -623,6 +876,7 @@ class Client:
             self.main = channel
             GObject.Object.connect(channel, "notify::mouse-mode", self.on_mouse_mode)
             GObject.Object.connect(channel, "main-agent-update", self.on_agent_update)
+            self.agent.hook_main(channel)
             # uuid is notified just before CHANNELS_LIST is processed
             GObject.Object.connect(session, "notify::uuid", self.on_session_uuid)
             return  # spice_session_connect() connects main itself
@@ -637,6 +891,8 @@ class Client:
             self.audio.hook_playback(channel)
         elif ctype == CHANNEL_RECORD:
             self.audio.hook_record(channel)
+        elif ctype == CHANNEL_PORT:
+            self.agent.hook_port(channel)
         if info["channel"] in self.skip:
             self.emit("channel-skipped", **info)
             return
@@ -717,7 +973,13 @@ class Client:
         self.check_ready()
 
     def on_agent_update(self, channel):
-        self.emit("agent", connected=bool(channel.props.agent_connected), caps0=channel.props.agent_caps_0)
+        caps0 = channel.props.agent_caps_0
+        self.emit(
+            "agent",
+            connected=bool(channel.props.agent_connected),
+            caps0=caps0,
+            caps=set_bits(lambda i: caps0 >> i & 1),
+        )
 
     def on_session_name(self, session, _pspec):
         self.emit("session-name", name=session.props.name)
@@ -914,6 +1176,11 @@ class Client:
             GLib.idle_add(self.run_action, index + 1)
         return False
 
+    def need_main(self):
+        if self.main is None:
+            raise RuntimeError("no main channel")
+        return self.main
+
     def need_inputs(self):
         if self.inputs is None or not self.inputs_open():
             raise RuntimeError("inputs channel is not open")
@@ -975,6 +1242,10 @@ class Client:
                 raise RuntimeError(f"display channel {display} is not open")
             ch.display_channel_change_preferred_video_codec_types(codecs)  # GLib.Error if the server lacks the cap
             self.emit("action", index=index, op=op, codecs=codecs, display=display)
+            return 0
+        if op in AGENT_OPS and self.agent.perform(self.need_main(), index, op, act):
+            return 0
+        if self.agent.perform_port(index, op, act):
             return 0
         if op == "wait":
             ms = int(act.get("ms", 0))
@@ -1050,6 +1321,11 @@ class Client:
             self.on_linger_done()
         elif cmd == "action" and arg:
             self.control_action(arg)
+        elif cmd == "file_copy" and arg:
+            self.control_action(json.dumps({"op": "file_copy", "path": arg}))
+        elif cmd == "port_write" and " " in arg:
+            portname, _, data = arg.partition(" ")
+            self.control_action(json.dumps({"op": "port_write", "name": portname, "text": data}))
         else:
             self.emit("control-error", line=line, error="unknown command")
 
