@@ -1,10 +1,10 @@
 """The WebDAV mux (spice-webdavd's framing) and its minimal HTTP/1.1 client.
 
 Framing both ways (i64 client id LE, u16 size LE, data; size 0 closes), a fuzz of the frame parser
-(any bytes, any chopping), the HTTP response parser against phodav-shaped responses (the research
-saw ``HTTP/1.1 207 Multi-Status`` from ``PhodavServer libsoup/3.2.3`` for PROPFIND and 200 for GET;
-the samples below follow libsoup's shape: Content-Length or chunked bodies) and against hostile
-ones, then WebDavMux end to end through a server's WebDAV channel with the test playing spice-gtk.
+(any bytes, any chopping), the HTTP response parser against real phodav responses captured through
+our WebDAV channel (``tests/fixtures/phodav``), against responses of the same shape written here
+(chunked, interim 100, read to the end) and against hostile ones, then WebDavMux end to end through
+a server's WebDAV channel on the real ``char_device_pair`` with the test playing spice-gtk.
 """
 
 from __future__ import annotations
