@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spiceserver.channels.base import Link, ServerContext
-from spiceserver.channels.chardev import char_device_pair
+from spiceserver.channels.chardev import UnixSocketCharDevice, char_device_pair
 from spiceserver.channels.port import PortChannel, PortChannelClient, WebDavChannel
 from spiceserver.channels.session import Session
 from spiceserver.channels.spicevmc import BUF_SIZE, QUEUED_DATA_LIMIT
@@ -330,6 +330,35 @@ async def test_with_the_char_device_pair(running: Running) -> None:
     await wait_until(lambda: len(got) == len(payload))
     assert bytes(got) == payload and not cc.blocked
     end.set_open(False)
+    assert (await ch.expect(pm.PortEvent)).event == PortEvent.CLOSED
+    await dev.close()
+
+
+async def test_with_a_unix_socket_char_device(running: Running, tmp_path: Any) -> None:
+    """A guest program on the device's Unix socket: its connection opens the port, its bytes go to
+    the client and back, a guest that does not read holds the client back, its leaving closes the port."""
+    dev = UnixSocketCharDevice(tmp_path / "port.sock", write_limit=64 << 10)
+    port = running.server.register_channel(PortChannel, "org.test.unix", dev, 4)
+    await dev.listening()
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.PORT, 4)
+    assert (await ch.expect(pm.PortInit)).opened == 0
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "port.sock"))
+    assert (await ch.expect(pm.PortEvent)).event == PortEvent.OPENED
+    writer.write(b"from the guest")
+    assert (await ch.expect(vm.SpicevmcData)).data == b"from the guest"
+    await ch.send(vm.ClientSpicevmcData(data=b"to the guest"))
+    assert await asyncio.wait_for(reader.readexactly(12), 5) == b"to the guest"
+    # the guest stops reading: the socket buffers fill, then the device's queue, then the client waits
+    payload = bytes(range(256)) * 40_000  # 10 MB
+    sender = asyncio.create_task(_send_all(ch, [payload[i : i + 60_000] for i in range(0, len(payload), 60_000)]))
+    cc = port.client
+    assert cc is not None
+    await wait_until(lambda: cc.blocked, timeout=20)
+    got = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+    await sender
+    assert got == payload
+    writer.close()
     assert (await ch.expect(pm.PortEvent)).event == PortEvent.CLOSED
     await dev.close()
 
