@@ -36,6 +36,7 @@ from .channels.guest_agent import GuestAgent
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
 from .channels.playback import PlaybackChannel
+from .channels.port import PortChannel, WebDavChannel
 from .channels.record import RecordChannel, RecordEvent
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
@@ -134,6 +135,14 @@ class SpiceServer:
     def add_agent(self, device: CharDevice) -> GuestAgent:
         """The guest agent (vdagent) on a char device, attached while it is open (:class:`GuestAgent`)."""
         return self._main.add_guest_agent(device)
+
+    def add_port(self, name: str, device: CharDevice, channel_id: int | None = None) -> PortChannel:
+        """A named port channel (``org.spice-space.*`` or any name) on a char device (:class:`PortChannel`)."""
+        return self.register_channel(PortChannel, name, device, self._ctx.registry.count(ChannelType.PORT) if channel_id is None else channel_id)
+
+    def add_webdav(self, device: CharDevice) -> WebDavChannel:
+        """The WebDAV channel (the client's shared folder; :mod:`~spiceserver.channels.webdav_mux` reads it)."""
+        return self.register_channel(WebDavChannel, device)
 
     # --- sound (any thread) ---------------------------------------------------------------------
 

@@ -575,3 +575,32 @@ def test_any_bytes_are_handled_or_a_protocol_error(blob: bytes) -> None:
         await cc.on_close()
 
     asyncio.run(go())
+
+
+async def test_the_server_api_numbers_ports_and_names_webdav(running: Running) -> None:
+    """``server.add_port(name, device)`` takes the next port id; ``add_webdav(device)`` is the
+    WEBDAV channel named as spice-gtk expects."""
+    a, end_a = char_device_pair()
+    b, _ = char_device_pair()
+    w, _ = char_device_pair()
+    pa = running.server.add_port("org.qemu.console.serial.0", a)
+    pb = running.server.add_port("org.example.other", b)
+    dav = running.server.add_webdav(w)
+    assert (pa.id, pb.id, dav.type) == (0, 1, ChannelType.WEBDAV)
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.PORT, 0)
+    init = await ch.expect(pm.PortInit)
+    assert init.name == b"org.qemu.console.serial.0\0" and init.opened == 1
+    got: list[bytes] = []
+    end_a.on_data(got.append)
+    await ch.send(vm.ClientSpicevmcData(data=b"ls\n"))
+    end_a.write(b"bin etc\n")
+    assert (await ch.expect(vm.SpicevmcData)).data == b"bin etc\n"
+
+    async def arrived() -> None:
+        while b"".join(got) != b"ls\n":
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(arrived(), 5)
+    dch = await s.link(ChannelType.WEBDAV, 0)
+    assert (await dch.expect(pm.PortInit)).name == b"org.spice-space.webdav.0\0"
