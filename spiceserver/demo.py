@@ -21,6 +21,10 @@ microphone (``server.add_record()``) is opened, and what a client records is met
     record level -23.4 dBFS
     record stop
 
+``--agent SOCKET`` serves the guest agent's char device as a listening Unix socket: a real
+``spice-vdagentd -s SOCKET`` (with ``spice-vdagent`` on an X display) then gives clients clipboard,
+file transfer, monitors config and agent mouse with that X session.
+
 ``--scene av`` is the lip-sync check: a video region on the framebuffer display flashes white
 once a second, and the audio frame written in the same loop iteration holds a click (10 ms of
 1 kHz at -3 dBFS, a soft hum otherwise); a client in sync shows the flash as it plays the click.
@@ -41,6 +45,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .channels.chardev import UnixSocketCharDevice
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
 from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
@@ -157,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--av-click-offset-ms", type=int, default=0, metavar="MS",
                    help="--scene av: write each click MS after its flash (a multiple of 10; negative: before); "
                    "0 (default) writes them together")
+    p.add_argument("--agent", default=None, metavar="SOCKET",
+                   help="the guest agent's char device as a listening Unix socket: run spice-vdagentd -s SOCKET "
+                        "(and spice-vdagent on an X display) against it")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
@@ -263,6 +271,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         guest.draw_static()
         video = args.scene == "video"
         animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop, video)) if args.scene != "static" else None
+    if args.agent:
+        server.add_agent(UnixSocketCharDevice(args.agent))
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
@@ -288,6 +298,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         speaker.start()
         if args.scene != "av":
             _out("sound: a 2 s tone loop (C5 E5 G5 C6) plays on the speaker; --no-audio turns it off")
+    if args.agent:
+        _out(f"guest agent: listening on {args.agent} (spice-vdagentd -s {args.agent})")
     if microphone is not None:
         microphone.start()
         _out("microphone: open; the level a client records is printed once a second")

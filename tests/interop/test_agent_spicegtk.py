@@ -87,3 +87,27 @@ async def test_agent_restart_in_one_attempt(tmp_path: Path) -> None:
         await check_clipboard_guest_to_client(client, agent, "after-restart")
         await check_clipboard_client_to_guest(client, agent, "to-the-new-agent")
     assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def test_the_demo_serves_the_agent_socket(tmp_path: Path) -> None:
+    """``python -m spiceserver demo --agent SOCKET``: the real agent connects to the socket and
+    spice-gtk gets the X session's clipboard through the demo."""
+    from tests.interop.test_demo import read_until, start_demo, stop
+
+    reason = agent_env_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    sock = tmp_path / "demo-agent.sock"
+    (tmp_path / "agent").mkdir()
+    proc, port = await start_demo("--agent", str(sock), "--no-audio", "--scene", "static")
+    lines: list[str] = []
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("guest agent: listening on") for s in seen))
+        async with (
+            agent_env(str(sock), work=tmp_path / "agent") as agent,
+            controlled_client("--port", str(port), "--expect-channels", "4", timeout=120) as client,
+        ):
+            await check_agent_announced(client, agent)
+            await check_clipboard_guest_to_client(client, agent, "from-the-demo-guest")
+    finally:
+        await stop(proc)
