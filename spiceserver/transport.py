@@ -466,6 +466,11 @@ class Transport:
         await self._writer.drain()
 
     @property
+    def unsent(self) -> int:
+        """Bytes written that the socket has not taken yet (0 once closed)."""
+        return 0 if self.is_closing else unsent_bytes(self._writer)
+
+    @property
     def is_closing(self) -> bool:
         """True once :meth:`close` was called or the peer went away."""
         return self.closed or self._writer.is_closing()

@@ -199,3 +199,32 @@ async def test_an_announced_4_gib_message_is_relayed_piece_by_piece_never_buffer
     await guest.wait(lambda: guest.bytes >= 8 + 20 + 100)
     assert guest.bytes == 8 + 20 + 100, guest.bytes  # one chunk: its header, the message header, 100 bytes
     assert not guest.got  # an incomplete message: nothing was gathered on the way
+
+
+async def test_a_flooding_agent_waits_for_a_client_that_does_not_read(running: Running) -> None:
+    """The agent writes 8 MiB of clipboard data at once while the client reads nothing: the server
+    stops reading the device once 64 KiB wait for the client (libspice bounds its agent send queue),
+    nothing is dropped, and all of it arrives when the client reads again."""
+    import spiceserver.channels.guest_agent as ga
+
+    guest, s = await agent_session(running)
+    await started(s)
+    await send_agent(s.main, AnnounceCapabilities(True, frozenset({AgentCap.MOUSE_STATE})).message())
+    await guest.wait(lambda: guest.got)
+    size = 8 << 20
+    msg = AgentMessage(AgentMessageType.CLIPBOARD, bytes(size)).pack()
+    for i in range(0, len(msg), 1 << 20):
+        guest.end.write(pack_chunk(ChunkPort.CLIENT, msg[i : i + (1 << 20)], max_chunk_size=1 << 20))
+    device = guest.end.device
+
+    async def throttled() -> None:
+        while not device.paused:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(throttled(), 10)
+    (cc,) = [c for c in running.server._main.clients]  # type: ignore[attr-defined]
+    assert cc.agent_backlog() < ga.MAX_BACKLOG + 64 * 1024 + 4 * 1024 * 1024  # kernel buffers hold the rest
+    got = 0
+    while got < len(msg):
+        got += len((await s.main.expect(mm.AgentData, skip=(*SKIP, mm.AgentToken))).data)
+    assert got == len(msg)

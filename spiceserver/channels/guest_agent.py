@@ -52,6 +52,11 @@ __all__ = ["GuestAgent", "AgentClient"]
 
 log = logging.getLogger("spiceserver")
 
+#: agent bytes a client may have unsent before the device is no longer read
+MAX_BACKLOG = 64 * 1024
+#: how often a throttled device checks whether its client caught up, seconds
+BACKLOG_POLL = 0.02
+
 
 class AgentClient(Protocol):
     """What the guest agent needs from a client's main channel (``MainChannelClient``)."""
@@ -61,6 +66,9 @@ class AgentClient(Protocol):
 
     def agent_piece_done(self) -> None:
         """A piece the client sent was taken by the agent: its token may go back."""
+
+    def agent_backlog(self) -> int:
+        """Bytes sent toward the client that its socket has not taken yet."""
 
 
 class GuestAgent:
@@ -85,9 +93,12 @@ class GuestAgent:
         self.client: AgentClient | None = None
         self._held: deque[tuple[AgentClient, bytes]] = deque()  # client pieces the device refused for now
         self._mouse: bytes | None = None  # the latest MOUSE_STATE the device had no room for
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._throttled = False  # device reads paused while the client's backlog is high
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reading the device (the server's loop)."""
+        self._loop = loop
         self.device.attach(self, loop)
         if self.device.opened:
             loop.call_soon(self.device_opened, True)
@@ -113,6 +124,7 @@ class GuestAgent:
         self._held = deque(h for h in self._held if h[0] is not client)
         self._to_client.reset(discard_all=True)
         self._from_client.reset(discard_all=True)
+        self._throttle()  # no client: reads go on (and are dropped)
         if self.attached:
             self._to_server_port(AgentMessage(AgentMessageType.CLIENT_DISCONNECTED, b"").pack())
 
@@ -187,6 +199,27 @@ class GuestAgent:
                 out.append(self._to_client.adjust_capabilities(bytes(p.data)))
         if out and self.client is not None:
             self.client.send_agent_pieces(out)
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """While the client has more than :data:`MAX_BACKLOG` of agent data unsent, the device is not
+        read (libspice bounds a client's agent send queue to a few 2 KiB buffers): a flooding agent
+        waits instead of filling the server's memory or the client's link."""
+        client = self.client
+        if client is None or self._loop is None:
+            if self._throttled:
+                self._throttled = False
+                self.device.resume_reading()
+            return
+        backlog = client.agent_backlog() > MAX_BACKLOG
+        if backlog and not self._throttled:
+            self._throttled = True
+            self.device.pause_reading()
+        elif not backlog and self._throttled:
+            self._throttled = False
+            self.device.resume_reading()
+        if self._throttled:
+            self._loop.call_later(BACKLOG_POLL, self._throttle)
 
     def device_opened(self, opened: bool) -> None:
         """The agent's port opened (the agent is attached) or closed (it went)."""
@@ -199,6 +232,7 @@ class GuestAgent:
         self._to_client.reset(discard_all=True)
         self._from_client.reset(discard_all=True)
         self.client = None
+        self._throttle()
         log.info("guest agent %s", "attached" if opened else "detached")
         self._on_attached(opened)
 

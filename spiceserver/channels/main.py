@@ -445,6 +445,11 @@ class MainChannelClient(ChannelClient):
         if self.transport is not None:
             self.transport.flush()
 
+    def agent_backlog(self) -> int:
+        """Bytes of agent data not yet taken by the client's socket, or waiting for its tokens."""
+        unsent = self.transport.unsent if self.transport is not None else 0
+        return unsent + sum(map(len, self._agent_out))
+
     def send_agent_pieces(self, pieces: list[bytes]) -> None:
         """AGENT_DATA pieces from the guest agent, within the client's tokens (event loop)."""
         if len(self._agent_out) + len(pieces) > MAX_PENDING_AGENT_PIECES:
