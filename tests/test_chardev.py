@@ -28,11 +28,11 @@ from spiceserver.channels.chardev import (
     UnixSocketCharDevice,
     char_device_pair,
 )
+from spiceserver.channels.spicevmc_lz4 import COMPRESS_THRESHOLD, MAX_UNCOMPRESSED, compress_vmc, decompress_vmc
 from spiceserver.errors import ProtocolError
 from spiceserver.proto.enums import ChannelType, DataCompressionType
 from spiceserver.proto.messages.base import CLIENT, parse_body
 from spiceserver.proto.messages.spicevmc import ClientSpicevmcCompressedData, SpicevmcCompressedData, SpicevmcData
-from spiceserver.proto.spicevmc_lz4 import COMPRESS_THRESHOLD, MAX_UNCOMPRESSED, compress_vmc, decompress_vmc
 
 TIMEOUT = 10.0
 

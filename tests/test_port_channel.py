@@ -24,6 +24,7 @@ from spiceserver.channels.chardev import UnixSocketCharDevice, char_device_pair
 from spiceserver.channels.port import PortChannel, PortChannelClient, WebDavChannel
 from spiceserver.channels.session import Session
 from spiceserver.channels.spicevmc import BUF_SIZE, QUEUED_DATA_LIMIT
+from spiceserver.channels.spicevmc_lz4 import decompress_vmc
 from spiceserver.config import ServerConfig
 from spiceserver.errors import ProtocolError
 from spiceserver.events import ConnLog
@@ -35,7 +36,6 @@ from spiceserver.proto.messages import main as mm
 from spiceserver.proto.messages import port as pm
 from spiceserver.proto.messages import spicevmc as vm
 from spiceserver.proto.messages.base import CLIENT, SERVER
-from spiceserver.proto.spicevmc_lz4 import decompress_vmc
 from spiceserver.proto.wire import frame
 from tests.conftest import Running
 from tests.support.client import ClientChannel, connect

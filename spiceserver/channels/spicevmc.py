@@ -24,8 +24,8 @@ Unix socket, a pty, or a Python device model); this module moves its bytes:
 * **LZ4.** The channel offers ``SPICEVMC_CAP_DATA_COMPRESS_LZ4`` (libspice built with LZ4). Device
   data goes out as SPICEVMC_COMPRESSED_DATA when the client has the cap, the piece is over 1000
   bytes, the client is not on a Unix socket and LZ4 makes it smaller (libspice ``try_compress_lz4``;
-  :func:`~spiceserver.proto.spicevmc_lz4.compress_vmc`). A client's COMPRESSED_DATA is decompressed
-  with its announced size checked first (:func:`~spiceserver.proto.spicevmc_lz4.decompress_vmc`);
+  :func:`~spiceserver.channels.spicevmc_lz4.compress_vmc`). A client's COMPRESSED_DATA is decompressed
+  with its announced size checked first (:func:`~spiceserver.channels.spicevmc_lz4.decompress_vmc`);
   anything but a valid LZ4 block of that size closes the client (libspice ``handle_compressed_msg``).
 * **Open state and events.** The device's ``device_opened`` and ``device_event`` reach
   :meth:`SpiceVmcChannel.on_device_opened` / :meth:`~SpiceVmcChannel.on_device_event`, which the port
@@ -47,10 +47,10 @@ from ..proto.channel import ChannelConnection
 from ..proto.channel_client import StateTable
 from ..proto.enums import SpicevmcCap
 from ..proto.messages import spicevmc as vm
-from ..proto.spicevmc_lz4 import compress_vmc, decompress_vmc
 from ..transport import unsent_bytes
 from .base import ChannelClient, Link, LoopChannel, ServerContext
 from .session import Session
+from .spicevmc_lz4 import compress_vmc, decompress_vmc
 
 __all__ = ["SpiceVmcChannel", "SpiceVmcClient", "VmcDevice", "QUEUED_DATA_LIMIT", "BUF_SIZE", "WRITE_CHUNK"]
 

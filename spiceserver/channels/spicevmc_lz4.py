@@ -15,8 +15,9 @@ decompresses into a buffer of the announced size. Here that size is checked agai
 against what the compressed bytes can possibly expand to (LZ4 expands at most about 255 times)
 before anything is allocated, and the result must be exactly that size.
 
-This is the one module of :mod:`spiceserver.proto` with a third-party import: the ``lz4`` package
-(a dependency of spiceserver; ``lz4.block`` is the same block format as liblz4).
+It sits in :mod:`spiceserver.channels`, not in the sans-IO :mod:`spiceserver.proto`, because it needs
+the ``lz4`` package (a dependency of spiceserver; ``lz4.block`` is liblz4's block format) and proto
+imports only the standard library.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from __future__ import annotations
 import lz4.block  # type: ignore[import-untyped]
 
 from ..errors import ProtocolError
-from .enums import DataCompressionType
-from .messages.spicevmc import ClientSpicevmcCompressedData, SpicevmcCompressedData, SpicevmcData
+from ..proto.enums import DataCompressionType
+from ..proto.messages.spicevmc import ClientSpicevmcCompressedData, SpicevmcCompressedData, SpicevmcData
 
 __all__ = ["COMPRESS_THRESHOLD", "MAX_UNCOMPRESSED", "compress_vmc", "decompress_vmc"]
 
