@@ -111,3 +111,37 @@ async def test_the_demo_serves_the_agent_socket(tmp_path: Path) -> None:
             await check_clipboard_guest_to_client(client, agent, "from-the-demo-guest")
     finally:
         await stop(proc)
+
+
+async def test_copy_paste_and_file_transfer_switched_off(tmp_path: Path) -> None:
+    """``agent_copypaste=False, agent_file_xfer=False`` (QEMU ``disable-copy-paste``,
+    ``disable-agent-file-xfer``): spice-gtk sees the real agent without its clipboard capabilities and
+    with FILE_XFER_DISABLED, so it refuses a file copy at once."""
+    reason = agent_env_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    sock = tmp_path / "virtio.sock"
+    (tmp_path / "agent").mkdir()
+    server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False, agent_copypaste=False, agent_file_xfer=False))
+    server.add_framebuffer_display(640, 480)
+    device = UnixSocketCharDevice(str(sock))
+    server.add_agent(device)
+    await server.start()
+    src = tmp_path / "refused.txt"
+    src.write_bytes(b"x")
+    try:
+        await device.listening()
+        async with (
+            agent_env(str(sock), work=tmp_path / "agent") as agent,
+            controlled_client("--port", str(server.port_of()), "--expect-channels", "4", timeout=120) as client,
+        ):
+            ev = await client.expect(lambda e: e.get("event") == "agent" and e["connected"] and e["caps"], 20)
+            caps = set(ev["caps"])
+            assert {5, 6}.isdisjoint(caps) and 13 in caps and 0 in caps, (caps, agent.diagnostics())  # BY_DEMAND, SELECTION gone; FILE_XFER_DISABLED
+            start = len(client.events)
+            await client.action({"op": "file_copy", "path": str(src)})
+            done = await client.expect(lambda e: e.get("event") == "file-copy-done" and client.events.index(e) >= start, 20)
+            assert not done["ok"], done
+            assert not (agent.save_dir / src.name).exists()
+    finally:
+        await server.close()
