@@ -441,7 +441,9 @@ class ClipboardDuty(AgentDuty):
             return
         grab = self._host.get(sel)
         if grab is None or req.type not in grab[1] or grab[0].on_request is None:
-            client.log.debug("client requests %s from the %s clipboard: not the host's", _type_name(req.type), _sel_name(sel))
+            client.log.debug(
+                "client requests %s from the %s clipboard: not the host's", _type_name(req.type), _sel_name(sel)
+            )
             client.send(Clipboard(ClipboardType.NONE, b"", _prefix(st, sel)).message())
             return
         handler = grab[0].on_request
@@ -451,7 +453,9 @@ class ClipboardDuty(AgentDuty):
         else:
             client.send(self._answer(client, st, sel, req.type, result))
 
-    async def _answer_later(self, client: HostAgentClient, st: _ClientState, sel: int, type: int, result: Awaitable[Any]) -> None:
+    async def _answer_later(
+        self, client: HostAgentClient, st: _ClientState, sel: int, type: int, result: Awaitable[Any]
+    ) -> None:
         try:
             data = await result
         except Exception:
@@ -466,7 +470,9 @@ class ClipboardDuty(AgentDuty):
             return Clipboard(ClipboardType.NONE, b"", _prefix(st, sel)).message()
         data = bytes(data)
         if st.max_clipboard >= 0 and len(data) > st.max_clipboard:
-            client.log.warning("host clipboard of %d bytes not sent: the client takes at most %d", len(data), st.max_clipboard)
+            client.log.warning(
+                "host clipboard of %d bytes not sent: the client takes at most %d", len(data), st.max_clipboard
+            )
             return Clipboard(ClipboardType.NONE, b"", _prefix(st, sel)).message()
         return Clipboard(ctype, data, _prefix(st, sel)).message()
 

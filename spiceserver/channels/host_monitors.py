@@ -76,7 +76,8 @@ class MonitorsConfigDuty(AgentDuty):
         config = MonitorsConfig.parse(msg.data)
         client.log.info(
             "client monitors config: %s",
-            ", ".join(f"#{i} {m.width}x{m.height}+{m.x}+{m.y}" for i, m in enumerate(config.monitors) if m.enabled) or "none",
+            ", ".join(f"#{i} {m.width}x{m.height}+{m.x}+{m.y}" for i, m in enumerate(config.monitors) if m.enabled)
+            or "none",
         )
         with self._lock:
             handlers = list(self._handlers)
