@@ -364,3 +364,26 @@ async def test_pushes_reach_only_started_clients() -> None:
     a.close()
     agent.push(lambda c: AgentMessage(97))
     assert agent.clients == (b,) and len(ran) == 2
+
+
+async def test_failing_request_handlers_answer_nothing(running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(sel: int, ctype: int) -> bytes:
+        raise RuntimeError("host bug")
+
+    async def broken_later(sel: int, ctype: int) -> bytes:
+        raise RuntimeError("host bug later")
+
+    def not_bytes(sel: int, ctype: int) -> bytes:
+        return "text"  # type: ignore[return-value]
+
+    Recorder().register(running)  # the agent is there from the start
+    s, reader = await started(running)
+    none = Clipboard(ClipboardType.NONE, b"", CB)
+    with caplog.at_level(logging.ERROR, logger="spiceserver"):
+        for handler in (broken, broken_later, not_bytes):
+            clip = add_clipboard_handler(host_agent(running), on_request=handler)
+            clip.grab(CB, [TEXT])
+            await recv_agent(s.main, reader)
+            await send_agent(s.main, ClipboardRequest(TEXT, CB).message())
+            assert Clipboard.parse((await recv_agent(s.main, reader)).data, selection=True) == none
+    assert "host bug later" in caplog.text and "not bytes" in caplog.text

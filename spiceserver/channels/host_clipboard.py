@@ -447,7 +447,11 @@ class ClipboardDuty(AgentDuty):
             client.send(Clipboard(ClipboardType.NONE, b"", _prefix(st, sel)).message())
             return
         handler = grab[0].on_request
-        result = handler(sel, req.type)
+        try:
+            result = handler(sel, req.type)
+        except Exception:
+            client.log.exception("clipboard request handler %r failed", handler)
+            result = None
         if inspect.isawaitable(result):
             self._spawn(client, self._answer_later(client, st, sel, req.type, result))
         else:
