@@ -387,3 +387,15 @@ async def test_failing_request_handlers_answer_nothing(running: Running, caplog:
             await send_agent(s.main, ClipboardRequest(TEXT, CB).message())
             assert Clipboard.parse((await recv_agent(s.main, reader)).data, selection=True) == none
     assert "host bug later" in caplog.text and "not bytes" in caplog.text
+
+
+async def test_a_large_host_clipboard_goes_out_at_once_with_tokens(running: Running) -> None:
+    """700 KiB: 350 pieces, more than the main channel holds for a client without tokens."""
+    rec = Recorder()
+    rec.offer[(CB, TEXT)] = data = bytes(range(256)) * (700 << 2)
+    clip = rec.register(running)
+    s, reader = await started(running)
+    clip.grab(CB, [TEXT])
+    await recv_agent(s.main, reader)
+    await send_agent(s.main, ClipboardRequest(TEXT, CB).message())
+    assert Clipboard.parse((await recv_agent(s.main, reader)).data, selection=True).data == data

@@ -459,8 +459,8 @@ class MainChannelClient(ChannelClient):
     def send_agent_messages(self, msgs: list[AgentMessage]) -> None:
         """Send agent messages to the client as AGENT_DATA pieces, within the tokens it gave."""
         for msg in msgs:
-            pieces = split_message(msg)
-            if len(self._agent_out) + len(pieces) > MAX_PENDING_AGENT_PIECES:
+            pieces = split_message(msg)  # what the tokens let out at once is not held
+            if len(self._agent_out) + len(pieces) - self.agent_tokens > MAX_PENDING_AGENT_PIECES:
                 self.log.warning("agent message type %d dropped: the client gives no agent tokens", msg.type)
                 continue
             self._agent_out.extend(pieces)

@@ -128,3 +128,21 @@ async def test_spicegtk_monitors_config_reaches_the_host() -> None:
             if (mons[0].width, mons[0].height) == (800, 600):
                 break
         assert mons[0].depth == 32 and [m for m in mons[1:] if m.enabled] == [], mons
+
+
+async def test_a_large_clipboard_both_ways() -> None:
+    """Multi-piece clipboards: 24 KiB to spice-gtk (the harness reads its events as lines of at most
+    64 KiB, and a clipboard-data event holds the text twice), 3 MiB from it (1500 AGENT_DATA pieces)."""
+    big = ("0123456789abcdef" * (3 << 16)).encode()
+    async with host_client() as (host, client):
+        host.offer[CB] = small = big[: 24 << 10]
+        start = len(client.events)
+        host.clip.grab(CB, [TEXT])
+        await client.expect(since(client, "clipboard-grab", start), 10)
+        start = len(client.events)
+        await action(client, {"op": "clipboard_request", "selection": CB, "type": TEXT})
+        data = await client.expect(since(client, "clipboard-data", start), 30)
+        assert data["size"] == len(small) and data.get("text") == small.decode()
+        await action(client, {"op": "clipboard_grab", "selection": CB, "types": [TEXT], "text": big.decode()[::-1]})
+        assert await asyncio.wait_for(host.grabs.get(), 10) == (CB, (TEXT,))
+        assert await host.clip.request(CB, TEXT, timeout=30) == big[::-1]
