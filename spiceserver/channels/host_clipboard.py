@@ -51,8 +51,12 @@ host's grab stays while no client is there and is offered again to each client w
 its capabilities. Several handles may be registered: each hears the client; a request goes to the
 handle whose grab is current.
 
-The host reaches the server's host agent as ``ctx.host_agent`` of any channel it holds (for example
-``server.add_playback().ctx.host_agent``), or through the server's accessor where it has one.
+The host agent is the server's ``ServerContext.host_agent``: ``server.host_agent`` (the server's
+accessor), or ``ctx.host_agent`` of any channel the host holds (``playback.ctx.host_agent``).
+
+Held messages: a push goes out within the client's agent tokens (spice-gtk gives unlimited ones);
+while a client gives none the main channel holds up to ``MAX_PENDING_AGENT_PIECES`` pieces of 2 KiB
+and drops (logs) a message beyond that.
 """
 
 from __future__ import annotations
