@@ -19,7 +19,8 @@ spice-gtk refuses a file copy at once instead of waiting for an agent that never
 first duty is :class:`VolumeSyncDuty`: spice-gtk sends one ``AUDIO_VOLUME_SYNC`` per agent
 connection for playback and one for record, with its audio backend's volume and mute, once the
 agent announced ``AUDIO_VOLUME_SYNC``; the host hears it as a :class:`ClientVolume`. Issue 13 adds
-clipboard and monitors-config duties beside it, with the same interface.
+clipboard and monitors-config duties beside it, with the same interface
+(:mod:`spiceserver.channels.host_clipboard`, :mod:`spiceserver.channels.host_monitors`).
 
 *Per client.* The main channel gives each session's agent stream to a :class:`HostAgentClient`
 (after the client's ``AGENT_START``): it reassembles the messages
@@ -31,6 +32,16 @@ announcing ``FILE_XFER_DETAILED_ERRORS``, which know it, else ``CANCELLED``: spi
 transfer with an error either way), hands the duties their types and logs the rest at debug level.
 What it sends back is collected as messages for the main channel to cut into ``AGENT_DATA`` and
 send within the client's tokens.
+
+*Pushing.* The real agent also starts conversations (a guest clipboard grab, a request for the
+client's clipboard). :meth:`HostAgentClient.push` sends a message to one client outside any answer
+(event loop), through the ``push`` sink the main channel gave (its AGENT_DATA path: within the
+client's tokens, held while it gives none); :meth:`HostAgent.push` builds one message per started
+client (their capabilities decide the shape) and sends it, from any thread. The clients the host
+agent serves are :attr:`HostAgent.clients`, from ``AGENT_START`` until the agent goes for that
+client or it disconnects (:meth:`HostAgentClient.close`; duties hear it in
+:meth:`AgentDuty.client_gone`). Duties hear a client's capabilities in
+:meth:`AgentDuty.client_announced` (after the host agent's answer went out).
 
 *Guest agent.* While a guest agent is attached the main channel sends the client's stream there
 (issue 13) and the host agent is off; the client is told the agent went and came back
@@ -108,6 +119,12 @@ class AgentDuty:
         """The duty is offered to clients."""
         return True
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest message payload the duty accepts now (:attr:`MAX_MESSAGE_SIZE` unless the
+        duty makes it configurable)."""
+        return self.MAX_MESSAGE_SIZE
+
     def changed(self) -> None:
         """Tell the host agent :attr:`active` may have changed (any thread)."""
         if self.agent is not None:
@@ -119,6 +136,12 @@ class AgentDuty:
         Raises:
             ProtocolError: the message is malformed (the session is closed).
         """
+
+    def client_announced(self, client: HostAgentClient) -> None:
+        """``client`` announced its capabilities (:attr:`HostAgentClient.client_caps`; event loop)."""
+
+    def client_gone(self, client: HostAgentClient) -> None:
+        """``client`` no longer talks to the host agent (event loop)."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +233,7 @@ class HostAgent:
         self._duties: list[AgentDuty] = []
         self._listeners: list[Callable[[frozenset[int] | None], None]] = []
         self._caps: frozenset[int] | None = None  # as last told to the listeners
+        self._clients: list[HostAgentClient] = []  # started, not closed (event loop)
 
     def add(self, duty: DutyT) -> DutyT:
         """Add ``duty`` (any thread); returns it.
@@ -278,7 +302,7 @@ class HostAgent:
     @property
     def max_message_size(self) -> int:
         """The largest message payload any active duty accepts."""
-        return max([BASE_MAX_MESSAGE, *(d.MAX_MESSAGE_SIZE for d in self.active_duties())])
+        return max([BASE_MAX_MESSAGE, *(d.max_message_size for d in self.active_duties())])
 
     def handler_for(self, mtype: int) -> AgentDuty | None:
         """The active duty taking messages of type ``mtype``."""
@@ -305,9 +329,49 @@ class HostAgent:
         for listener in list(self._listeners):
             listener(caps)
 
-    def client(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> HostAgentClient:
-        """A new per-client endpoint (after the client's AGENT_START)."""
-        return HostAgentClient(self, logger)
+    def run(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the event loop (now when called there)."""
+        self._run(fn)
+
+    def client(
+        self, logger: logging.Logger | logging.LoggerAdapter[Any], push: Callable[[list[AgentMessage]], None] | None = None
+    ) -> HostAgentClient:
+        """A new per-client endpoint (after the client's AGENT_START; event loop).
+
+        Args:
+            logger: logs with the client's context.
+            push: sends messages to the client outside an answer (the main channel's AGENT_DATA
+                path, which flushes); without it pushed messages wait for the next answer.
+        """
+        client = HostAgentClient(self, logger, push)
+        self._clients.append(client)
+        return client
+
+    @property
+    def clients(self) -> tuple[HostAgentClient, ...]:
+        """The clients talking to the host agent now (event loop)."""
+        return tuple(self._clients)
+
+    def push(self, build: Callable[[HostAgentClient], AgentMessage | None]) -> None:
+        """Send ``build(client)`` to every client talking to the host agent (any thread: it runs on the
+        event loop); None skips that client."""
+
+        def run() -> None:
+            for client in self.clients:
+                msg = build(client)
+                if msg is not None:
+                    client.push(msg)
+
+        self._run(run)
+
+    def _client_closed(self, client: HostAgentClient) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
+        for duty in self.duties:
+            try:
+                duty.client_gone(client)
+            except Exception:
+                client.log.exception("%s failed on a client leaving", type(duty).__name__)
 
 
 class HostAgentClient:
@@ -319,11 +383,19 @@ class HostAgentClient:
     Args:
         agent: the server's host agent.
         logger: logs with the client's context.
+        push: sends messages to the client outside an answer (see :meth:`HostAgent.client`).
     """
 
-    def __init__(self, agent: HostAgent, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    def __init__(
+        self,
+        agent: HostAgent,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        push: Callable[[list[AgentMessage]], None] | None = None,
+    ) -> None:
         self.agent = agent
         self.log = logger
+        self.closed = False
+        self._push = push
         self.reader = AgentStreamReader(agent.max_message_size)
         #: the capabilities the client announced
         self.client_caps: frozenset[int] = frozenset()
@@ -338,6 +410,25 @@ class HostAgentClient:
         """The messages queued for the client since the last call."""
         out, self._out = self._out, []
         return out
+
+    def push(self, msg: AgentMessage) -> None:
+        """Send ``msg`` to the client now, outside an answer (event loop); dropped once closed.
+
+        Messages queued with :meth:`send` go first, so the order holds."""
+        if self.closed:
+            return
+        self._out.append(msg)
+        if self._push is not None:
+            self._push(self.take_messages())
+
+    def close(self) -> None:
+        """The client no longer talks to the host agent (the agent went for it, or it disconnected;
+        event loop). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._out.clear()
+        self.agent._client_closed(self)
 
     async def feed(self, piece: bytes) -> None:
         """One AGENT_DATA payload from the client: handle the messages it completes.
@@ -369,6 +460,8 @@ class HostAgentClient:
         self.log.debug("client agent caps %s%s", sorted(ann.caps), " (request)" if ann.request else "")
         if ann.request:
             self.send(AnnounceCapabilities(False, self.agent.caps).message())
+        for duty in self.agent.active_duties():
+            duty.client_announced(self)
 
     def _refuse_file_xfer(self, msg: AgentMessage) -> None:
         task = parse_file_xfer_id(msg.data)

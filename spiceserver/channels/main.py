@@ -392,7 +392,7 @@ class MainChannelClient(ChannelClient):
         if not attached:
             self.conn.send(m.AgentDisconnected(error_code=0))
             self.agent_started = False  # the client must send AGENT_START again
-            self.host_agent = None
+            self._drop_host_agent()
             self._agent_out.clear()
         elif self.has_channel_cap(MainCap.AGENT_CONNECTED_TOKENS):
             self.conn.send(m.AgentConnectedTokens(num_tokens=AGENT_TOKENS))
@@ -404,8 +404,9 @@ class MainChannelClient(ChannelClient):
         self.agent_started = True
         self.agent_tokens = msg.num_tokens
         guest = self.main.guest_agent
+        self._drop_host_agent()
         if self.main.host_agent_serving:
-            self.host_agent = self.main.ctx.host_agent.client(self.log)
+            self.host_agent = self.main.ctx.host_agent.client(self.log, self.push_agent_messages)
         elif guest is not None and guest.attached:
             guest.client_started(self)
 
@@ -463,12 +464,24 @@ class MainChannelClient(ChannelClient):
     def send_agent_messages(self, msgs: list[AgentMessage]) -> None:
         """Send agent messages to the client as AGENT_DATA pieces, within the tokens it gave."""
         for msg in msgs:
-            pieces = split_message(msg)
-            if len(self._agent_out) + len(pieces) > MAX_PENDING_AGENT_PIECES:
+            pieces = split_message(msg)  # what the tokens let out at once is not held
+            if len(self._agent_out) + len(pieces) - self.agent_tokens > MAX_PENDING_AGENT_PIECES:
                 self.log.warning("agent message type %d dropped: the client gives no agent tokens", msg.type)
                 continue
             self._agent_out.extend(pieces)
         self._flush_agent_out()
+
+    def push_agent_messages(self, msgs: list[AgentMessage]) -> None:
+        """Send agent messages outside message handling (the host agent's own messages; event loop)."""
+        if not self.closed:
+            self.send_agent_messages(msgs)
+            if self.transport is not None:
+                self.transport.flush()
+
+    def _drop_host_agent(self) -> None:
+        if self.host_agent is not None:
+            self.host_agent.close()
+            self.host_agent = None
 
     def _flush_agent_out(self) -> None:
         n = min(len(self._agent_out), self.agent_tokens)
@@ -482,7 +495,8 @@ class MainChannelClient(ChannelClient):
         self._flush_agent_out()
 
     async def on_close(self) -> None:
-        """The guest agent hears the client went (VD_AGENT_CLIENT_DISCONNECTED)."""
+        """The guest agent hears the client went (VD_AGENT_CLIENT_DISCONNECTED); the host agent forgets it."""
+        self._drop_host_agent()
         if self.main.guest_agent is not None:
             self.main.guest_agent.client_gone(self)
 
