@@ -33,6 +33,7 @@ from .channels.base import Channel, Link, ServerContext
 from .channels.chardev import CharDevice
 from .channels.display import Display, Displays, FramebufferDisplay, QXLDevice, QXLDeviceConfig
 from .channels.guest_agent import GuestAgent
+from .channels.host_agent import HostAgent
 from .channels.inputs import InputsChannel
 from .channels.main import MainChannel
 from .channels.playback import PlaybackChannel
@@ -132,6 +133,11 @@ class SpiceServer:
         if self._ctx.gate.loop is not None:
             channel.on_loop_start(self._ctx.gate.loop)
 
+    @property
+    def host_agent(self) -> HostAgent:
+        """The agent the server answers itself without a guest agent (``channels.host_clipboard``, ``host_monitors``)."""
+        return self._ctx.host_agent
+
     def add_agent(self, device: CharDevice) -> GuestAgent:
         """The guest agent (vdagent) on a char device, attached while it is open (:class:`GuestAgent`)."""
         return self._main.add_guest_agent(device)
@@ -161,11 +167,8 @@ class SpiceServer:
         return self._displays.add_framebuffer(width, height)
 
     def add_qxl_device(self, config: QXLDeviceConfig | None = None, *, irq: Callable[[bool], None] | None = None, ram: Any = None, vram: Any = None, rom: Any = None) -> QXLDevice:  # fmt: skip
-        """An emulated QXL device over host memory (allocated if not given); returns the device.
-
-        The host forwards the guest's I/O port writes with ``device.io_write(port, value)`` and
-        raises the guest interrupt when ``irq(level)`` is called. A worker thread pulls the rings.
-        """
+        """An emulated QXL device over host memory (allocated if not given): the host forwards the guest's
+        port writes to ``device.io_write(port, value)``; ``irq(level)`` raises the guest interrupt."""
         return self._displays.add_qxl(config, irq, ram, vram, rom)
 
     def _display(self, display_id: int) -> Display:
@@ -182,8 +185,7 @@ class SpiceServer:
         self._display(display_id).screendump(path)
 
     def start_recording(self, path: str | os.PathLike[str], display_id: int = 0) -> None:
-        """Record a display to ``path`` (``.gz``: compressed) from now on, for ``python -m spiceserver
-        replay`` (:mod:`spiceserver.worker.record`; docs/embedding.md). Raises OSError."""
+        """Record a display to ``path`` (``.gz``: compressed) for ``python -m spiceserver replay``; OSError if it can't."""
         self._display(display_id).start_recording(path)
 
     def stop_recording(self, display_id: int = 0) -> int:

@@ -49,7 +49,7 @@ PNG = ClipboardType.IMAGE_PNG
 
 def host_agent(running: Running) -> HostAgent:
     # the server has no public accessor yet (the lead adds one to reds.py)
-    return running.server._ctx.host_agent
+    return running.server.host_agent
 
 
 class Recorder:

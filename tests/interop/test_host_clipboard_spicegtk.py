@@ -57,7 +57,7 @@ async def host_client() -> AsyncIterator[tuple[Host, GiClient]]:
     server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
     fb = server.add_framebuffer_display(1024, 768)
     fb.update(np.full((768, 1024), 0x336699, np.uint32))
-    host = Host(server._ctx.host_agent)  # no public accessor on the server yet
+    host = Host(server.host_agent)
     await server.start()
     try:
         async with controlled_client("--port", str(server.port_of()), "--expect-channels", "4", timeout=60) as client:
