@@ -46,12 +46,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .channels.chardev import UnixSocketCharDevice
+from .channels.host_clipboard import add_clipboard_handler
+from .channels.host_monitors import add_monitors_config_handler
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
 from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
 from .desktop import ARROW_CURSOR, SyntheticDesktop, av_picture, video_picture
 from .errors import ConfigError
+from .framebuffer import FramebufferDisplay
 from .interfaces import Keyboard, KeyEvent, Mouse, Tablet
+from .proto.vdagent_messages import ClipboardSelection, ClipboardType
 from .reds import SpiceServer
 from .synthetic_guest import SyntheticGuest
 from .worker.cursor_client import CursorShape
@@ -252,6 +256,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
 
         loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, dump))
     stop = threading.Event()
+    wanted = DesktopSize()
+    fb: FramebufferDisplay | None = None
     if display == "framebuffer":
         fb = server.add_framebuffer_display(width, height)
         desktop = SyntheticDesktop(width, height)
@@ -262,7 +268,7 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             scene = AvScene(click_offset_frames=args.av_click_offset_ms // 10)
             animation: Any = lambda: asyncio.to_thread(run_av_scene, fb, desktop, scene, speaker, stop)  # noqa: E731
         elif args.scene != "static":
-            animation = lambda: _animate(fb, desktop, args.fps, video=args.scene == "video")  # noqa: E731
+            animation = lambda: _animate(fb, desktop, args.fps, video=args.scene == "video", size=wanted)  # noqa: E731
         else:
             animation = None
     else:
@@ -273,6 +279,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         animation = (lambda: asyncio.to_thread(_run_guest, guest, args.fps, stop, video)) if args.scene != "static" else None
     if args.agent:
         server.add_agent(UnixSocketCharDevice(args.agent))
+    else:
+        answer_agent_duties(server, fb if display == "framebuffer" else None, wanted, static=args.scene == "static")
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
@@ -472,7 +480,51 @@ def _run_guest(guest: SyntheticGuest, fps: float, stop: threading.Event, video: 
         stop.wait(max(0.0, wake - time.monotonic()))
 
 
-async def _animate(fb: object, desktop: SyntheticDesktop, fps: float, *, video: bool = False) -> None:
+#: what the demo puts on the clipboard when a client pastes from it
+DEMO_CLIPBOARD_TEXT = "Hello from the spiceserver demo!"
+
+
+def answer_agent_duties(server: SpiceServer, fb: FramebufferDisplay | None, wanted: DesktopSize, *, static: bool) -> None:
+    """Without a guest agent the demo answers the client's clipboard and monitors config itself
+    (the host agent): what the client copies is printed, pasting in the client gives
+    :data:`DEMO_CLIPBOARD_TEXT`, and a monitors config resizes the framebuffer desktop."""
+    clip: Any = None
+
+    async def print_copy(selection: int, types: Sequence[int]) -> None:
+        if ClipboardType.UTF8_TEXT in types:
+            with contextlib.suppress(Exception):
+                text = await clip.request(selection, ClipboardType.UTF8_TEXT)
+                _out(f"clipboard: the client copied {text.decode(errors='replace')!r}")
+
+    def paste(selection: int, type_: int) -> bytes | None:
+        return DEMO_CLIPBOARD_TEXT.encode() if type_ == ClipboardType.UTF8_TEXT else None
+
+    clip = add_clipboard_handler(server.host_agent, on_grab=print_copy, on_request=paste)
+    clip.grab(ClipboardSelection.CLIPBOARD, [ClipboardType.UTF8_TEXT])
+
+    def monitors(config: Sequence[Any]) -> None:
+        heads = [m for m in config if m.enabled]
+        _out("monitors config: " + ", ".join(f"{m.width}x{m.height}+{m.x}+{m.y}" for m in heads))
+        if fb is None or not heads:
+            return
+        w, h = max(64, heads[0].width & ~3), max(64, heads[0].height)
+        if static:
+            fb.resize(w, h)
+            fb.update(SyntheticDesktop(w, h).frame(0.0))
+        else:
+            wanted.pending = (w, h)
+
+    add_monitors_config_handler(server.host_agent, monitors)
+
+
+class DesktopSize:
+    """A size the client asked for (its monitors config), applied by the animation between frames."""
+
+    def __init__(self) -> None:
+        self.pending: tuple[int, int] | None = None
+
+
+async def _animate(fb: object, desktop: SyntheticDesktop, fps: float, *, video: bool = False, size: DesktopSize | None = None) -> None:
     from .framebuffer import FramebufferDisplay
 
     assert isinstance(fb, FramebufferDisplay)
@@ -481,6 +533,10 @@ async def _animate(fb: object, desktop: SyntheticDesktop, fps: float, *, video: 
     start = time.monotonic()
     period = 1.0 / max(fps, 0.1)
     while True:
+        if size is not None and size.pending is not None and not video:
+            (w, h), size.pending = size.pending, None
+            desktop = SyntheticDesktop(w, h)
+            fb.resize(w, h)
         t = time.monotonic() - start
         frame = await asyncio.to_thread(desktop.frame, t)
         if video and desktop.video is not None:

@@ -95,7 +95,7 @@ ALLOWED: dict[str, set[str]] = {
     # the package face, the command line and the demo sit on top of everything
     "__init__": {"config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker", "proto"},
     "__main__": {"demo", "errors", "worker", "config"},
-    "demo": {"channels", "codecs", "config", "demo_sound", "desktop", "errors", "framebuffer", "interfaces", "reds", "synthetic_guest", "worker"},
+    "demo": {"channels", "codecs", "config", "demo_sound", "desktop", "errors", "framebuffer", "interfaces", "proto", "reds", "synthetic_guest", "worker"},
     "demo_sound": set(),
     "desktop": {"proto"},
     "synthetic_guest": {"desktop", "proto", "qxl"},
