@@ -188,3 +188,16 @@ async def test_a_layout_over_libspices_bound_or_malformed_drops_the_client() -> 
     short = AgentMessage(AgentMessageType.MONITORS_CONFIG, struct.pack("<II", 3, 0))  # 3 monitors, none there
     with pytest.raises(ProtocolError):
         agent.from_client(client, short.pack())
+
+
+async def test_a_half_gathered_layout_is_forgotten_when_its_client_goes() -> None:
+    displays = Displays(ask=True, take=True)
+    agent, _guest, client = await agent_with(displays)
+    first = split_message(MonitorsConfig(tuple(MonitorConfig(8, 8) for _ in range(150))).message())[0]
+    assert agent.from_client(client, first)
+    agent.client_gone(client)
+    again = Client()
+    agent.client_started(again)
+    for p in split_message(LAYOUT.message()):
+        assert agent.from_client(again, p)
+    assert displays.got == [[(0, 0, 1024, 768), (1024, 16, 800, 600)]]

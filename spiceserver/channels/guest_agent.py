@@ -141,6 +141,7 @@ class GuestAgent:
         self._held = deque(h for h in self._held if h[0] is not client)
         self._to_client.reset(discard_all=True)
         self._from_client.reset(discard_all=True)
+        self._monitors = AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)
         self._throttle()  # no client: reads go on (and are dropped)
         if self.attached:
             self._to_server_port(AgentMessage(AgentMessageType.CLIENT_DISCONNECTED, b"").pack())
