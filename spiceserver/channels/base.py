@@ -27,7 +27,7 @@ import inspect
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -76,6 +76,9 @@ class ServerContext:
         start_time: the monotonic time the server was created at.
         clock: the multimedia clock (counts from ``start_time``).
         host_agent: the agent duties the host answers itself (:mod:`spiceserver.channels.host_agent`).
+        client_monitors_config: the display devices' take on a client's monitor layout, heads
+            ``(x, y, width, height)`` (:meth:`~spiceserver.channels.display.Displays.client_monitors_config`,
+            which sets it; None: no displays).
     """
 
     config: ServerConfig
@@ -93,6 +96,7 @@ class ServerContext:
     start_time: float = field(default_factory=time.monotonic)
     clock: MediaClock = field(init=False)
     host_agent: HostAgent = field(init=False)
+    client_monitors_config: Callable[[Sequence[tuple[int, int, int, int]] | None], bool] | None = None
 
     def __post_init__(self) -> None:
         self.registry = ChannelRegistry(self.gate.run)

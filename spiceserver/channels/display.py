@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -77,6 +77,8 @@ class Display:
         self.ctx = ctx
         self.id = worker.display_id
         self.worker = worker
+        #: what paints it: an emulated QXL device or a host framebuffer (set once it is made)
+        self.device: QXLDevice | FramebufferDisplay | None = None
         self.bridge = WorkerBridge(ctx, worker, self._primary_resized)
         self.display_channel = DisplayChannel(ctx, self)
         self.cursor_channel = CursorChannel(ctx, self.bridge, self.id)
@@ -85,6 +87,13 @@ class Display:
         inputs = self.ctx.registry.get(ChannelType.INPUTS, 0)
         if isinstance(inputs, InputsChannel):
             inputs.set_logical_size(width, height)
+
+    def client_monitors_config(self, heads: Sequence[tuple[int, int, int, int]] | None) -> bool:
+        """Offer a client's monitor layout ``(x, y, width, height)`` to the device (libspice
+        ``red_qxl_client_monitors_config``); with ``heads`` None only asks whether it would take one.
+        Only a QXL device whose driver asks for them does; a framebuffer display never."""
+        device = self.device
+        return isinstance(device, QXLDevice) and device.client_monitors_config(heads)
 
     def snapshot(self) -> np.ndarray:
         """A copy of the server's picture of the primary surface ((h, w) uint32 0x00RRGGBB)."""
@@ -162,6 +171,7 @@ class Displays:
         self.ctx = ctx
         self._displays: list[Display] = []
         self._metrics = _MetricsWaits()
+        ctx.client_monitors_config = self.client_monitors_config
 
     def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
         settings = DisplaySettings.from_config(self.ctx.config)
@@ -169,6 +179,7 @@ class Displays:
         display = Display(self.ctx, worker)
         worker.start()
         device = attach(worker)
+        display.device = device
         self._displays.append(display)
         self.ctx.registry.add(display.display_channel)
         self.ctx.registry.add(display.cursor_channel)
@@ -197,6 +208,20 @@ class Displays:
 
         device: QXLDevice = self._add(attach)
         return device
+
+    def client_monitors_config(self, heads: Sequence[tuple[int, int, int, int]] | None) -> bool:
+        """A client's monitor layout for the display devices (any thread).
+
+        With ``heads`` None: whether the devices take client monitors configs, so that the guest
+        agent's MONITORS_CONFIG goes to them instead of to the agent (libspice
+        ``reds_use_client_monitors_config``: there is a display and every one takes it). With heads:
+        every device gets all of them (``reds_client_monitors_config``); True if one took them.
+        """
+        displays = list(self._displays)
+        if heads is None:
+            return bool(displays) and all(d.client_monitors_config(None) for d in displays)
+        took = [d.client_monitors_config(heads) for d in displays]
+        return any(took)
 
     def __getitem__(self, display_id: int) -> Display:
         return self._displays[display_id]

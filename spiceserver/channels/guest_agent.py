@@ -23,6 +23,17 @@ The agent is *attached* while the device is open: the main channel then tells th
 it replaces the host agent (:mod:`spiceserver.channels.host_agent`) for the clients.
 A malformed stream from the agent detaches it (libspice ``reds_agent_remove``) until the device
 reopens.
+
+Client monitors configs (``reds_on_main_agent_monitors_config``, ``reds_use_client_monitors_config``,
+``reds_client_monitors_config``): when the display devices take them (every display is a QXL device
+whose driver unmasked ``QXL_INTERRUPT_CLIENT_MONITORS_CONFIG``; ``ServerContext.client_monitors_config``
+answers), the client's VD_AGENT_MONITORS_CONFIG is not forwarded: its pieces are gathered (at most
+:data:`~spiceserver.proto.vdagent_messages.MONITORS_CONFIG_MAX_SIZE`), parsed, and the heads handed
+to the devices, which write them into their ROM and interrupt the guest. A message too large or
+malformed drops the client, as libspice. Unlike libspice, which decides when the client starts, the
+devices are asked at each MONITORS_CONFIG header (a driver loaded later is seen), and if every device
+declines the gathered message (the driver masked the interrupt meanwhile) goes to the agent instead
+of being dropped. The intercepted pieces' tokens go back at once.
 """
 
 from __future__ import annotations
@@ -38,11 +49,14 @@ from ..proto.vdagent import (
     AgentMessage,
     AgentMessageType,
     AgentMsgFilter,
+    AgentStreamReader,
     ChunkPort,
     ChunkReader,
     FilterResult,
     pack_chunk,
+    split_message,
 )
+from ..proto.vdagent_messages import MONITORS_CONFIG_MAX_SIZE, MonitorsConfig
 from .chardev import CharDevice
 
 if TYPE_CHECKING:
@@ -91,7 +105,9 @@ class GuestAgent:
         self._reader = ChunkReader()
         self.attached = False
         self.client: AgentClient | None = None
-        self._held: deque[tuple[AgentClient, bytes]] = deque()  # client pieces the device refused for now
+        #: client pieces the device refused for now, with the client owed the token (None: none is)
+        self._held: deque[tuple[AgentClient | None, bytes]] = deque()
+        self._monitors = AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)  # an intercepted MONITORS_CONFIG
         self._mouse: bytes | None = None  # the latest MOUSE_STATE the device had no room for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._throttled = False  # device reads paused while the client's backlog is high
@@ -114,6 +130,7 @@ class GuestAgent:
         self.client = client
         self._to_client.reset(discard_all=False)
         self._from_client.reset(discard_all=False)
+        self._monitors = AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)
 
     def client_gone(self, client: AgentClient) -> None:
         """The client's main channel closed: the agent is told on the server port
@@ -124,6 +141,7 @@ class GuestAgent:
         self._held = deque(h for h in self._held if h[0] is not client)
         self._to_client.reset(discard_all=True)
         self._from_client.reset(discard_all=True)
+        self._monitors = AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)
         self._throttle()  # no client: reads go on (and are dropped)
         if self.attached:
             self._to_server_port(AgentMessage(AgentMessageType.CLIENT_DISCONNECTED, b"").pack())
@@ -139,17 +157,44 @@ class GuestAgent:
         """
         if not self.attached or client is not self.client:
             return True  # no agent, or a client that has not (re)started: dropped, as libspice
-        result = self._from_client.process(piece)
+        f = self._from_client
+        if not f.in_message and _message_type(piece) == AgentMessageType.MONITORS_CONFIG:
+            take = self.ctx.client_monitors_config
+            f.configure(
+                copy_paste=f.copy_paste, file_xfer=f.file_xfer,
+                use_client_monitors_config=take is not None and take(None),
+            )  # fmt: skip
+        result = f.process(piece)
         if result is FilterResult.PROTO_ERROR:
-            raise ProtocolError(f"agent data: {self._from_client.error or 'bad message'}")
-        if result is not FilterResult.OK:
-            # DISCARD (copy/paste or file transfer off); MONITORS_CONFIG is not intercepted here
-            # (no display device takes client monitors configs yet), so the filter is built without it
+            raise ProtocolError(f"agent data: {f.error or 'bad message'}")
+        if result is FilterResult.MONITORS_CONFIG:
+            self._monitors_config_piece(piece)
             return True
+        if result is not FilterResult.OK:
+            return True  # DISCARD: copy/paste or file transfer off
+        return self._write_client_piece(client, piece)
+
+    def _write_client_piece(self, client: AgentClient | None, piece: bytes) -> bool:
         if self._held or not self.device.write(pack_chunk(ChunkPort.CLIENT, piece)):
             self._held.append((client, piece))
             return False
         return True
+
+    def _monitors_config_piece(self, piece: bytes) -> None:
+        """A piece of an intercepted MONITORS_CONFIG: once whole, its heads go to the displays.
+
+        Raises:
+            ProtocolError: larger than libspice takes, or malformed (``agent_check_message``).
+        """
+        for msg in self._monitors.feed(piece):
+            config = MonitorsConfig.parse(msg.data)
+            heads = [(m.x, m.y, m.width, m.height) for m in config.monitors]
+            take = self.ctx.client_monitors_config
+            if take is not None and take(heads):
+                continue
+            log.debug("agent: no display took the client's monitors config; it goes to the agent")
+            for p in split_message(msg):
+                self._write_client_piece(None, p)
 
     def device_writable(self) -> None:
         """Room again in the device: held client pieces, then a held mouse state, go on."""
@@ -158,7 +203,8 @@ class GuestAgent:
             if not self.device.write(pack_chunk(ChunkPort.CLIENT, piece)):
                 return
             self._held.popleft()
-            client.agent_piece_done()
+            if client is not None:
+                client.agent_piece_done()
         if self._mouse is not None and self.device.write(self._mouse):
             self._mouse = None
 
@@ -231,6 +277,7 @@ class GuestAgent:
         self._mouse = None
         self._to_client.reset(discard_all=True)
         self._from_client.reset(discard_all=True)
+        self._monitors = AgentStreamReader(MONITORS_CONFIG_MAX_SIZE)
         self.client = None
         self._throttle()
         log.info("guest agent %s", "attached" if opened else "detached")
@@ -241,3 +288,8 @@ class GuestAgent:
 
     def _detach(self) -> None:
         self.device_opened(False)
+
+
+def _message_type(piece: bytes) -> int | None:
+    """The type in the VDAgentMessage header a piece starts with (None: too short for one)."""
+    return int.from_bytes(piece[4:8], "little") if len(piece) >= 20 else None

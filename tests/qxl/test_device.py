@@ -373,6 +373,61 @@ def test_client_monitors_config(device: QXLDevice, guest: GuestDriver) -> None:
     assert pending(guest) & Interrupt.CLIENT_MONITORS_CONFIG
 
 
+
+def linux_crc32_le(data: bytes) -> int:
+    """The guest driver's check (Linux ``crc32_le(0, ...)``: reflected, seed 0, no final xor), bit by bit."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (L.CLIENT_MONITORS_CONFIG_CRC32_POLY if crc & 1 else 0)
+    return crc
+
+
+def rom_monitors(device: QXLDevice) -> tuple[int, list[tuple[int, ...]], bytes]:
+    o = L.ROM_CLIENT_MONITORS_CONFIG_OFF
+    blob = bytes(device.rom[o : o + L.ROM_CLIENT_MONITORS_CONFIG_SIZE])
+    count = struct.unpack_from("<H", blob)[0]
+    return count, [L.URECT.unpack_from(blob, 4 + 16 * i) for i in range(count)], blob
+
+
+def test_client_monitors_config_crc_is_what_the_linux_driver_checks(device: QXLDevice, guest: GuestDriver) -> None:
+    guest.set_int_mask(Interrupt.CLIENT_MONITORS_CONFIG)
+    assert device.client_monitors_config([(10, 20, 300, 400)])
+    count, heads, blob = rom_monitors(device)
+    assert (count, heads) == (1, [(20, 10, 420, 310)])
+    assert L.U32.unpack_from(device.rom, L.ROM_CLIENT_MONITORS_CONFIG_CRC_OFF)[0] == linux_crc32_le(blob)
+
+
+def test_client_monitors_config_caps_heads_and_clears_old_ones(device: QXLDevice, guest: GuestDriver) -> None:
+    guest.set_int_mask(Interrupt.CLIENT_MONITORS_CONFIG)
+    assert device.client_monitors_config([(i, 0, 8, 8) for i in range(100)])
+    count, heads, _ = rom_monitors(device)
+    assert count == L.MAX_CLIENT_MONITORS and heads[-1] == (0, 63, 8, 71)
+    guest.set_ram(L.RAM_INT_PENDING_OFF, L.U32.pack(0))  # the driver acknowledged it
+    assert device.client_monitors_config([(-1, 0, 1, 1)])  # x = -1 wraps as QEMU's u32 does
+    count, heads, blob = rom_monitors(device)
+    assert (count, heads) == (1, [(0, 0xFFFFFFFF, 1, 0)]) and blob[20:] == bytes(len(blob) - 20)
+    assert pending(guest) & Interrupt.CLIENT_MONITORS_CONFIG
+
+
+@pytest.mark.parametrize("mask", [0, 0xFFFFFFFF, Interrupt.DISPLAY | Interrupt.CLIENT])
+def test_client_monitors_config_declined_by_the_driver(device: QXLDevice, guest: GuestDriver, mask: int) -> None:
+    # QEMU: int_mask 0 or ~0 is an old Windows driver; without the bit the driver does not want it
+    guest.set_int_mask(mask)
+    before = bytes(device.rom)
+    assert not device.client_monitors_config(None)
+    assert not device.client_monitors_config([(0, 0, 640, 480)])
+    assert bytes(device.rom) == before and not pending(guest) & Interrupt.CLIENT_MONITORS_CONFIG
+
+
+def test_client_monitors_config_declined_before_revision_4() -> None:
+    cfg = QXLDeviceConfig(ram_size=4 << 20, vram_size=1 << 20, vgamem_size=2 << 20, revision=L.REVISION_V10)
+    dev = QXLDevice(config=cfg)
+    GuestDriver(dev, setup=False).set_int_mask(Interrupt.CLIENT_MONITORS_CONFIG)
+    assert not dev.client_monitors_config([(0, 0, 640, 480)])
+
+
 def test_mm_time_and_init_info(device: QXLDevice) -> None:
     device.set_mm_time(12345)
     assert L.U32.unpack_from(device.rom, L.ROM_MM_CLOCK_OFF)[0] == 12345
