@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -45,7 +44,7 @@ from tests.interop.test_harness_xspice import (
     _wait_port,
 )
 from tests.support.vdagent import MONITORS_CONFIG_REJECTED, AgentEnv, agent_env, agent_env_skip_reason
-from tests.support.xspice import XORG_CONF
+from tests.support.xspice import XORG_CONF, stop_xorg
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -231,11 +230,11 @@ async def xspice_with_agent(work: Path) -> AsyncIterator[XspiceAgentServer]:
             await asyncio.to_thread(_wait_port, proc, port, XSPICE_DEADLINE, log)
             break
         except XspiceExited:
-            await asyncio.to_thread(_stop_xorg, proc, display)
+            await asyncio.to_thread(stop_xorg, proc, display)
             if attempt == 2:
                 raise
         except BaseException:
-            await asyncio.to_thread(_stop_xorg, proc, display)
+            await asyncio.to_thread(stop_xorg, proc, display)
             raise
     try:
         loop = asyncio.get_running_loop()
@@ -245,22 +244,7 @@ async def xspice_with_agent(work: Path) -> AsyncIterator[XspiceAgentServer]:
             await asyncio.sleep(0.02)
         yield XspiceAgentServer(port=port, display=display, socket_path=sock, work=work)
     finally:
-        await asyncio.to_thread(_stop_xorg, proc, display)
-
-
-def _stop_xorg(proc: subprocess.Popen[bytes], display: int) -> None:
-    """SIGTERM our Xorg (it exits cleanly, removing its lock), SIGKILL its group if it hangs."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-            for path in (Path(f"/tmp/.X{display}-lock"), Path(f"/tmp/.X11-unix/X{display}")):
-                path.unlink(missing_ok=True)
+        await asyncio.to_thread(stop_xorg, proc, display)
 
 
 @contextlib.asynccontextmanager

@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -62,7 +61,7 @@ from spiceserver.codecs.opus import opus_available
 from spiceserver.metrics import SoundMetrics
 from tests.conftest import Running, start_server
 from tests.interop.html5 import AUDIO_FLAGS, AUDIO_PROBE_JS, Html5Page, free_port, html5_client, require_html5
-from tests.support.xspice import XORG_CONF
+from tests.support.xspice import XORG_CONF, stop_xorg
 
 pytestmark = [pytest.mark.interop]
 
@@ -254,21 +253,6 @@ def _free_display() -> int:
     raise RuntimeError("no free X display number in :150-:249")
 
 
-def _stop_xorg(proc: subprocess.Popen[bytes], display: int) -> None:
-    """SIGTERM our Xorg (it exits cleanly, removing its lock), SIGKILL its group if it hangs."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-            for path in (Path(f"/tmp/.X{display}-lock"), Path(f"/tmp/.X11-unix/X{display}")):
-                path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def xspice_with_fifo(work: Path, compression: bool = True) -> Iterator[tuple[int, Path]]:
     """Xorg + spiceqxl (libspice-server) on 127.0.0.1:<free>, no ticketing, playing any FIFO made in
@@ -309,7 +293,7 @@ def xspice_with_fifo(work: Path, compression: bool = True) -> Iterator[tuple[int
             yield port, fifo_dir
             return
         finally:
-            _stop_xorg(proc, display)
+            stop_xorg(proc, display)
 
 
 async def test_xspice_reference() -> None:

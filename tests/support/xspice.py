@@ -6,7 +6,13 @@ small buffers, listening on 127.0.0.1 only. Shared by the interop harness test a
 
 from __future__ import annotations
 
-__all__ = ["XORG_CONF"]
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+__all__ = ["XORG_CONF", "stop_xorg"]
 
 XORG_CONF = """\
 Section "Device"
@@ -44,3 +50,18 @@ Section "ServerFlags"
     Option "AutoAddDevices" "False"
 EndSection
 """
+
+
+def stop_xorg(proc: subprocess.Popen[bytes], display: int) -> None:
+    """SIGTERM our Xorg (it exits cleanly, removing its lock), SIGKILL its group if it hangs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+            for path in (Path(f"/tmp/.X{display}-lock"), Path(f"/tmp/.X11-unix/X{display}")):
+                path.unlink(missing_ok=True)
