@@ -42,6 +42,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ProtocolError
@@ -56,7 +57,7 @@ from ..proto.vdagent import (
     pack_chunk,
     split_message,
 )
-from ..proto.vdagent_messages import MONITORS_CONFIG_MAX_SIZE, MonitorsConfig
+from ..proto.vdagent_messages import MONITORS_CONFIG_MAX_SIZE, MonitorsConfig, MonitorsFlag
 from .chardev import CharDevice
 
 if TYPE_CHECKING:
@@ -159,11 +160,9 @@ class GuestAgent:
             return True  # no agent, or a client that has not (re)started: dropped, as libspice
         f = self._from_client
         if not f.in_message and _message_type(piece) == AgentMessageType.MONITORS_CONFIG:
-            take = self.ctx.client_monitors_config
-            f.configure(
-                copy_paste=f.copy_paste, file_xfer=f.file_xfer,
-                use_client_monitors_config=take is not None and take(None),
-            )  # fmt: skip
+            # always gathered: it goes to the displays if they take it, else to the agent rewritten
+            # (see _monitors_config_piece)
+            f.configure(copy_paste=f.copy_paste, file_xfer=f.file_xfer, use_client_monitors_config=True)
         result = f.process(piece)
         if result is FilterResult.PROTO_ERROR:
             raise ProtocolError(f"agent data: {f.error or 'bad message'}")
@@ -190,9 +189,15 @@ class GuestAgent:
             config = MonitorsConfig.parse(msg.data)
             heads = [(m.x, m.y, m.width, m.height) for m in config.monitors]
             take = self.ctx.client_monitors_config
-            if take is not None and take(heads):
+            if take is not None and take(None) and take(heads):
                 continue
             log.debug("agent: no display took the client's monitors config; it goes to the agent")
+            if config.flags & MonitorsFlag.PHYSICAL_SIZE:
+                # spice-gtk always appends the monitors' physical sizes; spice-vdagentd (0.22 and
+                # later) wants exactly the monitors and drops the message ("invalid message size"),
+                # so the guest would never resize. Without the sizes every agent takes it.
+                body = replace(config, flags=config.flags & ~MonitorsFlag.PHYSICAL_SIZE).pack()
+                msg = AgentMessage(AgentMessageType.MONITORS_CONFIG, body, msg.opaque)
             for p in split_message(msg):
                 self._write_client_piece(None, p)
 
