@@ -228,3 +228,21 @@ async def test_a_flooding_agent_waits_for_a_client_that_does_not_read(running: R
     while got < len(msg):
         got += len((await s.main.expect(mm.AgentData, skip=(*SKIP, mm.AgentToken))).data)
     assert got == len(msg)
+
+
+async def test_the_agent_gets_the_monitors_config_without_physical_sizes(running: Running) -> None:
+    """spice-gtk appends the monitors' physical sizes, which spice-vdagentd refuses by size: with no
+    display taking the config, the agent gets it without them (monitors unchanged)."""
+    from spiceserver.proto.vdagent_messages import MonitorConfig, MonitorsConfig, MonitorsFlag
+
+    guest, s = await agent_session(running)
+    await started(s)
+    sent = MonitorsConfig((MonitorConfig(800, 600, 32, 0, 0, 300, 200), MonitorConfig(0, 0)), MonitorsFlag.USE_POS | MonitorsFlag.PHYSICAL_SIZE)
+    await send_agent(s.main, sent.message())
+    await guest.wait(lambda: guest.got)
+    ((port, msg),) = guest.got
+    assert port == ChunkPort.CLIENT and msg.type == AgentMessageType.MONITORS_CONFIG
+    assert len(msg.data) == 8 + 2 * 20
+    got = MonitorsConfig.parse(msg.data)
+    assert got.flags == MonitorsFlag.USE_POS
+    assert [(m.width, m.height, m.x, m.y) for m in got.monitors] == [(800, 600, 0, 0), (0, 0, 0, 0)]
