@@ -53,7 +53,6 @@ from ..proto.channel import ChannelConnection
 from ..proto.enums import AudioDataMode, ChannelType, PlaybackCap
 from ..proto.link import words_to_caps
 from ..proto.messages.playback import PlaybackData
-from ..transport import unsent_bytes
 from .audio_frames import FRAME_BYTES, PcmFramer, volume_levels
 from .base import ChannelClient, Link, LoopChannel, ServerContext
 from .host_agent import ClientVolumeHandler, add_client_volume_handler
@@ -308,7 +307,6 @@ class PlaybackChannelClient(ChannelClient):
         super().__init__(conn, link, session)
         self.channel = channel
         self.audio = state
-        self._writer = link.writer
         self._taken = 0  # bytes handed to the transport
         self._sent = 0  # bytes the socket took (taken minus what its buffer holds)
 
@@ -344,10 +342,7 @@ class PlaybackChannelClient(ChannelClient):
         self._note_sent()
 
     def _note_sent(self) -> None:
-        try:
-            unsent = unsent_bytes(self._writer)
-        except (AttributeError, RuntimeError):  # no socket transport (a test double)
-            unsent = 0
+        unsent = self.transport.unsent if self.transport is not None else 0
         sent = max(self._sent, self._taken - unsent)
         if sent > self._sent:
             self.audio.written(sent - self._sent)

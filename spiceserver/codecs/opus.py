@@ -50,10 +50,10 @@ makes one ``SndCodec`` per channel client, used from one thread at a time.
 from __future__ import annotations
 
 import functools
-from types import ModuleType
 from typing import Any
 
 from ..errors import OpusDecodeError, OpusEncodeError, OpusUnavailable
+from .pyav import load_av as _load_av
 
 __all__ = [
     "opus_available",
@@ -83,16 +83,6 @@ DEFAULT_BIT_RATE = 60 * SAMPLE_RATE // FRAME_SAMPLES + SAMPLE_RATE * CHANNELS
 _ENCODER = "libopus"
 _BYTES_PER_SAMPLE = CHANNELS * 2
 _SILENCE = bytes(FRAME_BYTES)
-
-
-@functools.cache
-def _load_av() -> ModuleType | None:
-    try:
-        import av  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    module: ModuleType = av
-    return module
 
 
 @functools.cache

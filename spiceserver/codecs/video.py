@@ -59,13 +59,13 @@ from __future__ import annotations
 import functools
 import sys
 from fractions import Fraction
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..errors import VideoCodecUnavailable, VideoEncodeError
 from ..proto.enums import VideoCodecType
+from .pyav import load_av as _load_av
 
 __all__ = [
     "available_codecs",
@@ -96,16 +96,6 @@ MAX_BIT_RATE = (1 << 31) - 1
 _PIXEL_FORMAT = "bgra" if sys.byteorder == "little" else "argb"
 _SMPTE170M = 6  # AVCOL_SPC_SMPTE170M = AVCOL_PRI_SMPTE170M = AVCOL_TRC_SMPTE170M: BT.601 (525)
 _RANGE_MPEG = 1  # AVCOL_RANGE_MPEG: limited (16..235)
-
-
-@functools.cache
-def _load_av() -> ModuleType | None:
-    try:
-        import av  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return None
-    module: ModuleType = av
-    return module
 
 
 @functools.cache
