@@ -61,6 +61,7 @@ class FakeDevice:
         self.paused = False
         self.ever_paused = False
         self.events: list[int] = []
+        self.client_states: list[bool] = []
         self.outgoing: deque[bytes] = deque()
         self.delivered = 0
         self.changed = asyncio.Event()
@@ -94,6 +95,10 @@ class FakeDevice:
 
     def send_event(self, event: int) -> None:
         self.events.append(event)
+        self._changed()
+
+    def client_state(self, connected: bool) -> None:
+        self.client_states.append(connected)
         self._changed()
 
     async def close(self) -> None:
@@ -331,6 +336,31 @@ async def test_with_the_char_device_pair(running: Running) -> None:
     assert bytes(got) == payload and not cc.blocked
     end.set_open(False)
     assert (await ch.expect(pm.PortEvent)).event == PortEvent.CLOSED
+    await dev.close()
+
+
+async def test_the_device_hears_clients_come_and_go(running: Running) -> None:
+    """libspice ``SpiceCharDeviceInterface.state``: 1 when a client connects, 0 when it leaves."""
+    dev, end = char_device_pair()
+    running.server.register_channel(PortChannel, "org.test.state", dev, 6)
+    states: list[bool] = []
+    end.on_client(states.append)
+    for _ in range(2):
+        s = await connect(running.ep)
+        ch = await s.link(ChannelType.PORT, 6)
+        await ch.expect(pm.PortInit)
+        await wait_until(lambda: states[-1:] == [True] and end.client_connected)
+        await ch.close()
+        await wait_until(lambda: states[-1:] == [False] and not end.client_connected)
+    assert states == [True, False, True, False]
+    late: list[bool] = []
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.PORT, 6)
+    await ch.expect(pm.PortInit)
+    await wait_until(lambda: end.client_connected)
+    end.on_client(late.append)  # a callback set while a client is connected hears it at once
+    await wait_until(lambda: late == [True])
+    await ch.close()
     await dev.close()
 
 

@@ -21,7 +21,8 @@ The pair
 order they were called (calls made before ``a`` is attached wait for the attach). The callbacks
 given to ``b.on_data`` and ``b.on_event`` run **on the event loop**: server -> device bytes, in
 order, one call per :meth:`CharDevice.write` of the server; a device model that wants them on its
-own thread hands them over itself. While no ``on_data`` callback is set, the server's writes stay
+own thread hands them over itself. ``b.on_client(callback)`` hears, on the loop, when a client
+connects to the device's channel or leaves (``callback(True)`` / ``callback(False)``). While no ``on_data`` callback is set, the server's writes stay
 queued in ``a`` (bounded: the server sees back-pressure). The device model's writes are not
 bounded: it is trusted host code; while the server pauses reading they wait in ``a``.
 """
@@ -49,6 +50,7 @@ __all__ = [
 
 DataCallback = Callable[[bytes], None]
 EventCallback = Callable[[int], None]
+ClientCallback = Callable[[bool], None]
 
 
 class PairCharDevice(CharDevice):
@@ -62,6 +64,7 @@ class PairCharDevice(CharDevice):
         self._post_loop: asyncio.AbstractEventLoop | None = None
         self._on_data: DataCallback | None = None
         self._on_event: EventCallback | None = None
+        self._on_client: ClientCallback | None = None
         self._sending = False
 
     def _post(self, fn: Callable[[], None]) -> None:
@@ -114,6 +117,22 @@ class PairCharDevice(CharDevice):
         except Exception:
             log.exception("char device pair: on_event callback %r failed", callback)
 
+    def _client_state(self, connected: bool) -> None:
+        callback = self._on_client
+        if callback is not None and self.loop is not None:
+            self.loop.call_soon(self._run_client, callback, connected)
+
+    def _run_client(self, callback: ClientCallback, connected: bool) -> None:
+        try:
+            callback(connected)
+        except Exception:
+            log.exception("char device pair: on_client callback %r failed", callback)
+
+    def _set_on_client(self, callback: ClientCallback | None) -> None:
+        self._on_client = callback
+        if callback is not None and self.client_connected and self.loop is not None:
+            self.loop.call_soon(self._run_client, callback, True)
+
     def _set_on_data(self, callback: DataCallback | None) -> None:
         self._on_data = callback
         if callback is not None and self._out:
@@ -125,6 +144,7 @@ class PairCharDevice(CharDevice):
     async def _close_io(self) -> None:
         self._on_data = None
         self._on_event = None
+        self._on_client = None
 
 
 class DeviceEnd:
@@ -161,6 +181,16 @@ class DeviceEnd:
         """Call ``callback(event)`` on the loop with the server's port events (client
         ``PORT_EVENT``)."""
         self._device._post(lambda: self._device._set_on_event(callback))
+
+    def on_client(self, callback: ClientCallback | None) -> None:
+        """Call ``callback(connected)`` on the loop when a client connects to the device's channel
+        (True; at once if one is connected already) or leaves (False)."""
+        self._device._post(lambda: self._device._set_on_client(callback))
+
+    @property
+    def client_connected(self) -> bool:
+        """A client is connected to the device's channel, as the event loop last saw it."""
+        return self._device.client_connected
 
     def set_open(self, opened: bool) -> None:
         """Open or close the device end (the guest opened/closed its port): the listener gets

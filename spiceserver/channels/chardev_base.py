@@ -24,6 +24,12 @@ the listener, so the listener sees the old peer's last bytes, then ``device_open
 deliveries (and the adapter's reading) until :meth:`~CharDevice.resume_reading`; what was read
 already waits in the queue. Nothing is delivered while no listener is attached.
 
+*Client state.* :meth:`CharDevice.client_state` tells the device that a client connected to its
+channel or left (libspice ``SpiceCharDeviceInterface.state``, which QEMU turns into the chardev's
+OPENED / CLOSED events toward the guest-facing device); :attr:`CharDevice.client_connected` holds
+the last value. The in-process pair hands it to the device model; the socket and pty adapters
+have no way to say it and keep only the attribute.
+
 *Threads.* Everything here runs on the event loop given to :meth:`~CharDevice.attach`. The
 listener is never called from inside :meth:`~CharDevice.write`, :meth:`~CharDevice.attach` or
 :meth:`~CharDevice.resume_reading`; those schedule the call on the loop.
@@ -77,6 +83,7 @@ class CharDevice:
 
     Attributes:
         opened: the device end is open (a peer is connected, the guest opened its port).
+        client_connected: a client is connected to the device's channel (:meth:`client_state`).
         listener: the attached listener, or None.
         loop: the event loop given to :meth:`attach` (None before).
     """
@@ -85,6 +92,7 @@ class CharDevice:
         if write_limit < 1:
             raise ValueError("write_limit must be positive")
         self.opened = False
+        self.client_connected = False
         self.write_limit = write_limit
         self.listener: CharDeviceListener | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -182,6 +190,12 @@ class CharDevice:
         if not self.closed:
             self._device_event(event)
 
+    def client_state(self, connected: bool) -> None:
+        """A client connected to the device's channel (True) or left (False); event loop."""
+        if not self.closed and connected != self.client_connected:
+            self.client_connected = connected
+            self._client_state(connected)
+
     async def close(self) -> None:
         """Stop the I/O, drop what is queued either way and release the device's resources."""
         if self.closed:
@@ -208,6 +222,9 @@ class CharDevice:
 
     def _device_event(self, event: int) -> None:
         log.debug("%s has no event path; port event %d dropped", type(self).__name__, event)
+
+    def _client_state(self, connected: bool) -> None:
+        """Tell the device that a client connected or left (base: nothing to tell it through)."""
 
     async def _close_io(self) -> None:
         """Release the adapter's resources."""

@@ -27,6 +27,8 @@ Unix socket, a pty, or a Python device model); this module moves its bytes:
   :func:`~spiceserver.channels.spicevmc_lz4.compress_vmc`). A client's COMPRESSED_DATA is decompressed
   with its announced size checked first (:func:`~spiceserver.channels.spicevmc_lz4.decompress_vmc`);
   anything but a valid LZ4 block of that size closes the client (libspice ``handle_compressed_msg``).
+* **Client state.** The device hears when a client connects (its start) and when it leaves
+  (``device.client_state``; libspice calls ``SpiceCharDeviceInterface.state`` with 1 and 0).
 * **Open state and events.** The device's ``device_opened`` and ``device_event`` reach
   :meth:`SpiceVmcChannel.on_device_opened` / :meth:`~SpiceVmcChannel.on_device_event`, which the port
   channel (:mod:`spiceserver.channels.port`) turns into PORT_EVENT messages.
@@ -98,6 +100,10 @@ class VmcDevice(Protocol):
         """A port event toward the device (the client's PORT_EVENT)."""
         ...
 
+    def client_state(self, connected: bool) -> None:
+        """A client connected to the channel or left."""
+        ...
+
 
 class SpiceVmcChannel(LoopChannel):
     """A channel backed by a char device, serving one client at a time (see the module docstring).
@@ -165,6 +171,8 @@ class SpiceVmcChannel(LoopChannel):
         if cc is self.client:
             self.client = None
             self.update_reading()
+            if self._attached:
+                self.device.client_state(False)
 
     # --- flow control (event loop) ------------------------------------------------------------
 
@@ -180,6 +188,11 @@ class SpiceVmcChannel(LoopChannel):
                 self.device.resume_reading()
             else:
                 self.device.pause_reading()
+
+    @property
+    def attached(self) -> bool:
+        """The channel is attached to its device (the server's loop started, not closed)."""
+        return self._attached
 
     @property
     def reading(self) -> bool:
@@ -268,6 +281,8 @@ class SpiceVmcClient(ChannelClient):
     async def start(self, now: float) -> None:
         """Deliver device data that waited, then let the device be read."""
         self.started = True
+        if self.channel.attached:
+            self.channel.device.client_state(True)
         pending = self.channel.take_pending()
         if pending:
             self.send_device_data(pending)
