@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Metrics", "DisplayMetrics", "CONTENT_TYPE"]
+__all__ = ["Metrics", "DisplayMetrics", "SoundMetrics", "DeviceMetrics", "CONTENT_TYPE"]
 
 #: The Content-Type of the Prometheus text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,6 +70,34 @@ class SoundMetrics:
 
 
 @dataclass(frozen=True)
+class DeviceMetrics:
+    """One char-device channel (port, WebDAV, ...) or the guest agent, since the server started.
+
+    Attributes:
+        channel: the channel's name (``"port"``, ``"webdav"``, ...), or ``"agent"``.
+        id: the channel id.
+        name: the port's name (``org.qemu.monitor.qmp.0`` ...), ``""`` when it has none.
+        bytes_to_device: bytes from clients written to the device.
+        bytes_to_client: bytes from the device sent to clients.
+        dropped_bytes: bytes dropped: device data with no client to take it past the bound, or
+            agent messages the filter discarded (copy-paste or file transfer off).
+        refused_links: links refused because a client was connected already.
+        device_open: the device end is open (the guest opened its port, the agent is there).
+        client: a client is connected.
+    """
+
+    channel: str
+    id: int
+    name: str = ""
+    bytes_to_device: int = 0
+    bytes_to_client: int = 0
+    dropped_bytes: int = 0
+    refused_links: int = 0
+    device_open: bool = False
+    client: bool = False
+
+
+@dataclass(frozen=True)
 class Metrics:
     """A snapshot of the server's counters and gauges."""
 
@@ -88,6 +116,7 @@ class Metrics:
     channel_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
     displays: tuple[DisplayMetrics, ...] = ()
     sound: tuple[SoundMetrics, ...] = ()
+    devices: tuple[DeviceMetrics, ...] = ()
 
     def prometheus(self) -> str:
         """The snapshot in the Prometheus text exposition format."""
@@ -175,6 +204,25 @@ class Metrics:
                 for mode in sorted(set(m.clients))
             ],
         )  # fmt: skip
+
+        def device(m: DeviceMetrics, **extra: str) -> str:
+            return _labels(channel=m.channel, id=str(m.id), name=m.name, **extra)
+
+        family(
+            "device_bytes_total", "counter", "Char-device bytes written to the device or sent to clients.",
+            [
+                (device(m, direction=d), v)
+                for m in self.devices
+                for d, v in (("to_device", m.bytes_to_device), ("to_client", m.bytes_to_client))
+            ],
+        )  # fmt: skip
+        for name, attr, kind, help_text in (
+            ("device_dropped_bytes_total", "dropped_bytes", "counter", "Char-device bytes dropped (no client past the bound, or filtered)."),
+            ("device_refused_links_total", "refused_links", "counter", "Links refused: the char-device channel had a client already."),
+            ("device_open", "device_open", "gauge", "1 while the device end is open (guest port open, agent present)."),
+            ("device_client", "client", "gauge", "1 while a client is connected to the char-device channel."),
+        ):
+            family(name, kind, help_text, [(device(m), int(getattr(m, attr))) for m in self.devices])
         return "\n".join(out) + "\n"
 
 

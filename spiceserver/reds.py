@@ -106,6 +106,7 @@ class SpiceServer(ServerDevices):
             channel_bytes=dict(ctx.traffic),
             displays=await self._displays.metrics(),
             sound=tuple(m for ch in ctx.registry if (m := ch.sound_metrics()) is not None),
+            devices=tuple(d for ch in ctx.registry if (d := ch.device_metrics()) is not None),
         )
 
     async def _metrics_page(self) -> str:

@@ -115,3 +115,41 @@ def test_prometheus_text_escapes_labels() -> None:
     assert "spiceserver_uptime_seconds 1.5" in text
     assert 'spiceserver_display_images_total{display="0",encoding="glz"} 2' in text
     assert text.endswith("\n")
+
+
+async def test_char_device_channels_and_the_agent_are_counted() -> None:
+    """A port channel's bytes both ways and its states, and the guest agent's, on the page."""
+    from spiceserver.channels.chardev import char_device_pair
+    from spiceserver.proto.messages import port as pm
+    from spiceserver.proto.messages import spicevmc as vm
+
+    r = await start_server(metrics_path="/metrics")
+    try:
+        dev, end = char_device_pair()
+        got = bytearray()
+        end.on_data(got.extend)
+        r.server.add_port("org.test.metrics", dev)
+        agent_dev, _agent_end = char_device_pair(opened=False)
+        r.server.add_agent(agent_dev)
+        s = await connect(r.ep)
+        ch = await s.link(ChannelType.PORT, 0)
+        await ch.expect(pm.PortInit)
+        await ch.send(vm.ClientSpicevmcData(data=b"12345"))
+        end.write(b"abc")
+        assert (await ch.expect(vm.SpicevmcData)).data == b"abc"
+        async def written() -> None:
+            while len(got) < 5:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(written(), 10)
+        (port,) = [d for d in (await r.server.metrics()).devices if d.channel == "port"]
+        assert (port.name, port.bytes_to_device, port.bytes_to_client, port.device_open, port.client) == ("org.test.metrics", 5, 3, True, True)
+        _, _, body = await http_get(r.server.port_of(), "/metrics")
+        page = samples(body)
+        labels = 'channel="port",id="0",name="org.test.metrics"'
+        assert page[f'spiceserver_device_bytes_total{{{labels},direction="to_device"}}'] == 5
+        assert page[f'spiceserver_device_bytes_total{{{labels},direction="to_client"}}'] == 3
+        assert page[f"spiceserver_device_client{{{labels}}}"] == 1
+        assert page['spiceserver_device_open{channel="agent",id="0",name=""}'] == 0
+    finally:
+        await r.server.close()

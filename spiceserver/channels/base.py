@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from ..config import ChannelSecurity, ServerConfig
 from ..errors import ProtocolError
 from ..events import ChannelListeners, ConnLog
-from ..metrics import SoundMetrics
+from ..metrics import DeviceMetrics, SoundMetrics
 from ..mmtime import MediaClock
 from ..proto.channel import ChannelConnection, Event
 from ..proto.channel_client import ChannelClientBase
@@ -198,6 +198,10 @@ class Channel:
 
     def sound_metrics(self) -> SoundMetrics | None:
         """A sound channel's counters for the server's metrics; None for other channels."""
+        return None
+
+    def device_metrics(self) -> DeviceMetrics | None:
+        """A char-device channel's counters (the main channel: its guest agent's); None for others."""
         return None
 
     @property

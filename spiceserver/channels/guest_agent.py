@@ -46,6 +46,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ProtocolError
+from ..metrics import DeviceMetrics
 from ..proto.vdagent import (
     AgentMessage,
     AgentMessageType,
@@ -112,6 +113,24 @@ class GuestAgent:
         self._mouse: bytes | None = None  # the latest MOUSE_STATE the device had no room for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._throttled = False  # device reads paused while the client's backlog is high
+        #: client message bytes written to the agent (chunk headers not counted)
+        self.bytes_to_device = 0
+        #: agent message bytes sent to the client
+        self.bytes_to_client = 0
+        #: message bytes the filter discarded either way (copy-paste or file transfer off)
+        self.dropped_bytes = 0
+
+    def device_metrics(self) -> DeviceMetrics:
+        """The agent's counters for the server's metrics (channel ``agent``)."""
+        return DeviceMetrics(
+            channel="agent",
+            id=0,
+            bytes_to_device=self.bytes_to_device,
+            bytes_to_client=self.bytes_to_client,
+            dropped_bytes=self.dropped_bytes,
+            device_open=self.attached,
+            client=self.client is not None,
+        )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start reading the device (the server's loop)."""
@@ -170,10 +189,12 @@ class GuestAgent:
             self._monitors_config_piece(piece)
             return True
         if result is not FilterResult.OK:
+            self.dropped_bytes += len(piece)
             return True  # DISCARD: copy/paste or file transfer off
         return self._write_client_piece(client, piece)
 
     def _write_client_piece(self, client: AgentClient | None, piece: bytes) -> bool:
+        self.bytes_to_device += len(piece)
         if self._held or not self.device.write(pack_chunk(ChunkPort.CLIENT, piece)):
             self._held.append((client, piece))
             return False
@@ -248,7 +269,10 @@ class GuestAgent:
                 return
             if result is FilterResult.OK and self.client is not None:
                 out.append(self._to_client.adjust_capabilities(bytes(p.data)))
+            elif result is FilterResult.DISCARD:
+                self.dropped_bytes += len(p.data)
         if out and self.client is not None:
+            self.bytes_to_client += sum(map(len, out))
             self.client.send_agent_pieces(out)
             self._throttle()
 

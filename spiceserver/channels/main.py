@@ -33,6 +33,7 @@ import time
 from typing import Protocol, runtime_checkable
 
 from ..errors import ConfigError, ProtocolError
+from ..metrics import DeviceMetrics
 from ..mmtime import ClockUpdate
 from ..proto.channel import ChannelConnection, PongReceived
 from ..proto.channel_client import StateTable
@@ -251,6 +252,10 @@ class MainChannel(LoopChannel):
     def host_agent_serving(self) -> bool:
         """The clients' agent streams go to the host agent (it is active and no guest agent is attached)."""
         return self._agent is not None and self._agent != "guest"
+
+    def device_metrics(self) -> DeviceMetrics | None:
+        """The guest agent's counters (None without one)."""
+        return None if self.guest_agent is None else self.guest_agent.device_metrics()
 
     def add_guest_agent(self, device: CharDevice) -> GuestAgent:
         """Relay the guest agent on ``device`` (any thread before the loop runs, else the loop): it is

@@ -77,6 +77,11 @@ class PortChannel(SpiceVmcChannel):
         self._event_callbacks: list[ClientEventCallback] = []
 
     @property
+    def metrics_name(self) -> str:
+        """The port's name, for the metrics."""
+        return self.port_name
+
+    @property
     def opened(self) -> bool:
         """The guest has the port open (as the client was or will be told)."""
         return self._opened

@@ -45,6 +45,7 @@ import logging
 from typing import Any, Protocol
 
 from ..errors import ProtocolError
+from ..metrics import DeviceMetrics
 from ..proto.channel import ChannelConnection
 from ..proto.channel_client import StateTable
 from ..proto.enums import SpicevmcCap
@@ -242,6 +243,26 @@ class SpiceVmcChannel(LoopChannel):
         """A port event from the guest side (base: nothing)."""
 
     # --- counters --------------------------------------------------------------------------------
+
+    def device_metrics(self) -> DeviceMetrics:
+        """The byte counters, refused links and states, for the server's metrics."""
+        cc = self.client
+        return DeviceMetrics(
+            channel=self.name,
+            id=self.id,
+            name=self.metrics_name,
+            bytes_to_device=self.bytes_to_device,
+            bytes_to_client=self.bytes_to_client,
+            dropped_bytes=self.dropped_bytes,
+            refused_links=self.refused_links,
+            device_open=bool(self.device.opened),
+            client=cc is not None and not cc.closed,
+        )
+
+    @property
+    def metrics_name(self) -> str:
+        """The name in the metrics' ``name`` label (a port's name; base: none)."""
+        return ""
 
     def stats(self) -> dict[str, int]:
         """The channel's byte counters and refused links."""
