@@ -84,6 +84,12 @@ class ServerConfig:
             capabilities from the client.
         agent_file_xfer: file transfer messages pass (QEMU ``disable-agent-file-xfer``); off drops
             them and tells the client file transfer is disabled.
+        agent_max_message_size: the largest agent message (its announced payload size) relayed
+            between a client and the guest agent. A client announcing more is cut off (its main
+            channel closes), an agent announcing more is detached: spice-vdagentd and spice-gtk
+            allocate a whole message as announced. Not in libspice, which relays any size. The
+            default (256 MiB) is above spice-gtk's clipboard limit (100 MiB) and its 64 KiB file
+            transfer pieces.
         link_timeout: seconds a connection may take to complete the link handshake.
         max_pending_links: connections allowed to be in the link phase at once (counted from the
             accept, before any TLS handshake). When full, the oldest one that has not yet sent its
@@ -162,6 +168,7 @@ class ServerConfig:
     agent_mouse: bool = True
     agent_copypaste: bool = True
     agent_file_xfer: bool = True
+    agent_max_message_size: int = 256 << 20
     link_timeout: float = 30.0
     max_pending_links: int = 256
     max_pending_links_per_peer: int = 32
@@ -226,6 +233,8 @@ class ServerConfig:
         for host in self.server_names:
             if host != "*" and not _HOST_NAME.fullmatch(host.removeprefix("[").removesuffix("]")):
                 raise ConfigError(f"server_names: {host!r} is not a host name or address (no scheme or port) or '*'")
+        if self.agent_max_message_size < 1 << 16:
+            raise ConfigError("agent_max_message_size must be at least 64 KiB (a file transfer piece)")
         if self.ticket_max_failures < 0 or self.ticket_lockout <= 0:
             raise ConfigError("ticket_max_failures must be >= 0 and ticket_lockout positive")
 

@@ -5,7 +5,10 @@ rewrite, tokens and back-pressure, CLIENT_DISCONNECTED and agent mouse on the se
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+import pytest
 
 from spiceserver.channels.chardev import DeviceEnd, char_device_pair
 from spiceserver.channels.main import AGENT_TOKENS
@@ -188,17 +191,52 @@ async def test_a_client_piece_over_2048_bytes_cuts_off_its_main_channel(running:
     assert s2.init.agent_connected == 1
 
 
-async def test_an_announced_4_gib_message_is_relayed_piece_by_piece_never_buffered(running: Running) -> None:
-    """The filter passes a message's pieces as they come (it never gathers a whole message), so a
-    header announcing 4 GiB costs nothing but the pieces actually sent."""
+async def test_an_announced_4_gib_message_cuts_off_the_client_and_the_agent_stays(running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    """``agent_max_message_size``: spice-vdagentd allocates a message as announced, so a client
+    announcing 4 GiB is cut off before anything of it reaches the agent (libspice relays it)."""
     guest, s = await agent_session(running)
     await started(s)
     huge = AgentMessage(AgentMessageType.CLIPBOARD, b"").pack()[:-4] + (0xFFFFFFFF).to_bytes(4, "little")
-    s.main.conn.send(mm.ClientAgentData(data=huge + bytes(100)))
+    with caplog.at_level(logging.INFO, logger="spiceserver"):
+        s.main.conn.send(mm.ClientAgentData(data=huge + bytes(100)))
+        await s.main.flush()
+        assert await s.main.closed()
+    assert "4294967295 bytes announced" in caplog.text
+    await guest.wait(lambda: guest.got)  # the agent hears the client went, and nothing else
+    assert [(port, msg.type) for port, msg in guest.got] == [(ChunkPort.SERVER, AgentMessageType.CLIENT_DISCONNECTED)]
+    assert guest.bytes == 8 + 20
+    s2 = await connect(running.ep)
+    assert s2.init.agent_connected == 1
+
+
+async def test_a_message_up_to_the_limit_is_relayed_piece_by_piece_never_buffered(running: Running) -> None:
+    """Below the limit the filter passes a message's pieces as they come: an announced 100 MiB costs
+    nothing but the pieces actually sent."""
+    guest, s = await agent_session(running)
+    await started(s)
+    big = AgentMessage(AgentMessageType.CLIPBOARD, b"").pack()[:-4] + (100 << 20).to_bytes(4, "little")
+    s.main.conn.send(mm.ClientAgentData(data=big + bytes(100)))
     await s.main.flush()
     await guest.wait(lambda: guest.bytes >= 8 + 20 + 100)
     assert guest.bytes == 8 + 20 + 100, guest.bytes  # one chunk: its header, the message header, 100 bytes
     assert not guest.got  # an incomplete message: nothing was gathered on the way
+
+
+async def test_a_client_that_ignores_its_tokens_is_cut_off(running: Running) -> None:
+    """The client may send as many AGENT_DATA as its tokens (10, given back in fives): an 11th with
+    none given back closes its main channel; the agent stays for the next client."""
+    device, _end = char_device_pair(write_limit=1)  # no on_data: the device takes one piece, then holds the tokens
+    running.server.add_agent(device)
+    s = await connect(running.ep)
+    await started(s)
+    for _ in range(AGENT_TOKENS + 1):
+        s.main.conn.send(mm.ClientAgentData(data=AgentMessage(AgentMessageType.CLIPBOARD_RELEASE, bytes(4)).pack()))
+    await s.main.flush()
+    assert await s.main.closed()
+    assert not any(isinstance(m, mm.AgentToken) for m in s.main.received)
+    s2 = await connect(running.ep)
+    assert s2.init.agent_connected == 1
+    await device.close()
 
 
 async def test_a_flooding_agent_waits_for_a_client_that_does_not_read(running: Running) -> None:

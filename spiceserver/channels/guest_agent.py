@@ -102,8 +102,15 @@ class GuestAgent:
         self.device = device
         self._on_attached = on_attached
         cfg = ctx.config
-        self._to_client = AgentMsgFilter(copy_paste=cfg.agent_copypaste, file_xfer=cfg.agent_file_xfer, discard_all=True)
-        self._from_client = AgentMsgFilter(copy_paste=cfg.agent_copypaste, file_xfer=cfg.agent_file_xfer, discard_all=True)
+        self._to_client, self._from_client = (
+            AgentMsgFilter(
+                copy_paste=cfg.agent_copypaste,
+                file_xfer=cfg.agent_file_xfer,
+                max_message_size=cfg.agent_max_message_size,
+                discard_all=True,
+            )
+            for _ in range(2)
+        )
         self._reader = ChunkReader()
         self.attached = False
         self.client: AgentClient | None = None

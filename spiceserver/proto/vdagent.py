@@ -578,6 +578,8 @@ class AgentMsgFilter:
         use_client_monitors_config: MONITORS_CONFIG goes to the display device (libspice: a QXL
             with ``client_monitors_config``; only meaningful toward the agent).
         discard_all: every message is dropped (no agent, or no client, yet).
+        max_message_size: a message announcing a larger payload is a protocol error (None: any
+            size, as libspice).
     """
 
     def __init__(
@@ -587,7 +589,9 @@ class AgentMsgFilter:
         file_xfer: bool = True,
         use_client_monitors_config: bool = False,
         discard_all: bool = False,
+        max_message_size: int | None = None,
     ) -> None:
+        self.max_message_size = max_message_size
         self.configure(
             copy_paste=copy_paste, file_xfer=file_xfer, use_client_monitors_config=use_client_monitors_config
         )
@@ -646,6 +650,8 @@ class AgentMsgFilter:
         protocol, mtype, _opaque, size = HEADER.unpack_from(bytes(piece[: HEADER.size]))
         if protocol != PROTOCOL:
             return self._fail(f"agent message with protocol {protocol} (expected {PROTOCOL})")
+        if self.max_message_size is not None and size > self.max_message_size:
+            return self._fail(f"agent message of {size} bytes announced (at most {self.max_message_size})")
         self.result = self._decide(mtype)
         self._type, self._to_read = mtype, size
         self._payload_off, self._piece_start, self._consumed = 0, HEADER.size, n - HEADER.size
