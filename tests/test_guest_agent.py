@@ -158,6 +158,16 @@ async def test_garbage_from_the_agent_detaches_it_and_the_session_goes_on(runnin
     await s.main.expect(mm.ChannelsList, skip=(mm.MouseMode, mm.MultiMediaTime))
 
 
+async def test_an_agent_announcing_a_huge_message_is_detached(running: Running) -> None:
+    """An agent message announcing more than ``agent_max_message_size``: spice-gtk would allocate it."""
+    guest, s = await agent_session(running)
+    await started(s)
+    huge = AgentMessage(AgentMessageType.CLIPBOARD, b"").pack()[:-4] + (300 << 20).to_bytes(4, "little")
+    guest.end.write(pack_chunk(ChunkPort.CLIENT, huge + bytes(100)))
+    assert await s.main.expect(mm.AgentDisconnected, skip=SKIP) == mm.AgentDisconnected(error_code=0)
+    assert not any(isinstance(m, mm.AgentData) for m in s.main.received)
+
+
 async def test_client_disconnect_and_agent_mouse_reach_the_server_port(running: Running) -> None:
     guest, s = await agent_session(running)
     running.server.remove_tablet()
