@@ -63,6 +63,7 @@ __all__ = [
     "decode",
     "pack",
     "parse",
+    "type_of",
 ]
 
 ByteOrder = Literal["little", "big"]
