@@ -8,6 +8,10 @@ SELECT of the CAC applet sent with ``transmit`` is answered by the card (libcaca
 gi_client's ``card_remove`` / ``card_insert`` (``SpiceSmartcardReader.remove_card`` / ``insert_card``)
 reach the host as CardRemove and ATR; the client leaving removes the reader.
 
+The same card through a ccid-card-passthru slot whose char device QEMU 7.2's ``usb-ccid`` +
+``ccid-card-passthru`` connects to (Debian ``qemu-system-x86``; skipped without it): QEMU
+acknowledges in network byte order and spice-gtk moves on.
+
 The NSS database of the software card (three certificates) is made with ``certutil``
 (:mod:`tests.support.nssdb`, Debian ``libnss3-tools``).
 """
@@ -15,11 +19,13 @@ The NSS database of the software card (three certificates) is made with ``certut
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spiceserver.channels.chardev import UnixSocketCharDevice
 from spiceserver.channels.smartcard import SmartcardChannel, SmartcardError
 from tests.conftest import start_server
 from tests.interop.harness import controlled_client
@@ -86,3 +92,75 @@ async def test_spicegtk_software_card_reaches_the_host(tmp_path: Path) -> None:
         assert not reader.attached
     finally:
         await r.server.close()
+
+
+# --- QEMU ccid-card-passthru as the device ------------------------------------------------------
+
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+async def wait_until(pred: Any, what: str, timeout: float = 20.0) -> None:
+    async def loop() -> None:
+        while not pred():
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(loop(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 (Debian qemu-system-x86) is not installed")
+async def test_spicegtk_card_through_qemu_ccid_card_passthru(tmp_path: Path) -> None:
+    """spice-gtk's software card -> the smartcard channel -> a Unix socket char device -> QEMU 7.2's
+    ``usb-ccid`` + ``ccid-card-passthru`` (network byte order). QEMU acknowledges ReaderAdd, ATR and
+    CardRemove itself; spice-gtk sends its next message only after each acknowledgement reached
+    it with the slot's reader id, so the ATR and the CardRemove reaching QEMU prove the round trips.
+    """
+    assert QEMU is not None
+    db = make_nss_db(tmp_path / "nss")
+    r = await start_server()
+    channel = r.server.register_channel(SmartcardChannel)
+    dev = UnixSocketCharDevice(tmp_path / "ccid.sock")
+    passthru = channel.add_passthru_reader(dev)
+    qemu: asyncio.subprocess.Process | None = None
+    qemu_out = bytearray()
+    try:
+        await dev.listening()
+        qemu = await asyncio.create_subprocess_exec(
+            QEMU, "-machine", "pc,accel=tcg", "-nodefaults", "-display", "none", "-m", "64",
+            "-device", "qemu-xhci", "-device", "usb-ccid",
+            "-chardev", f"socket,id=sc0,path={tmp_path / 'ccid.sock'}",
+            "-device", "ccid-card-passthru,chardev=sc0,debug=2",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert qemu.stdout is not None
+        stdout = qemu.stdout
+
+        async def read_qemu() -> None:
+            async for line in stdout:
+                qemu_out.extend(line)
+
+        reader_task = asyncio.create_task(read_qemu())
+        await wait_until(lambda: dev.opened, "QEMU to connect to the char device")
+        async with controlled_client(
+            "--port", str(r.server.port_of()), "--smartcard-db", str(db), timeout=60
+        ) as client:
+            await wait_until(lambda: passthru.atr is not None, "an ATR from spice-gtk")
+            assert passthru.name == "Spice Software Smartcard"
+            await wait_until(lambda: b"VSC_ATR" in qemu_out, "QEMU to take the ATR")
+            ev = await client.action({"op": "card_remove"})
+            assert ev.get("ok") is True, ev
+            await wait_until(lambda: b"VSC_CardRemove" in qemu_out, "QEMU to see the card removed")
+            assert passthru.atr is None
+            ev = await client.action({"op": "card_insert"})
+            assert ev.get("ok") is True, ev
+            await wait_until(lambda: qemu_out.count(b"VSC_ATR") >= 2 and passthru.atr is not None, "the card again")
+        assert client.proc.returncode == 0, client.stderr[-3000:]
+        reader_task.cancel()
+    finally:
+        if qemu is not None and qemu.returncode is None:
+            qemu.kill()
+            await qemu.wait()
+        await r.server.close()
+        await dev.close()
