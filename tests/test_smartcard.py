@@ -20,6 +20,7 @@ from spiceserver.channels.chardev import char_device_pair
 from spiceserver.channels.session import Session
 from spiceserver.channels.smartcard import (
     MAX_READERS,
+    CcidPassthruReader,
     SmartcardChannel,
     SmartcardChannelClient,
     SmartcardError,
@@ -284,10 +285,12 @@ class Device:
         self.end = end
         self.reader = VscReader(NETWORK)
         self.got: list[VscMessage] = []
+        self.raw = bytearray()
         self.changed = asyncio.Event()
         end.on_data(self._data)
 
     def _data(self, data: bytes) -> None:
+        self.raw += data
         self.got += self.reader.feed(data)
         self.changed.set()
 
@@ -330,8 +333,10 @@ async def test_passthru_reader_speaks_network_order_with_patched_ids(running: Ru
         assert await recv(ch) == VscApdu(1, SELECT)
         await send(ch, VscApdu(1, b"\x61\x0d"))
         assert (await device.wait(3))[2] == VscApdu(1, b"\x61\x0d")
-        raw = pack(VscApdu(1, b"\x61\x0d"), NETWORK)
-        assert raw[:12] == struct.pack(">III", 7, 1, 2)  # network order on the device
+        # network byte order on the device: ReaderAdd(1), ATR(1, ...), APDU(1, 61 0d)
+        assert device.raw[:12] == struct.pack(">III", 3, 1, 0)
+        assert device.raw[12:24] == struct.pack(">III", 5, 1, len(ATR))
+        assert device.raw[-14:] == struct.pack(">III", 7, 1, 2) + b"\x61\x0d"
         await send(ch, VscReaderRemove(1))
         assert (await device.wait(4))[3] == VscReaderRemove(1)
         device.send(VscError(0, 0))
@@ -445,5 +450,41 @@ def test_fuzz_client_messages_are_handled_or_close_with_protocol_error(
         for ev in client.receive_data(cc.take_output()):
             if isinstance(ev, scm.SmartcardData):
                 decode(ev.type, ev.reader_id, ev.data, LITTLE)
+
+    asyncio.run(go())
+
+
+class Sink:
+    """A client stand-in for a slot: records what the slot sends it."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.sent: list[VscMessage] = []
+
+    def send_vsc(self, msg: VscMessage) -> None:
+        self.sent.append(msg)
+
+
+@FAST
+@given(
+    st.lists(
+        st.binary(max_size=60)
+        | st.sampled_from(
+            [pack(VscInit(), NETWORK), pack(VscError(0, 0), NETWORK), pack(VscApdu(0, b"\x90\x00"), NETWORK)]
+        ),
+        max_size=10,
+    )
+)
+def test_fuzz_passthru_device_bytes_never_raise(chunks: list[bytes]) -> None:
+    async def go() -> None:
+        dev, _end = char_device_pair(opened=True)
+        slot = CcidPassthruReader(4, dev)
+        sink = Sink()
+        await slot.reader_added(sink, VscReaderAdd(UNDEFINED_READER_ID, NAME))
+        for chunk in chunks:
+            slot.device_data(chunk)  # garbage is logged and ignored, never raised
+        assert all(m.reader_id == 4 and not isinstance(m, VscInit) for m in sink.sent)
+        slot.client_gone()
+        await dev.close()
 
     asyncio.run(go())
