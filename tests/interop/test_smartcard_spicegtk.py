@@ -99,7 +99,7 @@ async def test_spicegtk_software_card_reaches_the_host(tmp_path: Path) -> None:
 QEMU = shutil.which("qemu-system-x86_64")
 
 
-async def wait_until(pred: Any, what: str, timeout: float = 20.0) -> None:
+async def wait_until(pred: Any, what: str, detail: Any = lambda: "", timeout: float = 20.0) -> None:
     async def loop() -> None:
         while not pred():
             await asyncio.sleep(0.01)
@@ -107,7 +107,7 @@ async def wait_until(pred: Any, what: str, timeout: float = 20.0) -> None:
     try:
         await asyncio.wait_for(loop(), timeout)
     except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
+        raise AssertionError(f"timed out waiting for {what}\n{detail()}") from None
 
 
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 (Debian qemu-system-x86) is not installed")
@@ -146,16 +146,23 @@ async def test_spicegtk_card_through_qemu_ccid_card_passthru(tmp_path: Path) -> 
         async with controlled_client(
             "--port", str(r.server.port_of()), "--smartcard-db", str(db), timeout=60
         ) as client:
-            await wait_until(lambda: passthru.atr is not None, "an ATR from spice-gtk")
+
+            def detail() -> str:
+                return f"QEMU:\n{qemu_out.decode(errors='replace')[-2000:]}\nclient:\n{client.stderr[-2000:]}"
+
+            await wait_until(lambda: passthru.atr is not None, "an ATR from spice-gtk", detail)
             assert passthru.name == "Spice Software Smartcard"
-            await wait_until(lambda: b"VSC_ATR" in qemu_out, "QEMU to take the ATR")
+            await wait_until(lambda: b"VSC_ATR" in qemu_out, "QEMU to take the ATR", detail)
             ev = await client.action({"op": "card_remove"})
             assert ev.get("ok") is True, ev
-            await wait_until(lambda: b"VSC_CardRemove" in qemu_out, "QEMU to see the card removed")
+            await wait_until(lambda: b"VSC_CardRemove" in qemu_out, "QEMU to see the card removed", detail)
             assert passthru.atr is None
+            atrs = qemu_out.count(b"VSC_ATR")
             ev = await client.action({"op": "card_insert"})
             assert ev.get("ok") is True, ev
-            await wait_until(lambda: qemu_out.count(b"VSC_ATR") >= 2 and passthru.atr is not None, "the card again")
+            await wait_until(
+                lambda: qemu_out.count(b"VSC_ATR") > atrs and passthru.atr is not None, "the card again", detail
+            )
         assert client.proc.returncode == 0, client.stderr[-3000:]
         reader_task.cancel()
     finally:
