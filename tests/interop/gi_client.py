@@ -136,6 +136,15 @@ Control lines ``file_copy PATH`` and ``port_write NAME TEXT`` are shorthands.
 ``port_write`` calls ``spice_port_channel_write_async`` through ctypes with a buffer that stays alive
 until GIO is done: PyGObject's ``write_async`` frees its copy before GIO writes it.
 
+Smartcard (``--smartcard-db``; spice-gtk 0.42 src/smartcard-manager.c, channel-smartcard.c)
+----------------------------------------------------------------------------------------------
+``--smartcard-db PATH`` sets the session's ``enable-smartcard``, ``smartcard-db`` (a plain path) and
+``smartcard-certificates`` (``--smartcard-certificates``, three nicknames): libcacard's software card
+"Spice Software Smartcard" is created when the smartcard channel comes up, card inserted. Ops
+``{"op":"card_insert"}`` / ``{"op":"card_remove"}`` call ``SmartcardManager.insert_card`` /
+``remove_card`` (the software card); their ``action`` event has ``ok`` (false: the card was in / out
+already).
+
 Audio (``--enable-audio``; spice-gtk 0.42 src/channel-playback.c, channel-record.c)
 -----------------------------------------------------------------------------------
 * With the session's ``enable-audio`` set spice-gtk creates the playback and record channels
@@ -367,6 +376,14 @@ def parse_args(argv):
     p.add_argument("--shared-dir", help="session shared-dir: the folder spice-gtk serves over the WebDAV channel")
     p.add_argument("--shared-dir-ro", action="store_true", help="session share-dir-ro (with --shared-dir)")
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
+    # --- smartcard (libcacard software card) -------------------------------------------------
+    p.add_argument("--smartcard-db", help="session enable-smartcard with this NSS db (a plain path; see Smartcard)")
+    p.add_argument(
+        "--smartcard-certificates",
+        default="id-cert,signing-cert,encryption-cert",
+        help="the three certificate nicknames of --smartcard-db",
+    )
+    # --- end smartcard options -------------------------------------------------------------------
     args = p.parse_args(argv)
     try:
         args.action_list = json.loads(args.actions)
@@ -742,6 +759,45 @@ class Agent:
         return True
 
 
+# --- smartcard (libcacard software card) ---------------------------------------------------------
+class Smartcard:
+    """``--smartcard-db``: spice-gtk's software smartcard and the ``card_insert`` / ``card_remove`` ops."""
+
+    OPS = frozenset({"card_insert", "card_remove"})
+
+    def __init__(self, client, args):
+        self.client = client
+        self.args = args
+        self.manager = None
+
+    def emit(self, event, **fields):
+        self.client.emit(event, **fields)
+
+    def configure(self, session):
+        if not self.args.smartcard_db:
+            return
+        session.props.enable_smartcard = True
+        session.props.smartcard_db = self.args.smartcard_db
+        session.props.smartcard_certificates = csv(self.args.smartcard_certificates)
+        # its reader-added / card-* signals never reached a Python handler here (spice-gtk 0.42,
+        # PyGObject): the host side sees the card; the ops report what spice-gtk returned
+        self.manager = Spice.SmartcardManager.get()
+
+    def perform(self, index, op, act):
+        if op not in self.OPS:
+            return False
+        if self.manager is None:
+            raise RuntimeError("no --smartcard-db")
+        # the manager's own calls act on the software card; a reader taken from get_readers() and
+        # freed by PyGObject ended in a double free in libcacard at the next insert_card
+        ok = self.manager.insert_card() if op == "card_insert" else self.manager.remove_card()
+        self.emit("action", index=index, op=op, ok=bool(ok))
+        return True
+
+
+# --- end smartcard -------------------------------------------------------------------------------
+
+
 AGENT_OPS = frozenset(
     {
         "clipboard_grab",
@@ -781,6 +837,7 @@ class Client:
         self.control_buf = b""
         self.audio = Audio(self, args)
         self.agent = Agent(self)
+        self.smartcard = Smartcard(self, args)
         self.pixel = None  # last --watch-pixel value seen
 
     # ------------------------------------------------------------------ output
@@ -833,6 +890,7 @@ class Client:
         if a.shared_dir:
             s.props.shared_dir = a.shared_dir  # served over the WebDAV channel by phodav
             s.props.share_dir_ro = bool(a.shared_dir_ro)
+        self.smartcard.configure(s)
         if a.audio_backend:
             self.audio_backend = Spice.Audio.get(s, None)
             self.emit("audio-backend", type=type(self.audio_backend).__name__ if self.audio_backend else None)
@@ -1246,6 +1304,8 @@ class Client:
         if op in AGENT_OPS and self.agent.perform(self.need_main(), index, op, act):
             return 0
         if self.agent.perform_port(index, op, act):
+            return 0
+        if self.smartcard.perform(index, op, act):
             return 0
         if op == "wait":
             ms = int(act.get("ms", 0))
