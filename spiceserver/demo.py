@@ -25,6 +25,10 @@ microphone (``server.add_record()``) is opened, and what a client records is met
 ``spice-vdagentd -s SOCKET`` (with ``spice-vdagent`` on an X display) then gives clients clipboard,
 file transfer, monitors config and agent mouse with that X session.
 
+``--smartcard`` adds a card reader slot (:mod:`spiceserver.demo_smartcard`): when a client inserts
+a card (spice-gtk ``--spice-smartcard``) the demo prints its ATR and its answer to a SELECT of the
+CAC applet.
+
 ``--scene av`` is the lip-sync check: a video region on the framebuffer display flashes white
 once a second, and the audio frame written in the same loop iteration holds a click (10 ms of
 1 kHz at -3 dBFS, a soft hum otherwise); a client in sync shows the flash as it plays the click.
@@ -50,6 +54,7 @@ from .channels.host_clipboard import add_clipboard_handler
 from .channels.host_monitors import add_monitors_config_handler
 from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
+from .demo_smartcard import attach_demo_reader
 from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
 from .desktop import ARROW_CURSOR, SyntheticDesktop, av_picture, video_picture
 from .errors import ConfigError
@@ -169,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default=None, metavar="SOCKET",
                    help="the guest agent's char device as a listening Unix socket: run spice-vdagentd -s SOCKET "
                         "(and spice-vdagent on an X display) against it")
+    p.add_argument("--smartcard", action="store_true",
+                   help="a card reader slot: print the ATR of a card a client inserts and its answer to a SELECT")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
@@ -281,6 +288,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         server.add_agent(UnixSocketCharDevice(args.agent))
     else:
         answer_agent_duties(server, fb if display == "framebuffer" else None, wanted, static=args.scene == "static")
+    if args.smartcard:
+        attach_demo_reader(server.add_smartcard_reader(), _out)
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
@@ -308,6 +317,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             _out("sound: a 2 s tone loop (C5 E5 G5 C6) plays on the speaker; --no-audio turns it off")
     if args.agent:
         _out(f"guest agent: listening on {args.agent} (spice-vdagentd -s {args.agent})")
+    if args.smartcard:
+        _out("smartcard: a reader slot is offered; a card a client inserts is printed and asked to SELECT the CAC applet")
     if microphone is not None:
         microphone.start()
         _out("microphone: open; the level a client records is printed once a second")

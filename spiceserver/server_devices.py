@@ -11,6 +11,7 @@ from which thread is listed in ``docs/embedding.md``.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
@@ -26,6 +27,7 @@ from .channels.main import MainChannel
 from .channels.playback import PlaybackChannel
 from .channels.port import PortChannel, WebDavChannel
 from .channels.record import RecordChannel, RecordEvent
+from .channels.smartcard import CcidPassthruReader, SmartcardChannel, SmartcardReader
 from .errors import ConfigError
 from .interfaces import Keyboard, Mouse, Tablet
 from .proto.enums import ChannelType
@@ -47,6 +49,8 @@ class ServerDevices:
         self._inputs = InputsChannel(ctx)
         self._main = MainChannel(ctx, self._inputs)
         self._displays = Displays(ctx)
+        self._smartcard: SmartcardChannel | None = None
+        self._lock = threading.Lock()  # the channels made on first use (smartcard)
         ctx.registry.subscribe(self._channel_added)
         ctx.registry.add(self._main)
         ctx.registry.add(self._inputs)
@@ -113,6 +117,23 @@ class ServerDevices:
     def add_webdav(self, device: CharDevice) -> WebDavChannel:
         """The WebDAV channel (the client's shared folder; :mod:`~spiceserver.channels.webdav_mux` reads it)."""
         return self.register_channel(WebDavChannel, device)
+
+    # --- smartcard (any thread) -------------------------------------------------------------------
+
+    def add_smartcard_reader(self) -> SmartcardReader:
+        """A card reader slot the host answers through an API: the client's reader, its card's ATR,
+        APDUs (:class:`~spiceserver.channels.smartcard_reader.SmartcardReader`); up to ten slots."""
+        return self._smartcard_channel().add_reader()
+
+    def add_smartcard_passthru(self, device: CharDevice) -> CcidPassthruReader:
+        """A card reader slot on a char device speaking QEMU ccid-card-passthru's framing."""
+        return self._smartcard_channel().add_passthru_reader(device)
+
+    def _smartcard_channel(self) -> SmartcardChannel:
+        with self._lock:
+            if self._smartcard is None:
+                self._smartcard = self.register_channel(SmartcardChannel)
+            return self._smartcard
 
     # --- sound (any thread) ---------------------------------------------------------------------
 

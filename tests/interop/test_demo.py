@@ -338,3 +338,30 @@ async def test_demo_prints_the_level_a_client_records(tmp_path: Path, mode: str)
     assert len(levels) == 2, lines
     assert all(abs(v - (-15.05)) <= (0.5 if mode == "raw" else 1.5) for v in levels), levels
     assert lines.index(f"record start ({mode})") < lines.index("record stop")
+
+
+async def test_demo_smartcard_prints_the_card_and_its_answer(tmp_path: Path) -> None:
+    """``demo --smartcard`` with spice-gtk's libcacard software card (an NSS database of three
+    certificates): the demo prints the reader, the card's ATR and its answer to a SELECT of the CAC
+    applet; removing the card is printed too."""
+    from tests.support.nssdb import certutil_available, make_nss_db
+
+    if not certutil_available():
+        pytest.skip("certutil (libnss3-tools) is not installed")
+    db = make_nss_db(tmp_path / "nss")
+    proc, port = await start_demo("--smartcard", "--no-audio", "--scene", "static")
+    lines: list[str] = []
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("smartcard: ") for s in seen))
+        async with controlled_client("--port", str(port), "--smartcard-db", str(db), timeout=DEMO_DEADLINE) as client:
+            await read_until(proc, lines, lambda seen: any("SELECT CAC applet" in s for s in seen))
+            ev = await client.action({"op": "card_remove"})
+            assert ev.get("ok") is True, ev
+            await read_until(proc, lines, lambda seen: any("card removed" in s for s in seen))
+    finally:
+        lines += (await stop(proc)).splitlines()
+    print("\n".join(s for s in lines if s.startswith("smartcard")))
+    assert "smartcard 0: reader 'Spice Software Smartcard' added" in lines, lines
+    assert any(s.startswith("smartcard 0: card inserted, ATR 3b") for s in lines), lines
+    (answer,) = [s for s in lines if "SELECT CAC applet" in s]
+    assert "success" in answer, answer
