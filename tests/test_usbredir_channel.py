@@ -199,7 +199,7 @@ async def test_filter_sent_and_enforced(running: Running) -> None:
     # vendor class devices only
     hub, _, host, events = await setup(running, filter="0xff,-1,-1,-1,1|-1,-1,-1,-1,0")
     await host.wait_for(lambda: host.of(m.FilterFilter))
-    assert host.of(m.FilterFilter)[0].msg.rules == "0xff,-1,-1,-1,1|-1,-1,-1,-1,0|"
+    assert host.of(m.FilterFilter)[0].msg.rules == "0xff,-1,-1,-1,1|-1,-1,-1,-1,0"
     await host.connect_device()
     await events.wait_for(lambda: events.attached)
     # a host filter change reaches the client; a device it refuses gets filter_reject

@@ -390,8 +390,8 @@ def filter_to_string(
             "-1" if r.device_version_bcd == -1 else f"0x{r.device_version_bcd:04x}",
             "1" if r.allow else "0",
         ]
-        out.append(token_sep[0].join(fields) + rule_sep[0])
-    return "".join(out)
+        out.append(token_sep[0].join(fields))
+    return rule_sep[0].join(out)
 
 
 #: check_filter results (usbredirfilter_check: 0, -EPERM, -ENOENT)
