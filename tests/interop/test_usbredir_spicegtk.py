@@ -1,7 +1,12 @@
 """spice-gtk 0.42 redirecting its emulated shared CD (``UsbDeviceManager.create_shared_cd_device``, no
 USB hardware needed) to the parsed usbredir channel: the hub announces the device 2b23:cdcd with its
 descriptors fetched, bulk-only mass storage works (INQUIRY, READ(10) of the image's first block,
-one bulk request at a time as spice-gtk's CD emulation wants), and un-redirecting detaches it.
+one bulk request at a time as spice-gtk's CD emulation wants), and the client leaving detaches it.
+
+Not tested here: gi_client's ``usb_disconnect`` (spice-gtk un-redirecting). spice-gtk 0.42 often dies of
+SIGBUS in a GTask pool thread of libspice-client-glib when ``disconnect_device_async`` follows the
+connect closely (about 1 run in 3 here; never with ``SPICE_DEBUG=1`` or a second later), so the
+detach a device_disconnect causes is tested with the scripted host (tests/test_usbredir_channel.py).
 
 gi_client's ``--usb-cd ISO`` and ``usb_cd_connect`` / ``usb_disconnect`` drive spice-gtk's
 ``src/usb-device-manager.c``; spice-gtk's usbredirhost is the usb-host, the server the usb-guest.
@@ -80,10 +85,11 @@ async def test_spicegtk_shared_cd_attaches_with_descriptors_and_reads(tmp_path: 
                 block, status = await scsi_in(dev, tag, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 2048)
                 if status == 0:
                     break
-                _sense, _ = await scsi_in(dev, tag + 100, bytes([0x03, 0, 0, 0, 18, 0]), 18)
+                await scsi_in(dev, tag + 100, bytes([0x03, 0, 0, 0, 18, 0]), 18)  # REQUEST SENSE
             assert status == 0 and block.startswith(b"hello iso\n")
-            await client.action({"op": "usb_disconnect"})
-            gone = await asyncio.wait_for(detached.get(), 20)
-            assert gone is dev and dev.gone and hub.devices == []
+        assert client.proc.returncode == 0, client.stderr[-2000:]
+        # the client left: the device is detached
+        assert await asyncio.wait_for(detached.get(), 20) is dev
+        assert dev.gone and hub.devices == []
     finally:
         await r.server.close()
