@@ -145,6 +145,32 @@ async def test_transfers(running: Running) -> None:
         await dev.bulk_out(BULK_IN, b"x")
 
 
+async def test_iso_streams_reject_and_the_loop_check(running: Running) -> None:
+    hub, _, host, events, dev = await attached(running)
+    assert await dev.iso_out(0x06, b"frame") == 5
+    await host.wait_for(lambda: bytes(host.iso_out) == b"frame")
+    assert [p.msg for p in host.of(m.StartIsoStream)] == [m.StartIsoStream(0x06, 8, 3)]
+    reader = asyncio.ensure_future(dev.iso_in(0x85, 64))
+    await host.wait_for(lambda: 0x85 in host.iso_started)
+    await host.iso(b"audio")
+    assert await reader == b"audio"
+    with pytest.raises(UsbTransferError) as err:
+        await dev.interrupt_in(INTR_IN, 8, timeout=0.05)  # nothing comes
+    assert err.value.status == m.Status.TIMEOUT
+    # transfers belong to the server's loop
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(asyncio.run, dev.bulk_in(BULK_IN, 8))
+    # the host refuses the device: filter_reject, detached at once
+    dev.reject()
+    await host.wait_for(lambda: host.of(m.FilterReject))
+    await events.wait_for(lambda: events.detached == [dev])
+    assert dev.gone and hub.devices == []
+    dev.reject()  # nothing more
+    await host.disconnect_device()
+    await host.wait_for(lambda: host.of(m.DeviceDisconnectAck))
+    assert len(host.of(m.FilterReject)) == 1
+
+
 async def test_timeout_cancels_the_transfer(running: Running) -> None:
     _, _, host, _, dev = await attached(running)
     host.hold_bulk_in = True

@@ -105,6 +105,8 @@ class FakeUsbHost:
         self.configuration = 1
         self.alt: dict[int, int] = {0: 0}
         self.interrupt_started: set[int] = set()
+        self.iso_started: set[int] = set()
+        self.iso_out = bytearray()
         self.closed = False
         self.compressed_received = 0
         self.changed = asyncio.Event()
@@ -200,6 +202,10 @@ class FakeUsbHost:
         """An interrupt IN packet (receiving must have been started)."""
         await self.send(m.InterruptPacket(endpoint, status, len(data), data))
 
+    async def iso(self, data: bytes, endpoint: int = 0x85, status: int = 0) -> None:
+        """An iso IN packet (the stream must have been started)."""
+        await self.send(m.IsoPacket(endpoint, status, len(data), data))
+
     def _answer(self, id: int, msg: m.UsbRedirMessage) -> None:
         send = self.conn.send
         if isinstance(msg, m.ControlPacket):
@@ -233,6 +239,11 @@ class FakeUsbHost:
         elif isinstance(msg, m.StartInterruptReceiving):
             self.interrupt_started.add(msg.endpoint)
             send(m.InterruptReceivingStatus(0, msg.endpoint), id)
+        elif isinstance(msg, m.StartIsoStream):
+            self.iso_started.add(msg.endpoint)
+            send(m.IsoStreamStatus(0, msg.endpoint), id)
+        elif isinstance(msg, m.IsoPacket):  # OUT: no answer in usbredir
+            self.iso_out += msg.data
         elif isinstance(msg, m.CancelDataPacket):
             held = self.held.pop(id, None)
             if held is not None:
