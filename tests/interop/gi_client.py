@@ -136,6 +136,20 @@ Control lines ``file_copy PATH`` and ``port_write NAME TEXT`` are shorthands.
 ``port_write`` calls ``spice_port_channel_write_async`` through ctypes with a buffer that stays alive
 until GIO is done: PyGObject's ``write_async`` frees its copy before GIO writes it.
 
+USB redirection (``--usbredir``, ``--usb-cd ISO``; spice-gtk 0.42 src/usb-device-manager.c) -- BEGIN usb
+---------------------------------------------------------------------------------------------------------
+``--usbredir`` sets the session's ``enable-usbredir`` (spice-gtk then creates the usbredir channels of
+CHANNELS_LIST); ``--usb-cd ISO`` implies it and makes spice-gtk's emulated shared CD of that image
+(``UsbDeviceManager.create_shared_cd_device``: "SPICE CD" 2b23:cdcd, no USB needed), not connected yet.
+Events: ``usb-cd`` {path, ok, error?} (the CD was made); ``usb-device-added`` / ``usb-device-removed``
+{description, shared_cd}; ``usb-device-error`` {description, message} (spice-gtk's ``device-error``);
+``usb-connected`` / ``usb-disconnected`` {description, ok, error?} when ``connect_device_async`` /
+``disconnect_device_async`` finished.
+Ops: ``usb_cd_connect`` redirects the shared CD to the server (to a free usbredir channel);
+``usb_disconnect`` un-redirects it (or, with ``all``: true, every connected device).  Control-line
+shorthands: ``usb_cd_connect``, ``usb_disconnect``.
+-- END usb
+
 Audio (``--enable-audio``; spice-gtk 0.42 src/channel-playback.c, channel-record.c)
 -----------------------------------------------------------------------------------
 * With the session's ``enable-audio`` set spice-gtk creates the playback and record channels
@@ -366,6 +380,10 @@ def parse_args(argv):
     )
     p.add_argument("--shared-dir", help="session shared-dir: the folder spice-gtk serves over the WebDAV channel")
     p.add_argument("--shared-dir-ro", action="store_true", help="session share-dir-ro (with --shared-dir)")
+    # --- BEGIN usb (USB redirection: class Usb below) ---
+    p.add_argument("--usbredir", action="store_true", help="session enable-usbredir (connect usbredir channels)")
+    p.add_argument("--usb-cd", metavar="ISO", help="make spice-gtk's emulated shared CD of ISO (implies --usbredir)")
+    # --- END usb ---
     p.add_argument("--debug", action="store_true", help="spice-gtk debug log on stderr")
     args = p.parse_args(argv)
     try:
@@ -742,6 +760,84 @@ class Agent:
         return True
 
 
+# --- BEGIN usb: USB redirection (spice-gtk src/usb-device-manager.c) ---------------------------------
+class Usb:
+    """``--usbredir`` / ``--usb-cd``: spice-gtk's UsbDeviceManager, its emulated CD, the ``usb_*`` ops."""
+
+    OPS = frozenset({"usb_cd_connect", "usb_disconnect"})
+
+    def __init__(self, client):
+        self.client = client
+        self.manager = None
+
+    def emit(self, event, **fields):
+        self.client.emit(event, **fields)
+
+    def configure(self, session, args):
+        if not (args.usbredir or args.usb_cd):
+            return
+        session.props.enable_usbredir = True
+        self.manager = m = Spice.UsbDeviceManager.get(session)
+        m.props.auto_connect = False  # the test says when (usb_cd_connect)
+        GObject.Object.connect(m, "device-added", lambda _m, d: self.emit("usb-device-added", **self.info(d)))
+        GObject.Object.connect(m, "device-removed", lambda _m, d: self.emit("usb-device-removed", **self.info(d)))
+        GObject.Object.connect(
+            m, "device-error", lambda _m, d, err: self.emit("usb-device-error", message=err.message, **self.info(d))
+        )
+        if args.usb_cd:
+            try:
+                ok = bool(m.create_shared_cd_device(args.usb_cd))
+                self.emit("usb-cd", path=args.usb_cd, ok=ok)
+            except GLib.Error as exc:
+                self.emit("usb-cd", path=args.usb_cd, ok=False, error=exc.message)
+
+    def info(self, device):
+        shared = bool(self.manager.is_device_shared_cd(device)) if self.manager is not None else False
+        return {"description": device.get_description(None).strip(), "shared_cd": shared}
+
+    def shared_cd(self):
+        if self.manager is None:
+            raise RuntimeError("no USB device manager (--usbredir / --usb-cd)")
+        for dev in self.manager.get_devices():
+            if self.manager.is_device_shared_cd(dev):
+                return dev
+        raise RuntimeError("no shared CD device (--usb-cd)")
+
+    def perform(self, index, op, act):
+        if op not in self.OPS:
+            return False
+        m = self.manager
+        if op == "usb_cd_connect":
+            devices = [self.shared_cd()]
+        else:
+            devices = [d for d in (m.get_devices() if m is not None else []) if m.is_device_connected(d)]
+            if not act.get("all"):
+                devices = [self.shared_cd()]
+        for dev in devices:
+            info = self.info(dev)
+
+            def finished(_m, result, _user, info=info, op=op):
+                event = "usb-connected" if op == "usb_cd_connect" else "usb-disconnected"
+                try:
+                    if op == "usb_cd_connect":
+                        ok = bool(m.connect_device_finish(result))
+                    else:
+                        ok = bool(m.disconnect_device_finish(result))
+                    self.emit(event, ok=ok, **info)
+                except GLib.Error as exc:
+                    self.emit(event, ok=False, error=exc.message, **info)
+
+            if op == "usb_cd_connect":
+                m.connect_device_async(dev, None, finished, None)
+            else:
+                m.disconnect_device_async(dev, None, finished, None)
+        self.emit("action", index=index, op=op, devices=[self.info(d)["description"] for d in devices])
+        return True
+
+
+# --- END usb -----------------------------------------------------------------------------------------
+
+
 AGENT_OPS = frozenset(
     {
         "clipboard_grab",
@@ -781,6 +877,7 @@ class Client:
         self.control_buf = b""
         self.audio = Audio(self, args)
         self.agent = Agent(self)
+        self.usb = Usb(self)  # usb
         self.pixel = None  # last --watch-pixel value seen
 
     # ------------------------------------------------------------------ output
@@ -836,6 +933,7 @@ class Client:
         if a.audio_backend:
             self.audio_backend = Spice.Audio.get(s, None)
             self.emit("audio-backend", type=type(self.audio_backend).__name__ if self.audio_backend else None)
+        self.usb.configure(s, a)  # usb
         GObject.Object.connect(s, "channel-new", self.on_channel_new)
         GObject.Object.connect(s, "channel-destroy", self.on_channel_destroy)
         GObject.Object.connect(s, "disconnected", self.on_session_disconnected)
@@ -1247,6 +1345,8 @@ class Client:
             return 0
         if self.agent.perform_port(index, op, act):
             return 0
+        if self.usb.perform(index, op, act):  # usb
+            return 0
         if op == "wait":
             ms = int(act.get("ms", 0))
             self.emit("action", index=index, op=op, ms=ms)
@@ -1326,6 +1426,8 @@ class Client:
         elif cmd == "port_write" and " " in arg:
             portname, _, data = arg.partition(" ")
             self.control_action(json.dumps({"op": "port_write", "name": portname, "text": data}))
+        elif cmd in Usb.OPS and not arg:  # usb
+            self.control_action(json.dumps({"op": cmd}))
         else:
             self.emit("control-error", line=line, error="unknown command")
 
