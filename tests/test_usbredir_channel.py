@@ -1,0 +1,290 @@
+"""The usbredir channels against a scripted usb-host (tests/support/usbredir_host.py) over the SPICE
+test client: hello and filter, attach with the descriptor fetch, transfers of every kind, timeouts
+that cancel, detach (device_disconnect, reject, the client leaving), LZ4 both ways, bad bytes that
+close only their client, and the passthrough channel over the char device pair."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from spiceserver.channels.chardev import char_device_pair
+from spiceserver.channels.usb_device import RedirectedUsbDevice, UsbDeviceGone, UsbTransferError
+from spiceserver.channels.usbredir import UsbRedirChannel, UsbRedirection, UsbRedirPassthroughChannel
+from spiceserver.proto import usbredir_messages as m
+from spiceserver.proto.enums import ChannelType, SpicevmcCap
+from spiceserver.proto.messages import spicevmc as vm
+from spiceserver.proto.usbredir import HOST_CAPS
+from tests.conftest import Running
+from tests.support.client import connect
+from tests.support.usbredir_host import BULK_IN, BULK_OUT, INTR_IN, FakeUsbHost, config_descriptor, device_descriptor
+
+
+class Events:
+    """The hub's attach / detach callbacks, recorded, with a future per expected event."""
+
+    def __init__(self, hub: UsbRedirection) -> None:
+        self.attached: list[RedirectedUsbDevice] = []
+        self.detached: list[RedirectedUsbDevice] = []
+        self.changed = asyncio.Event()
+        hub.on_attach(self._on_attach)
+        hub.on_detach(self._on_detach)
+
+    async def _on_attach(self, dev: RedirectedUsbDevice) -> None:
+        self.attached.append(dev)
+        self.changed.set()
+
+    def _on_detach(self, dev: RedirectedUsbDevice) -> None:
+        self.detached.append(dev)
+        self.changed.set()
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0) -> None:
+        async def loop() -> None:
+            while not pred():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+async def setup(
+    running: Running,
+    filter: str | None = None,
+    channel_id: int = 0,
+    lz4: bool = False,
+    caps: int = HOST_CAPS,
+    **kw: Any,
+) -> tuple[UsbRedirection, UsbRedirChannel, FakeUsbHost, Events]:
+    hub = UsbRedirection(filter)
+    channel = running.server.register_channel(UsbRedirChannel, hub, channel_id)
+    events = Events(hub)
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.USBREDIR, channel_id, channel_caps=(SpicevmcCap.DATA_COMPRESS_LZ4,) if lz4 else ())
+    host = FakeUsbHost(ch, lz4=lz4, caps=caps, **kw)
+    host._session = s  # type: ignore[attr-defined]  # keep the main channel alive
+    await host.start()
+    return hub, channel, host, events
+
+
+async def attached(
+    running: Running, **kw: Any
+) -> tuple[UsbRedirection, UsbRedirChannel, FakeUsbHost, Events, RedirectedUsbDevice]:
+    hub, channel, host, events = await setup(running, **kw)
+    await host.wait_for(lambda: host.conn.have_peer_caps)
+    await host.connect_device()
+    await events.wait_for(lambda: events.attached)
+    return hub, channel, host, events, events.attached[0]
+
+
+async def test_hello_then_attach_with_descriptors(running: Running) -> None:
+    hub, channel, host, _events, dev = await attached(running)
+    assert host.conn.peer_version == "spiceserver usbredir"
+    assert host.conn.ids_64bit
+    assert (dev.vendor_id, dev.product_id, dev.speed, dev.device_version_bcd) == (0x1234, 0x5678, 2, 0x0100)
+    assert dev.device_descriptor == device_descriptor(0x1234, 0x5678)
+    assert dev.config_descriptors == (config_descriptor(),)
+    assert dev.configuration == 1
+    assert dev.attached and dev.loop is asyncio.get_running_loop() and dev.channel_id == 0
+    assert [i.interface_class for i in dev.interfaces] == [0xFF]
+    assert sorted(dev.endpoints) == [0x00, BULK_OUT, 0x80, BULK_IN, INTR_IN]
+    assert dev.endpoints[BULK_IN].type == m.EpType.BULK and dev.endpoints[BULK_IN].max_packet_size == 512
+    assert dev.endpoints[INTR_IN].interval == 10
+    assert hub.devices == [dev] and channel.usb_device is dev
+    # the fetch: device descriptor, config header (9 bytes), whole config, then get_configuration
+    controls = [p.msg for p in host.of(m.ControlPacket)]
+    assert [(c.value, c.length) for c in controls] == [(0x0100, 18), (0x0200, 9), (0x0200, len(config_descriptor()))]
+    assert host.of(m.GetConfiguration)
+    assert not host.of(m.FilterFilter)  # no filter set
+
+
+async def test_transfers(running: Running) -> None:
+    _, _, host, _, dev = await attached(running)
+    assert await dev.bulk_out(BULK_OUT, b"ping" * 100) == 400
+    assert await dev.bulk_in(BULK_IN, 1000) == b"ping" * 100
+    assert await dev.bulk_in(BULK_IN, 10) == b""
+    assert await dev.control(0x40, 1, 0, 0, b"hello") == 5
+    assert host.control_out == [b"hello"]
+    assert await dev.control(0xC0, 2, 0, 0, 64) == b"vendor"
+    with pytest.raises(UsbTransferError) as err:
+        await dev.control(0xC0, 99, 0, 0, 8)
+    assert err.value.status == m.Status.STALL and not isinstance(err.value, UsbDeviceGone)
+    # standard requests mapped onto usbredir messages, as QEMU does
+    assert await dev.control(0x80, 8, 0, 0, 1) == b"\x01"
+    await dev.set_configuration(2)
+    assert host.configuration == 2 and dev.configuration == 2 and await dev.get_configuration() == 2
+    await dev.set_alt_setting(0, 1)
+    assert host.alt[0] == 1 and await dev.get_alt_setting(0) == 1
+    with pytest.raises(UsbTransferError):
+        await dev.set_alt_setting(5, 1)
+    assert await dev.interrupt_out(0x04, b"led") == 3
+    # interrupt IN: receiving starts at first use, packets come unasked and wait in a buffer
+    reader = asyncio.ensure_future(dev.interrupt_in(INTR_IN, 8))
+    await host.wait_for(lambda: INTR_IN in host.interrupt_started)
+    await host.interrupt(b"\x01\x02")
+    assert await reader == b"\x01\x02"
+    await host.interrupt(b"abc")
+    await host.interrupt(b"defghijklm")
+    assert len(host.of(m.StartInterruptReceiving)) == 1
+    assert await dev.interrupt_in(INTR_IN, 8, timeout=5) == b"abc"
+    assert await dev.interrupt_in(INTR_IN, 8, timeout=5) == b"defghijk"  # at most length bytes
+    await host.interrupt(b"", status=m.Status.STALL)
+    with pytest.raises(UsbTransferError):
+        await dev.interrupt_in(INTR_IN, 8, timeout=5)
+    await dev.reset()
+    await host.wait_for(lambda: host.of(m.Reset))
+    # every request got its own id
+    ids = [p.id for p in host.packets if isinstance(p.msg, (m.ControlPacket, m.BulkPacket, m.GetConfiguration))]
+    assert len(ids) == len(set(ids))
+    with pytest.raises(ValueError):
+        await dev.control(0x80, 6, 0x100, 0, b"wrong kind")
+    with pytest.raises(ValueError):
+        await dev.bulk_out(BULK_IN, b"x")
+
+
+async def test_timeout_cancels_the_transfer(running: Running) -> None:
+    _, _, host, _, dev = await attached(running)
+    host.hold_bulk_in = True
+    with pytest.raises(UsbTransferError) as err:
+        await dev.bulk_in(BULK_IN, 64, timeout=0.2)
+    assert err.value.status == m.Status.TIMEOUT
+    await host.wait_for(lambda: host.of(m.CancelDataPacket))
+    cancel = host.of(m.CancelDataPacket)[0]
+    assert cancel.id in [p.id for p in host.of(m.BulkPacket)]
+    # the late "cancelled" reply is dropped; the device goes on
+    host.hold_bulk_in = False
+    await dev.bulk_out(BULK_OUT, b"after")
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"after"
+
+
+async def test_device_disconnect_detaches(running: Running) -> None:
+    hub, _, host, events, dev = await attached(running)
+    host.hold_bulk_in = True
+    pending = asyncio.ensure_future(dev.bulk_in(BULK_IN, 64))
+    await host.wait_for(lambda: host.held)
+    await host.disconnect_device()
+    with pytest.raises(UsbDeviceGone) as err:
+        await pending
+    assert err.value.status == -1
+    await events.wait_for(lambda: events.detached == [dev])
+    await host.wait_for(lambda: host.of(m.DeviceDisconnectAck))
+    assert hub.devices == [] and not dev.attached
+    with pytest.raises(UsbDeviceGone):
+        await dev.bulk_out(BULK_OUT, b"x")
+    # the device comes back: a new device object, attached again
+    host.hold_bulk_in = False
+    await host.connect_device()
+    await events.wait_for(lambda: len(events.attached) == 2)
+    assert events.attached[1] is not dev and hub.devices == [events.attached[1]]
+
+
+async def test_client_leaving_detaches(running: Running) -> None:
+    hub, _channel, host, events, dev = await attached(running)
+    await host.ch.close()
+    await events.wait_for(lambda: events.detached == [dev])
+    assert hub.devices == [] and dev.gone
+    # a new client gets a new usbredir session (a new hello)
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.USBREDIR, 0)
+    host2 = FakeUsbHost(ch, vid=0xAAAA, pid=0xBBBB)
+    await host2.start()
+    await host2.wait_for(lambda: host2.conn.have_peer_caps)
+    await host2.connect_device()
+    await events.wait_for(lambda: len(events.attached) == 2)
+    assert events.attached[1].vendor_id == 0xAAAA
+
+
+async def test_filter_sent_and_enforced(running: Running) -> None:
+    # vendor class devices only
+    hub, _, host, events = await setup(running, filter="0xff,-1,-1,-1,1|-1,-1,-1,-1,0")
+    await host.wait_for(lambda: host.of(m.FilterFilter))
+    assert host.of(m.FilterFilter)[0].msg.rules == "0xff,-1,-1,-1,1|-1,-1,-1,-1,0"
+    await host.connect_device()
+    await events.wait_for(lambda: events.attached)
+    # a host filter change reaches the client; a device it refuses gets filter_reject
+    hub.set_filter("0x08,-1,-1,-1,1|-1,-1,-1,-1,0")
+    await host.wait_for(lambda: len(host.of(m.FilterFilter)) == 2)
+    dev = events.attached[0]
+    await host.send(m.InterfaceInfo((0,), (0xFF,), (0,), (0,)))  # re-checked: no longer allowed
+    await host.wait_for(lambda: host.of(m.FilterReject))
+    await events.wait_for(lambda: events.detached == [dev])
+    await host.disconnect_device()
+    await host.wait_for(lambda: host.of(m.DeviceDisconnectAck))
+
+
+async def test_filter_rejects_a_device_at_once(running: Running) -> None:
+    hub, _, host, events = await setup(running, filter="0x08,-1,-1,-1,1", interface_class=0x03)
+    await host.wait_for(lambda: host.of(m.FilterFilter))
+    await host.connect_device()
+    await host.wait_for(lambda: host.of(m.FilterReject))
+    assert not host.of(m.ControlPacket)  # never touched
+    assert events.attached == [] and hub.devices == []
+    with pytest.raises(ValueError):
+        hub.set_filter("1,2,3")
+
+
+async def test_lz4_both_ways(running: Running) -> None:
+    _, _, host, _, dev = await attached(running, lz4=True)
+    text = b"a compressible bulk block\n" * 200
+    assert await dev.bulk_out(BULK_OUT, text) == len(text)  # server -> client: compressed
+    assert host.compressed_received == 1
+    assert await dev.bulk_in(BULK_IN, len(text)) == text  # client -> server: compressed by the host
+
+
+async def test_bad_bytes_close_only_that_client(running: Running) -> None:
+    hub = UsbRedirection()
+    running.server.register_channel(UsbRedirChannel, hub, 0)
+    running.server.register_channel(UsbRedirChannel, hub, 1)
+    events = Events(hub)
+    s = await connect(running.ep)
+    good = FakeUsbHost(await s.link(ChannelType.USBREDIR, 0))
+    bad = FakeUsbHost(await s.link(ChannelType.USBREDIR, 1))
+    await good.start()
+    await bad.start()
+    await bad.wait_for(lambda: bad.conn.have_peer_caps)
+    await bad.send_raw(b"\x63\x00\x00\x00" + b"\x00" * 12)  # unknown packet type 99
+    await bad.wait_for(lambda: bad.closed)
+    await good.wait_for(lambda: good.conn.have_peer_caps)
+    await good.connect_device()
+    await events.wait_for(lambda: events.attached)
+    assert events.attached[0].channel_id == 0
+    assert await events.attached[0].bulk_out(BULK_OUT, b"still fine") == 10
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x01\x00\x00\x00" + b"\x00" * 8,  # device_connect before hello (our hello is answered by nothing)
+        b"\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00" + b"x" * 16,  # hello shorter than 64 bytes
+        b"\x00\x00\x00\x00\xff\xff\xff\x7f\x00\x00\x00\x00",  # 2 GiB hello: refused before buffering
+    ],
+)
+async def test_malformed_first_packets_close_the_client(running: Running, raw: bytes) -> None:
+    hub = UsbRedirection()
+    running.server.register_channel(UsbRedirChannel, hub, 0)
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.USBREDIR, 0)
+    await ch.send(vm.ClientSpicevmcData(data=raw))
+    assert await ch.closed()
+
+
+async def test_passthrough_moves_bytes_both_ways(running: Running) -> None:
+    dev, end = char_device_pair()
+    got = bytearray()
+    seen = asyncio.Event()
+
+    def on_data(data: bytes) -> None:
+        got.extend(data)
+        seen.set()
+
+    end.on_data(on_data)
+    channel = running.server.register_channel(UsbRedirPassthroughChannel, dev, 3)
+    assert channel.type == ChannelType.USBREDIR
+    s = await connect(running.ep)
+    ch = await s.link(ChannelType.USBREDIR, 3)
+    await ch.send(vm.ClientSpicevmcData(data=b"usbredir bytes, unparsed"))
+    await asyncio.wait_for(seen.wait(), 10)
+    assert bytes(got) == b"usbredir bytes, unparsed"
+    end.write(b"from qemu's usb-redir")
+    assert (await ch.expect(vm.SpicevmcData)).data == b"from qemu's usb-redir"
