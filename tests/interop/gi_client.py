@@ -769,6 +769,7 @@ class Usb:
     def __init__(self, client):
         self.client = client
         self.manager = None
+        self.devices = []  # from device-added (see on_added)
 
     def emit(self, event, **fields):
         self.client.emit(event, **fields)
@@ -779,8 +780,8 @@ class Usb:
         session.props.enable_usbredir = True
         self.manager = m = Spice.UsbDeviceManager.get(session)
         m.props.auto_connect = False  # the test says when (usb_cd_connect)
-        GObject.Object.connect(m, "device-added", lambda _m, d: self.emit("usb-device-added", **self.info(d)))
-        GObject.Object.connect(m, "device-removed", lambda _m, d: self.emit("usb-device-removed", **self.info(d)))
+        GObject.Object.connect(m, "device-added", self.on_added)
+        GObject.Object.connect(m, "device-removed", self.on_removed)
         GObject.Object.connect(
             m, "device-error", lambda _m, d, err: self.emit("usb-device-error", message=err.message, **self.info(d))
         )
@@ -791,6 +792,18 @@ class Usb:
             except GLib.Error as exc:
                 self.emit("usb-cd", path=args.usb_cd, ok=False, error=exc.message)
 
+    # NB: never call UsbDeviceManager.get_devices() from Python: PyGObject (3.42) drops one reference
+    # of every SpiceUsbDevice in the (transfer full) GPtrArray it returns, so a few calls free the
+    # devices under spice-gtk.  The devices are taken from the device-added signal instead.
+    def on_added(self, _m, device):
+        self.devices.append(device)
+        self.emit("usb-device-added", **self.info(device))
+
+    def on_removed(self, _m, device):
+        info = self.info(device)
+        self.devices = [d for d in self.devices if self.info(d) != info]
+        self.emit("usb-device-removed", **info)
+
     def info(self, device):
         shared = bool(self.manager.is_device_shared_cd(device)) if self.manager is not None else False
         return {"description": device.get_description(None).strip(), "shared_cd": shared}
@@ -798,7 +811,7 @@ class Usb:
     def shared_cd(self):
         if self.manager is None:
             raise RuntimeError("no USB device manager (--usbredir / --usb-cd)")
-        for dev in self.manager.get_devices():
+        for dev in self.devices:
             if self.manager.is_device_shared_cd(dev):
                 return dev
         raise RuntimeError("no shared CD device (--usb-cd)")
@@ -810,7 +823,7 @@ class Usb:
         if op == "usb_cd_connect":
             devices = [self.shared_cd()]
         else:
-            devices = [d for d in (m.get_devices() if m is not None else []) if m.is_device_connected(d)]
+            devices = [d for d in self.devices if m.is_device_connected(d)]
             if not act.get("all"):
                 devices = [self.shared_cd()]
         for dev in devices:
