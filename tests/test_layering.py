@@ -97,6 +97,7 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"demo", "errors", "worker", "config"},
     "demo": {"channels", "codecs", "config", "demo_sound", "desktop", "errors", "framebuffer", "interfaces", "proto", "reds", "synthetic_guest", "worker"},
     "demo_sound": set(),
+    "demo_usb": {"channels"},
     "desktop": {"proto"},
     "synthetic_guest": {"desktop", "proto", "qxl"},
 }

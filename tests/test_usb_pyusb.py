@@ -30,6 +30,7 @@ from spiceserver.channels.usb_pyusb import (
     usb_error,
 )
 from spiceserver.channels.usbredir import UsbRedirection
+from spiceserver.demo_usb import describe_device, print_attached, watch_usb
 from spiceserver.errors import ProtocolError
 from tests.conftest import Running
 from tests.support import fake_usb as fu
@@ -358,3 +359,54 @@ async def test_over_the_usbredir_channel(running: Running) -> None:
 
 def test_hub_backend_is_ours() -> None:
     assert isinstance(UsbRedirection().pyusb_backend(), UsbRedirBackend)
+
+
+# --- the demo helper ----------------------------------------------------------------------------------
+
+
+async def test_demo_describes_devices() -> None:
+    fake, backend = setup()
+    text = await in_thread(lambda: describe_device(usb.core.find(idVendor=fu.VID, backend=backend)))
+    lines = text.splitlines()
+    assert lines[0] == "Bus 003 Device 001: ID 2b23:cdcd spiceserver tests Fake CD"
+    assert "high speed" in lines[1] and "serial 0001" in lines[1]
+    assert "  Configuration 1: 2 interface(s), 100 mA" in lines
+    assert "    Interface 0 alt 0: class 08/06/50 (Mass Storage)" in lines
+    assert "      Endpoint 0x81 IN bulk, 512 bytes" in lines
+    assert "      Endpoint 0x86 IN isochronous, 192 bytes, interval 1" in lines
+    written: list[str] = []
+    assert await print_attached(FakeHub(fake), written.append) == written == [text]
+    fake.detach()
+    gone = await print_attached(FakeHub(fake), written.append)
+    assert gone[0].startswith("Bus 003 Device 001: ID 2b23:cdcd (no name)\n")  # cached descriptors, no strings
+
+
+async def test_demo_watches_the_hub() -> None:
+    class Hub(FakeHub):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attach: list[Callable[[Any], object]] = []
+            self.detach: list[Callable[[Any], object]] = []
+
+        def on_attach(self, cb: Callable[[Any], object]) -> Callable[[], None]:
+            self.attach.append(cb)
+            return lambda: self.attach.remove(cb)
+
+        def on_detach(self, cb: Callable[[Any], object]) -> Callable[[], None]:
+            self.detach.append(cb)
+            return lambda: self.detach.remove(cb)
+
+    hub = Hub()
+    fake = FakeUsbDevice(asyncio.get_running_loop(), ISO)
+    written: list[str] = []
+    stop = watch_usb(hub, written.append)
+    hub.devices.append(fake)
+    for cb in hub.attach:
+        cb(fake)
+    await wait_until(lambda: written)
+    assert written[0].startswith("Bus 000 Device 001: ID 2b23:cdcd spiceserver tests Fake CD")
+    for cb in hub.detach:
+        cb(fake)
+    assert written[1] == "USB 2b23:cdcd left usbredir channel 0"
+    stop()
+    assert hub.attach == hub.detach == []

@@ -26,6 +26,7 @@ import usb.util  # type: ignore[import-untyped]
 
 from spiceserver.channels.usb_device import RedirectedUsbDevice
 from spiceserver.channels.usbredir import UsbRedirChannel, UsbRedirection
+from spiceserver.demo_usb import describe_redirected
 from tests.conftest import start_server
 from tests.interop.harness import controlled_client
 from tests.support import fake_usb as bot
@@ -101,6 +102,9 @@ async def redirect_and_read(tmp_path: Path, leave: bool) -> None:
             assert (device.vendor_id, device.product_id) == (CD_VID, CD_PID)
             assert hub.devices == [device]
             out = await asyncio.to_thread(read_the_cd, backend, image)
+            text = await asyncio.to_thread(describe_redirected, backend, device)  # the demo's view
+            assert text.splitlines()[0].endswith("ID 2b23:cdcd Red Hat Spice CD"), text
+            assert "    Interface 0 alt 0: class 08/06/50 (Mass Storage)" in text.splitlines(), text
             assert out["speed"] == device.speed + 1 and out["configs"] == 1
             assert out["interface"] == (8, 6, 0x50)
             assert [(a, t) for a, t, _ in out["endpoints"]] == [(0x02, 2), (0x81, 2)]
