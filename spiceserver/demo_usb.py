@@ -25,7 +25,7 @@ import usb.util  # type: ignore[import-untyped]
 from .channels.usb_device import RedirectedUsbDevice
 from .channels.usb_pyusb import DeviceSource, UsbRedirBackend
 
-__all__ = ["describe_device", "describe_redirected", "print_attached", "watch_usb", "CLASS_NAMES"]
+__all__ = ["describe_device", "describe_redirected", "print_attached", "watch_usb", "CLASS_NAMES", "TIMEOUT_MS"]
 
 log = logging.getLogger("spiceserver")
 
@@ -49,6 +49,8 @@ CLASS_NAMES = {
     0xFE: "Application Specific",
     0xFF: "Vendor Specific",
 }
+#: milliseconds for each string descriptor request (the device answers across the network)
+TIMEOUT_MS = 5000
 _SPEEDS = {1: "low", 2: "full", 3: "high", 4: "super"}
 _TYPES = {0: "control", 1: "isochronous", 2: "bulk", 3: "interrupt"}
 
@@ -107,7 +109,9 @@ def describe_device(dev: usb.core.Device) -> str:
 def describe_redirected(backend: UsbRedirBackend, device: RedirectedUsbDevice) -> str:
     """:func:`describe_device` of a redirected device (blocking: a worker thread); a failure is described."""
     try:
-        return describe_device(backend.pyusb_device(device))
+        dev = backend.pyusb_device(device)
+        dev.default_timeout = TIMEOUT_MS
+        return describe_device(dev)
     except (usb.core.USBError, ValueError) as exc:
         return f"USB {device.vendor_id:04x}:{device.product_id:04x} on usbredir channel {device.channel_id}: {exc}"
 

@@ -41,6 +41,7 @@ import asyncio
 import concurrent.futures
 import errno
 import struct
+import threading
 import weakref
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -275,7 +276,7 @@ class UsbRedirDeviceId:
         self.descriptor.bus = device.channel_id
         self.descriptor.address = 1
         self.descriptor.speed = device.speed + 1 if 0 <= device.speed <= 3 else 0
-        self._configs: dict[int, ConfigDescriptor] = {}
+        self._configs: dict[int, ConfigDescriptor] = {}  # parsed: the same bytes give the same result
 
     def __repr__(self) -> str:
         return f"<UsbRedirDeviceId {self.device!r}>"
@@ -314,6 +315,7 @@ class UsbRedirBackend(usb.backend.IBackend):  # type: ignore[misc]
         self.margin = margin
         self.request_timeout = request_timeout
         self._ids: weakref.WeakKeyDictionary[RedirectedUsbDevice, UsbRedirDeviceId] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # host threads enumerate concurrently
 
     def device_id(self, device: RedirectedUsbDevice) -> UsbRedirDeviceId:
         """pyusb's identification of ``device`` (the same object every time).
@@ -321,14 +323,15 @@ class UsbRedirBackend(usb.backend.IBackend):  # type: ignore[misc]
         Raises:
             usb.core.USBError: its device descriptor is malformed (EIO).
         """
-        dev_id = self._ids.get(device)
-        if dev_id is None:
-            try:
-                dev_id = UsbRedirDeviceId(device)
-            except ProtocolError as exc:
-                raise usb.core.USBError(f"malformed device descriptor: {exc}", -1, errno.EIO) from None
-            self._ids[device] = dev_id
-        return dev_id
+        with self._lock:
+            dev_id = self._ids.get(device)
+            if dev_id is None:
+                try:
+                    dev_id = UsbRedirDeviceId(device)
+                except ProtocolError as exc:
+                    raise usb.core.USBError(f"malformed device descriptor: {exc}", -1, errno.EIO) from None
+                self._ids[device] = dev_id
+            return dev_id
 
     def pyusb_device(self, device: RedirectedUsbDevice) -> usb.core.Device:
         """A ``usb.core.Device`` of ``device`` on this backend (no need to ``find`` it)."""

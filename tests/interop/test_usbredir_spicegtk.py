@@ -60,6 +60,7 @@ def read_the_cd(backend: Any, image: bytes) -> dict[str, Any]:
     """The host's side, in a worker thread: everything through pyusb."""
     dev = usb.core.find(idVendor=CD_VID, idProduct=CD_PID, backend=backend)
     assert dev is not None
+    dev.default_timeout = 10000  # ms (pyusb's default is 1 s): the CD answers from the client, across the network
     out: dict[str, Any] = {"speed": dev.speed, "class": dev.bDeviceClass, "configs": dev.bNumConfigurations}
     cfg = dev[0]
     intf = cfg[(0, 0)]
@@ -71,11 +72,10 @@ def read_the_cd(backend: Any, image: bytes) -> dict[str, Any]:
     out["raw_config"] = bytes(dev.ctrl_transfer(0x80, 6, 0x0200, 0, cfg.wTotalLength))
     dev.set_configuration()
     out["configuration"] = dev.get_active_configuration().bConfigurationValue
-    timeout = 10000  # ms: the CD answers from the client's thread over the network
-    out["inquiry"] = bot.inquiry(dev, timeout=timeout)
-    out["block0"] = bot.read_blocks(dev, 0, timeout=timeout)
-    out["blocks"] = bot.read_blocks(dev, 700, 2, timeout=timeout)
-    capacity = bot.scsi(dev, b"\x25" + bytes(9), 8, timeout=timeout)
+    out["inquiry"] = bot.inquiry(dev, timeout=10000)
+    out["block0"] = bot.read_blocks(dev, 0, timeout=10000)
+    out["blocks"] = bot.read_blocks(dev, 700, 2, timeout=10000)
+    capacity = bot.scsi(dev, b"\x25" + bytes(9), 8, timeout=10000)
     out["capacity"] = struct.unpack(">II", capacity)
     return out
 
