@@ -9,6 +9,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiceserver.channels.chardev import char_device_pair
 from spiceserver.channels.usb_device import RedirectedUsbDevice, UsbDeviceGone, UsbTransferError
@@ -288,3 +290,70 @@ async def test_passthrough_moves_bytes_both_ways(running: Running) -> None:
     assert bytes(got) == b"usbredir bytes, unparsed"
     end.write(b"from qemu's usb-redir")
     assert (await ch.expect(vm.SpicevmcData)).data == b"from qemu's usb-redir"
+
+
+# --- the endpoint alone, fuzzed: client bytes parse and act, or raise ProtocolError ----------------
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def device_data(self, data: bytes) -> None:
+        self.out += data
+
+
+HOST_PACKETS = [
+    m.InterfaceInfo((0,), (0xFF,), (0,), (0,)),
+    m.EpInfo(tuple([0, 2, 255, 3] + [255] * 12 + [0, 2] + [255] * 14), (0,) * 32, (0,) * 32, (64,) * 32, (0,) * 32),
+    m.DeviceConnect(2, 0, 0, 0, 1, 2, 3),
+    m.DeviceDisconnect(),
+    m.ConfigurationStatus(0, 1),
+    m.ControlPacket(0x80, 6, 0x80, 0, 0x100, 0, 18, device_descriptor(1, 2)),
+    m.ControlPacket(0x80, 6, 0x80, 0, 0x200, 0, 9, config_descriptor()[:9]),
+    m.BulkPacket(0x81, 0, 2, 0, b"ok"),
+    m.InterruptPacket(0x83, 0, 1, b"i"),
+    m.InterruptReceivingStatus(4, 0x83),
+    m.FilterFilter("-1,-1,-1,-1,1"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(st.tuples(st.sampled_from(HOST_PACKETS), st.integers(0, 40)), st.binary(min_size=1, max_size=40)),
+        max_size=12,
+    )
+)
+def test_fuzz_endpoint_parse_or_protocol_error(steps: list[Any]) -> None:
+    async def run() -> None:
+        from spiceserver.channels.usbredir import UsbRedirEndpoint
+        from spiceserver.errors import ProtocolError
+        from spiceserver.proto.usbredir import HOST, UsbRedirConnection
+
+        hub = UsbRedirection("-1,-1,-1,-1,1")
+        attached: list[RedirectedUsbDevice] = []
+        hub.on_attach(attached.append)
+        ep = UsbRedirEndpoint(hub, 0)
+        listener = Listener()
+        ep.attach(listener, asyncio.get_running_loop())
+        ep.start_session()
+        ep.resume_reading()
+        host = UsbRedirConnection(HOST, "fuzz")
+        host.receive_data(bytes(listener.out))
+        try:
+            ep.write(host.data_to_send())
+            for step in steps:
+                if isinstance(step, tuple):
+                    host.send(step[0], step[1])
+                    ep.write(host.data_to_send())
+                else:
+                    ep.write(step)
+                await asyncio.sleep(0)
+        except ProtocolError:
+            pass
+        ep.end_session()
+        await asyncio.sleep(0)
+        assert ep.device is None and ep.conn is None
+
+    asyncio.run(run())

@@ -48,7 +48,7 @@ from ..proto.usbredir_messages import Cap
 from .base import Link, ServerContext, maybe_await
 from .session import Session
 from .spicevmc import SpiceVmcChannel, SpiceVmcClient, VmcDevice
-from .usb_device import RedirectedUsbDevice, UsbTransferError
+from .usb_device import RedirectedUsbDevice, UsbDeviceGone, UsbTransferError
 
 __all__ = [
     "UsbRedirection",
@@ -280,7 +280,7 @@ class UsbRedirEndpoint:
     def send_usbredir(self, msg: m.UsbRedirMessage, id: int = 0) -> None:
         """Queue a packet toward the client and deliver it (ValueError: it does not fit the caps)."""
         if self.conn is None:
-            raise UsbTransferError(-1, "no client")
+            raise UsbDeviceGone("no client")
         self.conn.send(msg, id)
         self._flush()
 

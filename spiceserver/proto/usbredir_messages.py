@@ -812,42 +812,5 @@ class BufferedBulkPacket(UsbRedirMessage):
         return cls(v[0], v[1], v[2], v[3], data)
 
 
-#: packet type -> message class, every type usbredir 0.13 defines
-MESSAGE_CLASSES: dict[int, type[UsbRedirMessage]] = {
-    cls.TYPE: cls
-    for cls in (
-        Hello,
-        DeviceConnect,
-        DeviceDisconnect,
-        Reset,
-        InterfaceInfo,
-        EpInfo,
-        SetConfiguration,
-        GetConfiguration,
-        ConfigurationStatus,
-        SetAltSetting,
-        GetAltSetting,
-        AltSettingStatus,
-        StartIsoStream,
-        StopIsoStream,
-        IsoStreamStatus,
-        StartInterruptReceiving,
-        StopInterruptReceiving,
-        InterruptReceivingStatus,
-        AllocBulkStreams,
-        FreeBulkStreams,
-        BulkStreamsStatus,
-        CancelDataPacket,
-        FilterReject,
-        FilterFilter,
-        DeviceDisconnectAck,
-        StartBulkReceiving,
-        StopBulkReceiving,
-        BulkReceivingStatus,
-        ControlPacket,
-        BulkPacket,
-        IsoPacket,
-        InterruptPacket,
-        BufferedBulkPacket,
-    )
-}
+#: packet type -> message class, every type usbredir 0.13 defines (0..27, 100..104)
+MESSAGE_CLASSES: dict[int, type[UsbRedirMessage]] = {cls.TYPE: cls for cls in UsbRedirMessage.__subclasses__()}

@@ -11,6 +11,9 @@ SET_CONFIGURATION, INQUIRY and READ(10) over bulk-only transport, one bulk reque
 (the emulation aborts on an overlapping one), the first UNIT ATTENTION read with REQUEST SENSE.
 The blocks must be the image's bytes. Then the client un-redirects the device (``usb_disconnect``)
 or leaves, and the host sees the detach.
+
+The last test drives the same device through the device's own coroutines
+(:class:`~spiceserver.channels.usb_device.RedirectedUsbDevice` on the loop, no pyusb).
 """
 
 from __future__ import annotations
@@ -136,3 +139,72 @@ async def test_spicegtk_shared_cd_read_through_pyusb_then_unredirected(tmp_path:
 
 async def test_spicegtk_shared_cd_detached_when_the_client_leaves(tmp_path: Path) -> None:
     await redirect_and_read(tmp_path, leave=True)
+
+
+# --- the same device through RedirectedUsbDevice's async API (from the usb branch) -----------------------
+
+
+def cbw(tag: int, length: int, data_in: bool, cdb: bytes) -> bytes:
+    """A bulk-only Command Block Wrapper (31 bytes)."""
+    return struct.pack("<IIIBBB", 0x43425355, tag, length, 0x80 if data_in else 0, 0, len(cdb)) + cdb.ljust(16, b"\0")
+
+
+async def scsi_in(dev: RedirectedUsbDevice, tag: int, cdb: bytes, length: int) -> tuple[bytes, int]:
+    """One data-in SCSI command: CBW out, data in, CSW in (sequentially); (data, CSW status)."""
+    assert await dev.bulk_out(0x02, cbw(tag, length, True, cdb), timeout=10) == 31
+    data = await dev.bulk_in(0x81, length, timeout=10) if length else b""
+    csw = await dev.bulk_in(0x81, 13, timeout=10)
+    sig, got_tag, _residue, status = struct.unpack("<IIIB", csw)
+    assert (sig, got_tag) == (0x53425355, tag)
+    return data, status
+
+
+async def test_spicegtk_shared_cd_attaches_with_descriptors_and_reads(tmp_path: Path) -> None:
+    iso = tmp_path / "cd.iso"
+    iso.write_bytes(b"hello iso\n" + bytes(2 * 1024 * 1024 - 10))
+    r = await start_server()
+    hub = UsbRedirection()
+    r.server.register_channel(UsbRedirChannel, hub, 0)
+    r.server.register_channel(UsbRedirChannel, hub, 1)
+    attached: asyncio.Queue[RedirectedUsbDevice] = asyncio.Queue()
+    detached: asyncio.Queue[RedirectedUsbDevice] = asyncio.Queue()
+    hub.on_attach(attached.put_nowait)
+    hub.on_detach(detached.put_nowait)
+    try:
+        async with controlled_client(
+            "--port", str(r.server.port_of()), "--usb-cd", str(iso), "--expect-channels", "3", timeout=60
+        ) as client:
+            ev = await client.expect("usb-cd", timeout=10)
+            assert ev["ok"], ev
+            await client.expect("ready", timeout=15)
+            await client.action({"op": "usb_cd_connect"})
+            dev = await asyncio.wait_for(attached.get(), 20)
+            ev = await client.expect("usb-connected", timeout=10)
+            assert ev["ok"], ev
+            assert (dev.vendor_id, dev.product_id) == (0x2B23, 0xCDCD)
+            assert hub.devices == [dev]
+            dd = dev.device_descriptor
+            assert len(dd) == 18 and dd[1] == 1 and struct.unpack_from("<HH", dd, 8) == (0x2B23, 0xCDCD)
+            assert len(dev.config_descriptors) == dd[17] >= 1
+            config = dev.config_descriptors[0]
+            assert struct.unpack_from("<H", config, 2)[0] == len(config)
+            assert [(i.interface_class, i.interface_subclass, i.interface_protocol) for i in dev.interfaces] == [
+                (8, 6, 0x50)
+            ]
+            assert dev.endpoints[0x02].type == 2 and dev.endpoints[0x81].type == 2
+            if dev.configuration != 1:
+                await dev.set_configuration(1, timeout=10)
+            inquiry, status = await scsi_in(dev, 1, bytes([0x12, 0, 0, 0, 36, 0]), 36)
+            assert status == 0 and b"SPICE" in inquiry[8:36], inquiry
+            block = b""
+            for tag in range(2, 8):  # the first READ may report unit attention (medium changed)
+                block, status = await scsi_in(dev, tag, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), 2048)
+                if status == 0:
+                    break
+                _sense, _ = await scsi_in(dev, tag + 100, bytes([0x03, 0, 0, 0, 18, 0]), 18)
+            assert status == 0 and block.startswith(b"hello iso\n")
+            await client.action({"op": "usb_disconnect"})
+            gone = await asyncio.wait_for(detached.get(), 20)
+            assert gone is dev and dev.gone and hub.devices == []
+    finally:
+        await r.server.close()
