@@ -410,3 +410,34 @@ async def test_demo_watches_the_hub() -> None:
     assert written[1] == "USB 2b23:cdcd left usbredir channel 0"
     stop()
     assert hub.attach == hub.detach == []
+
+
+async def test_a_stuck_or_closed_loop() -> None:
+    """The thread gives up (ETIMEDOUT) when the loop does not answer within timeout + margin, and a
+    closed loop means the device is gone (ENODEV)."""
+    fake, _ = setup()
+    backend = UsbRedirBackend(FakeHub(fake), margin=0.05)
+    release = asyncio.Event()
+
+    async def stuck(*_args: Any) -> bytes:
+        await release.wait()  # ignores its timeout, as a loop too busy to run it would
+        return b""
+
+    fake.bulk_in = stuck  # type: ignore[method-assign]
+    dev = await in_thread(lambda: usb.core.find(idVendor=fu.VID, backend=backend))
+
+    def timed_out() -> BaseException:
+        dev.set_configuration()
+        with pytest.raises(usb.core.USBTimeoutError) as err:
+            dev.read(fu.BULK_IN, 512, 50)
+        return err.value
+
+    assert (await in_thread(timed_out)).errno == errno.ETIMEDOUT
+    release.set()
+
+    other = asyncio.new_event_loop()
+    other.close()
+    fake.loop = other
+    with pytest.raises(usb.core.USBError) as gone:
+        await in_thread(lambda: dev.read(fu.BULK_IN, 512, 50))
+    assert gone.value.errno == errno.ENODEV
