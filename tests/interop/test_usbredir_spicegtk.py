@@ -76,7 +76,8 @@ def read_the_cd(backend: Any, image: bytes) -> dict[str, Any]:
     dev.set_configuration()
     out["configuration"] = dev.get_active_configuration().bConfigurationValue
     out["inquiry"] = bot.inquiry(dev, timeout=10000)
-    out["block0"] = bot.read_blocks(dev, 0, timeout=10000)
+    out["senses"] = []
+    out["block0"] = bot.read_blocks(dev, 0, senses=out["senses"], timeout=10000)
     out["blocks"] = bot.read_blocks(dev, 700, 2, timeout=10000)
     capacity = bot.scsi(dev, b"\x25" + bytes(9), 8, timeout=10000)
     out["capacity"] = struct.unpack(">II", capacity)
@@ -116,6 +117,7 @@ async def redirect_and_read(tmp_path: Path, leave: bool) -> None:
             assert out["configuration"] == 1
             kind, vendor, product = out["inquiry"]
             assert kind == 5 and (vendor, product) == ("Red Hat", "SPICE CD"), out["inquiry"]
+            assert out["senses"] == [(6, 0x28, 0)]  # UNIT ATTENTION, medium may have changed: then the read
             assert out["block0"] == image[:2048] and out["block0"].startswith(b"hello iso\n")
             assert out["blocks"] == image[700 * 2048 : 702 * 2048]
             assert out["capacity"] == (len(image) // 2048 - 1, 2048)

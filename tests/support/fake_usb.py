@@ -429,8 +429,8 @@ def request_sense(dev: Any, **kw: Any) -> tuple[int, int, int]:
     return data[2] & 0x0F, data[12], data[13]
 
 
-def scsi(dev: Any, cdb: bytes, data_in: int = 0, **kw: Any) -> bytes:
-    """A command, retried once after a UNIT ATTENTION (read with REQUEST SENSE).
+def scsi(dev: Any, cdb: bytes, data_in: int = 0, senses: list[tuple[int, int, int]] | None = None, **kw: Any) -> bytes:
+    """A command, retried once after a UNIT ATTENTION (read with REQUEST SENSE; appended to ``senses``).
 
     Raises:
         CommandFailed: it failed otherwise.
@@ -440,6 +440,8 @@ def scsi(dev: Any, cdb: bytes, data_in: int = 0, **kw: Any) -> bytes:
         if status == 0:
             return data
         sense = request_sense(dev, **kw)
+        if senses is not None:
+            senses.append(sense)
         if sense[0] != 6 or attempt:
             raise CommandFailed(cdb[0], status, sense)
     raise AssertionError("unreachable")
