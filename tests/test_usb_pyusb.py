@@ -29,12 +29,15 @@ from spiceserver.channels.usb_pyusb import (
     parse_device_descriptor,
     usb_error,
 )
-from spiceserver.channels.usbredir import UsbRedirection
+from spiceserver.channels.usbredir import UsbRedirChannel, UsbRedirection
 from spiceserver.demo_usb import describe_device, print_attached, watch_usb
 from spiceserver.errors import ProtocolError
+from spiceserver.proto.enums import ChannelType
 from tests.conftest import Running
 from tests.support import fake_usb as fu
+from tests.support.client import connect
 from tests.support.fake_usb import FakeHub, FakeUsbDevice
+from tests.support.usbredir_host import BULK_IN, BULK_OUT, INTR_IN, FakeUsbHost
 
 T = TypeVar("T")
 
@@ -306,10 +309,18 @@ def test_fuzz_device_descriptor(raw: bytes) -> None:
 
 
 async def test_over_the_usbredir_channel(running: Running) -> None:
-    from tests.support.usbredir_host import BULK_IN, BULK_OUT, INTR_IN
-    from tests.test_usbredir_channel import attached
-
-    hub, _channel, host, events, device = await attached(running)
+    hub = UsbRedirection()
+    running.server.register_channel(UsbRedirChannel, hub, 0)
+    attached: asyncio.Queue[Any] = asyncio.Queue()
+    detached: asyncio.Queue[Any] = asyncio.Queue()
+    hub.on_attach(attached.put_nowait)
+    hub.on_detach(detached.put_nowait)
+    session = await connect(running.ep)
+    host = FakeUsbHost(await session.link(ChannelType.USBREDIR, 0))
+    await host.start()
+    await host.wait_for(lambda: host.conn.have_peer_caps)
+    await host.connect_device()
+    device = await asyncio.wait_for(attached.get(), 10)
     backend = hub.pyusb_backend()
     assert isinstance(backend, UsbRedirBackend)
 
@@ -353,7 +364,7 @@ async def test_over_the_usbredir_channel(running: Running) -> None:
     await host.wait_for(lambda: host.held)
     await host.disconnect_device()
     assert await waiting == errno.ENODEV
-    await events.wait_for(lambda: events.detached == [device])
+    assert await asyncio.wait_for(detached.get(), 10) is device
     assert await in_thread(lambda: usb.core.find(idVendor=0x1234, backend=backend)) is None
 
 
