@@ -42,7 +42,6 @@ import concurrent.futures
 import errno
 import struct
 import threading
-import weakref
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -314,16 +313,20 @@ class UsbRedirBackend(usb.backend.IBackend):  # type: ignore[misc]
         self.source = source
         self.margin = margin
         self.request_timeout = request_timeout
-        self._ids: weakref.WeakKeyDictionary[RedirectedUsbDevice, UsbRedirDeviceId] = weakref.WeakKeyDictionary()
+        # one id per device while it is attached (an id refers to its device, so a weak mapping would
+        # never let go: gone devices are dropped instead)
+        self._ids: dict[RedirectedUsbDevice, UsbRedirDeviceId] = {}
         self._lock = threading.Lock()  # host threads enumerate concurrently
 
     def device_id(self, device: RedirectedUsbDevice) -> UsbRedirDeviceId:
-        """pyusb's identification of ``device`` (the same object every time).
+        """pyusb's identification of ``device`` (the same object while the device is attached).
 
         Raises:
             usb.core.USBError: its device descriptor is malformed (EIO).
         """
         with self._lock:
+            for old in [d for d in self._ids if d.gone]:
+                del self._ids[old]
             dev_id = self._ids.get(device)
             if dev_id is None:
                 try:
@@ -352,8 +355,8 @@ class UsbRedirBackend(usb.backend.IBackend):  # type: ignore[misc]
                 "pyusb over usbredir blocks its thread: call it from a worker thread "
                 "(asyncio.to_thread, loop.run_in_executor), not on the server's event loop"
             )
-        if device.gone or loop.is_closed():
-            raise usb_error(UsbDeviceGone())
+        if device.gone or loop.is_closed() or not loop.is_running():
+            raise usb_error(UsbDeviceGone("the device is gone, or the server's event loop stopped"))
         coro: Coroutine[Any, Any, Any] = make()
         try:
             fut = asyncio.run_coroutine_threadsafe(coro, loop)
