@@ -15,8 +15,10 @@ QEMU's ``hw/usb/redirect.c`` guest (libspice has no such layer: the guest OS dri
         return bytes(dev.read(0x81, 2048))
     data = await asyncio.to_thread(talk)
 
-* **Enumeration**: the hub's attached devices. ``bus`` is the usbredir channel id, ``address`` 1
-  (one device per channel), ``speed`` libusb's code (usbredir's speed + 1; 0 unknown), no ports.
+* **Enumeration**: a snapshot of the hub's attached devices (``hub.devices``, read from the calling
+  thread). ``bus`` is the usbredir channel id, ``address`` 1 (one device per channel), ``speed``
+  libusb's code (usbredir's speed + 1; 0 unknown), no ports. :meth:`UsbRedirBackend.pyusb_device`
+  gives the ``usb.core.Device`` of a device an ``on_attach`` callback got, without a search.
 * **Descriptors** are parsed from the raw bytes the channel fetched before it announced the device
   (the device descriptor and every full config descriptor), as libusb's ``descriptor.c`` splits
   them: class-specific and other unknown descriptors go to ``extra_descriptors`` of the config,
