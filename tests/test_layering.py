@@ -96,9 +96,10 @@ ALLOWED: dict[str, set[str]] = {
     # the package face, the command line and the demo sit on top of everything
     "__init__": {"config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker", "proto"},
     "__main__": {"demo", "errors", "worker", "config"},
-    "demo": {"channels", "codecs", "config", "demo_smartcard", "demo_sound", "desktop", "errors", "framebuffer", "interfaces", "proto", "reds", "synthetic_guest", "worker"},
+    "demo": {"channels", "codecs", "config", "demo_smartcard", "demo_sound", "demo_usb", "desktop", "errors", "framebuffer", "interfaces", "proto", "reds", "synthetic_guest", "worker"},
     "demo_sound": set(),
     "demo_smartcard": {"channels"},
+    "demo_usb": {"channels"},
     "desktop": {"proto"},
     "synthetic_guest": {"desktop", "proto", "qxl"},
 }
