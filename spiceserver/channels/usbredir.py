@@ -251,6 +251,9 @@ class UsbRedirEndpoint:
     def send_event(self, event: int) -> None:
         """Port events do not exist on usbredir channels."""
 
+    def client_state(self, connected: bool) -> None:
+        """Nothing to do: the channel's client starts and ends the usbredir session itself."""
+
     # --- sessions ---------------------------------------------------------------------------------
 
     def start_session(self) -> None:
