@@ -29,6 +29,9 @@ file transfer, monitors config and agent mouse with that X session.
 a card (spice-gtk ``--spice-smartcard``) the demo prints its ATR and its answer to a SELECT of the
 CAC applet.
 
+``--usbredir N`` offers N usbredir channels (:mod:`spiceserver.demo_usb`): each USB device a client
+redirects is printed with its descriptors, read through the pyusb backend.
+
 ``--scene av`` is the lip-sync check: a video region on the framebuffer display flashes white
 once a second, and the audio frame written in the same loop iteration holds a click (10 ms of
 1 kHz at -3 dBFS, a soft hum otherwise); a client in sync shows the flash as it plays the click.
@@ -56,6 +59,7 @@ from .codecs import warmup
 from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
 from .demo_smartcard import attach_demo_reader
 from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
+from .demo_usb import watch_usb
 from .desktop import ARROW_CURSOR, SyntheticDesktop, av_picture, video_picture
 from .errors import ConfigError
 from .framebuffer import FramebufferDisplay
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and spice-vdagent on an X display) against it")
     p.add_argument("--smartcard", action="store_true",
                    help="a card reader slot: print the ATR of a card a client inserts and its answer to a SELECT")
+    p.add_argument("--usbredir", type=int, default=0, metavar="N",
+                   help="N usbredir channels: print each USB device a client redirects, with its descriptors (pyusb)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animated scene (default 10)")
     p.add_argument("--screendump", default=None, metavar="PATH",
                    help="on SIGUSR1, write the server's current picture to PATH as PNG")
@@ -239,6 +245,8 @@ def check_args(args: argparse.Namespace) -> None:
     display_of(args)
     if args.av_click_offset_ms % 10:
         raise ConfigError(f"--av-click-offset-ms {args.av_click_offset_ms} is not a multiple of 10")
+    if not 0 <= args.usbredir <= 16:
+        raise ConfigError(f"--usbredir {args.usbredir}: 0 to 16 channels")
 
 
 async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> None:
@@ -290,6 +298,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
         answer_agent_duties(server, fb if display == "framebuffer" else None, wanted, static=args.scene == "static")
     if args.smartcard:
         attach_demo_reader(server.add_smartcard_reader(), _out)
+    if args.usbredir:
+        watch_usb(server.add_usbredir(args.usbredir), _out)
     if args.record:
         server.start_recording(args.record)
         _out(f"recording the display to {args.record}")
@@ -317,6 +327,8 @@ async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> N
             _out("sound: a 2 s tone loop (C5 E5 G5 C6) plays on the speaker; --no-audio turns it off")
     if args.agent:
         _out(f"guest agent: listening on {args.agent} (spice-vdagentd -s {args.agent})")
+    if args.usbredir:
+        _out(f"usbredir: {args.usbredir} channel(s); a device a client redirects is printed with its descriptors")
     if args.smartcard:
         _out("smartcard: a reader slot is offered; a card a client inserts is printed and asked to SELECT the CAC applet")
     if microphone is not None:

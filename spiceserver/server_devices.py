@@ -28,6 +28,8 @@ from .channels.playback import PlaybackChannel
 from .channels.port import PortChannel, WebDavChannel
 from .channels.record import RecordChannel, RecordEvent
 from .channels.smartcard import CcidPassthruReader, SmartcardChannel, SmartcardReader
+from .channels.usb_pyusb import UsbRedirBackend
+from .channels.usbredir import UsbRedirChannel, UsbRedirection, UsbRedirPassthroughChannel
 from .errors import ConfigError
 from .interfaces import Keyboard, Mouse, Tablet
 from .proto.enums import ChannelType
@@ -50,7 +52,9 @@ class ServerDevices:
         self._main = MainChannel(ctx, self._inputs)
         self._displays = Displays(ctx)
         self._smartcard: SmartcardChannel | None = None
-        self._lock = threading.Lock()  # the channels made on first use (smartcard)
+        self._lock = threading.Lock()  # the channels made on first use (smartcard), usbredir ids
+        self._usb = UsbRedirection()
+        self._usb_backend: UsbRedirBackend | None = None
         ctx.registry.subscribe(self._channel_added)
         ctx.registry.add(self._main)
         ctx.registry.add(self._inputs)
@@ -134,6 +138,39 @@ class ServerDevices:
             if self._smartcard is None:
                 self._smartcard = self.register_channel(SmartcardChannel)
             return self._smartcard
+
+    # --- USB redirection (any thread) ------------------------------------------------------------
+
+    @property
+    def usb(self) -> UsbRedirection:
+        """The redirected USB devices of every parsed usbredir channel: ``on_attach`` / ``on_detach``,
+        ``devices``, ``set_filter`` (:class:`~spiceserver.channels.usbredir.UsbRedirection`)."""
+        return self._usb
+
+    def add_usbredir(self, count: int = 1, filter: str | None = None) -> UsbRedirection:
+        """Offer ``count`` more usbredir channels where the server itself is the usb-guest (each
+        carries one client device; QEMU offers 2 to 4), optionally setting the usbredirfilter rules
+        (ValueError if malformed). Returns :attr:`usb`."""
+        if filter is not None:
+            self._usb.set_filter(filter)
+        with self._lock:
+            for _ in range(count):
+                self.register_channel(UsbRedirChannel, self._usb, self._ctx.registry.count(ChannelType.USBREDIR))
+        return self._usb
+
+    def add_usbredir_passthrough(self, device: CharDevice, channel_id: int | None = None) -> UsbRedirPassthroughChannel:
+        """A usbredir channel passed through unparsed to a char device (QEMU's usb-redir parses it)."""
+        with self._lock:
+            cid = self._ctx.registry.count(ChannelType.USBREDIR) if channel_id is None else channel_id
+            return self.register_channel(UsbRedirPassthroughChannel, device, cid)
+
+    def usb_backend(self) -> UsbRedirBackend:
+        """A pyusb backend over the redirected devices: ``usb.core.find(backend=server.usb_backend())``
+        from a thread other than the event loop's (pyusb blocks; on the loop it raises RuntimeError)."""
+        with self._lock:
+            if self._usb_backend is None:
+                self._usb_backend = self._usb.pyusb_backend()
+            return self._usb_backend
 
     # --- sound (any thread) ---------------------------------------------------------------------
 

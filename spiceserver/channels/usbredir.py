@@ -35,7 +35,6 @@ other in event order, on the event loop)::
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +48,7 @@ from .base import Link, ServerContext, maybe_await
 from .session import Session
 from .spicevmc import SpiceVmcChannel, SpiceVmcClient, VmcDevice
 from .usb_device import RedirectedUsbDevice, UsbDeviceGone, UsbTransferError
+from .usb_pyusb import UsbRedirBackend
 
 __all__ = [
     "UsbRedirection",
@@ -145,11 +145,10 @@ class UsbRedirection:
         """The rules as sent in filter_filter, or None."""
         return self._filter_text
 
-    def pyusb_backend(self) -> Any:
-        """A pyusb ``usb.backend.IBackend`` over the redirected devices (``channels/usb_pyusb.py``,
-        the pyusb part of issue 14, which replaces this placeholder)."""
-        mod = importlib.import_module(".usb_pyusb", __package__)
-        return mod.UsbRedirBackend(self)
+    def pyusb_backend(self) -> UsbRedirBackend:
+        """A pyusb ``usb.backend.IBackend`` over the redirected devices (:mod:`.usb_pyusb`): host
+        code calls pyusb with it from a thread other than the event loop's."""
+        return UsbRedirBackend(self)
 
     # --- used by the channels (event loop) --------------------------------------------------------
 

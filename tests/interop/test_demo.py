@@ -365,3 +365,28 @@ async def test_demo_smartcard_prints_the_card_and_its_answer(tmp_path: Path) -> 
     assert any(s.startswith("smartcard 0: card inserted, ATR 3b") for s in lines), lines
     (answer,) = [s for s in lines if "SELECT CAC applet" in s]
     assert "success" in answer, answer
+
+
+async def test_demo_usbredir_prints_a_redirected_device(tmp_path: Path) -> None:
+    """``demo --usbredir 2`` with spice-gtk's emulated shared CD redirected: the demo prints the
+    device with its descriptors (read through the pyusb backend), then its leaving."""
+    iso = tmp_path / "cd.iso"
+    iso.write_bytes(b"hello iso\n".ljust(2 * 1024 * 1024, b"\0"))
+    proc, port = await start_demo("--usbredir", "2", "--no-audio", "--scene", "static")
+    lines: list[str] = []
+    try:
+        await read_until(proc, lines, lambda seen: any(s.startswith("usbredir: ") for s in seen))
+        args = ["--port", str(port), "--usb-cd", str(iso), "--expect-channels", "4"]
+        async with controlled_client(*args, timeout=DEMO_DEADLINE) as client:
+            await client.expect("usb-device-added", shared_cd=True, timeout=30)
+            await client.action({"op": "usb_cd_connect"})
+            ev = await client.expect("usb-connected", timeout=30)
+            assert ev["ok"], ev
+            await read_until(proc, lines, lambda seen: any("Mass Storage" in s for s in seen))
+        await read_until(proc, lines, lambda seen: any("left usbredir channel" in s for s in seen))
+    finally:
+        lines += (await stop(proc)).splitlines()
+    text = "\n".join(lines)
+    print(text)
+    assert "ID 2b23:cdcd" in text and "Interface 0 alt 0: class 08/06/50 (Mass Storage)" in text, text
+    assert "USB 2b23:cdcd left usbredir channel" in text, text
