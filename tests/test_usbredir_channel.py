@@ -6,6 +6,7 @@ close only their client, and the passthrough channel over the char device pair."
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import pytest
@@ -383,3 +384,265 @@ def test_fuzz_endpoint_parse_or_protocol_error(steps: list[Any]) -> None:
         assert ep.device is None and ep.conn is None
 
     asyncio.run(run())
+
+
+# --- bulk receiving (cap bulk_receiving): buffered bulk IN data served to bulk_in -------------------
+
+
+async def test_bulk_receiving_serves_bulk_in(running: Running) -> None:
+    _, _, host, _, dev = await attached(running)
+    assert dev.can_bulk_receive and not dev.bulk_receiving(BULK_IN)
+    await dev.start_bulk_receiving(BULK_IN)
+    # QEMU's parameters: 512 rounded up to the max packet size, 5 transfers, stream 0
+    assert host.bulk_receiving == {BULK_IN: m.StartBulkReceiving(0, 512, BULK_IN, 5)}
+    assert dev.bulk_receiving(BULK_IN)
+    reader = asyncio.ensure_future(dev.bulk_in(BULK_IN, 1000, timeout=5))
+    await host.buffered_bulk(b"abc")
+    assert await reader == b"abc"
+    # a read joins buffered packets up to its length; a packet read in part keeps its rest
+    await host.send_many([m.BufferedBulkPacket(0, len(d), BULK_IN, 0, d) for d in (b"0123456789", b"xyz")])
+    assert await dev.bulk_in(BULK_IN, 4, timeout=5) == b"0123"
+    assert await dev.bulk_in(BULK_IN, 100, timeout=5) == b"456789xyz"
+    # a zero-length packet ends a read (alone: an empty read); a failed packet fails the read that
+    # reaches it first
+    await host.send_many(
+        [
+            m.BufferedBulkPacket(0, 0, BULK_IN, 0, b""),
+            m.BufferedBulkPacket(0, 2, BULK_IN, 0, b"ab"),
+            m.BufferedBulkPacket(0, 0, BULK_IN, 0, b""),
+            m.BufferedBulkPacket(0, 2, BULK_IN, 0, b"cd"),
+            m.BufferedBulkPacket(0, 0, BULK_IN, m.Status.STALL, b""),
+            m.BufferedBulkPacket(0, 4, BULK_IN, 0, b"more"),
+        ]
+    )
+    assert await dev.bulk_in(BULK_IN, 100, timeout=5) == b""
+    assert await dev.bulk_in(BULK_IN, 100, timeout=5) == b"ab"
+    assert await dev.bulk_in(BULK_IN, 100, timeout=5) == b"cd"
+    with pytest.raises(UsbTransferError) as err:
+        await dev.bulk_in(BULK_IN, 100, timeout=5)
+    assert err.value.status == m.Status.STALL
+    assert await dev.bulk_in(BULK_IN, 100, timeout=5) == b"more"
+    # readers wait in turn
+    first = asyncio.ensure_future(dev.bulk_in(BULK_IN, 3, timeout=5))
+    second = asyncio.ensure_future(dev.bulk_in(BULK_IN, 3, timeout=5))
+    await asyncio.sleep(0)
+    await host.buffered_bulk(b"111222")
+    assert (await first, await second) == (b"111", b"222")
+    with pytest.raises(UsbTransferError) as err:
+        await dev.bulk_in(BULK_IN, 8, timeout=0.05)
+    assert err.value.status == m.Status.TIMEOUT
+    assert not host.of(m.BulkPacket)  # no plain bulk request while receiving
+    # stop: the waiting reader fails (cancelled), then bulk_in sends plain bulk packets again
+    waiting = asyncio.ensure_future(dev.bulk_in(BULK_IN, 8))
+    await asyncio.sleep(0)
+    await dev.stop_bulk_receiving(BULK_IN)
+    with pytest.raises(UsbTransferError) as err:
+        await waiting
+    assert err.value.status == m.Status.CANCELLED
+    await host.wait_for(lambda: not host.bulk_receiving)
+    assert [p.msg for p in host.of(m.StopBulkReceiving)] == [m.StopBulkReceiving(0, BULK_IN)]
+    assert not dev.bulk_receiving(BULK_IN)
+    await dev.bulk_out(BULK_OUT, b"plain")
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"plain"
+    await dev.stop_bulk_receiving(BULK_IN)  # not running: nothing sent
+    assert len(host.of(m.StopBulkReceiving)) == 1
+    assert dev.dropped_in_packets == 0
+
+
+async def test_bulk_receiving_failures(running: Running) -> None:
+    _, _, host, _, dev = await attached(running)
+    with pytest.raises(ValueError):
+        await dev.start_bulk_receiving(INTR_IN)  # not a bulk endpoint
+    with pytest.raises(ValueError):
+        await dev.start_bulk_receiving(BULK_IN, bytes_per_transfer=100)  # not a multiple of 512
+    with pytest.raises(ValueError):
+        await dev.start_bulk_receiving(BULK_IN, transfers=17)
+    # the client refuses the start
+    host.bulk_receiving_answer = m.Status.STALL
+    with pytest.raises(UsbTransferError) as err:
+        await dev.start_bulk_receiving(BULK_IN, 1024, 2)
+    assert err.value.status == m.Status.STALL and not dev.bulk_receiving(BULK_IN)
+    assert host.of(m.StartBulkReceiving)[-1].msg == m.StartBulkReceiving(0, 1024, BULK_IN, 2)
+    # the client does not answer: a timeout, and receiving is stopped in case it started
+    host.bulk_receiving_answer = None
+    with pytest.raises(UsbTransferError) as err:
+        await dev.start_bulk_receiving(BULK_IN, timeout=0.05)
+    assert err.value.status == m.Status.TIMEOUT and not dev.bulk_receiving(BULK_IN)
+    await host.wait_for(lambda: host.of(m.StopBulkReceiving))
+    # data for an endpoint that is not receiving is dropped (counted), never buffered
+    await host.buffered_bulk(b"unasked")
+    await dev.bulk_out(BULK_OUT, b"sync")  # a round trip: the packet above was handled
+    assert dev.dropped_in_packets == 1
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"sync"  # a plain bulk request
+    # a failed bulk_receiving_status ends receiving and fails the readers; buffered data stays readable
+    host.bulk_receiving_answer = 0
+    await dev.start_bulk_receiving(BULK_IN)
+    await host.buffered_bulk(b"kept")
+    await dev.bulk_out(BULK_OUT, b"sync")
+    await host.send(m.BulkReceivingStatus(0, BULK_IN, m.Status.IOERROR))
+    assert await dev.control(0xC0, 2, 0, 0, 64) == b"vendor"  # a round trip: the status was handled
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"kept"
+    assert not dev.bulk_receiving(BULK_IN)
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"sync"  # plain again
+    await dev.start_bulk_receiving(BULK_IN)
+    reader = asyncio.ensure_future(dev.bulk_in(BULK_IN, 64))
+    await asyncio.sleep(0)
+    await host.send(m.BulkReceivingStatus(0, BULK_IN, m.Status.STALL))
+    with pytest.raises(UsbTransferError) as err:
+        await reader
+    assert err.value.status == m.Status.STALL
+
+
+async def test_bulk_receiving_needs_the_cap(running: Running) -> None:
+    _, _, host, _, dev = await attached(running, caps=HOST_CAPS & ~(1 << m.Cap.BULK_RECEIVING))
+    assert not dev.can_bulk_receive
+    with pytest.raises(UsbTransferError) as err:
+        await dev.start_bulk_receiving(BULK_IN)
+    assert err.value.status == m.Status.INVAL and "bulk_receiving" in str(err.value)
+    await dev.bulk_out(BULK_OUT, b"plain")
+    assert await dev.bulk_in(BULK_IN, 64) == b"plain"
+    assert not host.of(m.StartBulkReceiving)
+
+
+# --- bad input (issue 14 point 6) ----------------------------------------------------------------------
+
+
+async def test_floods_of_in_data_stay_bounded(running: Running) -> None:
+    from spiceserver.channels.usb_device import (
+        BULK_IN_BUFFER_BYTES,
+        BULK_IN_BUFFER_PACKETS,
+        IN_BUFFER_BYTES,
+        IN_BUFFER_PACKETS,
+    )
+
+    _, channel, host, _, dev = await attached(running)
+    # interrupt IN: nobody reads; the buffer keeps the newest IN_BUFFER_PACKETS
+    with pytest.raises(UsbTransferError):
+        await dev.interrupt_in(INTR_IN, 8, timeout=0.05)  # receiving starts
+    await host.wait_for(lambda: INTR_IN in host.interrupt_started)
+    flood = 1000
+    await host.send_many([m.InterruptPacket(INTR_IN, 0, 4, i.to_bytes(4, "big")) for i in range(flood)])
+    await dev.bulk_out(BULK_OUT, b"sync")  # a round trip: the flood was handled
+    assert dev.dropped_in_packets == flood - IN_BUFFER_PACKETS
+    assert await dev.interrupt_in(INTR_IN, 8, timeout=5) == (flood - IN_BUFFER_PACKETS).to_bytes(4, "big")
+    # big interrupt packets: capped in bytes as well
+    dropped = dev.dropped_in_packets
+    big = 60000
+    await host.send_many([m.InterruptPacket(INTR_IN, 0, big, bytes(big)) for i in range(IN_BUFFER_BYTES // big + 5)])
+    await dev.bulk_out(BULK_OUT, b"sync")
+    assert dev.dropped_in_packets > dropped
+    # an endpoint where nothing was started: every packet dropped, nothing kept
+    dropped = dev.dropped_in_packets
+    await host.send_many([m.InterruptPacket(0x85, 0, 4, b"junk") for _ in range(500)])
+    await dev.bulk_out(BULK_OUT, b"sync")
+    assert dev.dropped_in_packets == dropped + 500
+    # buffered bulk: capped in packets and in bytes
+    await dev.start_bulk_receiving(BULK_IN)
+    dropped = dev.dropped_in_packets
+    n = BULK_IN_BUFFER_PACKETS + 100
+    await host.send_many([m.BufferedBulkPacket(0, 1, BULK_IN, 0, b"b") for _ in range(n)])
+    await dev.bulk_out(BULK_OUT, b"sync")
+    assert dev.dropped_in_packets == dropped + 100
+    dropped = dev.dropped_in_packets
+    chunk = 1 << 20
+    await host.send_many([m.BufferedBulkPacket(0, chunk, BULK_IN, 0, bytes(chunk)) for _ in range(6)])
+    await dev.bulk_out(BULK_OUT, b"sync")
+    kept = BULK_IN_BUFFER_BYTES // chunk
+    assert dev.dropped_in_packets == dropped + BULK_IN_BUFFER_PACKETS + 6 - kept
+    got = await dev.bulk_in(BULK_IN, 10 * chunk, timeout=5)
+    assert len(got) == kept * chunk
+    # the channel goes on
+    assert channel.client is not None and not host.closed
+    await dev.bulk_out(BULK_OUT, b"still fine")
+    await dev.stop_bulk_receiving(BULK_IN)
+    assert await dev.bulk_in(BULK_IN, 64, timeout=5) == b"syncsyncsyncsyncsyncstill fine"
+
+
+async def test_replies_nobody_waits_for_are_dropped(running: Running) -> None:
+    _, channel, host, _, dev = await attached(running)
+    bogus: list[tuple[m.UsbRedirMessage, int]] = [
+        (m.ControlPacket(0x80, 6, 0x80, 0, 0x100, 0, 4, b"\x12\x01\x00\x02"), 10_000),
+        (m.BulkPacket(BULK_IN, 0, 5, 0, b"stray"), 10_001),
+        (m.BulkPacket(BULK_OUT, 0, 5), 10_002),
+        (m.InterruptPacket(0x04, 0, 2), 10_003),
+        (m.ConfigurationStatus(0, 1), 10_004),
+        (m.AltSettingStatus(0, 0, 0), 2**63),
+    ]
+    for _ in range(50):
+        for msg, id in bogus:
+            host.conn.send(msg, id)
+    await host.send_many([])
+    assert await dev.control(0xC0, 2, 0, 0, 64) == b"vendor"  # a round trip: the replies were handled
+    assert channel.endpoint.ignored_replies == 50 * len(bogus)
+    assert not host.closed and channel.client is not None
+
+
+async def test_a_4gib_packet_closes_only_that_client(running: Running) -> None:
+    hub = UsbRedirection()
+    running.server.register_channel(UsbRedirChannel, hub, 0)
+    bad_channel = running.server.register_channel(UsbRedirChannel, hub, 1)
+    events = Events(hub)
+    s = await connect(running.ep)
+    good = FakeUsbHost(await s.link(ChannelType.USBREDIR, 0))
+    bad = FakeUsbHost(await s.link(ChannelType.USBREDIR, 1))
+    await good.start()
+    await bad.start()
+    await bad.wait_for(lambda: bad.conn.have_peer_caps and bad.conn.ids_64bit)
+    # a bulk_packet header announcing 0xFFFFFFFF bytes, and nothing after it: refused from the
+    # header alone (were it buffering, the channel would wait for 4 GiB instead of closing)
+    await bad.send_raw(struct.pack("<IIQ", m.MsgType.BULK_PACKET, 0xFFFFFFFF, 1))
+    await bad.wait_for(lambda: bad.closed)
+    assert bad_channel.client is None
+    await good.wait_for(lambda: good.conn.have_peer_caps)
+    await good.connect_device()
+    await events.wait_for(lambda: events.attached)
+    assert await events.attached[0].bulk_out(BULK_OUT, b"still fine") == 10
+
+
+async def _all_calls(dev: RedirectedUsbDevice, timeout: float | None) -> list[Any]:
+    return [
+        dev.control(0xC0, 2, 0, 0, 8, timeout),
+        dev.control(0x40, 1, 0, 0, b"out", timeout),
+        dev.bulk_in(BULK_IN, 64, timeout),
+        dev.bulk_out(BULK_OUT, b"x", timeout),
+        dev.interrupt_out(0x04, b"x", timeout),
+        dev.interrupt_in(INTR_IN, 8, timeout),
+        dev.iso_in(0x85, 8, timeout),
+        dev.set_configuration(1, timeout),
+        dev.get_configuration(timeout),
+        dev.set_alt_setting(0, 0, timeout),
+        dev.get_alt_setting(0, timeout),
+        dev.start_bulk_receiving(0x86, timeout=timeout),
+    ]
+
+
+async def test_a_device_that_never_answers_times_out(running: Running) -> None:
+    _, _, host, _, dev = await attached(running, extra_bulk_in=(0x86, 0x87))
+    await dev.start_bulk_receiving(0x87)  # receiving on a second bulk IN endpoint, before the silence
+    host.mute = True
+    calls = await _all_calls(dev, 0.05)
+    calls.append(dev.bulk_in(0x87, 64, 0.05))
+    for call in calls:
+        with pytest.raises(UsbTransferError) as err:
+            await call
+        assert err.value.status == m.Status.TIMEOUT, call
+    await host.wait_for(lambda: len(host.of(m.CancelDataPacket)) >= 5)  # data transfers cancelled
+
+
+@pytest.mark.parametrize("how", ["device_disconnect", "client_leaves"])
+async def test_without_timeout_the_device_leaving_ends_every_call(running: Running, how: str) -> None:
+    _, _, host, events, dev = await attached(running, extra_bulk_in=(0x86, 0x87))
+    await dev.start_bulk_receiving(0x87)
+    host.mute = True
+    tasks = [asyncio.ensure_future(c) for c in await _all_calls(dev, None)]
+    tasks.append(asyncio.ensure_future(dev.bulk_in(0x87, 64)))
+    await host.wait_for(lambda: host.of(m.GetAltSetting) and host.of(m.StartBulkReceiving)[-1].msg.endpoint == 0x86)
+    assert not any(t.done() for t in tasks)
+    if how == "device_disconnect":
+        await host.disconnect_device()
+    else:
+        await host.ch.close()
+    for task in tasks:
+        with pytest.raises(UsbDeviceGone):
+            await task
+    await events.wait_for(lambda: events.detached == [dev])

@@ -17,15 +17,37 @@ Transfers (every coroutine runs on the server's loop, :attr:`RedirectedUsbDevice
 * **Timeouts.** ``timeout`` seconds (``None``: no limit). On expiry a data transfer is cancelled
   (cancel_data_packet with its id; the late reply is dropped) and :class:`UsbTransferError` with
   status 5 (timeout) is raised. A caller cancelling the coroutine cancels the transfer the same way.
+  Every call waiting for the client takes a timeout; without one it still ends when the device
+  or its client leaves (below): no call waits forever on a device that never answers.
+* **Replies nobody waits for** (a late reply after a timeout, an id never used) are dropped with a
+  debug log and counted by the channel; nothing is kept for them. usbredirhost answers a cancelled
+  transfer with a "cancelled" reply, so such replies are normal and do not close the client.
 * **Detach.** device_disconnect, :meth:`~RedirectedUsbDevice.reject` or the client leaving fail
   every pending transfer with :class:`UsbDeviceGone` (status -1); later calls raise it at once.
 * **Control.** The standard requests QEMU turns into usbredir messages are mapped the same way:
   SET_CONFIGURATION, GET_CONFIGURATION, SET_INTERFACE and GET_INTERFACE become
   set/get_configuration and set/get_alt_setting (their results come back as the control transfer's).
 * **Interrupt IN** starts interrupt receiving on the endpoint at first use; the client then sends
-  the endpoint's packets unasked and they wait in a buffer of :data:`IN_BUFFER_PACKETS` packets
-  (older ones are dropped, counted in ``dropped_in_packets``). ``interrupt_in`` takes the oldest
-  packet (at most ``length`` bytes of it).
+  the endpoint's packets unasked and they wait in a buffer of at most :data:`IN_BUFFER_PACKETS`
+  packets and :data:`IN_BUFFER_BYTES` bytes (older ones are dropped, counted in
+  ``dropped_in_packets``). ``interrupt_in`` takes the oldest packet (at most ``length`` bytes of
+  it). IN packets for an endpoint where nothing was started are dropped and counted the same way
+  (QEMU ``usbredir_interrupt_packet`` ignores them too), so a client flooding them holds no memory.
+* **Bulk receiving** (usbredir cap ``bulk_receiving``; QEMU ``usbredir_handle_buffered_bulk_in_data``
+  for high-rate bulk IN such as serial adapters): :meth:`~RedirectedUsbDevice.start_bulk_receiving`
+  asks the client to keep ``transfers`` bulk IN transfers of ``bytes_per_transfer`` bytes running on
+  an endpoint and waits for its bulk_receiving_status; the client then streams buffered_bulk_packet
+  data unasked, kept in a buffer of at most :data:`BULK_IN_BUFFER_PACKETS` packets and
+  :data:`BULK_IN_BUFFER_BYTES` bytes (older ones dropped, counted in ``dropped_in_packets``).
+  While receiving runs, ``bulk_in(endpoint, length)`` is served from that buffer: it waits for data,
+  then returns at most ``length`` bytes joined from as many buffered packets as there are (QEMU's
+  raw mode); a packet read in part keeps its rest for the next read, a zero-length packet ends a
+  read, and a packet with a failed status raises :class:`UsbTransferError` for the read that reaches
+  it. A failed bulk_receiving_status ends receiving and fails the waiting readers; what is
+  buffered can still be read, then ``bulk_in`` sends plain bulk_packet requests again, as it does
+  after :meth:`~RedirectedUsbDevice.stop_bulk_receiving` (which drops the buffer and fails waiting
+  readers with status cancelled). A client without the cap gets no such request:
+  ``start_bulk_receiving`` raises :class:`UsbTransferError` with status inval.
 * **Iso** is best effort: the first use starts an iso stream on the endpoint
   (``pkts_per_urb`` :data:`ISO_PKTS_PER_URB`, ``no_urbs`` :data:`ISO_NO_URBS`); ``iso_out`` queues the
   data and returns its length (usbredir sends no status for iso OUT); ``iso_in`` serves packets from
@@ -43,6 +65,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..proto import usbredir_messages as m
+from ..proto.usbredir import MAX_BULK_TRANSFER
 
 __all__ = [
     "UsbTransferError",
@@ -52,6 +75,10 @@ __all__ = [
     "RedirectedUsbDevice",
     "DeviceLink",
     "IN_BUFFER_PACKETS",
+    "IN_BUFFER_BYTES",
+    "BULK_IN_BUFFER_PACKETS",
+    "BULK_IN_BUFFER_BYTES",
+    "BULK_RECEIVING_TRANSFERS",
     "ISO_PKTS_PER_URB",
     "ISO_NO_URBS",
     "PREPARE_TIMEOUT",
@@ -61,6 +88,16 @@ log = logging.getLogger("spiceserver")
 
 #: interrupt / iso IN packets kept per endpoint until read (older ones are dropped)
 IN_BUFFER_PACKETS = 64
+#: interrupt / iso IN bytes kept per endpoint until read (older packets are dropped)
+IN_BUFFER_BYTES = 1 << 20
+#: buffered bulk packets kept per bulk receiving endpoint (QEMU's bufpq_target_size for bulk)
+BULK_IN_BUFFER_PACKETS = 5000
+#: buffered bulk bytes kept per bulk receiving endpoint (older packets are dropped)
+BULK_IN_BUFFER_BYTES = 4 << 20
+#: start_bulk_receiving's transfer count by default (QEMU's no_transfers)
+BULK_RECEIVING_TRANSFERS = 5
+#: the most transfers usbredirhost accepts for a stream (its MAX_TRANSFER_COUNT)
+_MAX_TRANSFERS = 16
 #: start_iso_stream parameters (QEMU picks per speed; these suit full and high speed)
 ISO_PKTS_PER_URB = 8
 ISO_NO_URBS = 3
@@ -164,32 +201,92 @@ def endpoints_of(info: m.EpInfo) -> dict[int, UsbEndpointInfo]:
 
 
 class _InStream:
-    """Buffered IN packets of one interrupt or iso endpoint, and the readers waiting for them."""
+    """IN packets of one endpoint the client streams (interrupt, iso or bulk receiving), bounded,
+    and the readers waiting for them (served in arrival order)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_packets: int = IN_BUFFER_PACKETS, max_bytes: int = IN_BUFFER_BYTES) -> None:
         self.packets: deque[tuple[int, bytes]] = deque()
-        self.waiters: deque[asyncio.Future[tuple[int, bytes]]] = deque()
+        self.size = 0
+        self.max_packets = max_packets
+        self.max_bytes = max_bytes
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self.started = False
+        #: bulk receiving: the start request's id and its caller, until bulk_receiving_status comes
+        self.start_id: int | None = None
+        self.starting: asyncio.Future[int] | None = None
 
-    def put(self, status: int, data: bytes) -> bool:
-        """Hand a packet to the oldest live waiter, or buffer it; False: the buffer was full (oldest dropped)."""
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_result((status, data))
-                return True
+    def put(self, status: int, data: bytes) -> int:
+        """Buffer a packet and wake the first reader; returns how many old packets were dropped."""
         self.packets.append((status, data))
-        if len(self.packets) > IN_BUFFER_PACKETS:
-            self.packets.popleft()
-            return False
-        return True
+        self.size += len(data)
+        dropped = 0
+        while len(self.packets) > self.max_packets or (self.size > self.max_bytes and len(self.packets) > 1):
+            self.size -= len(self.packets.popleft()[1])
+            dropped += 1
+        self.wake()
+        return dropped
+
+    def popleft(self) -> tuple[int, bytes]:
+        """The oldest packet."""
+        status, data = self.packets.popleft()
+        self.size -= len(data)
+        return status, data
+
+    def pushleft(self, status: int, data: bytes) -> None:
+        """Put back the rest of a packet read in part."""
+        self.packets.appendleft((status, data))
+        self.size += len(data)
+
+    def clear(self) -> None:
+        """Drop what is buffered."""
+        self.packets.clear()
+        self.size = 0
+
+    def _prune(self) -> bool:
+        """Forget readers that gave up; True: a live one waits."""
+        while self.waiters and self.waiters[0].done():
+            self.waiters.popleft()
+        return bool(self.waiters)
+
+    def wake(self) -> None:
+        """Wake the first live reader when there is something to read."""
+        if self.packets and self._prune():
+            self.waiters.popleft().set_result(None)
+
+    async def wait(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Return once a packet is there for this reader (earlier readers first).
+
+        Raises:
+            TimeoutError: nothing within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else loop.time() + timeout
+        first = True
+        while not self.packets or (first and self._prune()):
+            fut: asyncio.Future[None] = loop.create_future()
+            if first:
+                self.waiters.append(fut)
+            else:  # woken but beaten to the data: keep our turn
+                self.waiters.appendleft(fut)
+            first = False
+            try:
+                if deadline is None:
+                    await fut
+                else:
+                    await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self.wake()  # we were woken for data we will not take: pass it on
+                raise
 
     def fail(self, exc: BaseException) -> None:
-        """Fail every waiter."""
+        """Fail every waiter (and a pending bulk receiving start)."""
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
                 fut.set_exception(exc)
+        starting, self.starting, self.start_id = self.starting, None, None
+        if starting is not None and not starting.done():
+            starting.set_exception(exc)
 
 
 class RedirectedUsbDevice:
@@ -235,10 +332,12 @@ class RedirectedUsbDevice:
         self.attached = False
         #: detached, rejected or its client left: every call raises UsbDeviceGone
         self.gone = False
-        #: interrupt / iso IN packets dropped because nobody read them
+        #: interrupt / iso / buffered bulk IN packets dropped: nobody read them in time, or they
+        #: came for an endpoint where nothing was started
         self.dropped_in_packets = 0
         self._pending: dict[int, tuple[asyncio.Future[m.UsbRedirMessage], type[m.UsbRedirMessage]]] = {}
         self._in: dict[int, _InStream] = {}
+        self._bulk: dict[int, _InStream] = {}
 
     def __repr__(self) -> str:
         return f"<RedirectedUsbDevice {self.vendor_id:04x}:{self.product_id:04x} channel {self.channel_id}{' gone' if self.gone else ''}>"
@@ -266,9 +365,21 @@ class RedirectedUsbDevice:
 
     def handle_in_packet(self, endpoint: int, status: int, data: bytes) -> None:
         """An interrupt or iso IN packet the client sent unasked (receiving was started)."""
-        stream = self._in.setdefault(endpoint, _InStream())
-        if not stream.put(status, data):
+        stream = self._in.get(endpoint)
+        if stream is None or not stream.started:
             self.dropped_in_packets += 1
+            log.debug("usbredir: %r: IN packet for %#04x where nothing was started: dropped", self, endpoint)
+            return
+        self.dropped_in_packets += stream.put(status, data)
+
+    def handle_buffered_bulk(self, endpoint: int, status: int, data: bytes) -> None:
+        """A buffered_bulk_packet: data of a bulk receiving endpoint."""
+        stream = self._bulk.get(endpoint)
+        if stream is None or not stream.started:
+            self.dropped_in_packets += 1
+            log.debug("usbredir: %r: buffered bulk data for %#04x, not receiving: dropped", self, endpoint)
+            return
+        self.dropped_in_packets += stream.put(status, data)
 
     def handle_stream_status(self, endpoint: int, status: int) -> None:
         """interrupt_receiving_status / iso_stream_status: a failure ends the stream and fails its readers."""
@@ -279,6 +390,22 @@ class RedirectedUsbDevice:
             stream.started = False
             stream.fail(UsbTransferError(status, f"receiving on endpoint {endpoint:#04x} stopped with status {status}"))
 
+    def handle_bulk_receiving_status(self, id: int, endpoint: int, status: int) -> None:
+        """bulk_receiving_status: the answer to our start (same id), or a failure that ends receiving."""
+        stream = self._bulk.get(endpoint)
+        if stream is None:
+            return
+        if stream.starting is not None and id == stream.start_id:
+            fut, stream.starting, stream.start_id = stream.starting, None, None
+            if not fut.done():
+                fut.set_result(status)
+            if status == m.Status.SUCCESS:
+                return
+        elif status == m.Status.SUCCESS:
+            return  # the answer to a stop, or a late one
+        stream.started = False
+        stream.fail(UsbTransferError(status, f"bulk receiving on {endpoint:#04x} stopped with status {status}"))
+
     def mark_gone(self) -> None:
         """The device left (device_disconnect, reject, the client left): fail everything pending."""
         if self.gone:
@@ -288,7 +415,7 @@ class RedirectedUsbDevice:
         for fut, _ in pending.values():
             if not fut.done():
                 fut.set_exception(UsbDeviceGone())
-        for stream in self._in.values():
+        for stream in (*self._in.values(), *self._bulk.values()):
             stream.fail(UsbDeviceGone())
 
     async def prepare(self, timeout: float = PREPARE_TIMEOUT) -> None:
@@ -447,12 +574,138 @@ class RedirectedUsbDevice:
         return reply.length
 
     async def bulk_in(self, endpoint: int, length: int, timeout: float | None = None) -> bytes:
-        """Read at most ``length`` bytes from bulk IN ``endpoint``."""
+        """Read at most ``length`` bytes from bulk IN ``endpoint`` (from the buffered data while bulk
+        receiving runs on it, see the module docstring)."""
         endpoint |= 0x80
+        stream = self._bulk.get(endpoint)
+        if stream is not None and (stream.started or stream.packets):
+            return await self._buffered_bulk_read(stream, endpoint, length, timeout)
         reply = await self._request(m.BulkPacket(endpoint, 0, length, 0), m.BulkPacket, timeout, True)
         assert isinstance(reply, m.BulkPacket)
         self._ok(reply.status, f"bulk IN {endpoint:#04x}")
         return reply.data
+
+    async def _buffered_bulk_read(self, stream: _InStream, endpoint: int, length: int, timeout: float | None) -> bytes:
+        self._check()
+        try:
+            await stream.wait(self.loop, timeout)
+        except TimeoutError:
+            raise UsbTransferError(m.Status.TIMEOUT, f"no bulk data on {endpoint:#04x} within {timeout} s") from None
+        out = bytearray()
+        while stream.packets and len(out) < length:
+            status, data = stream.popleft()
+            if status != m.Status.SUCCESS:
+                if out:  # this read ends before the failed packet; the next one raises
+                    stream.pushleft(status, data)
+                    break
+                stream.wake()
+                raise UsbTransferError(status, f"bulk IN {endpoint:#04x}: status {status}")
+            if not data:  # a zero-length packet ends a read
+                break
+            take = length - len(out)
+            out += data[:take]
+            if len(data) > take:
+                stream.pushleft(status, data[take:])
+        stream.wake()
+        return bytes(out)
+
+    @property
+    def can_bulk_receive(self) -> bool:
+        """The client announced cap bulk_receiving (:meth:`start_bulk_receiving` may be used)."""
+        return self._link.peer_has_cap(m.Cap.BULK_RECEIVING)
+
+    def bulk_receiving(self, endpoint: int) -> bool:
+        """Bulk receiving runs on IN ``endpoint`` (started and not stopped or failed)."""
+        stream = self._bulk.get(endpoint | 0x80)
+        return stream is not None and stream.started
+
+    async def start_bulk_receiving(
+        self,
+        endpoint: int,
+        bytes_per_transfer: int | None = None,
+        transfers: int = BULK_RECEIVING_TRANSFERS,
+        timeout: float | None = None,
+    ) -> None:
+        """Start bulk receiving on bulk IN ``endpoint``: the client keeps ``transfers`` reads of
+        ``bytes_per_transfer`` bytes running and streams their data; ``bulk_in`` then reads it.
+
+        Args:
+            endpoint: a bulk IN endpoint of the device (bit 7 is set for you).
+            bytes_per_transfer: a multiple of the endpoint's max packet size (usbredirhost refuses
+                others), at most 128 MiB; None: 512 rounded up to one, as QEMU asks.
+            transfers: transfers the client keeps running, 1..16 (usbredirhost's limit).
+            timeout: seconds to wait for the client's bulk_receiving_status, or None.
+
+        Raises:
+            UsbTransferError: the client has no cap bulk_receiving (status inval), answered a
+                failed status, or the timeout; UsbDeviceGone: the device left.
+            ValueError: not a bulk IN endpoint, or parameters out of range.
+        """
+        self._check()
+        endpoint |= 0x80
+        info = self.endpoints.get(endpoint)
+        if info is None or info.type != m.EpType.BULK:
+            raise ValueError(f"start_bulk_receiving: {endpoint:#04x} is not a bulk IN endpoint of the device")
+        if not self.can_bulk_receive:
+            raise UsbTransferError(m.Status.INVAL, "the client does not support bulk receiving (no cap bulk_receiving)")
+        mps = info.max_packet_size or 512
+        if bytes_per_transfer is None:
+            bytes_per_transfer = -(-512 // mps) * mps
+        if not 0 < bytes_per_transfer <= MAX_BULK_TRANSFER or bytes_per_transfer % mps:
+            raise ValueError(
+                f"start_bulk_receiving: bytes_per_transfer {bytes_per_transfer}: not a multiple of {mps} up to"
+                f" {MAX_BULK_TRANSFER}"
+            )
+        if not 1 <= transfers <= _MAX_TRANSFERS:
+            raise ValueError(f"start_bulk_receiving: transfers {transfers} out of 1..{_MAX_TRANSFERS}")
+        stream = self._bulk.get(endpoint)
+        if stream is None:
+            stream = self._bulk[endpoint] = _InStream(BULK_IN_BUFFER_PACKETS, BULK_IN_BUFFER_BYTES)
+        if stream.started:
+            return
+        if stream.starting is not None:
+            raise RuntimeError(f"start_bulk_receiving on {endpoint:#04x} already in progress")
+        id = self._link.new_id()
+        fut: asyncio.Future[int] = self.loop.create_future()
+        stream.starting, stream.start_id = fut, id
+        stream.started = True  # buffered data may come before the status
+        stream.clear()
+        try:
+            self._link.send_usbredir(m.StartBulkReceiving(0, bytes_per_transfer, endpoint, transfers), id)
+            status = await (fut if timeout is None else asyncio.wait_for(asyncio.shield(fut), timeout))
+        except BaseException as exc:
+            if stream.start_id == id:
+                stream.starting = stream.start_id = None
+                stream.started = False
+                if not self.gone:
+                    self._send_stop(endpoint)
+            if isinstance(exc, TimeoutError):
+                raise UsbTransferError(m.Status.TIMEOUT, f"start_bulk_receiving timed out after {timeout} s") from None
+            raise
+        self._ok(status, f"start_bulk_receiving {endpoint:#04x}")
+
+    async def stop_bulk_receiving(self, endpoint: int) -> None:
+        """Stop bulk receiving on ``endpoint``: stop_bulk_receiving is sent, the buffered data is
+        dropped and waiting readers fail with status cancelled; ``bulk_in`` goes back to plain bulk
+        requests. Nothing is waited for (the client's status answer is ignored). Does nothing when
+        receiving does not run there."""
+        self._check()
+        endpoint |= 0x80
+        stream = self._bulk.get(endpoint)
+        if stream is None or not (stream.started or stream.packets):
+            return
+        was_started = stream.started
+        stream.started = False
+        stream.clear()
+        stream.fail(UsbTransferError(m.Status.CANCELLED, f"bulk receiving on {endpoint:#04x} stopped"))
+        if was_started:
+            self._send_stop(endpoint)
+
+    def _send_stop(self, endpoint: int) -> None:
+        try:
+            self._link.send_usbredir(m.StopBulkReceiving(0, endpoint), self._link.new_id())
+        except Exception:  # the connection is gone
+            log.debug("usbredir: stop_bulk_receiving not sent", exc_info=True)
 
     async def interrupt_out(self, endpoint: int, data: bytes, timeout: float | None = None) -> int:
         """Write ``data`` to interrupt OUT ``endpoint``; returns the bytes written."""
@@ -473,15 +726,12 @@ class RedirectedUsbDevice:
         if not stream.started:
             stream.started = True
             self._link.send_usbredir(start(), self._link.new_id())
-        if stream.packets:
-            status, data = stream.packets.popleft()
-        else:
-            fut: asyncio.Future[tuple[int, bytes]] = self.loop.create_future()
-            stream.waiters.append(fut)
-            try:
-                status, data = await (fut if timeout is None else asyncio.wait_for(fut, timeout))
-            except TimeoutError:
-                raise UsbTransferError(m.Status.TIMEOUT, f"no packet on {endpoint:#04x} within {timeout} s") from None
+        try:
+            await stream.wait(self.loop, timeout)
+        except TimeoutError:
+            raise UsbTransferError(m.Status.TIMEOUT, f"no packet on {endpoint:#04x} within {timeout} s") from None
+        status, data = stream.popleft()
+        stream.wake()
         self._ok(status, f"IN {endpoint:#04x}")
         return data[:length]
 

@@ -212,6 +212,9 @@ class UsbRedirEndpoint:
         self._prepare: asyncio.Task[None] | None = None
         #: devices refused by the filter (filter_reject sent)
         self.rejected = 0
+        #: replies (control, bulk, interrupt OUT, configuration / alt setting status) whose id no
+        #: transfer waits for: dropped with a debug log
+        self.ignored_replies = 0
 
     # --- VmcDevice ----------------------------------------------------------------------------------
 
@@ -350,12 +353,21 @@ class UsbRedirEndpoint:
         elif isinstance(msg, (m.InterruptReceivingStatus, m.IsoStreamStatus)):
             if dev is not None:
                 dev.handle_stream_status(msg.endpoint, msg.status)
+        elif isinstance(msg, m.BufferedBulkPacket):
+            if dev is not None:
+                dev.handle_buffered_bulk(msg.endpoint, msg.status, msg.data)
+        elif isinstance(msg, m.BulkReceivingStatus):
+            if dev is not None:
+                dev.handle_bulk_receiving_status(id, msg.endpoint, msg.status)
         elif isinstance(
             msg, (m.ControlPacket, m.BulkPacket, m.InterruptPacket, m.ConfigurationStatus, m.AltSettingStatus)
         ):
             if dev is None or not dev.handle_reply(id, msg):
+                # a late reply to a transfer that timed out or was cancelled (usbredirhost answers
+                # cancel_data_packet with one), or a bogus id: nothing is kept for it
+                self.ignored_replies += 1
                 log.debug("usbredir:%d: %s id %d answers nothing pending", self.channel_id, type(msg).__name__, id)
-        else:  # filter_filter from the client, bulk streams / bulk receiving status, buffered bulk
+        else:  # filter_filter from the client, bulk streams status
             log.debug("usbredir:%d: %s ignored", self.channel_id, type(msg).__name__)
 
     def _filter_allows(self) -> bool:

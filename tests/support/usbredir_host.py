@@ -13,6 +13,11 @@ in the HOST role, inside SPICEVMC_DATA messages of a linked USBREDIR channel
   :attr:`FakeUsbHost.hold_bulk_in` is set: then IN requests wait, and a cancel_data_packet answers
   them with status cancelled;
 * interrupt IN 0x83: after start_interrupt_receiving, :meth:`FakeUsbHost.interrupt` sends packets;
+* bulk receiving on 0x81: start_bulk_receiving is answered with bulk_receiving_status
+  (:attr:`FakeUsbHost.bulk_receiving_answer`: success, another status, or None for no answer) and
+  recorded in :attr:`FakeUsbHost.bulk_receiving`; :meth:`FakeUsbHost.buffered_bulk` then streams
+  buffered_bulk_packet data; stop_bulk_receiving is answered with success (as usbredirhost does);
+* :attr:`FakeUsbHost.mute`: answer nothing at all (a device that never answers);
 * set/get configuration and alt setting answered from its state.
 
 Every packet the guest (the server) sends is kept in :attr:`FakeUsbHost.packets`; tests wait on
@@ -51,8 +56,8 @@ def config_descriptor(value: int = 1) -> bytes:
     return struct.pack("<BBHBBBBB", 9, 2, 9 + len(body), 1, value, 0, 0x80, 50) + body
 
 
-def ep_info() -> m.EpInfo:
-    """ep_info of the emulated device."""
+def ep_info(extra_bulk_in: tuple[int, ...] = ()) -> m.EpInfo:
+    """ep_info of the emulated device (plus bulk IN endpoints ``extra_bulk_in``, in ep_info only)."""
     types = [255] * 32
     interval = [0] * 32
     iface = [0] * 32
@@ -63,6 +68,7 @@ def ep_info() -> m.EpInfo:
         (BULK_OUT, 2, 512, 0),
         (BULK_IN, 2, 512, 0),
         (INTR_IN, 3, 8, 10),
+        *((ep, 2, 512, 0) for ep in extra_bulk_in),
     ):
         i = m.ep_index(ep)
         types[i], mps[i], interval[i] = kind, size, ival
@@ -79,6 +85,8 @@ class FakeUsbHost:
         device_class: bDeviceClass in device_connect.
         interface_class: the interface's class in interface_info.
         caps: the host's usbredir caps.
+        lz4: send client data above 1000 bytes as SPICEVMC_COMPRESSED_DATA.
+        extra_bulk_in: more bulk IN endpoints announced in ep_info (nothing answers on them).
     """
 
     def __init__(
@@ -90,12 +98,14 @@ class FakeUsbHost:
         interface_class: int = 0xFF,
         caps: int = HOST_CAPS,
         lz4: bool = False,
+        extra_bulk_in: tuple[int, ...] = (),
     ) -> None:
         self.ch = ch
         self.vid, self.pid = vid, pid
         self.device_class = device_class
         self.interface_class = interface_class
         self.lz4 = lz4
+        self.extra_bulk_in = extra_bulk_in
         self.conn = UsbRedirConnection(HOST, "fake usb host", caps)
         self.packets: list[Packet] = []
         self.bulk_store = bytearray()
@@ -109,6 +119,10 @@ class FakeUsbHost:
         self.iso_out = bytearray()
         self.closed = False
         self.compressed_received = 0
+        self.mute = False
+        #: endpoint -> the start_bulk_receiving in force
+        self.bulk_receiving: dict[int, m.StartBulkReceiving] = {}
+        self.bulk_receiving_answer: int | None = 0
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -167,6 +181,12 @@ class FakeUsbHost:
         self.conn.send(msg, id)
         await self._flush()
 
+    async def send_many(self, msgs: list[m.UsbRedirMessage]) -> None:
+        """Several packets (id 0) at once: up to 32 KiB of them go in one SPICEVMC message, parsed in one go."""
+        for msg in msgs:
+            self.conn.send(msg, 0)
+        await self._flush()
+
     async def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (bad input tests)."""
         await self.ch.send(vm.ClientSpicevmcData(data=data))
@@ -190,7 +210,7 @@ class FakeUsbHost:
     async def connect_device(self) -> None:
         """interface_info, ep_info, device_connect (spice-gtk's order)."""
         self.conn.send(m.InterfaceInfo((0,), (self.interface_class,), (0,), (0,)))
-        self.conn.send(ep_info())
+        self.conn.send(ep_info(self.extra_bulk_in))
         self.conn.send(m.DeviceConnect(m.Speed.HIGH, self.device_class, 0, 0, self.vid, self.pid, 0x0100))
         await self._flush()
 
@@ -206,8 +226,14 @@ class FakeUsbHost:
         """An iso IN packet (the stream must have been started)."""
         await self.send(m.IsoPacket(endpoint, status, len(data), data))
 
+    async def buffered_bulk(self, data: bytes, endpoint: int = BULK_IN, status: int = 0) -> None:
+        """A buffered_bulk_packet (bulk receiving must have been started)."""
+        await self.send(m.BufferedBulkPacket(0, len(data), endpoint, status, data))
+
     def _answer(self, id: int, msg: m.UsbRedirMessage) -> None:
         send = self.conn.send
+        if self.mute:
+            return
         if isinstance(msg, m.ControlPacket):
             send(self._control(msg), id)
         elif isinstance(msg, m.GetConfiguration):
@@ -242,6 +268,14 @@ class FakeUsbHost:
         elif isinstance(msg, m.StartIsoStream):
             self.iso_started.add(msg.endpoint)
             send(m.IsoStreamStatus(0, msg.endpoint), id)
+        elif isinstance(msg, m.StartBulkReceiving):
+            if self.bulk_receiving_answer == 0:
+                self.bulk_receiving[msg.endpoint] = msg
+            if self.bulk_receiving_answer is not None:
+                send(m.BulkReceivingStatus(0, msg.endpoint, self.bulk_receiving_answer), id)
+        elif isinstance(msg, m.StopBulkReceiving):
+            self.bulk_receiving.pop(msg.endpoint, None)
+            send(m.BulkReceivingStatus(0, msg.endpoint, 0), id)
         elif isinstance(msg, m.IsoPacket):  # OUT: no answer in usbredir
             self.iso_out += msg.data
         elif isinstance(msg, m.CancelDataPacket):
