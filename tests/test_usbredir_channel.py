@@ -58,14 +58,16 @@ async def setup(
     channel_id: int = 0,
     lz4: bool = False,
     caps: int = HOST_CAPS,
+    server_lz4: bool = True,
+    host_lz4: bool | None = None,
     **kw: Any,
 ) -> tuple[UsbRedirection, UsbRedirChannel, FakeUsbHost, Events]:
     hub = UsbRedirection(filter)
-    channel = running.server.register_channel(UsbRedirChannel, hub, channel_id)
+    channel = running.server.register_channel(UsbRedirChannel, hub, channel_id, lz4=server_lz4)
     events = Events(hub)
     s = await connect(running.ep)
     ch = await s.link(ChannelType.USBREDIR, channel_id, channel_caps=(SpicevmcCap.DATA_COMPRESS_LZ4,) if lz4 else ())
-    host = FakeUsbHost(ch, lz4=lz4, caps=caps, **kw)
+    host = FakeUsbHost(ch, lz4=lz4 if host_lz4 is None else host_lz4, caps=caps, **kw)
     host._session = s  # type: ignore[attr-defined]  # keep the main channel alive
     await host.start()
     return hub, channel, host, events
@@ -254,11 +256,30 @@ async def test_filter_rejects_a_device_at_once(running: Running) -> None:
 
 
 async def test_lz4_both_ways(running: Running) -> None:
-    _, _, host, _, dev = await attached(running, lz4=True)
+    _, channel, host, _, dev = await attached(running, lz4=True)
+    assert SpicevmcCap.DATA_COMPRESS_LZ4 in channel.caps
     text = b"a compressible bulk block\n" * 200
     assert await dev.bulk_out(BULK_OUT, text) == len(text)  # server -> client: compressed
     assert host.compressed_received == 1
     assert await dev.bulk_in(BULK_IN, len(text)) == text  # client -> server: compressed by the host
+    stats = channel.stats()
+    assert (stats["compressed_to_client"], stats["compressed_from_client"]) == (1, 1)
+
+
+async def test_lz4_off(running: Running) -> None:
+    # the channel does not offer the cap: plain DATA both ways, even to a client that has it
+    _, channel, host, _, dev = await attached(running, lz4=True, server_lz4=False, host_lz4=False)
+    assert SpicevmcCap.DATA_COMPRESS_LZ4 not in channel.caps
+    text = b"a compressible bulk block\n" * 200
+    assert await dev.bulk_out(BULK_OUT, text) == len(text)
+    assert await dev.bulk_in(BULK_IN, len(text)) == text
+    assert host.compressed_received == 0
+    stats = channel.stats()
+    assert (stats["compressed_to_client"], stats["compressed_from_client"]) == (0, 0)
+    assert stats["bytes_to_client"] > len(text) and stats["bytes_to_device"] > len(text)
+    # a client compressing anyway is closed
+    await host.ch.send(vm.ClientSpicevmcCompressedData(type=1, uncompressed_size=4, compressed_data=b"\x40abcd"))
+    await host.wait_for(lambda: host.closed)
 
 
 async def test_bad_bytes_close_only_that_client(running: Running) -> None:

@@ -27,6 +27,9 @@ Unix socket, a pty, or a Python device model); this module moves its bytes:
   :func:`~spiceserver.channels.spicevmc_lz4.compress_vmc`). A client's COMPRESSED_DATA is decompressed
   with its announced size checked first (:func:`~spiceserver.channels.spicevmc_lz4.decompress_vmc`);
   anything but a valid LZ4 block of that size closes the client (libspice ``handle_compressed_msg``).
+  ``compressed_to_client`` / ``compressed_from_client`` count the COMPRESSED_DATA messages each way
+  (in :meth:`SpiceVmcChannel.stats`). A channel created with ``caps=()`` does not offer the cap:
+  its client sends and gets plain DATA only, and a COMPRESSED_DATA from it closes it.
 * **Client state.** The device hears when a client connects (its start) and when it leaves
   (``device.client_state``; libspice calls ``SpiceCharDeviceInterface.state`` with 1 and 0).
 * **Open state and events.** The device's ``device_opened`` and ``device_event`` reach
@@ -119,7 +122,13 @@ class SpiceVmcChannel(LoopChannel):
         caps: the channel caps (default: LZ4).
     """
 
-    def __init__(self, ctx: ServerContext, device: VmcDevice, channel_id: int = 0, caps: tuple[int, ...] = (SpicevmcCap.DATA_COMPRESS_LZ4,)) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        device: VmcDevice,
+        channel_id: int = 0,
+        caps: tuple[int, ...] = (SpicevmcCap.DATA_COMPRESS_LZ4,),
+    ) -> None:
         super().__init__(ctx, channel_id, caps)
         self.device = device
         #: the connected client, if any
@@ -135,6 +144,10 @@ class SpiceVmcChannel(LoopChannel):
         self.dropped_bytes = 0
         #: links refused because a client was connected already
         self.refused_links = 0
+        #: SPICEVMC_COMPRESSED_DATA messages sent to the client (LZ4 made the piece smaller)
+        self.compressed_to_client = 0
+        #: SPICEVMC_COMPRESSED_DATA messages received from the client (and decompressed)
+        self.compressed_from_client = 0
 
     # --- server hooks ----------------------------------------------------------------------------
 
@@ -217,8 +230,13 @@ class SpiceVmcChannel(LoopChannel):
         room = QUEUED_DATA_LIMIT - len(self._pending)
         if len(data) > room:
             self.dropped_bytes += len(data) - max(room, 0)
-            log.warning("%s:%d: device data with no client and %d bytes waiting; dropping %d bytes",
-                        self.name, self.id, len(self._pending), len(data) - max(room, 0))
+            log.warning(
+                "%s:%d: device data with no client and %d bytes waiting; dropping %d bytes",
+                self.name,
+                self.id,
+                len(self._pending),
+                len(data) - max(room, 0),
+            )
             data = data[: max(room, 0)]
         self._pending += data
 
@@ -265,12 +283,14 @@ class SpiceVmcChannel(LoopChannel):
         return ""
 
     def stats(self) -> dict[str, int]:
-        """The channel's byte counters and refused links."""
+        """The channel's byte counters, refused links and compressed message counts."""
         return {
             "bytes_to_device": self.bytes_to_device,
             "bytes_to_client": self.bytes_to_client,
             "dropped_bytes": self.dropped_bytes,
             "refused_links": self.refused_links,
+            "compressed_to_client": self.compressed_to_client,
+            "compressed_from_client": self.compressed_from_client,
         }
 
 
@@ -326,7 +346,10 @@ class SpiceVmcClient(ChannelClient):
         lz4 = SpicevmcCap.DATA_COMPRESS_LZ4 in self.channel.caps and self.has_channel_cap(SpicevmcCap.DATA_COMPRESS_LZ4)
         view = memoryview(data)
         for start in range(0, len(view), BUF_SIZE):
-            self.conn.send(compress_vmc(bytes(view[start : start + BUF_SIZE]), lz4, self.unix))
+            msg = compress_vmc(bytes(view[start : start + BUF_SIZE]), lz4, self.unix)
+            if isinstance(msg, vm.SpicevmcCompressedData):
+                self.channel.compressed_to_client += 1
+            self.conn.send(msg)
         self.channel.bytes_to_client += len(data)
         if self.transport is not None:
             self.transport.flush()
@@ -383,7 +406,9 @@ class SpiceVmcClient(ChannelClient):
     async def _on_compressed(self, msg: vm.ClientSpicevmcCompressedData, now: float) -> None:
         if SpicevmcCap.DATA_COMPRESS_LZ4 not in self.channel.caps:
             raise ProtocolError(f"SPICEVMC_COMPRESSED_DATA (type {msg.type}) but no compression was offered")
-        await self.write_device(decompress_vmc(msg))
+        data = decompress_vmc(msg)
+        self.channel.compressed_from_client += 1
+        await self.write_device(data)
 
     async def on_close(self) -> None:
         """The client left: stop waiting for its queue to drain."""

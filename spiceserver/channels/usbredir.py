@@ -430,13 +430,15 @@ class UsbRedirChannel(SpiceVmcChannel):
         ctx: the server services.
         hub: the :class:`UsbRedirection` the channel reports its devices to.
         channel_id: the channel id.
+        lz4: offer SPICEVMC_CAP_DATA_COMPRESS_LZ4 (libspice built with LZ4 does); False: the client
+            sends and gets plain SPICEVMC_DATA only.
     """
 
     TYPE = ChannelType.USBREDIR
 
-    def __init__(self, ctx: ServerContext, hub: UsbRedirection, channel_id: int = 0) -> None:
+    def __init__(self, ctx: ServerContext, hub: UsbRedirection, channel_id: int = 0, lz4: bool = True) -> None:
         self.endpoint = UsbRedirEndpoint(hub, channel_id)
-        super().__init__(ctx, self.endpoint, channel_id, (SpicevmcCap.DATA_COMPRESS_LZ4,))
+        super().__init__(ctx, self.endpoint, channel_id, (SpicevmcCap.DATA_COMPRESS_LZ4,) if lz4 else ())
         self.hub = hub
         hub.channels.append(self)
 
