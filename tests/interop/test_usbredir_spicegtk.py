@@ -10,7 +10,10 @@ announces it; the host then drives it through the pyusb backend
 SET_CONFIGURATION, INQUIRY and READ(10) over bulk-only transport, one bulk request at a time
 (the emulation aborts on an overlapping one), the first UNIT ATTENTION read with REQUEST SENSE.
 The blocks must be the image's bytes. Then the client un-redirects the device (``usb_disconnect``)
-or leaves, and the host sees the detach.
+or leaves, and the host sees the detach. The read runs with the channels offering LZ4 and not
+(issue 14 point 5): the same bytes either way; the channels' ``compressed_to_client`` /
+``compressed_from_client`` counters show SPICEVMC_COMPRESSED_DATA both ways with it (spice-gtk
+compresses the 2 KiB block replies; we compress a 2000-byte control OUT the CD stalls) and none without.
 
 The last test drives the same device through the device's own coroutines
 (:class:`~spiceserver.channels.usb_device.RedirectedUsbDevice` on the loop, no pyusb).
@@ -19,6 +22,7 @@ The last test drives the same device through the device's own coroutines
 from __future__ import annotations
 
 import asyncio
+import errno
 import struct
 from pathlib import Path
 from typing import Any
@@ -81,16 +85,22 @@ def read_the_cd(backend: Any, image: bytes) -> dict[str, Any]:
     out["blocks"] = bot.read_blocks(dev, 700, 2, timeout=10000)
     capacity = bot.scsi(dev, b"\x25" + bytes(9), 8, timeout=10000)
     out["capacity"] = struct.unpack(">II", capacity)
+    # 2000 compressible bytes server -> client: a vendor control OUT, which the CD emulation stalls
+    # (usb-device-cd.c answers only endpoint and mass-storage class requests)
+    try:
+        dev.ctrl_transfer(0x40, 0x01, 0, 0, bytes(2000), timeout=10000)
+        out["vendor_out"] = "ok"
+    except usb.core.USBError as exc:
+        out["vendor_out"] = exc.errno
     return out
 
 
-async def redirect_and_read(tmp_path: Path, leave: bool) -> None:
+async def redirect_and_read(tmp_path: Path, leave: bool, lz4: bool = True) -> None:
     image_path = tmp_path / "cd.iso"
     image = make_iso(image_path)
     r = await start_server()
     hub = UsbRedirection()
-    r.server.register_channel(UsbRedirChannel, hub, 0)
-    r.server.register_channel(UsbRedirChannel, hub, 1)
+    channels = [r.server.register_channel(UsbRedirChannel, hub, i, lz4=lz4) for i in (0, 1)]
     devices = Devices(hub)
     backend = hub.pyusb_backend()
     try:
@@ -121,6 +131,16 @@ async def redirect_and_read(tmp_path: Path, leave: bool) -> None:
             assert out["block0"] == image[:2048] and out["block0"].startswith(b"hello iso\n")
             assert out["blocks"] == image[700 * 2048 : 702 * 2048]
             assert out["capacity"] == (len(image) // 2048 - 1, 2048)
+            assert out["vendor_out"] == errno.EPIPE
+            # LZ4 (issue 14 point 5): on, spice-gtk compresses the 2 KiB block replies (client ->
+            # server) and we compress the 2000-byte control OUT (server -> client); off, plain DATA
+            stats = [ch.stats() for ch in channels]
+            to_client = sum(st["compressed_to_client"] for st in stats)
+            from_client = sum(st["compressed_from_client"] for st in stats)
+            if lz4:
+                assert to_client > 0 and from_client >= 2, stats  # the reads of block 0 and of blocks 700-701
+            else:
+                assert (to_client, from_client) == (0, 0), stats
             if leave:
                 await client.finish(timeout=30)
             else:
@@ -135,8 +155,9 @@ async def redirect_and_read(tmp_path: Path, leave: bool) -> None:
         await r.server.close()
 
 
-async def test_spicegtk_shared_cd_read_through_pyusb_then_unredirected(tmp_path: Path) -> None:
-    await redirect_and_read(tmp_path, leave=False)
+@pytest.mark.parametrize("lz4", [True, False], ids=["lz4", "no-lz4"])
+async def test_spicegtk_shared_cd_read_through_pyusb_then_unredirected(tmp_path: Path, lz4: bool) -> None:
+    await redirect_and_read(tmp_path, leave=False, lz4=lz4)
 
 
 async def test_spicegtk_shared_cd_detached_when_the_client_leaves(tmp_path: Path) -> None:
