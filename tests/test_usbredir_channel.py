@@ -362,6 +362,8 @@ HOST_PACKETS = [
     m.BulkPacket(0x81, 0, 2, 0, b"ok"),
     m.InterruptPacket(0x83, 0, 1, b"i"),
     m.InterruptReceivingStatus(4, 0x83),
+    m.BufferedBulkPacket(0, 2, 0x81, 0, b"bb"),
+    m.BulkReceivingStatus(0, 0x81, 3),
     m.FilterFilter("-1,-1,-1,-1,1"),
 ]
 
@@ -667,3 +669,21 @@ async def test_without_timeout_the_device_leaving_ends_every_call(running: Runni
         with pytest.raises(UsbDeviceGone):
             await task
     await events.wait_for(lambda: events.detached == [dev])
+
+
+async def test_pyusb_bulk_reads_use_bulk_receiving_once_started(running: Running) -> None:
+    import usb.core  # type: ignore[import-untyped]
+
+    hub, _, host, _, dev = await attached(running)
+    backend = hub.pyusb_backend()
+
+    def read(n: int) -> bytes:
+        found = usb.core.find(idVendor=0x1234, idProduct=0x5678, backend=backend)
+        return bytes(found.read(BULK_IN, n, timeout=5000))
+
+    await dev.bulk_out(BULK_OUT, b"plain")
+    assert await asyncio.to_thread(read, 64) == b"plain"  # a bulk_packet request
+    await dev.start_bulk_receiving(BULK_IN)
+    await host.buffered_bulk(b"streamed")
+    assert await asyncio.to_thread(read, 64) == b"streamed"  # from the buffer
+    assert len(host.of(m.BulkPacket)) == 2  # the bulk_out and the first read only

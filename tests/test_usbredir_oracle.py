@@ -49,6 +49,7 @@ GUEST_MSGS: list[m.UsbRedirMessage] = [
     m.FilterReject(),
     m.FilterFilter("0x03,-1,-1,-1,0|-1,-1,-1,-1,1"),  # as the library re-prints it
     m.StartBulkReceiving(0, 65536, 0x81, 4),
+    m.StartBulkReceiving(3, 512, 0x82, 5),  # QEMU's parameters (RedirectedUsbDevice.start_bulk_receiving)
     m.StopBulkReceiving(0, 0x81),
     m.ControlPacket(0x80, 6, 0x80, 0, 0x100, 0, 18),
     m.ControlPacket(0x00, 9, 0x00, 0, 1, 0, 3, b"abc"),
@@ -79,6 +80,8 @@ HOST_MSGS: list[m.UsbRedirMessage] = [
     m.InterruptPacket(0x83, 0, 2, b"in"),
     m.InterruptPacket(0x04, 0, 2),
     m.BufferedBulkPacket(0, 4, 0x81, 0, b"buff"),
+    m.BufferedBulkPacket(7, 70000, 0x82, 0, bytes(range(256)) * 273 + bytes(112)),  # a u32 length
+    m.BufferedBulkPacket(0, 0, 0x81, 4, b""),  # a failed transfer: status, no data
     m.DeviceDisconnect(),
 ]
 # (our caps, the library's caps): QEMU-like, none at all (32-bit ids, short structs), everything

@@ -32,6 +32,13 @@ QEMU's ``hw/usb/redirect.c`` guest (libspice has no such layer: the guest OS dri
 * **Errors**: usbredir statuses become ``usb.core.USBError`` with libusb's error code and an errno:
   stall EPIPE, timeout ``USBTimeoutError`` ETIMEDOUT, cancelled EINTR, inval EINVAL, ioerror EIO,
   babble EOVERFLOW, device gone ENODEV.
+* **Bulk reads** (``bulk_read``, pyusb's ``read`` on a bulk IN endpoint) are plain bulk_packet
+  requests, one per call, unless the host started bulk receiving on that endpoint
+  (:meth:`~spiceserver.channels.usb_device.RedirectedUsbDevice.start_bulk_receiving`, on the loop):
+  then they are served from the data the client streams (see
+  :mod:`~spiceserver.channels.usb_device`), until it is stopped. The backend never starts it itself:
+  a streaming endpoint drops data nobody reads, which request-and-answer protocols (mass storage)
+  cannot afford. Interrupt reads always use interrupt receiving.
 * ``clear_halt`` sends CLEAR_FEATURE(ENDPOINT_HALT) (usbredirhost turns it into libusb_clear_halt);
   ``reset_device`` sends usbredir reset; iso transfers are best effort (see the device).
 """
