@@ -47,7 +47,7 @@ from .host_agent import HostAgent
 from .registry import ChannelRegistry
 from .session import Session, SessionTable
 
-__all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "ChannelClient", "maybe_await"]
+__all__ = ["ServerContext", "Link", "Channel", "LoopChannel", "SingleClientChannel", "ChannelClient", "maybe_await"]
 
 log = logging.getLogger("spiceserver")
 
@@ -403,3 +403,22 @@ class LoopChannel(Channel):
             except Exception:
                 cc.log.exception("error handling %s; message dropped", type(ev).__name__)
 
+
+class SingleClientChannel(LoopChannel):
+    """A :class:`LoopChannel` serving one client at a time, as libspice's char-device channels
+    (``RedVmcChannel::on_connect``: "refusing second connection"; the smartcard channel): a second
+    link while a client is connected is closed with no message, counted in :attr:`refused_links`,
+    and the client in place goes on."""
+
+    def __init__(self, ctx: ServerContext, channel_id: int = 0, caps: tuple[int, ...] = ()) -> None:
+        super().__init__(ctx, channel_id, caps)
+        #: links refused because a client was connected already
+        self.refused_links = 0
+
+    async def serve(self, link: Link) -> None:
+        """Serve one client; refuse the link while another client is connected."""
+        if self.clients:
+            self.refused_links += 1
+            link.log.warning("%s:%d already has a client; refusing the second connection", self.name, self.id)
+            return
+        await super().serve(link)

@@ -61,7 +61,7 @@ from ..proto.vsc import (
     decode,
     type_of,
 )
-from .base import ChannelClient, Link, LoopChannel, ServerContext
+from .base import ChannelClient, Link, ServerContext, SingleClientChannel
 from .chardev import CharDevice
 from .session import Session
 from .smartcard_reader import CcidPassthruReader, ReaderSlot, SmartcardError, SmartcardReader
@@ -86,7 +86,7 @@ MAX_READERS = 10
 _PER_READER = (VscAtr, VscCardRemove, VscApdu, VscError, VscReaderRemove)
 
 
-class SmartcardChannel(LoopChannel):
+class SmartcardChannel(SingleClientChannel):
     """The smartcard channel (type SMARTCARD): up to ten reader slots for one client.
 
     Args:
@@ -105,8 +105,6 @@ class SmartcardChannel(LoopChannel):
         self._loop: asyncio.AbstractEventLoop | None = None
         #: the connected client, if any
         self.client: SmartcardChannelClient | None = None
-        #: links refused because a client was connected already
-        self.refused_links = 0
 
     # --- the host's API (any thread) --------------------------------------------------------------
 
@@ -157,14 +155,6 @@ class SmartcardChannel(LoopChannel):
         """The server is closing: the slots stop listening to their devices."""
         for slot in self.readers:
             slot.stop()
-
-    async def serve(self, link: Link) -> None:
-        """Serve one client; refuse the link (close it, no message) while another is connected."""
-        if self.clients:
-            self.refused_links += 1
-            link.log.warning("%s:%d already has a client; refusing the second connection", self.name, self.id)
-            return
-        await super().serve(link)
 
     def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> SmartcardChannelClient:
         """The channel's client."""

@@ -54,7 +54,7 @@ from ..proto.channel_client import StateTable
 from ..proto.enums import SpicevmcCap
 from ..proto.messages import spicevmc as vm
 from ..transport import unsent_bytes
-from .base import ChannelClient, Link, LoopChannel, ServerContext
+from .base import ChannelClient, Link, ServerContext, SingleClientChannel
 from .session import Session
 from .spicevmc_lz4 import compress_vmc, decompress_vmc
 
@@ -109,7 +109,7 @@ class VmcDevice(Protocol):
         ...
 
 
-class SpiceVmcChannel(LoopChannel):
+class SpiceVmcChannel(SingleClientChannel):
     """A channel backed by a char device, serving one client at a time (see the module docstring).
 
     Subclasses set ``TYPE`` and may override :meth:`create_client` (with a :class:`SpiceVmcClient`
@@ -142,8 +142,6 @@ class SpiceVmcChannel(LoopChannel):
         self.bytes_to_client = 0
         #: device bytes dropped: they arrived with no client and more than QUEUED_DATA_LIMIT waiting
         self.dropped_bytes = 0
-        #: links refused because a client was connected already
-        self.refused_links = 0
         #: SPICEVMC_COMPRESSED_DATA messages sent to the client (LZ4 made the piece smaller)
         self.compressed_to_client = 0
         #: SPICEVMC_COMPRESSED_DATA messages received from the client (and decompressed)
@@ -167,14 +165,6 @@ class SpiceVmcChannel(LoopChannel):
         if self._attached:
             self._attached = False
             self.device.detach()
-
-    async def serve(self, link: Link) -> None:
-        """Serve one client; refuse the link (close it, no message) while another client is connected."""
-        if self.clients:
-            self.refused_links += 1
-            link.log.warning("%s:%d already has a client; refusing the second connection", self.name, self.id)
-            return
-        await super().serve(link)
 
     def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> SpiceVmcClient:
         """The channel's client (subclasses return their own :class:`SpiceVmcClient` subclass)."""
