@@ -147,15 +147,15 @@ class ServerDevices:
         ``devices``, ``set_filter`` (:class:`~spiceserver.channels.usbredir.UsbRedirection`)."""
         return self._usb
 
-    def add_usbredir(self, count: int = 1, filter: str | None = None) -> UsbRedirection:
+    def add_usbredir(self, count: int = 1, filter: str | None = None, lz4: bool = True) -> UsbRedirection:
         """Offer ``count`` more usbredir channels where the server itself is the usb-guest (each
         carries one client device; QEMU offers 2 to 4), optionally setting the usbredirfilter rules
-        (ValueError if malformed). Returns :attr:`usb`."""
+        (ValueError if malformed); ``lz4=False`` offers no LZ4 compression. Returns :attr:`usb`."""
         if filter is not None:
             self._usb.set_filter(filter)
         with self._lock:
             for _ in range(count):
-                self.register_channel(UsbRedirChannel, self._usb, self._ctx.registry.count(ChannelType.USBREDIR))
+                self.register_channel(UsbRedirChannel, self._usb, self._ctx.registry.count(ChannelType.USBREDIR), lz4=lz4)
         return self._usb
 
     def add_usbredir_passthrough(self, device: CharDevice, channel_id: int | None = None) -> UsbRedirPassthroughChannel:
