@@ -264,6 +264,8 @@ class AudioOutListener(ServiceInterface):
         self.streams: dict[int, _Stream] = {}
         #: PCM bytes (SPICE format) handed to the playback channel
         self.written = 0
+        #: Writes for streams QEMU never announced (logged the first ten times)
+        self.unknown_writes = 0
 
     def _update_playing(self) -> None:
         if any(s.enabled and s.fmt is not None for s in self.streams.values()):
@@ -322,10 +324,13 @@ class AudioOutListener(ServiceInterface):
         """PCM to play, in the stream's format."""
         st = self.streams.get(id)
         if st is None or st.fmt is None:
-            if st is None or not st.warned:
-                log.warning("qemu audio out: Write for %s stream %#x dropped", "unknown" if st is None else "refused", id)
-                if st is not None:
-                    st.warned = True
+            if st is not None and not st.warned:
+                st.warned = True
+                log.warning("qemu audio out: Write for refused stream %#x dropped (logged once)", id)
+            elif st is None and self.unknown_writes < 10:
+                log.warning("qemu audio out: Write for unknown stream %#x dropped", id)
+            if st is None:
+                self.unknown_writes += 1
             return
         if len(data) > MAX_WRITE:
             log.warning("qemu audio out: a Write of %d bytes (over %d) dropped", len(data), MAX_WRITE)
