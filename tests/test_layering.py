@@ -57,6 +57,8 @@ def test_nothing_imports_reds_but_the_package_face() -> None:
     for path in PKG.rglob("*.py"):
         if path.name in allowed and path.parent == PKG:
             continue
+        if path == PKG / "qemu" / "cli.py":  # the `qemu` command builds a SpiceServer
+            continue
         assert "spiceserver.reds" not in imports_of(path), f"{path} imports reds"
 
 
@@ -102,6 +104,8 @@ ALLOWED: dict[str, set[str]] = {
     "demo_usb": {"channels"},
     "desktop": {"proto"},
     "synthetic_guest": {"desktop", "proto", "qxl"},
+    # the QEMU D-Bus display bridge (worker: CursorShape); qemu/cli.py alone builds a SpiceServer
+    "qemu": {"channels", "config", "errors", "framebuffer", "interfaces", "proto", "reds", "server_devices", "worker"},
 }
 
 

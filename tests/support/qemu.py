@@ -143,6 +143,13 @@ class QemuVM:
         finally:
             path.unlink(missing_ok=True)
 
+    async def vga_text(self) -> str:
+        """The 80x25 VGA text screen (guest memory at 0xB8000, read with HMP ``xp``), rows joined by newlines."""
+        out = await self.qmp.execute("human-monitor-command", {"command-line": "xp /2000hx 0xb8000"})
+        cells = [int(w, 16) for line in str(out).splitlines() for w in line.split(":", 1)[-1].split()]
+        chars = "".join(chr(c & 0xFF) if 32 <= (c & 0xFF) < 127 else " " for c in cells)
+        return "\n".join(chars[i : i + 80] for i in range(0, len(chars), 80))
+
     async def stop(self) -> None:
         """Stop QEMU (QMP ``quit``, then SIGTERM/SIGKILL) and drop our connections."""
         for bus in self._buses:

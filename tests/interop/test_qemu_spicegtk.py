@@ -1,0 +1,197 @@
+"""A real QEMU (TCG, ``-display dbus``) served through spiceserver.qemu and shown by spice-gtk.
+
+Each test starts its own QEMU on a private dbus-daemon (or p2p through QMP) in a temp dir and stops
+everything at the end. Pictures are compared pixel for pixel: QEMU's own QMP ``screendump`` against
+the primary surface spice-gtk shows. Printed: the time from QEMU's start to the first picture in the
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiceserver.config import ServerConfig
+from spiceserver.qemu.bridge import QemuBridge, attach
+from spiceserver.reds import SpiceServer
+from tests.interop.harness import GiClient, controlled_client, format_events
+from tests.support.qemu import QemuVM, require_qemu, start_qemu
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+MEMTEST = Path("/usr/lib/memtest86+/memtest86+x64.iso")
+ESC = 1
+
+
+@contextlib.asynccontextmanager
+async def served(vm: QemuVM) -> AsyncIterator[tuple[SpiceServer, QemuBridge]]:
+    """A SpiceServer on an ephemeral port serving ``vm`` (still paused), then ``cont``."""
+    from spiceserver.codecs import warmup
+
+    assert warmup.wait(300), "codec kernels failed to compile"
+    server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
+    await server.start()
+    try:
+        bus = await vm.bus()
+        bridge = await attach(server, bus)
+        try:
+            await vm.qmp.execute("cont")
+            yield server, bridge
+        finally:
+            await bridge.close()
+    finally:
+        await server.close()
+
+
+async def same_as_qemu(vm: QemuVM, client: GiClient, timeout: float = 30.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Wait until the client shows what QEMU's screendump shows; return (screendump, shown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = await vm.screendump()
+        shown = await client.screenshot()
+        if shown is not None and shown.shape == want.shape and np.array_equal(shown, want):
+            return want, shown
+        if time.monotonic() > deadline:
+            return want, shown
+        await asyncio.sleep(0.1)
+
+
+def assert_same(shown: np.ndarray | None, want: np.ndarray, client: GiClient) -> None:
+    assert shown is not None, format_events(client.events, client.stderr)
+    assert shown.shape == want.shape, (shown.shape, want.shape)
+    bad = np.argwhere(shown != want)
+    assert bad.size == 0, f"{len(bad)} pixels differ, first at (y, x) {tuple(bad[0])}"
+
+
+async def test_seabios_picture_and_esc_boot_menu(tmp_path: Path) -> None:
+    async with start_qemu(tmp_path, "-vga", "std", "-boot", "menu=on,splash-time=5000") as vm:
+        async with served(vm) as (server, bridge):
+            port = str(server.port_of())
+            async with controlled_client("--port", port, "--expect-channels", "4", "--wait-display", timeout=60) as client:
+                want, shown = await same_as_qemu(vm, client)
+                print(f"\nSeaBIOS: QEMU start -> first picture in spice-gtk {time.monotonic() - vm.started:.2f} s")
+                assert_same(shown, want, client)
+                # ESC typed in spice-gtk opens SeaBIOS' boot menu
+                await client.action({"op": "key_press_and_release", "scancode": ESC})
+                deadline = time.monotonic() + 20
+                while "Select boot device" not in (text := await vm.vga_text()):
+                    assert time.monotonic() < deadline, f"no boot menu; screen:\n{text}"
+                    await asyncio.sleep(0.1)
+                want2, shown2 = await same_as_qemu(vm, client)
+                assert not np.array_equal(want, want2)
+                assert_same(shown2, want2, client)
+                assert bridge.consoles[0].display.dropped == 0
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def test_memtest_p2p_picture(tmp_path: Path) -> None:
+    if not MEMTEST.exists():
+        pytest.skip(f"{MEMTEST} not installed (memtest86+)")
+    async with start_qemu(tmp_path, "-vga", "std", "-cdrom", str(MEMTEST), p2p=True) as vm:
+        async with served(vm) as (server, bridge):
+            async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
+                # memtest's screen changes all the time (counters, progress); wait for the test
+                # screen (not the BIOS), then for one moment where both agree
+                deadline = time.monotonic() + 40
+                while "emtest86+" not in (text := await vm.vga_text()):
+                    assert time.monotonic() < deadline, f"memtest86+ did not start; screen:\n{text}"
+                    await asyncio.sleep(0.2)
+                want, shown = await same_as_qemu(vm, client, timeout=30)
+                print(f"\nmemtest86+: QEMU start -> its screen in spice-gtk {time.monotonic() - vm.started:.2f} s")
+                assert_same(shown, want, client)
+            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def _qemu_command(tmp_path: Path, *qemu_args: str) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+    """Start ``python -m spiceserver qemu --port 0`` and read the port it prints."""
+    require_qemu()
+    qmp = tmp_path / "user-qmp.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spiceserver",
+        "qemu",
+        "--port",
+        "0",
+        "--",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "64",
+        "-nodefaults",
+        "-vga",
+        "std",
+        "-qmp",
+        f"unix:{qmp},server=on,wait=off",
+        *qemu_args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while True:
+        raw = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
+        if not raw:
+            raise AssertionError("qemu command exited:\n" + "\n".join(lines))
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        if line.startswith("SPICE on "):
+            return proc, int(line.rsplit(":", 1)[1]), lines
+
+
+async def _drain(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+async def test_qemu_command_sigterm_stops_qemu(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc, port, lines = await _qemu_command(tmp_path)
+    drain = asyncio.ensure_future(_drain(proc, lines))
+    try:
+        async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+            shown = await client.wait_picture(lambda p: bool(p.any()), timeout=30)
+            print(f"\nqemu command: start -> first picture in spice-gtk {time.monotonic() - started:.2f} s")
+            assert shown is not None and shown.any(), format_events(client.events, client.stderr)
+        qemu_pid = next(int(x.split()[-1]) for x in lines if x.startswith("QEMU pid "))
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+        with pytest.raises(ProcessLookupError):
+            os.kill(qemu_pid, 0)  # QEMU is gone (reaped by the command)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await drain
+
+
+async def test_qemu_quit_closes_the_command(tmp_path: Path) -> None:
+    from spiceserver.qemu.bus import QmpClient
+
+    proc, port, lines = await _qemu_command(tmp_path)
+    drain = asyncio.ensure_future(_drain(proc, lines))
+    try:
+        qmp = await QmpClient.connect(str(tmp_path / "user-qmp.sock"))
+        try:
+            await qmp.execute("quit")
+        finally:
+            qmp.close()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await drain
