@@ -73,42 +73,43 @@ def assert_same(shown: np.ndarray | None, want: np.ndarray, client: GiClient) ->
 
 
 async def test_seabios_picture_and_esc_boot_menu(tmp_path: Path) -> None:
-    async with start_qemu(tmp_path, "-vga", "std", "-boot", "menu=on,splash-time=5000") as vm:
-        async with served(vm) as (server, bridge):
-            port = str(server.port_of())
-            async with controlled_client("--port", port, "--expect-channels", "4", "--wait-display", timeout=60) as client:
-                want, shown = await same_as_qemu(vm, client)
-                print(f"\nSeaBIOS: QEMU start -> first picture in spice-gtk {time.monotonic() - vm.started:.2f} s")
-                assert_same(shown, want, client)
-                # ESC typed in spice-gtk opens SeaBIOS' boot menu
-                await client.action({"op": "key_press_and_release", "scancode": ESC})
-                deadline = time.monotonic() + 20
-                while "Select boot device" not in (text := await vm.vga_text()):
-                    assert time.monotonic() < deadline, f"no boot menu; screen:\n{text}"
-                    await asyncio.sleep(0.1)
-                want2, shown2 = await same_as_qemu(vm, client)
-                assert not np.array_equal(want, want2)
-                assert_same(shown2, want2, client)
-                assert bridge.consoles[0].display.dropped == 0
-            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    async with start_qemu(tmp_path, "-vga", "std", "-boot", "menu=on,splash-time=5000") as vm, served(vm) as (server, bridge):
+        port = str(server.port_of())
+        async with controlled_client("--port", port, "--expect-channels", "4", "--wait-display", timeout=60) as client:
+            want, shown = await same_as_qemu(vm, client)
+            print(f"\nSeaBIOS: QEMU start -> first picture in spice-gtk {time.monotonic() - vm.started:.2f} s")
+            assert_same(shown, want, client)
+            # ESC typed in spice-gtk opens SeaBIOS' boot menu
+            await client.action({"op": "key_press_and_release", "scancode": ESC})
+            deadline = time.monotonic() + 20
+            while "Select boot device" not in (text := await vm.vga_text()):
+                assert time.monotonic() < deadline, f"no boot menu; screen:\n{text}"
+                await asyncio.sleep(0.1)
+            want2, shown2 = await same_as_qemu(vm, client)
+            assert not np.array_equal(want, want2)
+            assert_same(shown2, want2, client)
+            assert bridge.consoles[0].display.dropped == 0
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
 
 async def test_memtest_p2p_picture(tmp_path: Path) -> None:
     if not MEMTEST.exists():
         pytest.skip(f"{MEMTEST} not installed (memtest86+)")
-    async with start_qemu(tmp_path, "-vga", "std", "-cdrom", str(MEMTEST), p2p=True) as vm:
-        async with served(vm) as (server, bridge):
-            async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
-                # memtest's screen changes all the time (counters, progress); wait for the test
-                # screen (not the BIOS), then for one moment where both agree
-                deadline = time.monotonic() + 40
-                while "emtest86+" not in (text := await vm.vga_text()):
-                    assert time.monotonic() < deadline, f"memtest86+ did not start; screen:\n{text}"
-                    await asyncio.sleep(0.2)
-                want, shown = await same_as_qemu(vm, client, timeout=30)
-                print(f"\nmemtest86+: QEMU start -> its screen in spice-gtk {time.monotonic() - vm.started:.2f} s")
-                assert_same(shown, want, client)
-            assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    async with start_qemu(tmp_path, "-vga", "std", "-cdrom", str(MEMTEST), p2p=True) as vm, served(vm) as (server, bridge):
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
+            # wait for memtest's test screen (not the BIOS), then pause the VM: its counters and
+            # progress bars change all the time, a stopped VM's screen does not
+            deadline = time.monotonic() + 40
+            while "Status: Testing" not in (text := await vm.vga_text()):
+                assert time.monotonic() < deadline, f"memtest86+ did not start testing; screen:\n{text}"
+                await asyncio.sleep(0.1)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client, timeout=30)
+            print(f"\nmemtest86+: QEMU start -> its test screen in spice-gtk {time.monotonic() - vm.started:.2f} s")
+            assert "Memtest86+" in await vm.vga_text()
+            assert_same(shown, want, client)
+            assert bridge.consoles[0].display.dropped == 0
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
 
 async def _qemu_command(tmp_path: Path, *qemu_args: str) -> tuple[asyncio.subprocess.Process, int, list[str]]:
@@ -181,7 +182,7 @@ async def test_qemu_command_sigterm_stops_qemu(tmp_path: Path) -> None:
 async def test_qemu_quit_closes_the_command(tmp_path: Path) -> None:
     from spiceserver.qemu.bus import QmpClient
 
-    proc, port, lines = await _qemu_command(tmp_path)
+    proc, _port, lines = await _qemu_command(tmp_path)
     drain = asyncio.ensure_future(_drain(proc, lines))
     try:
         qmp = await QmpClient.connect(str(tmp_path / "user-qmp.sock"))
