@@ -131,7 +131,11 @@ def _stop_event() -> asyncio.Event:
 
 async def _serve(server: SpiceServer, waiters: list[asyncio.Future[object]]) -> None:
     print(f"SPICE on {server.config.addr}:{server.port_of()}", flush=True)
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 async def _run_attached(args: argparse.Namespace, stop: asyncio.Event) -> int:
@@ -180,8 +184,6 @@ async def run(args: argparse.Namespace) -> int:
                 asyncio.ensure_future(proc.wait()),
             ]
             await _serve(server, waiters)
-            for w in waiters:
-                w.cancel()
             if stop.is_set():
                 log.info("stopping QEMU")
         finally:
