@@ -317,3 +317,58 @@ async def test_qmp_execute_events_errors_and_fds(tmp_path: Path) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- the bridge's reaction to QEMU's properties --------------------------------------------------
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def add_tablet(self, tablet: Any) -> None:
+        self.calls.append(("add_tablet",))
+
+    def remove_tablet(self) -> None:
+        self.calls.append(("remove_tablet",))
+
+    def kbd_leds(self, leds: int) -> None:
+        self.calls.append(("kbd_leds", leds))
+
+
+async def test_bridge_follows_is_absolute_modifiers_and_console_size() -> None:
+    from dbus_fast import Message, MessageType
+    from dbus_fast.signature import Variant
+
+    from spiceserver.qemu.bridge import Console, QemuBridge
+
+    server = FakeServer()
+    bridge = QemuBridge(server, object())  # type: ignore[arg-type]
+    disp, fb = display()
+    bridge.consoles.append(Console(0, disp))
+
+    def changed(path: str, interface: str, props: dict[str, Variant]) -> None:
+        msg = Message(
+            message_type=MessageType.SIGNAL,
+            path=path,
+            interface="org.freedesktop.DBus.Properties",
+            member="PropertiesChanged",
+            signature="sa{sv}as",
+            body=[interface, props, []],
+        )
+        assert bridge._on_message(msg) is False
+
+    c0 = "/org/qemu/Display1/Console_0"
+    changed(c0, "org.qemu.Display1.Mouse", {"IsAbsolute": Variant("b", True)})
+    changed(c0, "org.qemu.Display1.Mouse", {"IsAbsolute": Variant("b", True)})  # no change
+    changed(c0, "org.qemu.Display1.Keyboard", {"Modifiers": Variant("u", 4)})
+    changed(c0, "org.qemu.Display1.Mouse", {"IsAbsolute": Variant("b", False)})
+    changed(c0, "org.qemu.Display1.Keyboard", {"Modifiers": Variant("s", "junk")})  # logged, dropped
+    changed("/org/qemu/Display1/Console_7", "org.qemu.Display1.Mouse", {"IsAbsolute": Variant("b", True)})  # not ours
+    changed(c0, "org.qemu.Display1.Console", {"Width": Variant("u", 72), "Height": Variant("u", 40)})
+    assert server.calls == [("add_tablet",), ("kbd_leds", 4), ("remove_tablet",)]
+    assert bridge.keyboard.get_leds() == 4
+    assert disp.frame.shape == (40, 72) and ("resize", 72, 40) in fb.calls
+    assert bridge._console_path_of_display(0) == c0 and bridge._console_path_of_display(1) is None
+    await bridge.close()
+    await bridge.closed()

@@ -196,3 +196,35 @@ async def test_qemu_quit_closes_the_command(tmp_path: Path) -> None:
             proc.kill()
             await proc.wait()
         await drain
+
+
+async def test_qemu_command_attach(tmp_path: Path) -> None:
+    """``--attach ADDRESS`` serves a QEMU on a bus daemon; QEMU quitting ends the command."""
+    async with start_qemu(tmp_path, "-vga", "std") as vm:
+        assert vm.address is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "spiceserver", "qemu", "--port", "0", "--attach", vm.address,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        lines: list[str] = []
+        drain: asyncio.Future[None] | None = None
+        try:
+            assert proc.stdout is not None
+            while not (line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()).startswith("SPICE on "):
+                assert line, "qemu --attach exited:\n" + "".join(lines)
+                lines.append(line)
+            port = int(line.rsplit(":", 1)[1])
+            drain = asyncio.ensure_future(_drain(proc, lines))
+            await vm.qmp.execute("cont")
+            async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+                want, shown = await same_as_qemu(vm, client)
+                assert_same(shown, want, client)
+            await vm.qmp.execute("quit")
+            assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            if drain is not None:
+                await drain
