@@ -228,3 +228,50 @@ async def test_qemu_command_attach(tmp_path: Path) -> None:
                 await proc.wait()
             if drain is not None:
                 await drain
+
+
+DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+DOWN = 0x150  # spice-gtk scancodes: E0-prefixed keys are 0x100 | code
+ENTER = 0x1C
+
+
+def blue_share(picture: np.ndarray) -> float:
+    """The share of the newt dialog's blue background (0x0000AA) in a picture."""
+    return float(np.count_nonzero(picture == 0x0000AA)) / picture.size
+
+
+@pytest.mark.slow
+async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
+    """The Debian installer (text, framebuffer console) boots to its language menu in spice-gtk;
+    arrows and Enter typed there move on; the USB tablet makes QEMU's mouse absolute, which turns
+    on the server's tablet (client mouse mode)."""
+    if not (DI / "linux").exists():
+        pytest.skip("debian-installer-12-netboot-amd64 not installed")
+    qemu_args = ["-vga", "std", "-kernel", str(DI / "linux"), "-initrd", str(DI / "initrd.gz")]
+    qemu_args += ["-append", "vga=788 --- quiet", "-device", "qemu-xhci", "-device", "usb-tablet"]
+    async with start_qemu(tmp_path, *qemu_args, memory="1024") as vm, served(vm) as (server, bridge):
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=300) as client:
+            deadline = time.monotonic() + 240
+            while blue_share(menu := await vm.screendump()) < 0.4:
+                assert time.monotonic() < deadline, "the installer's language menu did not show"
+                await asyncio.sleep(0.5)
+            shown = await client.wait_picture(lambda p: p.shape == menu.shape and blue_share(p) >= 0.4, timeout=20)
+            print(f"\nDebian installer: QEMU start -> language menu in spice-gtk {time.monotonic() - vm.started:.1f} s")
+            assert shown is not None and blue_share(shown) >= 0.4, format_events(client.events, client.stderr)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client)
+            assert_same(shown, want, client)
+            await vm.qmp.execute("cont")
+            print(f"IsAbsolute {bridge.absolute}, client mouse allowed {server.client_mouse_allowed}")
+            assert bridge.absolute and server.client_mouse_allowed
+            for code in (DOWN, DOWN, DOWN, ENTER):
+                await client.action({"op": "key_press_and_release", "scancode": code})
+            deadline = time.monotonic() + 60
+            while np.array_equal(after := await vm.screendump(), want) or blue_share(after) < 0.4:
+                assert time.monotonic() < deadline, "the keys did not move the installer on"
+                await asyncio.sleep(0.5)
+            await vm.qmp.execute("stop")
+            want2, shown2 = await same_as_qemu(vm, client)
+            assert not np.array_equal(want2, want)
+            assert_same(shown2, want2, client)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
