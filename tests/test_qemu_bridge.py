@@ -366,9 +366,28 @@ async def test_bridge_follows_is_absolute_modifiers_and_console_size() -> None:
     changed(c0, "org.qemu.Display1.Keyboard", {"Modifiers": Variant("s", "junk")})  # logged, dropped
     changed("/org/qemu/Display1/Console_7", "org.qemu.Display1.Mouse", {"IsAbsolute": Variant("b", True)})  # not ours
     changed(c0, "org.qemu.Display1.Console", {"Width": Variant("u", 72), "Height": Variant("u", 40)})
+    assert disp.frame.shape == (48, 64)  # one read is not enough: it may race with a Scanout
+    changed(c0, "org.qemu.Display1.Console", {"Width": Variant("u", 72), "Height": Variant("u", 40)})
     assert server.calls == [("add_tablet",), ("kbd_leds", 4), ("remove_tablet",)]
     assert bridge.keyboard.get_leds() == 4
     assert disp.frame.shape == (40, 72) and ("resize", 72, 40) in fb.calls
     assert bridge._console_path_of_display(0) == c0 and bridge._console_path_of_display(1) is None
     await bridge.close()
     await bridge.closed()
+
+
+async def test_bridge_size_read_racing_a_scanout_is_not_applied() -> None:
+    from spiceserver.qemu.bridge import Console, QemuBridge
+
+    bridge = QemuBridge(FakeServer(), object())  # type: ignore[arg-type]
+    disp, _ = display()
+    console = Console(0, disp)
+    bridge.consoles.append(console)
+    old = {"Width": 72, "Height": 40}
+    bridge._set_size(console, old)  # read before the switch ...
+    disp.scanout(80, 60, 320, X8, pixels(80, 60, 5))  # ... and a Scanout of a newer surface
+    bridge._set_size(console, old)  # a stale read again: not two agreeing reads with no Scanout between
+    assert disp.frame.shape == (60, 80)
+    bridge._set_size(console, {"Width": 80, "Height": 60})
+    assert disp.frame.shape == (60, 80)
+    await bridge.close()

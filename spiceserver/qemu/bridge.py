@@ -56,6 +56,8 @@ class Console:
         self.path = console_path(console_id)
         self.display = display
         self.listener_bus: MessageBus | None = None
+        self.seen: tuple[tuple[int, int], int] | None = None
+        """The last Width/Height read and the display's Scanout count then."""
 
 
 class QemuBridge:
@@ -154,21 +156,33 @@ class QemuBridge:
         for console in self.consoles:
             await self._read_size(console)
 
-    async def _read_size(self, console: Console) -> None:
+    async def _read_size(self, console: Console, confirmed: bool = False) -> None:
         props = (await call(self.bus, console.path, "org.freedesktop.DBus.Properties", "GetAll", "s", [CONSOLE_INTERFACE]))[0]
-        self._set_size(console, props)
+        self._set_size(console, props, confirmed)
 
-    def _set_size(self, console: Console, props: dict[str, Any]) -> None:
-        h, w = console.display.frame.shape
-        width = int(_unwrap(props["Width"])) if "Width" in props else w
-        height = int(_unwrap(props["Height"])) if "Height" in props else h
-        if (width, height) != (w, h) or console.display.has_pending:
-            console.display.resize(width, height)
+    def _set_size(self, console: Console, props: dict[str, Any], confirmed: bool = False) -> None:
+        """The console's Width/Height properties were read (or changed).
+
+        QEMU switches surfaces without a Scanout when no update covers a whole new surface, and
+        the properties follow every switch, so they are the size then. But a read may race with a
+        Scanout of a newer surface on the listener connection, so a size that differs from the
+        surface is applied only when updates are waiting for it (``confirmed``: they prove the
+        switch), or when two reads with no Scanout in between agree.
+        """
+        display = console.display
+        h, w = display.frame.shape
+        size = (
+            int(_unwrap(props["Width"])) if "Width" in props else w,
+            int(_unwrap(props["Height"])) if "Height" in props else h,
+        )
+        seen, console.seen = console.seen, (size, display.scanouts)
+        if confirmed or display.has_pending or (size != (w, h) and seen == console.seen):
+            display.resize(*size)
 
     def _probe_size(self, console: Console) -> None:
         async def probe() -> None:
             try:
-                await self._read_size(console)
+                await self._read_size(console, confirmed=True)
             except Exception as exc:
                 log.debug("console %d: size probe failed: %r", console.id, exc)
 
