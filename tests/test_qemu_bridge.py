@@ -391,3 +391,31 @@ async def test_bridge_size_read_racing_a_scanout_is_not_applied() -> None:
     bridge._set_size(console, {"Width": 80, "Height": 60})
     assert disp.frame.shape == (60, 80)
     await bridge.close()
+
+
+async def test_monitors_config_becomes_set_ui_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbus_fast.errors import DBusError
+
+    from spiceserver.proto.vdagent_messages import MonitorConfig
+    from spiceserver.qemu import bridge as bridge_mod
+
+    calls: list[tuple[str, str, list[Any]]] = []
+
+    async def fake_call(bus: Any, path: str, interface: str, member: str, signature: str = "", body: Any = None, **kw: Any) -> list[Any]:
+        calls.append((path, member, body))
+        if path.endswith("_1"):
+            raise DBusError("org.qemu.Display1.Error.Unsupported", "SetUIInfo is not supported")
+        return []
+
+    monkeypatch.setattr(bridge_mod, "call", fake_call)
+    b = bridge_mod.QemuBridge(FakeServer(), object())  # type: ignore[arg-type]
+    for i in range(2):
+        b.consoles.append(bridge_mod.Console(i, display()[0]))
+    mons = (MonitorConfig(1024, 768, 32, 0, 0, 300, 200), MonitorConfig(800, 600, 32, 1024, 0))
+    await b._on_monitors(mons)
+    await b._on_monitors((MonitorConfig(0, 0), *mons[1:]))  # a disabled head is skipped; a refusing console is not asked again
+    assert calls == [
+        ("/org/qemu/Display1/Console_0", "SetUIInfo", [300, 200, 0, 0, 1024, 768]),
+        ("/org/qemu/Display1/Console_1", "SetUIInfo", [0, 0, 1024, 0, 800, 600]),
+    ]
+    await b.close()

@@ -275,3 +275,27 @@ async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
             assert not np.array_equal(want2, want)
             assert_same(shown2, want2, client)
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def test_two_consoles_two_displays(tmp_path: Path) -> None:
+    """Each QEMU console is a display of its own (console order = display order)."""
+    async with start_qemu(tmp_path, "-vga", "std", "-device", "secondary-vga,id=second") as vm, served(vm) as (server, bridge):
+        assert [c.id for c in bridge.consoles] == [0, 1] and server.display_count() == 2
+        for console in bridge.consoles:
+            await asyncio.wait_for(console.display.first_picture(), 20)
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
+            deadline = time.monotonic() + 20
+            while "SeaBIOS" not in await vm.vga_text():  # console 0 is past QEMU's placeholder
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client)
+            assert_same(shown, want, client)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        # the second console: the server's canvas (the GI client screenshots display 0 only)
+        want1 = await vm.screendump(device="second")
+        deadline = time.monotonic() + 20
+        while not np.array_equal(got := await asyncio.to_thread(server.display_snapshot, 1), want1):
+            assert time.monotonic() < deadline, (got.shape, want1.shape)
+            await asyncio.sleep(0.1)
+        assert not np.array_equal(want1, want)

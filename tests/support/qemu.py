@@ -130,11 +130,13 @@ class QemuVM:
         self._buses.append(bus)
         return bus
 
-    async def screendump(self, head: int | None = None) -> np.ndarray:
-        """QMP ``screendump`` of console 0 (or ``head``) as (h, w) uint32 0x00RRGGBB."""
+    async def screendump(self, device: str | None = None, head: int | None = None) -> np.ndarray:
+        """QMP ``screendump`` of console 0 (or of ``device``'s ``head``) as (h, w) uint32 0x00RRGGBB."""
         self._dumps += 1
         path = self.directory / f"screendump-{self._dumps}.ppm"
         args: dict[str, object] = {"filename": str(path)}
+        if device is not None:
+            args["device"] = device
         if head is not None:
             args["head"] = head
         await self.qmp.execute("screendump", args)
