@@ -32,7 +32,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.aio.message_bus import _MessageWriter
 from dbus_fast.aio.message_reader import build_message_reader
@@ -135,8 +135,9 @@ async def call(
     signature: str = "",
     body: list[Any] | None = None,
     unix_fds: list[int] | None = None,
+    destination: str = DEST,
 ) -> list[Any]:
-    """Call a method of QEMU's and return the reply body.
+    """Call a method of QEMU's (or, with ``destination``, the bus daemon's) and return the reply body.
 
     Args:
         bus: a bus daemon connection (messages go to ``org.qemu``) or a p2p one.
@@ -146,6 +147,7 @@ async def call(
         signature: the D-Bus signature of ``body``.
         body: the arguments.
         unix_fds: fds referenced by ``h`` arguments (as indices into this list).
+        destination: the bus name on a bus daemon (ignored on a p2p connection).
 
     Returns:
         The reply body.
@@ -154,7 +156,7 @@ async def call(
         dbus_fast.DBusError: QEMU answered with an error.
     """
     msg = Message(
-        destination=None if isinstance(bus, P2PBus) else DEST,
+        destination=None if isinstance(bus, P2PBus) else destination,
         path=path,
         interface=interface,
         member=member,
@@ -165,8 +167,6 @@ async def call(
     reply = await bus.call(msg)
     assert reply is not None
     if reply.message_type == MessageType.ERROR:
-        from dbus_fast import DBusError
-
         raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[0] if reply.body else ""))
     return list(reply.body)
 

@@ -130,11 +130,13 @@ class QemuVM:
         self._buses.append(bus)
         return bus
 
-    async def screendump(self, head: int | None = None) -> np.ndarray:
-        """QMP ``screendump`` of console 0 (or ``head``) as (h, w) uint32 0x00RRGGBB."""
+    async def screendump(self, device: str | None = None, head: int | None = None) -> np.ndarray:
+        """QMP ``screendump`` of console 0 (or of ``device``'s ``head``) as (h, w) uint32 0x00RRGGBB."""
         self._dumps += 1
         path = self.directory / f"screendump-{self._dumps}.ppm"
         args: dict[str, object] = {"filename": str(path)}
+        if device is not None:
+            args["device"] = device
         if head is not None:
             args["head"] = head
         await self.qmp.execute("screendump", args)
@@ -142,6 +144,13 @@ class QemuVM:
             return read_ppm(path)
         finally:
             path.unlink(missing_ok=True)
+
+    async def vga_text(self) -> str:
+        """The 80x25 VGA text screen (guest memory at 0xB8000, read with HMP ``xp``), rows joined by newlines."""
+        out = await self.qmp.execute("human-monitor-command", {"command-line": "xp /2000hx 0xb8000"})
+        cells = [int(w, 16) for line in str(out).splitlines() for w in line.split(":", 1)[-1].split()]
+        chars = "".join(chr(c & 0xFF) if 32 <= (c & 0xFF) < 127 else " " for c in cells)
+        return "\n".join(chars[i : i + 80] for i in range(0, len(chars), 80))
 
     async def stop(self) -> None:
         """Stop QEMU (QMP ``quit``, then SIGTERM/SIGKILL) and drop our connections."""
