@@ -4,32 +4,43 @@ A paused TCG QEMU with ``-audiodev dbus`` and an HDA codec (``intel-hda`` + ``hd
 guest: registering the out and in listeners makes QEMU announce its voices (``Init`` with the
 audiodev's format, ``SetEnabled`` false) on each peer-to-peer connection, which shows the whole
 handshake (``RegisterOutListener(h)``/``RegisterInListener(h)``, authentication, our object
-answering QEMU's proxy). PCM itself needs a guest that plays or records (the Debian installer's
-speech synthesis, ``speakup.synth=soft``: research §5); that test is for later, and the listeners'
-handling of ``Write``/``Read`` is covered with a fake caller in ``tests/test_qemu_audio.py``.
+answering QEMU's proxy).
+
+Guest sound end to end: the PC speaker (``-machine pcspk-audiodev=snd0``) and a 22-byte boot
+sector that programs PIT channel 2 for 1 kHz (1193182 / 1193 Hz) and turns the speaker on:
+QEMU's mixer sends the square wave through ``Write``, the bridge plays it on the playback
+channel, and spice-gtk (``--enable-audio --playback-out``) decodes a 1 kHz tone. The guest's
+microphone (``Read``) and the HDA path need a guest OS (the Debian installer's speech,
+``speakup.synth=soft``: research §5): for later; ``Read`` is covered with a fake caller in
+``tests/test_qemu_audio.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dbus_fast import DBusError
 
 from spiceserver.qemu.audio import AUDIO_IFACE, AUDIO_PATH, PcmFormat, attach_audio
 from spiceserver.qemu.bus import QmpClient, call
 from tests.conftest import start_server
+from tests.interop.harness import controlled_client
 from tests.support.qemu import QemuVM, qemu_argv, require_qemu, start_dbus_daemon
 
 pytestmark = [pytest.mark.interop]
 
+SPICE_BYTES_PER_SECOND = 48000 * 4
+
 
 @contextlib.asynccontextmanager
-async def qemu_with_audio(directory: Path, audiodev: str) -> AsyncIterator[QemuVM]:
+async def qemu_with_audio(directory: Path, audiodev: str, *devices: str) -> AsyncIterator[QemuVM]:
     """Like :func:`tests.support.qemu.start_qemu`, with ``audiodev=snd0`` on ``-display dbus``
     (QEMU 7.2 exports ``/org/qemu/Display1/Audio`` only then: research gotcha 8)."""
     require_qemu()
@@ -40,10 +51,7 @@ async def qemu_with_audio(directory: Path, audiodev: str) -> AsyncIterator[QemuV
             qmp_path,
             "-audiodev",
             audiodev,
-            "-device",
-            "intel-hda",
-            "-device",
-            "hda-duplex,audiodev=snd0",
+            *(devices or ("-device", "intel-hda", "-device", "hda-duplex,audiodev=snd0")),
         )
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
         vm: QemuVM | None = None
@@ -113,3 +121,42 @@ async def test_default_44100_is_resampled(tmp_path: Path) -> None:
             if audio is not None:
                 audio.close()
             await r.server.close()
+
+
+#: mov al,0xb6; out 0x43,al (PIT channel 2, square wave); mov ax,1193; out 0x42,al; mov al,ah;
+#: out 0x42,al (1000.15 Hz); in al,0x61; or al,3; out 0x61,al (gate and speaker on); jmp $
+BEEP = bytes.fromhex("b0b6e643b8a904e64288e0e642e4610c03e661ebfe")
+
+
+@pytest.mark.usefixtures("gi_client")
+async def test_a_guest_beep_reaches_spicegtk(tmp_path: Path) -> None:
+    disk = tmp_path / "beep.img"
+    disk.write_bytes(BEEP.ljust(510, b"\0") + b"\x55\xaa")
+    pcm_out = tmp_path / "playback.raw"
+    pc_speaker = ("-machine", "pcspk-audiodev=snd0", "-drive", f"file={disk},format=raw,if=ide")
+    async with qemu_with_audio(tmp_path, "dbus,id=snd0,out.frequency=48000", *pc_speaker) as vm:
+        bus = await vm.bus()
+        r = await start_server()
+        audio = None
+        try:
+            audio = await attach_audio(r.server, bus, record=False)
+            argv = ("--port", str(r.server.port_of()), "--enable-audio", "--playback-out", str(pcm_out))
+            async with controlled_client(*argv, timeout=60) as client:
+                await client.expect("channel-event", channel="playback", name="OPENED", timeout=15)
+                await vm.qmp.execute("cont")
+                await client.expect("playback-start", timeout=20)
+                half_second = SPICE_BYTES_PER_SECOND // 2
+                await client.expect(lambda ev: ev.get("event") == "playback-data" and ev["total"] >= half_second, timeout=30)
+            assert audio.out.written >= half_second
+        finally:
+            if audio is not None:
+                audio.close()
+            await r.server.close()
+    pcm = np.frombuffer(pcm_out.read_bytes(), "<i2").reshape(-1, 2).astype(np.float64)
+    assert len(pcm) >= 24000
+    left = pcm[-24000:, 0]  # the last half second: the tone is steady by then
+    assert (pcm[-24000:, 0] == pcm[-24000:, 1]).all()  # the mono speaker on both channels
+    assert np.abs(left).max() > 1000, "silence"
+    spectrum = np.abs(np.fft.rfft(left - left.mean()))
+    peak_hz = np.argmax(spectrum) * 48000 / len(left)
+    assert math.isclose(peak_hz, 1000, abs_tol=4), peak_hz
