@@ -30,6 +30,7 @@ from dbus_fast import DBusError
 
 from spiceserver.qemu.audio import AUDIO_IFACE, AUDIO_PATH, PcmFormat, attach_audio
 from spiceserver.qemu.bus import QmpClient, call
+from spiceserver.qemu.devices import wait_for_qemu
 from tests.conftest import start_server
 from tests.interop.harness import controlled_client
 from tests.support.qemu import QemuVM, qemu_argv, require_qemu, start_dbus_daemon
@@ -85,6 +86,7 @@ async def wait_for(pred: object, timeout: float, what: str) -> None:
 async def test_listeners_register_and_hear_the_voices_at_48k(tmp_path: Path) -> None:
     async with qemu_with_audio(tmp_path, "dbus,id=snd0,out.frequency=48000,in.frequency=48000") as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         r = await start_server()
         audio = None
         try:
@@ -109,6 +111,7 @@ async def test_listeners_register_and_hear_the_voices_at_48k(tmp_path: Path) -> 
 async def test_default_44100_is_resampled(tmp_path: Path) -> None:
     async with qemu_with_audio(tmp_path, "dbus,id=snd0") as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         r = await start_server()
         audio = None
         try:
@@ -136,6 +139,7 @@ async def test_a_guest_beep_reaches_spicegtk(tmp_path: Path) -> None:
     pc_speaker = ("-machine", "pcspk-audiodev=snd0", "-drive", f"file={disk},format=raw,if=ide")
     async with qemu_with_audio(tmp_path, "dbus,id=snd0,out.frequency=48000", *pc_speaker) as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         r = await start_server()
         audio = None
         try:

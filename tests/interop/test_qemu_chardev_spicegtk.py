@@ -24,6 +24,7 @@ import pytest
 from spiceserver.channels.port import PortChannel
 from spiceserver.channels.usbredir import UsbRedirPassthroughChannel
 from spiceserver.qemu.chardev import attach_chardevs
+from spiceserver.qemu.devices import wait_for_qemu
 from tests.conftest import start_server
 from tests.interop.harness import controlled_client
 from tests.support.qemu import QemuVM, require_qemu, start_qemu
@@ -55,6 +56,7 @@ async def test_hmp_monitor_as_a_spice_port(tmp_path: Path) -> None:
     require_qemu()
     async with start_qemu(tmp_path, "-chardev", f"dbus,id=hmp0,name={HMP}", "-mon", "chardev=hmp0,mode=readline") as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         r = await start_server()
         chardevs = None
         try:
@@ -91,6 +93,7 @@ async def test_usbredir_to_qemu_usb_redir(tmp_path: Path) -> None:
         "usb-redir,chardev=usbredir1,id=redir1",
     ) as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         r = await start_server()
         chardevs = None
         try:

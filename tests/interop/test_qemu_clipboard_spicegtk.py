@@ -28,6 +28,7 @@ from dbus_fast.service import ServiceInterface, dbus_method
 from spiceserver import ServerConfig, SpiceServer
 from spiceserver.qemu.bus import call, connect_bus
 from spiceserver.qemu.clipboard import CLIPBOARD_IFACE, CLIPBOARD_PATH, MIME_TEXT, QemuClipboard, attach_clipboard
+from spiceserver.qemu.devices import wait_for_qemu
 from tests.interop.harness import GiClient, controlled_client, format_events
 from tests.support.qemu import require_qemu, start_dbus_daemon, start_qemu
 
@@ -80,6 +81,7 @@ async def test_real_qemu_register_and_a_client_grab(tmp_path: Path) -> None:
     log = tmp_path / "qemu-trace.log"
     async with start_qemu(tmp_path, "-D", str(log), "-trace", "dbus_clipboard*") as vm:
         bus = await vm.bus()
+        await wait_for_qemu(bus)  # QEMU takes org.qemu after QMP is up
         async with spice_client(bus) as (clip, client):
             await clip.wait_registered(10)  # QEMU reset the serials: it called our Register back
             await wait_for(lambda: "dbus_clipboard_register" in log.read_text(), 10, "QEMU's register trace")
