@@ -57,6 +57,7 @@ AGENT_NAME = "org.spice-space.vdagent.0"
 #: the chardev name routed to a usbredir channel (QEMU ``-device usb-redir,chardev=...``)
 USBREDIR_NAME = "org.qemu.usbredir"
 _PROPS = "org.freedesktop.DBus.Properties"
+_OBJECTS = "org.freedesktop.DBus.ObjectManager"
 
 Route = Literal["agent", "usbredir", "port"]
 
@@ -91,10 +92,17 @@ class QemuChardev:
 
 @dataclass
 class QemuChardevs:
-    """What :func:`attach_chardevs` set up; :meth:`close` ends it."""
+    """What :func:`attach_chardevs` set up; :meth:`close` ends it.
+
+    Chardevs QEMU adds later (QMP ``chardev-add`` with a ``dbus`` backend: ``InterfacesAdded`` on
+    its ``ObjectManager``) are attached as they come; one QEMU removes (``InterfacesRemoved``) is
+    closed and dropped from :attr:`chardevs` (its channel stays, with a closed device).
+    """
 
     bus: MessageBus
     chardevs: list[QemuChardev] = field(default_factory=list)
+    server: Any = None
+    wanted: set[str] | None = None
     _handler: Any = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -110,8 +118,13 @@ class QemuChardevs:
         raise KeyError(name)
 
     def _on_message(self, msg: Message) -> None:
-        """``PropertiesChanged`` of a chardev: follow ``FEOpened``."""
-        if msg.message_type != MessageType.SIGNAL or msg.member != "PropertiesChanged" or msg.interface != _PROPS:
+        """``PropertiesChanged`` of a chardev (follow ``FEOpened``), chardevs added or removed."""
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        if msg.interface == _OBJECTS and msg.member in ("InterfacesAdded", "InterfacesRemoved"):
+            self._on_objects(msg)
+            return
+        if msg.member != "PropertiesChanged" or msg.interface != _PROPS:
             return
         try:
             iface, changed = msg.body[0], msg.body[1]
@@ -127,6 +140,43 @@ class QemuChardevs:
                 log.info("qemu chardev %s: front end %s", c.name, "opened" if opened else "closed")
                 c.device.set_open(opened)
 
+    def _on_objects(self, msg: Message) -> None:
+        try:
+            path = str(msg.body[0])
+            if msg.member == "InterfacesAdded":
+                ifaces = msg.body[1]
+                if not isinstance(ifaces, dict) or not isinstance(ifaces.get(CHARDEV_IFACE), dict):
+                    return
+                props = {k: _unwrap(v) for k, v in ifaces[CHARDEV_IFACE].items()}
+            elif CHARDEV_IFACE not in msg.body[1]:
+                return
+        except (IndexError, TypeError, AttributeError):
+            log.warning("qemu chardev: malformed %s dropped", msg.member)
+            return
+        if msg.member == "InterfacesRemoved":
+            for c in [c for c in self.chardevs if c.path == path]:
+                log.info("qemu chardev %s (%s) removed by QEMU", c.name, path)
+                self.chardevs.remove(c)
+                self._spawn(c.device.close())
+            return
+        name = str(props.get("Name", ""))
+        if self.server is None or (self.wanted is not None and name not in self.wanted):
+            return
+        if any(c.path == path for c in self.chardevs):
+            return
+        self._spawn(self._attach_later(path, name, bool(props.get("FEOpened", False))))
+
+    async def _attach_later(self, path: str, name: str, fe_opened: bool) -> None:
+        try:
+            await _attach_one(self.server, self.bus, self, path, name, fe_opened)
+        except Exception as exc:
+            log.warning("qemu chardev %s (%s): not attached: %s", name, path, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _send_break(self, path: str, event: int) -> None:
         if event != PortEvent.BREAK:
             return  # OPENED/CLOSED from the client have no D-Bus counterpart
@@ -137,9 +187,7 @@ class QemuChardevs:
             except Exception as exc:
                 log.warning("qemu chardev %s: SendBreak failed: %s", path, exc)
 
-        task = asyncio.get_running_loop().create_task(send())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(send())
 
     async def close(self) -> None:
         """Stop following QEMU and close our ends (QEMU sees its backend's client go)."""
@@ -147,8 +195,11 @@ class QemuChardevs:
             with contextlib.suppress(Exception):
                 self.bus.remove_message_handler(self._handler)
             self._handler = None
-        for task in list(self._tasks):
+        self.server = None  # no more attaching
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for c in self.chardevs:
             await c.device.close()
 
@@ -187,19 +238,22 @@ async def attach_chardevs(
     Raises:
         dbus_fast.DBusError: QEMU refused a call.
     """
-    result = QemuChardevs(bus)
     wanted = None if names is None else set(names)
+    result = QemuChardevs(bus, server=server, wanted=wanted)
     if not isinstance(bus, P2PBus):
-        rule = f"type='signal',sender='{DEST}',interface='{_PROPS}',member='PropertiesChanged',path_namespace='{ROOT}'"
-        msg = Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[rule],
-        )
-        await bus.call(msg)
+        for rule in (
+            f"type='signal',sender='{DEST}',interface='{_PROPS}',member='PropertiesChanged',path_namespace='{ROOT}'",
+            f"type='signal',sender='{DEST}',interface='{_OBJECTS}',path='{ROOT}'",
+        ):
+            msg = Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+            await bus.call(msg)
     result._handler = result._on_message
     bus.add_message_handler(result._on_message)
     try:

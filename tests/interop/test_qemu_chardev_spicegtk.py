@@ -126,3 +126,31 @@ async def test_usbredir_to_qemu_usb_redir(tmp_path: Path) -> None:
             if chardevs is not None:
                 await chardevs.close()
             await r.server.close()
+
+
+async def test_chardevs_added_and_removed_at_run_time(tmp_path: Path) -> None:
+    """QMP ``chardev-add`` with a ``dbus`` backend exports a new ``Chardev_ID`` (ObjectManager
+    ``InterfacesAdded``): the bridge attaches it as a port; ``chardev-remove`` drops it."""
+    require_qemu()
+    async with start_qemu(tmp_path) as vm:
+        bus = await vm.bus()
+        await wait_for_qemu(bus)
+        r = await start_server()
+        chardevs = None
+        try:
+            chardevs = await attach_chardevs(r.server, bus, names=["org.test.late.0"])
+            assert chardevs.chardevs == []
+            backend = {"type": "dbus", "data": {"name": "org.test.late.0"}}
+            await vm.qmp.execute("chardev-add", {"id": "late0", "backend": backend})
+            await wait_for(lambda: [c.name for c in chardevs.chardevs] == ["org.test.late.0"], 10, "the new chardev")
+            late = chardevs.chardevs[0]
+            assert late.path == "/org/qemu/Display1/Chardev_late0" and isinstance(late.channel, PortChannel)
+            backend2 = {"type": "dbus", "data": {"name": "org.test.other"}}
+            await vm.qmp.execute("chardev-add", {"id": "other0", "backend": backend2})  # not wanted
+            await vm.qmp.execute("chardev-remove", {"id": "late0"})
+            await wait_for(lambda: chardevs.chardevs == [], 10, "the chardev to go")
+            await wait_for(lambda: late.device.closed, 10, "its device to close")
+        finally:
+            if chardevs is not None:
+                await chardevs.close()
+            await r.server.close()
