@@ -209,3 +209,48 @@ def test_in_listener_converts_to_the_guest_format() -> None:
     got = np.frombuffer(inp.read(1, 441 * 2), "<i2")
     assert len(got) == 441
     assert abs(int(np.median(got)) - 1000) <= 1
+
+
+def test_hostile_calls_never_raise() -> None:
+    """Whatever QEMU sends (any format, ids, sizes), the listeners log and drop; nothing raises."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    valid = st.sampled_from(
+        [(16, True, False, 44100, 2, 4, False), (8, False, False, 8000, 1, 1, False), (32, True, True, 192000, 2, 8, True), (16, True, False, 48000, 2, 4, False)]
+    )  # fmt: skip
+    fmt = valid | st.tuples(
+        st.integers(0, 255), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 2**32 - 1), st.booleans()
+    )  # fmt: skip
+    calls = st.lists(
+        st.one_of(
+            st.tuples(st.just("Init"), st.integers(0, 3), fmt),
+            st.tuples(st.just("SetEnabled"), st.integers(0, 3), st.booleans()),
+            st.tuples(st.just("SetVolume"), st.integers(0, 3), st.booleans(), st.binary(max_size=300)),
+            st.tuples(st.just("Write"), st.integers(0, 3), st.binary(max_size=4000)),
+            st.tuples(st.just("Read"), st.integers(0, 3), st.integers(0, 2**64 - 1)),
+            st.tuples(st.just("Fini"), st.integers(0, 3)),
+        ),
+        max_size=30,
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(calls)
+    def run(seq: list[Any]) -> None:
+        pb, rec = FakeSound(), FakeSound()
+        out = AudioOutListener(pb)  # type: ignore[arg-type]
+        inp = AudioInListener(rec)  # type: ignore[arg-type]
+        inp.feed(b"\1\2\3\4" * 100)
+        for name, id, *args in seq:
+            for lst in (out, inp):
+                if name == "Init":
+                    lst.Init(id, *args[0][:5], args[0][5], 0, args[0][6])
+                elif name == "Read":
+                    got = inp.read(id, args[0])
+                    assert len(got) <= args[0]
+                elif name == "Write":
+                    out.Write(id, *args)
+                else:
+                    getattr(lst, name)(id, *args)
+
+    run()

@@ -150,3 +150,28 @@ async def test_fe_opened_changes_and_breaks() -> None:
     finally:
         await bridged.close()
         theirs.close()
+
+
+async def test_malformed_signals_are_dropped() -> None:
+    from dbus_fast import Message, MessageType
+    from dbus_fast.signature import Variant
+
+    from spiceserver.qemu import chardev as qc
+
+    bridged = qc.QemuChardevs(object(), server=None)  # type: ignore[arg-type]
+    props = "org.freedesktop.DBus.Properties"
+    objects = "org.freedesktop.DBus.ObjectManager"
+    for iface, member, body in [
+        (props, "PropertiesChanged", []),
+        (props, "PropertiesChanged", [qc.CHARDEV_IFACE, "not a dict", []]),
+        (props, "PropertiesChanged", [qc.CHARDEV_IFACE, {"FEOpened": object()}, []]),
+        (objects, "InterfacesAdded", []),
+        (objects, "InterfacesAdded", ["/org/qemu/Display1/Chardev_x", None]),
+        (objects, "InterfacesAdded", ["/org/qemu/Display1/Chardev_x", {qc.CHARDEV_IFACE: {"Name": Variant("s", "n")}}]),
+        (objects, "InterfacesRemoved", ["/org/qemu/Display1/Chardev_x", 5]),
+    ]:
+        msg = Message(message_type=MessageType.SIGNAL, path="/org/qemu/Display1", interface=iface, member=member)
+        msg.body = body
+        bridged._on_message(msg)  # logged and dropped (server None: nothing attached)
+    assert bridged.chardevs == []
+    await bridged.close()
