@@ -419,3 +419,25 @@ async def test_monitors_config_becomes_set_ui_info(monkeypatch: pytest.MonkeyPat
         ("/org/qemu/Display1/Console_1", "SetUIInfo", [0, 0, 1024, 0, 800, 600]),
     ]
     await b.close()
+
+
+def test_tablet_positions_go_to_the_display_console_clamped() -> None:
+    from spiceserver.qemu.input import QemuTablet
+
+    sender = FakeSender()
+    paths = {0: "/c0", 1: "/c1"}
+    sizes = {0: (640, 480), 1: (800, 600)}
+    t = QemuTablet(object(), paths.get, console_size=sizes.get)  # type: ignore[arg-type]
+    t._sender = sender  # type: ignore[assignment]
+    t.buttons.sender = sender  # type: ignore[assignment]
+    t.on_position(10, 20, 0, 0)
+    t.on_position(900, -5, 1, 1)  # clamped into console 1's 800x600; left button down there
+    t.on_position(1, 1, 1, 5)  # no such display: dropped
+    t.on_wheel(1, 1)  # down, on the console last pointed at
+    assert sender.sent == [
+        ("/c0", "SetAbsPosition", [10, 20]),
+        ("/c1", "SetAbsPosition", [799, 0]),
+        ("/c1", "Press", [0]),
+        ("/c1", "Press", [4]),
+        ("/c1", "Release", [4]),
+    ]

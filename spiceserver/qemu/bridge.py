@@ -77,11 +77,17 @@ class QemuBridge:
         sender = _Sender(bus)
         self._buttons = ButtonState(sender)
         self.mouse = QemuMouse(bus, console_path(0), self._buttons)
-        self.tablet = QemuTablet(bus, self._console_path_of_display, self._buttons)
+        self.tablet = QemuTablet(bus, self._console_path_of_display, self._buttons, self._console_size_of_display)
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: list[asyncio.Future[Any]] = []
         self._cleanups: list[Callable[[], None]] = []
         self._ui_info_refused: set[int] = set()
+
+    def _console_size_of_display(self, display_id: int) -> tuple[int, int] | None:
+        if 0 <= display_id < len(self.consoles):
+            h, w = self.consoles[display_id].display.frame.shape
+            return w, h
+        return None
 
     def _console_path_of_display(self, display_id: int) -> str | None:
         if 0 <= display_id < len(self.consoles):

@@ -41,6 +41,8 @@ from dbus_fast.signature import Variant
 
 __all__ = [
     "DEST",
+    "MAX_QMP_EVENTS",
+    "MAX_QMP_LINE",
     "ROOT",
     "P2PBus",
     "QmpClient",
@@ -58,6 +60,11 @@ DEST = "org.qemu"
 """The well-known name QEMU owns on a bus daemon (ignored on p2p connections)."""
 ROOT = "/org/qemu/Display1"
 """The root of QEMU's D-Bus display objects."""
+
+MAX_QMP_LINE = 16 << 20
+"""Longest QMP line accepted (bytes)."""
+MAX_QMP_EVENTS = 1000
+"""Unread QMP events kept."""
 
 _P2P_ADDRESS = "unix:path=/nonexistent-p2p"  # parsed by MessageBus.__init__, never dialled
 
@@ -257,8 +264,9 @@ class QmpClient:
         self._greeting: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._send_lock = asyncio.Lock()
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        """Every QMP event as received (``{"event": ..., "data": ..., "timestamp": ...}``)."""
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_QMP_EVENTS)
+        """QMP events as received (``{"event": ..., "data": ..., "timestamp": ...}``); the oldest
+        are dropped past :data:`MAX_QMP_EVENTS` unread ones."""
         self._reader = self._loop.create_task(self._read())
 
     @classmethod
@@ -293,6 +301,9 @@ class QmpClient:
                 if not chunk:
                     break
                 buf += chunk
+                if len(buf) > MAX_QMP_LINE and b"\n" not in buf:
+                    log.warning("qmp: line longer than %d bytes; closing", MAX_QMP_LINE)
+                    break
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     if line.strip():
@@ -322,6 +333,8 @@ class QmpClient:
             if not self._greeting.done():
                 self._greeting.set_result(msg)
         elif "event" in msg:
+            if self.events.full():
+                self.events.get_nowait()
             self.events.put_nowait(msg)
         elif "id" in msg:
             fut = self._pending.pop(str(msg["id"]), None)

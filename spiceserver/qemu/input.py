@@ -178,11 +178,20 @@ class QemuTablet(Tablet):
         bus: the connection to QEMU.
         console_path: display id -> console object path (None: not a console of ours).
         buttons: shared with the :class:`QemuMouse` so a mode switch keeps the mask straight.
+        console_size: display id -> the console's (width, height); positions are clamped inside it
+            (QEMU refuses a position outside the surface: ui/dbus-console.c ``dbus_mouse_set_pos``).
     """
 
-    def __init__(self, bus: MessageBus, console_path: Callable[[int], str | None], buttons: ButtonState | None = None) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        console_path: Callable[[int], str | None],
+        buttons: ButtonState | None = None,
+        console_size: Callable[[int], tuple[int, int] | None] | None = None,
+    ) -> None:
         self._sender = _Sender(bus)
         self.console_path = console_path
+        self.console_size = console_size
         self.buttons = buttons or ButtonState(self._sender)
         self._path = console_path(0)
 
@@ -192,7 +201,11 @@ class QemuTablet(Tablet):
         if path is None:
             return None
         self._path = path
-        self._sender.send(path, MOUSE_INTERFACE, "SetAbsPosition", "uu", [max(0, int(x)), max(0, int(y))])
+        x, y = max(0, int(x)), max(0, int(y))
+        size = self.console_size(display_id) if self.console_size is not None else None
+        if size is not None:
+            x, y = min(x, max(size[0] - 1, 0)), min(y, max(size[1] - 1, 0))
+        self._sender.send(path, MOUSE_INTERFACE, "SetAbsPosition", "uu", [x, y])
         self.buttons.set(path, buttons)
         return None
 

@@ -233,6 +233,7 @@ async def test_qemu_command_attach(tmp_path: Path) -> None:
 DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
 DOWN = 0x150  # spice-gtk scancodes: E0-prefixed keys are 0x100 | code
 ENTER = 0x1C
+CAPS_LOCK = 0x3A
 
 
 def blue_share(picture: np.ndarray) -> float:
@@ -243,7 +244,7 @@ def blue_share(picture: np.ndarray) -> float:
 @pytest.mark.slow
 async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
     """The Debian installer (text, framebuffer console) boots to its language menu in spice-gtk;
-    arrows and Enter typed there move on; the USB tablet makes QEMU's mouse absolute, which turns
+    Caps Lock lights the LED in spice-gtk; arrows and Enter typed there move on; the USB tablet makes QEMU's mouse absolute, which turns
     on the server's tablet (client mouse mode)."""
     if not (DI / "linux").exists():
         pytest.skip("debian-installer-12-netboot-amd64 not installed")
@@ -264,6 +265,18 @@ async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
             await vm.qmp.execute("cont")
             print(f"IsAbsolute {bridge.absolute}, client mouse allowed {server.client_mouse_allowed}")
             assert bridge.absolute and server.client_mouse_allowed
+            # Caps Lock typed in spice-gtk: Linux lights the LED, QEMU's Modifiers says so, spice-gtk hears it
+            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
+            caps_on = await client.expect(lambda ev: ev.get("event") == "inputs-modifiers" and ev.get("modifiers", 0) & 4, timeout=10)
+            after = len(client.events)
+            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
+            await client.expect(
+                lambda ev: ev.get("event") == "inputs-modifiers"
+                and not ev["modifiers"] & 4
+                and any(e is ev for e in client.events[after:]),
+                timeout=10,
+            )
+            assert caps_on is not None and bridge.keyboard.leds & 4 == 0
             for code in (DOWN, DOWN, DOWN, ENTER):
                 await client.action({"op": "key_press_and_release", "scancode": code})
             deadline = time.monotonic() + 60
