@@ -9,7 +9,9 @@ proxy of **our** object on the caller's bus name and calls our ``Register`` when
 serials are reset (research gotcha 9: serve the object before registering). Serials: each side
 counts its grabs per selection from 0 at registration; QEMU drops a grab whose serial is below the
 current one (``qemu_clipboard_check_serial``); we take QEMU's serial as ours and stamp our next
-grab one higher. QEMU 7.2 knows only ``text/plain;charset=utf-8``; it answers a request with
+grab one higher. When the guest pastes, QEMU calls our ``Request`` synchronously (its main loop
+waits for the client's answer, bounded by ``request_timeout``). QEMU 7.2 knows only
+``text/plain;charset=utf-8``; it answers a request with
 ``org.qemu.Display1.Error.Failed`` "Empty clipboard" when nobody but us owns the selection.
 
 SPICE side: :func:`~spiceserver.channels.host_clipboard.add_clipboard_handler` on
@@ -142,7 +144,7 @@ class QemuClipboard(ServiceInterface):
         registered: how many times QEMU called our ``Register`` (its serial resets).
     """
 
-    def __init__(self, bus: MessageBus, request_timeout: float = 10.0) -> None:
+    def __init__(self, bus: MessageBus, request_timeout: float = 5.0) -> None:
         super().__init__(CLIPBOARD_IFACE)
         self.bus = bus
         self.request_timeout = request_timeout
@@ -284,15 +286,17 @@ class QemuClipboard(ServiceInterface):
         self.bus.unexport(CLIPBOARD_PATH, self)
 
 
-async def attach_clipboard(server: "ServerDevices", bus: MessageBus, *, request_timeout: float = 10.0) -> QemuClipboard:
+async def attach_clipboard(server: "ServerDevices", bus: MessageBus, *, request_timeout: float = 5.0) -> QemuClipboard:
     """Serve the clipboard object on ``bus``, register it with QEMU and bridge it to the host
     clipboard of ``server.host_agent`` (see the module). Call it on the server's event loop.
 
     Args:
         server: the SPICE server.
         bus: the bus connection to QEMU (QEMU calls back the caller's unique name on it).
-        request_timeout: how long a paste waits for the other side, in seconds (QEMU gives up on
-            the guest's side after 5 s and on ours after D-Bus' 25 s).
+        request_timeout: how long a paste waits for the other side, in seconds. QEMU asks us
+            with a *synchronous* call (``dbus_clipboard_qemu_request``: its main loop, and so the
+            VM, waits for our answer, up to D-Bus' 25 s), so this stays short; QEMU itself gives
+            the guest's side 5 s.
 
     Raises:
         dbus_fast.DBusError: QEMU refused (another clipboard peer is registered).

@@ -53,3 +53,25 @@ async def test_no_audio_object(tmp_path: Path, caplog: pytest.LogCaptureFixture)
                 await got.close()
         finally:
             await r.server.close()
+
+
+async def test_peer_to_peer(tmp_path: Path) -> None:
+    """The same over ``-display dbus,p2p=yes`` (QMP ``add_client``; no bus daemon, no AddMatch):
+    the clipboard registers and is called back, the chardev is attached and talks."""
+    async with start_qemu(tmp_path, *HMP, p2p=True) as vm:
+        bus = await vm.bus()
+        r = await start_server()
+        try:
+            got = await attach_devices(r.server, bus)
+            try:
+                assert got.audio is None
+                assert got.clipboard is not None
+                await got.clipboard.wait_registered(10)
+                assert got.chardevs is not None
+                (hmp,) = got.chardevs.chardevs
+                assert hmp.name == "org.qemu.monitor.hmp.0"
+                await wait_for(lambda: hmp.device.opened, 10, "the monitor's chardev to open")
+            finally:
+                await got.close()
+        finally:
+            await r.server.close()
