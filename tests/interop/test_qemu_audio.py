@@ -9,9 +9,11 @@ answering QEMU's proxy).
 Guest sound end to end: the PC speaker (``-machine pcspk-audiodev=snd0``) and a 22-byte boot
 sector that programs PIT channel 2 for 1 kHz (1193182 / 1193 Hz) and turns the speaker on:
 QEMU's mixer sends the square wave through ``Write``, the bridge plays it on the playback
-channel, and spice-gtk (``--enable-audio --playback-out``) decodes a 1 kHz tone. The guest's
-microphone (``Read``) and the HDA path need a guest OS (the Debian installer's speech,
-``speakup.synth=soft``: research §5): for later; ``Read`` is covered with a fake caller in
+channel, and spice-gtk (``--enable-audio --playback-out``) decodes a 1 kHz tone. The client's
+microphone: spice-gtk's ``--record-in`` tone fills the ring QEMU's ``Read`` answers from, once the
+test makes QEMU's ``SetEnabled`` call itself (no guest opens its microphone here). A guest that
+really plays through HDA or records (the Debian installer's speech, ``speakup.synth=soft``:
+research §5) is for later; ``Read``'s conversions are covered with a fake caller in
 ``tests/test_qemu_audio.py``.
 """
 
@@ -164,3 +166,40 @@ async def test_a_guest_beep_reaches_spicegtk(tmp_path: Path) -> None:
     spectrum = np.abs(np.fft.rfft(left - left.mean()))
     peak_hz = np.argmax(spectrum) * 48000 / len(left)
     assert math.isclose(peak_hz, 1000, abs_tol=4), peak_hz
+
+
+@pytest.mark.usefixtures("gi_client")
+async def test_client_microphone_fills_what_qemu_reads(tmp_path: Path) -> None:
+    """spice-gtk's microphone (``--record-in``: a 440 Hz tone) reaches the ring QEMU's ``Read``
+    answers from. No guest opens its microphone here, so the test makes the call QEMU makes when one
+    does (``SetEnabled(id, true)`` on the in listener: the record channel starts, spice-gtk gets
+    RECORD_START), then reads as QEMU's ``Read`` would."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(24000) / 48000) * 12000
+    mic = tmp_path / "mic.raw"
+    mic.write_bytes(np.repeat(tone.astype("<i2")[:, None], 2, axis=1).tobytes())  # 0.5 s stereo
+    async with qemu_with_audio(tmp_path, "dbus,id=snd0,out.frequency=48000,in.frequency=48000") as vm:
+        bus = await vm.bus()
+        await wait_for_qemu(bus)
+        r = await start_server()
+        audio = None
+        try:
+            audio = await attach_audio(r.server, bus)
+            inp = audio.inp
+            assert inp is not None
+            await wait_for(lambda: inp.streams, 10, "QEMU's Init")
+            (stream_id,) = inp.streams
+            argv = ("--port", str(r.server.port_of()), "--enable-audio", "--record-in", str(mic))
+            async with controlled_client(*argv, timeout=60) as client:
+                await client.expect("channel-event", channel="record", name="OPENED", timeout=15)
+                inp.SetEnabled(stream_id, True)  # what QEMU calls when the guest opens its microphone
+                await client.expect("record-start", timeout=15)
+                await client.expect("record-sent", timeout=30)
+                await wait_for(lambda: len(inp.ring) >= 20000 * 4, 15, "the client's samples")
+            got = np.frombuffer(inp.read(stream_id, 20000 * 4), "<i2").reshape(-1, 2)[:, 0].astype(np.float64)
+        finally:
+            if audio is not None:
+                audio.close()
+            await r.server.close()
+    assert np.abs(got).max() > 3000
+    spectrum = np.abs(np.fft.rfft(got - got.mean()))
+    assert math.isclose(np.argmax(spectrum) * 48000 / len(got), 440, abs_tol=5)
