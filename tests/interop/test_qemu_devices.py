@@ -75,3 +75,28 @@ async def test_peer_to_peer(tmp_path: Path) -> None:
                 await got.close()
         finally:
             await r.server.close()
+
+
+async def test_vdagent_port_waits_for_the_guest(tmp_path: Path) -> None:
+    """``org.spice-space.vdagent.0`` on a virtio-serial port becomes the server's guest agent device;
+    its front end stays closed (``FEOpened`` false) until a guest's spice-vdagent opens the port, so
+    the guest agent is not attached and the host agent keeps answering."""
+    vdagent = (
+        "-chardev", "dbus,id=vdagent0,name=org.spice-space.vdagent.0",
+        "-device", "virtio-serial-pci",
+        "-device", "virtserialport,chardev=vdagent0,name=com.redhat.spice.0",
+    )  # fmt: skip
+    async with start_qemu(tmp_path, *vdagent) as vm:
+        bus = await vm.bus()
+        r = await start_server()
+        try:
+            got = await attach_devices(r.server, bus, clipboard=False)
+            try:
+                assert got.chardevs is not None
+                (agent,) = got.chardevs.chardevs
+                assert (agent.kind, agent.path) == ("agent", "/org/qemu/Display1/Chardev_vdagent0")
+                assert not agent.device.opened and not r.server.agent_attached
+            finally:
+                await got.close()
+        finally:
+            await r.server.close()
