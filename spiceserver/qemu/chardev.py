@@ -47,7 +47,7 @@ from .bus import DEST, ROOT, P2PBus, call
 if TYPE_CHECKING:
     from ..server_devices import ServerDevices
 
-__all__ = ["AGENT_NAME", "CHARDEV_IFACE", "USBREDIR_NAME", "QemuChardev", "QemuChardevs", "attach_chardevs", "route"]
+__all__ = ["AGENT_NAME", "CHARDEV_IFACE", "USBREDIR_NAME", "QemuChardev", "QemuChardevs", "attach_chardevs", "list_chardevs", "route"]
 
 log = logging.getLogger("spiceserver.qemu")
 
