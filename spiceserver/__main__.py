@@ -1,4 +1,5 @@
-"""Command line: ``python -m spiceserver demo [options]`` and ``python -m spiceserver replay FILE``."""
+"""Command line: ``python -m spiceserver demo [options]``, ``python -m spiceserver replay FILE`` and
+``python -m spiceserver qemu [options] -- QEMU ARGS...``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ USAGE = """usage: python -m spiceserver COMMAND [--help] [options]
 
 commands:
   demo      serve a demo SPICE session on 127.0.0.1 (see `demo --help`)
-  replay    replay a recorded display session with no client and write its picture (see `replay --help`)"""
+  replay    replay a recorded display session with no client and write its picture (see `replay --help`)
+  qemu      run QEMU (-display dbus) and serve its VM over SPICE (see `qemu --help`; needs the qemu extra)"""
 
 
 def replay_main(argv: Sequence[str]) -> int:
@@ -50,7 +52,7 @@ def replay_main(argv: Sequence[str]) -> int:
 
 
 def main() -> int:
-    """Dispatch ``sys.argv`` to ``demo`` or ``replay``; returns the exit status."""
+    """Dispatch ``sys.argv`` to ``demo``, ``replay`` or ``qemu``; returns the exit status."""
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -59,6 +61,13 @@ def main() -> int:
         return demo_main(argv[1:])
     if argv[0] == "replay":
         return replay_main(argv[1:])
+    if argv[0] == "qemu":
+        try:
+            from .qemu.cli import main as qemu_main
+        except ImportError as exc:
+            print(f"error: the qemu command needs the qemu extra (dbus-fast): {exc}", file=sys.stderr)
+            return 1
+        return qemu_main(argv[1:])
     print(f"unknown command {argv[0]!r}; try `python -m spiceserver --help`", file=sys.stderr)
     return 2
 

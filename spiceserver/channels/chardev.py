@@ -9,7 +9,8 @@ libspice counterparts: ``SpiceCharDeviceInterface`` in spice ``server/spice.h`` 
 
 This module is the face: :class:`CharDevice` and :class:`CharDeviceListener` (the base, in
 :mod:`.chardev_base`, whose docstring explains the queues and the order of deliveries), the
-adapters :class:`UnixSocketCharDevice` and :class:`PtyCharDevice` (:mod:`.chardev_adapters`) and
+adapters :class:`UnixSocketCharDevice`, :class:`SocketCharDevice` (a connected socket) and
+:class:`PtyCharDevice` (:mod:`.chardev_adapters`) and
 the in-process pair :func:`char_device_pair`.
 
 The pair
@@ -33,7 +34,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from .chardev_adapters import PtyCharDevice, UnixSocketCharDevice
+from .chardev_adapters import PtyCharDevice, SocketCharDevice, UnixSocketCharDevice
 from .chardev_base import READ_CHUNK, WRITE_LIMIT, CharDevice, CharDeviceListener, log
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "DeviceEnd",
     "PairCharDevice",
     "PtyCharDevice",
+    "SocketCharDevice",
     "UnixSocketCharDevice",
     "char_device_pair",
 ]

@@ -1,9 +1,11 @@
-"""Char-device adapters over the host's I/O: a listening Unix socket and a pty.
+"""Char-device adapters over the host's I/O: a listening Unix socket, a connected socket, a pty.
 
 :class:`UnixSocketCharDevice` is the Xspice model (``spiceqxl_vdagent.c`` listens on
 ``XSPICE_VDAGENT_VIRTIO_PATH``): the device side is whoever connects, as ``spice-vdagentd -s PATH``
 does when PATH is a socket (spice-vdagent ``src/vdagentd/virtio-port.c``). :class:`PtyCharDevice`
-is a pseudo-terminal whose slave a device program opens. Both sit on
+is a pseudo-terminal whose slave a device program opens. :class:`SocketCharDevice` is one end of an
+already connected stream socket (QEMU's D-Bus chardevs: ``Chardev.Register(h)`` takes the other
+end, QEMU ``ui/dbus-chardev.c``). They sit on
 :class:`~spiceserver.channels.chardev_base.CharDevice` (libspice ``server/char-device.cpp``); use
 them through :mod:`spiceserver.channels.chardev`. Event loop only.
 """
@@ -16,16 +18,18 @@ import errno
 import os
 import stat
 import tty
+from collections.abc import Callable
+from typing import Any
 
 from .chardev_base import READ_CHUNK, WRITE_LIMIT, CharDevice, log
 
-__all__ = ["PtyCharDevice", "UnixSocketCharDevice"]
+__all__ = ["PtyCharDevice", "SocketCharDevice", "UnixSocketCharDevice"]
 
 
 class _Peer(asyncio.Protocol):
     """One connection to a :class:`UnixSocketCharDevice`."""
 
-    def __init__(self, device: UnixSocketCharDevice) -> None:
+    def __init__(self, device: _PeerCharDevice) -> None:
         self.device = device
         self.transport: asyncio.Transport | None = None
         self.write_paused = False
@@ -69,7 +73,34 @@ class _Peer(asyncio.Protocol):
             self.device._kick_write()
 
 
-class UnixSocketCharDevice(CharDevice):
+class _PeerCharDevice(CharDevice):
+    """A char device whose device end is one stream connection at a time (:class:`_Peer`)."""
+
+    path: str
+    _peer: _Peer | None
+
+    def _set_reading(self, reading: bool) -> None:
+        peer = self._peer
+        if peer is None or peer.transport is None or peer.transport.is_closing():
+            return
+        if reading:
+            peer.transport.resume_reading()
+        else:
+            peer.transport.pause_reading()
+
+    def _kick_write(self) -> None:
+        peer = self._peer
+        if peer is None or peer.transport is None:
+            return
+        while not peer.write_paused and not peer.transport.is_closing():
+            data = self._peek()
+            if data is None:
+                break
+            self._consume(len(data))
+            peer.transport.write(data)
+
+
+class UnixSocketCharDevice(_PeerCharDevice):
     """A char device whose device end connects to a Unix socket the server listens on.
 
     One peer at a time: :attr:`opened` is True while a peer is connected; a second peer is
@@ -140,26 +171,6 @@ class UnixSocketCharDevice(CharDevice):
             os.chmod(self.path, self.mode)
         log.info("char device listening on %s", self.path)
 
-    def _set_reading(self, reading: bool) -> None:
-        peer = self._peer
-        if peer is None or peer.transport is None or peer.transport.is_closing():
-            return
-        if reading:
-            peer.transport.resume_reading()
-        else:
-            peer.transport.pause_reading()
-
-    def _kick_write(self) -> None:
-        peer = self._peer
-        if peer is None or peer.transport is None:
-            return
-        while not peer.write_paused and not peer.transport.is_closing():
-            data = self._peek()
-            if data is None:
-                break
-            self._consume(len(data))
-            peer.transport.write(data)
-
     async def _close_io(self) -> None:
         if self._listen_task is not None and not self._listen_task.done():
             self._listen_task.cancel()
@@ -179,6 +190,90 @@ class UnixSocketCharDevice(CharDevice):
                     os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+class SocketCharDevice(_PeerCharDevice):
+    """A char device over one end of a connected stream socket (``socket.socketpair()``).
+
+    The device is open while the socket is connected **and** the device end says it is open
+    (:meth:`set_open`, True at the start unless ``opened=False``): QEMU's D-Bus chardev reports
+    its front end (the guest's port) through the ``FEOpened`` property. When the peer closes the
+    socket the device closes for good (a new socket is a new device). Port events toward the
+    device (:meth:`CharDevice.send_event`) go to ``on_event`` (QEMU: ``Chardev.SendBreak``).
+
+    Args:
+        sock: a connected ``socket.socket`` (stream); the device owns it from now on. Typed
+            ``Any``: this package does no socket I/O of its own (asyncio's transport does).
+        opened: the device end starts open.
+        on_event: ``on_event(event)`` on the loop for each port event toward the device, or None
+            (the event is logged and dropped).
+        label: a name for the log.
+        write_limit: the bound of what is queued toward the device.
+    """
+
+    def __init__(
+        self,
+        sock: Any,
+        *,
+        opened: bool = True,
+        on_event: Callable[[int], None] | None = None,
+        label: str | None = None,
+        write_limit: int = WRITE_LIMIT,
+    ) -> None:
+        super().__init__(write_limit=write_limit)
+        self._sock = sock
+        self.path = label or f"socket fd {sock.fileno()}"
+        self._peer = None
+        self._front_open = opened
+        self._connected = False
+        self._on_event = on_event
+        self._connect_task: asyncio.Task[Any] | None = None
+
+    def set_open(self, opened: bool) -> None:
+        """The device end opened or closed (event loop)."""
+        self._front_open = opened
+        self._apply_open()
+
+    def _set_opened(self, opened: bool) -> None:
+        # _Peer reports the socket's state here; the device is open when both are
+        self._connected = opened
+        self._apply_open()
+
+    def _apply_open(self) -> None:
+        super()._set_opened(self._connected and self._front_open)
+        if self.opened:
+            self._kick_write()
+
+    def _start_io(self) -> None:
+        assert self.loop is not None
+        self._connect_task = self.loop.create_task(
+            self.loop.create_unix_connection(lambda: _Peer(self), sock=self._sock)
+        )
+        self._connect_task.add_done_callback(self._connected_done)
+
+    def _connected_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("char device %s: cannot use the socket: %s", self.path, task.exception())
+
+    def _device_event(self, event: int) -> None:
+        if self._on_event is None:
+            super()._device_event(event)
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("char device %s: on_event callback failed", self.path)
+
+    async def _close_io(self) -> None:
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connect_task
+        peer, self._peer = self._peer, None
+        if peer is not None and peer.transport is not None:
+            peer.transport.abort()
+        else:
+            self._sock.close()
 
 
 async def _someone_listens(path: str) -> bool:

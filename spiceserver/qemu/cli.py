@@ -1,0 +1,218 @@
+"""``python -m spiceserver qemu``: run a QEMU VM and serve its display over SPICE (libspice
+counterpart: none; this is QEMU's ``-spice`` turned inside out).
+
+Two modes:
+
+* ``python -m spiceserver qemu [options] -- qemu-system-x86_64 ARGS...`` starts QEMU paused with
+  ``-display dbus,p2p=yes`` and a private QMP socket added to ``ARGS``, connects to the display
+  through QMP ``add_client`` (no bus daemon needed), serves it, then lets QEMU run (``cont``,
+  unless ``ARGS`` has ``-S``). SIGINT/SIGTERM stop QEMU (QMP ``quit``, then signals); QEMU
+  exiting ends the command.
+* ``python -m spiceserver qemu [options] --attach ADDRESS`` serves a QEMU already running with
+  ``-display dbus,addr=ADDRESS`` on that bus until QEMU or the command goes away.
+
+It prints ``QEMU pid N`` (launch mode) and ``SPICE on ADDR:PORT`` once clients can connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import ServerConfig
+from ..errors import SpiceError
+from ..reds import SpiceServer
+from .bridge import attach
+from .bus import QmpClient, connect_bus, connect_p2p
+
+__all__ = ["build_parser", "main", "qemu_argv", "run"]
+
+log = logging.getLogger(__name__)
+
+QMP_TIMEOUT = 30.0
+QUIT_TIMEOUT = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qemu`` command's options (everything after ``--`` is the QEMU command line)."""
+    p = argparse.ArgumentParser(
+        prog="python -m spiceserver qemu",
+        description="Serve a QEMU VM's display (-display dbus) over SPICE.",
+        epilog="example: python -m spiceserver qemu --port 5930 -- qemu-system-x86_64 -accel tcg -m 512 -vga std",
+    )
+    p.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5900, help="plain TCP port (default 5900; 0 = any free port)")
+    p.add_argument("--tls-port", type=int, default=None, help="TLS port; needs --x509-dir")
+    p.add_argument("--x509-dir", default=None, help="directory with ca-cert.pem, server-cert.pem, server-key.pem")
+    p.add_argument("--password", default=None, help="require this password (ticket); none: no password")
+    p.add_argument("--name", default=None, help="VM name shown by clients (default: from QEMU's -name, or 'qemu')")
+    p.add_argument("--attach", default=None, metavar="ADDRESS",
+                   help="serve a running QEMU started with -display dbus,addr=ADDRESS (no QEMU command line)")  # fmt: skip
+    p.add_argument("--no-monitors-config", action="store_true", help="do not pass client monitor layouts to QEMU (SetUIInfo)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    p.add_argument("qemu", nargs=argparse.REMAINDER, help="-- QEMU command line")
+    return p
+
+
+def qemu_argv(command: Sequence[str], qmp_path: str | Path) -> tuple[list[str], bool]:
+    """The QEMU command line to run: ``command`` plus the D-Bus display (p2p), a QMP socket and
+    ``-S``. Returns it and whether we added ``-S`` (then we ``cont`` once served)."""
+    argv = list(command)
+    paused_by_us = "-S" not in argv
+    argv += ["-display", "dbus,p2p=yes", "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+    if paused_by_us:
+        argv.append("-S")
+    return argv, paused_by_us
+
+
+def _config(args: argparse.Namespace, name: str) -> ServerConfig:
+    return ServerConfig(
+        addr=args.addr,
+        port=args.port,
+        tls_port=args.tls_port,
+        x509_dir=args.x509_dir,
+        password=args.password,
+        disable_ticketing=args.password is None,
+        name=args.name or name,
+    )
+
+
+def _name_of(command: Sequence[str]) -> str:
+    for i, arg in enumerate(command[:-1]):
+        if arg == "-name":
+            return command[i + 1].split(",")[0].removeprefix("guest=")
+    return "qemu"
+
+
+async def _qmp_connect(path: Path, proc: asyncio.subprocess.Process) -> QmpClient:
+    deadline = time.monotonic() + QMP_TIMEOUT
+    while True:
+        if proc.returncode is not None:
+            raise SpiceError(f"QEMU exited ({proc.returncode}) before its QMP socket came up")
+        if path.exists():
+            with contextlib.suppress(ConnectionRefusedError, FileNotFoundError):
+                return await QmpClient.connect(str(path))
+        if time.monotonic() > deadline:
+            raise SpiceError("QEMU's QMP socket did not come up")
+        await asyncio.sleep(0.02)  # the socket appears once QEMU has parsed its options
+
+
+async def _stop_qemu(proc: asyncio.subprocess.Process, qmp: QmpClient | None) -> None:
+    if proc.returncode is None and qmp is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(qmp.execute("quit"), QUIT_TIMEOUT)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.returncode is not None:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), QUIT_TIMEOUT)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+    await proc.wait()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(server: SpiceServer, waiters: list[asyncio.Future[object]]) -> None:
+    print(f"SPICE on {server.config.addr}:{server.port_of()}", flush=True)
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _run_attached(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    bus = await connect_bus(args.attach)
+    server = SpiceServer(_config(args, "qemu"))
+    try:
+        await server.start()
+        bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
+        try:
+            await _serve(server, [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(bridge.closed())])
+        finally:
+            await bridge.close()
+    finally:
+        await server.close()
+        bus.disconnect()
+    return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the command with parsed ``args``; returns the exit status."""
+    stop = _stop_event()
+    if args.attach:
+        return await _run_attached(args, stop)
+    command = [a for a in args.qemu if a != "--"] if args.qemu[:1] == ["--"] else list(args.qemu)
+    if not command:
+        print("error: no QEMU command line (after --)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="spiceserver-qemu-"))
+    argv, paused_by_us = qemu_argv(command, tmp / "qmp.sock")
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+    print(f"QEMU pid {proc.pid}", flush=True)
+    qmp: QmpClient | None = None
+    server: SpiceServer | None = None
+    try:
+        qmp = await _qmp_connect(tmp / "qmp.sock", proc)
+        bus = await connect_p2p(qmp)
+        server = SpiceServer(_config(args, _name_of(command)))
+        await server.start()
+        bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
+        try:
+            if paused_by_us:
+                await qmp.execute("cont")
+            waiters: list[asyncio.Future[object]] = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(bridge.closed()),
+                asyncio.ensure_future(proc.wait()),
+            ]
+            await _serve(server, waiters)
+            if stop.is_set():
+                log.info("stopping QEMU")
+        finally:
+            await bridge.close()
+            bus.disconnect()
+    finally:
+        await _stop_qemu(proc, qmp)
+        if qmp is not None:
+            qmp.close()
+        if server is not None:
+            await server.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if proc.returncode and not stop.is_set():
+        log.warning("QEMU exited with status %s", proc.returncode)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m spiceserver qemu ...``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if bool(args.attach) == bool([a for a in args.qemu if a != "--"]):
+        print("error: give either --attach ADDRESS or -- QEMU COMMAND LINE", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 0
+    except (SpiceError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,314 @@
+"""A real QEMU (TCG, ``-display dbus``) served through spiceserver.qemu and shown by spice-gtk.
+
+Each test starts its own QEMU on a private dbus-daemon (or p2p through QMP) in a temp dir and stops
+everything at the end. Pictures are compared pixel for pixel: QEMU's own QMP ``screendump`` against
+the primary surface spice-gtk shows. Printed: the time from QEMU's start to the first picture in the
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spiceserver.config import ServerConfig
+from spiceserver.qemu.bridge import QemuBridge, attach
+from spiceserver.reds import SpiceServer
+from tests.interop.harness import GiClient, controlled_client, format_events
+from tests.support.qemu import QemuVM, require_qemu, start_qemu
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+MEMTEST = Path("/usr/lib/memtest86+/memtest86+x64.iso")
+ESC = 1
+
+
+@contextlib.asynccontextmanager
+async def served(vm: QemuVM) -> AsyncIterator[tuple[SpiceServer, QemuBridge]]:
+    """A SpiceServer on an ephemeral port serving ``vm`` (still paused), then ``cont``."""
+    from spiceserver.codecs import warmup
+
+    assert warmup.wait(300), "codec kernels failed to compile"
+    server = SpiceServer(ServerConfig(port=0, disable_ticketing=True, net_test=False))
+    await server.start()
+    try:
+        bus = await vm.bus()
+        bridge = await attach(server, bus)
+        try:
+            await vm.qmp.execute("cont")
+            yield server, bridge
+        finally:
+            await bridge.close()
+    finally:
+        await server.close()
+
+
+async def same_as_qemu(vm: QemuVM, client: GiClient, timeout: float = 30.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Wait until the client shows what QEMU's screendump shows; return (screendump, shown)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        want = await vm.screendump()
+        shown = await client.screenshot()
+        if shown is not None and shown.shape == want.shape and np.array_equal(shown, want):
+            return want, shown
+        if time.monotonic() > deadline:
+            return want, shown
+        await asyncio.sleep(0.1)
+
+
+def assert_same(shown: np.ndarray | None, want: np.ndarray, client: GiClient) -> None:
+    assert shown is not None, format_events(client.events, client.stderr)
+    assert shown.shape == want.shape, (shown.shape, want.shape)
+    bad = np.argwhere(shown != want)
+    assert bad.size == 0, f"{len(bad)} pixels differ, first at (y, x) {tuple(bad[0])}"
+
+
+async def test_seabios_picture_and_esc_boot_menu(tmp_path: Path) -> None:
+    async with start_qemu(tmp_path, "-vga", "std", "-boot", "menu=on,splash-time=5000") as vm, served(vm) as (server, bridge):
+        port = str(server.port_of())
+        async with controlled_client("--port", port, "--expect-channels", "4", "--wait-display", timeout=60) as client:
+            want, shown = await same_as_qemu(vm, client)
+            print(f"\nSeaBIOS: QEMU start -> first picture in spice-gtk {time.monotonic() - vm.started:.2f} s")
+            assert_same(shown, want, client)
+            # ESC typed in spice-gtk opens SeaBIOS' boot menu
+            await client.action({"op": "key_press_and_release", "scancode": ESC})
+            deadline = time.monotonic() + 20
+            while "Select boot device" not in (text := await vm.vga_text()):
+                assert time.monotonic() < deadline, f"no boot menu; screen:\n{text}"
+                await asyncio.sleep(0.1)
+            want2, shown2 = await same_as_qemu(vm, client)
+            assert not np.array_equal(want, want2)
+            assert_same(shown2, want2, client)
+            assert bridge.consoles[0].display.dropped == 0
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def test_memtest_p2p_picture(tmp_path: Path) -> None:
+    if not MEMTEST.exists():
+        pytest.skip(f"{MEMTEST} not installed (memtest86+)")
+    async with start_qemu(tmp_path, "-vga", "std", "-cdrom", str(MEMTEST), p2p=True) as vm, served(vm) as (server, bridge):
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
+            # wait for memtest's test screen (not the BIOS), then pause the VM: its counters and
+            # progress bars change all the time, a stopped VM's screen does not
+            deadline = time.monotonic() + 40
+            while "Status: Testing" not in (text := await vm.vga_text()):
+                assert time.monotonic() < deadline, f"memtest86+ did not start testing; screen:\n{text}"
+                await asyncio.sleep(0.1)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client, timeout=30)
+            print(f"\nmemtest86+: QEMU start -> its test screen in spice-gtk {time.monotonic() - vm.started:.2f} s")
+            assert "Memtest86+" in await vm.vga_text()
+            assert_same(shown, want, client)
+            assert bridge.consoles[0].display.dropped == 0
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def _qemu_command(tmp_path: Path, *qemu_args: str) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+    """Start ``python -m spiceserver qemu --port 0`` and read the port it prints."""
+    require_qemu()
+    qmp = tmp_path / "user-qmp.sock"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spiceserver",
+        "qemu",
+        "--port",
+        "0",
+        "--",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "64",
+        "-nodefaults",
+        "-vga",
+        "std",
+        "-qmp",
+        f"unix:{qmp},server=on,wait=off",
+        *qemu_args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    while True:
+        raw = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
+        if not raw:
+            raise AssertionError("qemu command exited:\n" + "\n".join(lines))
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        if line.startswith("SPICE on "):
+            return proc, int(line.rsplit(":", 1)[1]), lines
+
+
+async def _drain(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+async def test_qemu_command_sigterm_stops_qemu(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc, port, lines = await _qemu_command(tmp_path)
+    drain = asyncio.ensure_future(_drain(proc, lines))
+    try:
+        async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+            shown = await client.wait_picture(lambda p: bool(p.any()), timeout=30)
+            print(f"\nqemu command: start -> first picture in spice-gtk {time.monotonic() - started:.2f} s")
+            assert shown is not None and shown.any(), format_events(client.events, client.stderr)
+        qemu_pid = next(int(x.split()[-1]) for x in lines if x.startswith("QEMU pid "))
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+        with pytest.raises(ProcessLookupError):
+            os.kill(qemu_pid, 0)  # QEMU is gone (reaped by the command)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await drain
+
+
+async def test_qemu_quit_closes_the_command(tmp_path: Path) -> None:
+    from spiceserver.qemu.bus import QmpClient
+
+    proc, _port, lines = await _qemu_command(tmp_path)
+    drain = asyncio.ensure_future(_drain(proc, lines))
+    try:
+        qmp = await QmpClient.connect(str(tmp_path / "user-qmp.sock"))
+        try:
+            await qmp.execute("quit")
+        finally:
+            qmp.close()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await drain
+
+
+async def test_qemu_command_attach(tmp_path: Path) -> None:
+    """``--attach ADDRESS`` serves a QEMU on a bus daemon; QEMU quitting ends the command."""
+    async with start_qemu(tmp_path, "-vga", "std") as vm:
+        assert vm.address is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "spiceserver", "qemu", "--port", "0", "--attach", vm.address,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        lines: list[str] = []
+        drain: asyncio.Future[None] | None = None
+        try:
+            assert proc.stdout is not None
+            while not (line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()).startswith("SPICE on "):
+                assert line, "qemu --attach exited:\n" + "".join(lines)
+                lines.append(line)
+            port = int(line.rsplit(":", 1)[1])
+            drain = asyncio.ensure_future(_drain(proc, lines))
+            await vm.qmp.execute("cont")
+            async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
+                want, shown = await same_as_qemu(vm, client)
+                assert_same(shown, want, client)
+            await vm.qmp.execute("quit")
+            assert await asyncio.wait_for(proc.wait(), 30) == 0, "\n".join(lines)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            if drain is not None:
+                await drain
+
+
+DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+DOWN = 0x150  # spice-gtk scancodes: E0-prefixed keys are 0x100 | code
+ENTER = 0x1C
+CAPS_LOCK = 0x3A
+
+
+def blue_share(picture: np.ndarray) -> float:
+    """The share of the newt dialog's blue background (0x0000AA) in a picture."""
+    return float(np.count_nonzero(picture == 0x0000AA)) / picture.size
+
+
+@pytest.mark.slow
+async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
+    """The Debian installer (text, framebuffer console) boots to its language menu in spice-gtk;
+    Caps Lock lights the LED in spice-gtk; arrows and Enter typed there move on; the USB tablet makes QEMU's mouse absolute, which turns
+    on the server's tablet (client mouse mode)."""
+    if not (DI / "linux").exists():
+        pytest.skip("debian-installer-12-netboot-amd64 not installed")
+    qemu_args = ["-vga", "std", "-kernel", str(DI / "linux"), "-initrd", str(DI / "initrd.gz")]
+    qemu_args += ["-append", "vga=788 --- quiet", "-device", "qemu-xhci", "-device", "usb-tablet"]
+    async with start_qemu(tmp_path, *qemu_args, memory="1024") as vm, served(vm) as (server, bridge):
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=300) as client:
+            deadline = time.monotonic() + 240
+            while blue_share(menu := await vm.screendump()) < 0.4:
+                assert time.monotonic() < deadline, "the installer's language menu did not show"
+                await asyncio.sleep(0.5)
+            shown = await client.wait_picture(lambda p: p.shape == menu.shape and blue_share(p) >= 0.4, timeout=20)
+            print(f"\nDebian installer: QEMU start -> language menu in spice-gtk {time.monotonic() - vm.started:.1f} s")
+            assert shown is not None and blue_share(shown) >= 0.4, format_events(client.events, client.stderr)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client)
+            assert_same(shown, want, client)
+            await vm.qmp.execute("cont")
+            print(f"IsAbsolute {bridge.absolute}, client mouse allowed {server.client_mouse_allowed}")
+            assert bridge.absolute and server.client_mouse_allowed
+            # Caps Lock typed in spice-gtk: Linux lights the LED, QEMU's Modifiers says so, spice-gtk hears it
+            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
+            caps_on = await client.expect(lambda ev: ev.get("event") == "inputs-modifiers" and ev.get("modifiers", 0) & 4, timeout=10)
+            after = len(client.events)
+            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
+            await client.expect(
+                lambda ev: ev.get("event") == "inputs-modifiers"
+                and not ev["modifiers"] & 4
+                and any(e is ev for e in client.events[after:]),
+                timeout=10,
+            )
+            assert caps_on is not None and bridge.keyboard.leds & 4 == 0
+            for code in (DOWN, DOWN, DOWN, ENTER):
+                await client.action({"op": "key_press_and_release", "scancode": code})
+            deadline = time.monotonic() + 60
+            while np.array_equal(after := await vm.screendump(), want) or blue_share(after) < 0.4:
+                assert time.monotonic() < deadline, "the keys did not move the installer on"
+                await asyncio.sleep(0.5)
+            await vm.qmp.execute("stop")
+            want2, shown2 = await same_as_qemu(vm, client)
+            assert not np.array_equal(want2, want)
+            assert_same(shown2, want2, client)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+
+
+async def test_two_consoles_two_displays(tmp_path: Path) -> None:
+    """Each QEMU console is a display of its own (console order = display order)."""
+    async with start_qemu(tmp_path, "-vga", "std", "-device", "secondary-vga,id=second") as vm, served(vm) as (server, bridge):
+        assert [c.id for c in bridge.consoles] == [0, 1] and server.display_count() == 2
+        for console in bridge.consoles:
+            await asyncio.wait_for(console.display.first_picture(), 20)
+        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=60) as client:
+            deadline = time.monotonic() + 20
+            while "SeaBIOS" not in await vm.vga_text():  # console 0 is past QEMU's placeholder
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            await vm.qmp.execute("stop")
+            want, shown = await same_as_qemu(vm, client)
+            assert_same(shown, want, client)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        # the second console: the server's canvas (the GI client screenshots display 0 only)
+        want1 = await vm.screendump(device="second")
+        deadline = time.monotonic() + 20
+        while not np.array_equal(got := await asyncio.to_thread(server.display_snapshot, 1), want1):
+            assert time.monotonic() < deadline, (got.shape, want1.shape)
+            await asyncio.sleep(0.1)
+        assert not np.array_equal(want1, want)
