@@ -215,11 +215,12 @@ async def test_update_outside_waits_for_the_new_size() -> None:
     disp.size_probe = lambda: probes.append(1)
     assert disp.update(0, 0, 72, 16, 288, X8, pixels(72, 16, 0x111111)) is False
     assert disp.update(0, 16, 72, 16, 288, X8, pixels(72, 16, 0x222222)) is False
+    assert disp.update(0, 0, 4, 4, 16, X8, pixels(4, 4, 0x333333)) is False  # fits, but waits: after the others
     assert probes == [1] and disp.has_pending
     disp.resize(72, 40)
     assert ("resize", 72, 40) in fb.calls and not disp.has_pending
     await asyncio.sleep(0.03)
-    assert fb.frames[-1][0, 71] == 0x111111 and fb.frames[-1][31, 0] == 0x222222
+    assert fb.frames[-1][0, 71] == 0x111111 and fb.frames[-1][31, 0] == 0x222222 and fb.frames[-1][0, 0] == 0x333333
     # still outside after the answer: dropped
     assert disp.update(0, 32, 72, 16, 288, X8, pixels(72, 16, 1)) is False
     disp.resize(72, 40)

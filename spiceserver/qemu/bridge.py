@@ -100,9 +100,15 @@ class QemuBridge:
         ids = await get_property(self.bus, f"{ROOT}/VM", VM_INTERFACE, "ConsoleIDs")
         if not isinstance(ids, list) or not ids:
             raise RuntimeError(f"QEMU has no consoles (ConsoleIDs {ids!r})")
-        self.keyboard.path = self.mouse.path = console_path(int(ids[0]))
         for console_id in [int(i) for i in ids][:MAX_CONSOLES]:
+            kind = await get_property(self.bus, console_path(console_id), CONSOLE_INTERFACE, "Type")
+            if kind != "Graphic":  # a text console (vc) has no keyboard/mouse of its own here
+                log.info("console %d (%s) skipped", console_id, kind)
+                continue
             await self._add_console(console_id)
+        if not self.consoles:
+            raise RuntimeError("QEMU has no graphic console")
+        self.keyboard.path = self.mouse.path = self.consoles[0].path
         self.server.add_keyboard(self.keyboard)
         self.server.add_mouse(self.mouse)
         if not isinstance(self.bus, P2PBus):
@@ -110,7 +116,10 @@ class QemuBridge:
             await call(self.bus, "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s", [rule], destination="org.freedesktop.DBus")
         self.bus.add_message_handler(self._on_message)
         self._cleanups.append(lambda: self.bus.remove_message_handler(self._on_message))
-        await self._poll_once()
+        try:
+            await self._poll_once()
+        except Exception as exc:
+            log.warning("reading QEMU's input state failed: %r", exc)
         self._tasks.append(asyncio.ensure_future(self._poll()))
         self._tasks.append(asyncio.ensure_future(self._watch(self.bus)))
         if monitors_config:

@@ -221,9 +221,9 @@ class ConsoleDisplay:
         QEMU switches surfaces without a Scanout unless the first update covers the whole new
         surface (ui/dbus-listener.c: ``dbus_gfx_switch`` only records it, ``dbus_gfx_update``
         sends Scanout for a full-surface update), e.g. VGA text mode's 720x16 rows. An update
-        outside the current surface is therefore kept (up to :data:`MAX_PENDING_BYTES`) and
-        :attr:`size_probe` is called; :meth:`resize` with the console's new size applies or
-        drops what was kept.
+        outside the current surface is therefore kept (up to :data:`MAX_PENDING_BYTES`), with
+        every update after it so that they apply in order, and :attr:`size_probe` is called;
+        :meth:`resize` with the console's new size applies or drops what was kept.
         """
         reason = check_pixels(width, height, stride, fmt, len(data))
         if reason is None and (x < 0 or y < 0 or x + width > MAX_SIDE or y + height > MAX_SIDE):
@@ -232,7 +232,7 @@ class ConsoleDisplay:
             self._drop("Update", reason)
             return False
         fh, fw = self.frame.shape
-        if x + width > fw or y + height > fh:
+        if self._pending or x + width > fw or y + height > fh:  # (once some wait, all wait: order matters)
             if self._pending_bytes + len(data) > MAX_PENDING_BYTES:
                 self._drop("Update", f"rectangle {width}x{height}+{x}+{y} outside the {fw}x{fh} surface")
                 return False
