@@ -442,3 +442,19 @@ def test_tablet_positions_go_to_the_display_console_clamped() -> None:
         ("/c1", "Press", [4]),
         ("/c1", "Release", [4]),
     ]
+
+
+def test_the_qemu_command_line_gets_the_display_qmp_and_sound() -> None:
+    from spiceserver.qemu.cli import AUDIODEV_ID, qemu_argv
+
+    argv, paused = qemu_argv(["qemu-system-x86_64", "-m", "64"], "/t/qmp.sock", "unix:path=/t/bus")
+    assert paused and argv[-1] == "-S"
+    assert argv[1:3] == ["-audiodev", f"dbus,id={AUDIODEV_ID},out.frequency=48000,in.frequency=48000"]
+    assert f"dbus,addr=unix:path=/t/bus,audiodev={AUDIODEV_ID}" in argv
+    assert "unix:/t/qmp.sock,server=on,wait=off" in argv
+    own, _ = qemu_argv(["q", "-audiodev", "dbus,id=snd0", "-S"], "/q", "unix:path=/b")
+    assert own.count("-audiodev") == 1 and "dbus,addr=unix:path=/b,audiodev=snd0" in own and own.count("-S") == 1
+    other, _ = qemu_argv(["q", "-audiodev", "pa,id=x"], "/q", "unix:path=/b")
+    assert "dbus,addr=unix:path=/b" in other  # the guest's sound stays with its own backend
+    p2p, _ = qemu_argv(["q"], "/q")
+    assert "dbus,p2p=yes" in p2p and "-audiodev" not in p2p  # QEMU 7.2 drops p2p audio listeners

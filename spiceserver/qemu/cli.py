@@ -25,7 +25,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from ..config import ServerConfig
@@ -33,6 +33,7 @@ from ..errors import SpiceError
 from ..reds import SpiceServer
 from .bridge import attach
 from .bus import QmpClient, connect_bus, connect_p2p
+from .devices import attach_devices, wait_for_qemu
 
 __all__ = ["build_parser", "main", "qemu_argv", "run"]
 
@@ -63,12 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def qemu_argv(command: Sequence[str], qmp_path: str | Path) -> tuple[list[str], bool]:
-    """The QEMU command line to run: ``command`` plus the D-Bus display (p2p), a QMP socket and
-    ``-S``. Returns it and whether we added ``-S`` (then we ``cont`` once served)."""
+#: the audiodev the command adds when the QEMU command line defines none (SPICE's rate: no resampling)
+AUDIODEV_ID = "spiceserver"
+_OUR_AUDIODEV = f"dbus,id={AUDIODEV_ID},out.frequency=48000,in.frequency=48000"
+
+
+def qemu_argv(command: Sequence[str], qmp_path: str | Path, bus_address: str | None = None) -> tuple[list[str], bool]:
+    """The QEMU command line to run: ``command`` plus the D-Bus display (on the private bus at
+    ``bus_address``, else peer to peer), a QMP socket and ``-S``. Returns it and whether we added
+    ``-S`` (then we ``cont`` once served).
+
+    Sound (on a private bus only: QEMU 7.2 drops a peer-to-peer connection that registers an
+    audio listener): a command line with no ``-audiodev`` gets a D-Bus one at 48 kHz (QEMU 7.2
+    gives it to sound devices that name none), and a ``-audiodev dbus,...`` of its own is used as
+    it is; the display then exports the audio object (``-display dbus,...,audiodev=ID``). Another
+    audio backend is left alone: the guest's sound goes there, not to SPICE.
+    """
     argv = list(command)
+    audiodevs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-audiodev"]
+    display = "dbus,p2p=yes" if bus_address is None else f"dbus,addr={bus_address}"
+    if bus_address is None:
+        log.info("peer-to-peer display: no sound through SPICE")
+    elif not audiodevs:
+        argv = [argv[0], "-audiodev", _OUR_AUDIODEV, *argv[1:]]
+        display += f",audiodev={AUDIODEV_ID}"
+    else:
+        ours = [d for d in audiodevs if d.split(",")[0] in ("dbus", "driver=dbus")]
+        ids = [o.split("=", 1)[1] for d in ours for o in d.split(",") if o.startswith("id=")]
+        if ids:
+            display += f",audiodev={ids[0]}"
+        else:
+            log.info("the QEMU command line has its own audio backend: no sound through SPICE")
     paused_by_us = "-S" not in argv
-    argv += ["-display", "dbus,p2p=yes", "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+    argv += ["-display", display, "-qmp", f"unix:{qmp_path},server=on,wait=off"]
     if paused_by_us:
         argv.append("-S")
     return argv, paused_by_us
@@ -91,6 +119,31 @@ def _name_of(command: Sequence[str]) -> str:
         if arg == "-name":
             return command[i + 1].split(",")[0].removeprefix("guest=")
     return "qemu"
+
+
+@contextlib.asynccontextmanager
+async def _private_bus(directory: Path) -> AsyncIterator[str | None]:
+    """A private ``dbus-daemon`` listening in ``directory`` (its address), or None without one
+    installed (the display then goes peer to peer, without sound)."""
+    if shutil.which("dbus-daemon") is None:
+        log.warning("dbus-daemon is not installed: QEMU's display goes peer to peer, without sound")
+        yield None
+        return
+    path = directory / "bus.sock"
+    proc = await asyncio.create_subprocess_exec(
+        "dbus-daemon", "--session", f"--address=unix:path={path}", "--nofork", "--nopidfile", "--print-address=1",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), QMP_TIMEOUT)  # printed once it listens
+        if not line.startswith(b"unix:"):
+            raise SpiceError(f"dbus-daemon did not start (it printed {line!r})")
+        yield f"unix:path={path}"  # QEMU's addr= takes no guid=
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
 
 
 async def _qmp_connect(path: Path, proc: asyncio.subprocess.Process) -> QmpClient:
@@ -144,9 +197,11 @@ async def _run_attached(args: argparse.Namespace, stop: asyncio.Event) -> int:
     try:
         await server.start()
         bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
+        devices = await attach_devices(server, bus)
         try:
             await _serve(server, [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(bridge.closed())])
         finally:
+            await devices.close()
             await bridge.close()
     finally:
         await server.close()
@@ -164,17 +219,27 @@ async def run(args: argparse.Namespace) -> int:
         print("error: no QEMU command line (after --)", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="spiceserver-qemu-"))
-    argv, paused_by_us = qemu_argv(command, tmp / "qmp.sock")
+    try:
+        async with _private_bus(tmp) as address:
+            return await _run_launched(args, stop, command, tmp, address)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _run_launched(args: argparse.Namespace, stop: asyncio.Event, command: list[str], tmp: Path, address: str | None) -> int:
+    argv, paused_by_us = qemu_argv(command, tmp / "qmp.sock", address)
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
     print(f"QEMU pid {proc.pid}", flush=True)
     qmp: QmpClient | None = None
     server: SpiceServer | None = None
     try:
         qmp = await _qmp_connect(tmp / "qmp.sock", proc)
-        bus = await connect_p2p(qmp)
+        bus = await (connect_p2p(qmp) if address is None else connect_bus(address))
+        await wait_for_qemu(bus)
         server = SpiceServer(_config(args, _name_of(command)))
         await server.start()
         bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
+        devices = await attach_devices(server, bus)
         try:
             if paused_by_us:
                 await qmp.execute("cont")
@@ -187,6 +252,7 @@ async def run(args: argparse.Namespace) -> int:
             if stop.is_set():
                 log.info("stopping QEMU")
         finally:
+            await devices.close()
             await bridge.close()
             bus.disconnect()
     finally:
@@ -195,7 +261,6 @@ async def run(args: argparse.Namespace) -> int:
             qmp.close()
         if server is not None:
             await server.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode and not stop.is_set():
         log.warning("QEMU exited with status %s", proc.returncode)
     return 0

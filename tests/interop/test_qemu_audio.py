@@ -203,3 +203,34 @@ async def test_client_microphone_fills_what_qemu_reads(tmp_path: Path) -> None:
     assert np.abs(got).max() > 3000
     spectrum = np.abs(np.fft.rfft(got - got.mean()))
     assert math.isclose(np.argmax(spectrum) * 48000 / len(got), 440, abs_tol=5)
+
+
+@pytest.mark.usefixtures("gi_client")
+async def test_the_qemu_command_plays_the_guest_beep(tmp_path: Path) -> None:
+    """``python -m spiceserver qemu -- qemu-system-x86_64 ...`` with no ``-audiodev`` of its own:
+    the command adds a 48 kHz D-Bus audiodev named ``spiceserver`` and bridges it, so the PC
+    speaker given that audiodev reaches spice-gtk as a 1 kHz tone."""
+    from spiceserver.qemu.cli import AUDIODEV_ID
+    from tests.interop.test_qemu_spicegtk import _drain, _qemu_command
+
+    disk = tmp_path / "beep.img"
+    disk.write_bytes(BEEP.ljust(510, b"\0") + b"\x55\xaa")
+    pcm_out = tmp_path / "playback.raw"
+    pc_speaker = ("-machine", f"pcspk-audiodev={AUDIODEV_ID}", "-drive", f"file={disk},format=raw,if=ide")
+    proc, port, lines = await _qemu_command(tmp_path, *pc_speaker)
+    drain = asyncio.ensure_future(_drain(proc, lines))
+    try:
+        argv = ("--port", str(port), "--enable-audio", "--playback-out", str(pcm_out))
+        async with controlled_client(*argv, timeout=60) as client:
+            await client.expect("playback-start", timeout=30)
+            half_second = SPICE_BYTES_PER_SECOND // 2
+            await client.expect(lambda ev: ev.get("event") == "playback-data" and ev["total"] >= half_second, timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+        await drain
+    left = np.frombuffer(pcm_out.read_bytes(), "<i2").reshape(-1, 2).astype(np.float64)[-24000:, 0]
+    assert np.abs(left).max() > 1000, "silence:\n" + "\n".join(lines)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(left - left.mean()))) * 48000 / len(left)
+    assert math.isclose(peak_hz, 1000, abs_tol=4), peak_hz
