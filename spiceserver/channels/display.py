@@ -172,7 +172,7 @@ class Displays:
         self.ctx = ctx
         self._displays: list[Display] = []
         self._metrics = _MetricsWaits()
-        #: spice-gtk's pixmap cache and GLZ window are per session: one owner table for all displays
+        #: spice-gtk's GLZ window is per session: one owner table for all the displays
         self.caches = SessionCaches()
         ctx.client_monitors_config = self.client_monitors_config
 

@@ -43,7 +43,7 @@ from .drawable import Drawable
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
 from .pipe_items import DrawableItem, MessageItem, PictureItem, PipeItem
-from .session_caches import CacheKind, SessionCaches
+from .session_caches import SessionCaches
 from .stream_items import StreamDataItem
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ class DisplayChannelClient(ChannelClientBase):
         surfaces: the worker's surfaces (read when the client needs their pictures).
         monitors: returns the worker's current monitors layout, if any.
         settings: the server's image options.
-        caches: the server's table of session cache owners (:mod:`.session_caches`); only the
-            session's first display channel uses the client's pixmap cache and GLZ window.
+        caches: the server's table of session GLZ window owners (:mod:`.session_caches`): only the
+            session's first display channel codes GLZ.
     """
 
     def __init__(
@@ -188,15 +188,11 @@ class DisplayChannelClient(ChannelClientBase):
     def _on_init(self, msg: d.DisplayInit) -> None:
         self.state = DisplayState.READY
         self.init = DisplayInitInfo(msg.pixmap_cache_id, msg.pixmap_cache_size, msg.glz_dictionary_id, msg.glz_dictionary_window_size)
-        # spice-gtk's pixmap cache and GLZ window are per session: only their owner (the session's
-        # first display channel) mirrors them; the others send no CACHE_ME / FROM_CACHE and no GLZ
-        session = self.info.session_id
-        if self.caches.join(CacheKind.PIXMAP, session, msg.pixmap_cache_id, self):
-            self.encoder.cache = PixmapCache(min(msg.pixmap_cache_size, 1 << 31))
-        else:
-            log.info("[%s] pixmap cache %d is used by another display channel of the session: not caching", self.info.label, msg.pixmap_cache_id)
+        self.encoder.cache = PixmapCache(min(msg.pixmap_cache_size, 1 << 31))
         window = msg.glz_dictionary_window_size
-        if window > 0 and self.caches.join(CacheKind.GLZ, session, msg.glz_dictionary_id, self):
+        # spice-gtk's GLZ window is per session: only its owner (the session's first display
+        # channel) codes GLZ, the others LZ (:mod:`.session_caches`)
+        if window > 0 and self.caches.join_glz(self.info.session_id, msg.glz_dictionary_id, self):
             # a fresh dictionary per session: a reconnecting client starts with an empty window
             self.encoder.glz = GlzDictionary(min(window, LZ_MAX_WINDOW_SIZE))
         self.encoder.policy = self._policy(window if self.encoder.glz is not None else 0, self.encoder.policy.preferred)

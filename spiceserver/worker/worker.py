@@ -149,7 +149,7 @@ class DisplayWorker:
         display_id: the display channel id this worker serves.
         settings: the server's image options (:meth:`DisplaySettings.from_config`).
         clock: the multimedia clock stream frames are stamped with (the server's; a fresh one if None).
-        caches: the server's table of session cache owners, shared by all its display workers
+        caches: the server's table of session GLZ window owners, shared by all its display workers
             (:mod:`.session_caches`); a fresh one if None (a lone worker).
     """
 
