@@ -30,6 +30,7 @@ from ..worker.compression import DisplaySettings
 from ..worker.messages import CollectMetrics
 from ..worker.qxl_source import QXLWorkerBackend
 from ..worker.record import Recorder
+from ..worker.session_caches import SessionCaches
 from ..worker.worker import DisplayWorker
 from .base import ServerContext
 from .cursor import CursorChannel
@@ -171,11 +172,13 @@ class Displays:
         self.ctx = ctx
         self._displays: list[Display] = []
         self._metrics = _MetricsWaits()
+        #: spice-gtk's GLZ window is per session: one owner table for all the displays
+        self.caches = SessionCaches()
         ctx.client_monitors_config = self.client_monitors_config
 
     def _add(self, attach: Callable[[DisplayWorker], Any]) -> Any:
         settings = DisplaySettings.from_config(self.ctx.config)
-        worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings, self.ctx.clock)
+        worker = DisplayWorker(f"display{len(self._displays)}", len(self._displays), settings, self.ctx.clock, self.caches)
         display = Display(self.ctx, worker)
         worker.start()
         device = attach(worker)

@@ -43,6 +43,7 @@ from .drawable import Drawable
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
 from .pipe_items import DrawableItem, MessageItem, PictureItem, PipeItem
+from .session_caches import SessionCaches
 from .stream_items import StreamDataItem
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class DisplayChannelClient(ChannelClientBase):
         surfaces: the worker's surfaces (read when the client needs their pictures).
         monitors: returns the worker's current monitors layout, if any.
         settings: the server's image options.
+        caches: the server's table of session GLZ window owners (:mod:`.session_caches`): only the
+            session's first display channel codes GLZ.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class DisplayChannelClient(ChannelClientBase):
         monitors: Callable[[], d.MonitorsConfig | None],
         settings: DisplaySettings | None = None,
         host: StreamHost | None = None,
+        caches: SessionCaches | None = None,
     ) -> None:
         super().__init__(ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header, max_message_size=info.max_message_size), ack_window=ACK_WINDOW, high_water=HIGH_WATER)
         self.info = info
@@ -118,6 +122,7 @@ class DisplayChannelClient(ChannelClientBase):
         self.live = 0
         self.by_drawable: dict[Drawable, DrawableItem] = {}
         self.settings = settings or DisplaySettings()
+        self.caches = caches if caches is not None else SessionCaches()
         self.encoder = ImageEncoder(policy=self._policy(0), cache=None)
         self.sent_surfaces: set[int] = set()
         #: (surface, box) of frames queued that may go lossy before a stream (the area is sent
@@ -185,8 +190,10 @@ class DisplayChannelClient(ChannelClientBase):
         self.init = DisplayInitInfo(msg.pixmap_cache_id, msg.pixmap_cache_size, msg.glz_dictionary_id, msg.glz_dictionary_window_size)
         self.encoder.cache = PixmapCache(min(msg.pixmap_cache_size, 1 << 31))
         window = msg.glz_dictionary_window_size
-        if window > 0:
-            # a fresh dictionary per connection: a reconnecting client starts with an empty window
+        # spice-gtk's GLZ window is per session: only its owner (the session's first display
+        # channel) codes GLZ, the others LZ (:mod:`.session_caches`)
+        if window > 0 and self.caches.join_glz(self.info.session_id, msg.glz_dictionary_id, self):
+            # a fresh dictionary per session: a reconnecting client starts with an empty window
             self.encoder.glz = GlzDictionary(min(window, LZ_MAX_WINDOW_SIZE))
         self.encoder.policy = self._policy(window if self.encoder.glz is not None else 0, self.encoder.policy.preferred)
         self._queue(MessageItem(d.InvalAllPalettes()))

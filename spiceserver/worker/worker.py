@@ -88,6 +88,7 @@ from .ops import (
 from .picture import picture_image
 from .retain import RetainedBytes
 from .ring_gate import RingGate
+from .session_caches import SessionCaches
 from .stream_items import StreamDataItem, frame_pixels
 from .surface import Surface
 from .video_streams import VideoStreams
@@ -148,6 +149,8 @@ class DisplayWorker:
         display_id: the display channel id this worker serves.
         settings: the server's image options (:meth:`DisplaySettings.from_config`).
         clock: the multimedia clock stream frames are stamped with (the server's; a fresh one if None).
+        caches: the server's table of session GLZ window owners, shared by all its display workers
+            (:mod:`.session_caches`); a fresh one if None (a lone worker).
     """
 
     BATCH = 50  # commands per loop iteration (libspice MAX_PIPE_SIZE-style bound)
@@ -155,7 +158,9 @@ class DisplayWorker:
     #: encoder threads per worker (simplejpeg and the PyAV codecs release the GIL while they work)
     ENCODE_THREADS = 2
 
-    def __init__(self, name: str, display_id: int = 0, settings: DisplaySettings | None = None, clock: MediaClock | None = None) -> None:
+    def __init__(
+        self, name: str, display_id: int = 0, settings: DisplaySettings | None = None, clock: MediaClock | None = None, caches: SessionCaches | None = None
+    ) -> None:
         self.name = name
         self.display_id = display_id
         self.dispatcher = Dispatcher(name)
@@ -163,6 +168,7 @@ class DisplayWorker:
         self.surfaces: dict[int, Surface] = {}
         self.dccs: dict[int, DisplayChannelClient] = {}
         self.settings = settings or DisplaySettings()
+        self.caches = caches if caches is not None else SessionCaches()
         self.cursor_clients: dict[int, CursorChannelClient] = {}
         #: ClientData bytes handled per client since the last ClientConsumed report
         self._consumed: Counter[int] = Counter()
@@ -461,7 +467,7 @@ class DisplayWorker:
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self, self.caches)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:
@@ -506,6 +512,7 @@ class DisplayWorker:
         self.cursor_gate.forget(cc_id)
         dcc = self.dccs.pop(cc_id, None)
         if dcc is not None:
+            self.caches.leave(dcc)
             self.retired_images.update(dcc.encoder.stats)
             self.retired_video.append(dcc.streams.codec_stats())
             for agent in dcc.streams.agents.values():

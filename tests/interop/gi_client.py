@@ -115,7 +115,7 @@ Run sequence
    linger on a timer: it stays connected until ``finish`` (or stdin closes), so a test
    ends the session when what it waits for has happened, not after a guessed delay:
    ``screenshot PATH`` writes display 0's primary surface now (a ``screenshot`` event
-   follows); ``finish`` writes ``--screenshot`` if given and disconnects (reason ``ok``);
+   follows; ``screenshot_display N PATH`` writes display channel N's); ``finish`` writes ``--screenshot`` if given and disconnects (reason ``ok``);
    ``action JSON`` performs one ``--actions`` entry now (an ``action`` event with
    ``index`` -1 follows, with ``error`` if it failed; ``wait*`` ops are refused).
 
@@ -390,6 +390,7 @@ def parse_args(argv):
     p.add_argument("--shared-dir", help="session shared-dir: the folder spice-gtk serves over the WebDAV channel")
     p.add_argument("--shared-dir-ro", action="store_true", help="session share-dir-ro (with --shared-dir)")
     # --- BEGIN usb (USB redirection: class Usb below) ---
+    p.add_argument("--cache-size", type=int, default=0, help="session cache-size in bytes (the session-wide pixmap cache; 0: spice-gtk's 80 MiB)")
     p.add_argument("--usbredir", action="store_true", help="session enable-usbredir (connect usbredir channels)")
     p.add_argument("--usb-cd", metavar="ISO", help="make spice-gtk's emulated shared CD of ISO (implies --usbredir)")
     # --- END usb ---
@@ -971,6 +972,8 @@ class Client:
         a = self.args
         s = self.session
         s.props.host = a.host
+        if a.cache_size:
+            s.props.cache_size = a.cache_size  # bytes; the display channels' DISPLAY_INIT says /4 pixels
         if a.port is not None:
             s.props.port = str(a.port)
         if a.tls_port is not None:
@@ -1267,10 +1270,10 @@ class Client:
             self.pixel = rgb
             self.emit("pixel", x=x, y=y, rgb=rgb)
 
-    def write_screenshot(self, path):
-        prim = self.primary.get(0)
+    def write_screenshot(self, path, display=0):
+        prim = self.primary.get(display)
         if prim is None:
-            self.emit("screenshot", path=path, error="no primary surface on display 0")
+            self.emit("screenshot", path=path, error=f"no primary surface on display {display}")
             return
         fmt, width, height, stride, ptr = prim
         if not ptr or width <= 0 or height <= 0:
@@ -1490,6 +1493,9 @@ class Client:
             return
         if cmd == "screenshot" and arg:
             self.write_screenshot(arg)
+        elif cmd == "screenshot_display" and " " in arg:
+            display, _, path = arg.partition(" ")
+            self.write_screenshot(path, int(display))
         elif cmd == "finish":
             self.on_linger_done()
         elif cmd == "action" and arg:

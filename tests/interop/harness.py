@@ -254,13 +254,13 @@ class GiClient:
         await self.command("finish")
         return await self.wait(timeout)
 
-    async def screenshot(self, timeout: float = 10.0) -> np.ndarray | None:
-        """Display 0's primary surface now, as (h, w) uint32 0x00RRGGBB; None while there is none."""
+    async def screenshot(self, timeout: float = 10.0, display: int = 0) -> np.ndarray | None:
+        """Display ``display``'s primary surface now, as (h, w) uint32 0x00RRGGBB; None while there is none."""
         if self._shots is None:
             self._shots = Path(tempfile.mkdtemp(prefix="gi-client-shots-"))
         self._shot_count += 1
         path = str(self._shots / f"shot-{self._shot_count}.ppm")
-        await self.command(f"screenshot {path}")
+        await self.command(f"screenshot {path}" if display == 0 else f"screenshot_display {display} {path}")
         ev = await self.wait_for("screenshot", timeout=timeout, path=path)
         if "error" in ev:
             return None
@@ -269,13 +269,13 @@ class GiClient:
         return shown
 
     async def wait_picture(
-        self, done: Callable[[np.ndarray], bool], timeout: float = 20.0, interval: float = 0.05
+        self, done: Callable[[np.ndarray], bool], timeout: float = 20.0, interval: float = 0.05, display: int = 0
     ) -> np.ndarray | None:
         """Take screenshots until ``done(picture)`` holds; return the last picture (the caller asserts
         on it: the deadline only bounds a picture that never comes)."""
         deadline = time.monotonic() + timeout
         while True:
-            shown = await self.screenshot()
+            shown = await self.screenshot(display=display)
             if shown is not None and done(shown):
                 return shown
             if time.monotonic() > deadline or self.proc.returncode is not None:

@@ -184,3 +184,59 @@ async def test_jpeg_within_error_bound(tmp_path: Path) -> None:
         assert not np.array_equal(shown, photo & 0xFFFFFF)  # it really was lossy
     finally:
         await r.server.close()
+
+
+
+def _scene(seed: int, w: int = 320, h: int = 200) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.uint32)
+    return ((xx * 255 // w) << 16) | ((yy * 255 // h) << 8) | (seed * 40 % 256)
+
+
+def _blocks(seed: int, shift: int = 0, w: int = 320, h: int = 200) -> np.ndarray:
+    """Desktop-like content (8x8 blocks of a few colours: GLZ, not Quic), rolled ``shift`` pixels right."""
+    rng = np.random.default_rng(seed)
+    small = rng.choice(np.array([0x202020, 0xE0E0E0, 0x3060C0, 0xC04020, 0x20A040], np.uint32), size=(h // 8, w // 8))
+    return np.roll(np.repeat(np.repeat(small, 8, 0), 8, 1), shift, axis=1)
+
+
+async def _two_display_steps(steps: list[tuple[int, np.ndarray]], *client_args: str) -> list[dict[str, int]]:
+    """Two framebuffer displays, one spice-gtk session: show each (display, frame) in turn, each one
+    on screen (display N's primary in spice-gtk) before the next; return each display's image stats."""
+    r = await start_server()
+    fbs = [r.server.add_framebuffer_display(320, 200) for _ in range(2)]
+    for fb in fbs:
+        fb.update(_scene(9))
+    try:
+        async with controlled_client(
+            "--port", str(r.server.port_of()), "--expect-channels", "3", "--wait-display", *client_args, timeout=90
+        ) as client:  # fmt: skip
+            for display in (0, 1):
+                assert await client.wait_picture(same_picture(_scene(9)), display=display) is not None
+            for i, (display, want) in enumerate(steps):
+                fbs[display].update(want)
+                shown = await client.wait_picture(same_picture(want), timeout=10, display=display)
+                assert shown is not None and np.array_equal(shown, want), (i, display, format_events(client.events, client.stderr))
+            stats: list[dict[str, int]] = [r.server.display_stats(i)["clients"][0]["images"] for i in range(2)]
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        return stats
+    finally:
+        await r.server.close()
+
+
+async def test_two_displays_one_session_glz_window(tmp_path: Path) -> None:
+    """spice-gtk decodes every display channel's GLZ images into one window per session, by image id
+    (``decode-glz.c``). Display 1's images must not take the ids of display 0's: display 0's
+    scrolled picture refers to its previous one in the window (before the fix: display 1's pixels)."""
+    steps = [(0, _blocks(1)), *((1, _blocks(seed)) for seed in range(2, 8)), (0, _blocks(1, shift=8))]
+    stats = await _two_display_steps(steps)
+    glz = [s["glz"] + s["zlib_glz"] for s in stats]
+    assert sorted(glz)[0] == 0 and sorted(glz)[1] > 0, stats  # one display owns the session's window
+
+
+async def test_two_displays_one_session_pixmap_cache(tmp_path: Path) -> None:
+    """spice-gtk keeps one pixmap cache per session, reference counted per CACHE_ME. Content repeated
+    across two displays with a cache of two frames: display 1 evicting scene 1 (its INVAL_LIST) leaves
+    display 0's reference, so display 0 may still name it FROM_CACHE (else spice-gtk waits for ever)."""
+    steps = [(n, _scene(seed)) for n, seed in ((0, 1), (1, 1), (1, 2), (1, 3), (1, 2), (0, 2), (0, 1))]
+    stats = await _two_display_steps(steps, "--cache-size", str(2 * 320 * 200 * 4))
+    assert all(s["from_cache"] > 0 for s in stats), stats
