@@ -52,6 +52,8 @@ __all__ = [
     "connect_p2p",
     "get_property",
     "p2p_listener",
+    "daemon_call",
+    "wait_for_qemu",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,32 @@ async def call(
     if reply.message_type == MessageType.ERROR:
         raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[0] if reply.body else ""))
     return list(reply.body)
+
+
+async def daemon_call(bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None) -> list[Any]:
+    """Call a method of the bus daemon itself (``org.freedesktop.DBus``: ``AddMatch``, ``NameHasOwner``)."""
+    daemon = "org.freedesktop.DBus"
+    return await call(bus, "/org/freedesktop/DBus", daemon, member, signature, body, destination=daemon)
+
+
+async def wait_for_qemu(bus: MessageBus, timeout: float = 30.0) -> None:
+    """Wait until QEMU owns ``org.qemu`` on a bus daemon (nothing to wait for peer to peer).
+
+    QEMU asks for its name asynchronously once the display is up, after its QMP socket already
+    answers, so a client started with QEMU can find the name missing ("not provided by any
+    .service files") for a moment. This polls ``NameHasOwner`` every 20 ms.
+
+    Raises:
+        TimeoutError: QEMU did not take the name within ``timeout`` seconds.
+    """
+    if isinstance(bus, P2PBus):
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (await daemon_call(bus, "NameHasOwner", "s", [DEST]))[0]:
+        if loop.time() > deadline:
+            raise TimeoutError(f"nobody took {DEST} on the bus")
+        await asyncio.sleep(0.02)
 
 
 async def get_property(bus: MessageBus, path: str, interface: str, name: str) -> Any:

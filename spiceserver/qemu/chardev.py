@@ -42,7 +42,7 @@ from dbus_fast.signature import Variant
 
 from ..channels.chardev import SocketCharDevice
 from ..proto.enums import PortEvent
-from .bus import DEST, ROOT, P2PBus, call
+from .bus import DEST, ROOT, P2PBus, call, daemon_call
 
 if TYPE_CHECKING:
     from ..server_devices import ServerDevices
@@ -245,15 +245,7 @@ async def attach_chardevs(
             f"type='signal',sender='{DEST}',interface='{_PROPS}',member='PropertiesChanged',path_namespace='{ROOT}'",
             f"type='signal',sender='{DEST}',interface='{_OBJECTS}',path='{ROOT}'",
         ):
-            msg = Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-            await bus.call(msg)
+            await daemon_call(bus, "AddMatch", "s", [rule])
     result._handler = result._on_message
     bus.add_message_handler(result._on_message)
     try:

@@ -32,8 +32,8 @@ from ..config import ServerConfig
 from ..errors import SpiceError
 from ..reds import SpiceServer
 from .bridge import attach
-from .bus import QmpClient, connect_bus, connect_p2p
-from .devices import attach_devices, wait_for_qemu
+from .bus import QmpClient, connect_bus, connect_p2p, wait_for_qemu
+from .devices import attach_devices
 
 __all__ = ["build_parser", "main", "qemu_argv", "run"]
 

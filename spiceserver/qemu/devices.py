@@ -16,18 +16,16 @@ it runs and the bridge otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from .audio import AUDIO_PATH, QemuAudio, attach_audio
-from .bus import DEST, ROOT, P2PBus, call
+from .bus import ROOT, call, wait_for_qemu
 from .chardev import QemuChardevs, attach_chardevs
 from .clipboard import CLIPBOARD_PATH, QemuClipboard, attach_clipboard
 
@@ -37,37 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["QemuDevices", "attach_devices", "wait_for_qemu"]
 
 log = logging.getLogger("spiceserver.qemu")
-
-
-async def wait_for_qemu(bus: MessageBus, timeout: float = 30.0) -> None:
-    """Wait until QEMU owns ``org.qemu`` on a bus daemon (nothing to wait for peer to peer).
-
-    QEMU asks for its name asynchronously once the display is up, after its QMP socket already
-    answers, so a client started with QEMU can find the name missing ("not provided by any
-    .service files") for a moment. This polls ``NameHasOwner`` every 20 ms.
-
-    Raises:
-        TimeoutError: QEMU did not take the name within ``timeout`` seconds.
-    """
-    if isinstance(bus, P2PBus):
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        msg = Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="NameHasOwner",
-            signature="s",
-            body=[DEST],
-        )
-        reply = await bus.call(msg)
-        if reply is not None and reply.message_type == MessageType.METHOD_RETURN and reply.body and reply.body[0]:
-            return
-        if loop.time() > deadline:
-            raise TimeoutError(f"nobody took {DEST} on the bus")
-        await asyncio.sleep(0.02)
 
 
 @dataclass
