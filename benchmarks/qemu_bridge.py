@@ -1,0 +1,140 @@
+"""The QEMU D-Bus bridge: time to the first picture, CPU per second of a busy screen, key latency.
+
+Each run starts ``python -m spiceserver qemu --port 0 -- qemu-system-x86_64 -accel tcg ...`` (its
+own private dbus-daemon, QEMU paused until the bridge is attached) and one spice-gtk client
+(``tests/interop/gi_client.py --control``: spice-gtk decodes everything, no window):
+
+* **first picture**: from launching the command to the first screenshot of the client that is not
+  all black (memtest86+'s screen);
+* **busy screen**: memtest86+ repaints its counters and progress bars all the time. Over
+  ``--seconds`` the command's CPU (utime + stime of all its threads, ``/proc/PID/stat``: the bridge
+  and the SPICE server, one process) and QEMU's, as % of one core, and the display invalidations
+  spice-gtk reported per second;
+* **key latency**: SeaBIOS with its boot menu offered; ESC typed in spice-gtk (the client's
+  ``action`` event) to the first display invalidation spice-gtk reports that is taller than one text
+  row (the menu being drawn; the blinking text cursor gives one-row updates). Both times are the
+  client's clock. This includes QEMU's own refresh (30 ms) and SeaBIOS reading the key.
+
+Measured (2026-12-07, 2 shared CPUs, QEMU 7.2 TCG, spice-gtk 0.42; median of 3): first picture
+1.80 s, the command 4.0 % of a core on memtest86+'s busy screen (QEMU 101 %), 28.5 invalidations/s,
+ESC to boot menu 36 ms (docs/performance.md).
+
+Run: ``python benchmarks/qemu_bridge.py [--seconds 10] [--runs 3]``. Skips (exit 0, a message)
+without QEMU, memtest86+ or spice-gtk's GObject bindings. Results: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.interop.harness import controlled_client, gi_client_available
+
+MEMTEST = "/usr/lib/memtest86+/memtest86+x64.iso"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def start_command(*qemu_args: str) -> tuple[asyncio.subprocess.Process, int, int, float]:
+    """The ``qemu`` command; returns it, its SPICE port, QEMU's pid and when it was launched."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spiceserver", "qemu", "--port", "0", "--",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nodefaults", "-vga", "std", *qemu_args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    qemu_pid = port = 0
+    while not port:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line:
+            raise RuntimeError("the qemu command exited")
+        if line.startswith("QEMU pid "):
+            qemu_pid = int(line.split()[-1])
+        elif line.startswith("SPICE on "):
+            port = int(line.rsplit(":", 1)[1])
+    return proc, port, qemu_pid, started
+
+
+async def stop_command(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def busy_run(seconds: float) -> dict[str, float]:
+    """memtest86+: first picture, then the CPU over ``seconds`` of its busy screen."""
+    proc, port, qemu_pid, started = await start_command("-cdrom", MEMTEST)
+    try:
+        args = ("--port", str(port), "--max-invalidates", "1000000")
+        async with controlled_client(*args, timeout=seconds + 120) as client:
+            await client.wait_picture(lambda p: bool(p.any()), timeout=60, interval=0.02)
+            first = time.monotonic() - started
+            await asyncio.sleep(5)  # memtest is testing by then; the client has the whole screen
+            n0 = sum(ev.get("event") == "display-invalidate" for ev in client.events)
+            c0, q0, t0 = cpu_seconds(proc.pid), cpu_seconds(qemu_pid), time.monotonic()
+            await asyncio.sleep(seconds)
+            c1, q1, t1 = cpu_seconds(proc.pid), cpu_seconds(qemu_pid), time.monotonic()
+            n1 = sum(ev.get("event") == "display-invalidate" for ev in client.events)
+    finally:
+        await stop_command(proc)
+    wall = t1 - t0
+    return {
+        "first_picture_s": first,
+        "bridge_cpu_pct": 100 * (c1 - c0) / wall,
+        "qemu_cpu_pct": 100 * (q1 - q0) / wall,
+        "invalidates_per_s": (n1 - n0) / wall,
+    }
+
+
+async def key_run() -> float:
+    """SeaBIOS: ESC in spice-gtk to the boot menu being drawn, in ms (the client's clock)."""
+    proc, port, _qemu_pid, _ = await start_command("-boot", "menu=on,splash-time=20000")
+    try:
+        async with controlled_client("--port", str(port), "--max-invalidates", "1000000", timeout=60) as client:
+            await client.wait_picture(lambda p: bool(p.any()), timeout=30, interval=0.02)
+            await asyncio.sleep(1.0)  # the prompt is up and quiet but for the cursor
+            act = await client.action({"op": "key_press_and_release", "scancode": 1})
+            drawn = await client.wait_for(
+                lambda ev: ev.get("event") == "display-invalidate" and ev["t"] > act["t"] and ev["h"] > 16, timeout=10
+            )
+            return 1000 * (drawn["t"] - act["t"])
+    finally:
+        await stop_command(proc)
+
+
+async def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0, help="busy window per run (default 10)")
+    p.add_argument("--runs", type=int, default=3, help="runs of each measurement (default 3)")
+    args = p.parse_args()
+    if not (shutil.which("qemu-system-x86_64") and shutil.which("dbus-daemon") and Path(MEMTEST).exists()):
+        print("skipped: needs qemu-system-x86, dbus-daemon and memtest86+")
+        return 0
+    if not gi_client_available():
+        print("skipped: spice-gtk's GObject bindings are not installed")
+        return 0
+    busy = [await busy_run(args.seconds) for _ in range(args.runs)]
+    keys = [await key_run() for _ in range(args.runs)]
+    for name in busy[0]:
+        values = [b[name] for b in busy]
+        print(f"{name:20} median {statistics.median(values):8.2f}   runs {', '.join(f'{v:.2f}' for v in values)}")
+    print(f"{'key_to_menu_ms':20} median {statistics.median(keys):8.1f}   runs {', '.join(f'{v:.1f}' for v in keys)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
