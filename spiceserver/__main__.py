@@ -67,7 +67,9 @@ def main() -> int:
         except ImportError as exc:
             print(f"error: the qemu command needs the qemu extra (dbus-fast): {exc}", file=sys.stderr)
             return 1
-        return qemu_main(argv[1:])
+        from .reds import SpiceServer
+
+        return qemu_main(argv[1:], SpiceServer)
     print(f"unknown command {argv[0]!r}; try `python -m spiceserver --help`", file=sys.stderr)
     return 2
 

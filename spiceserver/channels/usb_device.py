@@ -59,13 +59,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ..proto import usbredir_messages as m
 from ..proto.usbredir import MAX_BULK_TRANSFER
+from .usb_in_stream import BULK_IN_BUFFER_BYTES, BULK_IN_BUFFER_PACKETS, IN_BUFFER_BYTES, IN_BUFFER_PACKETS, InStream
 
 __all__ = [
     "UsbTransferError",
@@ -86,14 +86,6 @@ __all__ = [
 
 log = logging.getLogger("spiceserver")
 
-#: interrupt / iso IN packets kept per endpoint until read (older ones are dropped)
-IN_BUFFER_PACKETS = 64
-#: interrupt / iso IN bytes kept per endpoint until read (older packets are dropped)
-IN_BUFFER_BYTES = 1 << 20
-#: buffered bulk packets kept per bulk receiving endpoint (QEMU's bufpq_target_size for bulk)
-BULK_IN_BUFFER_PACKETS = 5000
-#: buffered bulk bytes kept per bulk receiving endpoint (older packets are dropped)
-BULK_IN_BUFFER_BYTES = 4 << 20
 #: start_bulk_receiving's transfer count by default (QEMU's no_transfers)
 BULK_RECEIVING_TRANSFERS = 5
 #: the most transfers usbredirhost accepts for a stream (its MAX_TRANSFER_COUNT)
@@ -200,95 +192,6 @@ def endpoints_of(info: m.EpInfo) -> dict[int, UsbEndpointInfo]:
     return out
 
 
-class _InStream:
-    """IN packets of one endpoint the client streams (interrupt, iso or bulk receiving), bounded,
-    and the readers waiting for them (served in arrival order)."""
-
-    def __init__(self, max_packets: int = IN_BUFFER_PACKETS, max_bytes: int = IN_BUFFER_BYTES) -> None:
-        self.packets: deque[tuple[int, bytes]] = deque()
-        self.size = 0
-        self.max_packets = max_packets
-        self.max_bytes = max_bytes
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        self.started = False
-        #: bulk receiving: the start request's id and its caller, until bulk_receiving_status comes
-        self.start_id: int | None = None
-        self.starting: asyncio.Future[int] | None = None
-
-    def put(self, status: int, data: bytes) -> int:
-        """Buffer a packet and wake the first reader; returns how many old packets were dropped."""
-        self.packets.append((status, data))
-        self.size += len(data)
-        dropped = 0
-        while len(self.packets) > self.max_packets or (self.size > self.max_bytes and len(self.packets) > 1):
-            self.size -= len(self.packets.popleft()[1])
-            dropped += 1
-        self.wake()
-        return dropped
-
-    def popleft(self) -> tuple[int, bytes]:
-        """The oldest packet."""
-        status, data = self.packets.popleft()
-        self.size -= len(data)
-        return status, data
-
-    def pushleft(self, status: int, data: bytes) -> None:
-        """Put back the rest of a packet read in part."""
-        self.packets.appendleft((status, data))
-        self.size += len(data)
-
-    def clear(self) -> None:
-        """Drop what is buffered."""
-        self.packets.clear()
-        self.size = 0
-
-    def _prune(self) -> bool:
-        """Forget readers that gave up; True: a live one waits."""
-        while self.waiters and self.waiters[0].done():
-            self.waiters.popleft()
-        return bool(self.waiters)
-
-    def wake(self) -> None:
-        """Wake the first live reader when there is something to read."""
-        if self.packets and self._prune():
-            self.waiters.popleft().set_result(None)
-
-    async def wait(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
-        """Return once a packet is there for this reader (earlier readers first).
-
-        Raises:
-            TimeoutError: nothing within ``timeout`` seconds.
-        """
-        deadline = None if timeout is None else loop.time() + timeout
-        first = True
-        while not self.packets or (first and self._prune()):
-            fut: asyncio.Future[None] = loop.create_future()
-            if first:
-                self.waiters.append(fut)
-            else:  # woken but beaten to the data: keep our turn
-                self.waiters.appendleft(fut)
-            first = False
-            try:
-                if deadline is None:
-                    await fut
-                else:
-                    await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-            except BaseException:
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    self.wake()  # we were woken for data we will not take: pass it on
-                raise
-
-    def fail(self, exc: BaseException) -> None:
-        """Fail every waiter (and a pending bulk receiving start)."""
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_exception(exc)
-        starting, self.starting, self.start_id = self.starting, None, None
-        if starting is not None and not starting.done():
-            starting.set_exception(exc)
-
-
 class RedirectedUsbDevice:
     """One device a client redirected on one usbredir channel (see the module docstring).
 
@@ -336,8 +239,8 @@ class RedirectedUsbDevice:
         #: came for an endpoint where nothing was started
         self.dropped_in_packets = 0
         self._pending: dict[int, tuple[asyncio.Future[m.UsbRedirMessage], type[m.UsbRedirMessage]]] = {}
-        self._in: dict[int, _InStream] = {}
-        self._bulk: dict[int, _InStream] = {}
+        self._in: dict[int, InStream] = {}
+        self._bulk: dict[int, InStream] = {}
 
     def __repr__(self) -> str:
         return f"<RedirectedUsbDevice {self.vendor_id:04x}:{self.product_id:04x} channel {self.channel_id}{' gone' if self.gone else ''}>"
@@ -585,7 +488,7 @@ class RedirectedUsbDevice:
         self._ok(reply.status, f"bulk IN {endpoint:#04x}")
         return reply.data
 
-    async def _buffered_bulk_read(self, stream: _InStream, endpoint: int, length: int, timeout: float | None) -> bytes:
+    async def _buffered_bulk_read(self, stream: InStream, endpoint: int, length: int, timeout: float | None) -> bytes:
         self._check()
         try:
             await stream.wait(self.loop, timeout)
@@ -660,7 +563,7 @@ class RedirectedUsbDevice:
             raise ValueError(f"start_bulk_receiving: transfers {transfers} out of 1..{_MAX_TRANSFERS}")
         stream = self._bulk.get(endpoint)
         if stream is None:
-            stream = self._bulk[endpoint] = _InStream(BULK_IN_BUFFER_PACKETS, BULK_IN_BUFFER_BYTES)
+            stream = self._bulk[endpoint] = InStream(BULK_IN_BUFFER_PACKETS, BULK_IN_BUFFER_BYTES)
         if stream.started:
             return
         if stream.starting is not None:
@@ -722,7 +625,7 @@ class RedirectedUsbDevice:
         self, endpoint: int, length: int, timeout: float | None, start: Callable[[], m.UsbRedirMessage]
     ) -> bytes:
         self._check()
-        stream = self._in.setdefault(endpoint, _InStream())
+        stream = self._in.setdefault(endpoint, InStream())
         if not stream.started:
             stream.started = True
             self._link.send_usbredir(start(), self._link.new_id())
@@ -745,7 +648,7 @@ class RedirectedUsbDevice:
         self._check()
         if endpoint & 0x80:
             raise ValueError(f"iso_out on IN endpoint {endpoint:#04x}")
-        stream = self._in.setdefault(endpoint, _InStream())
+        stream = self._in.setdefault(endpoint, InStream())
         if not stream.started:
             stream.started = True
             self._link.send_usbredir(m.StartIsoStream(endpoint, ISO_PKTS_PER_URB, ISO_NO_URBS), self._link.new_id())

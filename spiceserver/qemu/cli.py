@@ -25,12 +25,13 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Protocol, cast
 
 from ..config import ServerConfig
 from ..errors import SpiceError
-from ..reds import SpiceServer
+from ..server_devices import ServerDevices
 from .bridge import attach
 from .bus import QmpClient, connect_bus, connect_p2p, wait_for_qemu
 from .devices import attach_devices
@@ -100,6 +101,38 @@ def qemu_argv(command: Sequence[str], qmp_path: str | Path, bus_address: str | N
     if paused_by_us:
         argv.append("-S")
     return argv, paused_by_us
+
+
+class ServedServer(Protocol):
+    """What the command runs of the server it is given, beside the devices (a ``SpiceServer``)."""
+
+    @property
+    def config(self) -> ServerConfig:
+        """The server's configuration."""
+        ...
+
+    async def start(self) -> None:
+        """Open the listeners."""
+        ...
+
+    async def close(self) -> None:
+        """Close everything."""
+        ...
+
+    def port_of(self, secure: bool = False) -> int:
+        """The port a listener got."""
+        ...
+
+
+#: builds the server from its configuration: the package face passes ``SpiceServer`` (the
+#: bridge itself sees only :class:`~spiceserver.server_devices.ServerDevices`, so that imports run
+#: one way, reds -> channels)
+ServerFactory = Callable[[ServerConfig], ServerDevices]
+
+
+def served(server: ServerDevices) -> ServedServer:
+    """The server's lifecycle side (``SpiceServer`` has both; the factory promises it)."""
+    return cast(ServedServer, server)
 
 
 def _config(args: argparse.Namespace, name: str) -> ServerConfig:
@@ -182,7 +215,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _serve(server: SpiceServer, waiters: list[asyncio.Future[object]]) -> None:
+async def _serve(server: ServedServer, waiters: list[asyncio.Future[object]]) -> None:
     print(f"SPICE on {server.config.addr}:{server.port_of()}", flush=True)
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -191,29 +224,29 @@ async def _serve(server: SpiceServer, waiters: list[asyncio.Future[object]]) -> 
             w.cancel()
 
 
-async def _run_attached(args: argparse.Namespace, stop: asyncio.Event) -> int:
+async def _run_attached(args: argparse.Namespace, stop: asyncio.Event, make_server: ServerFactory) -> int:
     bus = await connect_bus(args.attach)
-    server = SpiceServer(_config(args, "qemu"))
+    server = make_server(_config(args, "qemu"))
     try:
-        await server.start()
+        await served(server).start()
         bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
         devices = await attach_devices(server, bus)
         try:
-            await _serve(server, [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(bridge.closed())])
+            await _serve(served(server), [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(bridge.closed())])
         finally:
             await devices.close()
             await bridge.close()
     finally:
-        await server.close()
+        await served(server).close()
         bus.disconnect()
     return 0
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, make_server: ServerFactory) -> int:
     """Run the command with parsed ``args``; returns the exit status."""
     stop = _stop_event()
     if args.attach:
-        return await _run_attached(args, stop)
+        return await _run_attached(args, stop, make_server)
     command = [a for a in args.qemu if a != "--"] if args.qemu[:1] == ["--"] else list(args.qemu)
     if not command:
         print("error: no QEMU command line (after --)", file=sys.stderr)
@@ -221,23 +254,25 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="spiceserver-qemu-"))
     try:
         async with _private_bus(tmp) as address:
-            return await _run_launched(args, stop, command, tmp, address)
+            return await _run_launched(args, stop, command, tmp, address, make_server)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _run_launched(args: argparse.Namespace, stop: asyncio.Event, command: list[str], tmp: Path, address: str | None) -> int:
+async def _run_launched(
+    args: argparse.Namespace, stop: asyncio.Event, command: list[str], tmp: Path, address: str | None, make_server: ServerFactory
+) -> int:
     argv, paused_by_us = qemu_argv(command, tmp / "qmp.sock", address)
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
     print(f"QEMU pid {proc.pid}", flush=True)
     qmp: QmpClient | None = None
-    server: SpiceServer | None = None
+    server: ServerDevices | None = None
     try:
         qmp = await _qmp_connect(tmp / "qmp.sock", proc)
         bus = await (connect_p2p(qmp) if address is None else connect_bus(address))
         await wait_for_qemu(bus)
-        server = SpiceServer(_config(args, _name_of(command)))
-        await server.start()
+        server = make_server(_config(args, _name_of(command)))
+        await served(server).start()
         bridge = await attach(server, bus, monitors_config=not args.no_monitors_config)
         devices = await attach_devices(server, bus)
         try:
@@ -248,7 +283,7 @@ async def _run_launched(args: argparse.Namespace, stop: asyncio.Event, command: 
                 asyncio.ensure_future(bridge.closed()),
                 asyncio.ensure_future(proc.wait()),
             ]
-            await _serve(server, waiters)
+            await _serve(served(server), waiters)
             if stop.is_set():
                 log.info("stopping QEMU")
         finally:
@@ -260,13 +295,13 @@ async def _run_launched(args: argparse.Namespace, stop: asyncio.Event, command: 
         if qmp is not None:
             qmp.close()
         if server is not None:
-            await server.close()
+            await served(server).close()
     if proc.returncode and not stop.is_set():
         log.warning("QEMU exited with status %s", proc.returncode)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None, make_server: ServerFactory) -> int:
     """``python -m spiceserver qemu ...``; returns the exit status."""
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -275,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: give either --attach ADDRESS or -- QEMU COMMAND LINE", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, make_server))
     except KeyboardInterrupt:
         return 0
     except (SpiceError, OSError) as exc:
