@@ -254,18 +254,10 @@ async def p2p_listener(
         p2p.export(path, obj)  # same tick as connect() returning: before any read
         return p2p
 
-    connecting = asyncio.ensure_future(up())
     try:
-        await call(theirs.fileno())
-    except BaseException:
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await connecting
-        ours.close()
-        raise
+        return await _connect_during(up(), call(theirs.fileno()), ours)
     finally:
         theirs.close()
-    return await connecting
 
 
 class QmpError(Exception):
@@ -434,13 +426,20 @@ async def connect_p2p(qmp: QmpClient, fdname: str = "dbus-display-p2p") -> Messa
         await qmp.send_fd(fdname, theirs.fileno())
     finally:
         theirs.close()
-    connecting = asyncio.ensure_future(p2p.connect())
+    return await _connect_during(p2p.connect(), qmp.execute("add_client", {"protocol": "@dbus-display", "fdname": fdname}), ours)
+
+
+async def _connect_during(connect: Awaitable[MessageBus], handshake: Awaitable[Any], sock: socket.socket) -> MessageBus:
+    """Authenticate a p2p connection (``connect``) while QEMU is being told of its other end
+    (``handshake``: QEMU authenticates before it answers); if the handshake fails, stop connecting
+    and close ``sock``."""
+    connecting = asyncio.ensure_future(connect)
     try:
-        await qmp.execute("add_client", {"protocol": "@dbus-display", "fdname": fdname})
+        await handshake
     except BaseException:
         connecting.cancel()
         with contextlib.suppress(BaseException):
             await connecting
-        ours.close()
+        sock.close()
         raise
     return await connecting
