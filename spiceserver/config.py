@@ -19,7 +19,17 @@ from .proto.enums import CHANNEL_NAMES
 __all__ = [
     "ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS",
     "WAN_COMPRESSIONS", "StreamingVideoName", "STREAMING_VIDEO_MODES", "VIDEO_CODEC_NAMES", "parse_video_codecs",
+    "DEFAULT_WEB_ROOT", "installed_web_root",
 ]  # fmt: skip
+
+#: Debian's spice-html5 (package ``spice-html5``): the commands serve it on their ports when installed
+DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
+
+
+def installed_web_root() -> str | None:
+    """:data:`DEFAULT_WEB_ROOT` if that directory exists, else None (the commands' ``--web-root`` default)."""
+    return DEFAULT_WEB_ROOT if os.path.isdir(DEFAULT_WEB_ROOT) else None
+
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
 #: a DNS name, an IPv4 address, or an IPv6 address (brackets removed): no scheme, port or path
