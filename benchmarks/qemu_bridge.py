@@ -32,16 +32,23 @@ import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from spiceserver.qemu.bus import QmpClient
 from tests.interop.harness import controlled_client, gi_client_available
+from tests.support.qemu import QemuVM
 
 MEMTEST = "/usr/lib/memtest86+/memtest86+x64.iso"
 TICK = os.sysconf("SC_CLK_TCK")
+#: one 9x16 VGA text cell: the blinking cursor changes at most that (QEMU's own SPICE display sends
+#: only the pixels that changed, in small rectangles; the bridge sends whole dirty rectangles)
+CELL_AREA = 9 * 16
 #: starts a served QEMU with these extra arguments
 Launcher = Callable[..., Awaitable["Launched"]]
 
@@ -73,12 +80,30 @@ def spice_threads_cpu(pid: int) -> float:
     return total
 
 
+QMP_DIR = Path(tempfile.mkdtemp(prefix="qemu-bench-"))
+
+
+def new_qmp_path() -> Path:
+    """A fresh QMP socket path for one run."""
+    return QMP_DIR / f"qmp-{time.monotonic_ns()}.sock"
+
+
 class Launched:
     """A served QEMU: ``proc`` (what to stop), ``port``, ``qemu_pid``, ``started``, and which CPU is the
     SPICE server's: the whole command (ours), or libspice's threads in QEMU (the reference)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, qemu_pid: int, started: float, reference: bool) -> None:
-        self.proc, self.port, self.qemu_pid, self.started, self.reference = proc, port, qemu_pid, started, reference
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, qemu_pid: int, started: float, reference: bool, qmp: Path
+    ) -> None:
+        self.proc, self.port, self.qemu_pid, self.started, self.reference, self.qmp = proc, port, qemu_pid, started, reference, qmp
+
+    async def vga_text(self) -> str:
+        """QEMU's VGA text screen (through its QMP socket)."""
+        qmp = await QmpClient.connect(str(self.qmp))
+        try:
+            return await QemuVM(self.proc, qmp, None, QMP_DIR).vga_text()
+        finally:
+            qmp.close()
 
     def server_cpu(self) -> float:
         return spice_threads_cpu(self.qemu_pid) if self.reference else cpu_seconds(self.proc.pid)
@@ -91,9 +116,10 @@ class Launched:
 async def start_command(*qemu_args: str) -> Launched:
     """The ``qemu`` command serving ``qemu_args``."""
     started = time.monotonic()
+    qmp = new_qmp_path()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "spiceserver", "qemu", "--port", "0", "--",
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nodefaults", "-vga", "std", *qemu_args,
+        "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nodefaults", "-vga", "std", "-qmp", f"unix:{qmp},server=on,wait=off", *qemu_args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -106,16 +132,17 @@ async def start_command(*qemu_args: str) -> Launched:
             qemu_pid = int(line.split()[-1])
         elif line.startswith("SPICE on "):
             port = int(line.rsplit(":", 1)[1])
-    return Launched(proc, port, qemu_pid, started, reference=False)
+    return Launched(proc, port, qemu_pid, started, reference=False, qmp=qmp)
 
 
 async def start_reference(*qemu_args: str) -> Launched:
     """The same QEMU with its built-in SPICE server (libspice-server, ``-spice``), the reference."""
     port = free_port()
+    qmp = new_qmp_path()
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         "qemu-system-x86_64", "-accel", "tcg", "-m", "64", "-nodefaults", "-vga", "std",
-        "-display", "none", "-spice", f"port={port},addr=127.0.0.1,disable-ticketing=on", *qemu_args,
+        "-display", "none", "-spice", f"port={port},addr=127.0.0.1,disable-ticketing=on", "-qmp", f"unix:{qmp},server=on,wait=off", *qemu_args,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -128,7 +155,7 @@ async def start_reference(*qemu_args: str) -> Launched:
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError("QEMU's SPICE server did not come up") from None
             await asyncio.sleep(0.02)
-    return Launched(proc, port, proc.pid, started, reference=True)
+    return Launched(proc, port, proc.pid, started, reference=True, qmp=qmp)
 
 
 async def stop_command(proc: asyncio.subprocess.Process) -> None:
@@ -168,11 +195,16 @@ async def key_run(launch: Launcher) -> float:
     try:
         async with controlled_client("--port", str(vm.port), "--max-invalidates", "1000000", timeout=60) as client:
             await client.wait_picture(lambda p: bool(p.any()), timeout=30, interval=0.02)
-            await asyncio.sleep(1.0)  # the prompt is up and quiet but for the cursor
+            while "Press ESC" not in await vm.vga_text():  # SeaBIOS offers its menu (waits 20 s)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # the client has the prompt; the screen is quiet but for the cursor
             act = await client.action({"op": "key_press_and_release", "scancode": 1})
-            drawn = await client.wait_for(
-                lambda ev: ev.get("event") == "display-invalidate" and ev["t"] > act["t"] and ev["h"] > 16, timeout=10
-            )
+
+            def menu_drawn(ev: dict[str, Any]) -> bool:
+                # the first change after ESC bigger than a text cell (the blinking cursor is one)
+                return ev.get("event") == "display-invalidate" and ev["t"] > act["t"] and ev["w"] * ev["h"] > CELL_AREA
+
+            drawn = await client.wait_for(menu_drawn, timeout=10)
             return float(1000 * (drawn["t"] - act["t"]))
     finally:
         await stop_command(vm.proc)
