@@ -339,6 +339,7 @@ def parse_args(argv):
     )
     p.add_argument("--cert-subject", help="expected subject, e.g. 'CN=localhost' (adds subject)")
     p.add_argument("--password")
+    p.add_argument("--username", help="session username (SASL: cyrus sends it as authcid and authzid)")
     p.add_argument(
         "--secure-channels",
         default="",
@@ -982,6 +983,8 @@ class Client:
             s.props.unix_path = a.unix_path
         if a.password is not None:
             s.props.password = a.password
+        if a.username is not None:
+            s.props.username = a.username
         if a.ca_file:
             s.props.ca_file = a.ca_file
         verify = 0
