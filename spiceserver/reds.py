@@ -34,7 +34,7 @@ from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
 from .proto.enums import TICKET_PUBKEY_BYTES, ChannelType, CommonCap, LinkErr
-from .proto.link import LinkMess, LinkRequest, SaslSelected, ServerLink, TicketReceived, caps_to_words
+from .proto.link import LinkMess, LinkRequest, SaslSelected, ServerLink, TicketReceived, caps_to_words, has_cap
 from .server_devices import ServerDevices
 from .ticket import LinkKey, Ticket, TicketThrottle
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
@@ -313,8 +313,9 @@ class SpiceServer(ServerDevices):
                         writer.write(link.data_to_send())
                         await writer.drain()
                         return None
-                    sasl = secure and self._sasl is not None  # then no RSA key, as libspice
-                    key = None if sasl else await new_link_key()
+                    sasl = secure and self._sasl is not None
+                    # a client that can do SASL gets no RSA key (libspice reds_send_link_ack)
+                    key = None if sasl and has_cap(mess.common_caps, CommonCap.AUTH_SASL) else await new_link_key()
                     channel = self._ctx.registry.get(mess.channel_type, mess.channel_id)
                     assert channel is not None  # checked above
                     pub_key = bytes(TICKET_PUBKEY_BYTES) if key is None else key.public_der

@@ -121,6 +121,8 @@ class ScramServer:
             return refuse("SCRAM mandatory extension", b"e=extensions-not-supported")
         if len(attrs) < 2 or not attrs[0].startswith("n=") or not attrs[1].startswith("r="):
             raise ProtocolError("SCRAM client-first without n= and r=")
+        if any(len(x) < 2 or x[1] != "=" or not x[0].isalpha() for x in attrs[2:]):
+            raise ProtocolError("bad SCRAM extension attribute")
         user = self.user = decode_saslname(attrs[0][2:])
         cnonce = attrs[1][2:]
         if not _printable_nonce(cnonce):

@@ -15,7 +15,14 @@ import pytest
 from spiceserver.auth import SaslVerifiers
 from spiceserver.desktop import SyntheticDesktop
 from tests.conftest import Running, start_server
-from tests.interop.harness import controlled_client, find_events, first_event, format_events, run_gi_client, same_picture
+from tests.interop.harness import (
+    controlled_client,
+    find_events,
+    first_event,
+    format_events,
+    run_gi_client,
+    same_picture,
+)
 from tests.support.certs import TestCA
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
