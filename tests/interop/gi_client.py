@@ -84,7 +84,9 @@ Exit codes / done reasons
 0  ``ok``            everything done, disconnected by us
 10 ``error-auth``    ERROR_AUTH on any channel.  NB: spice-gtk maps *every* non-OK
                      link result after the ticket (PERMISSION_DENIED, BAD_CONNECTION_ID,
-                     ...) to ERROR_AUTH "Authentication failed: wrong password?"
+                     ...) to ERROR_AUTH "Authentication failed: wrong password?"; a failed
+                     SASL login (``--username``/``--password`` over TLS) is ERROR_AUTH
+                     "Authentication failed", code 5 (AUTH_NEEDS_PASSWORD_AND_USERNAME)
 11 ``error-link``    ERROR_LINK (bad reply, link error code in SpiceLinkReply except
                      NEED_SECURED, which spice-gtk handles by retrying over TLS)
 12 ``error-connect`` ERROR_CONNECT (TCP connect failed, or no port to use)
