@@ -320,6 +320,11 @@ class SpiceServer(ServerDevices):
                     assert channel is not None  # checked above
                     pub_key = bytes(TICKET_PUBKEY_BYTES) if key is None else key.public_der
                     link.accept(pub_key, _SASL_COMMON_CAPS if sasl else _COMMON_CAPS, channel.caps_words(), sasl=sasl)
+                    if link.failed:
+                        clog.warning("link refused: SASL required but the client has no auth selection")
+                        writer.write(link.data_to_send())
+                        await writer.drain()
+                        return None
                 elif isinstance(ev, SaslSelected):
                     assert self._sasl is not None and link.request is not None
                     try:

@@ -20,7 +20,7 @@ from spiceserver.auth.verifiers import ScramVerifier, scram_keys
 from spiceserver.errors import ConfigError, ProtocolError
 from spiceserver.proto.channel import ChannelConnection
 from spiceserver.proto.enums import ChannelType, CommonCap, LinkErr
-from spiceserver.proto.link import LinkReply, has_cap
+from spiceserver.proto.link import LinkReply, caps_to_words, has_cap
 from spiceserver.proto.messages import main as mm
 from spiceserver.proto.messages.base import CLIENT, Message
 from tests.conftest import Running, start_server
@@ -357,5 +357,29 @@ async def test_bad_mechanism_and_lockout(tmp_path: pathlib.Path) -> None:
         conv.writer.write(struct.pack("<I", 2))
         assert await conv.reader.read() == b""
         assert (await r.server.metrics()).sasl_ok == 0
+    finally:
+        await r.server.close()
+
+
+async def test_pipelined_client_and_no_auth_selection(tmp_path: pathlib.Path) -> None:
+    r, ep = await sasl_server(tmp_path)
+    try:
+        conv = await sasl_link(ep, ChannelType.MAIN)
+        client = ScramClient("sha256", "alice", "secret")
+        first = client.first()
+        # the mechanism choice and the start in one write, before the list arrived
+        conv.writer.write(struct.pack("<I", 2) + struct.pack("<I", 13) + b"SCRAM-SHA-256" + struct.pack("<I", len(first) + 1) + first + b"\0")
+        n = await conv.u32()
+        assert await conv.reader.readexactly(n) == b",SCRAM-SHA-256,SCRAM-SHA-1,PLAIN,"
+        out, complete = await conv.answer()
+        assert out is not None and not complete
+        out, complete = await conv.step(client.final(out))
+        assert complete and await conv.result() == (0, b"") and await conv.u32() == LinkErr.OK
+        conv.writer.close()
+        # a client without auth selection cannot do SASL: VERSION_MISMATCH, as libspice
+        conv = await sasl_link(ep, ChannelType.MAIN, common_caps=caps_to_words({CommonCap.AUTH_SPICE, CommonCap.AUTH_SASL}))
+        hdr = await conv.reader.readexactly(16)  # at once a second, whole LinkReply
+        assert LinkReply.parse(await conv.reader.readexactly(struct.unpack_from("<I", hdr, 12)[0])).error == LinkErr.VERSION_MISMATCH
+        assert await conv.reader.read() == b""
     finally:
         await r.server.close()

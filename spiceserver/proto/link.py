@@ -334,13 +334,16 @@ class ServerLink(_LinkBase):
 
         With ``sasl`` (the caps offer AUTH_SASL), SASL is the only mechanism, as in libspice
         ``reds_handle_auth_mechanism``: the client's choice of it ends this parser with
-        :class:`SaslSelected`; the RSA ticket is refused (INVALID_DATA), and so is a client
-        without auth selection (VERSION_MISMATCH).
+        :class:`SaslSelected`; the RSA ticket is refused (INVALID_DATA), and a client without
+        auth selection gets a second LinkReply with VERSION_MISMATCH at once (``failed`` is set).
         """
         if self.request is None or self.done or self.failed:
             raise RuntimeError("accept() before the link message or after the end")
         self.sasl = sasl
         self._out += LinkReply(LinkErr.OK, pub_key, tuple(common_caps), tuple(channel_caps)).encode()
+        if sasl and not self.auth_selection:  # then ``failed`` is set and the refusal queued
+            self.reject(LinkErr.VERSION_MISMATCH)
+            return
         self._start(self._read_ticket())
 
     def _read_ticket(self) -> Generator[None, None, None]:
@@ -353,8 +356,6 @@ class ServerLink(_LinkBase):
                 return
             if mechanism != AuthMechanism.SPICE or self.sasl:
                 raise self._fail_early(LinkErr.INVALID_DATA, f"unsupported auth mechanism {mechanism}")
-        elif self.sasl:
-            raise self._fail_early(LinkErr.VERSION_MISMATCH, "SASL required but the client has no auth selection")
         ticket = yield from self._stream.read_exact(TICKET_CIPHER_BYTES)
         self._events.append(TicketReceived(mechanism, ticket))
 

@@ -94,10 +94,13 @@ class SaslConversation:
         return (code, await self.reader.readexactly(await self.u32())) if code else (code, b"")
 
 
-async def sasl_link(ep: Endpoint, channel_type: int, channel_id: int = 0, *, connection_id: int = 0) -> SaslConversation:
-    """Link with AUTH_SASL in the caps; raises AssertionError when the reply is an error."""
+async def sasl_link(
+    ep: Endpoint, channel_type: int, channel_id: int = 0, *, connection_id: int = 0, common_caps: tuple[int, ...] = SASL_CAPS
+) -> SaslConversation:
+    """Link with AUTH_SASL in the caps (or ``common_caps`` words); raises AssertionError when the
+    reply is an error."""
     reader, writer = await open_stream(ep)
-    body = LinkMess(connection_id, channel_type, channel_id, SASL_CAPS, ()).encode()
+    body = LinkMess(connection_id, channel_type, channel_id, common_caps, ()).encode()
     writer.write(HEADER.pack(b"REDQ", 2, 2, len(body)) + body)
     _magic, _major, _minor, size = HEADER.unpack(await asyncio.wait_for(reader.readexactly(HEADER.size), 10))
     reply = LinkReply.parse(await reader.readexactly(size))
