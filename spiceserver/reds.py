@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from .admission import Admission, PendingLink, open_link_phase
-from .auth import PasswordCheck, SaslAuthenticator, SaslOutcome, SaslVerifiers
+from .auth import PasswordCheck, SaslAuthenticator, SaslVerifiers
 from .channels.base import Link, ServerContext
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
@@ -327,16 +327,10 @@ class SpiceServer(ServerDevices):
                         return None
                 elif isinstance(ev, SaslSelected):
                     assert self._sasl is not None and link.request is not None
-                    try:
-                        outcome = await self._sasl.run(reader, writer, link.leftover(), peer=writer.get_extra_info("peername"), throttle=self._ticket.throttle, log=clog)
-                    except (LinkError, ProtocolError) as exc:
-                        outcome = SaslOutcome(False, reason=f"bad SASL data: {exc.reason}")
+                    outcome = await self._sasl.login(reader, writer, link.leftover(), writer.get_extra_info("peername"), self._ticket.throttle, clog)
+                    self.stats["sasl_ok" if outcome.ok else "sasl_failed"] += 1
                     if not outcome.ok:
-                        clog.warning("SASL authentication failed: %s", outcome.reason)
-                        self.stats["sasl_failed"] += 1
                         return None
-                    clog.info("SASL user %r authenticated", outcome.user)
-                    self.stats["sasl_ok"] += 1
                     code = self._check_connection(link.request.mess, clog)
                     link.finish(code)
                     writer.write(link.data_to_send())

@@ -74,6 +74,26 @@ class SaslAuthenticator:
             return PlainServer(self.credentials)
         raise ValueError(f"unknown SASL mechanism {name!r}")
 
+    async def login(
+        self,
+        reader: Reader,
+        writer: Writer,
+        leftover: bytes,
+        peer: object,
+        throttle: TicketThrottle | None,
+        log: logging.LoggerAdapter,  # type: ignore[type-arg]
+    ) -> SaslOutcome:
+        """:meth:`run`, with a protocol violation as a failed outcome, and the outcome logged."""
+        try:
+            outcome = await self.run(reader, writer, leftover, peer=peer, throttle=throttle, log=log)
+        except (LinkError, ProtocolError) as exc:
+            outcome = SaslOutcome(False, reason=f"bad SASL data: {exc.reason}")
+        if outcome.ok:
+            log.info("SASL user %r authenticated", outcome.user)
+        else:
+            log.warning("SASL authentication failed: %s", outcome.reason)
+        return outcome
+
     async def run(
         self,
         reader: Reader,
