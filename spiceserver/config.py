@@ -13,8 +13,9 @@ import uuid as _uuid
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .errors import ConfigError, NotSupportedError
+from .errors import ConfigError
 from .proto.enums import CHANNEL_NAMES
+from .proto.sasl import SASL_MECHANISMS
 
 __all__ = [
     "ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS",
@@ -84,7 +85,13 @@ class ServerConfig:
             ``ticket_lockout`` seconds. Counted per IPv4 address / IPv6 /64, Unix-socket peers as
             one address; 0 = no limit. Not in libspice.
         ticket_lockout: the window and cool-down of ``ticket_max_failures``, in seconds.
-        sasl: SASL authentication (QEMU ``sasl``) -- not implemented, rejected.
+        sasl: SASL logins on the TLS port (QEMU ``sasl``; :mod:`spiceserver.auth`): every link
+            there (each channel) offers AUTH_SASL only, and the RSA ticket is refused, as in
+            libspice. Needs ``tls_port``; the plain port and the Unix socket never offer SASL and
+            keep the ticket. Credentials: :meth:`SpiceServer.set_sasl_credentials`. A wrong
+            password counts in ``ticket_max_failures``.
+        sasl_mechanisms: the mechanisms offered, best first: names from ``"SCRAM-SHA-256"``,
+            ``"SCRAM-SHA-1"``, ``"PLAIN"`` (default all three).
         name: VM name sent to clients that ask (SPICE_MSG_MAIN_NAME).
         uuid: VM UUID sent with the name.
         agent_mouse: use the guest agent for client mouse mode when one is present (QEMU
@@ -173,6 +180,7 @@ class ServerConfig:
     ticket_max_failures: int = 5
     ticket_lockout: float = 60.0
     sasl: bool = False
+    sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
     name: str | None = None
     uuid: _uuid.UUID | None = None
     agent_mouse: bool = True
@@ -200,8 +208,11 @@ class ServerConfig:
     max_retained_draw_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        if self.sasl:
-            raise NotSupportedError("SASL authentication is not implemented (see README: missing features)")
+        if self.sasl and self.tls_port is None:
+            raise ConfigError("sasl=True needs tls_port: SASL is offered on TLS links only")
+        mechs = self.sasl_mechanisms
+        if not mechs or len(set(mechs)) != len(mechs) or not set(mechs) <= set(SASL_MECHANISMS):
+            raise ConfigError(f"sasl_mechanisms {mechs!r}: distinct names from {', '.join(SASL_MECHANISMS)}")
         if self.port is None and self.tls_port is None and self.unix_path is None:
             raise ConfigError("nothing to listen on: set port, tls_port or unix_path")
         for p in (self.port, self.tls_port):

@@ -26,14 +26,15 @@ import time
 from collections.abc import Callable
 
 from .admission import Admission, PendingLink, open_link_phase
+from .auth import PasswordCheck, SaslAuthenticator, SaslVerifiers
 from .channels.base import Link, ServerContext
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
-from .proto.enums import ChannelType, CommonCap, LinkErr
-from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
+from .proto.enums import TICKET_PUBKEY_BYTES, ChannelType, CommonCap, LinkErr
+from .proto.link import LinkMess, LinkRequest, SaslSelected, ServerLink, TicketReceived, caps_to_words, has_cap
 from .server_devices import ServerDevices
 from .ticket import LinkKey, Ticket, TicketThrottle
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
@@ -44,6 +45,8 @@ __all__ = ["SpiceServer"]
 log = logging.getLogger("spiceserver")
 
 _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER})
+#: a TLS link with ``ServerConfig.sasl``: SASL only (libspice ``reds_channel_init_auth_caps``)
+_SASL_COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SASL, CommonCap.MINI_HEADER})
 
 
 class SpiceServer(ServerDevices):
@@ -67,6 +70,7 @@ class SpiceServer(ServerDevices):
         self._admission = Admission(config.max_pending_links, config.max_pending_links_per_peer)
         self._ssl = tls_context(config) if config.tls_port is not None else None
         self._web_options = WebOptions.from_config(config)
+        self._sasl = SaslAuthenticator(config.sasl_mechanisms) if config.sasl else None
         super().__init__(ctx)
 
     # --- clients, events, metrics (event loop unless noted) -------------------------------------
@@ -119,6 +123,18 @@ class SpiceServer(ServerDevices):
         if password is not None and len(password.encode()) > 60:
             raise ConfigError("password longer than 60 bytes")
         self._ticket.set(password, lifetime)
+
+    def set_sasl_credentials(self, *, verifiers: SaslVerifiers | None = None, check: PasswordCheck | None = None) -> None:
+        """Where SASL logins (``ServerConfig.sasl``) are checked: a verifier store (SCRAM and PLAIN;
+        :meth:`SaslVerifiers.add`) and/or ``check(username, password) -> bool`` (PLAIN only; run
+        on a link thread). Until called nobody logs in. Links in progress keep the old ones.
+
+        Raises:
+            ConfigError: the server was configured without ``sasl``.
+        """
+        if self._sasl is None:
+            raise ConfigError("set_sasl_credentials needs ServerConfig(sasl=True)")
+        self._sasl.set_credentials(verifiers=verifiers, check=check)
 
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
@@ -297,10 +313,29 @@ class SpiceServer(ServerDevices):
                         writer.write(link.data_to_send())
                         await writer.drain()
                         return None
-                    key = await new_link_key()
+                    sasl = secure and self._sasl is not None
+                    # a client that can do SASL gets no RSA key (libspice reds_send_link_ack)
+                    key = None if sasl and has_cap(mess.common_caps, CommonCap.AUTH_SASL) else await new_link_key()
                     channel = self._ctx.registry.get(mess.channel_type, mess.channel_id)
                     assert channel is not None  # checked above
-                    link.accept(key.public_der, _COMMON_CAPS, channel.caps_words())
+                    pub_key = bytes(TICKET_PUBKEY_BYTES) if key is None else key.public_der
+                    link.accept(pub_key, _SASL_COMMON_CAPS if sasl else _COMMON_CAPS, channel.caps_words(), sasl=sasl)
+                    if link.failed:
+                        clog.warning("link refused: SASL required but the client has no auth selection")
+                        writer.write(link.data_to_send())
+                        await writer.drain()
+                        return None
+                elif isinstance(ev, SaslSelected):
+                    assert self._sasl is not None and link.request is not None
+                    outcome = await self._sasl.login(reader, writer, link.leftover(), writer.get_extra_info("peername"), self._ticket.throttle, clog)
+                    self.stats["sasl_ok" if outcome.ok else "sasl_failed"] += 1
+                    if not outcome.ok:
+                        return None
+                    code = self._check_connection(link.request.mess, clog)
+                    link.finish(code)
+                    writer.write(link.data_to_send())
+                    await writer.drain()
+                    return (link.request.mess, outcome.leftover) if code == LinkErr.OK else None
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
                     code = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
@@ -331,6 +366,10 @@ class SpiceServer(ServerDevices):
         if reason is not None:
             clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED
+        return self._check_connection(mess, clog)
+
+    def _check_connection(self, mess: LinkMess, clog: ConnLog) -> int:
+        """After authentication: a channel other than main must join a live session."""
         if mess.channel_type != ChannelType.MAIN:
             if mess.connection_id not in self._ctx.sessions:
                 clog.warning("unknown connection id %#x", mess.connection_id)
