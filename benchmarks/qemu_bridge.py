@@ -221,14 +221,19 @@ async def main() -> int:
     if not gi_client_available():
         print("skipped: spice-gtk's GObject bindings are not installed")
         return 0
-    for name, launch in (("spiceserver qemu (D-Bus bridge)", start_command), ("QEMU -spice (libspice-server)", start_reference)):
-        busy = [await busy_run(launch, args.seconds) for _ in range(args.runs)]
-        keys = [await key_run(launch) for _ in range(args.runs)]
+    launchers = {"spiceserver qemu (D-Bus bridge)": start_command, "QEMU -spice (libspice-server)": start_reference}
+    busy: dict[str, list[dict[str, float]]] = {name: [] for name in launchers}
+    keys: dict[str, list[float]] = {name: [] for name in launchers}
+    for _ in range(args.runs):  # interleaved, so that both see the same machine
+        for name, launch in launchers.items():
+            busy[name].append(await busy_run(launch, args.seconds))
+            keys[name].append(await key_run(launch))
+    for name in launchers:
         print(name)
-        for key in busy[0]:
-            values = [b[key] for b in busy]
+        for key in busy[name][0]:
+            values = [b[key] for b in busy[name]]
             print(f"  {key:20} median {statistics.median(values):8.2f}   runs {', '.join(f'{v:.2f}' for v in values)}")
-        print(f"  {'key_to_menu_ms':20} median {statistics.median(keys):8.1f}   runs {', '.join(f'{v:.1f}' for v in keys)}")
+        print(f"  {'key_to_menu_ms':20} median {statistics.median(keys[name]):8.1f}   runs {', '.join(f'{v:.1f}' for v in keys[name])}")
     return 0
 
 
