@@ -10,14 +10,19 @@ own private dbus-daemon, QEMU paused until the bridge is attached) and one spice
   ``--seconds`` the command's CPU (utime + stime of all its threads, ``/proc/PID/stat``: the bridge
   and the SPICE server, one process) and QEMU's, as % of one core, and the display invalidations
   spice-gtk reported per second;
-* **key latency**: SeaBIOS with its boot menu offered; ESC typed in spice-gtk (the client's
-  ``action`` event) to the first display invalidation spice-gtk reports that is taller than one text
-  row (the menu being drawn; the blinking text cursor gives one-row updates). Both times are the
-  client's clock. This includes QEMU's own refresh (30 ms) and SeaBIOS reading the key.
+* **key latency**: SeaBIOS with its boot menu offered (its prompt read from QEMU's VGA text memory
+  through QMP first); ESC typed in spice-gtk (the client's ``action`` event) to the first display
+  invalidation spice-gtk reports that is bigger than one 9x16 text cell (the blinking cursor is
+  one). Both times are the client's clock. This includes QEMU's own refresh (30 ms) and SeaBIOS
+  reading the key.
 
-Measured (2026-12-07, 2 shared CPUs, QEMU 7.2 TCG, spice-gtk 0.42; median of 3): first picture
-1.80 s, the command 4.0 % of a core on memtest86+'s busy screen (QEMU 101 %), 28.5 invalidations/s,
-ESC to boot menu 36 ms (docs/performance.md).
+Each figure is measured for the command and for the reference, the same QEMU with its built-in
+SPICE server (``-spice``, libspice-server), runs interleaved. For the reference the server's CPU is
+libspice's ``SPICE Worker`` thread only (its I/O runs in QEMU's main thread, counted under QEMU).
+
+Measured (2026-12-07, 2 shared CPUs with load 4 to 5, QEMU 7.2 TCG, spice-gtk 0.42; median of 3):
+first picture 3.20 s (libspice 0.41 s), the command 3.8 % of a core on memtest86+'s busy screen
+(libspice's worker 0.4 %), ESC to boot menu 14.8 ms (libspice 11.7 ms) (docs/performance.md).
 
 Run: ``python benchmarks/qemu_bridge.py [--seconds 10] [--runs 3]``. Skips (exit 0, a message)
 without QEMU, memtest86+ or spice-gtk's GObject bindings. Results: docs/performance.md.
