@@ -89,6 +89,7 @@ from .picture import picture_image
 from .retain import RetainedBytes
 from .ring_gate import RingGate
 from .session_caches import SessionCaches
+from .shared_encode import SharedEncodes
 from .stream_items import StreamDataItem, frame_pixels
 from .surface import Surface
 from .video_streams import VideoStreams
@@ -186,6 +187,8 @@ class DisplayWorker:
         self.retained = RetainedBytes(self.settings.max_retained_bytes)
         #: images sent by display clients that have left (their encoder stats), for the metrics
         self.retired_images: Counter[str] = Counter()
+        #: codec results shared by this display's clients, and the encode counters (:mod:`.shared_encode`)
+        self.shared = SharedEncodes()
         #: video sent to display clients that have left (per codec), for the metrics
         self.retired_video: list[dict[str, dict[str, float]]] = []
         self.resolver = _Resolver(self)
@@ -418,10 +421,12 @@ class DisplayWorker:
                 total = video.setdefault(codec, dict.fromkeys(counts, 0.0))
                 for k, v in counts.items():
                     total[k] = total.get(k, 0.0) + v
+        enc = self.shared.stats
         return DisplayMetrics(
             msg.display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
             sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
             len(self.video.streams), self.video.stats["streams"], video,
+            enc.encoded, enc.shared, enc.bytes_encoded, {cc_id: c.stats["bytes_sent"] for cc_id, c in self.dccs.items()},
         )  # fmt: skip
 
     def _on_attach_source(self, msg: AttachSource) -> None:
@@ -467,7 +472,7 @@ class DisplayWorker:
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self, self.caches)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self, self.caches, self.shared)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:
