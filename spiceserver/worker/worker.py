@@ -401,6 +401,7 @@ class DisplayWorker:
             "clients_lagging": self.display_gate.stats["lagging"],
             "clients": [
                 {
+                    "cc_id": c.cc_id, "session": c.info.session_id,
                     "images": dict(c.encoder.stats), **c.stats, "pipe": c.live, "lagging": c.cc_id in self.display_gate.lagging,
                     "video": c.streams.describe(),
                 }
