@@ -137,7 +137,7 @@ async def test_a_viewer_that_stops_reading_does_not_slow_the_owner() -> None:
                 return next((c for c in r.server.display_stats()["clients"] if c["session"] == viewer.session_id), None)
 
             deadline = time.monotonic() + 30
-            while (v := viewer_stats()) is None or not v["bytes_sent"] or v["pipe"]:  # its first picture went out
+            while (v := viewer_stats()) is None or not sum(v["images"].values()) or v["pipe"]:  # its first picture went out
                 assert time.monotonic() < deadline, r.server.display_stats()
                 await asyncio.sleep(0.05)
 
