@@ -47,6 +47,8 @@ class DisplayMetrics:
     bytes_encoded: int = 0
     #: bytes sent to each connected display client (by its worker client id; stream frames included)
     client_bytes: dict[int, int] = field(default_factory=dict)
+    #: video stream frames a client took from another client's encode (MJPEG at the same quality)
+    stream_frames_shared: int = 0
 
     @property
     def encode_ms(self) -> float | None:
@@ -183,6 +185,7 @@ class Metrics:
             ("display_image_encodes_total", "images_encoded", "Image codec runs (a result shared by several clients counts once)."),
             ("display_image_encodes_shared_total", "images_shared", "Image encodes saved: a client took the result another client's encode produced."),
             ("display_encoded_bytes_total", "bytes_encoded", "Bytes the image codec runs produced."),
+            ("display_stream_frames_shared_total", "stream_frames_shared", "Video stream frames a client took from another client's encode."),
         ):
             family(name, "counter", help_text, [(_labels(display=str(d.display_id)), getattr(d, attr)) for d in self.displays])
         family(

@@ -4,6 +4,7 @@ window), encodes per client. Driven on the caller's thread (the worker is never 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,8 +27,13 @@ from spiceserver.worker.ops import CreateSurface, Draw
 from spiceserver.worker.picture import picture_image
 from spiceserver.worker.shared_encode import SharedEncodes
 from spiceserver.worker.worker import DisplayWorker
-from tests.support.display import DisplayState
+from tests.conftest import start_server
+from tests.support.client import connect
+from tests.support.display import DisplayState, link_display, pump_until
 from tests.test_display import images_in
+from tests.test_video_streams import H as VH
+from tests.test_video_streams import W as VW
+from tests.test_video_streams import play
 
 W, H = 96, 64
 
@@ -215,3 +221,40 @@ def test_max_clients_keeps_that_many_sessions() -> None:
     assert len(table) == 1 and closed == [sessions[0].id, sessions[1].id, sessions[2].id]
     with pytest.raises(ConfigError):
         ServerConfig(port=0, max_clients=0)
+
+
+async def test_two_clients_share_mjpeg_stream_frames_at_the_same_quality() -> None:
+    """A region repainted at video rate streams (MJPEG) to two clients of one display: a frame both
+    rate controls encode at the same quality is encoded once; both clients end pixel-exact."""
+    r = await start_server(streaming_video="filter", max_clients=2)
+    fb = r.server.add_framebuffer_display(VW, VH)
+    try:
+        fb.update(np.full((VH, VW), 0x203040, np.uint32))
+        viewers = []
+        for _ in range(2):
+            s = await connect(r.ep)
+            ch, state = await link_display(s)
+            await pump_until(ch, state, lambda st: st.marks == 1)
+            viewers.append((s, ch, state))
+
+        async def follow(ch: object, state: DisplayState) -> None:
+            while True:
+                state.apply(await ch.recv(30))  # type: ignore[attr-defined]
+
+        readers = [asyncio.ensure_future(follow(ch, state)) for _, ch, state in viewers]
+        await play(fb, range(60))
+        want = fb.snapshot() & 0xFFFFFF
+        for _s, _ch, state in viewers:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not (any(isinstance(m, d.StreamDestroy) for m in state.messages) and np.array_equal(state.surfaces[0].pixels & 0xFFFFFF, want)):
+                assert asyncio.get_running_loop().time() < deadline, [type(m).__name__ for m in state.messages[-5:]]
+                await asyncio.sleep(0.05)
+        for t in readers:
+            t.cancel()
+        m = (await r.server.metrics()).displays[0]
+        frames = [state.stream_frames for _, _, state in viewers]
+        print(f"\nstream frames per client {frames}, shared {m.stream_frames_shared}, video {m.video}")
+        assert all(f > 0 for f in frames) and m.stream_frames_shared > 0
+        assert 'spiceserver_display_stream_frames_shared_total{display="0"}' in Metrics(0, 0, 0, 0, 0, 0, 0, 0, True, displays=(m,)).prometheus()
+    finally:
+        await r.server.close()

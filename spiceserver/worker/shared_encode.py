@@ -26,17 +26,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["SharedEncodes", "EncodeStats", "MAX_ENTRIES", "MAX_BYTES"]
+__all__ = ["SharedEncodes", "SharedFrames", "EncodeStats", "MAX_ENTRIES", "MAX_BYTES", "MAX_FRAMES"]
 
 #: entries the cache keeps (about a few pipes' worth of images)
 MAX_ENTRIES = 256
 #: bytes (source bitmaps kept alive plus encoded results) the cache may hold
 MAX_BYTES = 64 << 20
+#: stream frames whose encode (a future) :class:`SharedFrames` keeps
+MAX_FRAMES = 8
 
 T = TypeVar("T", bytes, bool)
+#: a stream frame's encode: (the data or None, milliseconds it took)
+FrameFuture = Future[tuple[bytes | None, float]]
 
 
 @dataclass
@@ -48,12 +53,15 @@ class EncodeStats:
         shared: results taken from the cache instead of encoding again.
         bytes_encoded: bytes the codec runs produced.
         bytes_shared: bytes taken from the cache (what a per-client encoder would have produced again).
+        frames_shared: video stream frames a client took from another client's encode (MJPEG at
+            the same quality: :class:`SharedFrames`).
     """
 
     encoded: int = 0
     shared: int = 0
     bytes_encoded: int = 0
     bytes_shared: int = 0
+    frames_shared: int = 0
 
 
 class SharedEncodes:
@@ -128,3 +136,34 @@ class SharedEncodes:
     def _drop(self, k: tuple[int, Hashable]) -> None:
         _, _, charge = self._items.pop(k)
         self._bytes -= charge
+
+
+class SharedFrames:
+    """Video stream frames being encoded, by (frame op, codec and parameters): a client whose rate
+    control chose the same stateless encode (MJPEG at the same quality) as another client for the
+    same frame takes that client's pending encode (a future) instead of starting its own.
+
+    The stateful codecs (VP8, VP9, H.264) are never shared: each client's encoder predicts from
+    the frames that client got. Worker thread only; the last :data:`MAX_FRAMES` frames are kept.
+    """
+
+    def __init__(self, stats: EncodeStats, max_frames: int = MAX_FRAMES) -> None:
+        self.stats = stats
+        self.max_frames = max_frames
+        # key -> (the frame's op, kept alive while keyed by its id; the encode's future)
+        self._items: OrderedDict[tuple[int, Hashable], tuple[object, FrameFuture]] = OrderedDict()
+
+    def get(self, op: object, key: Hashable) -> FrameFuture | None:
+        """The pending or finished encode of ``op`` under ``key``, if a client started one."""
+        hit = self._items.get((id(op), key))
+        if hit is None or hit[0] is not op:
+            return None
+        self.stats.frames_shared += 1
+        return hit[1]
+
+    def put(self, op: object, key: Hashable, future: FrameFuture) -> None:
+        """A client started encoding ``op`` under ``key``: others may take ``future``."""
+        self._items[id(op), key] = (op, future)
+        self._items.move_to_end((id(op), key))
+        while len(self._items) > self.max_frames:
+            self._items.popitem(last=False)
