@@ -218,6 +218,7 @@ class ImageEncoder:
         photo: bool | None = None
         shared, size = self.shared, len(bm.data)
         has_px = fmt in _QUIC_FORMATS and len(bm.data) >= stride * h  # bitmap_pixels(bm) is not None
+
         def once(key: tuple[object, ...], encode: Callable[[], _T]) -> _T:
             return shared.get(bm, size, key, encode, keep=share)
 
@@ -243,9 +244,7 @@ class ImageEncoder:
             if has_px and lossy_ok and policy.jpeg and fmt == BitmapFmt.RGBA:
                 # JPEG_ALPHA: the colour as JPEG, the alpha as an LZ XXXA stream, both top-down
                 jpeg = once(("jpeg", DEFAULT_QUALITY), lambda: encode_jpeg(pixels()))
-                alpha = shared.get(
-                    bm, size, ("lz_xxxa",), lambda: encode_lz(pixels().astype("<u4").tobytes(), LzImageType.XXXA, width=w, height=h, stride=w * 4, top_down=True)
-                )
+                alpha = once(("lz_xxxa",), lambda: encode_lz(pixels().astype("<u4").tobytes(), LzImageType.XXXA, width=w, height=h, stride=w * 4, top_down=True))
                 if len(jpeg) + len(alpha) < raw_size:
                     self.stats["jpeg_alpha"] += 1
                     ja = d.JPEGAlphaData(flags=1, jpeg_size=len(jpeg), data=jpeg + alpha)  # 1 = TOP_DOWN
