@@ -543,7 +543,7 @@ class DisplayWorker:
         op = item.drawable.op
         key = job.share_key()
         if key is not None and (taken := self.shared_frames.get(op, key)) is not None:
-            item.future = taken
+            item.future, item.shared_encode = taken, True
             return
 
         def run() -> tuple[bytes | None, float]:
