@@ -160,6 +160,9 @@ class ServerConfig:
             (their images, text and paths, in the surfaces' trees and every client's pipe). Past
             it the worker collapses every client's pipe into pictures of the canvas and forgets
             the trees, which costs bandwidth, never correctness. A guest's draws are bounded by it.
+        max_clients: sessions (clients) one server keeps at once; 1 (libspice): a new client
+            replaces the current one. Above 1 the oldest session is closed only when a new one
+            would exceed it.
     """
 
     addr: str = "127.0.0.1"
@@ -206,6 +209,7 @@ class ServerConfig:
     web_root: str | None = None
     metrics_path: str | None = None
     max_retained_draw_bytes: int = 256 << 20
+    max_clients: int = 1
 
     def __post_init__(self) -> None:
         if self.sasl and self.tls_port is None:
@@ -246,6 +250,8 @@ class ServerConfig:
                 raise ConfigError("metrics_path needs websocket=True (the HTTP side of the ports)")
             if not self.metrics_path.startswith("/") or "?" in self.metrics_path or "#" in self.metrics_path:
                 raise ConfigError(f"metrics_path {self.metrics_path!r} must be a path starting with '/'")
+        if self.max_clients < 1:
+            raise ConfigError("max_clients must be at least 1")
         if self.max_retained_draw_bytes < 1 << 20:
             raise ConfigError("max_retained_draw_bytes must be at least 1 MiB")
         for origin in self.websocket_origins:

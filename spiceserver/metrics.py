@@ -39,6 +39,16 @@ class DisplayMetrics:
     #: encoded and sent, ``bytes`` sent, ``encode_ms`` spent encoding them, ``dropped`` (by the rate
     #: control, or replaced unsent by a newer frame)
     video: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: encode once (:mod:`spiceserver.worker.shared_encode`), over all clients past and present:
+    #: image codec runs, results one client took from another's run instead of encoding again,
+    #: and the bytes the codec runs produced
+    images_encoded: int = 0
+    images_shared: int = 0
+    bytes_encoded: int = 0
+    #: bytes sent to each connected display client (by its worker client id; stream frames included)
+    client_bytes: dict[int, int] = field(default_factory=dict)
+    #: video stream frames a client took from another client's encode (MJPEG at the same quality)
+    stream_frames_shared: int = 0
 
     @property
     def encode_ms(self) -> float | None:
@@ -175,6 +185,17 @@ class Metrics:
                 for k, v in sorted(d.images.items())
             ],
         )
+        for name, attr, help_text in (
+            ("display_image_encodes_total", "images_encoded", "Image codec runs (a result shared by several clients counts once)."),
+            ("display_image_encodes_shared_total", "images_shared", "Image encodes saved: a client took the result another client's encode produced."),
+            ("display_encoded_bytes_total", "bytes_encoded", "Bytes the image codec runs produced."),
+            ("display_stream_frames_shared_total", "stream_frames_shared", "Video stream frames a client took from another client's encode."),
+        ):
+            family(name, "counter", help_text, [(_labels(display=str(d.display_id)), getattr(d, attr)) for d in self.displays])
+        family(
+            "display_client_bytes_total", "counter", "Bytes sent to each connected display client.",
+            [(_labels(display=str(d.display_id), client=str(c)), v) for d in self.displays for c, v in sorted(d.client_bytes.items())],
+        )  # fmt: skip
         family("display_streams", "gauge", "Video streams live.", [(_labels(display=str(d.display_id)), d.streams) for d in self.displays])
         family(
             "display_streams_total", "counter", "Video streams started.",

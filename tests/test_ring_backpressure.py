@@ -125,26 +125,39 @@ class _Client:
 
 def test_gate_budget_lagging_and_recovery() -> None:
     gate = RingGate("display", limit=50, grace=1.0)
-    a, b = _Client(1, 10), _Client(2, 0)
-    assert gate.budget([a, b], 50, now=0.0) == 41
+    a = _Client(1, 10)
+    assert gate.budget([a], 50, now=0.0) == 41
     assert gate.budget([], 50, now=0.0) == 50
     a.pipe_size = 51
-    assert gate.budget([a, b], 50, now=0.0) == 0
+    assert gate.budget([a], 50, now=0.0) == 0
     assert gate.next_deadline() == 1.0
     a.pipe_size = 49  # progress: the clock restarts
-    assert gate.budget([a, b], 50, now=0.9) == 2
+    assert gate.budget([a], 50, now=0.9) == 2
     a.pipe_size = 60
-    assert gate.budget([a, b], 50, now=1.0) == 0
-    assert gate.budget([a, b], 50, now=1.5) == 0
-    assert gate.budget([a, b], 50, now=2.0) == 50  # a is lagging: only b counts
+    assert gate.budget([a], 50, now=1.0) == 0
+    assert gate.budget([a], 50, now=1.5) == 0
+    assert gate.budget([a], 50, now=2.0) == 50  # a is lagging: it no longer holds the ring
     assert gate.lagging == {1} and gate.stats["lagging"] == 1
     a.pipe_size = 0
-    assert gate.budget([a, b], 50, now=2.1) == 50
+    assert gate.budget([a], 50, now=2.1) == 50
     assert gate.lagging == set()  # caught up: it holds the ring back again
     a.pipe_size = 70
-    assert gate.budget([a, b], 50, now=2.2) == 0
+    assert gate.budget([a], 50, now=2.2) == 0
     gate.forget(1)
     assert gate.next_deadline() is None
+
+
+def test_gate_with_several_clients_follows_the_emptiest_pipe() -> None:
+    """Two clients of one display (max_clients > 1): a viewer whose pipe is full never holds the
+    ring while the owner's has room; the ring waits only when every pipe is full."""
+    gate = RingGate("display", limit=50, grace=1.0)
+    owner, viewer = _Client(1, 10), _Client(2, 0)
+    assert gate.budget([owner, viewer], 50, now=0.0) == 50
+    viewer.pipe_size = 300  # stopped reading
+    assert gate.budget([owner, viewer], 50, now=0.0) == 41  # the owner's room, at once
+    owner.pipe_size = 60
+    assert gate.budget([owner, viewer], 50, now=0.1) == 0  # both full: the guest waits
+    assert gate.budget([owner, viewer], 50, now=1.2) == 50  # both lagging after the grace
 
 
 async def test_released_ring_lets_the_guest_continue_without_a_client() -> None:

@@ -161,7 +161,7 @@ class MainChannel(LoopChannel):
 
     def join(self, link: Link) -> Session:
         """A main link starts a new session (and ends the current one)."""
-        session = self.ctx.sessions.open()
+        session = self.ctx.sessions.open(self.ctx.config.max_clients)
         link.log.info("session %#x started (mini header: %s)", session.id, link.mini_header)
         return session
 

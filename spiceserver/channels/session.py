@@ -58,9 +58,10 @@ class SessionTable:
         self._by_id: dict[int, Session] = {}
         self._log = log
 
-    def open(self) -> Session:
-        """End the current sessions and start a new one with a fresh random non-zero id."""
-        for old in list(self._by_id.values()):
+    def open(self, max_clients: int = 1) -> Session:
+        """Start a session with a fresh random non-zero id, first ending the oldest sessions so
+        that at most ``max_clients`` remain (1, as libspice: the current one is replaced)."""
+        for old in list(self._by_id.values())[: max(0, len(self._by_id) - max_clients + 1)]:
             self._log.info("new client: disconnecting session %#x", old.id)
             self.close(old)
         while True:

@@ -44,6 +44,7 @@ from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
 from .pipe_items import DrawableItem, MessageItem, PictureItem, PipeItem
 from .session_caches import SessionCaches
+from .shared_encode import SharedEncodes
 from .stream_items import StreamDataItem
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class DisplayChannelClient(ChannelClientBase):
         settings: the server's image options.
         caches: the server's table of session GLZ window owners (:mod:`.session_caches`): only the
             session's first display channel codes GLZ.
+        shared: the display's codec results shared by its clients (:mod:`.shared_encode`); None:
+            this client encodes for itself.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class DisplayChannelClient(ChannelClientBase):
         settings: DisplaySettings | None = None,
         host: StreamHost | None = None,
         caches: SessionCaches | None = None,
+        shared: SharedEncodes | None = None,
     ) -> None:
         super().__init__(ChannelConnection(ChannelType.DISPLAY, SERVER, mini_header=info.mini_header, max_message_size=info.max_message_size), ack_window=ACK_WINDOW, high_water=HIGH_WATER)
         self.info = info
@@ -123,12 +127,13 @@ class DisplayChannelClient(ChannelClientBase):
         self.by_drawable: dict[Drawable, DrawableItem] = {}
         self.settings = settings or DisplaySettings()
         self.caches = caches if caches is not None else SessionCaches()
-        self.encoder = ImageEncoder(policy=self._policy(0), cache=None)
+        self.encoder = ImageEncoder(policy=self._policy(0), cache=None, shared=shared)
         self.sent_surfaces: set[int] = set()
         #: (surface, box) of frames queued that may go lossy before a stream (the area is sent
         #: lossless when their chain ends: :meth:`upgrade_area`)
         self.lossy_areas: set[tuple[int, tuple[int, int, int, int]]] = set()
-        self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0, "stream_frames": 0}
+        #: bytes_sent: marshalled bytes handed to the transport (every message of this client)
+        self.stats = {"drawables": 0, "pruned": 0, "collapsed": 0, "stream_frames": 0, "bytes_sent": 0}
         self.host = host
         self.streams = ClientStreams(
             info.label, self.has_cap, self._queue, self.push_drawable, self.settings.video_codecs,
@@ -368,7 +373,9 @@ class DisplayChannelClient(ChannelClientBase):
             item.marshal(self)
             if item.STAT is not None:
                 self.stats[item.STAT] += 1
-        return self.take_output()
+        out = self.take_output()
+        self.stats["bytes_sent"] += len(out)
+        return out
 
     # Marshaller (for the pipe items)
 
@@ -396,9 +403,11 @@ class DisplayChannelClient(ChannelClientBase):
         """Send a marshalled body of display message ``type_`` (shared by every client)."""
         self.conn.send_raw(type_, body)
 
-    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
-        """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first."""
-        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok, force_lossy=force_lossy and self.lossy_frames_ok)
+    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False, share: bool = True) -> d.Image:
+        """Encode ``img`` for this client; send the cache invalidations and messages the encoder needs first.
+
+        ``share``: False for an image no other client sends (its codec results are not kept)."""
+        out, evicted = self.encoder.encode(img, lossy_ok=lossy_ok, force_lossy=force_lossy and self.lossy_frames_ok, share=share)
         if evicted:
             self.conn.send(d.InvalList(resources=tuple(d.ResourceID(type=1, id=i) for i in evicted)))
         for msg in self.encoder.pending:

@@ -11,19 +11,25 @@ photo-like images, GLZ (the client's shared window dictionary) or LZ otherwise, 
 the client has the cap, JPEG instead of Quic where lossy images are allowed, ZLIB_GLZ on
 low-bandwidth clients; a result that is not smaller than the raw bitmap is sent raw. Lossy images are
 never entered into the client's pixmap cache, so a cache hit is always lossless.
+
+Every codec run but GLZ goes through the display's :class:`~spiceserver.worker.shared_encode.SharedEncodes`
+(beyond libspice, which encodes per client): a bitmap that two clients both send as Quic, LZ, LZ4 or
+JPEG is encoded once. The graduality test is shared the same way.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 
 from ..codecs import warmup
 from ..codecs.glz import GlzDictionary, encode_glz
 from ..codecs.graduality import Graduality, graduality_level
-from ..codecs.jpeg import encode_jpeg
+from ..codecs.jpeg import DEFAULT_QUALITY, encode_jpeg
 from ..codecs.lz import LzImageType, encode_lz
 from ..codecs.lz4 import LZ4_FORMATS, encode_lz4
 from ..codecs.quic import encode_quic
@@ -31,11 +37,13 @@ from ..codecs.zlib_glz import encode_zlib_glz
 from ..proto.enums import BITMAP_FMT_BYTES, BitmapFlags, BitmapFmt, ImageCompression, ImageFlags, ImageType
 from ..proto.messages import display as d
 from .compression import ClientCompression, choose, needs_graduality
+from .shared_encode import SharedEncodes
 
 __all__ = ["PixmapCache", "PaletteCache", "ImageEncoder", "QXL_IMAGE_CACHE", "PALETTE_CACHE_SIZE"]
 
 QXL_IMAGE_CACHE = 1  # descriptor flag from the guest: the image may be cached by its id
 PALETTE_CACHE_SIZE = 128  # libspice CLIENT_PALETTE_CACHE_SIZE
+_T = TypeVar("_T", bytes, bool)
 
 #: bitmap format -> LZ image type
 LZ_TYPES = {
@@ -144,22 +152,28 @@ class ImageEncoder:
         policy: what the client may receive (caps, GLZ window, wan options, preferred codec).
         cache: the client's pixmap cache mirror (None until DISPLAY_INIT).
         glz: the client's GLZ dictionary (None when the client has no GLZ window).
+        shared: the display's shared codec results (:mod:`.shared_encode`); None: a private
+            one that keeps nothing (every image encoded for this client alone, still counted).
     """
 
-    def __init__(self, *, policy: ClientCompression, cache: PixmapCache | None, glz: GlzDictionary | None = None) -> None:
+    def __init__(
+        self, *, policy: ClientCompression, cache: PixmapCache | None, glz: GlzDictionary | None = None, shared: SharedEncodes | None = None
+    ) -> None:
         self.policy = policy
         self.cache = cache
         self.glz = glz
+        self.shared = shared if shared is not None else SharedEncodes(max_entries=0)
         self.palettes = PaletteCache()
         self.stats: dict[str, int] = {k: 0 for k in ("bitmap", "lz4", "quic", "lz", "lz_plt", "glz", "zlib_glz", "jpeg", "jpeg_alpha", "from_cache", "surface", "other", "palette_from_cache")}
         #: messages that must precede the image being encoded (INVAL_PALETTE for an evicted palette)
         self.pending: list[d.InvalPalette] = []
 
-    def encode(self, img: d.Image, *, lossy_ok: bool = False, force_lossy: bool = False) -> tuple[d.Image, list[int]]:
+    def encode(self, img: d.Image, *, lossy_ok: bool = False, force_lossy: bool = False, share: bool = True) -> tuple[d.Image, list[int]]:
         """The image as this client receives it, and the cache ids evicted to make room for it.
 
         ``lossy_ok``: a photo-like image may go as JPEG where the WAN policy allows; ``force_lossy``:
-        whatever the policy (a video frame before its stream starts)."""
+        whatever the policy (a video frame before its stream starts); ``share``: False for an image
+        made for this client only (a canvas picture), whose codec results are not kept."""
         desc = img.descriptor
         if desc.type == ImageType.SURFACE:
             self.stats["surface"] += 1
@@ -169,7 +183,7 @@ class ImageEncoder:
             self.stats["from_cache"] += 1
             return d.Image(descriptor=replace(desc, type=ImageType.FROM_CACHE, flags=0)), []
         if desc.type == ImageType.BITMAP and img.bitmap is not None:
-            out, lossy = self._bitmap(img, img.bitmap, lossy_ok, force_lossy)
+            out, lossy = self._bitmap(img, img.bitmap, lossy_ok, force_lossy, share)
         else:
             self.stats["other"] += 1
             out, lossy = replace(img, descriptor=replace(desc, flags=0)), False
@@ -194,7 +208,7 @@ class ImageEncoder:
             self.pending.append(d.InvalPalette(id=evicted))
         return replace(bm, flags=bm.flags | BitmapFlags.PAL_CACHE_ME)
 
-    def _bitmap(self, img: d.Image, bm: d.BitmapData, lossy_ok: bool, force_lossy: bool = False) -> tuple[d.Image, bool]:
+    def _bitmap(self, img: d.Image, bm: d.BitmapData, lossy_ok: bool, force_lossy: bool = False, share: bool = True) -> tuple[d.Image, bool]:
         """The image as the chosen codec codes it; True with it when lossy."""
         desc = replace(img.descriptor, flags=0)
         fmt, w, h, stride = bm.format, bm.x, bm.y, bm.stride
@@ -202,10 +216,23 @@ class ImageEncoder:
         if force_lossy and not policy.jpeg:
             policy = replace(policy, jpeg=True)
         photo: bool | None = None
-        px: np.ndarray | None = None  # the pixels as an array, converted once when a codec needs them
+        shared, size = self.shared, len(bm.data)
+        has_px = fmt in _QUIC_FORMATS and len(bm.data) >= stride * h  # bitmap_pixels(bm) is not None
+
+        def once(key: tuple[object, ...], encode: Callable[[], _T]) -> _T:
+            return shared.get(bm, size, key, encode, keep=share)
+
+        converted: list[np.ndarray] = []  # the pixels as an array, converted once if a codec runs
+
+        def pixels() -> np.ndarray:
+            if not converted:
+                px = bitmap_pixels(bm)
+                assert px is not None  # has_px
+                converted.append(px)
+            return converted[0]
+
         if warmup.ready() and needs_graduality(fmt, w, h, stride, policy):
-            px = bitmap_pixels(bm)
-            photo = px is not None and graduality_level(px, rgb16=fmt == BitmapFmt.BIT16) == Graduality.HIGH
+            photo = has_px and once(("graduality",), lambda: graduality_level(pixels(), rgb16=fmt == BitmapFmt.BIT16) == Graduality.HIGH)
         raw_size = stride * h
         if not warmup.ready():
             # the numba kernels are still compiling: LZ4 where the client can take it, else raw
@@ -214,29 +241,29 @@ class ImageEncoder:
             choice = choose(fmt, w, h, stride, policy, high_graduality=photo)
         top_down = bool(bm.flags & BitmapFlags.TOP_DOWN)
         if choice == ImageCompression.QUIC:
-            if px is None:
-                px = bitmap_pixels(bm)
-            if px is not None and lossy_ok and policy.jpeg and fmt == BitmapFmt.RGBA:
+            if has_px and lossy_ok and policy.jpeg and fmt == BitmapFmt.RGBA:
                 # JPEG_ALPHA: the colour as JPEG, the alpha as an LZ XXXA stream, both top-down
-                jpeg = encode_jpeg(px)
-                alpha = encode_lz(px.astype("<u4").tobytes(), LzImageType.XXXA, width=w, height=h, stride=w * 4, top_down=True)
+                jpeg = once(("jpeg", DEFAULT_QUALITY), lambda: encode_jpeg(pixels()))
+                alpha = once(("lz_xxxa",), lambda: encode_lz(pixels().astype("<u4").tobytes(), LzImageType.XXXA, width=w, height=h, stride=w * 4, top_down=True))
                 if len(jpeg) + len(alpha) < raw_size:
                     self.stats["jpeg_alpha"] += 1
                     ja = d.JPEGAlphaData(flags=1, jpeg_size=len(jpeg), data=jpeg + alpha)  # 1 = TOP_DOWN
                     return d.Image(descriptor=replace(desc, type=ImageType.JPEG_ALPHA), jpeg_alpha=ja), True
-            if px is not None and lossy_ok and policy.jpeg and fmt not in (BitmapFmt.RGBA, BitmapFmt.BIT16):
-                data = encode_jpeg(px)
+            if has_px and lossy_ok and policy.jpeg and fmt not in (BitmapFmt.RGBA, BitmapFmt.BIT16):
+                data = once(("jpeg", DEFAULT_QUALITY), lambda: encode_jpeg(pixels()))
                 if len(data) < raw_size:
                     self.stats["jpeg"] += 1
                     return d.Image(descriptor=replace(desc, type=ImageType.JPEG), jpeg=d.BinaryData(data=data)), True
-            if px is not None and fmt in _QUIC_FORMATS:
-                data = encode_quic(px, _QUIC_FORMATS[BitmapFmt(fmt)])
+            if has_px:
+                quic_fmt = _QUIC_FORMATS[BitmapFmt(fmt)]
+                data = once(("quic", quic_fmt), lambda: encode_quic(pixels(), quic_fmt))
                 if len(data) < raw_size:
                     self.stats["quic"] += 1
                     return d.Image(descriptor=replace(desc, type=ImageType.QUIC), quic=d.BinaryData(data=data)), False
             choice = ImageCompression.LZ if fmt in LZ_TYPES else ImageCompression.OFF
         if choice == ImageCompression.GLZ and self.glz is not None and self.glz.fits(w, h):
             glz = encode_glz(self.glz, bm.data, LZ_TYPES[BitmapFmt(fmt)], w, h, stride, top_down)
+            shared.count(len(glz))  # the client's own window: never shared
             if policy.zlib_glz:
                 z = encode_zlib_glz(glz)
                 if z is not None and len(z) < raw_size:
@@ -248,12 +275,12 @@ class ImageEncoder:
         if choice == ImageCompression.GLZ:
             choice = ImageCompression.LZ
         if choice == ImageCompression.LZ4 and fmt in LZ4_FORMATS and bm.palette is None:
-            data = encode_lz4(bm.data, w, h, fmt, stride, top_down=top_down)
+            data = once(("lz4",), lambda: encode_lz4(bm.data, w, h, fmt, stride, top_down=top_down))
             if len(data) < raw_size:
                 self.stats["lz4"] += 1
                 return d.Image(descriptor=replace(desc, type=ImageType.LZ4), lz4=d.BinaryData(data=data)), False
         elif choice == ImageCompression.LZ and fmt in LZ_TYPES:
-            data = encode_lz(bm.data, LZ_TYPES[BitmapFmt(fmt)], width=w, height=h, stride=stride, top_down=top_down)
+            data = once(("lz",), lambda: encode_lz(bm.data, LZ_TYPES[BitmapFmt(fmt)], width=w, height=h, stride=stride, top_down=top_down))
             if len(data) < raw_size:
                 if fmt in BITMAP_FMT_BYTES:
                     self.stats["lz"] += 1

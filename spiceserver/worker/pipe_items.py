@@ -45,8 +45,9 @@ class Marshaller(Protocol):
     def send_raw(self, type_: int, body: bytes) -> None:
         """Queue an already marshalled message body of type ``type_``."""
 
-    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False) -> d.Image:
-        """The image as this client receives it (cache hit, codec chosen for it)."""
+    def encode(self, img: d.Image, lossy_ok: bool = False, force_lossy: bool = False, share: bool = True) -> d.Image:
+        """The image as this client receives it (cache hit, codec chosen for it); ``share``: its
+        codec results may serve the display's other clients (:mod:`.shared_encode`)."""
         ...
 
     # what video stream items need (:mod:`.stream_items`)
@@ -155,7 +156,8 @@ class PictureItem(PipeItem):
     def marshal(self, out: Marshaller) -> None:
         """Send the pixels as one DRAW_COPY (may go lossy where allowed, unless ``lossless``)."""
         h, w = self.pixels.shape
-        image = out.encode(picture_image(self.pixels, self.pixfmt), not self.lossless)
+        # this client's own copy of the canvas: nobody else sends this object, so nothing is kept
+        image = out.encode(picture_image(self.pixels, self.pixfmt), not self.lossless, share=False)
         box = Rect(top=self.top, left=self.left, bottom=self.top + h, right=self.left + w)
         base = d.DisplayBase(surface_id=self.surface_id, box=box, clip=d.Clip(type=ClipType.NONE))
         op = d.Copy(

@@ -9,6 +9,12 @@ over the limit for :data:`SLOW_CLIENT_GRACE` seconds without once dropping under
 stalled socket) is *lagging*; it stops holding the ring back (libspice would stall the guest until
 its 30 s flush timeout disconnects the client), its pipe is collapsed into pictures when it passes
 ``MAX_PIPE`` (:mod:`.display_client`), and it holds the ring back again once its pipe has emptied.
+
+Several clients of one display (``ServerConfig.max_clients`` > 1): the *least* loaded client paces
+the guest, never the most loaded one as in libspice (which holds the ring for its slowest client).
+A slow viewer therefore never slows the owner: the ring waits only while every client's pipe is
+over the limit, and a slower client's pipe is pruned (a newer draw hides an unsent one) or
+collapsed into pictures instead. With one client the two rules are the same.
 """
 
 from __future__ import annotations
@@ -62,8 +68,9 @@ class RingGate:
         self.stats = {"held": 0, "lagging": 0}
 
     def budget(self, clients: Iterable[PipeClient], batch: int, now: float) -> int:
-        """How many commands may be pulled now (0: the ring waits), at most ``batch``."""
-        worst = 0
+        """How many commands may be pulled now (0: the ring waits), at most ``batch``: the room in
+        the emptiest pipe among the clients that are not lagging."""
+        sizes = []
         for c in clients:
             size = c.pipe_size
             cc_id = c.cc_id
@@ -82,8 +89,8 @@ class RingGate:
                     continue
             else:
                 self._over_since.pop(cc_id, None)
-            worst = max(worst, size)
-        room = min(batch, self.limit + 1 - worst)
+            sizes.append(size)
+        room = min(batch, self.limit + 1 - min(sizes, default=0))
         if room <= 0:
             self.stats["held"] += 1
             return 0

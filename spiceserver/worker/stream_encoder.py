@@ -121,6 +121,12 @@ class EncodeJob:
         """
         raise NotImplementedError
 
+    def share_key(self) -> tuple[object, ...] | None:
+        """What makes this job's output the same as another client's job on the same frame, or
+        None when it cannot be shared (a stateful codec: each client's encoder has its own
+        reference frames). Used by :class:`~spiceserver.worker.shared_encode.SharedFrames`."""
+        return None
+
 
 class _MjpegJob(EncodeJob):
     __slots__ = ("_gate", "_quality")
@@ -129,6 +135,10 @@ class _MjpegJob(EncodeJob):
         super().__init__(mm_time)
         self._quality = quality
         self._gate = gate
+
+    def share_key(self) -> tuple[object, ...]:
+        """MJPEG frames are independent JPEGs: the same frame at the same quality is the same bytes."""
+        return ("mjpeg", self._quality)
 
     def run(self, pixels: np.ndarray) -> bytes | None:
         t0 = time.perf_counter()

@@ -202,7 +202,7 @@ class StreamDestroyItem(PipeItem):
 class StreamDataItem(PipeItem):
     """One frame of a stream for one client, encoded when its turn comes."""
 
-    __slots__ = ("agent", "drawable", "future", "generation", "mm_time", "sized", "started_at")
+    __slots__ = ("agent", "drawable", "future", "generation", "mm_time", "shared_encode", "sized", "started_at")
     STAT: ClassVar[str | None] = "stream_frames"
 
     def __init__(self, agent: StreamAgent, drawable: Drawable, mm_time: int, sized: bool, generation: int) -> None:
@@ -210,6 +210,8 @@ class StreamDataItem(PipeItem):
         self.agent, self.drawable, self.mm_time, self.sized, self.generation = agent, drawable, mm_time, sized, generation
         self.future: Future[tuple[bytes | None, float]] | None = None
         self.started_at = 0.0
+        #: its future is another client's encode of the same frame (its time is counted there)
+        self.shared_encode = False
 
     @property
     def started(self) -> bool:
@@ -255,7 +257,7 @@ class StreamDataItem(PipeItem):
             agent.job_done()
             if data and encoder is not None:
                 encoder.frame_encoded(len(data), time.monotonic() * 1000.0, encode_ms)
-                agent.stats["encode_ms"] += encode_ms
+                agent.stats["encode_ms"] += 0.0 if self.shared_encode else encode_ms
                 delay = encoder.pop_playback_delay_request()
                 if delay is not None:
                     out.playback_delay(delay)

@@ -89,6 +89,7 @@ from .picture import picture_image
 from .retain import RetainedBytes
 from .ring_gate import RingGate
 from .session_caches import SessionCaches
+from .shared_encode import SharedEncodes, SharedFrames
 from .stream_items import StreamDataItem, frame_pixels
 from .surface import Surface
 from .video_streams import VideoStreams
@@ -186,6 +187,9 @@ class DisplayWorker:
         self.retained = RetainedBytes(self.settings.max_retained_bytes)
         #: images sent by display clients that have left (their encoder stats), for the metrics
         self.retired_images: Counter[str] = Counter()
+        #: codec results shared by this display's clients, and the encode counters (:mod:`.shared_encode`)
+        self.shared = SharedEncodes()
+        self.shared_frames = SharedFrames(self.shared.stats)
         #: video sent to display clients that have left (per codec), for the metrics
         self.retired_video: list[dict[str, dict[str, float]]] = []
         self.resolver = _Resolver(self)
@@ -398,6 +402,7 @@ class DisplayWorker:
             "clients_lagging": self.display_gate.stats["lagging"],
             "clients": [
                 {
+                    "cc_id": c.cc_id, "session": c.info.session_id,
                     "images": dict(c.encoder.stats), **c.stats, "pipe": c.live, "lagging": c.cc_id in self.display_gate.lagging,
                     "video": c.streams.describe(),
                 }
@@ -418,10 +423,12 @@ class DisplayWorker:
                 total = video.setdefault(codec, dict.fromkeys(counts, 0.0))
                 for k, v in counts.items():
                     total[k] = total.get(k, 0.0) + v
+        enc = self.shared.stats
         return DisplayMetrics(
             msg.display_id, self.stats["drawables"], self.stats["hidden"], self.stats["pruned"], len(self.dccs),
             sum(c.live for c in self.dccs.values()), {k: v for k, v in images.items() if v},
             len(self.video.streams), self.video.stats["streams"], video,
+            enc.encoded, enc.shared, enc.bytes_encoded, {cc_id: c.stats["bytes_sent"] for cc_id, c in self.dccs.items()}, enc.frames_shared,
         )  # fmt: skip
 
     def _on_attach_source(self, msg: AttachSource) -> None:
@@ -467,7 +474,7 @@ class DisplayWorker:
 
     def _on_client_connected(self, info: ClientConnected) -> None:
         if info.channel_type == ChannelType.DISPLAY:
-            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self, self.caches)
+            self.dccs[info.cc_id] = DisplayChannelClient(info, self.surfaces, self.monitors_config, self.settings, self, self.caches, self.shared)
             if self.source is not None:
                 self.source.client_attached(self)
         elif info.channel_type == ChannelType.CURSOR:
@@ -531,8 +538,13 @@ class DisplayWorker:
 
     def submit_encode(self, item: StreamDataItem, job: EncodeJob) -> None:
         """Encode ``item``'s frame on an encoder thread (on the caller's, for a worker never started);
-        the worker is woken when it is done."""
+        the worker is woken when it is done. A stateless encode another client already started on
+        the same frame (:class:`SharedFrames`) is taken instead."""
         op = item.drawable.op
+        key = job.share_key()
+        if key is not None and (taken := self.shared_frames.get(op, key)) is not None:
+            item.future, item.shared_encode = taken, True
+            return
 
         def run() -> tuple[bytes | None, float]:
             t0 = time.perf_counter()
@@ -545,12 +557,14 @@ class DisplayWorker:
                 future.set_result(run())
             except Exception as exc:
                 future.set_exception(exc)
-            item.future = future
-            return
-        if self._encode_pool is None:
-            self._encode_pool = ThreadPoolExecutor(self.ENCODE_THREADS, thread_name_prefix=f"spice-encode-{self.name}")
-        item.future = self._encode_pool.submit(run)
-        item.future.add_done_callback(lambda _f: self.dispatcher.loop_side.post(EncodeDone()))
+        else:
+            if self._encode_pool is None:
+                self._encode_pool = ThreadPoolExecutor(self.ENCODE_THREADS, thread_name_prefix=f"spice-encode-{self.name}")
+            future = self._encode_pool.submit(run)
+            future.add_done_callback(lambda _f: self.dispatcher.loop_side.post(EncodeDone()))
+        item.future = future
+        if key is not None:
+            self.shared_frames.put(op, key, future)
 
     def _on_encode_done(self, msg: EncodeDone) -> None:
         """Nothing to do: the loop flushes the clients after every batch of messages."""
