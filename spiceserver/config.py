@@ -143,6 +143,11 @@ class ServerConfig:
             (their images, text and paths, in the surfaces' trees and every client's pipe). Past
             it the worker collapses every client's pipe into pictures of the canvas and forgets
             the trees, which costs bandwidth, never correctness. A guest's draws are bounded by it.
+        seamless_migration: offer seamless migration to clients that can (QEMU
+            ``seamless-migration``; :mod:`spiceserver.channels.migration`); off: semi-seamless.
+        incoming_migration: this server is a migration destination from the start: a main link
+            with a source's connection id joins as the migrating client (also
+            ``SpiceServer.accept_migration()``).
     """
 
     addr: str = "127.0.0.1"
@@ -188,6 +193,8 @@ class ServerConfig:
     web_root: str | None = None
     metrics_path: str | None = None
     max_retained_draw_bytes: int = 256 << 20
+    seamless_migration: bool = False
+    incoming_migration: bool = False
 
     def __post_init__(self) -> None:
         if self.sasl:

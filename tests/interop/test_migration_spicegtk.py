@@ -1,0 +1,158 @@
+"""spice-gtk follows a VM from one spiceserver to another: seamless, semi-seamless and switch host.
+
+Two servers in this event loop on two ports show the same framebuffer content (as QEMU migrates the
+guest's); gi_client (spice-gtk 0.42) is connected to the source. The source announces the
+destination (``migrate_info``: MIGRATE_BEGIN[_SEAMLESS], spice-gtk pre-links every channel to the
+destination with the source's connection id) and ends the migration (``migrate_end``). Checked:
+the client's channels now talk to the destination (their sockets' peer port), no channel was
+closed or opened in a seamless or semi-seamless migration, the destination's session has the
+source's connection id, a change on the destination's display reaches the client pixel for pixel,
+and keys typed afterwards reach the destination's keyboard. Figures (printed): migrate_info until
+the client connected, migrate_end until the first destination frame was shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spiceserver.desktop import SyntheticDesktop
+from tests.conftest import Running, start_server
+from tests.interop.harness import GiClient, controlled_client, format_events, same_picture
+from tests.interop.test_display_spicegtk import assert_same
+
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
+
+W, H = 640, 480
+
+
+async def _pair(**src_kw: Any) -> tuple[Running, Running, SyntheticDesktop, np.ndarray, Any, Any]:
+    src = await start_server(**src_kw)
+    dst = await start_server(seamless_migration=True, incoming_migration=True)
+    desktop = SyntheticDesktop(W, H)
+    frame = desktop.frame(0.0)
+    fbs, fbd = src.server.add_framebuffer_display(W, H), dst.server.add_framebuffer_display(W, H)
+    fbs.update(frame)
+    fbd.update(frame)
+    return src, dst, desktop, frame, fbs, fbd
+
+
+def _channel_events(client: GiClient, since: int) -> list[dict[str, Any]]:
+    return [ev for ev in client.events[since:] if ev.get("event") == "channel-event"]
+
+
+async def _sockets(client: GiClient) -> list[dict[str, Any]]:
+    seen = len(client.events)
+    await client.command("sockets")
+    ev = await client.expect(lambda e: e.get("event") == "sockets" and any(e is x for x in client.events[seen:]))
+    chans: list[dict[str, Any]] = ev["channels"]
+    return chans
+
+
+async def _keys_reach(client: GiClient, r: Running, scancode: int) -> None:
+    await client.action({"op": "key_press", "scancode": scancode})
+    await client.action({"op": "key_release", "scancode": scancode})
+    try:
+        await r.devices.wait_for(lambda evs: any(e[0] == "scancodes" and e[1] == bytes([scancode | 0x80]) for e in evs), timeout=20)
+    except TimeoutError:
+        raise AssertionError(f"keys not received: {r.devices.events}\n{format_events(client.events, client.stderr)}") from None
+
+
+async def _migrate_and_check(mode: str) -> None:
+    src, dst, desktop, frame, _fbs, fbd = await _pair(seamless_migration=mode == "seamless")
+    loop = asyncio.get_running_loop()
+    try:
+        async with controlled_client("--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "4", timeout=120) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            await _keys_reach(client, src, 0x1E)
+            (info,) = src.server.clients()
+            before = len(client.events)
+
+            t0 = loop.time()
+            connected = await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            t_connect = loop.time() - t0
+            assert connected, format_events(client.events, client.stderr)
+            await client.expect("migration-started")
+
+            nxt = desktop.frame(1.0)
+            fbd.update(nxt)  # the guest runs on the destination now
+            t1 = loop.time()
+            outcome = await src.server.migrate_end(True)
+            assert outcome == {info.session_id: mode}, outcome
+            shown = await client.wait_picture(same_picture(nxt), timeout=30)
+            t_frame = loop.time() - t1
+            assert shown is not None, format_events(client.events, client.stderr)
+            assert_same(shown, fbd.snapshot())
+            assert_same(shown, nxt)
+
+            # the same session (connection id) now lives on the destination, the source has none
+            assert [c.session_id for c in dst.server.clients()] == [info.session_id]
+            assert src.server.num_clients == 0
+            ports = {c["channel"]: c.get("remote_port") for c in await _sockets(client)}
+            assert set(ports.values()) == {dst.server.port_of()}, ports
+
+            await _keys_reach(client, dst, 0x30)
+            # a further change is shown too (the destination's encoder and the client's caches agree)
+            last = desktop.frame(2.0)
+            fbd.update(last)
+            shown = await client.wait_picture(same_picture(last), timeout=30)
+            assert shown is not None
+            assert_same(shown, last)
+            events = _channel_events(client, before)
+            assert events == [], events  # no channel closed, opened, switched
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert not any(e[0] == "scancodes" and e[1] == b"\x30" for e in src.devices.events)
+        print(f"\n{mode}: migrate_info -> client connected {t_connect * 1000:.0f} ms; migrate_end -> first destination frame {t_frame * 1000:.0f} ms")
+    finally:
+        await src.server.close()
+        await dst.server.close()
+
+
+async def test_seamless_migration() -> None:
+    await _migrate_and_check("seamless")
+
+
+async def test_semi_seamless_migration() -> None:
+    await _migrate_and_check("semi-seamless")
+
+
+async def test_switch_host_fallback() -> None:
+    """The client was not connected to the destination in time (here: never asked to): at the end
+    it is told to switch host and reconnects every channel to the destination."""
+    src, dst, desktop, frame, _fbs, fbd = await _pair()
+    loop = asyncio.get_running_loop()
+    try:
+        async with controlled_client(
+            "--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "4", "--tolerate-channel-errors", timeout=120
+        ) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            (info,) = src.server.clients()
+            before = len(client.events)
+            assert not await src.server.migrate_info("127.0.0.1", dst.server.port_of(), connect=False)
+            t1 = time.monotonic()
+            t0 = loop.time()
+            outcome = await src.server.migrate_end(True)
+            assert outcome == {info.session_id: "switch-host"}, outcome
+            await client.expect("migration-state", name="switching")
+            nxt = desktop.frame(1.0)
+            fbd.update(nxt)
+            shown = await client.wait_picture(same_picture(nxt), timeout=30)
+            assert shown is not None, format_events(client.events, client.stderr)
+            assert_same(shown, nxt)
+            t_frame = loop.time() - t0
+            assert src.server.num_clients == 0 and dst.server.num_clients == 1
+            await client.expect(lambda e: e.get("event") == "inputs-open" and any(e is x for x in client.events[before:]))
+            await _keys_reach(client, dst, 0x30)
+            ports = {c["channel"]: c.get("remote_port") for c in await _sockets(client)}
+            assert set(ports.values()) == {dst.server.port_of()}, ports
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        print(f"\nswitch-host: migrate_end -> first destination frame {t_frame * 1000:.0f} ms ({time.monotonic() - t1:.2f} s total)")
+    finally:
+        await src.server.close()
+        await dst.server.close()
