@@ -357,6 +357,11 @@ class SpiceServer(ServerDevices):
         if reason is not None:
             clog.warning("authentication failed: %s", reason)
             return LinkErr.PERMISSION_DENIED
+        if mess.channel_type == ChannelType.MAIN and mess.connection_id and not self._main.migration.accepting:
+            # only a migrating client presents an id on its main link (spice-gtk resets it to 0 on
+            # disconnect); refused, it tells its source MIGRATE_CONNECT_ERROR (libspice takes it as one)
+            clog.warning("main link with connection id %#x, and no migration is expected", mess.connection_id)
+            return LinkErr.BAD_CONNECTION_ID
         if mess.channel_type != ChannelType.MAIN:
             if mess.connection_id not in self._ctx.sessions:
                 clog.warning("unknown connection id %#x", mess.connection_id)

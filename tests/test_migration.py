@@ -129,10 +129,9 @@ async def test_seamless_source_flushes_then_sends_data() -> None:
 async def test_destination_keeps_the_source_id_only_when_accepting() -> None:
     dst = await start_server()
     try:
-        main = await link_channel(dst.ep, ChannelType.MAIN, connection_id=0x1234, channel_caps=SEAMLESS)
-        init = await main.expect(mm.Init)  # not accepting: an ordinary new session
-        assert init.session_id != 0x1234
-        await main.close()
+        with pytest.raises(LinkFailed) as err:  # not accepting a migration: a main link with an id is refused
+            await link_channel(dst.ep, ChannelType.MAIN, connection_id=0x1234, channel_caps=SEAMLESS)
+        assert err.value.code == LinkErr.BAD_CONNECTION_ID
         dst.server.accept_migration()
         main = await link_channel(dst.ep, ChannelType.MAIN, connection_id=0x1234, channel_caps=SEMI)
         assert await _eventually(lambda: [c.session_id for c in dst.server.clients()] == [0x1234])

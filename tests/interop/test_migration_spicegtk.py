@@ -156,3 +156,33 @@ async def test_switch_host_fallback() -> None:
     finally:
         await src.server.close()
         await dst.server.close()
+
+
+async def test_destination_not_expecting_falls_back_to_switch_host() -> None:
+    """The destination does not accept a migrating client (no ``incoming_migration``): spice-gtk's
+    pre-links with the source's connection id are refused, it answers MIGRATE_CONNECT_ERROR, and
+    the completed migration switches it to the destination."""
+    src, dst, desktop, frame, _fbs, fbd = await _pair(seamless_migration=True)
+    dst.server.accept_migration(False)
+    try:
+        async with controlled_client(
+            "--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "4", "--tolerate-channel-errors", timeout=120
+        ) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            (info,) = src.server.clients()
+            before = len(client.events)
+            assert not await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            assert [c.session_id for c in src.server.clients()] == [info.session_id]  # the client stays
+            assert await src.server.migrate_end(True) == {info.session_id: "switch-host"}
+            await client.expect(lambda e: e.get("event") == "inputs-open" and any(e is x for x in client.events[before:]))
+            nxt = desktop.frame(1.0)
+            fbd.update(nxt)
+            shown = await client.wait_picture(same_picture(nxt), timeout=30)
+            assert shown is not None, format_events(client.events, client.stderr)
+            assert_same(shown, nxt)
+            await _keys_reach(client, dst, 0x30)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await src.server.close()
+        await dst.server.close()
