@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from spiceserver.errors import ProtocolError
 from spiceserver.proto import migration_data as md
 
-KINDS = (md.MainMigrationData, md.InputsMigrationData, md.DisplayMigrationData)
+KINDS = (md.MainMigrationData, md.InputsMigrationData, md.DisplayMigrationData, md.VmcMigrationData)
 
 
 def test_magic_is_libspice_magic_const() -> None:
@@ -27,6 +27,8 @@ def test_magic_is_libspice_magic_const() -> None:
         md.MainMigrationData(),
         md.InputsMigrationData(motion_count=65535, modifiers=7),
         md.DisplayMigrationData(1, 20 << 20, 1, 3 << 20, 12345, True),
+        md.VmcMigrationData(b"queued for the device"),
+        md.VmcMigrationData(),
     ],
 )
 def test_round_trip(data: md.MigrationData) -> None:
@@ -45,10 +47,12 @@ def test_round_trip(data: md.MigrationData) -> None:
         (md.pack(md.MainMigrationData())[:-4] + struct.pack("<I", 257), "agent pieces"),
         (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 1, 4096), "agent piece of 4096"),
         (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 2, 1) + b"x", "need"),
+        (b"SVMD" + struct.pack("<II", 1, 5) + b"abc", "need"),
+        (b"SVMD" + struct.pack("<II", 1, 1 << 20), "queue of"),
     ],
 )
 def test_bad_blobs(blob: bytes, reason: str) -> None:
-    kind = md.MainMigrationData if blob[:4] == b"MNMD" else md.InputsMigrationData
+    kind = {b"MNMD": md.MainMigrationData, b"SVMD": md.VmcMigrationData}.get(blob[:4], md.InputsMigrationData)
     with pytest.raises(ProtocolError, match=reason):
         md.parse(kind, blob)
 

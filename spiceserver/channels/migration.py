@@ -18,7 +18,8 @@ Theory of operation (one :class:`Migration` per server, owned by the main channe
   ======================  =====================================================================
   completed, connected    seamless: every channel gets SPICE_MSG_MIGRATE; main and inputs with
                           NEED_FLUSH | NEED_DATA_TRANSFER (their MIGRATE_DATA follows the client's
-                          FLUSH_MARK, so every message it sent before is handled), display with
+                          FLUSH_MARK, so every message it sent before is handled; so do the
+                          spicevmc channels, with their device write queue), display with
                           NEED_DATA_TRANSFER (its MIGRATE_DATA follows at once, built when the
                           worker marshals it), the others 0. Semi-seamless: MIGRATE_END.
   completed, not          MIGRATE_SWITCH_HOST: the client reconnects everything to the target.
@@ -139,10 +140,13 @@ class TargetState:
     def adopt(self, cc: ChannelClient) -> None:
         """A released loop channel client of this session: in a seamless migration the inputs
         channel takes the source's state from its MIGRATE_DATA (main has its own handlers)."""
-        from .inputs import InputsChannelClient  # (inputs imports nothing of migration)
+        from .inputs import InputsChannelClient  # (neither imports migration)
+        from .spicevmc import SpiceVmcClient
 
         if self.seamless and isinstance(cc, InputsChannelClient):
             _add_handlers(cc, {ClientMigrateData: lambda msg, now: _apply_inputs(cc, msg)})
+        elif self.seamless and isinstance(cc, SpiceVmcClient):
+            _add_handlers(cc, {ClientMigrateData: lambda msg, now: _apply_vmc(cc, msg)})
 
 
 def _add_handlers(cc: ChannelClient, extra: dict[type, Callable[..., object]]) -> None:
@@ -154,6 +158,22 @@ def _apply_inputs(cc: Any, msg: ClientMigrateData) -> None:
     data = md.parse(md.InputsMigrationData, msg.data)
     cc.motion_count = data.motion_count
     cc.log.info("migration: inputs state taken over (motion count %d)", data.motion_count)
+
+
+def _apply_vmc(cc: Any, msg: ClientMigrateData) -> None:
+    data = md.parse(md.VmcMigrationData, msg.data)
+    if data.queued and not cc.channel.device.write(data.queued):
+        cc.log.warning("migration: %d bytes for the device dropped (its queue is full)", len(data.queued))
+    cc.log.info("migration: %d bytes queued for the device taken over", len(data.queued))
+
+
+def _vmc_data(cc: Any) -> bytes:
+    take = getattr(cc.channel.device, "take_queued", None)  # a CharDevice; in-process models have none
+    queued = take() if take is not None else b""
+    if len(queued) > md.MAX_VMC_QUEUE:
+        cc.log.warning("migration: %d bytes for the device dropped (too many to migrate)", len(queued) - md.MAX_VMC_QUEUE)
+        queued = queued[: md.MAX_VMC_QUEUE]
+    return md.pack(md.VmcMigrationData(queued))
 
 
 def _inputs_data(cc: Any) -> bytes:
@@ -274,6 +294,7 @@ class Migration:
     def _migrate_channels(self, session: Session) -> None:
         """SPICE_MSG_MIGRATE on every channel of ``session`` (libspice ``RedClient::migrate``)."""
         from .inputs import InputsChannelClient
+        from .spicevmc import SpiceVmcClient
         from .worker_link import WorkerChannel
 
         bridges = []
@@ -291,6 +312,8 @@ class Migration:
                     self._flush_then(cc, functools.partial(self._main_data, session.main))
                 elif isinstance(cc, InputsChannelClient):
                     self._flush_then(cc, functools.partial(_inputs_data, cc))
+                elif isinstance(cc, SpiceVmcClient):
+                    self._flush_then(cc, functools.partial(_vmc_data, cc))
                 else:
                     cc.push(Migrate(flags=0))
         for bridge in bridges:

@@ -24,6 +24,11 @@ Bodies (little endian), version 1:
   u8 low_bandwidth. The destination starts a fresh GLZ dictionary whose ids continue from
   ``glz_next_id``: its first image has ``win_head_dist`` 0, so spice-gtk's window releases every
   older image (``decode-glz.c:glz_decoder_window_release``) and the two encoders never share an id.
+* spicevmc "SVMD" (a char device's channel: usbredir, smartcard, port, webdav): u32 size, then the
+  bytes the client sent that the source had not handed to the device yet (its write queue; the
+  destination writes them to its device first), at most :data:`MAX_VMC_QUEUE`. libspice's
+  ``SpiceMigrateDataCharDevice`` also carries tokens; spicevmc channels run without them (only
+  the agent has tokens, in MNMD).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ __all__ = [
     "MainMigrationData",
     "InputsMigrationData",
     "DisplayMigrationData",
+    "VmcMigrationData",
+    "MAX_VMC_QUEUE",
     "MigrationData",
     "parse",
     "pack",
@@ -53,6 +60,8 @@ MIGRATION_VERSION = 1
 MAX_AGENT_PIECES = 256
 #: one agent piece (VD_AGENT_MAX_DATA_SIZE)
 MAX_AGENT_PIECE = 2048
+#: a char device's write queue carried over (under the 1 MiB message limit with the header)
+MAX_VMC_QUEUE = (1 << 20) - 64
 
 _HEADER = struct.Struct("<II")
 
@@ -162,8 +171,31 @@ class DisplayMigrationData:
         return cls(cache_id, cache_size, dict_id, window, next_id, bool(low))
 
 
-MigrationData = MainMigrationData | InputsMigrationData | DisplayMigrationData
-_D = TypeVar("_D", MainMigrationData, InputsMigrationData, DisplayMigrationData)
+@dataclass(frozen=True)
+class VmcMigrationData:
+    """A spicevmc channel's state ("SVMD"): the bytes still queued toward the device."""
+
+    MAGIC = b"SVMD"
+
+    queued: bytes = b""
+
+    def body(self) -> bytes:
+        """The body after the header."""
+        if len(self.queued) > MAX_VMC_QUEUE:
+            raise ValueError("char device queue too large to migrate")
+        return struct.pack("<I", len(self.queued)) + self.queued
+
+    @classmethod
+    def from_body(cls, body: memoryview) -> VmcMigrationData:
+        """Parse the body; raises ProtocolError."""
+        (n,) = struct.unpack("<I", _take(body, 0, 4, "spicevmc"))
+        if n > MAX_VMC_QUEUE:
+            raise ProtocolError(f"migration data: char device queue of {n} bytes")
+        return cls(bytes(_take(body, 4, n, "spicevmc")))
+
+
+MigrationData = MainMigrationData | InputsMigrationData | DisplayMigrationData | VmcMigrationData
+_D = TypeVar("_D", MainMigrationData, InputsMigrationData, DisplayMigrationData, VmcMigrationData)
 
 
 def _take(body: memoryview, pos: int, n: int, what: str) -> memoryview:

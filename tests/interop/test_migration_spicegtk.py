@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from spiceserver.channels.chardev import char_device_pair
+from spiceserver.channels.port import PortChannel
 from spiceserver.desktop import SyntheticDesktop
 from tests.conftest import Running, start_server
 from tests.interop.harness import GiClient, controlled_client, format_events, same_picture
@@ -182,6 +184,43 @@ async def test_destination_not_expecting_falls_back_to_switch_host() -> None:
             assert shown is not None, format_events(client.events, client.stderr)
             assert_same(shown, nxt)
             await _keys_reach(client, dst, 0x30)
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await src.server.close()
+        await dst.server.close()
+
+
+async def test_seamless_port_write_queue() -> None:
+    """A port's bytes the source had not handed to its device yet (the guest was not reading) go to
+    the destination's device, before what the client writes after the migration."""
+    src, dst, _desktop, _frame, _fbs, _fbd = await _pair(seamless_migration=True)
+    name = "org.test.migration.0"
+    sdev, _send = char_device_pair(opened=True)  # no on_data: the source's writes stay queued
+    ddev, dend = char_device_pair(opened=True)
+    got = bytearray()
+    dend.on_data(got.extend)
+    src.server.register_channel(PortChannel, name, sdev, 0)
+    dst.server.register_channel(PortChannel, name, ddev, 0)
+    try:
+        async with controlled_client("--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "5", timeout=120) as client:
+            await client.expect("port-opened", name=name, opened=True)
+            await client.action({"op": "port_write", "name": name, "text": "before"})
+            await client.expect("port-written", name=name)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while sdev.queued < 6 and loop.time() < deadline:  # the source's reader got them
+                await asyncio.sleep(0.02)
+            assert sdev.queued == 6
+            before = len(client.events)
+            assert await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            (info,) = src.server.clients()
+            assert await src.server.migrate_end(True) == {info.session_id: "seamless"}
+            await client.action({"op": "port_write", "name": name, "text": "after"})
+            deadline = loop.time() + 20
+            while bytes(got) != b"beforeafter" and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert bytes(got) == b"beforeafter", bytes(got)
+            assert _channel_events(client, before) == []
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await src.server.close()
