@@ -105,6 +105,9 @@ async def _migrate_and_check(mode: str) -> None:
             shown = await client.wait_picture(same_picture(last), timeout=30)
             assert shown is not None
             assert_same(shown, last)
+            assert_same(shown, dst.server.display_snapshot())
+            (images,) = [c["images"] for c in dst.server.display_stats()["clients"]]
+            assert images["glz"] > 0, images  # GLZ (auto_glz) on the window the client kept (seamless) or reset
             events = _channel_events(client, before)
             assert events == [], events  # no channel closed, opened, switched
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
