@@ -23,7 +23,7 @@ def test_magic_is_libspice_magic_const() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        md.MainMigrationData(True, True, 7, 3, 2, (b"x" * 2048, b"", b"abc")),
+        md.MainMigrationData(True, True, 7, 3, 2, (b"x" * 2048, b"", b"abc"), frozenset({0, 5, 17})),
         md.MainMigrationData(),
         md.InputsMigrationData(motion_count=65535, modifiers=7),
         md.DisplayMigrationData(1, 20 << 20, 1, 3 << 20, 12345, True),
@@ -44,9 +44,12 @@ def test_round_trip(data: md.MigrationData) -> None:
         (b"ICMD" + struct.pack("<I", 1) + b"\0\0\0", "need"),
         (b"DCMD" + struct.pack("<I", 1) + bytes(22), "magic"),  # a display blob on the inputs channel
         (b"ICMD" + struct.pack("<I", 2) + bytes(6), "version 2"),
-        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<I", 257), "agent pieces"),
-        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 1, 4096), "agent piece of 4096"),
-        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 2, 1) + b"x", "need"),
+        (md.pack(md.MainMigrationData())[:-8] + struct.pack("<I", 257), "agent pieces"),
+        (md.pack(md.MainMigrationData())[:-8] + struct.pack("<II", 1, 4096), "agent piece of 4096"),
+        (md.pack(md.MainMigrationData())[:-8] + struct.pack("<II", 2, 1) + b"x", "need"),
+        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<I", 257), "capabilities"),
+        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 1, 4096), "capability out of range"),
+        (md.pack(md.MainMigrationData())[:-4] + struct.pack("<II", 2, 1), "need"),
         (b"SVMD" + struct.pack("<II", 1, 5) + b"abc", "need"),
         (b"SVMD" + struct.pack("<II", 1, 1 << 20), "queue of"),
     ],

@@ -338,6 +338,7 @@ class Migration:
                 server_tokens=mcc.agent_tokens,
                 mouse_mode=int(self.main.mouse_mode),
                 agent_pieces=tuple(mcc.pending_agent_pieces()[: md.MAX_AGENT_PIECES]),
+                agent_caps=mcc.host_agent.client_caps if mcc.host_agent is not None else frozenset(),
             )
         )
 
@@ -406,6 +407,9 @@ class Migration:
             mcc.send_agent_state(self.main.agent_present)
         elif data.agent_started:
             await mcc.handle(m.AgentStart(num_tokens=data.server_tokens), now)
+            if mcc.host_agent is not None:  # what the client's agent announced to the source's
+                mcc.host_agent.adopt_caps(data.agent_caps)
+                mcc.send_agent_messages(mcc.host_agent.take_messages())
             mcc.send_agent_pieces(list(data.agent_pieces))
         if data.mouse_mode != self.main.mouse_mode:
             mcc.send_mouse_mode()

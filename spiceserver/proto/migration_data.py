@@ -17,7 +17,8 @@ Bodies (little endian), version 1:
 * main "MNMD": u8 agent_connected, u8 agent_started, u32 client_tokens (AGENT_DATA the client may
   still send), u32 server_tokens (AGENT_DATA the client lets the server send), u32 mouse_mode,
   u32 n, then n agent pieces for the client ({u32 size, bytes}), at most :data:`MAX_AGENT_PIECES`
-  of at most :data:`MAX_AGENT_PIECE` bytes each.
+  of at most :data:`MAX_AGENT_PIECE` bytes each; then u32 k and k u32 capability numbers the
+  client's agent announced to the host agent (at most :data:`MAX_AGENT_CAPS`, each below 4096).
 * inputs "ICMD": u16 motion_count (motions since the last MOUSE_MOTION_ACK), u32 modifiers (LEDs).
 * display "DCMD": u8 pixmap_cache_id, u64 pixmap_cache_size (pixels), u8 glz_dictionary_id,
   u32 glz_window (pixels; 0 = no GLZ), u64 glz_next_id (the id the client's GLZ window expects next),
@@ -60,6 +61,8 @@ MIGRATION_VERSION = 1
 MAX_AGENT_PIECES = 256
 #: one agent piece (VD_AGENT_MAX_DATA_SIZE)
 MAX_AGENT_PIECE = 2048
+#: capabilities of the client's agent carried over
+MAX_AGENT_CAPS = 256
 #: a char device's write queue carried over (under the 1 MiB message limit with the header)
 MAX_VMC_QUEUE = (1 << 20) - 64
 
@@ -86,6 +89,7 @@ class MainMigrationData:
     server_tokens: int = 0
     mouse_mode: int = 1
     agent_pieces: tuple[bytes, ...] = ()
+    agent_caps: frozenset[int] = frozenset()
 
     def body(self) -> bytes:
         """The body after the header."""
@@ -95,6 +99,10 @@ class MainMigrationData:
         out.append(struct.pack("<I", len(self.agent_pieces)))
         for piece in self.agent_pieces:
             out.append(struct.pack("<I", len(piece)) + piece)
+        caps = sorted(self.agent_caps)
+        if len(caps) > MAX_AGENT_CAPS or any(not 0 <= c < 4096 for c in caps):
+            raise ValueError("bad agent capabilities to migrate")
+        out.append(struct.pack(f"<I{len(caps)}I", len(caps), *caps))
         return b"".join(out)
 
     @classmethod
@@ -115,9 +123,16 @@ class MainMigrationData:
                 raise ProtocolError(f"migration data: agent piece of {size} bytes")
             pieces.append(bytes(_take(body, pos, size, "main")))
             pos += size
+        (k,) = struct.unpack("<I", _take(body, pos, 4, "main"))
+        pos += 4
+        if k > MAX_AGENT_CAPS:
+            raise ProtocolError(f"migration data: {k} agent capabilities (at most {MAX_AGENT_CAPS})")
+        caps = struct.unpack(f"<{k}I", _take(body, pos, 4 * k, "main"))
+        if any(c >= 4096 for c in caps):
+            raise ProtocolError("migration data: agent capability out of range")
         if connected > 1 or started > 1:
             raise ProtocolError("migration data: bad main flags")
-        return cls(bool(connected), bool(started), client_tokens, server_tokens, mouse_mode, tuple(pieces))
+        return cls(bool(connected), bool(started), client_tokens, server_tokens, mouse_mode, tuple(pieces), frozenset(caps))
 
 
 @dataclass(frozen=True)

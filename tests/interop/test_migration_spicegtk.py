@@ -228,3 +228,32 @@ async def test_seamless_port_write_queue() -> None:
     finally:
         await src.server.close()
         await dst.server.close()
+
+
+async def test_seamless_agent_session_continues() -> None:
+    """The host answers agent duties (clipboard) on both servers: spice-gtk's agent session goes on
+    over the destination (MNMD: agent started, tokens) and its clipboard grab reaches the
+    destination's host."""
+    from spiceserver.channels.host_clipboard import add_clipboard_handler
+
+    src, dst, _desktop, _frame, _fbs, _fbd = await _pair(seamless_migration=True)
+    grabs: dict[str, asyncio.Queue[tuple[int, tuple[int, ...]]]] = {"src": asyncio.Queue(), "dst": asyncio.Queue()}
+    for key, r in (("src", src), ("dst", dst)):
+        add_clipboard_handler(r.server.host_agent, on_grab=lambda sel, types, q=grabs[key]: q.put_nowait((sel, types)))
+    try:
+        async with controlled_client("--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "4", timeout=120) as client:
+            await client.expect(lambda ev: ev["event"] == "agent" and ev["connected"] and ev["caps0"], timeout=15)
+            await client.action({"op": "clipboard_grab", "selection": 0, "types": [1], "text": "one"})
+            assert await asyncio.wait_for(grabs["src"].get(), 20) == (0, (1,))
+            before = len(client.events)
+            assert await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            (info,) = src.server.clients()
+            assert await src.server.migrate_end(True) == {info.session_id: "seamless"}
+            await client.action({"op": "clipboard_grab", "selection": 0, "types": [1], "text": "two"})
+            assert await asyncio.wait_for(grabs["dst"].get(), 20) == (0, (1,))
+            assert _channel_events(client, before) == []
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert "unhandled agent message" not in client.stderr
+    finally:
+        await src.server.close()
+        await dst.server.close()
