@@ -42,6 +42,7 @@ Theory of operation (one :class:`Migration` per server, owned by the main channe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -282,10 +283,17 @@ class Migration:
         return dict(self.outcome)
 
     async def _wait_gone(self, sessions: list[Session], timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(s.id in self.ctx.sessions for s in sessions) and loop.time() < deadline:
-            await asyncio.sleep(0.05)  # polls the session table; bounded by the timeout
+        """Wait until the sessions ended (libspice ``mig_wait_disconnect``), at most ``timeout``."""
+        gone = []
+        for s in sessions:
+            if s.id in self.ctx.sessions:
+                ev = asyncio.Event()
+                s.closers.append(ev.set)  # run when the session is closed
+                gone.append(ev.wait())
+        if gone:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*gone)
         for s in sessions:
             if s.id in self.ctx.sessions:
                 log.warning("migration: session %#x did not leave within %.0f s; closing it", s.id, timeout)
