@@ -68,13 +68,10 @@ class SessionTable:
         for old in list(self._by_id.values()):
             self._log.info("new client: disconnecting session %#x", old.id)
             self.close(old)
-        while migration is None:
+        sid, state = migration if migration is not None else (0, None)
+        while not sid or sid in self._by_id:
             sid = secrets.randbits(32)
-            if sid and sid not in self._by_id:
-                break
-        if migration is not None:
-            sid = migration[0]
-        session = Session(sid, migration=None if migration is None else migration[1])
+        session = Session(sid, migration=state)
         self._by_id[sid] = session
         return session
 

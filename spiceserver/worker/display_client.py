@@ -7,7 +7,9 @@ Sending order after the link, as libspice's ``dcc_start``: SET_ACK, then nothing
 DISPLAY_INIT arrives (spice-gtk sends it at once); then INVAL_ALL_PALETTES, for every surface a
 SURFACE_CREATE followed by its current picture (one full-surface DRAW_COPY of the canvas, which is
 what libspice's tree walk amounts to for a new client), MONITORS_CONFIG if the client has the cap,
-and MARK. Afterwards every drawable of every surface is queued as it arrives.
+and MARK. Afterwards every drawable of every surface is queued as it arrives. A client that migrated
+here seamlessly sends no DISPLAY_INIT: the source's MIGRATE_DATA (:mod:`spiceserver.proto.migration_data`)
+takes its place, after an INVAL_ALL_PIXMAPS (libspice ``dcc_handle_migrate_data``).
 
 Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`): the
 five display messages a client may send are accepted in both states (a second DISPLAY_INIT is
