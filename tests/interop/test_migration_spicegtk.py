@@ -257,3 +257,38 @@ async def test_seamless_agent_session_continues() -> None:
     finally:
         await src.server.close()
         await dst.server.close()
+
+
+async def test_cancelled_migration_stays_on_the_source() -> None:
+    """``migrate_end(completed=False)`` after the client connected: MIGRATE_CANCEL, spice-gtk drops
+    its links to the destination and goes on with the source (keys, pictures), no channel event."""
+    src, dst, desktop, frame, fbs, _fbd = await _pair(seamless_migration=True)
+    try:
+        async with controlled_client("--port", str(src.server.port_of()), "--wait-display", "--expect-channels", "4", timeout=120) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            (info,) = src.server.clients()
+            before = len(client.events)
+            assert await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            assert [c.session_id for c in dst.server.clients()] == [info.session_id]  # pre-linked
+            assert await src.server.migrate_end(False) == {info.session_id: "cancel"}
+            await client.expect(lambda e: e.get("event") == "migration-state" and e["name"] == "none" and any(e is x for x in client.events[before:]))
+            nxt = desktop.frame(1.0)
+            fbs.update(nxt)
+            shown = await client.wait_picture(same_picture(nxt), timeout=30)
+            assert shown is not None
+            assert_same(shown, nxt)
+            await _keys_reach(client, src, 0x30)
+            ports = {c["channel"]: c.get("remote_port") for c in await _sockets(client)}
+            assert set(ports.values()) == {src.server.port_of()}, ports
+            assert _channel_events(client, before) == []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while dst.server.num_clients and loop.time() < deadline:  # spice-gtk closed its pre-links
+                await asyncio.sleep(0.02)
+            assert dst.server.num_clients == 0
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+        assert not any(e[0] == "scancodes" for e in dst.devices.events)
+    finally:
+        await src.server.close()
+        await dst.server.close()
