@@ -26,6 +26,7 @@ from spiceserver.desktop import SyntheticDesktop
 from tests.conftest import Running, start_server
 from tests.interop.harness import GiClient, controlled_client, format_events, same_picture
 from tests.interop.test_display_spicegtk import assert_same
+from tests.support.certs import TestCA
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -289,6 +290,37 @@ async def test_cancelled_migration_stays_on_the_source() -> None:
             assert dst.server.num_clients == 0
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
         assert not any(e[0] == "scancodes" for e in dst.devices.events)
+    finally:
+        await src.server.close()
+        await dst.server.close()
+
+
+async def test_seamless_over_tls_with_cert_subject(test_ca: TestCA) -> None:
+    """TLS-only servers: the destination is announced by its TLS port and certificate subject, which
+    spice-gtk's migration session verifies (``SPICE_SESSION_VERIFY_SUBJECT``)."""
+    tls = {"port": None, "tls_port": 0, "x509_dir": str(test_ca.dir), "seamless_migration": True}
+    src = await start_server(**tls)
+    dst = await start_server(**tls, incoming_migration=True)
+    desktop = SyntheticDesktop(W, H)
+    frame = desktop.frame(0.0)
+    for r in (src, dst):
+        r.server.add_framebuffer_display(W, H).update(frame)
+    try:
+        args = ("--tls-port", str(src.server.port_of(secure=True)), "--ca-file", str(test_ca.ca_cert), "--tls-only")
+        async with controlled_client(*args, "--wait-display", "--expect-channels", "4", timeout=120) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            (info,) = src.server.clients()
+            before = len(client.events)
+            dport = dst.server.port_of(secure=True)
+            assert not await src.server.migrate_info("127.0.0.1", None, dport, "O=spiceserver test,CN=elsewhere")  # refused
+            assert await src.server.migrate_info("127.0.0.1", None, dport, "O=spiceserver test,CN=localhost"), format_events(client.events, client.stderr)
+            assert await src.server.migrate_end(True) == {info.session_id: "seamless"}
+            ports = {c["channel"]: c.get("remote_port") for c in await _sockets(client)}
+            assert set(ports.values()) == {dport}, ports
+            await _keys_reach(client, dst, 0x30)
+            assert _channel_events(client, before) == []
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
     finally:
         await src.server.close()
         await dst.server.close()
