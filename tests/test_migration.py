@@ -198,3 +198,16 @@ async def test_destination_bad_main_data_closes_the_channel() -> None:
         assert await _eventually(lambda: dst.server.num_clients == 0)
     finally:
         await _closed(dst)
+
+
+async def test_a_client_leaving_ends_the_wait() -> None:
+    src = await start_server()
+    try:
+        s = await connect(src.ep, main_caps=SEMI)
+        task = asyncio.create_task(src.server.migrate_info("dst", 6000))
+        await s.main.expect(mm.MigrateBegin, skip=(mm.ChannelsList, mm.MouseMode))
+        await s.main.close()
+        assert await asyncio.wait_for(task, 5) is False  # not the 10 s timeout
+        assert await src.server.migrate_end(True) == {}
+    finally:
+        await _closed(src)

@@ -227,6 +227,7 @@ class Migration:
             begin = connect and (seamless or mcc.has_channel_cap(MainCap.SEMI_SEAMLESS_MIGRATE))
             state = _SourceClient(mcc, seamless, begin)
             self._clients[session.id] = state
+            session.closers.append(state.answered.set)  # a client that leaves answers nothing
             if not begin:
                 state.answered.set()
                 continue
