@@ -324,3 +324,34 @@ async def test_seamless_over_tls_with_cert_subject(test_ca: TestCA) -> None:
     finally:
         await src.server.close()
         await dst.server.close()
+
+
+async def test_seamless_with_sound_channels() -> None:
+    """Playback and record migrate too (SPICE_MSG_MIGRATE with no data, as libspice's sound
+    channels): no channel event, and PCM the destination plays after the migration is heard."""
+    src, dst, _desktop, frame, _fbs, _fbd = await _pair(seamless_migration=True)
+    plays = {}
+    for key, r in (("src", src), ("dst", dst)):
+        plays[key] = r.server.add_playback()
+        r.server.add_record(lambda pcm: None)
+    try:
+        async with controlled_client(
+            "--port", str(src.server.port_of()), "--enable-audio", "--wait-display", "--expect-channels", "6", timeout=120
+        ) as client:
+            shown = await client.wait_picture(same_picture(frame))
+            assert shown is not None, format_events(client.events, client.stderr)
+            plays["src"].start()
+            plays["src"].write(bytes(1920 * 5))
+            await client.expect("playback-data")
+            (info,) = src.server.clients()
+            before = len(client.events)
+            assert await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            assert await src.server.migrate_end(True) == {info.session_id: "seamless"}
+            plays["dst"].start()
+            plays["dst"].write(bytes(range(256)) * 30)
+            await client.expect(lambda e: e.get("event") == "playback-data" and any(e is x for x in client.events[before:]) and e["peak"] > 0)
+            assert _channel_events(client, before) == []
+        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
+    finally:
+        await src.server.close()
+        await dst.server.close()
