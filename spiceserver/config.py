@@ -163,6 +163,11 @@ class ServerConfig:
         max_clients: sessions (clients) one server keeps at once; 1 (libspice): a new client
             replaces the current one. Above 1 the oldest session is closed only when a new one
             would exceed it.
+        seamless_migration: offer seamless migration to clients that can (QEMU
+            ``seamless-migration``; :mod:`spiceserver.channels.migration`); off: semi-seamless.
+        incoming_migration: this server is a migration destination from the start: a main link
+            with a source's connection id joins as the migrating client (also
+            ``SpiceServer.accept_migration()``).
     """
 
     addr: str = "127.0.0.1"
@@ -210,6 +215,8 @@ class ServerConfig:
     metrics_path: str | None = None
     max_retained_draw_bytes: int = 256 << 20
     max_clients: int = 1
+    seamless_migration: bool = False
+    incoming_migration: bool = False
 
     def __post_init__(self) -> None:
         if self.sasl and self.tls_port is None:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from .admission import Admission, PendingLink, open_link_phase
 from .auth import PasswordCheck, SaslAuthenticator, SaslVerifiers
 from .channels.base import Link, ServerContext
+from .channels.migration import MIGRATE_TIMEOUT, MigrationTarget
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
@@ -139,6 +140,31 @@ class SpiceServer(ServerDevices):
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
         return self._ctx.mm_time()
+
+    # --- migration (event loop; :mod:`spiceserver.channels.migration`) ------------------------------
+
+    async def migrate_info(
+        self, host: str, port: int | None, tls_port: int | None = None, cert_subject: str | None = None,
+        *, connect: bool = True, timeout: float = MIGRATE_TIMEOUT,
+    ) -> bool:  # fmt: skip
+        """The VM is about to migrate to the server at ``host``: tell the clients (libspice
+        ``spice_server_migrate_connect``; with ``connect=False`` only note it, as
+        ``spice_server_migrate_info``: the clients then switch host at the end). Returns True once
+        every client connected to the destination, False if one could not or ``timeout`` passed."""
+        target = MigrationTarget(host, port, tls_port, cert_subject)
+        return await self._main.migration.migrate_info(target, connect=connect, timeout=timeout)
+
+    async def migrate_end(self, completed: bool = True) -> dict[int, str]:
+        """The migration completed (the VM runs on the destination) or failed (libspice
+        ``spice_server_migrate_end``): the clients move (seamless, semi-seamless, or switch host
+        for those that had not connected) or are told it is cancelled. Returns what each session
+        (by id) did; after a completed migration, returns once the clients left (at most 10 s)."""
+        return await self._main.migration.migrate_end(completed)
+
+    def accept_migration(self, enabled: bool = True) -> None:
+        """Accept a migrating client's links with its source's connection id (as
+        ``ServerConfig.incoming_migration``)."""
+        self._main.migration.accept(enabled)
 
     # --- listening ------------------------------------------------------------------------------
 
@@ -369,7 +395,13 @@ class SpiceServer(ServerDevices):
         return self._check_connection(mess, clog)
 
     def _check_connection(self, mess: LinkMess, clog: ConnLog) -> int:
-        """After authentication: a channel other than main must join a live session."""
+        """After authentication: a main link presents no connection id unless a migration is
+        expected; a channel other than main must join a live session."""
+        if mess.channel_type == ChannelType.MAIN and mess.connection_id and not self._main.migration.accepting:
+            # only a migrating client presents an id on its main link (spice-gtk resets it to 0 on
+            # disconnect); refused, it tells its source MIGRATE_CONNECT_ERROR (libspice takes it as one)
+            clog.warning("main link with connection id %#x, and no migration is expected", mess.connection_id)
+            return LinkErr.BAD_CONNECTION_ID
         if mess.channel_type != ChannelType.MAIN:
             if mess.connection_id not in self._ctx.sessions:
                 clog.warning("unknown connection id %#x", mess.connection_id)

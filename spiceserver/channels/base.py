@@ -329,8 +329,13 @@ class LoopChannel(Channel):
         session = self.join(link)
         if session is None:
             return
+        target = session.migration  # a migrating client's links wait for the mode (channels.migration)
+        if target is not None and session.main is not None and not await target.wait_linkable():
+            return self.leave(session)
         conn = ChannelConnection(self.TYPE, SERVER, mini_header=link.mini_header, max_message_size=self.max_message_size)
         cc = self.create_client(conn, link, session)
+        if target is not None and session.main is not None:
+            target.adopt(cc)
         info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer)
         name = info.channel
 

@@ -173,6 +173,13 @@ class CharDevice:
             self._kick_write()
         return True
 
+    def take_queued(self) -> bytes:
+        """Remove and return the bytes queued toward the device (a migration hands them to the
+        destination server, which writes them to its device). Event loop only."""
+        data = b"".join(self._out)
+        self._discard_output()
+        return data
+
     def pause_reading(self) -> None:
         """Stop delivering ``device_data`` (and events after it) until :meth:`resume_reading`."""
         self._paused = True

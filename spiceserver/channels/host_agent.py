@@ -454,6 +454,13 @@ class HostAgentClient:
             else:
                 self.log.debug("host agent ignores agent message type %s (%d bytes)", _type_name(msg.type), len(msg.data))
 
+    def adopt_caps(self, caps: frozenset[int]) -> None:
+        """The capabilities the client announced to another server's host agent (a migration
+        brought it here): the duties act as on an announcement, which needs no answer."""
+        self.client_caps = frozenset(caps)
+        for duty in self.agent.active_duties():
+            duty.client_announced(self)
+
     def _on_announce(self, msg: AgentMessage) -> None:
         ann = AnnounceCapabilities.parse(msg.data)
         self.client_caps = ann.caps

@@ -46,6 +46,7 @@ from .chardev import CharDevice
 from .guest_agent import GuestAgent
 from .host_agent import HostAgentClient
 from .inputs import InputsChannel
+from .migration import Migration
 from .session import Session
 
 __all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "AGENT_TOKENS_BATCH", "NET_TEST_BYTES"]
@@ -143,8 +144,8 @@ class MainChannel(LoopChannel):
     MAX_MESSAGE_SIZE = 4096 + 11 * 2048
 
     def __init__(self, ctx: ServerContext, inputs: InputsChannel) -> None:
-        # Migration is not offered, so neither migration cap is set.
-        super().__init__(ctx, 0, (MainCap.NAME_AND_UUID, MainCap.AGENT_CONNECTED_TOKENS))
+        caps = (MainCap.NAME_AND_UUID, MainCap.AGENT_CONNECTED_TOKENS, MainCap.SEMI_SEAMLESS_MIGRATE)
+        super().__init__(ctx, 0, caps + ((MainCap.SEAMLESS_MIGRATE,) if ctx.config.seamless_migration else ()))
         self.inputs = inputs
         self._mode = MouseMode.SERVER
         self._agent_attached = False
@@ -156,12 +157,17 @@ class MainChannel(LoopChannel):
         ctx.host_agent.subscribe(lambda caps: self._agent_changed())
         ctx.registry.subscribe(self._channel_added)
         ctx.clock.add_listener(self._clock_changed)
+        #: both sides of a live migration (:mod:`spiceserver.channels.migration`)
+        self.migration = Migration(self)
 
     # --- sessions ------------------------------------------------------------------------------
 
     def join(self, link: Link) -> Session:
-        """A main link starts a new session (and ends the current one)."""
-        session = self.ctx.sessions.open(self.ctx.config.max_clients)
+        """A main link starts a new session (ending the oldest ones beyond ``max_clients``); a
+        migrating client's keeps its source's id."""
+        cid = link.mess.connection_id
+        target = self.migration.target_state_for(cid)
+        session = self.ctx.sessions.open(self.ctx.config.max_clients, None if target is None else (cid, target))
         link.log.info("session %#x started (mini header: %s)", session.id, link.mini_header)
         return session
 
@@ -326,6 +332,7 @@ class MainChannelClient(ChannelClient):
                     m.ClientAgentToken: self._on_agent_token,
                     m.ClientInfo: self._on_client_info,
                     PongReceived: self._on_pong,
+                    **main.migration.handlers(self),
                 }
             )
         }
@@ -343,7 +350,13 @@ class MainChannelClient(ChannelClient):
         self._init_sent = False
 
     async def start(self, now: float) -> None:
-        """INIT, NAME and UUID; the network test; the first ping."""
+        """INIT, NAME and UUID; the network test; the first ping. A migrating client gets nothing
+        yet (:mod:`spiceserver.channels.migration` goes on)."""
+        if self.session.migration is None:
+            await self.welcome(now)
+
+    async def welcome(self, now: float, net_test: bool = True) -> None:
+        """INIT, NAME and UUID; the network test (if ``net_test``); the first ping."""
         cfg = self.config
         main = self.main
         self.conn.send(
@@ -364,10 +377,18 @@ class MainChannelClient(ChannelClient):
                 self.conn.send(m.Name(name=cfg.name.encode() + b"\0"))
             if cfg.uuid is not None:
                 self.conn.send(m.Uuid(uuid=cfg.uuid.bytes))
-        if cfg.net_test and not self.unix:
+        if cfg.net_test and net_test and not self.unix:
             self.net_test.start(self.conn, now)
-        if cfg.ping_interval > 0:
-            self._next_ping = now + cfg.ping_interval
+        self.start_pings(now)
+
+    def start_pings(self, now: float) -> None:
+        """Send a liveness ping every ``ping_interval`` from now on."""
+        if self.config.ping_interval > 0:
+            self._next_ping = now + self.config.ping_interval
+
+    def pending_agent_pieces(self) -> list[bytes]:
+        """Agent pieces waiting for the client's tokens."""
+        return list(self._agent_out)
 
     def send_multi_media_time(self, mm_time: int) -> None:
         """SPICE_MSG_MAIN_MULTI_MEDIA_TIME (after INIT only)."""

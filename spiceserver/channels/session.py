@@ -18,6 +18,7 @@ from ..events import ChannelInfo
 
 if TYPE_CHECKING:
     from .main import MainChannelClient
+    from .migration import TargetState
 
 __all__ = ["Session", "SessionTable"]
 
@@ -33,6 +34,8 @@ class Session:
         infos: the application's view of each connected channel.
         linked: the (type, id) of every channel connected in this session: one connection each,
             as libspice's ``RedClient::add_channel`` refuses a duplicate.
+        migration: on a migration destination, the migrating client's state
+            (:mod:`spiceserver.channels.migration`); None for a client that linked here.
     """
 
     id: int
@@ -40,6 +43,7 @@ class Session:
     closers: list[Callable[[], None]] = field(default_factory=list)
     infos: list[ChannelInfo] = field(default_factory=list)
     linked: set[tuple[int, int]] = field(default_factory=set)
+    migration: TargetState | None = None
 
     @property
     def low_bandwidth(self) -> bool:
@@ -58,17 +62,17 @@ class SessionTable:
         self._by_id: dict[int, Session] = {}
         self._log = log
 
-    def open(self, max_clients: int = 1) -> Session:
-        """Start a session with a fresh random non-zero id, first ending the oldest sessions so
-        that at most ``max_clients`` remain (1, as libspice: the current one is replaced)."""
+    def open(self, max_clients: int = 1, migration: tuple[int, TargetState] | None = None) -> Session:
+        """Start a session with a fresh random non-zero id (or, for a migrating client, the (id,
+        state) its source gave it), first ending the oldest sessions so that at most
+        ``max_clients`` remain (1, as libspice: the current one is replaced)."""
         for old in list(self._by_id.values())[: max(0, len(self._by_id) - max_clients + 1)]:
             self._log.info("new client: disconnecting session %#x", old.id)
             self.close(old)
-        while True:
+        sid, state = migration if migration is not None else (0, None)
+        while not sid or sid in self._by_id:
             sid = secrets.randbits(32)
-            if sid and sid not in self._by_id:
-                break
-        session = Session(sid)
+        session = Session(sid, migration=state)
         self._by_id[sid] = session
         return session
 
@@ -79,6 +83,8 @@ class SessionTable:
     def close(self, session: Session) -> None:
         """Forget ``session`` and close every channel it has."""
         self._by_id.pop(session.id, None)
+        if session.migration is not None:
+            session.migration.cancel()
         for close in list(session.closers):
             close()
 

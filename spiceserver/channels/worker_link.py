@@ -30,6 +30,7 @@ from ..worker.messages import (
     ClientConsumed,
     ClientData,
     ClientDisconnected,
+    ClientMigrate,
     ClientOutput,
     ClientWritten,
     DisplayInfo,
@@ -61,6 +62,7 @@ class _Client:
     unprocessed: int = 0
     peak_unprocessed: int = 0
     room: asyncio.Event = field(default_factory=asyncio.Event)
+    session_id: int = 0
 
     def close(self) -> None:
         """Close the connection and wake its reader."""
@@ -120,7 +122,7 @@ class WorkerBridge:
             ctx.traffic[name, "out"] += n
 
         transport = Transport(link.writer, ctx.gate, None, count_out, link.log, link.message_cuts())
-        client = self._clients[cc_id] = _Client(transport)
+        client = self._clients[cc_id] = _Client(transport, session_id=session.id)
         ctx.open_channels[name] += 1
         post = self.worker.dispatcher.loop_side.post
         extra = link.log.extra or {}
@@ -130,6 +132,7 @@ class WorkerBridge:
             ClientConnected(
                 cc_id, mess.channel_type, mess.channel_id, link.mini_header, mess.common_caps, mess.channel_caps,
                 session.id, label, session.low_bandwidth, channel.max_message_size,
+                migrated=session.migration is not None and session.migration.seamless,
             )
         )  # fmt: skip
         session.closers.append(client.close)
@@ -198,6 +201,12 @@ class WorkerBridge:
             if client.unprocessed <= MAX_UNPROCESSED_INPUT:
                 client.room.set()
 
+    def migrate(self, session_id: int) -> None:
+        """SPICE_MSG_MIGRATE (and the display's MIGRATE_DATA) to the session's clients of this worker."""
+        for cc_id, client in self._clients.items():
+            if client.session_id == session_id:
+                self.worker.dispatcher.loop_side.post(ClientMigrate(cc_id))
+
     def unprocessed_input(self) -> dict[int, tuple[int, int]]:
         """Per client id: (bytes of its input waiting in the worker now, the most there ever were)."""
         return {cc_id: (c.unprocessed, c.peak_unprocessed) for cc_id, c in self._clients.items()}
@@ -215,8 +224,8 @@ class WorkerBridge:
 class WorkerChannel(Channel):
     """A channel (display or cursor) whose clients are served by a display worker."""
 
-    #: libspice ``CommonGraphicsChannelClient`` ``CHANNEL_RECEIVE_BUF_SIZE`` (migration data aside,
-    #: which is not offered): display and cursor clients send only small messages
+    #: libspice ``CommonGraphicsChannelClient`` ``CHANNEL_RECEIVE_BUF_SIZE``: display and cursor
+    #: clients send only small messages (our display migration data is under 40 bytes)
     MAX_MESSAGE_SIZE = 1024
 
     def __init__(self, ctx: ServerContext, bridge: WorkerBridge, channel_id: int, caps: tuple[int, ...] = ()) -> None:
@@ -229,6 +238,8 @@ class WorkerChannel(Channel):
         if session is None:
             return
         try:
+            if session.migration is not None and not await session.migration.wait_linkable():
+                return
             await self.bridge.serve(self, link, session)
         finally:
             self.leave(session)

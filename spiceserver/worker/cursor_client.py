@@ -15,7 +15,7 @@ from ..proto.channel import ChannelConnection
 from ..proto.channel_client import ACK_WINDOW, ChannelClientBase
 from ..proto.enums import ChannelType, CursorFlags
 from ..proto.messages import cursor as cm
-from ..proto.messages.base import SERVER, Message, Point16
+from ..proto.messages.base import SERVER, Message, Migrate, Point16
 from .messages import ClientConnected
 
 __all__ = ["CursorChannelClient", "CursorState", "CursorShape", "CURSOR_CACHE_SIZE"]
@@ -119,6 +119,10 @@ class CursorChannelClient(ChannelClientBase):
         """Bytes from the client; raises ProtocolError if they are bad."""
         for ev in self.conn.receive_data(data):
             self.dispatch(ev)
+
+    def migrate(self) -> None:
+        """The session migrates: SPICE_MSG_MIGRATE with no flags (the cursor carries no data)."""
+        self.pipe.append(Migrate(flags=0))
 
     def produce(self) -> bytes:
         """Marshal queued messages while the ack window allows; returns the bytes for reds."""

@@ -7,7 +7,9 @@ Sending order after the link, as libspice's ``dcc_start``: SET_ACK, then nothing
 DISPLAY_INIT arrives (spice-gtk sends it at once); then INVAL_ALL_PALETTES, for every surface a
 SURFACE_CREATE followed by its current picture (one full-surface DRAW_COPY of the canvas, which is
 what libspice's tree walk amounts to for a new client), MONITORS_CONFIG if the client has the cap,
-and MARK. Afterwards every drawable of every surface is queued as it arrives.
+and MARK. Afterwards every drawable of every surface is queued as it arrives. A client that migrated
+here seamlessly sends no DISPLAY_INIT: the source's MIGRATE_DATA (:mod:`spiceserver.proto.migration_data`)
+takes its place, after an INVAL_ALL_PIXMAPS (libspice ``dcc_handle_migrate_data``).
 
 Incoming messages go through a table per state (:mod:`spiceserver.proto.channel_client`): the
 five display messages a client may send are accepted in both states (a second DISPLAY_INIT is
@@ -31,18 +33,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..codecs.glz import LZ_MAX_WINDOW_SIZE, GlzDictionary
 from ..errors import ProtocolError
+from ..proto import migration_data as md
 from ..proto.channel import ChannelConnection
 from ..proto.channel_client import ACK_WINDOW, HIGH_WATER, ChannelClientBase, StateTable
-from ..proto.enums import ChannelType, DisplayCap, ImageCompression, SurfaceFlags
+from ..proto.enums import ChannelType, DisplayCap, ImageCompression, MigrateFlags, SurfaceFlags
 from ..proto.link import has_cap
 from ..proto.messages import display as d
-from ..proto.messages.base import SERVER, Message
+from ..proto.messages.base import SERVER, ClientMigrateData, Message, Migrate, MigrateData
 from .client_streams import ClientStreams
 from .compression import ClientCompression, DisplaySettings
 from .drawable import Drawable
 from .image_encoder import ImageEncoder, PixmapCache
 from .messages import ClientConnected
-from .pipe_items import DrawableItem, MessageItem, PictureItem, PipeItem
+from .pipe_items import DrawableItem, Marshaller, MessageItem, PictureItem, PipeItem
 from .session_caches import SessionCaches
 from .shared_encode import SharedEncodes
 from .stream_items import StreamDataItem
@@ -81,6 +84,7 @@ class DisplayState(enum.Enum):
     """Where a display client is (the key of its dispatch tables)."""
 
     WAIT_INIT = "wait_init"  # linked, SET_ACK sent; waiting for the client's DISPLAY_INIT
+    WAIT_MIGRATE_DATA = "wait_migrate_data"  # migrated here seamlessly: the source's MIGRATE_DATA instead
     READY = "ready"
 
 
@@ -144,8 +148,11 @@ class DisplayChannelClient(ChannelClientBase):
             d.PreferredVideoCodecType: self._on_preferred_video_codec,
             d.GlDrawDone: self._ignore,
         }
-        self.state = DisplayState.WAIT_INIT
+        self.state = DisplayState.WAIT_MIGRATE_DATA if info.migrated else DisplayState.WAIT_INIT
         self.tables = {
+            DisplayState.WAIT_MIGRATE_DATA: StateTable(
+                {ClientMigrateData: self._on_migrate_data, d.PreferredCompression: self._on_preferred_compression, **ignored}, unexpected="error"
+            ),
             DisplayState.WAIT_INIT: StateTable(
                 {d.DisplayInit: self._on_init, d.PreferredCompression: self._on_preferred_compression, **ignored}, unexpected="error"
             ),
@@ -191,15 +198,51 @@ class DisplayChannelClient(ChannelClientBase):
         log.debug("second DISPLAY_INIT ignored")
 
     def _on_init(self, msg: d.DisplayInit) -> None:
+        self._begin(DisplayInitInfo(msg.pixmap_cache_id, msg.pixmap_cache_size, msg.glz_dictionary_id, msg.glz_dictionary_window_size))
+
+    def _on_migrate_data(self, msg: ClientMigrateData) -> None:
+        """A seamless migration's DCMD (:mod:`spiceserver.proto.migration_data`): the client keeps its
+        caches' sizes and its GLZ window; its pixmap cache is emptied (INVAL_ALL_PIXMAPS) and a
+        fresh GLZ dictionary continues the source's image ids, then the surfaces are sent as to a
+        new client (spice-gtk keeps a same-size primary: ``create_canvas``)."""
+        data = md.parse(md.DisplayMigrationData, msg.data)
+        self._queue(MessageItem(d.InvalAllPixmaps(wait_list=())))
+        self._begin(DisplayInitInfo(data.pixmap_cache_id, data.pixmap_cache_size, data.glz_dictionary_id, data.glz_window), data.glz_next_id)
+        log.info("[%s] migration data applied (GLZ window %d, next image %d)", self.info.label, data.glz_window, data.glz_next_id)
+
+    def migrate(self) -> None:
+        """The session migrates (libspice ``dcc_handle_migrate_data``'s source side): MIGRATE and the
+        DCMD blob, built when the pipe reaches them (the GLZ id is then the client's next one)."""
+        self._queue(MigrateItem(self))
+
+    def migration_messages(self) -> list[Message]:
+        """SPICE_MSG_MIGRATE {NEED_DATA_TRANSFER} and MIGRATE_DATA with this client's state now."""
+        if not self.initialized:
+            return [Migrate(flags=0)]
+        glz = self.encoder.glz
+        blob = md.pack(
+            md.DisplayMigrationData(
+                pixmap_cache_id=self.init.pixmap_cache_id,
+                pixmap_cache_size=self.init.pixmap_cache_size,
+                glz_dictionary_id=self.init.glz_dictionary_id,
+                glz_window=self.init.glz_window if glz is not None else 0,
+                glz_next_id=glz.last_image_id if glz is not None else 0,
+                low_bandwidth=self.info.low_bandwidth,
+            )
+        )
+        return [Migrate(flags=MigrateFlags.NEED_DATA_TRANSFER), MigrateData(data=blob)]
+
+    def _begin(self, init: DisplayInitInfo, glz_next_id: int = 0) -> None:
         self.state = DisplayState.READY
-        self.init = DisplayInitInfo(msg.pixmap_cache_id, msg.pixmap_cache_size, msg.glz_dictionary_id, msg.glz_dictionary_window_size)
-        self.encoder.cache = PixmapCache(min(msg.pixmap_cache_size, 1 << 31))
-        window = msg.glz_dictionary_window_size
+        self.init = init
+        self.encoder.cache = PixmapCache(min(init.pixmap_cache_size, 1 << 31))
+        window = init.glz_window
         # spice-gtk's GLZ window is per session: only its owner (the session's first display
         # channel) codes GLZ, the others LZ (:mod:`.session_caches`)
-        if window > 0 and self.caches.join_glz(self.info.session_id, msg.glz_dictionary_id, self):
+        if window > 0 and self.caches.join_glz(self.info.session_id, init.glz_dictionary_id, self):
             # a fresh dictionary per session: a reconnecting client starts with an empty window
             self.encoder.glz = GlzDictionary(min(window, LZ_MAX_WINDOW_SIZE))
+            self.encoder.glz.last_image_id = glz_next_id
         self.encoder.policy = self._policy(window if self.encoder.glz is not None else 0, self.encoder.policy.preferred)
         self._queue(MessageItem(d.InvalAllPalettes()))
         for surface in sorted(self.surfaces.values(), key=lambda s: (not s.primary, s.id)):
@@ -414,3 +457,18 @@ class DisplayChannelClient(ChannelClientBase):
             self.conn.send(msg)
         self.encoder.pending.clear()
         return out
+
+
+class MigrateItem(PipeItem):
+    """SPICE_MSG_MIGRATE and the display's MIGRATE_DATA, built when marshalled (never dropped)."""
+
+    __slots__ = ("dcc",)
+
+    def __init__(self, dcc: DisplayChannelClient) -> None:
+        super().__init__()
+        self.dcc = dcc
+
+    def marshal(self, out: Marshaller) -> None:
+        """Send MIGRATE and (for an initialized client) its data."""
+        for msg in self.dcc.migration_messages():
+            out.send(msg)

@@ -28,6 +28,7 @@ __all__ = [
     "EncodeDone",
     "ClientConnected",
     "ClientData",
+    "ClientMigrate",
     "ClientWritten",
     "ClientDisconnected",
     "ClientOutput",
@@ -77,6 +78,14 @@ class ClientConnected:
     label: str  # for logs: "#12 127.0.0.1:40000 display:0"
     low_bandwidth: bool = False  # the main channel's network test found < 10 Mbps
     max_message_size: int = 1024  # the largest message body the client may send (the channel's limit)
+    migrated: bool = False  # a client migrating here seamlessly: MIGRATE_DATA comes instead of DISPLAY_INIT
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMigrate:
+    """The session migrates: send SPICE_MSG_MIGRATE (the display: and its MIGRATE_DATA)."""
+
+    cc_id: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from .messages import (
     ClientConsumed,
     ClientData,
     ClientDisconnected,
+    ClientMigrate,
     ClientOutput,
     ClientWritten,
     CollectMetrics,
@@ -219,6 +220,7 @@ class DisplayWorker:
             ClientData: self._on_client_data,
             ClientWritten: self._on_client_written,
             ClientDisconnected: self._on_client_disconnected,
+            ClientMigrate: self._on_client_migrate,
             Stop: self._on_stop,
             SetClientMouseMode: self._on_client_mouse_mode,
             Snapshot: self._on_snapshot,
@@ -506,6 +508,12 @@ class DisplayWorker:
         cc = self._client(msg.cc_id)
         if cc is not None:
             cc.written(msg.nbytes)
+
+    def _on_client_migrate(self, msg: ClientMigrate) -> None:
+        cc = self._client(msg.cc_id)
+        if cc is not None:
+            cc.migrate()
+            self.flush_clients()
 
     def _on_client_disconnected(self, msg: ClientDisconnected) -> None:
         self._forget(msg.cc_id)

@@ -152,6 +152,14 @@ Ops: ``usb_cd_connect`` redirects the shared CD to the server (to a free usbredi
 shorthands: ``usb_cd_connect``, ``usb_disconnect``.
 -- END usb
 
+Migration (spice-gtk 0.42 src/channel-main.c ``main_migrate_connect``, spice-session.c)
+--------------------------------------------------------------------------------------
+Events: ``migration-started`` (main ``migration-started``: spice-gtk opened its migration session to
+the destination); ``migration-state`` {state, name} (session ``migration-state``: 0 none, 1 switching,
+2 migrating, 3 connecting). Control line ``sockets``: a ``sockets`` event {channels: [{channel, type,
+id, remote_port}]} with the peer port of every channel's socket now (after a seamless migration
+spice-gtk swaps the sockets of the same channel objects: no channel event is emitted).
+
 Smartcard (``--smartcard-db``; spice-gtk 0.42 src/smartcard-manager.c, channel-smartcard.c)
 ----------------------------------------------------------------------------------------------
 ``--smartcard-db PATH`` sets the session's ``enable-smartcard``, ``smartcard-db`` (a plain path) and
@@ -1054,6 +1062,10 @@ class Client:
             GObject.Object.connect(channel, "notify::mouse-mode", self.on_mouse_mode)
             GObject.Object.connect(channel, "main-agent-update", self.on_agent_update)
             self.agent.hook_main(channel)
+            GObject.Object.connect(channel, "migration-started", lambda _ch, _s: self.emit("migration-started"))
+            if not getattr(self, "_migration_hooked", False):  # main is kept across a switch-host
+                self._migration_hooked = True
+                GObject.Object.connect(session, "notify::migration-state", self.on_migration_state)
             # uuid is notified just before CHANNELS_LIST is processed
             GObject.Object.connect(session, "notify::uuid", self.on_session_uuid)
             return  # spice_session_connect() connects main itself
@@ -1086,6 +1098,8 @@ class Client:
             self.main = None
         if channel is self.inputs:
             self.inputs = None
+        if key[0] == CHANNEL_DISPLAY:  # its primary's memory goes with it (a switch-host destroys it)
+            self.primary.pop(key[1], None)
 
     def on_channel_event(self, channel, event):
         info = self.ident(channel)
@@ -1142,6 +1156,14 @@ class Client:
         except Exception as exc:  # diagnostics only
             out["socket_error"] = str(exc)
         return out
+
+    def on_migration_state(self, session, _pspec):
+        state = int(session.props.migration_state)
+        self.emit("migration-state", state=state, name={0: "none", 1: "switching", 2: "migrating", 3: "connecting"}.get(state, "?"))
+
+    def emit_sockets(self):
+        chans = [dict(self.ident(ch), **self.socket_info(ch)) for ch in list(self.channels.values())]
+        self.emit("sockets", channels=chans)
 
     # -------------------------------------------------------------- main/misc
     def on_mouse_mode(self, channel, _pspec):
@@ -1503,6 +1525,8 @@ class Client:
             self.write_screenshot(path, int(display))
         elif cmd == "finish":
             self.on_linger_done()
+        elif cmd == "sockets":
+            self.emit_sockets()
         elif cmd == "action" and arg:
             self.control_action(arg)
         elif cmd == "file_copy" and arg:
