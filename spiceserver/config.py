@@ -74,6 +74,11 @@ class ServerConfig:
             ``ticket_lockout`` seconds. Counted per IPv4 address / IPv6 /64, Unix-socket peers as
             one address; 0 = no limit. Not in libspice.
         ticket_lockout: the window and cool-down of ``ticket_max_failures``, in seconds.
+        viewer_password: a second password: a client using it is a ``viewer`` (display, cursor and
+            playback only; :mod:`spiceserver.roles`); ``password`` is the owner's.
+        max_clients: client sessions connected at once. 1 (libspice): a new client replaces the
+            one connected. Above 1: a new owner replaces the oldest viewer (else the oldest
+            owner) when full, a new viewer is then refused (:mod:`spiceserver.channels.session`).
         sasl: SASL authentication (QEMU ``sasl``) -- not implemented, rejected.
         name: VM name sent to clients that ask (SPICE_MSG_MAIN_NAME).
         uuid: VM UUID sent with the name.
@@ -162,6 +167,8 @@ class ServerConfig:
     disable_ticketing: bool = False
     ticket_max_failures: int = 5
     ticket_lockout: float = 60.0
+    viewer_password: str | None = None
+    max_clients: int = 1
     sasl: bool = False
     name: str | None = None
     uuid: _uuid.UUID | None = None
@@ -203,8 +210,11 @@ class ServerConfig:
             for n in names:
                 if n != "default" and n not in _CHANNEL_NAMES:
                     raise ConfigError(f"{what}: unknown channel {n!r} (known: {', '.join(sorted(_CHANNEL_NAMES))}, default)")
-        if self.password is not None and len(self.password.encode()) > 60:
-            raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        for pw in (self.password, self.viewer_password):
+            if pw is not None and len(pw.encode()) > 60:
+                raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        if self.max_clients < 1:
+            raise ConfigError("max_clients must be at least 1")
         if self.image_compression not in IMAGE_COMPRESSIONS:
             raise ConfigError(f"image_compression {self.image_compression!r}: expected one of {', '.join(IMAGE_COMPRESSIONS)}")
         for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):

@@ -27,15 +27,19 @@ from collections.abc import Callable
 
 from .admission import Admission, PendingLink, open_link_phase
 from .channels.base import Link, ServerContext
+from .channels.link_rules import LinkGrant, grant_link
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
-from .proto.enums import ChannelType, CommonCap, LinkErr
+from .proto.enums import CommonCap, LinkErr
 from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
+from .role_tickets import RoleTickets
+from .roles import Role
 from .server_devices import ServerDevices
-from .ticket import LinkKey, Ticket, TicketThrottle
+from .server_sessions import SessionControl
+from .ticket import LinkKey, TicketThrottle
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
 from .web import HTTP_PREFIX, WebOptions
 
@@ -46,9 +50,9 @@ log = logging.getLogger("spiceserver")
 _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER})
 
 
-class SpiceServer(ServerDevices):
+class SpiceServer(ServerDevices, SessionControl):
     """A SPICE server: register devices (:class:`~spiceserver.server_devices.ServerDevices`), then
-    :meth:`start` (or :meth:`serve_forever`).
+    :meth:`start` (or :meth:`serve_forever`). Sessions and roles: :class:`~spiceserver.server_sessions.SessionControl`.
 
     Args:
         config: the frozen configuration.
@@ -58,9 +62,11 @@ class SpiceServer(ServerDevices):
         self.config = config
         self._ctx = ctx = ServerContext(config)
         self.stats = ctx.stats
-        self._ticket = Ticket(throttle=TicketThrottle(config.ticket_max_failures, config.ticket_lockout))
+        self._ticket = RoleTickets(throttle=TicketThrottle(config.ticket_max_failures, config.ticket_lockout))
         if config.password is not None:
             self._ticket.set(config.password, config.password_lifetime)
+        if config.viewer_password is not None:
+            self._ticket.set(config.viewer_password, role=Role.VIEWER)
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
@@ -82,7 +88,7 @@ class SpiceServer(ServerDevices):
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients and their channels, oldest first."""
-        return [ClientInfo(s.id, tuple(s.infos)) for s in self._ctx.sessions if s.infos]
+        return [ClientInfo(s.id, tuple(s.infos), str(s.role)) for s in self._ctx.sessions if s.infos]
 
     @property
     def num_clients(self) -> int:
@@ -101,6 +107,7 @@ class SpiceServer(ServerDevices):
             uptime_seconds=round(time.monotonic() - ctx.start_time, 3),
             **ctx.stats,
             sessions=len(ctx.sessions),
+            sessions_by_role={str(r): ctx.sessions.count(r) for r in Role},
             codec_kernels_ready=self._displays.codec_kernels_ready(),
             channels={k: v for k, v in ctx.open_channels.items() if v},
             channel_bytes=dict(ctx.traffic),
@@ -114,11 +121,12 @@ class SpiceServer(ServerDevices):
 
     # --- tickets, clock (any thread) -----------------------------------------------------------
 
-    def set_ticket(self, password: str | None, lifetime: float = 0.0) -> None:
-        """Set the password (``spice_server_set_ticket``); lifetime seconds, 0 = never expires."""
+    def set_ticket(self, password: str | None, lifetime: float = 0.0, role: Role | str = Role.OWNER) -> None:
+        """Set ``role``'s password (``spice_server_set_ticket`` sets the owner's); lifetime seconds,
+        0 = never expires; None: nobody logs in with that role (:mod:`spiceserver.roles`)."""
         if password is not None and len(password.encode()) > 60:
             raise ConfigError("password longer than 60 bytes")
-        self._ticket.set(password, lifetime)
+        self._ticket.set(password, lifetime, Role(role))
 
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
@@ -211,7 +219,7 @@ class SpiceServer(ServerDevices):
         if (pending := self._admission.admit(None if unix else peer_s.rpartition(":")[0], writer.transport.abort)) is None:
             return writer.transport.abort()  # (logged by the admission, rate-limited)
         stream: tuple[Reader, Writer] = (reader, writer)
-        linked: tuple[LinkMess, bytes] | bool | None = None
+        linked: tuple[LinkMess, bytes, LinkGrant] | bool | None = None
         try:
             try:
                 async with asyncio.timeout(self.config.link_timeout):
@@ -232,7 +240,7 @@ class SpiceServer(ServerDevices):
             await close_writer(stream[1])
             return
         self.stats["links_ok"] += 1
-        link_mess, leftover = linked
+        link_mess, leftover, grant = linked
         websocket = isinstance(stream[0], WebSocketStream)
         kind = ("wss" if secure else "ws") if websocket else ("unix" if unix else ("tls" if secure else "tcp"))
         channel = self._ctx.registry.get(link_mess.channel_type, link_mess.channel_id)
@@ -240,13 +248,13 @@ class SpiceServer(ServerDevices):
             if channel is None:
                 clog.info("channel went away during the link")
             else:
-                await channel.serve(Link(stream[0], stream[1], link_mess, leftover, secure, unix, clog, kind, peer_s))
+                await channel.serve(Link(stream[0], stream[1], link_mess, leftover, secure, unix, clog, kind, peer_s, grant.role, grant.ticket_role))
         finally:
             await close_writer(stream[1])
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog, pending: PendingLink
-    ) -> tuple[tuple[Reader, Writer], tuple[LinkMess, bytes] | bool | None]:
+    ) -> tuple[tuple[Reader, Writer], tuple[LinkMess, bytes, LinkGrant] | bool | None]:
         """TLS if ``secure``, then the first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link.
 
         Returns the stream and the link (message, leftover), None when the link failed, or True
@@ -270,7 +278,7 @@ class SpiceServer(ServerDevices):
 
     async def _link(
         self, reader: Reader, writer: Writer, secure: bool, clog: ConnLog, prefix: bytes = b""
-    ) -> tuple[LinkMess, bytes] | None:
+    ) -> tuple[LinkMess, bytes, LinkGrant] | None:
         """Run the handshake; returns the link message and leftover bytes, or None if refused."""
         link = ServerLink()
         key: LinkKey | None = None
@@ -303,13 +311,13 @@ class SpiceServer(ServerDevices):
                     link.accept(key.public_der, _COMMON_CAPS, channel.caps_words())
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
-                    code = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
-                    link.finish(code)
+                    grant = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer, secure)
+                    link.finish(grant.code)
                     writer.write(link.data_to_send())
                     await writer.drain()
-                    if code != LinkErr.OK:
+                    if grant.code != LinkErr.OK:
                         return None
-                    return link.request.mess, link.leftover()
+                    return link.request.mess, link.leftover(), grant
             out = link.data_to_send()
             if out:
                 writer.write(out)
@@ -325,16 +333,17 @@ class SpiceServer(ServerDevices):
             clog.warning("channel %s %s", channel.name, "must be encrypted" if refusal == LinkErr.NEED_SECURED else "must not be encrypted")
         return refusal
 
-    async def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer) -> int:
+    async def _check_ticket(
+        self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer, secure: bool
+    ) -> LinkGrant:
+        """The ticket, then the session and role rules (:mod:`spiceserver.channels.link_rules`)."""
         peer = writer.get_extra_info("peername")
-        reason = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer))
-        if reason is not None:
-            clog.warning("authentication failed: %s", reason)
-            return LinkErr.PERMISSION_DENIED
-        if mess.channel_type != ChannelType.MAIN:
-            if mess.connection_id not in self._ctx.sessions:
-                clog.warning("unknown connection id %#x", mess.connection_id)
-                return LinkErr.BAD_CONNECTION_ID
-            if self._ctx.registry.get(mess.channel_type, mess.channel_id) is None:
-                return LinkErr.CHANNEL_NOT_AVAILABLE
-        return LinkErr.OK
+        auth = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer))
+        if auth.reason is not None:
+            clog.warning("authentication failed: %s", auth.reason)
+            return LinkGrant(LinkErr.PERMISSION_DENIED)
+        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        grant = grant_link(self._ctx.sessions, mess.channel_type, mess.connection_id, auth.role, peer=peer_s, secure=secure, policy=self._ctx.role_policy, log=clog)
+        if grant.code == LinkErr.OK and self._ctx.registry.get(mess.channel_type, mess.channel_id) is None:
+            return LinkGrant(LinkErr.CHANNEL_NOT_AVAILABLE)
+        return grant
