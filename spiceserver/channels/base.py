@@ -42,7 +42,7 @@ from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
 from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
 from ..proto.messages.base import SERVER, Message
-from ..roles import Role, RolePolicy
+from ..roles import OWNER_ONLY_CHANNELS, Role, RolePolicy
 from ..transport import READ_CHUNK, LoopGate, MessageCuts, Reader, Transport, Writer
 from .host_agent import HostAgent
 from .registry import ChannelRegistry
@@ -225,6 +225,9 @@ class Channel:
         session = self.ctx.sessions.get(link.mess.connection_id)
         if session is None:
             link.log.info("session or channel went away during the link")
+            return None
+        if session.role is not Role.OWNER and self.type in OWNER_ONLY_CHANNELS:  # demoted during the link
+            link.log.info("session %#x is a %s now; closing the %s connection", session.id, session.role, self.name)
             return None
         key = (self.type, self.id)
         if key in session.linked:

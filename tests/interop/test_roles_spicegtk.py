@@ -10,16 +10,17 @@ owner's spice-gtk goes on; ``set_role`` changes both clients at once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from spiceserver import FramebufferDisplay, Role
+from spiceserver import FramebufferDisplay, PlaybackChannel, Role
 from spiceserver.desktop import SyntheticDesktop
 from spiceserver.proto.enums import ChannelType, LinkErr, MouseMode
 from tests.conftest import Running, start_server
-from tests.interop.harness import GiClient, controlled_client, format_events, same_picture
+from tests.interop.harness import GiClient, controlled_client, format_events, same_picture, tone_sequence, write_paced
 from tests.support.client import LinkFailed, link_channel
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
@@ -57,19 +58,19 @@ def _opened(client: GiClient) -> set[int]:
     return {int(e["type"]) for e in client.events if e.get("event") == "channel-event" and e.get("name") == "OPENED"}
 
 
-async def _roles_server() -> tuple[Running, FramebufferDisplay, np.ndarray, SyntheticDesktop]:
-    r = await start_server(password="own", viewer_password="view", max_clients=2)
+async def _roles_server() -> tuple[Running, FramebufferDisplay, np.ndarray, SyntheticDesktop, PlaybackChannel]:
+    r = await start_server(password="own", viewer_password="view", max_clients=2, playback_compression=False)
     desktop = SyntheticDesktop(640, 480)
     fb = r.server.add_framebuffer_display(640, 480)
     frame = desktop.frame(0.0)
     fb.update(frame)
-    r.server.add_playback()
+    speaker = r.server.add_playback()
     r.server.add_record(lambda pcm: None)
-    return r, fb, frame, desktop
+    return r, fb, frame, desktop, speaker
 
 
 async def test_owner_and_viewer_same_picture_viewer_keys_dropped() -> None:
-    r, fb, frame, desktop = await _roles_server()
+    r, fb, frame, desktop, speaker = await _roles_server()
     port = str(r.server.port_of())
     try:
         async with (
@@ -98,6 +99,18 @@ async def test_owner_and_viewer_same_picture_viewer_keys_dropped() -> None:
             assert r.server.mouse_mode == MouseMode.CLIENT  # the owner's request
             m = await r.server.metrics()
             assert m.sessions_by_role == {"owner": 1, "viewer": 1}
+            # both sessions hear the playback, byte for byte (raw)
+            pcm = tone_sequence([(440.0, 0.5, 0.3)])
+            for client in (owner, viewer):
+                await client.expect("channel-event", name="OPENED", type=ChannelType.PLAYBACK)
+            speaker.start()
+            await asyncio.to_thread(write_paced, speaker.write, pcm)
+            for client in (owner, viewer):
+                await client.expect(lambda ev: ev.get("event") == "playback-data" and ev["total"] >= len(pcm), timeout=30)
+            speaker.stop()
+            for client in (owner, viewer):
+                stop = await client.expect("playback-stop", timeout=30)
+                assert stop["sha256"] == hashlib.sha256(pcm).hexdigest(), format_events(client.events)
         assert owner.proc.returncode == 0, format_events(owner.events, owner.stderr)
         assert viewer.proc.returncode == 0, format_events(viewer.events, viewer.stderr)
     finally:
@@ -124,7 +137,7 @@ async def test_max_clients_one_replaces_and_refuses_a_viewer_over_the_owner() ->
 
 
 async def test_viewer_ticket_cannot_join_the_owner_session_and_set_role_live() -> None:
-    r, fb, _frame, desktop = await _roles_server()
+    r, fb, _frame, desktop, _speaker = await _roles_server()
     port = str(r.server.port_of())
     try:
         async with (
