@@ -2,7 +2,8 @@
 
 Both clients show the server's picture pixel for pixel; the viewer's keys never reach the host
 keyboard while the owner's do; spice-gtk is offered, and links, only the channels its role allows
-(the viewer never sees record); ``max_clients`` 1 keeps libspice's "a new client replaces the old
+(the viewer never sees record; linking it anyway gets ERROR_AUTH on that channel alone: spice-gtk
+keeps the session, which goes on showing pictures) and both hear the playback byte for byte; ``max_clients`` 1 keeps libspice's "a new client replaces the old
 one"; a link presenting the owner's connection id with the viewer's password is refused while the
 owner's spice-gtk goes on; ``set_role`` changes both clients at once.
 """
@@ -75,11 +76,16 @@ async def test_owner_and_viewer_same_picture_viewer_keys_dropped() -> None:
     try:
         async with (
             controlled_client("--port", port, "--password", "own", "--wait-display", "--enable-audio", timeout=90) as owner,
-            controlled_client("--port", port, "--password", "view", "--wait-display", "--enable-audio", timeout=90) as viewer,
+            controlled_client(
+                "--port", port, "--password", "view", "--wait-display", "--enable-audio", "--extra-channels", "record:0",
+                "--tolerate-channel-errors", "--tolerate-channel-auth-errors", timeout=90,
+            ) as viewer,  # fmt: skip
         ):
             assert [s.role for s in r.server.sessions()] == [Role.OWNER, Role.VIEWER]
             for client in (owner, viewer):
                 _assert_same(await client.wait_picture(same_picture(frame), timeout=30), r.server.display_snapshot(), client)
+            # a viewer linking record anyway (not offered): refused, spice-gtk keeps the session
+            await viewer.expect("channel-event", name="ERROR_AUTH", type=ChannelType.RECORD, timeout=30)
             frame2 = desktop.frame(1.0)
             fb.update(frame2)
             for client in (owner, viewer):
