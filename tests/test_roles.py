@@ -297,3 +297,28 @@ async def test_role_policy_and_set_ticket_per_role() -> None:
 async def _until(pred: object) -> None:
     while not pred():  # type: ignore[operator]
         await asyncio.sleep(0.01)
+
+
+async def test_the_agent_is_an_owners_only() -> None:
+    r = await _start()
+    r.server.remove_tablet()
+    try:
+        r.server.set_agent_attached(True)
+        owner = await connect(r.ep, password="own")
+        viewer = await connect(r.ep, password="view")
+        assert (owner.init.agent_connected, viewer.init.agent_connected) == (1, 0)
+        await viewer.main.send(mm.AgentStart(num_tokens=10))  # not told of an agent: ignored
+        await viewer.main.send(mm.MouseModeRequest(mode=2))  # agent mouse makes client mode possible: not for a viewer
+        r.server.set_agent_attached(False)
+        assert await owner.main.expect(mm.AgentDisconnected, skip=(mm.Name, mm.Uuid))
+        r.server.set_agent_attached(True)
+        assert await owner.main.expect(mm.AgentConnectedTokens, skip=(mm.MouseMode,))
+        # the viewer heard of neither change (its next message is the mouse mode update)
+        assert isinstance(await viewer.main.expect(mm.MouseMode, skip=(mm.Name, mm.Uuid)), mm.MouseMode)
+        assert r.server.mouse_mode == 1
+        r.server.set_role(viewer.session_id, Role.OWNER)  # promoted: the agent appears
+        assert await viewer.main.expect(mm.AgentConnectedTokens, skip=(mm.MouseMode,))
+        r.server.set_role(owner.session_id, "viewer")  # demoted: it goes away
+        assert await owner.main.expect(mm.AgentDisconnected, skip=(mm.MouseMode,))
+    finally:
+        await r.server.close()
