@@ -64,7 +64,7 @@ class ServerConfig:
             ``tls-channel``); a plaintext link to one gets NEED_SECURED.
         plaintext_channels: channel names that must not use TLS (QEMU ``plaintext-channel``);
             a TLS link to one gets NEED_UNSECURED.
-        password: the ticket password (QEMU ``password``); None means none set yet.
+        password: the ticket password (QEMU ``password``), the owner's (:mod:`spiceserver.roles`); None means none set yet.
         password_lifetime: seconds the initial password stays valid, 0 = forever.
         disable_ticketing: let anyone in (QEMU ``disable-ticketing``). Without it and without a
             password nobody can connect until :meth:`SpiceServer.set_ticket` is called.

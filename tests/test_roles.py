@@ -7,6 +7,8 @@ import asyncio
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiceserver import Role, RoleQuery
 from spiceserver.channels.link_rules import grant_link
@@ -16,6 +18,7 @@ from spiceserver.proto.enums import ChannelType, LinkErr
 from spiceserver.proto.messages import inputs as im
 from spiceserver.proto.messages import main as mm
 from spiceserver.role_tickets import RoleTickets
+from spiceserver.roles import OWNER_ONLY_CHANNELS
 from spiceserver.ticket import LinkKey, TicketThrottle, encrypt_ticket
 from tests.conftest import Running, start_server
 from tests.support.client import ClientChannel, LinkFailed, connect, link_channel
@@ -322,3 +325,51 @@ async def test_the_agent_is_an_owners_only() -> None:
         assert await owner.main.expect(mm.AgentDisconnected, skip=(mm.MouseMode,))
     finally:
         await r.server.close()
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["main", "other", "close", "set_role"]),
+        st.sampled_from([None, Role.OWNER, Role.VIEWER]),
+        st.sampled_from(list(ChannelType)),
+        st.integers(0, 7),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(max_clients=st.integers(1, 4), ops=_OPS)
+def test_link_rules_hold_whatever_the_sequence(max_clients: int, ops: list[tuple[str, Role | None, ChannelType, int]]) -> None:
+    """Whatever links, closes and role changes come: never more than max_clients sessions, a viewer
+    never replaces anyone, and a viewer's ticket never joins a session its main link did not make a
+    viewer one, nor a viewer session an owner-only channel."""
+    t = SessionTable(log, max_clients=max_clients)
+    for op, role, ctype, pick in ops:
+        live = list(t)
+        target = live[pick % len(live)] if live else None
+        if op == "main":
+            grant = grant_link(t, ChannelType.MAIN, 0, role)
+            if grant.code == LinkErr.OK:
+                assert grant.role is not None
+                before = set(s.id for s in t)
+                s = t.open(grant.role, ticket_role=role)
+                assert s is not None
+                if grant.role is Role.VIEWER and max_clients > 1:
+                    assert before <= set(x.id for x in t)  # nobody pushed out
+            else:
+                assert role is Role.VIEWER or (role is None and t.count(Role.OWNER)) or max_clients > 1
+        elif op == "close" and target is not None:
+            t.close(target)
+        elif op == "set_role" and target is not None:
+            target.role = role or Role.OWNER
+        elif op == "other" and ctype != ChannelType.MAIN:
+            sid = target.id if target is not None else 0x5EED
+            grant = grant_link(t, ctype, sid, role)
+            if grant.code == LinkErr.OK:
+                assert target is not None and grant.role is target.role
+                if role is Role.VIEWER:
+                    assert target.role is Role.VIEWER or target.ticket_role is Role.VIEWER
+                if ctype in OWNER_ONLY_CHANNELS:
+                    assert target.role is Role.OWNER
+        assert len(t) <= max_clients
