@@ -7,6 +7,8 @@ are described in :mod:`spiceserver.roles`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from .channels.base import ServerContext
 
 __all__ = ["SessionControl", "SessionInfo"]
+
+log = logging.getLogger("spiceserver")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,12 @@ def _info(s: Session) -> SessionInfo:
 
 
 class SessionControl:
-    """Session and role calls of :class:`~spiceserver.reds.SpiceServer` (event loop unless noted)."""
+    """Session and role calls of :class:`~spiceserver.reds.SpiceServer`.
+
+    :meth:`sessions` runs on the event loop. :meth:`set_role` and :meth:`disconnect` may be called
+    from any thread: on the loop they act at once and raise ``KeyError`` for an unknown session;
+    from another thread they are scheduled on the loop and an unknown session is only logged.
+    """
 
     _ctx: ServerContext
 
@@ -56,11 +65,24 @@ class SessionControl:
         """The connected sessions, oldest first."""
         return [_info(s) for s in self._ctx.sessions]
 
-    def _session(self, session_id: int) -> Session:
-        session = self._ctx.sessions.get(session_id)
-        if session is None:
-            raise KeyError(f"no session {session_id:#x}")
-        return session
+    def _on_session(self, session_id: int, act: Callable[[Session], None]) -> None:
+        """Run ``act(session)`` on the loop (see the class doc for unknown ids)."""
+        gate = self._ctx.gate
+        if gate.on_loop:
+            session = self._ctx.sessions.get(session_id)
+            if session is None:
+                raise KeyError(f"no session {session_id:#x}")
+            act(session)
+            return
+
+        def later() -> None:
+            session = self._ctx.sessions.get(session_id)
+            if session is None:
+                log.warning("no session %#x (it went away)", session_id)
+            else:
+                act(session)
+
+        gate.run(later)
 
     def set_role(self, session_id: int, role: Role | str) -> None:
         """Change a session's role now: a demoted owner loses its input at once (keys it holds are
@@ -71,7 +93,8 @@ class SessionControl:
             KeyError: no such session.
             ValueError: not a role.
         """
-        apply_role(self._ctx, self._session(session_id), Role(role))
+        new = Role(role)
+        self._on_session(session_id, lambda s: apply_role(self._ctx, s, new))
 
     def disconnect(self, session_id: int) -> None:
         """Close every channel of one session.
@@ -79,7 +102,7 @@ class SessionControl:
         Raises:
             KeyError: no such session.
         """
-        self._ctx.sessions.close(self._session(session_id))
+        self._on_session(session_id, self._ctx.sessions.close)
 
     def set_role_policy(self, policy: RolePolicy | None) -> None:
         """Decide each new session's role with ``policy(RoleQuery) -> Role | None`` (None refuses

@@ -373,3 +373,21 @@ def test_link_rules_hold_whatever_the_sequence(max_clients: int, ops: list[tuple
                 if ctype in OWNER_ONLY_CHANNELS:
                     assert target.role is Role.OWNER
         assert len(t) <= max_clients
+
+
+async def test_set_role_and_disconnect_from_another_thread() -> None:
+    r = await _start()
+    try:
+        a = await connect(r.ep, password="own")
+        ain = await a.link(ChannelType.INPUTS)
+        await asyncio.to_thread(r.server.set_role, a.session_id, "viewer")
+        await asyncio.to_thread(r.server.set_role, 0x99, "viewer")  # unknown: logged, not raised
+        with pytest.raises(ValueError):
+            await asyncio.to_thread(r.server.set_role, a.session_id, "admin")
+        await ain.send(im.KeyDown(code=0x1E))
+        await _settled(ain)  # (the role change was scheduled before these messages were read)
+        assert r.server.sessions()[0].role is Role.VIEWER and not [e for e in r.devices.events if e[0] == "scancodes"]
+        await asyncio.to_thread(r.server.disconnect, a.session_id)
+        assert await a.main.closed() and await ain.closed()
+    finally:
+        await r.server.close()
