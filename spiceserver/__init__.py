@@ -9,6 +9,7 @@ Import :class:`SpiceServer` and :class:`ServerConfig`, register devices, and run
 
 from __future__ import annotations
 
+from .auth import SaslVerifiers
 from .channels.base import Channel
 from .channels.host_agent import ClientVolume
 from .channels.playback import PlaybackChannel
@@ -54,6 +55,7 @@ __all__ = [
     "Metrics",
     "ServerConfig",
     "ChannelSecurity",
+    "SaslVerifiers",
     "Keyboard",
     "Mouse",
     "Tablet",

@@ -13,13 +13,24 @@ import uuid as _uuid
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from .errors import ConfigError, NotSupportedError
+from .errors import ConfigError
 from .proto.enums import CHANNEL_NAMES
+from .proto.sasl import SASL_MECHANISMS
 
 __all__ = [
     "ServerConfig", "ChannelSecurity", "ImageCompressionName", "WanCompressionName", "IMAGE_COMPRESSIONS",
     "WAN_COMPRESSIONS", "StreamingVideoName", "STREAMING_VIDEO_MODES", "VIDEO_CODEC_NAMES", "parse_video_codecs",
+    "DEFAULT_WEB_ROOT", "installed_web_root",
 ]  # fmt: skip
+
+#: Debian's spice-html5 (package ``spice-html5``): the commands serve it on their ports when installed
+DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
+
+
+def installed_web_root() -> str | None:
+    """:data:`DEFAULT_WEB_ROOT` if that directory exists, else None (the commands' ``--web-root`` default)."""
+    return DEFAULT_WEB_ROOT if os.path.isdir(DEFAULT_WEB_ROOT) else None
+
 
 _CHANNEL_NAMES = frozenset(CHANNEL_NAMES.values())
 #: a DNS name, an IPv4 address, or an IPv6 address (brackets removed): no scheme, port or path
@@ -79,7 +90,13 @@ class ServerConfig:
         max_clients: client sessions connected at once. 1 (libspice): a new client replaces the
             one connected. Above 1: a new owner replaces the oldest viewer (else the oldest
             owner) when full, a new viewer is then refused (:mod:`spiceserver.channels.session`).
-        sasl: SASL authentication (QEMU ``sasl``) -- not implemented, rejected.
+        sasl: SASL logins on the TLS port (QEMU ``sasl``; :mod:`spiceserver.auth`): every link
+            there (each channel) offers AUTH_SASL only, and the RSA ticket is refused, as in
+            libspice. Needs ``tls_port``; the plain port and the Unix socket never offer SASL and
+            keep the ticket. Credentials: :meth:`SpiceServer.set_sasl_credentials`. A wrong
+            password counts in ``ticket_max_failures``.
+        sasl_mechanisms: the mechanisms offered, best first: names from ``"SCRAM-SHA-256"``,
+            ``"SCRAM-SHA-1"``, ``"PLAIN"`` (default all three).
         name: VM name sent to clients that ask (SPICE_MSG_MAIN_NAME).
         uuid: VM UUID sent with the name.
         agent_mouse: use the guest agent for client mouse mode when one is present (QEMU
@@ -170,6 +187,7 @@ class ServerConfig:
     viewer_password: str | None = None
     max_clients: int = 1
     sasl: bool = False
+    sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
     name: str | None = None
     uuid: _uuid.UUID | None = None
     agent_mouse: bool = True
@@ -197,8 +215,11 @@ class ServerConfig:
     max_retained_draw_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
-        if self.sasl:
-            raise NotSupportedError("SASL authentication is not implemented (see README: missing features)")
+        if self.sasl and self.tls_port is None:
+            raise ConfigError("sasl=True needs tls_port: SASL is offered on TLS links only")
+        mechs = self.sasl_mechanisms
+        if not mechs or len(set(mechs)) != len(mechs) or not set(mechs) <= set(SASL_MECHANISMS):
+            raise ConfigError(f"sasl_mechanisms {mechs!r}: distinct names from {', '.join(SASL_MECHANISMS)}")
         if self.port is None and self.tls_port is None and self.unix_path is None:
             raise ConfigError("nothing to listen on: set port, tls_port or unix_path")
         for p in (self.port, self.tls_port):

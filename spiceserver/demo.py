@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -56,7 +55,14 @@ from .channels.chardev import UnixSocketCharDevice
 from .channels.host_clipboard import add_clipboard_handler
 from .channels.host_monitors import add_monitors_config_handler
 from .codecs import warmup
-from .config import IMAGE_COMPRESSIONS, STREAMING_VIDEO_MODES, WAN_COMPRESSIONS, ServerConfig
+from .config import (
+    DEFAULT_WEB_ROOT,
+    IMAGE_COMPRESSIONS,
+    STREAMING_VIDEO_MODES,
+    WAN_COMPRESSIONS,
+    ServerConfig,
+    installed_web_root,
+)
 from .demo_smartcard import attach_demo_reader
 from .demo_sound import FRAME_SAMPLES, AvScene, FramePacer, LevelMeter, tone_loop
 from .demo_usb import watch_usb
@@ -77,7 +83,6 @@ __all__ = ["main", "build_parser", "PrintingKeyboard", "PrintingMouse", "Printin
 log = logging.getLogger("spiceserver.demo")
 
 #: Debian's spice-html5 files (package ``spice-html5``)
-DEFAULT_WEB_ROOT = "/usr/share/spice-html5"
 
 
 def _out(line: str) -> None:
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JPEG for photo-like images: auto (low-bandwidth clients), never, always")
     p.add_argument("--zlib-glz-wan-compression", choices=WAN_COMPRESSIONS, default="auto",
                    help="deflate GLZ images: auto (low-bandwidth clients), never, always")
-    p.add_argument("--web-root", default=DEFAULT_WEB_ROOT if os.path.isdir(DEFAULT_WEB_ROOT) else None, metavar="DIR",
+    p.add_argument("--web-root", default=installed_web_root(), metavar="DIR",
                    help="serve this web client over HTTP on the same port(s) (default: Debian's spice-html5 "
                         f"at {DEFAULT_WEB_ROOT} when installed; 'none' to serve nothing)")
     p.add_argument("--no-websocket", action="store_true", help="refuse WebSocket (browser) connections")

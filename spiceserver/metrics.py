@@ -119,6 +119,9 @@ class Metrics:
     displays: tuple[DisplayMetrics, ...] = ()
     sound: tuple[SoundMetrics, ...] = ()
     devices: tuple[DeviceMetrics, ...] = ()
+    #: SASL logins (``ServerConfig.sasl``) accepted / refused since start
+    sasl_ok: int = 0
+    sasl_failed: int = 0
 
     def prometheus(self) -> str:
         """The snapshot in the Prometheus text exposition format."""
@@ -138,6 +141,7 @@ class Metrics:
             "Link handshakes by outcome.",
             [('{result="ok"}', self.links_ok), ('{result="failed"}', self.links_failed)],
         )
+        family("sasl_logins_total", "counter", "SASL logins by outcome.", [('{result="ok"}', self.sasl_ok), ('{result="failed"}', self.sasl_failed)])
         family("protocol_errors_total", "counter", "Channel connections closed for a protocol error.", [("", self.protocol_errors)])
         family("websocket_links_total", "counter", "Connections that came in as WebSocket tunnels.", [("", self.websocket_links)])
         family("http_requests_total", "counter", "Plain HTTP requests answered (files, metrics, refusals).", [("", self.http_requests)])

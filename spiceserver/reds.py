@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 from .admission import Admission, PendingLink, open_link_phase
+from .auth import PasswordCheck, SaslAuthenticator, SaslVerifiers
 from .channels.base import Link, ServerContext
 from .channels.link_rules import LinkGrant, grant_link
 from .config import ServerConfig
@@ -33,8 +34,8 @@ from .errors import ConfigError, LinkError, ProtocolError
 from .events import ChannelEvent, ClientInfo, ConnLog, channel_label
 from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
-from .proto.enums import CommonCap, LinkErr
-from .proto.link import LinkMess, LinkRequest, ServerLink, TicketReceived, caps_to_words
+from .proto.enums import TICKET_PUBKEY_BYTES, CommonCap, LinkErr
+from .proto.link import LinkMess, LinkRequest, SaslSelected, ServerLink, TicketReceived, caps_to_words, has_cap
 from .role_tickets import RoleTickets
 from .roles import Role
 from .server_devices import ServerDevices
@@ -48,6 +49,8 @@ __all__ = ["SpiceServer"]
 log = logging.getLogger("spiceserver")
 
 _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SPICE, CommonCap.MINI_HEADER})
+#: a TLS link with ``ServerConfig.sasl``: SASL only (libspice ``reds_channel_init_auth_caps``)
+_SASL_COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SASL, CommonCap.MINI_HEADER})
 
 
 class SpiceServer(ServerDevices, SessionControl):
@@ -73,6 +76,7 @@ class SpiceServer(ServerDevices, SessionControl):
         self._admission = Admission(config.max_pending_links, config.max_pending_links_per_peer)
         self._ssl = tls_context(config) if config.tls_port is not None else None
         self._web_options = WebOptions.from_config(config)
+        self._sasl = SaslAuthenticator(config.sasl_mechanisms) if config.sasl else None
         super().__init__(ctx)
 
     # --- clients, events, metrics (event loop unless noted) -------------------------------------
@@ -127,6 +131,18 @@ class SpiceServer(ServerDevices, SessionControl):
         if password is not None and len(password.encode()) > 60:
             raise ConfigError("password longer than 60 bytes")
         self._ticket.set(password, lifetime, Role(role))
+
+    def set_sasl_credentials(self, *, verifiers: SaslVerifiers | None = None, check: PasswordCheck | None = None) -> None:
+        """Where SASL logins (``ServerConfig.sasl``) are checked: a verifier store (SCRAM and PLAIN;
+        :meth:`SaslVerifiers.add`) and/or ``check(username, password) -> bool`` (PLAIN only; run
+        on a link thread). Until called nobody logs in. Links in progress keep the old ones.
+
+        Raises:
+            ConfigError: the server was configured without ``sasl``.
+        """
+        if self._sasl is None:
+            raise ConfigError("set_sasl_credentials needs ServerConfig(sasl=True)")
+        self._sasl.set_credentials(verifiers=verifiers, check=check)
 
     def mm_time(self) -> int:
         """The multimedia clock in ms (libspice ``reds_get_mm_time``)."""
@@ -305,10 +321,30 @@ class SpiceServer(ServerDevices, SessionControl):
                         writer.write(link.data_to_send())
                         await writer.drain()
                         return None
-                    key = await new_link_key()
+                    sasl = secure and self._sasl is not None
+                    # a client that can do SASL gets no RSA key (libspice reds_send_link_ack)
+                    key = None if sasl and has_cap(mess.common_caps, CommonCap.AUTH_SASL) else await new_link_key()
                     channel = self._ctx.registry.get(mess.channel_type, mess.channel_id)
                     assert channel is not None  # checked above
-                    link.accept(key.public_der, _COMMON_CAPS, channel.caps_words())
+                    pub_key = bytes(TICKET_PUBKEY_BYTES) if key is None else key.public_der
+                    link.accept(pub_key, _SASL_COMMON_CAPS if sasl else _COMMON_CAPS, channel.caps_words(), sasl=sasl)
+                    if link.failed:
+                        clog.warning("link refused: SASL required but the client has no auth selection")
+                        writer.write(link.data_to_send())
+                        await writer.drain()
+                        return None
+                elif isinstance(ev, SaslSelected):
+                    assert self._sasl is not None and link.request is not None
+                    outcome = await self._sasl.login(reader, writer, link.leftover(), writer.get_extra_info("peername"), self._ticket.throttle, clog)
+                    self.stats["sasl_ok" if outcome.ok else "sasl_failed"] += 1
+                    if not outcome.ok:
+                        return None
+                    # a SASL login is an owner's (a role policy may decide from RoleQuery.user)
+                    grant = self._check_connection(link.request.mess, clog, Role.OWNER, writer.get_extra_info("peername"), secure, outcome.user)
+                    link.finish(grant.code)
+                    writer.write(link.data_to_send())
+                    await writer.drain()
+                    return (link.request.mess, outcome.leftover, grant) if grant.code == LinkErr.OK else None
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
                     grant = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer, secure)
@@ -342,8 +378,14 @@ class SpiceServer(ServerDevices, SessionControl):
         if auth.reason is not None:
             clog.warning("authentication failed: %s", auth.reason)
             return LinkGrant(LinkErr.PERMISSION_DENIED)
+        return self._check_connection(mess, clog, auth.role, peer, secure)
+
+    def _check_connection(self, mess: LinkMess, clog: ConnLog, role: Role | None, peer: object, secure: bool, user: str | None = None) -> LinkGrant:
+        """After authentication (as ``role``; a SASL ``user``): the session and role rules
+        (:mod:`spiceserver.channels.link_rules`)."""
         peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
-        grant = grant_link(self._ctx.sessions, mess.channel_type, mess.connection_id, auth.role, peer=peer_s, secure=secure, policy=self._ctx.role_policy, log=clog)
-        if grant.code == LinkErr.OK and self._ctx.registry.get(mess.channel_type, mess.channel_id) is None:
+        ctx = self._ctx
+        grant = grant_link(ctx.sessions, mess.channel_type, mess.connection_id, role, peer=peer_s, secure=secure, policy=ctx.role_policy, log=clog, user=user)
+        if grant.code == LinkErr.OK and ctx.registry.get(mess.channel_type, mess.channel_id) is None:
             return LinkGrant(LinkErr.CHANNEL_NOT_AVAILABLE)
         return grant

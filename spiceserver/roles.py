@@ -15,7 +15,8 @@ several sessions, each with a role fixed at its main link (the host may change i
 
 The role comes from the password the main link's ticket matched (one password per role,
 ``SpiceServer.set_ticket(password, role=...)``), then from the host's :data:`RolePolicy` if one is
-set. With ``disable_ticketing`` (no password to tell roles apart) a main link is ``owner`` while no
+set; a SASL login (``ServerConfig.sasl``) is an owner's unless the policy says otherwise
+(:attr:`RoleQuery.user`). With ``disable_ticketing`` (no password to tell roles apart) a main link is ``owner`` while no
 owner session is connected (or with ``max_clients`` 1, where it replaces every session), else ``viewer``. Each other channel of a session must present the
 session's connection id and a ticket good for that session's role or a higher one: a viewer's
 password never joins an owner's session (unless the host made a viewer's session an owner: then
@@ -69,6 +70,7 @@ class RoleQuery:
         owners: owner sessions connected now.
         viewers: viewer sessions connected now.
         max_clients: ``ServerConfig.max_clients`` (1: the new session replaces every other).
+        user: the SASL user name of a SASL login (whose ``ticket_role`` is owner), else None.
     """
 
     peer: str
@@ -77,6 +79,7 @@ class RoleQuery:
     owners: int
     viewers: int
     max_clients: int = 1
+    user: str | None = None
 
 
 #: the host's say on a new session's role: a Role, or None to refuse the link (PERMISSION_DENIED)

@@ -94,10 +94,11 @@ ALLOWED: dict[str, set[str]] = {
     "channels": {"codecs", "config", "errors", "events", "framebuffer", "interfaces", "metrics", "mmtime", "proto", "qxl", "roles", "transport", "worker"},
     "admission": {"errors", "transport"},
     "linkcrypto": {"ticket"},
+    "auth": {"errors", "linkcrypto", "proto", "ticket", "transport"},
     "server_devices": {"channels", "errors", "interfaces", "proto"},
-    "reds": {"admission", "channels", "config", "errors", "events", "linkcrypto", "metrics", "proto", "role_tickets", "roles", "server_devices", "server_sessions", "ticket", "transport", "web"},
+    "reds": {"admission", "auth", "channels", "config", "errors", "events", "linkcrypto", "metrics", "proto", "role_tickets", "roles", "server_devices", "server_sessions", "ticket", "transport", "web"},
     # the package face, the command line and the demo sit on top of everything
-    "__init__": {"config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker", "proto", "roles", "server_sessions"},
+    "__init__": {"auth", "config", "errors", "events", "interfaces", "metrics", "reds", "channels", "framebuffer", "qxl", "worker", "proto", "roles", "server_sessions"},
     "__main__": {"demo", "errors", "worker", "config", "qemu", "reds"},
     "demo": {"channels", "codecs", "config", "demo_smartcard", "demo_sound", "demo_usb", "desktop", "errors", "framebuffer", "interfaces", "proto", "reds", "synthetic_guest", "worker"},
     "demo_sound": set(),

@@ -194,6 +194,23 @@ async def test_updates_are_written_in_place_and_coalesced() -> None:
     assert shown[0, 4] == 0x020406 and shown[45, 7] == 0xABCDEF and shown[10, 10] == 0
 
 
+async def test_an_update_after_a_quiet_spell_is_flushed_at_once() -> None:
+    """No interval's wait for a key's answer: the burst the loop is handling goes out as one flush."""
+    disp, fb = display(interval=10.0)
+    disp.scanout(64, 48, 256, X8, pixels(64, 48, 0))
+    disp._last_flush -= 10.0  # (the scanout's flush was long ago)
+    fb.calls.clear()
+    assert disp.update(0, 0, 4, 2, 16, X8, pixels(4, 2, 1))
+    assert disp.update(8, 0, 4, 2, 16, X8, pixels(4, 2, 2))
+    assert fb.calls == []  # the loop's current read first
+    await asyncio.sleep(0)
+    assert fb.calls == [("update", [(0, 0, 4, 2), (8, 0, 12, 2)])]
+    assert disp.update(0, 8, 4, 2, 16, X8, pixels(4, 2, 3))
+    await asyncio.sleep(0.01)
+    assert len(fb.calls) == 1  # the next waits for the interval
+    disp.close()
+
+
 async def test_bad_updates_are_dropped() -> None:
     disp, fb = display()
     disp.scanout(64, 48, 256, X8, pixels(64, 48, 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pathlib
 
 import pytest
 from hypothesis import given, settings
@@ -389,5 +390,29 @@ async def test_set_role_and_disconnect_from_another_thread() -> None:
         assert r.server.sessions()[0].role is Role.VIEWER and not [e for e in r.devices.events if e[0] == "scancodes"]
         await asyncio.to_thread(r.server.disconnect, a.session_id)
         assert await a.main.closed() and await ain.closed()
+    finally:
+        await r.server.close()
+
+
+async def test_a_sasl_login_is_an_owner_unless_the_policy_says_otherwise(tmp_path: pathlib.Path) -> None:
+    from tests.test_sasl_auth import sasl_server, scram_login
+
+    r, ep = await sasl_server(tmp_path, max_clients=3)
+    seen: list[RoleQuery] = []
+
+    def policy(q: RoleQuery) -> Role | None:
+        seen.append(q)
+        return Role.VIEWER if len(seen) > 1 else q.ticket_role
+
+    events: list[ChannelEvent] = []
+    r.server.add_channel_listener(events.append)
+    try:
+        assert (await scram_login(ep, ChannelType.MAIN, "secret"))[:2] == (0, LinkErr.OK)
+        r.server.set_role_policy(policy)
+        assert (await scram_login(ep, ChannelType.MAIN, "secret"))[:2] == (0, LinkErr.OK)
+        assert (await scram_login(ep, ChannelType.MAIN, "secret"))[:2] == (0, LinkErr.OK)
+        assert [(q.user, q.ticket_role) for q in seen] == [("alice", Role.OWNER)] * 2
+        # (each login's INIT was read: its main channel had linked, with the role it was given)
+        assert [e.info.role for e in events if e.kind == "connected"] == ["owner", "owner", "viewer"]
     finally:
         await r.server.close()

@@ -90,7 +90,7 @@ class ServerContext:
     registry: ChannelRegistry = field(init=False)
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("connections", "links_ok", "links_failed", "protocol_errors", "websocket_links", "http_requests"), 0
+            ("connections", "links_ok", "links_failed", "protocol_errors", "websocket_links", "http_requests", "sasl_ok", "sasl_failed"), 0
         )
     )
     traffic: Counter[tuple[str, str]] = field(default_factory=Counter)

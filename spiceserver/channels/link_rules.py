@@ -57,12 +57,13 @@ def grant_link(
     secure: bool = False,
     policy: RolePolicy | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,  # type: ignore[type-arg]
+    user: str | None = None,
 ) -> LinkGrant:
     """Decide a link whose ticket was accepted (``ticket_role``: the role of the password it
-    matched, None without ticketing); see the module doc for the rules."""
+    matched, None without ticketing; ``user``: the SASL login's); see the module doc for the rules."""
     warn = log.warning if log is not None else (lambda *a: None)
     if channel_type == ChannelType.MAIN:
-        query = RoleQuery(peer, ticket_role, secure, sessions.count(Role.OWNER), sessions.count(Role.VIEWER), sessions.max_clients)
+        query = RoleQuery(peer, ticket_role, secure, sessions.count(Role.OWNER), sessions.count(Role.VIEWER), sessions.max_clients, user)
         role = default_role(query) if policy is None else policy(query)
         if role is None:
             warn("the host's role policy refused the client")

@@ -8,6 +8,8 @@ Theory of operation (server role)::
 
     HEADER --16 bytes--> MESS --size bytes--> [app: accept()/reject()] --> AUTH (4 bytes, only if
     both sides have PROTOCOL_AUTH_SELECTION) --> TICKET (128 bytes) --> [app: finish(code)] --> DONE
+                                                  +--> SASL (accept(sasl=True), mechanism 2):
+                                                       SaslSelected; the app runs proto.sasl on leftover()
 
 Every check libspice makes happens in the same order with the same error, and errors go out in the
 same form: before the LinkReply was sent, a full header + LinkReply carrying the error
@@ -46,6 +48,7 @@ __all__ = [
     "TicketReceived",
     "LinkReplyReceived",
     "LinkResult",
+    "SaslSelected",
     "MAX_LINK_SIZE",
     "MAX_CAPS_WORDS",
 ]
@@ -193,6 +196,12 @@ class TicketReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class SaslSelected:
+    """Server role: the client selected SASL (offered by ``accept(sasl=True)``); the exchange
+    (:mod:`spiceserver.proto.sasl`) continues on :meth:`ServerLink.leftover` and the connection."""
+
+
+@dataclass(frozen=True, slots=True)
 class LinkReplyReceived:
     """Client role: the server's reply arrived; if OK, call send_ticket()."""
 
@@ -206,7 +215,7 @@ class LinkResult:
     error: int
 
 
-LinkEvent = LinkRequest | TicketReceived | LinkReplyReceived | LinkResult
+LinkEvent = LinkRequest | TicketReceived | SaslSelected | LinkReplyReceived | LinkResult
 
 
 class _Stream:
@@ -280,6 +289,7 @@ class ServerLink(_LinkBase):
         super().__init__()
         self.request: LinkRequest | None = None
         self.auth_selection = False
+        self.sasl = False
         self._start(self._read_link())
 
     @property
@@ -319,11 +329,21 @@ class ServerLink(_LinkBase):
         self.failed = True
         self._parser = None
 
-    def accept(self, pub_key: bytes, common_caps: Sequence[int], channel_caps: Sequence[int]) -> None:
-        """Send the LinkReply (OK) with our key and caps, then read the auth mechanism and ticket."""
+    def accept(self, pub_key: bytes, common_caps: Sequence[int], channel_caps: Sequence[int], *, sasl: bool = False) -> None:
+        """Send the LinkReply (OK) with our key and caps, then read the auth mechanism and ticket.
+
+        With ``sasl`` (the caps offer AUTH_SASL), SASL is the only mechanism, as in libspice
+        ``reds_handle_auth_mechanism``: the client's choice of it ends this parser with
+        :class:`SaslSelected`; the RSA ticket is refused (INVALID_DATA), and a client without
+        auth selection gets a second LinkReply with VERSION_MISMATCH at once (``failed`` is set).
+        """
         if self.request is None or self.done or self.failed:
             raise RuntimeError("accept() before the link message or after the end")
+        self.sasl = sasl
         self._out += LinkReply(LinkErr.OK, pub_key, tuple(common_caps), tuple(channel_caps)).encode()
+        if sasl and not self.auth_selection:  # then ``failed`` is set and the refusal queued
+            self.reject(LinkErr.VERSION_MISMATCH)
+            return
         self._start(self._read_ticket())
 
     def _read_ticket(self) -> Generator[None, None, None]:
@@ -331,7 +351,10 @@ class ServerLink(_LinkBase):
         if self.auth_selection:
             raw = yield from self._stream.read_exact(4)
             (mechanism,) = U32.unpack(raw)
-            if mechanism != AuthMechanism.SPICE:
+            if mechanism == AuthMechanism.SASL and self.sasl:
+                self._events.append(SaslSelected())
+                return
+            if mechanism != AuthMechanism.SPICE or self.sasl:
                 raise self._fail_early(LinkErr.INVALID_DATA, f"unsupported auth mechanism {mechanism}")
         ticket = yield from self._stream.read_exact(TICKET_CIPHER_BYTES)
         self._events.append(TicketReceived(mechanism, ticket))

@@ -11,7 +11,8 @@ Two modes:
 * ``python -m spiceserver qemu [options] --attach ADDRESS`` serves a QEMU already running with
   ``-display dbus,addr=ADDRESS`` on that bus until QEMU or the command goes away.
 
-It prints ``QEMU pid N`` (launch mode) and ``SPICE on ADDR:PORT`` once clients can connect.
+It prints ``QEMU pid N`` (launch mode) and ``SPICE on ADDR:PORT`` once clients can connect, then
+``web client: http://ADDR:PORT/`` when it serves a web client (spice-html5) on the same port.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
-from ..config import ServerConfig
+from ..config import DEFAULT_WEB_ROOT, ServerConfig, installed_web_root
 from ..errors import SpiceError
 from ..server_devices import ServerDevices
 from .bridge import attach
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="VM name shown by clients (default: from QEMU's -name, or 'qemu')")
     p.add_argument("--attach", default=None, metavar="ADDRESS",
                    help="serve a running QEMU started with -display dbus,addr=ADDRESS (no QEMU command line)")  # fmt: skip
+    p.add_argument("--web-root", default=installed_web_root(), metavar="DIR",
+                   help="serve this web client over HTTP on the same port (default: Debian's spice-html5 at "
+                        f"{DEFAULT_WEB_ROOT} when installed; 'none' to serve nothing)")  # fmt: skip
     p.add_argument("--no-monitors-config", action="store_true", help="do not pass client monitor layouts to QEMU (SetUIInfo)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     p.add_argument("qemu", nargs=argparse.REMAINDER, help="-- QEMU command line")
@@ -144,6 +148,7 @@ def _config(args: argparse.Namespace, name: str) -> ServerConfig:
         password=args.password,
         disable_ticketing=args.password is None,
         name=args.name or name,
+        web_root=None if args.web_root in (None, "none") else args.web_root,
     )
 
 
@@ -216,7 +221,10 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _serve(server: ServedServer, waiters: list[asyncio.Future[object]]) -> None:
-    print(f"SPICE on {server.config.addr}:{server.port_of()}", flush=True)
+    cfg = server.config
+    print(f"SPICE on {cfg.addr}:{server.port_of()}", flush=True)
+    if cfg.web_root is not None:
+        print(f"web client: http://{cfg.addr}:{server.port_of()}/ (from {cfg.web_root})", flush=True)
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -16,7 +16,9 @@ any peer's input (sizes against the data and the surface); a bad message is logg
 
 :class:`ConsoleDisplay` keeps one frame per console, writes each Update into it and flushes the
 coalesced dirty rectangles to ``fb.update`` at most every :data:`FLUSH_INTERVAL` seconds (QEMU
-refreshes every 30 ms and sends about 33 small Updates/s for a blinking text cursor).
+refreshes every 30 ms and sends about 33 small Updates/s for a blinking text cursor). An update
+that comes after a quiet spell is flushed as soon as the loop has handled the Updates that arrived
+with it (one refresh's burst), so a key's answer is not held for the interval.
 """
 
 # No ``from __future__ import annotations`` here: dbus-fast reads the listener's annotations at
@@ -168,7 +170,8 @@ class ConsoleDisplay:
         """Updates taken so far."""
         self.dropped = 0
         """Messages dropped as invalid."""
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._last_flush = -FLUSH_INTERVAL
         self._cursor: CursorShape | None = None
         self._cursor_pos = (0, 0)
         self._cursor_visible = False
@@ -284,7 +287,10 @@ class ConsoleDisplay:
 
     def _schedule(self) -> None:
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+            loop = asyncio.get_running_loop()
+            wait = self._last_flush + self.flush_interval - loop.time()
+            # after a quiet spell: once the loop has taken this read's Updates; else at the interval
+            self._timer = loop.call_later(wait, self.flush) if wait > 0 else loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Send the dirty rectangles to the framebuffer now."""
@@ -293,6 +299,7 @@ class ConsoleDisplay:
             self._timer = None
         rects = self.dirty.take()
         if rects:
+            self._last_flush = asyncio.get_running_loop().time()
             self.fb.update(self.frame, rects)
 
     def close(self) -> None:

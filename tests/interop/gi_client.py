@@ -84,7 +84,9 @@ Exit codes / done reasons
 0  ``ok``            everything done, disconnected by us
 10 ``error-auth``    ERROR_AUTH on any channel.  NB: spice-gtk maps *every* non-OK
                      link result after the ticket (PERMISSION_DENIED, BAD_CONNECTION_ID,
-                     ...) to ERROR_AUTH "Authentication failed: wrong password?"
+                     ...) to ERROR_AUTH "Authentication failed: wrong password?"; a failed
+                     SASL login (``--username``/``--password`` over TLS) is ERROR_AUTH
+                     "Authentication failed", code 5 (AUTH_NEEDS_PASSWORD_AND_USERNAME)
 11 ``error-link``    ERROR_LINK (bad reply, link error code in SpiceLinkReply except
                      NEED_SECURED, which spice-gtk handles by retrying over TLS)
 12 ``error-connect`` ERROR_CONNECT (TCP connect failed, or no port to use)
@@ -341,6 +343,7 @@ def parse_args(argv):
     )
     p.add_argument("--cert-subject", help="expected subject, e.g. 'CN=localhost' (adds subject)")
     p.add_argument("--password")
+    p.add_argument("--username", help="session username (SASL: cyrus sends it as authcid and authzid)")
     p.add_argument(
         "--secure-channels",
         default="",
@@ -985,6 +988,8 @@ class Client:
             s.props.unix_path = a.unix_path
         if a.password is not None:
             s.props.password = a.password
+        if a.username is not None:
+            s.props.username = a.username
         if a.ca_file:
             s.props.ca_file = a.ca_file
         verify = 0

@@ -24,7 +24,7 @@ from spiceserver.config import ServerConfig
 from spiceserver.qemu.bridge import QemuBridge, attach
 from spiceserver.reds import SpiceServer
 from tests.interop.harness import GiClient, controlled_client, format_events
-from tests.support.qemu import QemuVM, require_qemu, start_qemu
+from tests.support.qemu import QemuVM, drain_output, launch_qemu_command, start_qemu
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -112,56 +112,10 @@ async def test_memtest_p2p_picture(tmp_path: Path) -> None:
         assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
 
-async def _qemu_command(tmp_path: Path, *qemu_args: str) -> tuple[asyncio.subprocess.Process, int, list[str]]:
-    """Start ``python -m spiceserver qemu --port 0`` and read the port it prints."""
-    require_qemu()
-    qmp = tmp_path / "user-qmp.sock"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "spiceserver",
-        "qemu",
-        "--port",
-        "0",
-        "--",
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        "64",
-        "-nodefaults",
-        "-vga",
-        "std",
-        "-qmp",
-        f"unix:{qmp},server=on,wait=off",
-        *qemu_args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while True:
-        raw = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
-        if not raw:
-            raise AssertionError("qemu command exited:\n" + "\n".join(lines))
-        line = raw.decode(errors="replace").rstrip()
-        lines.append(line)
-        if line.startswith("SPICE on "):
-            return proc, int(line.rsplit(":", 1)[1]), lines
-
-
-async def _drain(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
-    assert proc.stdout is not None
-    async for raw in proc.stdout:
-        lines.append(raw.decode(errors="replace").rstrip())
-
-
 async def test_qemu_command_sigterm_stops_qemu(tmp_path: Path) -> None:
     started = time.monotonic()
-    proc, port, lines = await _qemu_command(tmp_path)
-    drain = asyncio.ensure_future(_drain(proc, lines))
+    proc, port, lines = await launch_qemu_command(tmp_path, "-vga", "std")
+    drain = asyncio.ensure_future(drain_output(proc, lines))
     try:
         async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
             shown = await client.wait_picture(lambda p: bool(p.any()), timeout=30)
@@ -182,8 +136,8 @@ async def test_qemu_command_sigterm_stops_qemu(tmp_path: Path) -> None:
 async def test_qemu_quit_closes_the_command(tmp_path: Path) -> None:
     from spiceserver.qemu.bus import QmpClient
 
-    proc, _port, lines = await _qemu_command(tmp_path)
-    drain = asyncio.ensure_future(_drain(proc, lines))
+    proc, _port, lines = await launch_qemu_command(tmp_path, "-vga", "std")
+    drain = asyncio.ensure_future(drain_output(proc, lines))
     try:
         qmp = await QmpClient.connect(str(tmp_path / "user-qmp.sock"))
         try:
@@ -215,7 +169,7 @@ async def test_qemu_command_attach(tmp_path: Path) -> None:
                 assert line, "qemu --attach exited:\n" + "".join(lines)
                 lines.append(line)
             port = int(line.rsplit(":", 1)[1])
-            drain = asyncio.ensure_future(_drain(proc, lines))
+            drain = asyncio.ensure_future(drain_output(proc, lines))
             await vm.qmp.execute("cont")
             async with controlled_client("--port", str(port), "--wait-display", timeout=60) as client:
                 want, shown = await same_as_qemu(vm, client)
@@ -228,76 +182,6 @@ async def test_qemu_command_attach(tmp_path: Path) -> None:
                 await proc.wait()
             if drain is not None:
                 await drain
-
-
-DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
-DOWN = 0x150  # spice-gtk scancodes: E0-prefixed keys are 0x100 | code
-ENTER = 0x1C
-CAPS_LOCK = 0x3A
-
-
-def share(picture: np.ndarray, colour: int) -> float:
-    """The share of ``colour`` in a picture."""
-    return float(np.count_nonzero(picture == colour)) / picture.size
-
-
-def newt_menu(picture: np.ndarray) -> bool:
-    """A newt list dialog of the installer: blue screen, grey dialog, the red selection bar (800x600
-    before bochs-drm takes over, 1280x800 after)."""
-    return share(picture, 0x0000AA) >= 0.05 and share(picture, 0xAAAAAA) >= 0.2 and share(picture, 0xAA0000) >= 0.001
-
-
-@pytest.mark.slow
-async def test_debian_installer_boot_keys_and_tablet(tmp_path: Path) -> None:
-    """The Debian installer (text, framebuffer console) boots to its language menu in spice-gtk;
-    Caps Lock lights the LED in spice-gtk; arrows and Enter typed there move on; the USB tablet makes QEMU's mouse absolute, which turns
-    on the server's tablet (client mouse mode)."""
-    if not (DI / "linux").exists():
-        pytest.skip("debian-installer-12-netboot-amd64 not installed")
-    qemu_args = ["-vga", "std", "-kernel", str(DI / "linux"), "-initrd", str(DI / "initrd.gz")]
-    qemu_args += ["-append", "vga=788 --- quiet", "-device", "qemu-xhci", "-device", "usb-tablet"]
-    async with start_qemu(tmp_path, *qemu_args, memory="1024") as vm, served(vm) as (server, bridge):
-        async with controlled_client("--port", str(server.port_of()), "--wait-display", timeout=300) as client:
-            deadline = time.monotonic() + 240
-            while not newt_menu(menu := await vm.screendump()):
-                if time.monotonic() > deadline:
-                    status = await vm.qmp.execute("query-status")
-                    colours, counts = np.unique(menu, return_counts=True)
-                    top = sorted(zip(counts.tolist(), colours.tolist(), strict=True), reverse=True)[:4]
-                    raise AssertionError(f"no language menu: screen {menu.shape}, top colours {top}, {status}, bridge {bridge.consoles[0].display.frame.shape}")
-                await asyncio.sleep(0.5)
-            shown = await client.wait_picture(lambda p: p.shape == menu.shape and newt_menu(p), timeout=20)
-            print(f"\nDebian installer: QEMU start -> language menu in spice-gtk {time.monotonic() - vm.started:.1f} s")
-            assert shown is not None and newt_menu(shown), format_events(client.events, client.stderr)
-            await vm.qmp.execute("stop")
-            want, shown = await same_as_qemu(vm, client)
-            assert_same(shown, want, client)
-            await vm.qmp.execute("cont")
-            print(f"IsAbsolute {bridge.absolute}, client mouse allowed {server.client_mouse_allowed}")
-            assert bridge.absolute and server.client_mouse_allowed
-            # Caps Lock typed in spice-gtk: Linux lights the LED, QEMU's Modifiers says so, spice-gtk hears it
-            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
-            caps_on = await client.expect(lambda ev: ev.get("event") == "inputs-modifiers" and ev.get("modifiers", 0) & 4, timeout=10)
-            after = len(client.events)
-            await client.action({"op": "key_press_and_release", "scancode": CAPS_LOCK})
-            await client.expect(
-                lambda ev: ev.get("event") == "inputs-modifiers"
-                and not ev["modifiers"] & 4
-                and any(e is ev for e in client.events[after:]),
-                timeout=10,
-            )
-            assert caps_on is not None and bridge.keyboard.leds & 4 == 0
-            for code in (DOWN, DOWN, DOWN, ENTER):
-                await client.action({"op": "key_press_and_release", "scancode": code})
-            deadline = time.monotonic() + 60
-            while np.array_equal(after := await vm.screendump(), want) or not newt_menu(after):
-                assert time.monotonic() < deadline, "the keys did not move the installer on"
-                await asyncio.sleep(0.5)
-            await vm.qmp.execute("stop")
-            want2, shown2 = await same_as_qemu(vm, client)
-            assert not np.array_equal(want2, want)
-            assert_same(shown2, want2, client)
-        assert client.proc.returncode == 0, format_events(client.events, client.stderr)
 
 
 async def test_two_consoles_two_displays(tmp_path: Path) -> None:

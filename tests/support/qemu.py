@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,10 @@ from dbus_fast.aio import MessageBus
 
 from spiceserver.qemu.bus import QmpClient, connect_bus, connect_p2p
 
-__all__ = ["QemuVM", "qemu_skip_reason", "read_ppm", "require_qemu", "start_dbus_daemon", "start_qemu"]
+__all__ = [
+    "QemuVM", "drain_output", "launch_qemu_command", "qemu_command", "qemu_skip_reason", "read_ppm", "require_qemu",
+    "start_dbus_daemon", "start_qemu",
+]  # fmt: skip
 
 QEMU = "qemu-system-x86_64"
 
@@ -233,3 +237,65 @@ async def start_qemu(directory: Path, *args: str, p2p: bool = False, memory: str
             yield vm
         finally:
             await vm.stop()
+
+
+async def launch_qemu_command(
+    directory: Path, *qemu_args: str, memory: str = "64", options: tuple[str, ...] = ()
+) -> tuple[asyncio.subprocess.Process, int, list[str]]:
+    """Start ``python -m spiceserver qemu --port 0 OPTIONS -- qemu-system-x86_64 -accel tcg -m MEMORY
+    -nodefaults -qmp unix:DIRECTORY/user-qmp.sock ARGS`` and read the port it prints.
+
+    Returns the command's process (stdout and stderr merged into its ``stdout`` pipe), the SPICE
+    port and the lines read so far; keep reading them (:func:`drain_output`).
+    """
+    require_qemu()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spiceserver", "qemu", "--port", "0", *options, "--",
+        QEMU, "-accel", "tcg", "-m", memory, "-nodefaults", "-qmp", f"unix:{directory / 'user-qmp.sock'},server=on,wait=off",
+        *qemu_args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            raw = await asyncio.wait_for(proc.stdout.readline(), max(1.0, deadline - time.monotonic()))
+            if not raw:
+                raise AssertionError("qemu command exited:\n" + "\n".join(lines))
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.startswith("SPICE on "):
+                return proc, int(line.rsplit(":", 1)[1]), lines
+    except BaseException:
+        await _stop(proc)
+        raise
+
+
+async def drain_output(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    """Append the command's output lines to ``lines`` until it closes its output."""
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+@contextlib.asynccontextmanager
+async def qemu_command(
+    directory: Path, *qemu_args: str, memory: str = "64", options: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[QemuVM, int, list[str]]]:
+    """:func:`launch_qemu_command`, with a :class:`QemuVM` on the user's QMP socket (``proc`` is the
+    command; :meth:`QemuVM.stop` quits QEMU, which ends the command). Yields (vm, port, lines)."""
+    started = time.monotonic()
+    proc, port, lines = await launch_qemu_command(directory, *qemu_args, memory=memory, options=options)
+    drain = asyncio.ensure_future(drain_output(proc, lines))
+    try:
+        qmp = await _connect_qmp(directory / "user-qmp.sock", proc)
+        vm = QemuVM(proc, qmp, None, directory)
+        vm.started = started
+        try:
+            yield vm, port, lines
+        finally:
+            await vm.stop()
+    finally:
+        await _stop(proc)
+        await drain

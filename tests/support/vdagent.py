@@ -64,6 +64,7 @@ __all__ = [
     "InputEvent",
     "agent_env",
     "agent_env_skip_reason",
+    "start_xvfb",
 ]
 
 VDAGENTD = "spice-vdagentd"
@@ -393,10 +394,11 @@ class AgentEnv:
             await self.xvfb.stop()
 
 
-async def _start_xvfb(work: Path, env: dict[str, str]) -> tuple[_Proc, int]:
+async def start_xvfb(work: Path, env: dict[str, str], size: str = "1024x768") -> tuple[_Proc, int]:
+    """Xvfb on a free display with one ``size`` x 24 screen, logging to ``work/xvfb.log``; returns (process, display)."""
     for attempt in range(3):  # the display is free when chosen, not necessarily when Xvfb binds it
         display = free_display()
-        argv = [_which(XVFB), f":{display}", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"]
+        argv = [_which(XVFB), f":{display}", "-screen", "0", f"{size}x24", "-nolisten", "tcp", "-noreset"]
         proc = _Proc(argv, work / "xvfb.log", env)
         sock = Path(f"/tmp/.X11-unix/X{display}")
         try:
@@ -455,7 +457,7 @@ async def agent_env(
     )
     try:
         if display is None:
-            agent.xvfb, agent.display = await _start_xvfb(work, env)
+            agent.xvfb, agent.display = await start_xvfb(work, env)
         env["DISPLAY"] = f":{agent.display}"
         await agent.start_daemon(timeout)
         if wait:
