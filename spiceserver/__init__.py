@@ -24,11 +24,17 @@ from .metrics import DisplayMetrics, Metrics, SoundMetrics
 from .proto.enums import KeyboardModifiers, MouseButtonMask, MouseMode
 from .qxl import QXLDevice, QXLDeviceConfig
 from .reds import SpiceServer
+from .roles import Role, RolePolicy, RoleQuery
+from .server_sessions import SessionInfo
 from .worker.cursor_client import CursorShape
 
 __all__ = [
     "SpiceServer",
     "Session",
+    "SessionInfo",
+    "Role",
+    "RoleQuery",
+    "RolePolicy",
     "Channel",
     "FramebufferDisplay",
     "CursorShape",

@@ -75,7 +75,7 @@ class ServerConfig:
             ``tls-channel``); a plaintext link to one gets NEED_SECURED.
         plaintext_channels: channel names that must not use TLS (QEMU ``plaintext-channel``);
             a TLS link to one gets NEED_UNSECURED.
-        password: the ticket password (QEMU ``password``); None means none set yet.
+        password: the ticket password (QEMU ``password``), the owner's (:mod:`spiceserver.roles`); None means none set yet.
         password_lifetime: seconds the initial password stays valid, 0 = forever.
         disable_ticketing: let anyone in (QEMU ``disable-ticketing``). Without it and without a
             password nobody can connect until :meth:`SpiceServer.set_ticket` is called.
@@ -85,6 +85,11 @@ class ServerConfig:
             ``ticket_lockout`` seconds. Counted per IPv4 address / IPv6 /64, Unix-socket peers as
             one address; 0 = no limit. Not in libspice.
         ticket_lockout: the window and cool-down of ``ticket_max_failures``, in seconds.
+        viewer_password: a second password: a client using it is a ``viewer`` (display, cursor and
+            playback only; :mod:`spiceserver.roles`); ``password`` is the owner's.
+        max_clients: client sessions connected at once. 1 (libspice): a new client replaces the
+            one connected. Above 1: a new owner replaces the oldest viewer (else the oldest
+            owner) when full, a new viewer is then refused (:mod:`spiceserver.channels.session`).
         sasl: SASL logins on the TLS port (QEMU ``sasl``; :mod:`spiceserver.auth`): every link
             there (each channel) offers AUTH_SASL only, and the RSA ticket is refused, as in
             libspice. Needs ``tls_port``; the plain port and the Unix socket never offer SASL and
@@ -160,9 +165,6 @@ class ServerConfig:
             (their images, text and paths, in the surfaces' trees and every client's pipe). Past
             it the worker collapses every client's pipe into pictures of the canvas and forgets
             the trees, which costs bandwidth, never correctness. A guest's draws are bounded by it.
-        max_clients: sessions (clients) one server keeps at once; 1 (libspice): a new client
-            replaces the current one. Above 1 the oldest session is closed only when a new one
-            would exceed it.
         seamless_migration: offer seamless migration to clients that can (QEMU
             ``seamless-migration``; :mod:`spiceserver.channels.migration`); off: semi-seamless.
         incoming_migration: this server is a migration destination from the start: a main link
@@ -187,6 +189,8 @@ class ServerConfig:
     disable_ticketing: bool = False
     ticket_max_failures: int = 5
     ticket_lockout: float = 60.0
+    viewer_password: str | None = None
+    max_clients: int = 1
     sasl: bool = False
     sasl_mechanisms: tuple[str, ...] = SASL_MECHANISMS
     name: str | None = None
@@ -214,7 +218,6 @@ class ServerConfig:
     web_root: str | None = None
     metrics_path: str | None = None
     max_retained_draw_bytes: int = 256 << 20
-    max_clients: int = 1
     seamless_migration: bool = False
     incoming_migration: bool = False
 
@@ -235,8 +238,11 @@ class ServerConfig:
             for n in names:
                 if n != "default" and n not in _CHANNEL_NAMES:
                     raise ConfigError(f"{what}: unknown channel {n!r} (known: {', '.join(sorted(_CHANNEL_NAMES))}, default)")
-        if self.password is not None and len(self.password.encode()) > 60:
-            raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        for pw in (self.password, self.viewer_password):
+            if pw is not None and len(pw.encode()) > 60:
+                raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
+        if self.max_clients < 1:
+            raise ConfigError("max_clients must be at least 1")
         if self.image_compression not in IMAGE_COMPRESSIONS:
             raise ConfigError(f"image_compression {self.image_compression!r}: expected one of {', '.join(IMAGE_COMPRESSIONS)}")
         for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):
@@ -257,8 +263,6 @@ class ServerConfig:
                 raise ConfigError("metrics_path needs websocket=True (the HTTP side of the ports)")
             if not self.metrics_path.startswith("/") or "?" in self.metrics_path or "#" in self.metrics_path:
                 raise ConfigError(f"metrics_path {self.metrics_path!r} must be a path starting with '/'")
-        if self.max_clients < 1:
-            raise ConfigError("max_clients must be at least 1")
         if self.max_retained_draw_bytes < 1 << 20:
             raise ConfigError("max_retained_draw_bytes must be at least 1 MiB")
         for origin in self.websocket_origins:

@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--password", default=None, help="require this password (ticket)")
     auth.add_argument("--disable-ticketing", action="store_true", help="no password (the default when --password is absent)")
+    p.add_argument("--viewer-password", default=None,
+                   help="with --password: a second password whose clients only watch (display, cursor, sound)")
+    p.add_argument("--max-clients", type=int, default=1, metavar="N",
+                   help="clients connected at once (default 1: a new client replaces the old one)")
     p.add_argument("--tls-channel", action="append", default=[], metavar="NAME",
                    help="channel that must use TLS (main, inputs, ...; 'default' = all); repeatable")
     p.add_argument("--name", default="spiceserver demo", help="VM name shown by clients")
@@ -206,6 +210,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         unix_path=args.unix,
         password=args.password,
         disable_ticketing=args.password is None,
+        viewer_password=args.viewer_password,
+        max_clients=args.max_clients,
         tls_channels=tuple(args.tls_channel),
         name=args.name,
         image_compression=args.image_compression,
@@ -252,6 +258,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--av-click-offset-ms {args.av_click_offset_ms} is not a multiple of 10")
     if not 0 <= args.usbredir <= 16:
         raise ConfigError(f"--usbredir {args.usbredir}: 0 to 16 channels")
+    if args.viewer_password is not None and args.password is None:
+        raise ConfigError("--viewer-password needs --password (the owner's)")
 
 
 async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> None:

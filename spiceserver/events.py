@@ -51,6 +51,8 @@ class ChannelInfo:
         transport: ``"tcp"``, ``"tls"``, ``"unix"``, ``"ws"`` or ``"wss"`` (WebSocket, plain or TLS).
         peer: the client's address ``"host:port"`` (``"unix"`` on a Unix socket).
         connected_at: when the link completed (``time.time()``).
+        role: the session's role when the channel linked, ``"owner"`` or ``"viewer"``
+            (:mod:`spiceserver.roles`; the host may change it later, see ``SpiceServer.sessions``).
     """
 
     session_id: int
@@ -59,6 +61,7 @@ class ChannelInfo:
     transport: str
     peer: str
     connected_at: float
+    role: str = "owner"
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,11 @@ class ChannelEvent:
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """One connected client and its channels (:meth:`SpiceServer.clients`)."""
+    """One connected client, its channels and its role, ``"owner"`` or ``"viewer"`` (:meth:`SpiceServer.clients`)."""
 
     session_id: int
     channels: tuple[ChannelInfo, ...]
+    role: str = "owner"
 
 
 class ChannelListeners:
@@ -97,10 +101,12 @@ class ChannelListeners:
         if callback in self._callbacks:
             self._callbacks.remove(callback)
 
-    def connected(self, infos: list[ChannelInfo], session_id: int, channel_type: int, channel_id: int, transport: str, peer: str) -> ChannelInfo:
+    def connected(
+        self, infos: list[ChannelInfo], session_id: int, channel_type: int, channel_id: int, transport: str, peer: str, role: str = "owner"
+    ) -> ChannelInfo:
         """A channel of a session linked: record it in the session's ``infos`` and tell the listeners."""
         name = CHANNEL_NAMES.get(ChannelType(channel_type), str(channel_type))
-        info = ChannelInfo(session_id, name, channel_id, transport, peer, time.time())
+        info = ChannelInfo(session_id, name, channel_id, transport, peer, time.time(), role)
         infos.append(info)
         self._emit(ChannelEvent("connected", info))
         return info

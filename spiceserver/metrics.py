@@ -120,6 +120,8 @@ class Metrics:
     http_requests: int
     sessions: int
     codec_kernels_ready: bool
+    #: connected sessions by role ("owner", "viewer")
+    sessions_by_role: dict[str, int] = field(default_factory=dict)
     #: open channel connections by channel name
     channels: dict[str, int] = field(default_factory=dict)
     #: bytes by (channel name, "in" | "out") since start
@@ -154,6 +156,7 @@ class Metrics:
         family("websocket_links_total", "counter", "Connections that came in as WebSocket tunnels.", [("", self.websocket_links)])
         family("http_requests_total", "counter", "Plain HTTP requests answered (files, metrics, refusals).", [("", self.http_requests)])
         family("sessions", "gauge", "Connected clients (main channels).", [("", self.sessions)])
+        family("sessions_by_role", "gauge", "Connected clients by role.", [(_labels(role=k), v) for k, v in sorted(self.sessions_by_role.items())])
         family("codec_kernels_ready", "gauge", "1 once the compiled image codecs are ready.", [("", int(self.codec_kernels_ready))])
         family(
             "channels",

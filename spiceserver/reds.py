@@ -28,6 +28,7 @@ from collections.abc import Callable
 from .admission import Admission, PendingLink, open_link_phase
 from .auth import PasswordCheck, SaslAuthenticator, SaslVerifiers
 from .channels.base import Link, ServerContext
+from .channels.link_rules import LinkGrant, grant_link
 from .channels.migration import MIGRATE_TIMEOUT, MigrationTarget
 from .config import ServerConfig
 from .errors import ConfigError, LinkError, ProtocolError
@@ -36,8 +37,11 @@ from .linkcrypto import new_link_key, run_link_crypto
 from .metrics import Metrics
 from .proto.enums import TICKET_PUBKEY_BYTES, ChannelType, CommonCap, LinkErr
 from .proto.link import LinkMess, LinkRequest, SaslSelected, ServerLink, TicketReceived, caps_to_words, has_cap
+from .role_tickets import RoleTickets
+from .roles import Role
 from .server_devices import ServerDevices
-from .ticket import LinkKey, Ticket, TicketThrottle
+from .server_sessions import SessionControl
+from .ticket import LinkKey, TicketThrottle
 from .transport import Reader, WebSocketStream, Writer, close_writer, http_exchange, tls_context
 from .web import HTTP_PREFIX, WebOptions
 
@@ -50,9 +54,9 @@ _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_
 _SASL_COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SASL, CommonCap.MINI_HEADER})
 
 
-class SpiceServer(ServerDevices):
+class SpiceServer(ServerDevices, SessionControl):
     """A SPICE server: register devices (:class:`~spiceserver.server_devices.ServerDevices`), then
-    :meth:`start` (or :meth:`serve_forever`).
+    :meth:`start` (or :meth:`serve_forever`). Sessions and roles: :class:`~spiceserver.server_sessions.SessionControl`.
 
     Args:
         config: the frozen configuration.
@@ -62,9 +66,11 @@ class SpiceServer(ServerDevices):
         self.config = config
         self._ctx = ctx = ServerContext(config)
         self.stats = ctx.stats
-        self._ticket = Ticket(throttle=TicketThrottle(config.ticket_max_failures, config.ticket_lockout))
+        self._ticket = RoleTickets(throttle=TicketThrottle(config.ticket_max_failures, config.ticket_lockout))
         if config.password is not None:
             self._ticket.set(config.password, config.password_lifetime)
+        if config.viewer_password is not None:
+            self._ticket.set(config.viewer_password, role=Role.VIEWER)
         self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._conn_ids = itertools.count(1)
@@ -87,7 +93,7 @@ class SpiceServer(ServerDevices):
 
     def clients(self) -> list[ClientInfo]:
         """The connected clients and their channels, oldest first."""
-        return [ClientInfo(s.id, tuple(s.infos)) for s in self._ctx.sessions if s.infos]
+        return [ClientInfo(s.id, tuple(s.infos), str(s.role)) for s in self._ctx.sessions if s.infos]
 
     @property
     def num_clients(self) -> int:
@@ -106,6 +112,7 @@ class SpiceServer(ServerDevices):
             uptime_seconds=round(time.monotonic() - ctx.start_time, 3),
             **ctx.stats,
             sessions=len(ctx.sessions),
+            sessions_by_role={str(r): ctx.sessions.count(r) for r in Role},
             codec_kernels_ready=self._displays.codec_kernels_ready(),
             channels={k: v for k, v in ctx.open_channels.items() if v},
             channel_bytes=dict(ctx.traffic),
@@ -119,11 +126,12 @@ class SpiceServer(ServerDevices):
 
     # --- tickets, clock (any thread) -----------------------------------------------------------
 
-    def set_ticket(self, password: str | None, lifetime: float = 0.0) -> None:
-        """Set the password (``spice_server_set_ticket``); lifetime seconds, 0 = never expires."""
+    def set_ticket(self, password: str | None, lifetime: float = 0.0, role: Role | str = Role.OWNER) -> None:
+        """Set ``role``'s password (``spice_server_set_ticket`` sets the owner's); lifetime seconds,
+        0 = never expires; None: nobody logs in with that role (:mod:`spiceserver.roles`)."""
         if password is not None and len(password.encode()) > 60:
             raise ConfigError("password longer than 60 bytes")
-        self._ticket.set(password, lifetime)
+        self._ticket.set(password, lifetime, Role(role))
 
     def set_sasl_credentials(self, *, verifiers: SaslVerifiers | None = None, check: PasswordCheck | None = None) -> None:
         """Where SASL logins (``ServerConfig.sasl``) are checked: a verifier store (SCRAM and PLAIN;
@@ -253,7 +261,7 @@ class SpiceServer(ServerDevices):
         if (pending := self._admission.admit(None if unix else peer_s.rpartition(":")[0], writer.transport.abort)) is None:
             return writer.transport.abort()  # (logged by the admission, rate-limited)
         stream: tuple[Reader, Writer] = (reader, writer)
-        linked: tuple[LinkMess, bytes] | bool | None = None
+        linked: tuple[LinkMess, bytes, LinkGrant] | bool | None = None
         try:
             try:
                 async with asyncio.timeout(self.config.link_timeout):
@@ -274,7 +282,7 @@ class SpiceServer(ServerDevices):
             await close_writer(stream[1])
             return
         self.stats["links_ok"] += 1
-        link_mess, leftover = linked
+        link_mess, leftover, grant = linked
         websocket = isinstance(stream[0], WebSocketStream)
         kind = ("wss" if secure else "ws") if websocket else ("unix" if unix else ("tls" if secure else "tcp"))
         channel = self._ctx.registry.get(link_mess.channel_type, link_mess.channel_id)
@@ -282,13 +290,13 @@ class SpiceServer(ServerDevices):
             if channel is None:
                 clog.info("channel went away during the link")
             else:
-                await channel.serve(Link(stream[0], stream[1], link_mess, leftover, secure, unix, clog, kind, peer_s))
+                await channel.serve(Link(stream[0], stream[1], link_mess, leftover, secure, unix, clog, kind, peer_s, grant.role, grant.ticket_role))
         finally:
             await close_writer(stream[1])
 
     async def _handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, clog: ConnLog, pending: PendingLink
-    ) -> tuple[tuple[Reader, Writer], tuple[LinkMess, bytes] | bool | None]:
+    ) -> tuple[tuple[Reader, Writer], tuple[LinkMess, bytes, LinkGrant] | bool | None]:
         """TLS if ``secure``, then the first bytes decide: an HTTP request (WebSocket or a file) or a SPICE link.
 
         Returns the stream and the link (message, leftover), None when the link failed, or True
@@ -312,7 +320,7 @@ class SpiceServer(ServerDevices):
 
     async def _link(
         self, reader: Reader, writer: Writer, secure: bool, clog: ConnLog, prefix: bytes = b""
-    ) -> tuple[LinkMess, bytes] | None:
+    ) -> tuple[LinkMess, bytes, LinkGrant] | None:
         """Run the handshake; returns the link message and leftover bytes, or None if refused."""
         link = ServerLink()
         key: LinkKey | None = None
@@ -357,20 +365,21 @@ class SpiceServer(ServerDevices):
                     self.stats["sasl_ok" if outcome.ok else "sasl_failed"] += 1
                     if not outcome.ok:
                         return None
-                    code = self._check_connection(link.request.mess, clog)
-                    link.finish(code)
+                    # a SASL login is an owner's (a role policy may decide from RoleQuery.user)
+                    grant = self._check_connection(link.request.mess, clog, Role.OWNER, writer.get_extra_info("peername"), secure, outcome.user)
+                    link.finish(grant.code)
                     writer.write(link.data_to_send())
                     await writer.drain()
-                    return (link.request.mess, outcome.leftover) if code == LinkErr.OK else None
+                    return (link.request.mess, outcome.leftover, grant) if grant.code == LinkErr.OK else None
                 elif isinstance(ev, TicketReceived):
                     assert key is not None and link.request is not None
-                    code = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer)
-                    link.finish(code)
+                    grant = await self._check_ticket(key, ev.encrypted_ticket, link.request.mess, clog, writer, secure)
+                    link.finish(grant.code)
                     writer.write(link.data_to_send())
                     await writer.drain()
-                    if code != LinkErr.OK:
+                    if grant.code != LinkErr.OK:
                         return None
-                    return link.request.mess, link.leftover()
+                    return link.request.mess, link.leftover(), grant
             out = link.data_to_send()
             if out:
                 writer.write(out)
@@ -386,26 +395,29 @@ class SpiceServer(ServerDevices):
             clog.warning("channel %s %s", channel.name, "must be encrypted" if refusal == LinkErr.NEED_SECURED else "must not be encrypted")
         return refusal
 
-    async def _check_ticket(self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer) -> int:
+    async def _check_ticket(
+        self, key: LinkKey, ciphertext: bytes, mess: LinkMess, clog: ConnLog, writer: Writer, secure: bool
+    ) -> LinkGrant:
+        """The ticket, then the session and role rules (:mod:`spiceserver.channels.link_rules`)."""
         peer = writer.get_extra_info("peername")
-        reason = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer))
-        if reason is not None:
-            clog.warning("authentication failed: %s", reason)
-            return LinkErr.PERMISSION_DENIED
-        return self._check_connection(mess, clog)
+        auth = await run_link_crypto(lambda: self._ticket.authenticate(key, ciphertext, required=not self.config.disable_ticketing, peer=peer))
+        if auth.reason is not None:
+            clog.warning("authentication failed: %s", auth.reason)
+            return LinkGrant(LinkErr.PERMISSION_DENIED)
+        return self._check_connection(mess, clog, auth.role, peer, secure)
 
-    def _check_connection(self, mess: LinkMess, clog: ConnLog) -> int:
-        """After authentication: a main link presents no connection id unless a migration is
-        expected; a channel other than main must join a live session."""
+    def _check_connection(self, mess: LinkMess, clog: ConnLog, role: Role | None, peer: object, secure: bool, user: str | None = None) -> LinkGrant:
+        """After authentication (as ``role``; a SASL ``user``): a main link presents no connection
+        id unless a migration is expected; then the session and role rules
+        (:mod:`spiceserver.channels.link_rules`)."""
         if mess.channel_type == ChannelType.MAIN and mess.connection_id and not self._main.migration.accepting:
             # only a migrating client presents an id on its main link (spice-gtk resets it to 0 on
             # disconnect); refused, it tells its source MIGRATE_CONNECT_ERROR (libspice takes it as one)
             clog.warning("main link with connection id %#x, and no migration is expected", mess.connection_id)
-            return LinkErr.BAD_CONNECTION_ID
-        if mess.channel_type != ChannelType.MAIN:
-            if mess.connection_id not in self._ctx.sessions:
-                clog.warning("unknown connection id %#x", mess.connection_id)
-                return LinkErr.BAD_CONNECTION_ID
-            if self._ctx.registry.get(mess.channel_type, mess.channel_id) is None:
-                return LinkErr.CHANNEL_NOT_AVAILABLE
-        return LinkErr.OK
+            return LinkGrant(LinkErr.BAD_CONNECTION_ID)
+        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        ctx = self._ctx
+        grant = grant_link(ctx.sessions, mess.channel_type, mess.connection_id, role, peer=peer_s, secure=secure, policy=ctx.role_policy, log=clog, user=user)
+        if grant.code == LinkErr.OK and ctx.registry.get(mess.channel_type, mess.channel_id) is None:
+            return LinkGrant(LinkErr.CHANNEL_NOT_AVAILABLE)
+        return grant

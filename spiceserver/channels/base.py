@@ -42,6 +42,7 @@ from ..proto.enums import CHANNEL_NAMES, ChannelType, CommonCap, LinkErr
 from ..proto.link import LinkMess, caps_to_words, has_cap
 from ..proto.messages import base as basemsg
 from ..proto.messages.base import SERVER, Message
+from ..roles import OWNER_ONLY_CHANNELS, Role, RolePolicy
 from ..transport import READ_CHUNK, LoopGate, MessageCuts, Reader, Transport, Writer
 from .host_agent import HostAgent
 from .registry import ChannelRegistry
@@ -79,6 +80,7 @@ class ServerContext:
         client_monitors_config: the display devices' take on a client's monitor layout, heads
             ``(x, y, width, height)`` (:meth:`~spiceserver.channels.display.Displays.client_monitors_config`,
             which sets it; None: no displays).
+        role_policy: the host's say on a new session's role (:mod:`spiceserver.roles`).
     """
 
     config: ServerConfig
@@ -97,8 +99,10 @@ class ServerContext:
     clock: MediaClock = field(init=False)
     host_agent: HostAgent = field(init=False)
     client_monitors_config: Callable[[Sequence[tuple[int, int, int, int]] | None], bool] | None = None
+    role_policy: RolePolicy | None = None
 
     def __post_init__(self) -> None:
+        self.sessions.max_clients = self.config.max_clients
         self.registry = ChannelRegistry(self.gate.run)
         self.clock = MediaClock(time.monotonic, self.start_time)
         self.host_agent = HostAgent(self.gate.run)
@@ -121,6 +125,8 @@ class Link:
         log: logs with the connection's context.
         kind: ``"tcp"``, ``"tls"``, ``"unix"``, ``"ws"`` or ``"wss"``.
         peer: the client's address.
+        role: the session role the link was granted (:mod:`spiceserver.channels.link_rules`).
+        ticket_role: the role of the password its ticket matched (None without ticketing).
     """
 
     reader: Reader
@@ -132,6 +138,8 @@ class Link:
     log: ConnLog
     kind: str = "tcp"
     peer: str = ""
+    role: Role | None = None
+    ticket_role: Role | None = None
 
     @property
     def mini_header(self) -> bool:
@@ -217,6 +225,9 @@ class Channel:
         session = self.ctx.sessions.get(link.mess.connection_id)
         if session is None:
             link.log.info("session or channel went away during the link")
+            return None
+        if session.role is not Role.OWNER and self.type in OWNER_ONLY_CHANNELS:  # demoted during the link
+            link.log.info("session %#x is a %s now; closing the %s connection", session.id, session.role, self.name)
             return None
         key = (self.type, self.id)
         if key in session.linked:
@@ -336,7 +347,7 @@ class LoopChannel(Channel):
         cc = self.create_client(conn, link, session)
         if target is not None and session.main is not None:
             target.adopt(cc)
-        info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer)
+        info = ctx.listeners.connected(session.infos, session.id, self.type, self.id, link.kind, link.peer, str(session.role))
         name = info.channel
 
         def count_out(n: int) -> None:

@@ -4,6 +4,7 @@ Counterpart of spice ``server/inputs-channel.cpp`` and ``inputs-channel-client.c
 pushed byte for byte, lock-key sync from the client's KEY_MODIFIERS, MOUSE_MOTION honoured in server
 mouse mode and MOUSE_POSITION in client mode, wheel as PRESS UP/DOWN, MOTION_ACK every
 ``MOTION_ACK_BUNCH`` motion/position messages, and every key still down released when the client goes.
+A viewer session's inputs channel links, but its keys and mouse are dropped (:mod:`spiceserver.roles`).
 
 The channel object owns the devices (keyboard, mouse, tablet) and the lock state, shared by its
 clients. Lock state follows libspice: the server keeps the guest's lock modifiers
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..interfaces import Keyboard, Mouse, Tablet
-from ..proto.channel import ChannelConnection
+from ..proto.channel import ChannelConnection, Event
 from ..proto.channel_client import StateTable
 from ..proto.enums import ChannelType, InputsCap, KeyboardModifiers, MouseButton, MouseMode
 from ..proto.messages import inputs as im
@@ -33,6 +34,7 @@ from ..proto.vdagent_messages import (
     wheel_states,
 )
 from .base import ChannelClient, Link, LoopChannel, ServerContext, maybe_await
+from .role_enforce import drop_viewer_input
 from .session import Session
 
 __all__ = ["InputsChannel", "InputsChannelClient", "LOCK_SCANCODES"]
@@ -140,6 +142,15 @@ class InputsChannelClient(ChannelClient):
         self.keys_down: set[bytes] = set()  # transitions (without release bit) still pressed
         self.modifiers_pressed = 0
         self._modifiers_deadline: float | None = None
+
+    async def handle(self, event: Event, now: float) -> None:
+        """A viewer session's keys and mouse are dropped (:mod:`spiceserver.channels.role_enforce`);
+        its motion is still acknowledged, so the client keeps its usual pace."""
+        if drop_viewer_input(self.session, event, self.log):
+            if isinstance(event, (im.MouseMotion, im.MousePosition)):
+                self._count_motion()
+            return
+        await super().handle(event, now)
 
     async def start(self, now: float) -> None:
         """INPUTS_INIT with the keyboard's LEDs."""

@@ -41,12 +41,14 @@ from ..proto.enums import ChannelType, MainCap, MouseMode, NotifySeverity, Notif
 from ..proto.messages import main as m
 from ..proto.messages.base import Notify
 from ..proto.vdagent import AgentMessage, split_message
+from ..roles import Role
 from .base import Channel, ChannelClient, Link, LoopChannel, ServerContext
 from .chardev import CharDevice
 from .guest_agent import GuestAgent
 from .host_agent import HostAgentClient
 from .inputs import InputsChannel
 from .migration import Migration
+from .role_enforce import agent_allowed, visible_channels
 from .session import Session
 
 __all__ = ["MainChannel", "MainChannelClient", "MouseModeFollower", "NetTest", "AGENT_TOKENS", "AGENT_TOKENS_BATCH", "NET_TEST_BYTES"]
@@ -162,13 +164,15 @@ class MainChannel(LoopChannel):
 
     # --- sessions ------------------------------------------------------------------------------
 
-    def join(self, link: Link) -> Session:
-        """A main link starts a new session (ending the oldest ones beyond ``max_clients``); a
-        migrating client's keeps its source's id."""
+    def join(self, link: Link) -> Session | None:
+        """A main link starts a new session with the role its link was granted (ending the sessions
+        it replaces, :class:`~spiceserver.channels.session.SessionTable`); a migrating client's
+        keeps its source's id. None when there is no room for it any more."""
         cid = link.mess.connection_id
         target = self.migration.target_state_for(cid)
-        session = self.ctx.sessions.open(self.ctx.config.max_clients, None if target is None else (cid, target))
-        link.log.info("session %#x started (mini header: %s)", session.id, link.mini_header)
+        session = self.ctx.sessions.open(link.role or Role.OWNER, link.peer, link.ticket_role, None if target is None else (cid, target))
+        if session is not None:
+            link.log.info("%s session %#x started (mini header: %s)", session.role, session.id, link.mini_header)
         return session
 
     def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> MainChannelClient:
@@ -188,7 +192,7 @@ class MainChannel(LoopChannel):
             channel.on_mouse_mode(self._mode)
         key = (channel.type, channel.id)
         if channel.type != ChannelType.MAIN:
-            self.broadcast(lambda cc: cc.send_channels_list([key]) if cc.attached else None)
+            self.broadcast(lambda cc: cc.send_channels_list(visible_channels(cc.session.role, [key])) if cc.attached else None)
         if channel.type == ChannelType.DISPLAY:  # client mouse mode needs a single display
             self.update_mouse_mode()
 
@@ -307,6 +311,8 @@ class MainChannel(LoopChannel):
             return
 
         def tell(cc: MainChannelClient) -> None:
+            if not agent_allowed(cc.session.role):
+                return
             if old is not None:
                 cc.send_agent_state(False)
             if new is not None:
@@ -365,7 +371,7 @@ class MainChannelClient(ChannelClient):
                 display_channels_hint=main.ctx.registry.count(ChannelType.DISPLAY),
                 supported_mouse_modes=main.supported_mouse_modes,
                 current_mouse_mode=main.mouse_mode,
-                agent_connected=int(main.agent_present),
+                agent_connected=int(main.agent_present and agent_allowed(self.session.role)),
                 agent_tokens=AGENT_TOKENS,
                 multi_media_time=main.ctx.clock.init_time(),
                 ram_hint=0,
@@ -397,7 +403,7 @@ class MainChannelClient(ChannelClient):
 
     def _on_attach_channels(self, msg: m.AttachChannels, now: float) -> None:
         self.attached = True
-        self.send_channels_list(self.main.ctx.registry.ids())
+        self.send_channels_list(visible_channels(self.session.role, self.main.ctx.registry.ids()))
 
     def send_channels_list(self, channels: list[tuple[int, int]]) -> None:
         """SPICE_MSG_MAIN_CHANNELS_LIST with ``channels`` (type, id)."""
@@ -406,6 +412,9 @@ class MainChannelClient(ChannelClient):
     def _on_mouse_mode_request(self, msg: m.MouseModeRequest, now: float) -> None:
         if msg.mode not in (MouseMode.SERVER, MouseMode.CLIENT):
             self.log.warning("unsupported mouse mode %d requested", msg.mode)
+            return
+        if not agent_allowed(self.session.role):
+            self.log.debug("mouse mode request from a %s session ignored", self.session.role)
             return
         self.main.request_mouse_mode(msg.mode)
 
@@ -427,6 +436,9 @@ class MainChannelClient(ChannelClient):
             self.conn.send(m.AgentConnected())
 
     def _on_agent_start(self, msg: m.AgentStart, now: float) -> None:
+        if not agent_allowed(self.session.role):  # it was never told of an agent
+            self.log.info("AGENT_START from a %s session ignored", self.session.role)
+            return
         self.agent_started = True
         self.agent_tokens = msg.num_tokens
         guest = self.main.guest_agent

@@ -3,18 +3,28 @@
 Counterpart of spice ``server/red-client.cpp`` (a client and its channel clients) and the client
 list of ``reds.cpp`` (``reds_handle_main_link`` replaces the previous client). The main channel opens
 a session; the other channels join it by the connection id their link presents, which
-:mod:`spiceserver.reds` checks against this table.
+:mod:`spiceserver.reds` checks against this table (:mod:`spiceserver.channels.link_rules`).
+
+Each session has a :class:`~spiceserver.roles.Role`. With ``ServerConfig.max_clients`` 1 (the
+default) a new main link replaces every session, as libspice (but a viewer is refused while an
+owner is connected). Above 1, up to that many sessions
+live at once; when the table is full, a new owner session replaces the oldest viewer session (the
+oldest owner session when there is no viewer), and a new viewer session is refused
+(:meth:`SessionTable.victims_for`): whoever holds the owner's password can always get in, a viewer
+never pushes anyone out.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..events import ChannelInfo
+from ..roles import Role
 
 if TYPE_CHECKING:
     from .main import MainChannelClient
@@ -36,9 +46,19 @@ class Session:
             as libspice's ``RedClient::add_channel`` refuses a duplicate.
         migration: on a migration destination, the migrating client's state
             (:mod:`spiceserver.channels.migration`); None for a client that linked here.
+        role: owner or viewer (:mod:`spiceserver.roles`); changed only by the host.
+        peer: the main channel's peer address.
+        since: when the session started (``time.time()``).
+        inputs_dropped: input messages dropped because the session is a viewer.
+        ticket_role: the role of the password its main link used (None without ticketing).
     """
 
     id: int
+    role: Role = Role.OWNER
+    peer: str = ""
+    since: float = field(default_factory=time.time)
+    inputs_dropped: int = 0
+    ticket_role: Role | None = None
     main: MainChannelClient | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
     infos: list[ChannelInfo] = field(default_factory=list)
@@ -52,27 +72,50 @@ class Session:
 
 
 class SessionTable:
-    """The connected clients by session id (event loop only).
+    """The connected clients by session id, oldest first (event loop only).
 
-    As libspice (``reds_handle_main_link``), a new main link replaces the current client: every
-    channel of the previous sessions is closed.
+    With ``max_clients`` 1, as libspice (``reds_handle_main_link``), a new main link replaces the
+    current client: every channel of the previous sessions is closed. Above 1, see the module doc.
     """
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, max_clients: int = 1) -> None:
         self._by_id: dict[int, Session] = {}
         self._log = log
+        self.max_clients = max_clients
 
-    def open(self, max_clients: int = 1, migration: tuple[int, TargetState] | None = None) -> Session:
-        """Start a session with a fresh random non-zero id (or, for a migrating client, the (id,
-        state) its source gave it), first ending the oldest sessions so that at most
-        ``max_clients`` remain (1, as libspice: the current one is replaced)."""
-        for old in list(self._by_id.values())[: max(0, len(self._by_id) - max_clients + 1)]:
-            self._log.info("new client: disconnecting session %#x", old.id)
+    def count(self, role: Role) -> int:
+        """Sessions of ``role``."""
+        return sum(1 for s in self._by_id.values() if s.role is role)
+
+    def victims_for(self, role: Role) -> list[Session] | None:
+        """The sessions a new ``role`` session replaces (often none); None when it is refused."""
+        live = list(self._by_id.values())
+        if self.max_clients <= 1:  # libspice: the new client replaces the old, unless a viewer would replace an owner
+            return None if role is Role.VIEWER and any(s.role is Role.OWNER for s in live) else live
+        if len(live) < self.max_clients:
+            return []
+        if role is not Role.OWNER:
+            return None
+        viewers = [s for s in live if s.role is Role.VIEWER]
+        return [(viewers or live)[0]]
+
+    def open(
+        self, role: Role = Role.OWNER, peer: str = "", ticket_role: Role | None = None, migration: tuple[int, TargetState] | None = None
+    ) -> Session | None:
+        """Start a session of ``role`` with a fresh random non-zero id (for a migrating client, the
+        (id, state) its source gave it), after closing the sessions it replaces (:meth:`victims_for`);
+        None when the table has no room for it."""
+        victims = self.victims_for(role)
+        if victims is None:
+            self._log.warning("%d sessions connected (max_clients): refusing a new %s session", len(self), role)
+            return None
+        for old in victims:
+            self._log.info("new %s client: disconnecting %s session %#x", role, old.role, old.id)
             self.close(old)
         sid, state = migration if migration is not None else (0, None)
         while not sid or sid in self._by_id:
             sid = secrets.randbits(32)
-        session = Session(sid, migration=state)
+        session = Session(sid, role, peer, ticket_role=ticket_role, migration=state)
         self._by_id[sid] = session
         return session
 

@@ -114,7 +114,7 @@ class WorkerBridge:
     async def serve(self, channel: Channel, link: Link, session: Session) -> None:
         """Hand one linked connection to the worker and move its bytes until it ends."""
         ctx = self.ctx
-        info = ctx.listeners.connected(session.infos, session.id, channel.type, channel.id, link.kind, link.peer)
+        info = ctx.listeners.connected(session.infos, session.id, channel.type, channel.id, link.kind, link.peer, str(session.role))
         name = info.channel
         cc_id = next(self._ids)
 

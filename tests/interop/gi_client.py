@@ -97,7 +97,9 @@ Exit codes / done reasons
 17 ``action-failed`` an action could not be performed (bad op, no channel)
 18 ``signal``        SIGINT/SIGTERM
 Channel errors on channels other than main are fatal too unless
-``--tolerate-channel-errors`` is given (then they are only reported).
+``--tolerate-channel-errors`` is given (then they are only reported; ERROR_AUTH stays fatal
+unless ``--tolerate-channel-auth-errors`` is given too: a server refusing one channel's link,
+e.g. a viewer's record channel, while spice-gtk keeps the session).
 
 Run sequence
 ------------
@@ -385,6 +387,7 @@ def parse_args(argv):
     p.add_argument("--actions", default="[]", help="JSON list of actions (see module doc)")
     p.add_argument("--linger-ms", type=int, default=300, help="stay connected this long after actions")
     p.add_argument("--tolerate-channel-errors", action="store_true")
+    p.add_argument("--tolerate-channel-auth-errors", action="store_true", help="with --tolerate-channel-errors: ERROR_AUTH on a non-main channel too")
     p.add_argument("--max-invalidates", type=int, default=50)
     p.add_argument("--screenshot", help="write display 0 primary surface as PPM before disconnecting")
     p.add_argument(
@@ -1125,7 +1128,8 @@ class Client:
             return
         if name.startswith("ERROR_"):
             reason = "error-" + name[len("ERROR_") :].lower()
-            if key[0] == CHANNEL_MAIN or name == "ERROR_AUTH" or not self.args.tolerate_channel_errors:
+            auth_fatal = name == "ERROR_AUTH" and not self.args.tolerate_channel_auth_errors
+            if key[0] == CHANNEL_MAIN or auth_fatal or not self.args.tolerate_channel_errors:
                 extra = {"channel": info["channel"], "channel_id": info["id"]}
                 if "error" in fields:
                     extra["message"] = fields["error"]["message"]
