@@ -8,6 +8,7 @@ libspice logs with each stream (``red-stream.cpp``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -67,9 +68,11 @@ class ChannelInfo:
 @dataclass(frozen=True)
 class ChannelEvent:
     """A channel linked (``"connected"``) or went away (``"disconnected"``); QEMU turns libspice's
-    equivalents (``channel_event``) into its SPICE_CONNECTED / SPICE_DISCONNECTED QMP events."""
+    equivalents (``channel_event``) into its SPICE_CONNECTED / SPICE_DISCONNECTED QMP events. The
+    host changed its session's role (``"role-changed"``, one event per channel of the session;
+    ``info.role`` is the new role; not in libspice)."""
 
-    kind: Literal["connected", "disconnected"]
+    kind: Literal["connected", "disconnected", "role-changed"]
     info: ChannelInfo
 
 
@@ -112,10 +115,19 @@ class ChannelListeners:
         return info
 
     def gone(self, infos: list[ChannelInfo], info: ChannelInfo) -> None:
-        """That channel went away."""
-        if info in infos:
-            infos.remove(info)
+        """That channel went away (``info`` as :meth:`connected` returned it; its role may have
+        changed since: the event carries the current one)."""
+        for i, current in enumerate(infos):
+            if current == info or dataclasses.replace(current, role=info.role) == info:
+                info = infos.pop(i)
+                break
         self._emit(ChannelEvent("disconnected", info))
+
+    def role_changed(self, infos: list[ChannelInfo], role: str) -> None:
+        """The host changed the role of the session whose channels are ``infos`` (updated in place)."""
+        for i, info in enumerate(infos):
+            infos[i] = dataclasses.replace(info, role=role)
+            self._emit(ChannelEvent("role-changed", infos[i]))
 
     def _emit(self, event: ChannelEvent) -> None:
         for callback in list(self._callbacks):

@@ -251,6 +251,8 @@ async def test_set_role_live_and_disconnect() -> None:
         assert roles[a.session_id, "main"] == "owner" and roles[b.session_id, "main"] == "viewer"
         assert roles[b.session_id, "record"] == "owner"
         assert {c.session_id: c.role for c in r.server.clients()} == {a.session_id: "viewer", b.session_id: "owner"}
+        changed = {(e.info.session_id, e.info.channel, e.info.role) for e in events if e.kind == "role-changed"}
+        assert {(a.session_id, "main", "viewer"), (a.session_id, "inputs", "viewer"), (b.session_id, "main", "owner")} <= changed
         m = await r.server.metrics()
         assert m.sessions_by_role == {"owner": 1, "viewer": 1}
         assert 'spiceserver_sessions_by_role{role="viewer"} 1' in m.prometheus()

@@ -81,6 +81,7 @@ def apply_role(ctx: ServerContext, session: Session, role: Role) -> None:
     if old is role:
         return
     log.info("session %#x: %s -> %s", session.id, old, role)
+    ctx.listeners.role_changed(session.infos, str(role))
     main = session.main
     for ctype, cc in _session_clients(ctx, session):
         if role is not Role.OWNER and ctype in OWNER_ONLY_CHANNELS and cc.transport is not None:
