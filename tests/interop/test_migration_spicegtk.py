@@ -355,3 +355,49 @@ async def test_seamless_with_sound_channels() -> None:
     finally:
         await src.server.close()
         await dst.server.close()
+
+
+async def test_owner_and_viewer_migrate_together() -> None:
+    """Two sessions on one VM (issue 16's roles) follow one seamless migration: each spice-gtk
+    client pre-links with its own password, so each keeps its role on the destination; both show
+    the destination's picture, the owner's keys reach the destination and the viewer's do not."""
+    roles = {"password": "own", "viewer_password": "view", "max_clients": 2}
+    src = await start_server(seamless_migration=True, **roles)
+    dst = await start_server(seamless_migration=True, incoming_migration=True, **roles)
+    desktop = SyntheticDesktop(W, H)
+    frame = desktop.frame(0.0)
+    src.server.add_framebuffer_display(W, H).update(frame)
+    fbd = dst.server.add_framebuffer_display(W, H)
+    fbd.update(frame)
+    port = str(src.server.port_of())
+    try:
+        async with (
+            controlled_client("--port", port, "--password", "own", "--wait-display", "--expect-channels", "4", timeout=120) as owner,
+            controlled_client("--port", port, "--password", "view", "--wait-display", "--expect-channels", "4", timeout=120) as viewer,
+        ):
+            for client in (owner, viewer):
+                assert await client.wait_picture(same_picture(frame)) is not None, format_events(client.events, client.stderr)
+            before = {id(c): len(c.events) for c in (owner, viewer)}
+            roles_before = {s.id: s.role for s in src.server.sessions()}
+            assert sorted(str(r) for r in roles_before.values()) == ["owner", "viewer"]
+            assert await src.server.migrate_info("127.0.0.1", dst.server.port_of())
+            nxt = desktop.frame(1.0)
+            fbd.update(nxt)
+            outcome = await src.server.migrate_end(True)
+            assert outcome == dict.fromkeys(roles_before, "seamless"), outcome
+            for client in (owner, viewer):
+                shown = await client.wait_picture(same_picture(nxt), timeout=30)
+                assert shown is not None, format_events(client.events, client.stderr)
+                assert _channel_events(client, before[id(client)]) == []  # nothing closed or reopened
+            assert {s.id: s.role for s in dst.server.sessions()} == roles_before  # same ids, same roles
+            assert src.server.num_clients == 0
+            await viewer.action({"op": "key_press_and_release", "scancode": 0x2C})
+            await _keys_reach(owner, dst, 0x30)
+            deadline = time.monotonic() + 20
+            while not any(s.inputs_dropped for s in dst.server.sessions() if str(s.role) == "viewer"):
+                assert time.monotonic() < deadline, "the viewer's key was not seen (and dropped) on the destination"
+                await asyncio.sleep(0.05)
+        assert not any(e[0] == "scancodes" and e[1][:1] in (b"\x2c", b"\xac") for e in dst.devices.events), dst.devices.events
+    finally:
+        await src.server.close()
+        await dst.server.close()
