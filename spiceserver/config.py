@@ -243,6 +243,8 @@ class ServerConfig:
                 raise ConfigError("password longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)")
         if self.max_clients < 1:
             raise ConfigError("max_clients must be at least 1")
+        if self.viewer_password is not None and self.disable_ticketing:
+            raise ConfigError("viewer_password with disable_ticketing: nobody needs a password, so it would give no role (set password too)")
         if self.image_compression not in IMAGE_COMPRESSIONS:
             raise ConfigError(f"image_compression {self.image_compression!r}: expected one of {', '.join(IMAGE_COMPRESSIONS)}")
         for name in ("jpeg_wan_compression", "zlib_glz_wan_compression"):

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from spiceserver import Role, RoleQuery
 from spiceserver.channels.link_rules import grant_link
 from spiceserver.channels.session import SessionTable
+from spiceserver.config import ServerConfig
+from spiceserver.errors import ConfigError
 from spiceserver.events import ChannelEvent
 from spiceserver.proto.enums import ChannelType, LinkErr
 from spiceserver.proto.messages import inputs as im
@@ -166,6 +168,11 @@ async def _start(**kw: object) -> Running:
     kw.setdefault("viewer_password", "view")
     kw.setdefault("max_clients", 4)
     return await start_server(**kw)
+
+
+def test_a_viewer_password_needs_ticketing() -> None:
+    with pytest.raises(ConfigError):
+        ServerConfig(port=0, viewer_password="view", disable_ticketing=True)
 
 
 async def _channels(main: ClientChannel) -> list[tuple[int, int]]:

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-port", type=int, default=None, help="TLS port; needs --x509-dir")
     p.add_argument("--x509-dir", default=None, help="directory with ca-cert.pem, server-cert.pem, server-key.pem")
     p.add_argument("--password", default=None, help="require this password (ticket); none: no password")
+    p.add_argument("--viewer-password", default=None,
+                   help="with --password: a second password whose clients only watch (display, cursor, sound)")  # fmt: skip
+    p.add_argument("--max-clients", type=int, default=1, metavar="N",
+                   help="clients connected at once (default 1: a new client replaces the old one)")  # fmt: skip
     p.add_argument("--name", default=None, help="VM name shown by clients (default: from QEMU's -name, or 'qemu')")
     p.add_argument("--attach", default=None, metavar="ADDRESS",
                    help="serve a running QEMU started with -display dbus,addr=ADDRESS (no QEMU command line)")  # fmt: skip
@@ -146,6 +150,8 @@ def _config(args: argparse.Namespace, name: str) -> ServerConfig:
         tls_port=args.tls_port,
         x509_dir=args.x509_dir,
         password=args.password,
+        viewer_password=args.viewer_password,
+        max_clients=args.max_clients,
         disable_ticketing=args.password is None,
         name=args.name or name,
         web_root=None if args.web_root in (None, "none") else args.web_root,
