@@ -24,7 +24,7 @@ from spiceserver.proto.link import has_cap
 from spiceserver.proto.messages import main as mm
 from spiceserver.proto.messages import record as rm
 from spiceserver.proto.wire import frame
-from tests.conftest import Running
+from tests.conftest import Running, start_server
 from tests.support.client import ClientChannel, Session, connect
 
 needs_opus = pytest.mark.skipif(not opus_available(), reason="PyAV with libopus is not installed")
@@ -452,3 +452,32 @@ async def test_garbage_after_good_data_loses_neither_the_buffered_pcm_nor_the_pl
     speaker.write(b"\x05" * 1920)
     assert (await play.expect(pm.PlaybackData)).data == b"\x05" * 1920
     await main_still_works(s)
+
+
+async def test_two_owners_one_microphone_the_first_until_it_leaves() -> None:
+    """Several owners on one VM (max_clients > 1): the host hears one microphone, the first
+    client's; the others' PCM is dropped (counted) until it leaves, then the next one is heard."""
+    r = await start_server(password="own", max_clients=2)
+    host = Host()
+    try:
+        mic = r.server.register_channel(RecordChannel, host.on_data, host.on_event)
+        a = await connect(r.ep, password="own")
+        b = await connect(r.ep, password="own")
+        ra = await a.link(ChannelType.RECORD, channel_caps=VOLUME_CAPS)
+        rb = await b.link(ChannelType.RECORD, channel_caps=VOLUME_CAPS)
+        mic.start()
+        await ra.expect(rm.RecordStart)
+        await rb.expect(rm.RecordStart)
+        await rb.send(rm.RecordData(time=1, data=samples(10000, 480)))  # not the speaker: unheard
+        await until(lambda: mic.unheard_bytes == 1920)
+        await ra.send(rm.RecordData(time=1, data=samples(0, 480)))
+        await host.wait_for(lambda: len(host.pcm) == 1920)
+        assert bytes(host.pcm) == samples(0, 480)
+        await ra.close()
+        await host.wait_for(lambda: len(host.events) == 2)
+        await rb.send(rm.RecordData(time=2, data=samples(480, 480)))
+        await host.wait_for(lambda: len(host.pcm) == 3840)
+        assert bytes(host.pcm) == samples(0, 960)
+        assert [(e.kind, e.session) for e in host.events] == [("start", a.session_id), ("stop", a.session_id), ("start", b.session_id)]
+    finally:
+        await r.server.close()

@@ -156,6 +156,15 @@ class RecordChannel(LoopChannel):
         self.pcm_bytes = 0
         #: DATA payload bytes received
         self.data_bytes = 0
+        #: decoded PCM bytes of clients other than the :attr:`speaker`, not delivered
+        self.unheard_bytes = 0
+
+    @property
+    def speaker(self) -> RecordChannelClient | None:
+        """The client whose microphone the host hears: the first connected (several owners on one
+        VM, ``max_clients`` > 1: one microphone, as libspice records one client); when it leaves,
+        the next. The others' PCM is decoded (their Opus state stays right) and dropped."""
+        return next((cc for cc in self.clients if isinstance(cc, RecordChannelClient)), None)
 
     def create_client(self, conn: ChannelConnection, link: Link, session: Session) -> RecordChannelClient:
         """A client's record channel."""
@@ -393,7 +402,7 @@ class RecordChannelClient(ChannelClient):
     # --- from the client -----------------------------------------------------------------------
 
     def _begin_stream(self) -> None:
-        if not self.streaming and self.channel.active:
+        if not self.streaming and self.channel.active and self.channel.speaker is self:
             self.streaming = True
             self.log.info("record stream starts (%s)", self.mode_name)
             self.channel.queue_event("start", self.mode_name, self.session.id)
@@ -451,6 +460,9 @@ class RecordChannelClient(ChannelClient):
         ch.pcm_bytes += len(pcm)
         if not ch.active:
             self._partial = b""
+            return
+        if ch.speaker is not self:
+            ch.unheard_bytes += len(pcm)
             return
         self._begin_stream()
         if pcm:
