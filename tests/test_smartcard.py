@@ -208,7 +208,7 @@ async def test_no_slot_at_all_refuses_the_reader(running: Running) -> None:
 
 
 @pytest.mark.parametrize(
-    "msg", [VscAtr(1, ATR), VscApdu(1, b"\x90\x00"), VscCardRemove(UNDEFINED_READER_ID), VscReaderRemove(7)]
+    "msg", [VscAtr(2, ATR), VscApdu(3, b"\x90\x00"), VscCardRemove(UNDEFINED_READER_ID), VscReaderRemove(7)]
 )
 async def test_a_reader_the_client_did_not_add_closes_that_client(
     running: Running, msg: VscMessage, caplog: pytest.LogCaptureFixture
@@ -225,6 +225,19 @@ async def test_a_reader_the_client_did_not_add_closes_that_client(
     await asyncio.wait_for(_until(lambda: channel.client is None and not readers[0].attached), 5)
     ch2 = await s.link(ChannelType.SMARTCARD, 0)
     assert await add_reader(ch2) == 0
+
+
+async def test_a_reader_added_on_an_earlier_connection_resumes_its_free_slot(running: Running) -> None:
+    """spice-gtk keeps its reader ids across a reconnection (a migration's switch host) and sends
+    the ATR with no ReaderAdd: a free slot of that id takes it silently, and the ATR is acknowledged."""
+    channel, readers, ch, _s = await open_channel(running, 2)
+    heard: list[object] = []
+    readers[1].on_reader_added(heard.append)
+    readers[1].on_card_inserted(heard.append)
+    await send(ch, VscAtr(1, ATR))
+    assert await recv(ch) == VscError(1, 0)
+    assert readers[1].attached and readers[1].atr == ATR and not readers[0].attached
+    assert heard == ["reader 1 (reconnected)", ATR]
 
 
 async def _until(pred: Any) -> None:

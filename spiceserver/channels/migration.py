@@ -26,6 +26,15 @@ Theory of operation (one :class:`Migration` per server, owned by the main channe
   not completed           MIGRATE_CANCEL to a client that connected (or was told to begin).
   ======================  =====================================================================
 
+  A client whose session has a channel whose state does not travel -- a smartcard reader (its
+  readers and the APDU in flight live in this server) or a USB device redirected to this server's
+  own usbredir parser (:class:`~spiceserver.channels.usbredir.UsbRedirChannel`; the pass-through
+  channel's bytes do travel) -- is not asked to connect, and at the end is told
+  MIGRATE_SWITCH_HOST: it reconnects everything to the target, where spice-gtk adds its readers
+  and redirects its devices again. A session that links such a channel after ``migrate_info`` is
+  told SWITCH_HOST then MIGRATE_CANCEL at the end (libspice's order when the client had not
+  finished connecting).
+
   A client that connects after the migration ended is told MIGRATE_CANCEL. After a completed
   migration the source waits (at most :data:`MIGRATE_TIMEOUT`) for the clients to leave, then closes
   whatever is left.
@@ -183,6 +192,20 @@ def _inputs_data(cc: Any) -> bytes:
     return md.pack(md.InputsMigrationData(motion_count=cc.motion_count & 0xFFFF, modifiers=int(leds)))
 
 
+def _uncarried(session: Session, ctx: Any) -> list[str]:
+    """The channels of ``session`` whose state a migration cannot carry (see the module doc)."""
+    from .smartcard import SmartcardChannelClient
+    from .usbredir import UsbRedirClient
+
+    names = []
+    for channel in ctx.registry:
+        if isinstance(channel, LoopChannel):
+            for cc in channel.clients:
+                if cc.session is session and not cc.closed and isinstance(cc, SmartcardChannelClient | UsbRedirClient):
+                    names.append(channel.name)
+    return sorted(set(names))
+
+
 @dataclass(eq=False)
 class _SourceClient:
     """One client of the source during a migration."""
@@ -225,6 +248,9 @@ class Migration:
                 continue
             seamless = seamless_ok and mcc.has_channel_cap(MainCap.SEAMLESS_MIGRATE) and mcc.has_channel_cap(MainCap.AGENT_CONNECTED_TOKENS)
             begin = connect and (seamless or mcc.has_channel_cap(MainCap.SEMI_SEAMLESS_MIGRATE))
+            if begin and (stuck := _uncarried(session, self.ctx)):
+                mcc.log.info("migration: the %s state cannot travel: switch host at the end", " and ".join(stuck))
+                begin = False
             state = _SourceClient(mcc, seamless, begin)
             self._clients[session.id] = state
             session.closers.append(state.answered.set)  # a client that leaves answers nothing
@@ -267,7 +293,12 @@ class Migration:
                 self.outcome[sid] = "cancel" if c.begun else "none"
                 continue
             leaving.append(mcc.session)
-            if c.connected and c.seamless:
+            if c.connected and (stuck := _uncarried(mcc.session, self.ctx)):
+                self.outcome[sid] = "switch-host"
+                mcc.log.info("migration: the %s state cannot travel: switch host", " and ".join(stuck))
+                mcc.push(target.switch_host())
+                mcc.push(m.MigrateCancel())  # its links to the target go (libspice's order)
+            elif c.connected and c.seamless:
                 self.outcome[sid] = "seamless"
                 self._migrate_channels(mcc.session)
             elif c.connected:

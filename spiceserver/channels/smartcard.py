@@ -182,6 +182,13 @@ class SmartcardChannel(SingleClientChannel):
                 return slot
         return None
 
+    def resumable_slot(self, reader_id: int) -> ReaderSlot | None:
+        """The free slot ``reader_id`` names, if any (see :meth:`ReaderSlot.reader_resumed`)."""
+        slots = self.readers
+        if 0 <= reader_id < len(slots) and slots[reader_id].client is None:
+            return slots[reader_id]
+        return None
+
     def slot_of(self, cc: SmartcardChannelClient, reader_id: int) -> ReaderSlot | None:
         """The slot ``reader_id`` names if ``cc``'s reader holds it."""
         slots = self.readers
@@ -216,6 +223,9 @@ class SmartcardChannelClient(ChannelClient):
             await slot.reader_added(self, msg)
         elif isinstance(msg, _PER_READER):
             slot = channel.slot_of(self, msg.reader_id)
+            if slot is None and (free := channel.resumable_slot(msg.reader_id)) is not None and free.reader_resumed(self):
+                self.log.info("smartcard reader %d resumed: the client added it on an earlier connection", free.id)
+                slot = free
             if slot is None:
                 raise ProtocolError(
                     f"VSC {type(msg).__name__[3:]} for reader {msg.reader_id:#x}, which this client did not add"

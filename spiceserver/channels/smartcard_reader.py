@@ -135,6 +135,12 @@ class ReaderSlot:
         """ATR, CardRemove, APDU, Error or ReaderRemove from the client that holds the slot."""
         raise NotImplementedError
 
+    def reader_resumed(self, client: VscSink) -> bool:
+        """A client speaks for this free slot's id without a ReaderAdd on this link: spice-gtk
+        keeps its reader ids when it reconnects (a migration's switch host), and sends the ATR
+        straight away. Take the slot silently if this kind of slot can (returns whether it did)."""
+        return False
+
     def client_gone(self) -> None:
         """The client that holds the slot left."""
         raise NotImplementedError
@@ -262,6 +268,16 @@ class SmartcardReader(ReaderSlot):
         self._late = 0
         self._ack(client)
         self._fire(self._added, self._name)
+
+    def reader_resumed(self, client: VscSink) -> bool:
+        """Take the slot for a reader the client added on an earlier connection (no acknowledgement:
+        the client sent no ReaderAdd); the host hears it added."""
+        self.client = client
+        self._name = f"reader {self.id} (reconnected)"
+        self._atr = None
+        self._late = 0
+        self._fire(self._added, self._name)
+        return True
 
     async def client_message(self, client: VscSink, msg: VscMessage) -> None:
         """Acknowledge ATR / CardRemove / ReaderRemove; hand APDU / Error to the waiting transmit."""

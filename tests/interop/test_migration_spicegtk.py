@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,17 @@ import pytest
 
 from spiceserver.channels.chardev import char_device_pair
 from spiceserver.channels.port import PortChannel
+from spiceserver.channels.smartcard import SmartcardChannel
+from spiceserver.channels.usb_device import RedirectedUsbDevice
+from spiceserver.channels.usbredir import UsbRedirChannel, UsbRedirection
 from spiceserver.desktop import SyntheticDesktop
 from tests.conftest import Running, start_server
 from tests.interop.harness import GiClient, controlled_client, format_events, same_picture
 from tests.interop.test_display_spicegtk import assert_same
+from tests.interop.test_smartcard_spicegtk import SELECT_CAC
+from tests.interop.test_usbredir_spicegtk import scsi_in
 from tests.support.certs import TestCA
+from tests.support.nssdb import certutil_available, make_nss_db
 
 pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("gi_client")]
 
@@ -398,6 +405,90 @@ async def test_owner_and_viewer_migrate_together() -> None:
                 assert time.monotonic() < deadline, "the viewer's key was not seen (and dropped) on the destination"
                 await asyncio.sleep(0.05)
         assert not any(e[0] == "scancodes" and e[1][:1] in (b"\x2c", b"\xac") for e in dst.devices.events), dst.devices.events
+    finally:
+        await src.server.close()
+        await dst.server.close()
+
+
+@pytest.mark.skipif(not certutil_available(), reason="certutil (libnss3-tools) is not installed")
+async def test_a_smartcard_session_migrates_by_switch_host(tmp_path: Path) -> None:
+    """A reader's state (its reader id, the card, an APDU in flight) lives in the source server, so
+    a session with a smartcard channel is not asked to pre-connect and is switched to the
+    destination at the end: spice-gtk reconnects, adds its reader and inserts its card there, and
+    the destination's host talks to the card."""
+    db = make_nss_db(tmp_path / "nss")
+    src, dst, _desktop, frame, _fbs, _fbd = await _pair(seamless_migration=True)
+    readers = [r.server.register_channel(SmartcardChannel).add_reader() for r in (src, dst)]
+    try:
+        async with controlled_client(
+            "--port", str(src.server.port_of()), "--wait-display", "--smartcard-db", str(db), "--tolerate-channel-errors", timeout=120
+        ) as client:
+            assert await client.wait_picture(same_picture(frame)) is not None
+            await _until(lambda: readers[0].present, "the card on the source")
+            (info,) = src.server.clients()
+            assert not await src.server.migrate_info("127.0.0.1", dst.server.port_of())  # not asked to connect
+            assert await src.server.migrate_end(True) == {info.session_id: "switch-host"}
+            await client.expect("migration-state", name="switching")
+            await _until(lambda: readers[1].present, "the card on the destination", timeout=60)
+            answer = await readers[1].transmit(SELECT_CAC, timeout=15)
+            assert answer[-2:-1] in (b"\x61", b"\x90"), answer.hex()
+            assert src.server.num_clients == 0 and dst.server.num_clients == 1
+    finally:
+        await src.server.close()
+        await dst.server.close()
+
+
+async def _until(pred: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_redirected_usb_device_follows_by_switch_host(tmp_path: Path) -> None:
+    """A USB device redirected to this server's own usbredir parser (its hello, the device's
+    descriptors and transfers in flight live in the source) makes the session switch host: spice-gtk
+    makes a new usbredir channel to the destination, where the device, redirected again (spice-gtk
+    does not redirect it by itself after a switch host, with libspice either), attaches, readable."""
+    iso = tmp_path / "cd.iso"
+    iso.write_bytes(b"hello iso\n" + bytes(2 * 1024 * 1024 - 10))
+    src, dst, _desktop, frame, _fbs, _fbd = await _pair(seamless_migration=True)
+    hubs = []
+    attached: list[asyncio.Queue[RedirectedUsbDevice]] = []
+    for r in (src, dst):
+        hub = UsbRedirection()
+        r.server.register_channel(UsbRedirChannel, hub, 0)
+        queue: asyncio.Queue[RedirectedUsbDevice] = asyncio.Queue()
+        hub.on_attach(queue.put_nowait)
+        hubs.append(hub)
+        attached.append(queue)
+    try:
+        async with controlled_client(
+            "--port", str(src.server.port_of()), "--wait-display", "--usb-cd", str(iso), "--tolerate-channel-errors", timeout=120
+        ) as client:
+            assert await client.wait_picture(same_picture(frame)) is not None
+            assert (await client.expect("usb-cd", timeout=10))["ok"]
+            await client.expect("ready", timeout=15)
+            await client.action({"op": "usb_cd_connect"})
+            dev = await asyncio.wait_for(attached[0].get(), 20)
+            assert (await client.expect("usb-connected", timeout=10))["ok"]
+            assert (dev.vendor_id, dev.product_id) == (0x2B23, 0xCDCD)
+            (info,) = src.server.clients()
+            assert not await src.server.migrate_info("127.0.0.1", dst.server.port_of())  # not asked to connect
+            assert await src.server.migrate_end(True) == {info.session_id: "switch-host"}
+            await client.expect(lambda e: e.get("event") == "channel-event" and e.get("channel") == "usbredir" and e.get("remote_port") == dst.server.port_of())
+            assert dev.gone and hubs[0].devices == []
+            await client.action({"op": "usb_cd_connect"})
+            try:
+                moved = await asyncio.wait_for(attached[1].get(), 60)
+            except TimeoutError:
+                raise AssertionError(format_events(client.events, client.stderr)) from None
+            assert (moved.vendor_id, moved.product_id) == (0x2B23, 0xCDCD) and hubs[1].devices == [moved]
+            if moved.configuration != 1:
+                await moved.set_configuration(1, timeout=10)
+            inquiry, status = await scsi_in(moved, 1, bytes([0x12, 0, 0, 0, 36, 0]), 36)
+            assert status == 0 and b"SPICE" in inquiry[8:36], inquiry
+            assert src.server.num_clients == 0 and dst.server.num_clients == 1
     finally:
         await src.server.close()
         await dst.server.close()
