@@ -230,7 +230,7 @@ async def test_a_reader_the_client_did_not_add_closes_that_client(
 async def test_a_reader_added_on_an_earlier_connection_resumes_its_free_slot(running: Running) -> None:
     """spice-gtk keeps its reader ids across a reconnection (a migration's switch host) and sends
     the ATR with no ReaderAdd: a free slot of that id takes it silently, and the ATR is acknowledged."""
-    channel, readers, ch, _s = await open_channel(running, 2)
+    _channel, readers, ch, _s = await open_channel(running, 2)
     heard: list[object] = []
     readers[1].on_reader_added(heard.append)
     readers[1].on_card_inserted(heard.append)

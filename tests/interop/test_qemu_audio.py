@@ -211,14 +211,14 @@ async def test_the_qemu_command_plays_the_guest_beep(tmp_path: Path) -> None:
     the command adds a 48 kHz D-Bus audiodev named ``spiceserver`` and bridges it, so the PC
     speaker given that audiodev reaches spice-gtk as a 1 kHz tone."""
     from spiceserver.qemu.cli import AUDIODEV_ID
-    from tests.interop.test_qemu_spicegtk import _drain, _qemu_command
+    from tests.support.qemu import drain_output, launch_qemu_command
 
     disk = tmp_path / "beep.img"
     disk.write_bytes(BEEP.ljust(510, b"\0") + b"\x55\xaa")
     pcm_out = tmp_path / "playback.raw"
     pc_speaker = ("-machine", f"pcspk-audiodev={AUDIODEV_ID}", "-drive", f"file={disk},format=raw,if=ide")
-    proc, port, lines = await _qemu_command(tmp_path, *pc_speaker)
-    drain = asyncio.ensure_future(_drain(proc, lines))
+    proc, port, lines = await launch_qemu_command(tmp_path, "-vga", "std", *pc_speaker)
+    drain = asyncio.ensure_future(drain_output(proc, lines))
     try:
         argv = ("--port", str(port), "--enable-audio", "--playback-out", str(pcm_out))
         async with controlled_client(*argv, timeout=60) as client:
