@@ -70,7 +70,9 @@ def make_client(host: Host) -> tuple[RecordChannel, RecordChannelClient]:
     mess = LinkMess(7, ChannelType.RECORD, 0, (), caps_to_words({RecordCap.VOLUME, RecordCap.OPUS}))
     link = Link(cast(Any, None), cast(Any, None), mess, b"", False, False, ConnLog(logging.getLogger("spiceserver"), {}))
     conn = ChannelConnection(ChannelType.RECORD, SERVER, mini_header=True, max_message_size=mic.max_message_size)
-    return mic, mic.create_client(conn, link, Session(7))
+    cc = mic.create_client(conn, link, Session(7))
+    mic.clients.append(cc)  # as LoopChannel.serve does: the one client is the speaker
+    return mic, cc
 
 
 modes = st.sampled_from([0, 1, 2, 3, 4, 0xFFFF]) | st.integers(0, 0xFFFF)
