@@ -118,7 +118,7 @@ class ChannelListeners:
         """That channel went away (``info`` as :meth:`connected` returned it; its role may have
         changed since: the event carries the current one)."""
         for i, current in enumerate(infos):
-            if current == info or dataclasses.replace(current, role=info.role) == info:
+            if dataclasses.replace(current, role=info.role) == info:
                 info = infos.pop(i)
                 break
         self._emit(ChannelEvent("disconnected", info))

@@ -54,6 +54,11 @@ _COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_
 _SASL_COMMON_CAPS = caps_to_words({CommonCap.PROTOCOL_AUTH_SELECTION, CommonCap.AUTH_SASL, CommonCap.MINI_HEADER})
 
 
+def _peer_label(peer: object, other: str) -> str:
+    """``"host:port"`` of a TCP peer (``getpeername``), else ``other``."""
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else other
+
+
 class SpiceServer(ServerDevices, SessionControl):
     """A SPICE server: register devices (:class:`~spiceserver.server_devices.ServerDevices`), then
     :meth:`start` (or :meth:`serve_forever`). Sessions and roles: :class:`~spiceserver.server_sessions.SessionControl`.
@@ -255,7 +260,7 @@ class SpiceServer(ServerDevices, SessionControl):
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secure: bool, unix: bool) -> None:
         conn_id = next(self._conn_ids)
         peer = writer.get_extra_info("peername")
-        peer_s = "unix" if unix else (f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer))
+        peer_s = "unix" if unix else _peer_label(peer, str(peer))
         clog = ConnLog(log, {"conn": conn_id, "peer": peer_s + ("/tls" if secure else "")})
         self.stats["connections"] += 1
         if (pending := self._admission.admit(None if unix else peer_s.rpartition(":")[0], writer.transport.abort)) is None:
@@ -415,7 +420,7 @@ class SpiceServer(ServerDevices, SessionControl):
             # disconnect); refused, it tells its source MIGRATE_CONNECT_ERROR (libspice takes it as one)
             clog.warning("main link with connection id %#x, and no migration is expected", mess.connection_id)
             return LinkGrant(LinkErr.BAD_CONNECTION_ID)
-        peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        peer_s = _peer_label(peer, "unix")
         ctx = self._ctx
         grant = grant_link(ctx.sessions, mess.channel_type, mess.connection_id, role, peer=peer_s, secure=secure, policy=ctx.role_policy, log=clog, user=user)
         if grant.code == LinkErr.OK and ctx.registry.get(mess.channel_type, mess.channel_id) is None:

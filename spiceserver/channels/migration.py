@@ -64,7 +64,7 @@ from ..proto.channel_client import StateTable
 from ..proto.enums import MainCap, MigrateFlags
 from ..proto.messages import main as m
 from ..proto.messages.base import ClientMigrateData, Migrate, MigrateData, MigrateFlushMark
-from .base import ChannelClient, LoopChannel
+from .base import ChannelClient, LoopChannel, ServerContext
 from .session import Session
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def _inputs_data(cc: Any) -> bytes:
     return md.pack(md.InputsMigrationData(motion_count=cc.motion_count & 0xFFFF, modifiers=int(leds)))
 
 
-def _uncarried(session: Session, ctx: Any) -> list[str]:
+def _uncarried(session: Session, ctx: ServerContext) -> list[str]:
     """The channels of ``session`` whose state a migration cannot carry (see the module doc)."""
     from .smartcard import SmartcardChannelClient
     from .usbredir import UsbRedirClient

@@ -260,22 +260,23 @@ class SmartcardReader(ReaderSlot):
             waiter.set_exception(SmartcardError(f"smartcard reader {self.id}: {reason}"))
         self._late = 0
 
-    async def reader_added(self, client: VscSink, msg: VscReaderAdd) -> None:
-        """Take the slot, acknowledge with Error(SUCCESS) carrying the id, tell the host."""
+    def _take(self, client: VscSink, name: str) -> None:
+        """The slot is ``client``'s reader ``name`` now, with no card yet."""
         self.client = client
-        self._name = msg.text
+        self._name = name
         self._atr = None
         self._late = 0
+
+    async def reader_added(self, client: VscSink, msg: VscReaderAdd) -> None:
+        """Take the slot, acknowledge with Error(SUCCESS) carrying the id, tell the host."""
+        self._take(client, msg.text)
         self._ack(client)
         self._fire(self._added, self._name)
 
     def reader_resumed(self, client: VscSink) -> bool:
         """Take the slot for a reader the client added on an earlier connection (no acknowledgement:
         the client sent no ReaderAdd); the host hears it added."""
-        self.client = client
-        self._name = f"reader {self.id} (reconnected)"
-        self._atr = None
-        self._late = 0
+        self._take(client, f"reader {self.id} (reconnected)")
         self._fire(self._added, self._name)
         return True
 

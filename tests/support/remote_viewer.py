@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from tests.interop.harness import client_env
-from tests.support.vdagent import _Proc, start_xvfb
+from tests.support.vdagent import ChildProcess, start_xvfb
 
 __all__ = ["RemoteViewer", "find_picture", "read_xwd", "remote_viewer", "remote_viewer_skip_reason"]
 
@@ -95,7 +95,7 @@ def find_picture(screen: np.ndarray, picture: np.ndarray) -> tuple[int, int] | N
 class RemoteViewer:
     """remote-viewer on an Xvfb display: :attr:`proc`, :attr:`display`."""
 
-    def __init__(self, proc: _Proc, display: int, work: Path) -> None:
+    def __init__(self, proc: ChildProcess, display: int, work: Path) -> None:
         self.proc = proc
         self.display = display
         self.work = work
@@ -138,9 +138,9 @@ async def remote_viewer(uri: str, work: Path, *args: str) -> AsyncIterator[Remot
     env.update(GSETTINGS_BACKEND="memory", NO_AT_BRIDGE="1", GDK_BACKEND="x11")
     xvfb, display = await start_xvfb(work, env, SCREEN)
     env["DISPLAY"] = f":{display}"
-    viewer: _Proc | None = None
+    viewer: ChildProcess | None = None
     try:
-        viewer = _Proc(["remote-viewer", "--zoom=100", *args, uri], work / "remote-viewer.log", env)
+        viewer = ChildProcess(["remote-viewer", "--zoom=100", *args, uri], work / "remote-viewer.log", env)
         yield RemoteViewer(viewer, display, work)
     finally:
         if viewer is not None:

@@ -64,6 +64,7 @@ __all__ = [
     "InputEvent",
     "agent_env",
     "agent_env_skip_reason",
+    "ChildProcess",
     "start_xvfb",
 ]
 
@@ -138,7 +139,7 @@ def connected_sockets(path: Path) -> list[int]:
     return out
 
 
-class _Proc:
+class ChildProcess:
     """A child process whose output goes to a log file, stopped by PID (its own session)."""
 
     def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str]) -> None:
@@ -194,12 +195,12 @@ class AgentEnv:
     save_dir: Path
     udcs: Path
     env: dict[str, str]
-    xvfb: _Proc | None = None
-    daemon: _Proc | None = None
-    session: _Proc | None = None
+    xvfb: ChildProcess | None = None
+    daemon: ChildProcess | None = None
+    session: ChildProcess | None = None
     daemon_logs: list[Path] = field(default_factory=list)
     session_logs: list[Path] = field(default_factory=list)
-    helpers: list[_Proc] = field(default_factory=list)
+    helpers: list[ChildProcess] = field(default_factory=list)
 
     # ---------------------------------------------------------------- processes
     async def start_daemon(self, timeout: float = 20.0) -> None:
@@ -210,7 +211,7 @@ class AgentEnv:
         self.daemon_logs.append(log)
         argv = [_which(VDAGENTD), "-x", "-f", "-X", "-d", "-s", str(self.socket_path)]
         argv += ["-u", str(self.uinput), "-S", str(self.udcs)]
-        self.daemon = _Proc(argv, log, self.env)
+        self.daemon = ChildProcess(argv, log, self.env)
         daemon = self.daemon
         await _poll(lambda: self.udcs.exists() or not daemon.running, timeout, f"{self.udcs}")
         if not daemon.running:
@@ -223,7 +224,7 @@ class AgentEnv:
         self.session_logs.append(log)
         argv = [_which(VDAGENT), "-x", "-d", "-s", str(self.socket_path), "-S", str(self.udcs)]
         argv += ["-f", str(self.save_dir), "-o", "0"]
-        self.session = _Proc(argv, log, self.env)
+        self.session = ChildProcess(argv, log, self.env)
 
     async def kill_daemon(self, sig: int = signal.SIGKILL, wait_server: bool = True) -> int:
         """Stop spice-vdagentd (SIGKILL by default: the guest agent dies) and the session agent, which
@@ -349,7 +350,7 @@ class AgentEnv:
         argv = [_which(XCLIP), "-selection", selection, "-quiet", "-i", str(src)]
         if target:
             argv[3:3] = ["-t", target]
-        self.helpers.append(_Proc(argv, self.work / "xclip.log", self.env))
+        self.helpers.append(ChildProcess(argv, self.work / "xclip.log", self.env))
 
     async def get_clipboard(self, selection: str = "clipboard", timeout: float = 10.0) -> bytes:
         """``xclip -o``: the selection's content (if the agent owns it, it asks the client first)."""
@@ -394,12 +395,12 @@ class AgentEnv:
             await self.xvfb.stop()
 
 
-async def start_xvfb(work: Path, env: dict[str, str], size: str = "1024x768") -> tuple[_Proc, int]:
+async def start_xvfb(work: Path, env: dict[str, str], size: str = "1024x768") -> tuple[ChildProcess, int]:
     """Xvfb on a free display with one ``size`` x 24 screen, logging to ``work/xvfb.log``; returns (process, display)."""
     for attempt in range(3):  # the display is free when chosen, not necessarily when Xvfb binds it
         display = free_display()
         argv = [_which(XVFB), f":{display}", "-screen", "0", f"{size}x24", "-nolisten", "tcp", "-noreset"]
-        proc = _Proc(argv, work / "xvfb.log", env)
+        proc = ChildProcess(argv, work / "xvfb.log", env)
         sock = Path(f"/tmp/.X11-unix/X{display}")
         try:
             await _poll(lambda: sock.exists() or not proc.running, 30.0, f"Xvfb on :{display}")  # noqa: B023
